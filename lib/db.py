@@ -1,0 +1,101 @@
+"""Engine factory and database initialisation (creates what is missing, never alters)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from lib.schema import metadata
+from lib.settings import mask_url, normalize_database_url
+
+# Errors that mean "the database is not there" rather than "our query is wrong".
+UNAVAILABLE_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DisconnectionError)
+
+
+def make_engine(url: str, **kwargs) -> Engine:
+    url = normalize_database_url(url)
+    if url.startswith("sqlite"):
+        path = sa.engine.make_url(url).database
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"timeout": 30}, **kwargs)
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("connect_args", {"connect_timeout": 5})
+    return sa.create_engine(url, **kwargs)
+
+
+def _sqlite_pragmas(dbapi_conn, _record):
+    # WAL lets the app read while the worker writes; busy_timeout queues writers instead of failing.
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+@dataclass
+class InitReport:
+    created_tables: list[str] = field(default_factory=list)
+    created_indexes: list[str] = field(default_factory=list)
+    missing_columns: dict[str, list[str]] = field(default_factory=dict)
+
+
+def init_db(engine: Engine) -> InitReport:
+    """Create missing tables and indexes. Never drops, renames or retypes anything.
+
+    On tables created by someone else's DDL (Supabase) only the missing indexes are added;
+    columns we rely on but cannot find are reported, not added.
+    """
+    report = InitReport()
+    with engine.begin() as conn:
+        inspector = sa.inspect(conn)
+        existing = set(inspector.get_table_names())
+        for table in metadata.sorted_tables:
+            if table.name not in existing:
+                table.create(conn)
+                report.created_tables.append(table.name)
+                continue
+            have_cols = {c["name"] for c in inspector.get_columns(table.name)}
+            missing = [c.name for c in table.columns if c.name not in have_cols]
+            if missing:
+                report.missing_columns[table.name] = missing
+                continue  # an index over a missing column would fail; say so instead
+            have_idx = {i["name"] for i in inspector.get_indexes(table.name)}
+            for index in table.indexes:
+                if index.name not in have_idx:
+                    index.create(conn)
+                    report.created_indexes.append(index.name)
+    return report
+
+
+def ping(engine: Engine) -> None:
+    """Raise one of UNAVAILABLE_ERRORS when the database cannot be reached."""
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT 1"))
+
+
+def unavailable_message(url: str, exc: BaseException) -> str:
+    """What an operator needs when the database is down: which URL, what failed, what to check."""
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+    return (
+        f"Database unavailable at {mask_url(url)}.\n\n"
+        f"Reason: {reason}\n\n"
+        "Check that the server is running and reachable, that DATABASE_URL (or the secrets file) "
+        "names the right host, port, database and password, and that the network allows the connection."
+    )
+
+
+if __name__ == "__main__":  # python -m lib.db : initialise the configured database
+    from lib.settings import load_settings
+
+    settings = load_settings()
+    rep = init_db(make_engine(settings.database_url))
+    print(f"database: {settings.masked_database_url}")
+    print(f"created tables: {', '.join(rep.created_tables) or 'none'}")
+    print(f"created indexes: {', '.join(rep.created_indexes) or 'none'}")
+    for table, cols in rep.missing_columns.items():
+        print(f"WARNING {table} lacks columns {', '.join(cols)} (not added; indexes skipped)")

@@ -1,0 +1,198 @@
+"""The tables exactly as the spec names them, in types that work on PostgreSQL and SQLite.
+
+PostgreSQL gets native uuid, jsonb and timestamptz; SQLite gets CHAR(32), JSON text and
+naive-UTC timestamps, normalised back to aware UTC on read (UTCDateTime below).
+"""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+metadata = sa.MetaData()
+
+JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+class UTCDateTime(sa.types.TypeDecorator):
+    """timestamptz on PostgreSQL; on SQLite naive UTC in, aware UTC out. Naive input is refused."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: pass timezone-aware UTC times")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if isinstance(value, str):  # a SQLite row written by someone else's tool
+            value = datetime.fromisoformat(value)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+def _id() -> sa.Column:
+    return sa.Column("id", sa.Uuid(as_uuid=True), primary_key=True, default=uuid.uuid4)
+
+
+def _ts(name: str, nullable: bool = True) -> sa.Column:
+    return sa.Column(name, UTCDateTime(), nullable=nullable)
+
+
+instagram_business_accounts = sa.Table(
+    "instagram_business_accounts",
+    metadata,
+    _id(),
+    sa.Column("username", sa.Text),
+    sa.Column("instagram_business_id", sa.Text),
+    sa.Column("access_token", sa.Text),
+    sa.Column("is_connected", sa.Boolean, default=True),
+    _ts("created_at"),
+    _ts("updated_at"),
+)
+
+post_queue = sa.Table(
+    "post_queue",
+    metadata,
+    _id(),
+    sa.Column("business_account_id", sa.Uuid(as_uuid=True)),
+    sa.Column("action_type", sa.Text, nullable=False),
+    sa.Column("payload", JSONType),
+    sa.Column("idempotency_key", sa.Text, unique=True),
+    sa.Column("status", sa.Text, nullable=False, default="pending"),
+    sa.Column("retry_count", sa.Integer, nullable=False, default=0),
+    sa.Column("error", sa.Text),
+    sa.Column("error_category", sa.Text),
+    sa.Column("instagram_id", sa.Text),
+    _ts("next_retry_at"),
+    _ts("created_at"),
+    _ts("updated_at"),
+    sa.Index("ix_post_queue_status_next_retry_at", "status", "next_retry_at"),
+    sa.Index("ix_post_queue_business_account_id", "business_account_id"),
+    sa.Index("ix_post_queue_status_updated_at", "status", "updated_at"),
+)
+
+agent_heartbeats = sa.Table(
+    "agent_heartbeats",
+    metadata,
+    _id(),
+    sa.Column("agent_id", sa.Text, nullable=False),
+    sa.Column("status", sa.Text),
+    _ts("last_beat_at"),
+    _ts("created_at"),
+    _ts("updated_at"),
+    sa.Index("ix_agent_heartbeats_agent_id_last_beat_at", "agent_id", "last_beat_at"),
+    sa.Index("ix_agent_heartbeats_last_beat_at", "last_beat_at"),
+)
+
+oversight_chat_sessions = sa.Table(
+    "oversight_chat_sessions",
+    metadata,
+    _id(),
+    sa.Column("business_account_id", sa.Uuid(as_uuid=True)),
+    sa.Column("dashboard_user_id", sa.Text),
+    sa.Column("messages", JSONType),
+    sa.Column("session_title", sa.Text),
+    sa.Column("is_active", sa.Boolean, default=True),
+    sa.Column("last_question", sa.Text),
+    sa.Column("last_answer", sa.Text),
+    sa.Column("last_latency_ms", sa.Integer),
+    sa.Column("last_tools_used", JSONType),
+    sa.Column("total_queries", sa.Integer, default=0),
+    _ts("created_at"),
+    _ts("updated_at"),
+    sa.Index("ix_oversight_chat_sessions_user_updated", "dashboard_user_id", "updated_at"),
+)
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    _id(),
+    sa.Column("event_type", sa.Text),
+    sa.Column("action", sa.Text),
+    sa.Column("resource_type", sa.Text),
+    sa.Column("resource_id", sa.Text),
+    sa.Column("user_id", sa.Text),
+    sa.Column("success", sa.Boolean),
+    sa.Column("error_message", sa.Text),
+    sa.Column("details", JSONType),
+    sa.Column("ip_address", sa.Text),
+    sa.Column("user_agent", sa.Text),
+    _ts("created_at"),
+    sa.Index("ix_audit_log_created_at_id", "created_at", "id"),
+    sa.Index("ix_audit_log_event_type_created_at", "event_type", "created_at"),
+    sa.Index("ix_audit_log_resource_id", "resource_id"),
+)
+
+system_alerts = sa.Table(
+    "system_alerts",
+    metadata,
+    _id(),
+    sa.Column("alert_type", sa.Text, nullable=False),
+    sa.Column("message", sa.Text),
+    sa.Column("business_account_id", sa.Uuid(as_uuid=True)),
+    sa.Column("details", JSONType),
+    sa.Column("resolved", sa.Boolean, nullable=False, default=False),
+    _ts("resolved_at"),
+    _ts("created_at"),
+    _ts("updated_at"),
+    sa.Index("ix_system_alerts_resolved_created_at", "resolved", "created_at"),
+)
+
+analytics_reports = sa.Table(
+    "analytics_reports",
+    metadata,
+    _id(),
+    sa.Column("business_account_id", sa.Uuid(as_uuid=True)),
+    sa.Column("report_type", sa.Text),
+    _ts("report_date"),
+    sa.Column("start_date", sa.Text),
+    sa.Column("end_date", sa.Text),
+    sa.Column("instagram_metrics", JSONType),
+    sa.Column("media_metrics", JSONType),
+    sa.Column("revenue_metrics", JSONType),
+    sa.Column("historical_comparison", JSONType),
+    sa.Column("insights", JSONType),
+    sa.Column("data_sources", JSONType),
+    _ts("processed_at"),
+    sa.Column("run_id", sa.Text),
+    _ts("created_at"),
+    sa.Index("ix_analytics_reports_account_type_date", "business_account_id", "report_type", "report_date"),
+)
+
+# Our own table (not in the spec): one row per worker tick, so the pages can tell whether the
+# worker runs. Never agent_heartbeats: the backend reads its newest row to decide agent liveness.
+worker_ticks = sa.Table(
+    "worker_ticks",
+    metadata,
+    _id(),
+    sa.Column("host", sa.Text),
+    sa.Column("pid", sa.Integer),
+    _ts("started_at", nullable=False),
+    _ts("finished_at"),
+    sa.Column("claimed", sa.Integer, default=0),
+    sa.Column("sent", sa.Integer, default=0),
+    sa.Column("failed", sa.Integer, default=0),
+    sa.Column("dlq", sa.Integer, default=0),
+    sa.Column("rescued", sa.Integer, default=0),
+    sa.Column("error", sa.Text),
+    sa.Index("ix_worker_ticks_started_at", "started_at"),
+)
+
+SPEC_TABLES = (
+    post_queue,
+    agent_heartbeats,
+    oversight_chat_sessions,
+    audit_log,
+    system_alerts,
+    analytics_reports,
+)

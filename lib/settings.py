@@ -1,0 +1,121 @@
+"""One frozen Settings object: environment variables first, then secrets.toml, then defaults.
+
+Streamlit's own `st.secrets` reads the same `.streamlit/secrets.toml`; we read it with tomllib
+so the worker and the tests get the same answer without importing streamlit (and without
+`st.secrets` raising when no file exists).
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import urlsplit, urlunsplit
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SQLITE_PATH = PROJECT_ROOT / "data" / "dashboard.sqlite"
+SECRETS_FILES = (PROJECT_ROOT / ".streamlit" / "secrets.toml", Path.home() / ".streamlit" / "secrets.toml")
+
+
+class SettingsError(ValueError):
+    """A setting has a value we cannot use; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Each field's env var is its name in upper case (database_url -> DATABASE_URL).
+    database_url: str = f"sqlite:///{DEFAULT_SQLITE_PATH}"
+    oversight_api_url: str = "http://127.0.0.1:8765"
+    oversight_chat_path: str = "/api/instagram/oversight/chat"
+    instagram_graph_url: str = "https://graph.facebook.com/v21.0"
+    graph_connect_timeout_s: float = 5.0
+    graph_read_timeout_s: float = 30.0
+    display_timezone: str = "UTC"
+    liveness_threshold_s: int = 60  # spec LIVENESS_THRESHOLD_MS
+    poll_interval_s: int = 30  # spec POLL_INTERVAL_MS
+    max_stream_duration_s: int = 300  # spec MAX_STREAM_DURATION_MS
+    max_retries: int = 5  # spec MAX_RETRIES
+    batch_size: int = 20  # spec BATCH_SIZE
+    worker_cron: str = "*/5 * * * *"  # spec DEFAULT_CRON
+    processing_lease_s: int = 600  # DESIGN decision 4
+    watchdog_interval_s: int = 30
+    local_user: str = "local"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def masked_database_url(self) -> str:
+        return mask_url(self.database_url)
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept the URLs Supabase and older tools print and pick the psycopg2 driver.
+
+    SQLAlchemy 2.1 maps a bare `postgresql://` to psycopg 3, which we do not install.
+    """
+    url = url.strip()
+    if not url:
+        raise SettingsError("DATABASE_URL is empty")
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg2://" + url[len(prefix):]
+    if not (url.startswith("postgresql+") or url.startswith("sqlite")):
+        raise SettingsError(
+            f"DATABASE_URL must start with postgresql://, postgres:// or sqlite:// (got {mask_url(url)!r})"
+        )
+    return url
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ***, safe to show and log."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def read_secrets_files(paths=SECRETS_FILES) -> dict[str, Any]:
+    """Merged top-level keys of the secrets files that exist (project file wins)."""
+    merged: dict[str, Any] = {}
+    for path in reversed(paths):
+        if path.is_file():
+            try:
+                merged.update(tomllib.loads(path.read_text()))
+            except tomllib.TOMLDecodeError as exc:
+                raise SettingsError(f"{path} is not valid TOML: {exc}") from exc
+    return merged
+
+
+def load_settings(env: Mapping[str, str] | None = None, secrets: Mapping[str, Any] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    secrets = read_secrets_files() if secrets is None else secrets
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        name = f.name.upper()
+        raw = env.get(name)
+        if raw is None or raw == "":
+            raw = secrets.get(name, secrets.get(f.name))
+        if raw is None:
+            continue
+        values[f.name] = _coerce(f.name, f.type, raw)
+    settings = Settings(**values)
+    return replace(settings, database_url=normalize_database_url(settings.database_url))
+
+
+def _coerce(name: str, type_name: str, raw: Any) -> Any:
+    try:
+        if type_name == "int":
+            return int(raw)
+        if type_name == "float":
+            return float(raw)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"{name.upper()} must be a number (got {raw!r})") from exc
+    return str(raw)
+

@@ -1,0 +1,43 @@
+"""Shared fixtures: a throwaway PostgreSQL for the session, and `db_url`/`engine` fixtures that
+run each data test on SQLite and on PostgreSQL (a fresh database per test)."""
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from lib.db import init_db, make_engine
+from tests.support.pg import ThrowawayPostgres
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """Started once per test session; stopped and removed at the end."""
+    server = ThrowawayPostgres()
+    server.start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """An empty database URL of each kind (tables not created)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'test.sqlite'}"
+    server = request.getfixturevalue("pg_server")
+    return server.create_database("t_" + uuid.uuid4().hex[:12])
+
+
+@pytest.fixture
+def engine(db_url):
+    """An engine on a database initialised with our schema."""
+    eng = make_engine(db_url)
+    init_db(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path):
+    return f"sqlite:///{tmp_path / 'test.sqlite'}"
