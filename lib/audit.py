@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Iterator
 
 import sqlalchemy as sa
 
 from lib.schema import audit_log
+from lib.timebuckets import bucket_expr, bucket_value
 
 # Spec 4.2 event types, plus the ones this project writes for operator actions.
 SPEC_EVENT_TYPES = (
@@ -51,3 +53,198 @@ def audit_row(
 def log_audit(conn: sa.Connection, **kwargs: Any) -> None:
     """Insert one audit_log row; keyword arguments as audit_row()."""
     conn.execute(sa.insert(audit_log), [audit_row(**kwargs)])
+
+
+# ---------------------------------------------------------------------------------------------
+# Reads for the Activity Feed: filters, keyset pages (created_at, id), chart counts, export.
+# Rows without created_at cannot be placed on a timeline and are left out of every read.
+# ---------------------------------------------------------------------------------------------
+
+FEED_COLUMNS = (
+    "id", "created_at", "event_type", "action", "resource_type", "resource_id",
+    "user_id", "success", "error_message", "details",
+)
+EXPORT_COLUMNS = FEED_COLUMNS + ("ip_address", "user_agent")
+PAGE_SIZES = (50, 100, 200)
+EXPORT_CAP = 1_000_000
+LIKE_ESCAPE = "\\"
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """What the feed shows. Empty/None means "no restriction" for each field."""
+
+    event_types: tuple[str, ...] = ()
+    success: bool | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    resource_type: str | None = None
+    account_id: uuid.UUID | None = None  # through details.business_account_id (DESIGN decision 8)
+    search: str = ""
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """A keyset position: the (created_at, id) of a row."""
+
+    created_at: datetime
+    id: uuid.UUID
+
+
+@dataclass
+class FeedPage:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    has_older: bool = False  # there are rows after the last one (older)
+    has_newer: bool = False  # there are rows before the first one (newer); set for `before` pages
+
+    @property
+    def first_cursor(self) -> Cursor | None:
+        return Cursor(self.rows[0]["created_at"], self.rows[0]["id"]) if self.rows else None
+
+    @property
+    def last_cursor(self) -> Cursor | None:
+        return Cursor(self.rows[-1]["created_at"], self.rows[-1]["id"]) if self.rows else None
+
+
+def escape_like(text: str) -> str:
+    """`text` as a literal inside a LIKE pattern (escape character backslash)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _details_text():
+    return sa.cast(audit_log.c.details, sa.Text)
+
+
+def feed_conditions(filters: AuditFilter) -> list:
+    """The WHERE conditions of a filter, every value a bound parameter."""
+    t = audit_log
+    cond: list = [t.c.created_at.is_not(None)]
+    if filters.event_types:
+        cond.append(t.c.event_type.in_(list(filters.event_types)))
+    if filters.success is not None:
+        cond.append(t.c.success.is_(filters.success))
+    if filters.since is not None:
+        cond.append(t.c.created_at >= filters.since)
+    if filters.until is not None:
+        cond.append(t.c.created_at < filters.until)
+    if filters.resource_type:
+        cond.append(t.c.resource_type == filters.resource_type)
+    if filters.account_id is not None:
+        cond.append(t.c.details["business_account_id"].as_string() == str(filters.account_id))
+    text = filters.search.strip()
+    if text:
+        pattern = f"%{escape_like(text)}%"
+        cond.append(
+            sa.or_(
+                t.c.resource_id.ilike(pattern, escape=LIKE_ESCAPE),
+                t.c.error_message.ilike(pattern, escape=LIKE_ESCAPE),
+                _details_text().ilike(pattern, escape=LIKE_ESCAPE),
+            )
+        )
+    return cond
+
+
+def _row_dict(row) -> dict[str, Any]:
+    return {c: getattr(row, c) for c in FEED_COLUMNS}
+
+
+def _keyset():
+    return sa.tuple_(audit_log.c.created_at, audit_log.c.id)
+
+
+def feed_page(
+    conn: sa.Connection,
+    *,
+    filters: AuditFilter,
+    limit: int = 50,
+    after: Cursor | None = None,
+    before: Cursor | None = None,
+) -> FeedPage:
+    """One page of the feed, newest first, by keyset on (created_at, id).
+
+    `after`: the rows older than that cursor (the next page); `before`: the rows newer than it
+    (the previous page). Neither: the newest rows. Never OFFSET.
+    """
+    if after is not None and before is not None:
+        raise ValueError("pass either after or before, not both")
+    t = audit_log
+    cols = [t.c[c] for c in FEED_COLUMNS]
+    query = sa.select(*cols).where(*feed_conditions(filters))
+    if before is not None:
+        query = query.where(_keyset() > sa.tuple_(sa.literal(before.created_at, t.c.created_at.type),
+                                                  sa.literal(before.id, t.c.id.type)))
+        query = query.order_by(t.c.created_at.asc(), t.c.id.asc()).limit(limit + 1)
+        rows = [_row_dict(r) for r in conn.execute(query)]
+        has_newer = len(rows) > limit
+        rows = rows[:limit]
+        rows.reverse()
+        return FeedPage(rows=rows, has_older=True, has_newer=has_newer)
+    if after is not None:
+        query = query.where(_keyset() < sa.tuple_(sa.literal(after.created_at, t.c.created_at.type),
+                                                 sa.literal(after.id, t.c.id.type)))
+    query = query.order_by(t.c.created_at.desc(), t.c.id.desc()).limit(limit + 1)
+    rows = [_row_dict(r) for r in conn.execute(query)]
+    return FeedPage(rows=rows[:limit], has_older=len(rows) > limit, has_newer=after is not None)
+
+
+def feed_query(filters: AuditFilter, limit: int | None = None):
+    """The SELECT of everything a filter matches, newest first (for export and plans)."""
+    t = audit_log
+    query = (
+        sa.select(*[t.c[c] for c in EXPORT_COLUMNS])
+        .where(*feed_conditions(filters))
+        .order_by(t.c.created_at.desc(), t.c.id.desc())
+    )
+    return query if limit is None else query.limit(limit)
+
+
+def count_matching(conn: sa.Connection, *, filters: AuditFilter, cap: int = EXPORT_CAP) -> int:
+    """How many rows the filter matches, counting at most cap + 1 (so a huge table stays cheap)."""
+    inner = sa.select(sa.literal(1).label("one")).select_from(audit_log).where(*feed_conditions(filters)).limit(cap + 1)
+    return int(conn.execute(sa.select(sa.func.count()).select_from(inner.subquery())).scalar_one())
+
+
+def export_chunks(
+    conn: sa.Connection, *, filters: AuditFilter, cap: int = EXPORT_CAP, chunk_size: int = 5000
+) -> Iterator[list[tuple]]:
+    """Rows of everything the filter matches (at most cap + 1, so a caller can tell it was capped),
+    newest first, read from a server-side cursor in chunks of `chunk_size`."""
+    result = conn.execution_options(stream_results=True, yield_per=chunk_size).execute(
+        feed_query(filters, limit=cap + 1)
+    )
+    try:
+        for part in result.partitions(chunk_size):
+            yield [tuple(r) for r in part]
+    finally:
+        result.close()
+
+
+def event_counts(conn: sa.Connection, *, filters: AuditFilter, bucket: str) -> list[dict[str, Any]]:
+    """Events per UTC hour/day and outcome: [{bucket, outcome ('success'|'failure'|'unknown'), count}]."""
+    t = audit_log
+    b = bucket_expr(t.c.created_at, bucket, conn.dialect.name).label("bucket")
+    query = (
+        sa.select(b, t.c.success, sa.func.count().label("n"))
+        .where(*feed_conditions(filters))
+        .group_by(b, t.c.success)
+        .order_by(b)
+    )
+    outcome = {True: "success", False: "failure", None: "unknown"}
+    return [
+        {"bucket": bucket_value(r.bucket), "outcome": outcome[r.success], "count": int(r.n)}
+        for r in conn.execute(query)
+    ]
+
+
+def distinct_event_types(conn: sa.Connection) -> list[str]:
+    """The spec's event types, ours, and any other found in the data."""
+    found = conn.execute(sa.select(audit_log.c.event_type).where(audit_log.c.event_type.is_not(None)).distinct()).scalars()
+    known = list(SPEC_EVENT_TYPES) + list(OPERATOR_EVENT_TYPES)
+    return known + sorted(set(found) - set(known))
+
+
+def distinct_resource_types(conn: sa.Connection) -> list[str]:
+    found = conn.execute(
+        sa.select(audit_log.c.resource_type).where(audit_log.c.resource_type.is_not(None)).distinct()
+    ).scalars()
+    return sorted(set(found))
