@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from lib.audit import audit_row
+from lib.identity import Actor, require_operator
 from lib.schema import audit_log, system_alerts
 from lib.timebuckets import bucket_expr, bucket_value
 from lib.timeutil import iso
@@ -296,10 +297,16 @@ def matching_ids(conn: sa.Connection, *, filters: AlertFilter, unresolved_only: 
     return list(conn.execute(query.order_by(t.c.created_at.desc())).scalars())
 
 
-def resolve(conn: sa.Connection, ids, *, actor: str, now: datetime) -> list[ResolveResult]:
+def resolve(conn: sa.Connection, ids, *, actor: str | Actor, now: datetime) -> list[ResolveResult]:
     """Resolve alerts by id: resolved, resolved_at and updated_at set in one conditional UPDATE
     (an already-resolved alert is left alone and reported as such), and one `alert_resolved`
-    audit row per alert actually resolved, recording the actor."""
+    audit row per alert actually resolved, recording the actor.
+
+    `actor`: the signed-in Actor (pages; must be an operator, else PermissionDenied) or a plain
+    name for trusted callers (worker, scripts)."""
+    if isinstance(actor, Actor):
+        require_operator(actor, "resolve alerts")
+        actor = actor.name
     t = system_alerts
     wanted = list(dict.fromkeys(uuid.UUID(str(i)) for i in ids))
     results: dict[uuid.UUID, ResolveResult] = {}

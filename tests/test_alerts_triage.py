@@ -166,3 +166,14 @@ def test_counts_over_time_and_export(alerts_db):
     assert {c["alert_type"] for c in counts} == {r["alert_type"] for r in ROWS}
     assert "severity" in columns and "resolved_by" in columns
     assert sorted(r[columns.index("message")] for r in rows) == ["content_violation 1800", "rate_limit 5", "rate_limit 50"]
+
+
+def test_resolve_checks_the_role_of_a_signed_in_actor(alerts_db):
+    from lib.identity import OPERATOR, VIEWER, Actor, PermissionDenied
+
+    alert_id = ROWS[0]["id"]
+    with alerts_db.begin() as conn:
+        with pytest.raises(PermissionDenied):
+            resolve(conn, [alert_id], actor=Actor("viewer@x", VIEWER), now=NOW)
+        assert [r.outcome for r in resolve(conn, [alert_id], actor=Actor("ops@x", OPERATOR), now=NOW)] == ["resolved"]
+        assert conn.execute(sa.select(audit_log.c.user_id)).scalars().all() == ["ops@x"]
