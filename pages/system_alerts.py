@@ -1,0 +1,36 @@
+import streamlit as st
+
+from lib.timeutil import floor_time, utcnow
+from lib.ui import page_guard
+from lib.ui.system_alerts import (
+    STATES, alert_filters, alerts_export, chart_bucket, empty_state, load_alerts, load_counts, load_summary,
+    resolve_actions, show_chart, show_list, show_result, show_summary,
+)
+
+scope = page_guard("System Alerts")
+view = alert_filters(scope.account_id, floor_time(utcnow(), 60))
+
+
+@st.fragment(run_every=f"{scope.settings.poll_interval_s}s" if scope.live else None)
+def live_panel():
+    now = floor_time(utcnow(), 5)
+    show_result()
+    show_summary(load_summary(scope.db_url, view.filters), STATES[{False: "open", True: "resolved", None: "all"}[view.filters.resolved]])
+    bucket = chart_bucket(view, now)
+    show_chart(load_counts(scope.db_url, view.filters, bucket), bucket, scope.tz)
+    alerts = load_alerts(scope.db_url, view.filters)
+    if not alerts:
+        empty_state(view.filters)
+        return
+    head, export = st.columns([4, 1], vertical_alignment="bottom")
+    head.subheader("Alerts")
+    with export:
+        alerts_export(scope.db_url, view.filters, now.strftime("%Y%m%d-%H%M"))
+    selected = show_list(alerts, view.grouped, scope, now)
+    open_ids = {a.id for a in alerts if not a.resolved}
+    resolve_actions(scope, view.filters, selected, sum(1 for i in selected if i in open_ids))
+    st.caption(f"Updated {now.astimezone(scope.tz):%H:%M:%S}"
+               + (" · refreshes every 30 s" if scope.live else " · live refresh paused (sidebar)"))
+
+
+live_panel()
