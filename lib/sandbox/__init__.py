@@ -1,1 +1,1 @@
-"""Sandbox (demo) stack: stand-ins for the outside world on a machine with nothing else on it."""
+"""The sandbox (demo) stack: stand-ins for the outside world on 127.0.0.1 and demo data."""
