@@ -290,8 +290,18 @@ IG_ERRORS: dict[str, tuple[tuple[str, str, float], ...]] = {
 RETRYABLE = ("rate_limit", "transient", "unknown")
 
 
-def _ig_error(rng: random.Random, category: str) -> tuple[str, str]:
-    options = IG_ERRORS[category]
+# Permanent errors that only make sense for some actions (no aspect-ratio error on a DM).
+_ERROR_ACTIONS = {
+    "(#36003) The aspect ratio is not supported.": ("publish_post", "repost_ugc"),
+    "(#2207026) The media could not be published because it does not meet Instagram's content guidelines":
+        ("publish_post", "repost_ugc"),
+    "(#100) The comment has been deleted or is no longer available": ("reply_comment",),
+    "(#551) This person isn't available right now.": ("reply_dm", "send_dm"),
+}
+
+
+def _ig_error(rng: random.Random, category: str, action: str | None = None) -> tuple[str, str]:
+    options = [o for o in IG_ERRORS[category] if action is None or action in _ERROR_ACTIONS.get(o[1], (action,))]
     code, msg, _ = rng.choices(options, weights=[o[2] for o in options])[0]
     return code, msg
 
@@ -414,7 +424,7 @@ def queue_rows(rng: random.Random, accounts: list[DemoAccount], now: datetime, *
                     category = ("auth_failure", "permanent", "rate_limit", "transient", "unknown")[j % 5] if j < 10 else \
                         rng.choices(("auth_failure", "permanent", "rate_limit", "transient", "unknown"),
                                     weights=(8, 38, 20, 24, 10))[0]
-                    code, msg = _ig_error(rng, category)
+                    code, msg = _ig_error(rng, category, action)
                     updated = _recent_time(rng, now, max(days, 14))
                 row["retry_count"] = 5 if category in RETRYABLE else rng.choices((0, 1, 2), weights=(85, 10, 5))[0]
                 row["created_at"] = updated - timedelta(minutes=62 if category in RETRYABLE else rng.uniform(0.1, 3),
@@ -427,7 +437,7 @@ def queue_rows(rng: random.Random, accounts: list[DemoAccount], now: datetime, *
                                               "error_code": code, "retry_count": row["retry_count"]}))
             elif status == "failed":
                 category = rng.choices(RETRYABLE, weights=(45, 45, 10))[0]
-                code, msg = _ig_error(rng, category)
+                code, msg = _ig_error(rng, category, action)
                 rc = rng.randint(1, 4)
                 backoff = timedelta(minutes=min(2**rc, 60))
                 due = rng.random() < 0.5
@@ -446,7 +456,7 @@ def queue_rows(rng: random.Random, accounts: list[DemoAccount], now: datetime, *
                 row.update(created_at=created, updated_at=updated)
                 if requeued:
                     category = rng.choice(("permanent", "rate_limit", "transient", "unknown"))
-                    code, msg = _ig_error(rng, category)
+                    code, msg = _ig_error(rng, category, action)
                     prev_rc = 5 if category in RETRYABLE else 0
                     audits.append(_audit(rng, event_type="queue_item_retried", action="retry",
                                          resource_type="post_queue", resource_id=str(row["id"]), now=updated,
@@ -500,7 +510,7 @@ def _background_event(rng: random.Random, event: str, acc: DemoAccount, t: datet
         details = _queue_audit_details(fake, acc)
         if rng.random() < 0.03:  # the agent backends also log failed calls (spec 4.3 "on failure")
             category = rng.choice(("permanent", "rate_limit", "transient"))
-            code, msg = _ig_error(rng, category)
+            code, msg = _ig_error(rng, category, action)
             return _audit(rng, event_type=event, action=verb, resource_type=resource, resource_id=None, now=t,
                           success=False, error_message=msg,
                           details={**details, "error_code": code, "error_category": category})
@@ -510,7 +520,7 @@ def _background_event(rng: random.Random, event: str, acc: DemoAccount, t: datet
     if event == "post_failed_permanent":
         category = rng.choices(("auth_failure", "permanent", "rate_limit", "transient", "unknown"),
                                weights=(8, 38, 20, 24, 10))[0]
-        code, msg = _ig_error(rng, category)
+        code, msg = _ig_error(rng, category, action)
         return _audit(rng, event_type=event, action="post_queue_dlq", resource_type="post_queue",
                       resource_id=base["queue_id"], now=t, success=False, error_message=msg,
                       details={**base, "action_type": action, "error_category": category, "error_code": code,
@@ -524,7 +534,7 @@ def _background_event(rng: random.Random, event: str, acc: DemoAccount, t: datet
     ip = f"10.0.{rng.randint(0, 9)}.{rng.randint(2, 250)}"
     if event == "queue_item_retried":
         category = rng.choice(("permanent", "rate_limit", "transient", "unknown", "auth_failure"))
-        code, msg = _ig_error(rng, category)
+        code, msg = _ig_error(rng, category, action)
         return _audit(rng, event_type=event, action="retry", resource_type="post_queue",
                       resource_id=base["queue_id"], now=t, user_id=OPERATOR, success=True,
                       user_agent=OPERATOR_USER_AGENT, ip=ip,
