@@ -187,7 +187,8 @@ def show_timeline(rows: list[dict], now: datetime, tz) -> None:
         label = (
             f":{colour}[**{md_escape(row['event_type'] or 'event')}**] {_outcome_badge(row['success'])} "
             f"· {md_escape(row['action'] or '—')} · {md_escape(resource)[:80]}"
-            f" · {fmt_ago(row['created_at'], now)}"
+            f" · {md_escape(row['user_id'] or 'no user')}"
+            f" · {md_escape(fmt_local(row['created_at'], tz))} ({fmt_ago(row['created_at'], now)})"
         )
         with st.expander(label, icon=icon):
             a, b = st.columns([1, 1])

@@ -24,7 +24,11 @@ STATES = {"open": "Unresolved", "resolved": "Resolved", "all": "All"}
 RANGES = {"24h": "Last 24 h", "7d": "Last 7 days", "30d": "Last 30 days", "all": "All time"}
 RANGE_DELTAS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 VIEWS = {"grouped": "Grouped repeats", "each": "Each alert"}
-SEVERITY_LOOK = {"CRITICAL": ("🔴", "red"), "ERROR": ("🟠", "orange"), "WARNING": ("🟡", "yellow")}
+SEVERITY_LOOK = {"CRITICAL": (":material/error:", "red"), "ERROR": (":material/report:", "orange"),
+                 "WARNING": (":material/warning:", "yellow")}
+SEVERITY_CELL = {"CRITICAL": "background-color: #c62828; color: white; font-weight: 600",
+                 "ERROR": "background-color: #ef6c00; color: white; font-weight: 600",
+                 "WARNING": "background-color: #f9d34a; color: #3b3000; font-weight: 600"}
 TYPE_COLOURS = {"auth_failure": "#c62828", "agent_down": "#8e24aa", "content_violation": "#ef6c00",
                 "sync_failure": "#f9a825", "rate_limit": "#1e88e5"}
 
@@ -39,7 +43,8 @@ class AlertsView:
 def alert_filters(account_id, now: datetime) -> AlertsView:
     """Spec 5.5 AlertFilterState (type 'all' or one; resolved) plus severity and time; account from the sidebar."""
     with st.container(border=True, key="alert-filters"):
-        c1, c2, c3, c4, c5 = st.columns([2, 2, 3, 2, 2])
+        c1, c2, c3 = st.columns([2, 3, 3])
+        c4, c5, _ = st.columns([2, 3, 3])
         alert_type = c1.selectbox("Alert type", [ALL_TYPES, *ALERT_TYPES], key="alert_type", bind="query-params",
                                   format_func=lambda t: "All types" if t == ALL_TYPES else t)
         state = c2.segmented_control("Status", list(STATES), format_func=STATES.get, default="open",
@@ -95,7 +100,8 @@ def show_summary(summary: dict, state_label: str) -> None:
     cols = st.columns(4)
     cols[0].metric(f"{state_label} alerts", sum(sev.values()))
     for col, name in zip(cols[1:], SEVERITIES):
-        col.metric(f"{SEVERITY_LOOK[name][0]} {name.title()}", sev[name])
+        icon, colour = SEVERITY_LOOK[name]
+        col.metric(f":{colour}[{icon} {name.title()}]", sev[name])
     if summary["type"]:
         st.caption("By type: " + " · ".join(f"{md_escape(t)} {n}" for t, n in summary["type"].items()))
 
@@ -119,7 +125,12 @@ def chart_bucket(view: AlertsView, now: datetime) -> str:
 # The list: one row per group or per alert, in a deterministic order; positions map to ids
 # ---------------------------------------------------------------------------------------------
 def _badge(sev: str) -> str:
-    return f"{SEVERITY_LOOK.get(sev, ('⚪',))[0]} {sev}"
+    return sev
+
+
+def _styled(frame: pd.DataFrame):
+    """The severity column as a coloured badge (a cell style: the text stays plain)."""
+    return frame.style.map(lambda v: SEVERITY_CELL.get(v, ""), subset=["severity"])
 
 
 def group_frame(groups: list[AlertGroup], scope: Scope, now: datetime) -> pd.DataFrame:
@@ -179,7 +190,7 @@ def show_list(alerts: list[Alert], grouped: bool, scope: Scope, now: datetime) -
     else:
         frame, id_sets = alert_frame(alerts, scope, now), [(a.id,) for a in alerts]
         key = "alerts-each"
-    event = st.dataframe(frame, hide_index=True, width="stretch", key=key, on_select="rerun",
+    event = st.dataframe(_styled(frame), hide_index=True, width="stretch", key=key, on_select="rerun",
                          selection_mode="multi-row", column_config=COLUMNS)
     rows = [i for i in event.selection.rows if i < len(id_sets)]
     if len(alerts) >= LIST_CAP:
