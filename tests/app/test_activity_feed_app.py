@@ -96,3 +96,19 @@ def test_empty_database(run_page, sqlite_url):
     at = run_page(sqlite_url, PAGE)
     assert "No activity in this time range" in at.info[0].value
     assert not at.error
+
+
+def test_custom_date_range(run_page, sqlite_url):
+    seed(sqlite_url)
+    at = run_page(sqlite_url, PAGE)
+    at.selectbox(key="feed_range").set_value("custom").run()
+    today = utcnow().date()
+    # the DLQ row of three days ago only
+    at.date_input(key="feed_from").set_value(today - timedelta(days=3)).run()
+    at.date_input(key="feed_to").set_value(today - timedelta(days=3)).run()
+    assert len(at.expander) == 1 and "post_failed_permanent" in labels(at)[0]
+    # reversed dates are swapped with a warning, nothing lost
+    at.date_input(key="feed_from").set_value(today).run()
+    at.date_input(key="feed_to").set_value(today - timedelta(days=3)).run()
+    assert "'From' is after 'To'" in at.warning[0].value
+    assert any("121 matching" in c.value for c in at.caption)
