@@ -1,0 +1,1 @@
+"""Sandbox (demo) stand-ins for the outside world: fake Graph API, demo enqueuer."""
