@@ -121,6 +121,7 @@ def _key(text: str) -> str:
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "GraphSandbox/1.0"
+    disable_nagle_algorithm = True  # headers and body go out in separate writes: avoid the 40 ms delayed-ACK stall
     state: SandboxState  # set on the subclass made per server
 
     def log_message(self, fmt, *args):  # quiet; the worker logs what matters
@@ -288,7 +289,8 @@ class GraphSandbox:
         handler = type("BoundHandler", (Handler,), {"state": self.state})
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name="graph-sandbox", daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                       name="graph-sandbox", daemon=True)
 
     @property
     def port(self) -> int:
