@@ -134,3 +134,16 @@ def test_a_row_whose_action_was_already_sent_is_marked_sent_without_calling_inst
         t = row(conn, twin)
         assert t.status == "sent" and t.instagram_id == sent_id
         assert conn.execute(sa.select(sa.func.count()).select_from(audit_log)).scalar() == 1
+
+
+def test_demo_enqueuer_rows_are_executed_by_the_worker(engine, db_url, sandbox):
+    import random
+
+    from lib.sandbox.demo_enqueuer import enqueue_some
+
+    with engine.begin() as conn:
+        add_account(conn)
+        add_account(conn, username="off", connected=False)
+    assert enqueue_some(engine, random.Random(3), 12) == 12
+    result = _tick(engine, db_url, sandbox)
+    assert (result.claimed, result.sent) == (12, 12)
