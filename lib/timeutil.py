@@ -21,3 +21,38 @@ def as_utc(value: datetime | str | None) -> datetime | None:
 
 def iso(value: datetime) -> str:
     return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def floor_time(value: datetime, seconds: int) -> datetime:
+    """Round down to a multiple of `seconds`: a cache key that changes only every few seconds."""
+    epoch = int(value.timestamp())
+    return datetime.fromtimestamp(epoch - epoch % seconds, timezone.utc)
+
+
+def fmt_ago(value: datetime | None, now: datetime) -> str:
+    """'12 s ago', '5 min ago', '3 h ago', '2 d ago'; 'in 4 min' for future times; '—' for None."""
+    if value is None:
+        return "—"
+    delta = (now - value).total_seconds()
+    text = fmt_duration(abs(delta))
+    return f"in {text}" if delta < 0 else f"{text} ago"
+
+
+def fmt_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    if seconds < 86400 * 2:
+        hours, rest = divmod(seconds, 3600)
+        return f"{hours} h {rest // 60} min" if hours < 10 and rest >= 60 else f"{hours} h"
+    return f"{seconds // 86400} d"
+
+
+def fmt_local(value: datetime | None, tz, with_seconds: bool = True) -> str:
+    """Absolute time in the display timezone, e.g. '2026-11-25 13:04:05 CET'."""
+    if value is None:
+        return "—"
+    local = value.astimezone(tz)
+    return local.strftime("%Y-%m-%d %H:%M:%S %Z" if with_seconds else "%Y-%m-%d %H:%M %Z")

@@ -1,1 +1,1 @@
-"""Sandbox (demo) stand-ins for the outside world: fake Graph API, demo enqueuer."""
+"""The sandbox (demo) stack: stand-ins for the outside world on 127.0.0.1 and demo data."""

@@ -1,0 +1,89 @@
+"""Agent Status: cached loaders and rendering for pages/agent_status.py."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from lib.heartbeats import AgentStatus, agent_statuses, beat_runs, beats_by_agent
+from lib.timeutil import fmt_ago, fmt_local
+from lib.ui.shell import get_engine
+
+WINDOWS = {"1 h": timedelta(hours=1), "24 h": timedelta(hours=24), "7 d": timedelta(days=7)}
+
+
+@st.cache_data(ttl=5, max_entries=32, show_spinner=False)
+def load_agent_statuses(db_url: str, now: datetime) -> list[AgentStatus]:
+    with get_engine(db_url).connect() as conn:
+        return agent_statuses(conn, now=now)
+
+
+@st.cache_data(ttl=25, max_entries=32, show_spinner=False)
+def load_runs(db_url: str, window: str, now: datetime) -> pd.DataFrame:
+    """Unbroken runs of beats per agent in the window, one row per run."""
+    with get_engine(db_url).connect() as conn:
+        beats = beats_by_agent(conn, since=now - WINDOWS[window], until=now)
+    rows = [
+        {"agent_id": agent, "start": start, "end": end}
+        for agent, times in beats.items()
+        for start, end in beat_runs(times)
+    ]
+    return pd.DataFrame(rows, columns=["agent_id", "start", "end"])
+
+
+def show_banner(statuses: list[AgentStatus]) -> None:
+    down = [s.agent_id for s in statuses if not s.alive]
+    if not down:
+        n = len(statuses)
+        st.success(f"All {n} agent{'s' if n != 1 else ''} alive", icon=":material/check_circle:")
+    else:
+        st.error(f"{len(down)} of {len(statuses)} agents down: {', '.join(down)}", icon=":material/error:")
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value * 100:.1f} %"
+
+
+def show_cards(statuses: list[AgentStatus], now: datetime, tz) -> None:
+    cols = st.columns(min(len(statuses), 4) or 1)
+    for i, s in enumerate(statuses):
+        with cols[i % len(cols)].container(border=True, key=f"agent-card-{s.agent_id}"):
+            st.markdown(f"**{s.agent_id}**")
+            if s.alive:
+                st.badge("alive", icon=":material/check_circle:", color="green")
+            else:
+                st.badge("down", icon=":material/error:", color="red")
+            st.metric("Last beat", fmt_ago(s.last_beat_at, now), help=fmt_local(s.last_beat_at, tz))
+            st.caption(f"Last beat: {fmt_local(s.last_beat_at, tz)}")
+            if not s.history:
+                st.caption("Only the latest beat is stored for this agent: no uptime history.")
+                continue
+            since = "—" if s.up_since is None else fmt_local(s.up_since, tz, with_seconds=False)
+            prefix = "before " if s.up_since_before_window else ""
+            st.caption(f"Up since: {prefix}{since}" + ("" if s.up_since is None else f" ({fmt_ago(s.up_since, now)})"))
+            a, b = st.columns(2)
+            a.metric("Availability 24 h", _pct(s.availability_24h))
+            b.metric("Availability 7 d", _pct(s.availability_7d))
+
+
+def show_timeline(runs: pd.DataFrame, window: str, now: datetime, tz) -> None:
+    if runs.empty:
+        st.info(f"No heartbeats in the last {window}.")
+        return
+    df = runs.copy()
+    # A lone beat is a zero-length run: give it a visible width.
+    df["end"] = df[["start", "end"]].apply(lambda r: max(r["end"], r["start"] + timedelta(seconds=30)), axis=1)
+    df["start"] = pd.to_datetime(df["start"], utc=True).dt.tz_convert(tz)
+    df["end"] = pd.to_datetime(df["end"], utc=True).dt.tz_convert(tz)
+    fig = px.timeline(df, x_start="start", x_end="end", y="agent_id", color_discrete_sequence=["#3f9c6d"])
+    fig.update_layout(
+        height=80 + 50 * df["agent_id"].nunique(),
+        margin=dict(l=0, r=0, t=10, b=0),
+        xaxis_range=[(now - WINDOWS[window]).astimezone(tz), now.astimezone(tz)],
+        yaxis_title=None,
+        xaxis_title=None,
+    )
+    st.plotly_chart(fig, width="stretch", key=f"beats_{window}")
+    st.caption("Green: unbroken runs of heartbeats. Gaps: no beat for more than 60 s (counted as down).")

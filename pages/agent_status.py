@@ -1,0 +1,29 @@
+import streamlit as st
+
+from lib.timeutil import floor_time, utcnow
+from lib.ui import page_guard
+from lib.ui.agent_status import WINDOWS, load_agent_statuses, load_runs, show_banner, show_cards, show_timeline
+
+scope = page_guard("Agent Status")
+window = st.segmented_control("Timeline window", list(WINDOWS), default="24 h", key="beat_window") or "24 h"
+
+
+@st.fragment(run_every=f"{scope.settings.poll_interval_s}s" if scope.live else None)
+def live_panel():
+    now = floor_time(utcnow(), 5)
+    statuses = load_agent_statuses(scope.db_url, now)
+    if not statuses:
+        st.info(
+            "No heartbeats yet. Agents report by POST /agent/heartbeat, which writes agent_heartbeats; "
+            "the demo (scripts/demo) starts a demo agent that does this.",
+            icon=":material/hourglass_empty:",
+        )
+        return
+    show_banner(statuses)
+    show_cards(statuses, now, scope.tz)
+    st.subheader("Heartbeats")
+    show_timeline(load_runs(scope.db_url, window, floor_time(now, 30)), window, now, scope.tz)
+    st.caption(f"Updated {now.astimezone(scope.tz):%H:%M:%S}" + (" · refreshes every 30 s" if scope.live else " · live refresh paused"))
+
+
+live_panel()

@@ -1,0 +1,76 @@
+"""Agent Status page through AppTest: alive, down, one-row-per-agent and empty data."""
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from lib.db import init_db, make_engine
+from lib.heartbeats import record_beat
+from lib.schema import agent_heartbeats
+from lib.timeutil import utcnow
+
+PAGE = "pages/agent_status.py"
+
+
+def seed_beats(url, agents_minutes_ago: dict[str, int], history_minutes: int = 90):
+    eng = make_engine(url)
+    init_db(eng)
+    now = utcnow()
+    with eng.begin() as conn:
+        for agent, last in agents_minutes_ago.items():
+            for minute in range(last, history_minutes):
+                record_beat(conn, agent, now=now - timedelta(minutes=minute, seconds=5))
+    eng.dispose()
+
+
+def metrics(at):
+    return {m.label: m.value for m in at.metric}
+
+
+def test_all_alive(run_page, sqlite_url):
+    seed_beats(sqlite_url, {"a1": 0, "a2": 0})
+    at = run_page(sqlite_url, PAGE)
+    assert [s.value for s in at.success] == ["All 2 agents alive"]
+    assert not at.error
+    assert [m.value for m in at.metric if m.label == "Availability 24 h"] == ["100.0 %", "100.0 %"]
+
+
+def test_one_down_is_named_first(run_page, sqlite_url):
+    seed_beats(sqlite_url, {"ok-agent": 0, "dead-agent": 30})
+    at = run_page(sqlite_url, PAGE)
+    assert [e.value for e in at.error] == ["1 of 2 agents down: dead-agent"]
+    last_beats = [m.value for m in at.metric if m.label == "Last beat"]
+    assert last_beats[0].startswith("30 min")  # down agents first
+    assert last_beats[1].endswith("s ago")
+
+
+def test_one_row_per_agent_table(run_page, sqlite_url):
+    eng = make_engine(sqlite_url)
+    init_db(eng)
+    now = utcnow()
+    with eng.begin() as conn:  # someone else's backend updating one row per agent in place
+        conn.execute(sa.insert(agent_heartbeats), [
+            {"agent_id": "solo", "status": "down", "last_beat_at": now - timedelta(seconds=10)},
+            {"agent_id": "stale", "status": "alive", "last_beat_at": now - timedelta(minutes=5)},
+        ])
+    eng.dispose()
+    at = run_page(sqlite_url, PAGE)
+    # the stored status column is not trusted: liveness comes from the beat's age
+    assert [e.value for e in at.error] == ["1 of 2 agents down: stale"]
+    captions = " ".join(c.value for c in at.caption)
+    assert "Only the latest beat is stored" in captions
+
+
+def test_empty_state(run_page, sqlite_url):
+    init_db(make_engine(sqlite_url))
+    at = run_page(sqlite_url, PAGE)
+    assert "No heartbeats yet" in at.info[0].value
+    assert not at.error
+
+
+def test_works_on_postgresql(run_page, pg_server):
+    import uuid
+
+    url = pg_server.create_database("app_" + uuid.uuid4().hex[:8])
+    seed_beats(url, {"pg-agent": 0})
+    at = run_page(url, PAGE)
+    assert [s.value for s in at.success] == ["All 1 agent alive"]

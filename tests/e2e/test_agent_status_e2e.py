@@ -1,0 +1,69 @@
+"""The app in a real browser: Agent Status with an alive and a down agent; deep link first."""
+from datetime import timedelta
+
+import pytest
+from playwright.sync_api import expect
+
+from lib.db import init_db, make_engine
+from lib.heartbeats import record_beat
+from lib.timeutil import utcnow
+from lib.ui.nav import existing_pages
+from tests.e2e.conftest import wait_idle
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def beats_db(sqlite_url):
+    eng = make_engine(sqlite_url)
+    init_db(eng)
+    now = utcnow()
+    with eng.begin() as conn:
+        for minute in range(120):
+            record_beat(conn, "agent-a", now=now - timedelta(minutes=minute))
+            if minute >= 20:
+                record_beat(conn, "agent-b", now=now - timedelta(minutes=minute))
+    eng.dispose()
+    return sqlite_url
+
+
+def assert_card(page, agent_id, state):
+    card = page.locator(f".st-key-agent-card-{agent_id}")
+    expect(card).to_contain_text(state)
+    expect(card).not_to_contain_text({"alive": "down", "down": "alive"}[state])
+
+
+def test_deep_link_first_request_runs_through_the_guard(start_app, beats_db, page):
+    server = start_app({"DATABASE_URL": beats_db})
+    page.goto(server.url + "/agent_status")  # the very first request on a fresh server
+    wait_idle(page)
+    expect(page.get_by_role("heading", name="Agent Status")).to_be_visible()
+    expect(page.get_by_text("1 of 2 agents down: agent-b")).to_be_visible()
+    assert_card(page, "agent-a", "alive")
+    assert page.locator("[data-testid='stException']").count() == 0
+    # the sidebar offers the other pages even in this mode
+    expect(page.get_by_test_id("stSidebar").get_by_text("Business account")).to_be_visible()
+
+
+def test_app_loads_and_agent_status_shows_alive_and_down(start_app, beats_db, page):
+    server = start_app({"DATABASE_URL": beats_db})
+    page.goto(server.url + "/")
+    wait_idle(page)
+    if len(existing_pages()) > 1:  # Streamlit hides the menu of a one-page app
+        page.get_by_test_id("stSidebarNav").get_by_text("Agent Status").click()
+        wait_idle(page)
+    expect(page.get_by_role("heading", name="Agent Status")).to_be_visible()
+    expect(page.get_by_text("1 of 2 agents down")).to_be_visible()
+    assert_card(page, "agent-a", "alive")
+    assert_card(page, "agent-b", "down")
+    expect(page.get_by_test_id("stPlotlyChart")).to_be_visible()
+    assert page.locator("[data-testid='stException']").count() == 0
+
+
+def test_dead_database_shows_clear_message(start_app, page, tmp_path):
+    server = start_app({"DATABASE_URL": "postgresql://app:secret@127.0.0.1:1/nowhere"})
+    page.goto(server.url + "/agent_status")
+    wait_idle(page)
+    expect(page.get_by_text("Database unavailable at postgresql+psycopg2://app:***@127.0.0.1:1/nowhere")).to_be_visible()
+    assert "app:secret@" not in page.content()  # the password is masked
+    assert page.locator("[data-testid='stException']").count() == 0
