@@ -147,3 +147,20 @@ def test_demo_enqueuer_rows_are_executed_by_the_worker(engine, db_url, sandbox):
     assert enqueue_some(engine, random.Random(3), 12) == 12
     result = _tick(engine, db_url, sandbox)
     assert (result.claimed, result.sent) == (12, 12)
+
+
+def test_graph_errors_never_carry_the_access_token():
+    from lib.instagram import AccountCreds, GraphClient
+    from lib.ig_errors import GraphError, categorize_ig_error
+    from tests.support.pg import free_port
+
+    client = GraphClient(f"http://127.0.0.1:{free_port()}/v21.0", connect_timeout=1, read_timeout=1)
+    acc = AccountCreds("a", "1784", "secret-token-123")
+    for action, payload in (("reply_dm", {"conversation_id": "c1", "message_text": "x"}),  # a GET first
+                            ("send_dm", {"recipient_id": "1", "message_text": "x"})):
+        try:
+            client.execute(action, payload, acc)
+        except GraphError as exc:
+            assert "secret-token-123" not in str(exc) and categorize_ig_error(exc).error_category == "transient"
+        else:
+            raise AssertionError("expected a connection error")

@@ -105,6 +105,7 @@ def test_sigterm_finishes_the_row_in_hand_puts_the_rest_back_and_exits_0(pg_engi
     proc.send_signal(signal.SIGTERM)
     out = proc.communicate(timeout=30)[0]
     assert proc.returncode == 0, out
+    assert " -> sent " in out and "tok-good" not in out  # row outcomes are logged, tokens never
     with eng.connect() as conn:
         rows = {r.id: r for r in conn.execute(sa.select(pq))}
         assert statuses(conn) == {"sent": 1, "pending": 3}

@@ -79,7 +79,11 @@ class Worker:
             log.warning("database init skipped: %s", str(getattr(exc, "orig", None) or exc).splitlines()[0][:300])
 
     def tick(self):
-        return run_tick(self.engine, self.settings, self.client, stop=self.stop)
+        try:
+            return run_tick(self.engine, self.settings, self.client, stop=self.stop)
+        except Exception:  # noqa: BLE001 - a bug in one tick must not end the process; the next tick retries
+            log.exception("tick failed")
+            return None
 
     def watchdog_once(self) -> None:
         try:
@@ -91,6 +95,8 @@ class Worker:
                 log.info("agent_down resolved for agent %s", agent)
         except UNAVAILABLE_ERRORS as exc:
             log.error("watchdog: database unavailable: %s", str(getattr(exc, "orig", None) or exc).splitlines()[0][:300])
+        except Exception:  # noqa: BLE001 - keep watching; the next pass retries
+            log.exception("watchdog failed")
 
     def watchdog_loop(self) -> None:
         while not self.stop.is_set():
@@ -126,8 +132,8 @@ def main(argv=None) -> int:
         failed = False
         while not w.stop.is_set():
             result = w.tick()
-            failed = failed or bool(result.error)
-            if not args.until_empty or result.error or result.claimed == 0:
+            failed = failed or result is None or bool(result.error)
+            if not args.until_empty or result is None or result.error or result.claimed == 0:
                 break
         return 1 if failed and not w.stop.is_set() else 0
     if not args.no_watchdog:
