@@ -205,3 +205,20 @@ def test_an_exhausted_stuck_row_goes_to_dlq(engine, db_url, sandbox):
         assert (r.status, r.retry_count, r.error_category) == ("dlq", 5, "unknown")
         assert "lease" in r.error
         assert _events(conn) == [("post_failed_permanent", "post_queue_dlq", "post_queue")]
+
+
+def test_a_long_batch_renews_its_claim_and_a_lost_claim_is_never_executed(engine, db_url, sandbox):
+    from worker.tick import claim, renew_claim, rescue_stale
+
+    t0 = datetime.now(timezone.utc)
+    with engine.begin() as conn:
+        acc = add_account(conn)
+        add_row(conn, acc, "send_dm", {"recipient_id": "1", "message_text": "kept"})
+        add_row(conn, acc, "send_dm", {"recipient_id": "1", "message_text": "lost"}, now=t0 + timedelta(seconds=1))
+    kept, lost = claim(engine, now=t0, batch_size=20)
+    assert renew_claim(engine, kept, now=t0 + timedelta(minutes=6))
+    # another worker, 11 minutes later, rescues what was not renewed
+    assert rescue_stale(engine, now=t0 + timedelta(minutes=11), lease_s=600, max_retries=5) == 1
+    assert not renew_claim(engine, lost, now=t0 + timedelta(minutes=11))
+    with engine.connect() as conn:
+        assert row(conn, kept.id).status == "processing" and row(conn, lost.id).status == "failed"

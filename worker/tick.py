@@ -249,6 +249,16 @@ def store_creation_id(engine: Engine, row: Claimed, creation_id: str, *, now: da
     row.payload, row.token = payload, now
 
 
+def renew_claim(engine: Engine, row: Claimed, *, now: datetime) -> bool:
+    """Move the claim's updated_at forward so a long batch does not outlive its lease and get
+    rescued (and executed a second time) by another worker while this one still holds it."""
+    with write_txn(engine) as conn:
+        done = conn.execute(sa.update(pq).where(_mine(row)).values(updated_at=now)).rowcount
+    if done:
+        row.token = now
+    return bool(done)
+
+
 def record_sent(engine: Engine, row: Claimed, instagram_id: str | None, *, now: datetime, twin: bool = False) -> bool:
     with write_txn(engine) as conn:
         done = conn.execute(
@@ -354,6 +364,10 @@ def _execute_batch(engine, settings, client, rows, result, stop, now_fn) -> None
         if row.business_account_id in blocked:
             result.released += release(engine, [row])
             log.info("row %s %s put back: account %s", row.id, row.action_type, blocked[row.business_account_id])
+            continue
+        now = now_fn()
+        if now - row.token > timedelta(seconds=settings.processing_lease_s / 2) and not renew_claim(engine, row, now=now):
+            log.warning("row %s %s: claim lost before execution; skipped", row.id, row.action_type)
             continue
         if row.id in twins:
             if record_sent(engine, row, twins[row.id], now=now_fn(), twin=True):
