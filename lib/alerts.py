@@ -256,11 +256,13 @@ def resolved_by(conn: sa.Connection, ids) -> dict[uuid.UUID, str]:
     keys = list(by_text)
     for start in range(0, len(keys), 500):
         chunk = keys[start:start + 500]
+        # only resource_id in the WHERE: SQLite would otherwise pick the event_type index and scan
         rows = conn.execute(
-            sa.select(audit_log.c.resource_id, audit_log.c.user_id)
-            .where(audit_log.c.event_type == "alert_resolved", audit_log.c.resource_id.in_(chunk))
-            .order_by(audit_log.c.created_at.asc())
-        )
+            sa.select(audit_log.c.resource_id, audit_log.c.user_id, audit_log.c.event_type, audit_log.c.created_at)
+            .where(audit_log.c.resource_id.in_(chunk))
+        ).all()
+        rows = [r for r in rows if r.event_type == "alert_resolved"]
+        rows.sort(key=lambda r: (r.created_at is not None, r.created_at))
         for r in rows:
             out[by_text[r.resource_id]] = r.user_id
     return out
