@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -196,6 +197,7 @@ def test_export_matches_filter(feed_db):
     parsed = list(csv.DictReader(io.StringIO(data.decode())))
     assert [uuid.UUID(r["id"]) for r in parsed] == ids_of(want)
     assert {r["success"] for r in parsed} == {"False"}
+    assert [json.loads(r["details"]) for r in parsed] == [r["details"] for r in want]  # JSON text, not a repr
 
 
 def test_export_cap_reports_truncation(feed_db):
