@@ -1,0 +1,26 @@
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from lib.timebuckets import bucket_expr, bucket_for_range, bucket_value
+
+NOW = datetime(2026, 11, 25, 12, tzinfo=timezone.utc)
+
+
+def test_bucket_for_range():
+    assert bucket_for_range(NOW - timedelta(hours=24), NOW) == "hour"
+    assert bucket_for_range(NOW - timedelta(days=2), NOW) == "hour"
+    assert bucket_for_range(NOW - timedelta(days=7), NOW) == "day"
+    assert bucket_for_range(None, NOW) == "day"
+
+
+def test_bucket_value_normalises_both_dialects():
+    assert bucket_value("2026-11-25 13:00:00") == datetime(2026, 11, 25, 13, tzinfo=timezone.utc)
+    assert bucket_value(datetime(2026, 11, 25, 13)) == datetime(2026, 11, 25, 13, tzinfo=timezone.utc)
+
+
+def test_unknown_bucket_is_refused():
+    import sqlalchemy as sa
+
+    with pytest.raises(ValueError):
+        bucket_expr(sa.column("t"), "week", "sqlite")
