@@ -18,6 +18,7 @@ import os
 import statistics
 import sys
 import time
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -27,10 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lib.alerts import AlertFilter, alert_summary, list_alerts  # noqa: E402
-from lib.audit import EXPORT_COLUMNS, AuditFilter, count_matching, event_counts, export_chunks, feed_page, feed_query  # noqa: E402
+from lib.audit import EXPORT_COLUMNS, AuditFilter, feed_conditions, count_matching, event_counts, export_chunks, feed_page, feed_query  # noqa: E402
 from lib.db import init_db, make_engine  # noqa: E402
 from lib.export import rows_to_csv  # noqa: E402
 from lib.sandbox.seed import seed_scale  # noqa: E402
+from lib.schema import audit_log  # noqa: E402
 from lib.timeutil import floor_time, utcnow  # noqa: E402
 
 
@@ -124,8 +126,21 @@ def explain(engine) -> None:
         after = feed_query(AuditFilter(since=utcnow() - timedelta(days=30), event_types=("dm_sent",)), limit=51)
         c2 = after.compile(engine, compile_kwargs={"render_postcompile": True})
         plan2 = conn.exec_driver_sql("EXPLAIN " + str(c2), c2.params).scalars().all()
+        first = feed_page(conn, filters=AuditFilter(since=utcnow() - timedelta(hours=24)), limit=50)
+        nxt = sa.select(audit_log.c.id).where(
+            *feed_conditions(AuditFilter(since=utcnow() - timedelta(hours=24))),
+            sa.tuple_(audit_log.c.created_at, audit_log.c.id)
+            < sa.tuple_(sa.literal(first.last_cursor.created_at, audit_log.c.created_at.type),
+                        sa.literal(first.last_cursor.id, audit_log.c.id.type)),
+        ).order_by(audit_log.c.created_at.desc(), audit_log.c.id.desc()).limit(51)
+        c3 = nxt.compile(engine, compile_kwargs={"render_postcompile": True})
+        params3 = {k: str(v) if isinstance(v, uuid.UUID) else v for k, v in c3.params.items()}
+        plan3 = conn.exec_driver_sql("EXPLAIN ANALYZE " + str(c3), params3).scalars().all()
     print("  EXPLAIN ANALYZE default first page (24 h, limit 51):")
     for line in plan:
+        print("    " + line)
+    print("  EXPLAIN next page (keyset condition, same shape as feed_page(after=...)):")
+    for line in plan3:
         print("    " + line)
     print("  EXPLAIN 30 d + event type:")
     for line in plan2:
