@@ -30,7 +30,7 @@ def live_panel():
     open_ids = {a.id for a in alerts if not a.resolved}
     resolve_actions(scope, view.filters, selected, sum(1 for i in selected if i in open_ids))
     st.caption(f"Updated {now.astimezone(scope.tz):%H:%M:%S}"
-               + (" · refreshes every 30 s" if scope.live else " · live refresh paused (sidebar)"))
+               + (f" · refreshes every {scope.settings.poll_interval_s} s" if scope.live else " · live refresh paused (sidebar)"))
 
 
 live_panel()

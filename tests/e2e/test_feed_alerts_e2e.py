@@ -112,3 +112,26 @@ def test_resolve_alert_by_clicking_and_export(start_app, demo_db, page):
     assert by_type["agent_down"]["severity"] == "CRITICAL"
     assert by_type["rate_limit"]["resolved"] == "False"
     assert page.locator("[data-testid='stException']").count() == 0
+
+
+def test_alerts_live_refresh_keeps_the_selection(start_app, demo_db, page):
+    server = start_app({"DATABASE_URL": demo_db, "POLL_INTERVAL_S": "2"})
+    page.goto(server.url + "/system_alerts")
+    wait_idle(page)
+    grid = page.get_by_test_id("stDataFrame")
+    expect(grid).to_contain_text("agent_down")
+    grid.scroll_into_view_if_needed()
+    box = grid.bounding_box()
+    page.mouse.move(box["x"] + 16, box["y"] + 35 + 17)
+    page.wait_for_timeout(500)
+    page.mouse.click(box["x"] + 16, box["y"] + 35 + 17)
+    button = page.locator(".st-key-alerts-resolve-selected").get_by_role("button")
+    expect(button).to_contain_text("Resolve selected (1)")
+    updated = page.get_by_text("Updated ")
+    before = updated.inner_text()
+    expect(updated).not_to_have_text(before, timeout=20_000)  # the fragment ticked (5 s clock buckets)
+    expect(button).to_contain_text("Resolve selected (1)")  # and the selection survived it
+    # pausing (sidebar toggle) stops the ticks
+    page.get_by_test_id("stSidebar").get_by_text("Live refresh (30 s)").click()
+    wait_idle(page)
+    expect(page.get_by_text("live refresh paused")).to_be_visible()
