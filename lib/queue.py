@@ -86,6 +86,7 @@ from dataclasses import asdict, dataclass, field  # noqa: E402
 from datetime import timedelta  # noqa: E402
 
 from lib.audit import audit_row  # noqa: E402
+from lib.identity import PermissionDenied  # noqa: E402
 from lib.schema import audit_log  # noqa: E402
 from lib.timeutil import as_utc, iso  # noqa: E402
 
@@ -414,7 +415,7 @@ _REFUSAL = {
 }
 
 
-def retry(conn: sa.Connection, ids, *, actor: str, now: datetime) -> list[RetryResult]:
+def retry(conn: sa.Connection, ids, *, actor, now: datetime) -> list[RetryResult]:
     """Reset failed/dlq rows to pending (retry_count 0, next_retry_at cleared), one result per id.
 
     Runs in the caller's transaction (use engine.begin()); at most MAX_BULK_RETRY ids. The reset
@@ -423,7 +424,16 @@ def retry(conn: sa.Connection, ids, *, actor: str, now: datetime) -> list[RetryR
     never reset; rows are read and updated in chunks of 500, grouped by what was seen (a
     handful of statements for 1,000 rows). Each reset row gets an audit_log row
     (queue_item_retried) naming the actor and the row's previous status, retry_count and error.
+
+    `actor` is the dashboard user (lib.identity.Actor: an operator, else PermissionDenied) or, for
+    trusted non-UI callers (a backend endpoint, a CLI), the name to record, as a string.
     """
+    if not isinstance(actor, str):  # an Actor; duck-typed so a reloaded lib.identity still counts
+        if not getattr(actor, "is_operator", False):
+            raise PermissionDenied(f"{getattr(actor, 'name', actor)} may not retry queue rows: operators only")
+        actor = actor.name
+    if not actor:
+        raise ValueError("retry needs the actor's name for audit_log.user_id")
     wanted: list[uuid.UUID] = list(dict.fromkeys(uuid.UUID(str(i)) for i in ids))
     if len(wanted) > MAX_BULK_RETRY:
         raise ValueError(f"at most {MAX_BULK_RETRY} rows per retry (got {len(wanted)})")
@@ -481,3 +491,25 @@ def retry(conn: sa.Connection, ids, *, actor: str, now: datetime) -> list[RetryR
     if audits:
         conn.execute(sa.insert(audit_log), audits)
     return results
+
+
+EXPORT_COLUMNS = ("id", "account", "business_account_id", "action_type", "status", "error_category", "error",
+                  "retry_count", "next_retry_at", "created_at", "updated_at")
+
+
+def iter_export_rows(conn: sa.Connection, *, filt: QueueFilter, chunk_size: int = 2000):
+    """Rows matching `filt` for a CSV export, in table order, as chunks of tuples in EXPORT_COLUMNS
+    order, read with a server-side cursor (no payload: it may hold personal data)."""
+    from lib.schema import instagram_business_accounts as acc
+
+    q = post_queue
+    stmt = (
+        sa.select(q.c.id, acc.c.username, q.c.business_account_id, q.c.action_type, q.c.status, q.c.error_category,
+                  q.c.error, q.c.retry_count, q.c.next_retry_at, q.c.created_at, q.c.updated_at)
+        .select_from(q.outerjoin(acc, acc.c.id == q.c.business_account_id))
+        .where(*filt.clauses())
+        .order_by(*_newest_first(filt.status))
+    )
+    result = conn.execution_options(stream_results=True, yield_per=chunk_size).execute(stmt)
+    for part in result.partitions(chunk_size):
+        yield [tuple(iso(as_utc(v)) if isinstance(v, datetime) else v for v in row) for row in part]

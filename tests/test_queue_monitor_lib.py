@@ -242,3 +242,21 @@ def test_row_detail_redacts_payload_and_shows_history(engine, two_accounts, now)
     assert d["payload"] == {"recipient_id": "r1", "message_text": "hi", "access_token": "[redacted]"}
     assert [h["event_type"] for h in d["history"]] == ["comment_replied", "post_failed_permanent", "queue_item_retried"]
     assert d["status"] == "pending" and d["created_at"].tzinfo is not None
+
+
+def test_retry_checks_the_dashboard_users_role(engine, two_accounts, now):
+    from lib.identity import OPERATOR, VIEWER, Actor, PermissionDenied
+
+    a, _ = two_accounts
+    row = queue_row(account=a, now=now)
+    with engine.begin() as conn:
+        insert_rows(conn, [row])
+    with pytest.raises(PermissionDenied):
+        with engine.begin() as conn:
+            retry(conn, [row["id"]], actor=Actor("viewer@x", VIEWER), now=now)
+    assert statuses(engine, [row["id"]])[row["id"]][0] == "dlq"
+    with engine.begin() as conn:
+        [result] = retry(conn, [row["id"]], actor=Actor("ops@x", OPERATOR), now=now)
+    assert result.success
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(audit_log.c.user_id)).scalar() == "ops@x"
