@@ -18,9 +18,11 @@ from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
+import sqlalchemy as sa
 import streamlit as st
 
 from lib.export import frame_to_csv, rows_to_csv
+from lib.identity import PermissionDenied
 from lib.queue import (
     ACTION_TYPES, ERROR_CATEGORIES, EXPORT_COLUMNS, MAX_BULK_RETRY, QueueFilter, count_rows, error_groups,
     iter_export_rows, matching_ids, queue_health, queue_rows, retry, row_detail, status_summary, summary_matrix,
@@ -265,8 +267,17 @@ def clear_selection() -> None:
 
 def run_retry(scope: Scope, ids: list, label: str) -> None:
     """The one write of this page: lib.queue.retry for one, selected or all matching rows."""
-    with scope.engine.begin() as conn:
-        results = retry(conn, ids, actor=scope.user, now=utcnow())
+    try:
+        with scope.engine.begin() as conn:
+            results = retry(conn, ids, actor=scope.user, now=utcnow())
+    except PermissionDenied as exc:
+        st.session_state.qm_results = {"label": label, "results": [], "error": str(exc)}
+        return
+    except sa.exc.OperationalError as exc:  # e.g. SQLite busy past its timeout: nothing was changed
+        reason = str(getattr(exc, "orig", exc)).splitlines()[0][:200]
+        st.session_state.qm_results = {"label": label, "results": [],
+                                       "error": f"The database refused the change ({reason}); nothing was changed. Try again."}
+        return
     st.session_state.qm_results = {"label": label, "results": [r.as_response() for r in results]}
     clear_selection()
     clear_caches()
@@ -275,6 +286,11 @@ def run_retry(scope: Scope, ids: list, label: str) -> None:
 def show_results() -> None:
     last = st.session_state.get("qm_results")
     if not last:
+        return
+    if last.get("error"):
+        st.error(f"{last['label']} failed: {last['error']}", icon=":material/error:")
+        st.button("Dismiss", key="qm_dismiss", on_click=lambda: st.session_state.pop("qm_results", None),
+                  type="tertiary", icon=":material/close:")
         return
     results = last["results"]
     ok = sum(r["success"] for r in results)
