@@ -22,7 +22,10 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from lib.db import init_db, make_engine
-from lib.queue import ACTION_TYPES, QueueFilter, count_rows, error_groups, queue_health, queue_rows, status_summary
+from lib.queue import (
+    ACTION_TYPES, MAX_BULK_RETRY, QueueFilter, count_rows, error_groups, matching_ids, queue_health, queue_rows, retry,
+    status_summary,
+)
 from lib.schema import instagram_business_accounts, post_queue
 from lib.timeutil import utcnow
 
@@ -108,6 +111,14 @@ def bench(url: str) -> list[tuple[str, float]]:
         out.append(("dlq page 100 (50 rows)", _time(lambda: queue_rows(conn, filt=dlq, offset=99 * 50))))
         out.append(("dlq search 'token'", _time(lambda: queue_rows(conn, filt=QueueFilter("dlq", search="token")))))
         out.append(("dlq error groups", _time(lambda: error_groups(conn, filt=dlq))))
+    with engine.connect() as conn:
+        ids = matching_ids(conn, filt=QueueFilter("dlq"), limit=MAX_BULK_RETRY)
+    t = time.perf_counter()
+    with engine.connect() as conn:  # measured, then rolled back: the data stays as it was
+        trans = conn.begin()
+        retry(conn, ids, actor="bench", now=now)
+        trans.rollback()
+    out.append((f"retry {len(ids):,} dlq rows (1 txn)", time.perf_counter() - t))
     engine.dispose()
     out.extend(page_times(url))
     return out

@@ -449,7 +449,7 @@ def show_detail(scope: Scope, queue_id: str, now: datetime) -> None:
             "Next retry": fmt_local(d["next_retry_at"], scope.tz) + (f" ({fmt_ago(d['next_retry_at'], now)})" if d["next_retry_at"] else ""),
             "Instagram id": d.get("instagram_id") or "—",
         }
-        st.dataframe(pd.DataFrame([{"field": k, "value": str(v)} for k, v in facts.items()]), hide_index=True,
+        st.dataframe(pd.DataFrame([{k: str(v) for k, v in facts.items()}]), hide_index=True,
                      width="stretch", key="qm_detail_facts")
         st.markdown("**Error**")
         st.code(d["error"] or "(no error text)", language=None, wrap_lines=True)
