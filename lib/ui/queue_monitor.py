@@ -118,7 +118,7 @@ def show_worker(health: dict[str, Any] | None, now: datetime, tz) -> None:
         st.warning(f"{line}. The worker missed its schedule (two or more ticks did not happen): "
                    "check that `python -m worker` is running.", icon=":material/schedule:")
     else:
-        st.caption(md_escape(line))
+        st.caption(line)  # our own text: times and counts
     if health.get("last_error"):
         st.error("The worker's last tick failed:", icon=":material/error:")
         st.code(str(health["last_error"]), language=None, wrap_lines=True)
@@ -141,16 +141,16 @@ def show_metrics(summary: dict[str, Any], health: dict[str, Any]) -> None:
         by_status[status] = by_status.get(status, 0) + n
     oldest = health["oldest_pending_age_s"]
     cols = st.columns(7)
-    cols[0].metric("Total rows", f"{summary['total']:,}", border=True)
+    cols[0].metric("Total", f"{summary['total']:,}", border=True)
     cols[1].metric("Pending", f"{by_status.get('pending', 0):,}", border=True)
-    cols[2].metric("Due now", f"{health['due_now']:,}", border=True,
+    cols[2].metric("Due", f"{health['due_now']:,}", border=True,
                    help="Pending rows plus failed rows whose retry time has come: the next tick's work.")
-    cols[3].metric("Oldest wait", "—" if oldest is None else fmt_duration(oldest), border=True,
-                   help="Age of the oldest pending row.")
+    cols[3].metric("Oldest", "—" if oldest is None else fmt_duration(oldest), border=True,
+                   help="How long the oldest pending row has waited.")
     cols[4].metric("Processing", f"{by_status.get('processing', 0):,}", border=True,
                    delta=f"{health['stuck']} stuck" if health["stuck"] else None, delta_color="inverse")
     cols[5].metric("Failed", f"{by_status.get('failed', 0):,}", border=True, help="Retry scheduled by the worker.")
-    cols[6].metric("Dead-letter", f"{by_status.get('dlq', 0):,}", border=True, help="Needs an operator.")
+    cols[6].metric("DLQ", f"{by_status.get('dlq', 0):,}", border=True, help="Dead-letter queue: needs an operator.")
     if health["stuck"]:
         lease = fmt_duration(health["lease_s"])
         st.warning(f"{health['stuck']} row(s) have been in processing for longer than the {lease} lease: "

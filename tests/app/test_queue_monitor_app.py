@@ -63,7 +63,7 @@ def test_counts_matrix_and_metrics(run_page, queue_db):
     url, _ = queue_db
     at = run_page(url, PAGE)
     m = metrics(at)
-    assert (m["Total rows"], m["Pending"], m["Dead-letter"], m["Failed"], m["Due now"]) == ("12", "2", "6", "1", "2")
+    assert (m["Total"], m["Pending"], m["DLQ"], m["Failed"], m["Due"]) == ("12", "2", "6", "1", "2")
     counts = at.dataframe[0].value.set_index("action_type")
     assert counts.loc["reply_comment", "dlq"] == 4 and counts.loc["publish_post", "dlq"] == 2
     assert counts.loc["send_dm", "sent"] == 3 and counts.loc["total", "total"] == 12
@@ -104,7 +104,7 @@ def test_account_scope_from_the_sidebar(run_page, queue_db):
     at = run_page(url, PAGE)
     beta = next(o for o in at.selectbox(key="account").options if o != "all" and "beta" in str(at.selectbox(key="account").format_func(o)))
     at.selectbox(key="account").set_value(beta).run()
-    assert metrics(at)["Dead-letter"] == "2"
+    assert metrics(at)["DLQ"] == "2"
     assert set(table(at)["account"]) == {"beta"}
 
 
@@ -124,7 +124,7 @@ def test_retry_one_from_the_row_detail(run_page, queue_db):
     assert status[newest["id"]] == ("pending", 0)
     assert audits == [(str(newest["id"]), "local", "queue_item_retried")]
     assert str(newest["id"]) not in set(table(at)["id"])  # the table refreshed at once
-    assert metrics(at)["Dead-letter"] == "5"
+    assert metrics(at)["DLQ"] == "5"
 
 
 def test_retry_selected_through_session_state(run_page, queue_db):
@@ -174,3 +174,29 @@ def test_empty_states(run_page, sqlite_url):
     assert "The queue is empty" in at.info[0].value
     assert "The dead-letter queue is empty" in at.success[0].value
     assert not at.error
+
+
+def test_worker_last_tick_and_missed_schedule(run_page, sqlite_url):
+    pytest.importorskip("lib.worker_ticks")  # the worker's module (worker branch)
+    from datetime import timedelta
+
+    from lib.schema import worker_ticks
+
+    eng = make_engine(sqlite_url)
+    init_db(eng)
+    now = utcnow()
+    with eng.begin() as conn:
+        conn.execute(sa.insert(worker_ticks).values(id=uuid.uuid4(), host="h", pid=1, started_at=now - timedelta(minutes=31.5),
+                                                    finished_at=now - timedelta(minutes=31.5), claimed=3, sent=2, failed=1,
+                                                    dlq=0, rescued=0))
+    at = run_page(sqlite_url, PAGE)
+    assert any("missed its schedule" in w.value and "last tick 31 min ago" in w.value for w in at.warning)
+    with eng.begin() as conn:
+        conn.execute(sa.insert(worker_ticks).values(id=uuid.uuid4(), host="h", pid=1, started_at=now - timedelta(minutes=1.5),
+                                                    finished_at=now - timedelta(minutes=1.5), claimed=0, sent=0, failed=0,
+                                                    dlq=0, rescued=0, error="database is locked"))
+    eng.dispose()
+    at = run_page(sqlite_url, PAGE)
+    assert not any("missed its schedule" in w.value for w in at.warning)
+    assert "Worker: last tick 1 min ago" in captions(at)
+    assert any("database is locked" in c.value for c in at.code)
