@@ -351,7 +351,12 @@ def show_table(scope: Scope, view: str, filt: QueueFilter) -> None:
         st.session_state[f"qm_page_{view}"] = 1
     page = st.session_state.get(f"qm_page_{view}", 1)
     tag = _filter_tag(filt, page)
-    shown = st.session_state.get("qm_shown") or {}
+    shown = st.session_state.get("qm_shown") or {}  # what the operator saw when they clicked
+    click_key = f"qm_click_{view}"
+    click = st.session_state.get(click_key) if can_write else None
+    if click is not None and shown.get("tag") == tag and click["row"] < len(shown.get("ids", [])):
+        run_retry(scope, [shown["ids"][click["row"]]], "Retry")
+        st.rerun()
     selected = _selected_ids()
     if shown.get("tag") != tag:
         selected = st.session_state.qm_selected_ids = []  # other rows on screen: a new selection
@@ -361,7 +366,6 @@ def show_table(scope: Scope, view: str, filt: QueueFilter) -> None:
 
     df = _frame(rows, scope, view, now)
     table_key = f"qm_table_{view}_{tag}_{st.session_state.get('qm_table_ver', 0)}"
-    click_key = f"qm_click_{view}"
     retry_label = "Retry now" if view == "failed" else "Retry"
     st.dataframe(
         df, hide_index=True, width="stretch", key=table_key, on_select=lambda: _on_select(table_key),
@@ -381,10 +385,6 @@ def show_table(scope: Scope, view: str, filt: QueueFilter) -> None:
             "last_attempt": st.column_config.TextColumn("Last attempt", width=105),
         },
     )
-    click = st.session_state.get(click_key) if can_write else None
-    if click is not None and click["row"] < len(rows):
-        run_retry(scope, [rows[click["row"]]["id"]], "Retry")
-        st.rerun()
 
     first = (page - 1) * PAGE_SIZE + 1
     info = f"Rows {first:,}–{first + len(rows) - 1:,} of {total:,}, newest attempt first" if view == "dlq" else \
