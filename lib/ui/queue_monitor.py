@@ -31,11 +31,8 @@ from lib.timeutil import fmt_ago, fmt_duration, fmt_local, utcnow
 from lib.ui.export import csv_download
 from lib.ui.shell import Scope, get_engine
 from lib.ui.text import md_escape
+from lib.worker_ticks import worker_health
 
-try:  # the worker's module (lib/worker_ticks.py); the page works without it
-    from lib.worker_ticks import worker_health
-except ImportError:  # pragma: no cover - only before the worker branch is merged
-    worker_health = None
 
 PAGE_SIZE = 50
 EXPORT_CAP = 50_000
@@ -60,9 +57,7 @@ def load_health(db_url: str, account_id: uuid.UUID | None, now: datetime, lease_
 
 
 @st.cache_data(ttl=25, max_entries=8, show_spinner=False)
-def load_worker(db_url: str, now: datetime, cron: str) -> dict[str, Any] | None:
-    if worker_health is None:
-        return None
+def load_worker(db_url: str, now: datetime, cron: str) -> dict[str, Any]:
     with get_engine(db_url).connect() as conn:
         return worker_health(conn, now=now, cron=cron)
 
@@ -99,10 +94,7 @@ def clear_caches() -> None:
 
 # -- worker + counts --------------------------------------------------------------------------------
 
-def show_worker(health: dict[str, Any] | None, now: datetime, tz) -> None:
-    if health is None:
-        st.caption("Worker status: not available in this build (lib/worker_ticks.py is missing).")
-        return
+def show_worker(health: dict[str, Any], now: datetime, tz) -> None:
     if health.get("never_ran"):
         st.warning("The worker has never run against this database: nothing is being sent or retried. "
                    "Start it with `python -m worker`.", icon=":material/engineering:")
