@@ -402,8 +402,9 @@ def show_table(scope: Scope, view: str, filt: QueueFilter) -> None:
                 icon=":material/done_all:"):
         st.session_state.qm_confirm = {"filter": filt, "count": n_match, "matching": total}
         st.rerun()  # the dialog opens outside this live panel (streamlit#17011)
-    if selected:
-        c.button("Clear selection", key="qm_clear", on_click=clear_selection, icon=":material/deselect:")
+    # always drawn (disabled when idle): a stable layout keeps the live panel's reruns clean
+    c.button("Clear selection", key="qm_clear", on_click=clear_selection, icon=":material/deselect:",
+             disabled=not selected)
     with d:
         db_url = scope.db_url
         csv_download(f"{VIEWS[view]} CSV", lambda: export_csv(db_url, filt), file_name=f"post_queue_{view}.csv",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 
 import pytest
 import sqlalchemy as sa
@@ -97,3 +98,52 @@ def test_download_filtered_dlq_csv(start_app, dlq_db, page):
     assert [r["id"] for r in got] == [str(r["id"]) for r in rows[:5]]
     assert {r["account"] for r in got} == {"e2e_shop"} and {r["status"] for r in got} == {"dlq"}
     assert "access_token" not in data and "EAA" not in data
+
+
+def updated_caption(page) -> str:
+    return page.get_by_text("Updated ").last.inner_text()
+
+
+def wait_for_ticks(page, n: int = 2) -> None:
+    """Wait until the live panel has re-run n times (its "Updated hh:mm:ss" caption changes)."""
+    for _ in range(n):
+        before = updated_caption(page)
+        page.wait_for_function(
+            "b => [...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
+            ".some(e => e.innerText.startsWith('Updated ') && e.innerText !== b)", arg=before, timeout=20_000)
+
+
+def test_live_refresh_keeps_the_selection_and_the_open_dialog(start_app, dlq_db, page):
+    url, rows = dlq_db
+    server = start_app({"DATABASE_URL": url, "POLL_INTERVAL_S": "2"})
+    page.set_viewport_size({"width": 1500, "height": 1400})
+    page.goto(server.url + "/queue_monitor")
+    wait_idle(page)
+    box = dlq_table(page).bounding_box()
+    page.mouse.click(box["x"] + 17, box["y"] + HEADER_PX + ROW_PX / 2)  # the first row's checkbox
+    expect(page.get_by_text("refresh paused while 1 row(s) are selected")).to_be_visible(timeout=20_000)
+    detail = page.locator(".st-key-qm_detail")
+    expect(detail).to_contain_text(str(rows[0]["id"]))
+    eng = make_engine(url)
+    with eng.begin() as conn:  # a newer DLQ row would take position 0 on a refresh
+        insert_rows(conn, [queue_row(account=rows[0]["business_account_id"], now=utcnow(), age_min=0)])
+    eng.dispose()
+    wait_for_ticks(page)
+    expect(page.get_by_role("button", name="Retry 1 selected")).to_be_visible()
+    expect(detail).to_contain_text(str(rows[0]["id"]))
+
+    page.locator(".st-key-qm_clear button").click()
+    expect(page.get_by_text("refresh paused while")).to_have_count(0)
+    retry_all = page.get_by_role("button", name=re.compile(r"^Retry all [89] matching$"))
+    n = int(retry_all.inner_text().split()[-2])  # 8 or 9: the count is cached for up to 25 s
+    retry_all.click()
+    dialog = page.get_by_test_id("stDialog")
+    expect(dialog).to_contain_text(re.compile(r"Move [89] row\(s\)"))
+    wait_for_ticks(page)
+    expect(dialog).to_be_visible()
+    dialog.locator(".st-key-qm_confirm_ok button").click()
+    expect(page.get_by_text(f"Retry all matching ({n}): {n} rows moved back to pending")).to_be_visible(timeout=20_000)
+    eng = make_engine(url)
+    with eng.connect() as conn:  # exactly the confirmed number, newest first
+        assert conn.execute(sa.select(sa.func.count()).where(post_queue.c.status == "dlq")).scalar() == 9 - n
+    eng.dispose()
