@@ -216,7 +216,7 @@ def _rename(scope: Scope, session_id: uuid.UUID) -> None:
 
 
 def show_session_header(scope: Scope, session: ChatSession) -> None:
-    title_col, rename_col = st.columns([5, 1], vertical_alignment="center")
+    title_col, rename_col = st.columns([4, 1], vertical_alignment="center")
     title_col.subheader(md(session.title), anchor=False)
     with rename_col.popover("Rename", icon=":material/edit:", disabled=not scope.user.is_operator,
                             help=None if scope.user.is_operator else "Only operators can rename sessions."):
