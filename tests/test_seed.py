@@ -65,7 +65,7 @@ def test_queue_covers_every_status_and_action_type(seeded):
     payload_keys = {"reply_comment": {"comment_id", "reply_text", "post_id"}, "reply_dm": {"conversation_id", "message_text"},
                     "send_dm": {"recipient_id", "message_text"},
                     "publish_post": {"image_url", "caption", "media_type", "scheduled_post_id", "creation_id"},
-                    "repost_ugc": {"permission_id", "creation_id"}}
+                    "repost_ugc": {"permission_id", "creation_id", "media_url"}}  # + the media the worker reposts
     assert all(set(r["payload"]) == payload_keys[r["action_type"]] for r in rows)
 
     dlq = [r for r in rows if r["status"] == "dlq"]

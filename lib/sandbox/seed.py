@@ -338,7 +338,9 @@ def _payload(rng: random.Random, action: str, acc: DemoAccount, status: str) -> 
                 "scheduled_post_id": str(_uuid(rng)),
                 "creation_id": _num_id(rng, 17, "178") if has_container else None}
     # repost_ugc
+    # media_url: the permitted media, which the worker needs to create a container (worker docs)
     return {"permission_id": str(_uuid(rng)),
+            "media_url": f"https://cdn.example.com/ugc/{rng.getrandbits(48):012x}.jpg",
             "creation_id": _num_id(rng, 17, "178") if has_container else None}
 
 

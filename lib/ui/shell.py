@@ -16,7 +16,7 @@ import streamlit as st
 
 from lib.accounts import Account, list_accounts
 from lib.identity import Actor
-from lib.db import UNAVAILABLE_ERRORS, init_db, make_engine, unavailable_message
+from lib.db import UNAVAILABLE_ERRORS, init_db, make_engine, ping, unavailable_message
 from lib.settings import Settings, SettingsError, load_settings
 from lib.ui.auth import authenticate, show_identity
 from lib.ui.nav import existing_pages
@@ -69,6 +69,14 @@ def ensure_schema(db_url: str):
     return init_db(get_engine(db_url))
 
 
+@st.cache_data(ttl=5, show_spinner=False)
+def check_database(db_url: str) -> bool:
+    """A ping at most every 5 s per process (not per session): a dead database is noticed
+    quickly without costing every rerun a query. Failures raise and are not cached."""
+    ping(get_engine(db_url))
+    return True
+
+
 @st.cache_data(ttl=60, show_spinner=False)
 def load_accounts(db_url: str) -> list[Account]:
     with get_engine(db_url).connect() as conn:
@@ -91,6 +99,7 @@ def page_guard(title: str) -> Scope:
         st.stop()
     try:
         report = ensure_schema(settings.database_url)
+        check_database(settings.database_url)
         accounts = tuple(load_accounts(settings.database_url))
     except UNAVAILABLE_ERRORS as exc:
         show_database_error(settings.database_url, exc)
