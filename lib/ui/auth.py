@@ -74,7 +74,8 @@ def _header_user(settings: Settings) -> Actor:
 
 def show_identity(settings: Settings, user: Actor) -> None:
     """Sidebar: who is signed in, their role, and a sign-out where the provider has one."""
-    st.text(f"Signed in as {user.name} · {user.role}")  # plain text: no Markdown, no autolinks
+    name = user.name.replace("`", "'")
+    st.caption(f"Signed in as `{name}` · {user.role}")  # a code span: no Markdown, no autolink
     if user.provider == "local":
         st.badge("local mode", icon=":material/computer:", color="gray")
     elif user.provider == "oidc":
