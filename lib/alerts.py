@@ -299,16 +299,16 @@ def matching_ids(conn: sa.Connection, *, filters: AlertFilter, unresolved_only: 
     return list(conn.execute(query.order_by(t.c.created_at.desc())).scalars())
 
 
-def resolve(conn: sa.Connection, ids, *, actor: str | Actor, now: datetime) -> list[ResolveResult]:
+def resolve(conn: sa.Connection, ids, *, actor: Actor, now: datetime) -> list[ResolveResult]:
     """Resolve alerts by id: resolved, resolved_at and updated_at set in one conditional UPDATE
     (an already-resolved alert is left alone and reported as such), and one `alert_resolved`
     audit row per alert actually resolved, recording the actor.
 
-    `actor`: the signed-in Actor (pages; must be an operator, else PermissionDenied) or a plain
-    name for trusted callers (worker, scripts)."""
-    if isinstance(actor, Actor):
-        require_operator(actor, "resolve alerts")
-        actor = actor.name
+    `actor` is a lib.identity.Actor; anyone but an operator (or a bare name, which carries no
+    role) gets PermissionDenied, whatever the page showed. Its name goes to audit_log.user_id.
+    The worker's own clearing of a condition is auto_resolve(), not this."""
+    require_operator(actor, "resolve alerts")
+    actor = actor.name
     t = system_alerts
     wanted = list(dict.fromkeys(uuid.UUID(str(i)) for i in ids))
     results: dict[uuid.UUID, ResolveResult] = {}

@@ -11,6 +11,7 @@ from lib.alerts import (
     AlertFilter, alert_counts, alert_summary, export_rows, group_alerts, list_alerts, matching_ids,
     open_or_update_alert, resolve, types_for_severities,
 )
+from lib.identity import OPERATOR, Actor
 from lib.schema import audit_log, system_alerts
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
@@ -120,7 +121,7 @@ def audit_rows(conn):
 def test_resolve_one_selected_and_already_resolved(alerts_db):
     ids = [r["id"] for r in ROWS]
     with alerts_db.begin() as conn:
-        results = resolve(conn, [ids[0], ids[2], ids[5], uuid.uuid4()], actor="alice", now=NOW)
+        results = resolve(conn, [ids[0], ids[2], ids[5], uuid.uuid4()], actor=Actor("alice", OPERATOR), now=NOW)
     assert [r.outcome for r in results] == ["resolved", "resolved", "already_resolved", "not_found"]
     assert "already resolved" in results[2].message
     with alerts_db.connect() as conn:
@@ -141,7 +142,7 @@ def test_resolve_one_selected_and_already_resolved(alerts_db):
         assert resolved[ids[0]].resolved_by == "alice"
         assert resolved[ids[5]].resolved_by is None  # resolved elsewhere
     with alerts_db.begin() as conn:  # again: a no-op, reported as such, no new audit row
-        again = resolve(conn, [ids[0]], actor="bob", now=NOW + timedelta(minutes=1))
+        again = resolve(conn, [ids[0]], actor=Actor("bob", OPERATOR), now=NOW + timedelta(minutes=1))
     assert [r.outcome for r in again] == ["already_resolved"]
     with alerts_db.connect() as conn:
         assert len(audit_rows(conn)) == 2
@@ -151,7 +152,7 @@ def test_resolve_all_matching(alerts_db):
     with alerts_db.begin() as conn:
         ids = matching_ids(conn, filters=AlertFilter(severities=("WARNING",)))
         assert len(ids) == 3
-        results = resolve(conn, ids, actor="ops", now=NOW)
+        results = resolve(conn, ids, actor=Actor("ops", OPERATOR), now=NOW)
     assert all(r.outcome == "resolved" for r in results)
     with alerts_db.connect() as conn:
         assert list_alerts(conn, filters=AlertFilter(severities=("WARNING",))) == []
@@ -175,5 +176,7 @@ def test_resolve_checks_the_role_of_a_signed_in_actor(alerts_db):
     with alerts_db.begin() as conn:
         with pytest.raises(PermissionDenied):
             resolve(conn, [alert_id], actor=Actor("viewer@x", VIEWER), now=NOW)
+        with pytest.raises(PermissionDenied):
+            resolve(conn, [alert_id], actor="ops@x", now=NOW)  # a bare name carries no role
         assert [r.outcome for r in resolve(conn, [alert_id], actor=Actor("ops@x", OPERATOR), now=NOW)] == ["resolved"]
         assert conn.execute(sa.select(audit_log.c.user_id)).scalars().all() == ["ops@x"]
