@@ -1,0 +1,94 @@
+"""Overview: one screen that answers "is everything fine?". Every block reads through the same
+cached loaders as its own page (one home for each query) and links to that page."""
+from __future__ import annotations
+
+from datetime import datetime
+
+import streamlit as st
+
+from lib.alerts import SEVERITIES, AlertFilter
+from lib.audit import AuditFilter
+from lib.heartbeats import AgentStatus
+from lib.queue import summary_matrix
+from lib.timeutil import fmt_ago, fmt_duration
+from lib.ui import activity_feed, agent_status, queue_monitor, system_alerts
+from lib.ui.shell import Scope
+from lib.ui.text import md_escape
+
+RECENT_EVENTS = 10
+
+
+def agents_block(scope: Scope, now: datetime) -> None:
+    statuses: list[AgentStatus] = agent_status.load_agent_statuses(scope.db_url, now)
+    with st.container(border=True, key="ov-agents"):
+        st.markdown("**Agents**")
+        if not statuses:
+            st.caption("No heartbeats yet.")
+        else:
+            down = [s for s in statuses if not s.alive]
+            alive = len(statuses) - len(down)
+            st.metric("Alive", f"{alive} / {len(statuses)}")
+            if down:
+                for s in down:
+                    st.markdown(f":red-badge[:material/error: down] {md_escape(s.agent_id)} · last beat "
+                                f"{fmt_ago(s.last_beat_at, now)}")
+            else:
+                st.markdown(":green-badge[:material/check_circle: all alive]")
+        st.page_link("pages/agent_status.py", label="Agent Status", icon=":material/arrow_forward:")
+
+
+def queue_block(scope: Scope, now: datetime) -> None:
+    summary = queue_monitor.load_summary(scope.db_url, scope.account_id, now)
+    health = queue_monitor.load_health(scope.db_url, scope.account_id, now, scope.settings.processing_lease_s)
+    worker = queue_monitor.load_worker(scope.db_url, now, scope.settings.worker_cron)
+    by_status: dict[str, int] = {}
+    for (_, status), n in summary_matrix(summary["summary"])[2].items():
+        by_status[status] = by_status.get(status, 0) + n
+    with st.container(border=True, key="ov-queue"):
+        st.markdown("**Outbound queue**")
+        a, b, c, d = st.columns(4)
+        a.metric("Pending", f"{by_status.get('pending', 0):,}")
+        b.metric("Due", f"{health['due_now']:,}")
+        c.metric("Failed", f"{by_status.get('failed', 0):,}")
+        d.metric("DLQ", f"{by_status.get('dlq', 0):,}")
+        notes = []
+        if health["stuck"]:
+            notes.append(f":orange-badge[{health['stuck']} stuck in processing]")
+        if health["oldest_pending_age_s"] is not None:
+            notes.append(f"oldest pending {fmt_duration(health['oldest_pending_age_s'])}")
+        if worker.get("never_ran"):
+            notes.append(":red-badge[worker never ran]")
+        else:
+            notes.append(f"worker ticked {fmt_ago(worker['last_started_at'], now)}")
+            if worker.get("missed"):
+                notes.append(":red-badge[worker missed its schedule]")
+            if worker.get("last_error"):
+                notes.append(":red-badge[last tick failed]")
+        st.markdown(" · ".join(notes))
+        st.page_link("pages/queue_monitor.py", label="Queue Monitor", icon=":material/arrow_forward:")
+
+
+def alerts_block(scope: Scope) -> None:
+    summary = system_alerts.load_summary(scope.db_url, AlertFilter(resolved=False, account_id=scope.account_id))
+    by_severity = summary["severity"]
+    with st.container(border=True, key="ov-alerts"):
+        st.markdown("**Unresolved alerts**")
+        cols = st.columns(len(SEVERITIES))
+        for col, sev in zip(cols, SEVERITIES):
+            col.metric(sev.title(), by_severity.get(sev, 0))
+        if summary["type"]:
+            st.caption(" · ".join(f"{n} × {md_escape(t)}" for t, n in summary["type"].items()))
+        else:
+            st.markdown(":green-badge[:material/check_circle: nothing open]")
+        st.page_link("pages/system_alerts.py", label="System Alerts", icon=":material/arrow_forward:")
+
+
+def activity_block(scope: Scope, now: datetime) -> None:
+    page = activity_feed.load_page(scope.db_url, AuditFilter(account_id=scope.account_id), RECENT_EVENTS, None)
+    with st.container(border=True, key="ov-activity"):
+        st.markdown(f"**Last {RECENT_EVENTS} events**")
+        if page.rows:
+            activity_feed.show_timeline(page.rows, now, scope.tz)
+        else:
+            st.caption("No audit events yet.")
+        st.page_link("pages/activity_feed.py", label="Activity Feed", icon=":material/arrow_forward:")

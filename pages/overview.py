@@ -1,0 +1,25 @@
+import streamlit as st
+
+from lib.timeutil import floor_time, utcnow
+from lib.ui import page_guard
+from lib.ui.overview import activity_block, agents_block, alerts_block, queue_block
+
+scope = page_guard("Overview")
+
+
+@st.fragment(run_every=f"{scope.settings.poll_interval_s}s" if scope.live else None)
+def live_panel():
+    now = floor_time(utcnow(), 10)
+    left, middle, right = st.columns([1, 1.6, 1.2])
+    with left:
+        agents_block(scope, now)
+    with middle:
+        queue_block(scope, now)
+    with right:
+        alerts_block(scope)
+    activity_block(scope, now)
+    st.caption(f"Updated {utcnow().astimezone(scope.tz):%H:%M:%S}"
+               + (" · refreshes every 30 s" if scope.live else " · live refresh paused"))
+
+
+live_panel()
