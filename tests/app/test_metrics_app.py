@@ -1,0 +1,100 @@
+"""Metrics page through AppTest: KPIs and deltas, the broken-report note, empty states, PostgreSQL."""
+import uuid
+from datetime import timedelta
+
+from lib.db import init_db, make_engine
+from lib.timeutil import utcnow
+from tests.support.reports import add_accounts, add_raw_json, add_reports, report
+
+PAGE = "pages/metrics.py"
+
+
+def seed(url, *, broken: bool = False):
+    eng = make_engine(url)
+    init_db(eng)
+    today = utcnow().date()
+    with eng.begin() as conn:
+        alpha, beta = add_accounts(conn, "alpha", "beta")
+        latest = report(alpha, "weekly", today - timedelta(days=1), reach=1200, revenue=150.0)
+        previous = report(alpha, "weekly", today - timedelta(days=8), reach=1100, revenue=100.0, followers=4900,
+                          comparison=None)
+        rows = [latest, previous, report(beta, "weekly", today - timedelta(days=1), reach=77, comparison=None)]
+        rows += [report(alpha, "daily", today - timedelta(days=d), reach=10 * d) for d in range(1, 4)]
+        add_reports(conn, rows)
+        if broken:
+            bad = report(beta, "weekly", today - timedelta(days=8), reach=70)
+            add_raw_json(conn, bad, media_metrics='{"avg_likes": ', revenue_metrics='{"attributed_revenue": "n/a"}')
+    eng.dispose()
+    return alpha, beta
+
+
+def metric_rows(at):
+    return [(m.label, m.value, m.proto.delta, m.proto.delta_description) for m in at.metric]
+
+
+def test_kpis_and_deltas_for_one_account(run_page, sqlite_url):
+    alpha, _ = seed(sqlite_url)
+    at = run_page(sqlite_url, PAGE)
+    at.sidebar.selectbox(key="account").set_value(str(alpha)).run()
+    assert not at.exception
+    got = {label: (value, delta, desc) for label, value, delta, desc in metric_rows(at)}
+    assert len(at.metric) == 8  # one account: one KPI card
+    assert got["Reach"] == ("1,200", "+100 (+11.1 %)", "vs last 7d")  # historical_comparison.reach_delta
+    assert got["Impressions"] == ("2,000", "-200 (-9.1 %)", "vs last 7d")  # historical_comparison.changes
+    assert got["Attributed revenue"] == ("$150.00", "+$50.00 (+50.0 %)", "vs previous report")  # computed
+    assert got["Followers"] == ("5,000", "+100 (+2.0 %)", "vs previous report")
+    assert got["Avg engagement rate"][0] == "4.00 %"
+    captions = " ".join(c.value for c in at.caption)
+    assert "2 weekly reports · 1 account" in captions
+    assert "computed against the account’s previous report" in captions
+    assert not at.warning  # no broken reports
+    # the details of the latest report: its insights, as text
+    shown = " ".join(m.value for m in at.markdown)
+    assert "Reach was 1200 in the period\\." in shown  # Markdown-escaped: rendered as plain text
+    assert "Post more reels\\." in shown
+    assert len(at.get("plotly_chart")) >= 2  # the open chart tab and the changes chart
+
+
+def test_all_accounts_side_by_side_and_daily(run_page, sqlite_url):
+    seed(sqlite_url)
+    at = run_page(sqlite_url, PAGE)
+    assert [m.value for m in at.metric if m.label == "Reach"] == ["1,200", "77"]
+    beta_reach = [m for m in at.metric if m.label == "Reach"][1]
+    assert beta_reach.proto.delta == ""  # no comparison and no previous report: no delta
+    at.button_group(key="metrics_type").set_value("daily").run()
+    assert not at.exception
+    assert [m.value for m in at.metric if m.label == "Reach"] == ["10"]  # the latest daily report of alpha
+    assert "3 daily reports · 1 account" in " ".join(c.value for c in at.caption)
+
+
+def test_broken_reports_note(run_page, sqlite_url):
+    seed(sqlite_url, broken=True)
+    at = run_page(sqlite_url, PAGE)
+    notes = [w.value for w in at.warning]
+    assert len(notes) == 1
+    assert notes[0].startswith("1 of 4 reports had unusable values")
+    assert "malformed JSON" in notes[0] and "not a number" in notes[0]
+    # the rest of the page still works: both accounts' KPIs are shown
+    assert [m.value for m in at.metric if m.label == "Reach"] == ["1,200", "77"]
+
+
+def test_empty_states(run_page, sqlite_url):
+    init_db(make_engine(sqlite_url))
+    at = run_page(sqlite_url, PAGE)
+    assert "No weekly reports" in at.info[0].value
+    assert "analytics scheduler" in at.info[0].value
+    assert not at.metric
+    # accounts exist but the user deselects them all
+    seed(sqlite_url)
+    at = run_page(sqlite_url, PAGE)
+    at.multiselect(key="metrics_accounts_all").set_value([]).run()
+    assert "Pick one or more accounts" in at.info[0].value
+    assert not at.metric
+
+
+def test_works_on_postgresql(run_page, pg_server):
+    url = pg_server.create_database("metrics_" + uuid.uuid4().hex[:8])
+    seed(url, broken=True)
+    at = run_page(url, PAGE)
+    assert [m.value for m in at.metric if m.label == "Reach"] == ["1,200", "77"]
+    assert at.warning[0].value.startswith("1 of 4 reports had unusable values")
