@@ -23,8 +23,8 @@ SCENARIOS = (  # (report type, range preset)
     ("weekly", "90 days"),
     ("daily", "90 days"),
     ("daily", "1 year"),
-    ("weekly", "All time"),
-    ("daily", "All time"),
+    ("weekly", "All"),
+    ("daily", "All"),
 )
 
 

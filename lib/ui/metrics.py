@@ -22,7 +22,7 @@ from lib.timeutil import utcnow
 from lib.ui.export import csv_download
 from lib.ui.shell import Scope, get_engine
 
-RANGE_PRESETS = {"7 days": 7, "30 days": 30, "90 days": 90, "1 year": 365, "All time": None, "Custom": -1}
+RANGE_PRESETS = {"7 days": 7, "30 days": 30, "90 days": 90, "1 year": 365, "All": None, "Custom": -1}
 DEFAULT_RANGE = "90 days"
 EXPORT_CAP = 100_000
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
@@ -68,7 +68,7 @@ class MetricsScope:
 def scope_controls(scope: Scope) -> MetricsScope | None:
     """Accounts (several side by side), report type, date range with presets. None = nothing chosen."""
     today = utcnow().astimezone(scope.tz).date()
-    a, b, c = st.columns([3, 1.3, 3.2], vertical_alignment="bottom")
+    a, b, c = st.columns([2.6, 1.2, 3.6], vertical_alignment="bottom")
     options = [str(acc.id) for acc in scope.accounts]
     account_ids: tuple[str, ...] | None = None
     if options:
