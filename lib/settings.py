@@ -41,6 +41,14 @@ class Settings:
     processing_lease_s: int = 600  # DESIGN decision 4
     watchdog_interval_s: int = 30
     local_user: str = "local"
+    # Access control (README "Identity and roles"); lists are comma-separated.
+    trusted_user_header: str = ""  # e.g. X-Forwarded-Email when behind oauth2-proxy
+    trusted_groups_header: str = ""  # e.g. X-Forwarded-Groups
+    sign_out_url: str = "/oauth2/sign_out"  # the proxy's sign-out, shown in header mode
+    operator_emails: str = ""
+    operator_domains: str = ""
+    operator_groups: str = ""
+    groups_claim: str = "groups"  # OIDC claim that lists the user's groups
 
     @property
     def is_sqlite(self) -> bool:

@@ -23,8 +23,12 @@ ensure_venv() {  # ensure_venv [EXTRAS]: .venv with the project's pinned depende
   fi
   stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)-${extras:-base}"
   if [ ! -f "$stamp" ]; then
-    .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-    .venv/bin/python -m pip install -q -e "$spec"
+    echo "installing Python packages into .venv (first run takes about a minute)..."
+    if ! .venv/bin/python -m pip install -e "$spec" > .venv/pip-install.log 2>&1; then
+      tail -n 30 .venv/pip-install.log >&2
+      echo "pip install failed; full log: .venv/pip-install.log" >&2
+      exit 1
+    fi
     touch "$stamp"
   fi
 }

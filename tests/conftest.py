@@ -2,13 +2,14 @@
 run each data test on SQLite and on PostgreSQL (a fresh database per test)."""
 from __future__ import annotations
 
-import os
+import shutil
 import uuid
 
 import pytest
 
 from lib.db import init_db, make_engine
 from tests.support.pg import ThrowawayPostgres
+from tests.support.servers import StreamlitServer
 
 
 @pytest.fixture(scope="session")
@@ -41,3 +42,34 @@ def engine(db_url):
 @pytest.fixture
 def sqlite_url(tmp_path):
     return f"sqlite:///{tmp_path / 'test.sqlite'}"
+
+
+# Browser tests: pytest-playwright driving Debian's chromium (no `playwright install` here).
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    return {
+        **browser_type_launch_args,
+        "executable_path": CHROMIUM,
+        "args": [
+            "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run",
+        ],
+    }
+
+
+@pytest.fixture
+def start_app():
+    """start_app(env) -> StreamlitServer; every server started is stopped after the test."""
+    servers = []
+
+    def start(env: dict[str, str]) -> StreamlitServer:
+        server = StreamlitServer(env)
+        servers.append(server)
+        return server
+
+    yield start
+    for s in servers:
+        s.stop()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-import time
+import threading
 
 from lib.db import UNAVAILABLE_ERRORS, make_engine
 from lib.heartbeats import record_beat
@@ -18,16 +18,16 @@ log = logging.getLogger("demo_agent")
 
 def beat_forever(db_url: str, agents: tuple[str, ...], interval_s: float) -> None:
     engine = make_engine(db_url)
-    stop = []
-    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-    while not stop:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())  # stop at once, not after the sleep
+    while not stop.is_set():
         try:
             with engine.begin() as conn:
                 for agent in agents:
                     record_beat(conn, agent, now=utcnow())
         except UNAVAILABLE_ERRORS as exc:  # keep beating once the database is back
             log.warning("heartbeat not recorded: %s", str(exc).splitlines()[0])
-        time.sleep(interval_s)
+        stop.wait(interval_s)
 
 
 def main() -> None:

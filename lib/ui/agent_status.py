@@ -10,6 +10,7 @@ import streamlit as st
 from lib.heartbeats import AgentStatus, agent_statuses, beat_runs, beats_by_agent
 from lib.timeutil import fmt_ago, fmt_local
 from lib.ui.shell import get_engine
+from lib.ui.text import md_escape
 
 WINDOWS = {"1 h": timedelta(hours=1), "24 h": timedelta(hours=24), "7 d": timedelta(days=7)}
 
@@ -50,7 +51,7 @@ def show_cards(statuses: list[AgentStatus], now: datetime, tz) -> None:
     cols = st.columns(min(len(statuses), 4) or 1)
     for i, s in enumerate(statuses):
         with cols[i % len(cols)].container(border=True, key=f"agent-card-{s.agent_id}"):
-            st.markdown(f"**{s.agent_id}**")
+            st.markdown(f"**{md_escape(s.agent_id)}**")
             if s.alive:
                 st.badge("alive", icon=":material/check_circle:", color="green")
             else:
@@ -63,9 +64,7 @@ def show_cards(statuses: list[AgentStatus], now: datetime, tz) -> None:
             since = "—" if s.up_since is None else fmt_local(s.up_since, tz, with_seconds=False)
             prefix = "before " if s.up_since_before_window else ""
             st.caption(f"Up since: {prefix}{since}" + ("" if s.up_since is None else f" ({fmt_ago(s.up_since, now)})"))
-            a, b = st.columns(2)
-            a.metric("Availability 24 h", _pct(s.availability_24h))
-            b.metric("Availability 7 d", _pct(s.availability_7d))
+            st.markdown(f"Availability · 24 h **{_pct(s.availability_24h)}** · 7 d **{_pct(s.availability_7d)}**")
 
 
 def show_timeline(runs: pd.DataFrame, window: str, now: datetime, tz) -> None:

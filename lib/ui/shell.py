@@ -15,8 +15,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import streamlit as st
 
 from lib.accounts import Account, list_accounts
-from lib.db import UNAVAILABLE_ERRORS, init_db, make_engine, unavailable_message
+from lib.identity import Actor
+from lib.db import UNAVAILABLE_ERRORS, init_db, make_engine, ping, unavailable_message
 from lib.settings import Settings, SettingsError, load_settings
+from lib.ui.auth import authenticate, show_identity
 from lib.ui.nav import existing_pages
 
 APP_TITLE = "Agent Dashboard"
@@ -27,20 +29,9 @@ _run = threading.local()  # set by app.py around pg.run(): "this run came throug
 
 
 @dataclass(frozen=True)
-class User:
-    name: str
-    role: str  # "viewer" or "operator"
-    provider: str  # "local" until access control lands
-
-    @property
-    def is_operator(self) -> bool:
-        return self.role == "operator"
-
-
-@dataclass(frozen=True)
 class Scope:
     settings: Settings
-    user: User
+    user: Actor
     account_id: uuid.UUID | None  # None = all accounts
     accounts: tuple[Account, ...]
     tz: ZoneInfo
@@ -78,6 +69,14 @@ def ensure_schema(db_url: str):
     return init_db(get_engine(db_url))
 
 
+@st.cache_data(ttl=5, show_spinner=False)
+def check_database(db_url: str) -> bool:
+    """A ping at most every 5 s per process (not per session): a dead database is noticed
+    quickly without costing every rerun a query. Failures raise and are not cached."""
+    ping(get_engine(db_url))
+    return True
+
+
 @st.cache_data(ttl=60, show_spinner=False)
 def load_accounts(db_url: str) -> list[Account]:
     with get_engine(db_url).connect() as conn:
@@ -100,18 +99,20 @@ def page_guard(title: str) -> Scope:
         st.stop()
     try:
         report = ensure_schema(settings.database_url)
+        check_database(settings.database_url)
         accounts = tuple(load_accounts(settings.database_url))
     except UNAVAILABLE_ERRORS as exc:
         show_database_error(settings.database_url, exc)
     if report.missing_columns:
         missing = "; ".join(f"{t}: {', '.join(c)}" for t, c in report.missing_columns.items())
         st.warning(f"The database lacks columns this app reads ({missing}). Pages using them may fail.")
-    scope = _sidebar(settings, accounts)
+    user = authenticate(settings)
+    scope = _sidebar(settings, accounts, user)
     st.title(title)
     return scope
 
 
-def _sidebar(settings: Settings, accounts: tuple[Account, ...]) -> Scope:
+def _sidebar(settings: Settings, accounts: tuple[Account, ...], user: Actor) -> Scope:
     with st.sidebar:
         if not getattr(_run, "navigation", False):
             # pages-directory mode (deep link as first request): draw the menu ourselves
@@ -130,10 +131,7 @@ def _sidebar(settings: Settings, accounts: tuple[Account, ...]) -> Scope:
         tz_options = list(dict.fromkeys([tz_default, *COMMON_TIMEZONES]))
         tz_name = st.selectbox("Display timezone", tz_options, key="tz", persist_state="session")
         live = st.toggle("Live refresh (30 s)", value=True, key="live", persist_state="session")
-        user = current_user(settings)
-        st.caption(f"Signed in as **{user.name}** · {user.role}")
-        if user.provider == "local":
-            st.badge("local mode", icon=":material/computer:", color="gray")
+        show_identity(settings, user)
     try:
         tz = ZoneInfo(tz_name)
     except (ZoneInfoNotFoundError, ValueError):
@@ -142,9 +140,6 @@ def _sidebar(settings: Settings, accounts: tuple[Account, ...]) -> Scope:
     return Scope(settings=settings, user=user, account_id=account_id, accounts=accounts, tz=tz, live=live)
 
 
-def current_user(settings: Settings) -> User:
-    # Local mode: the app listens on 127.0.0.1 only and its one user operates it.
-    return User(name=settings.local_user, role="operator", provider="local")
 
 
 @contextmanager

@@ -31,7 +31,9 @@ def test_all_alive(run_page, sqlite_url):
     at = run_page(sqlite_url, PAGE)
     assert [s.value for s in at.success] == ["All 2 agents alive"]
     assert not at.error
-    assert [m.value for m in at.metric if m.label == "Availability 24 h"] == ["100.0 %", "100.0 %"]
+    assert [m.value for m in at.markdown if m.value.startswith("Availability")] == [
+        "Availability · 24 h **100.0 %** · 7 d **100.0 %**"
+    ] * 2
 
 
 def test_one_down_is_named_first(run_page, sqlite_url):

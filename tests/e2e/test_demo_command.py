@@ -1,0 +1,62 @@
+"""The README's first command: scripts/demo seeds an empty database, serves the app with the
+sandbox stack, and Ctrl-C (SIGINT to its process group) stops everything it started."""
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import requests
+from playwright.sync_api import expect
+
+from lib.db import make_engine
+from lib.heartbeats import agent_statuses
+from lib.timeutil import utcnow
+from tests.e2e.conftest import wait_idle
+from tests.support.pg import free_port
+from tests.support.servers import ROOT
+
+pytestmark = pytest.mark.e2e
+
+
+def _children(pgid: int) -> list[str]:
+    out = subprocess.run(["ps", "-eo", "pgid=,args="], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if line.split(None, 1)[0] == str(pgid)]
+
+
+def test_demo_command_runs_and_ctrl_c_stops_everything(tmp_path, page):
+    url = f"sqlite:///{tmp_path / 'demo.sqlite'}"
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": url, "PORT": str(port)}
+    log = open(tmp_path / "demo.log", "w+")
+    proc = subprocess.Popen(["bash", "scripts/demo"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/_stcore/health", timeout=1).text.strip() == "ok":
+                    break
+            except requests.RequestException:
+                time.sleep(0.5)
+        else:
+            log.seek(0)
+            pytest.fail("demo did not come up:\n" + log.read()[-3000:])
+        page.goto(f"http://127.0.0.1:{port}/agent_status")
+        wait_idle(page)
+        expect(page.get_by_text("1 of 4 agents down: ugc-discovery")).to_be_visible()
+        # the demo agent keeps the three others alive after the seeded history ends
+        eng = make_engine(url)
+        with eng.connect() as conn:
+            alive = {s.agent_id for s in agent_statuses(conn, now=utcnow()) if s.alive}
+        eng.dispose()
+        assert alive == {"engagement-monitor", "content-scheduler", "oversight-brain"}
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail("scripts/demo did not stop on Ctrl-C")
+    time.sleep(1)
+    assert _children(proc.pid) == []

@@ -1,0 +1,58 @@
+"""Helpers for the worker tests: sandbox Graph API fixture, accounts, rows, settings."""
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+from datetime import datetime, timezone
+
+import pytest
+import sqlalchemy as sa
+
+from lib.instagram import GraphClient
+from lib.queue import enqueue
+from lib.sandbox.graph_api import GraphSandbox
+from lib.schema import instagram_business_accounts as accounts
+from lib.schema import post_queue as pq
+from lib.settings import Settings
+
+
+@pytest.fixture
+def sandbox():
+    sb = GraphSandbox(timeout_sleep_s=2.0).start()
+    yield sb
+    sb.stop()
+
+
+def worker_settings(db_url: str, sandbox: GraphSandbox, **overrides) -> Settings:
+    base = Settings(database_url=db_url, instagram_graph_url=sandbox.url, graph_connect_timeout_s=2.0,
+                    graph_read_timeout_s=1.0)
+    return replace(base, **overrides)
+
+
+def client_for(settings: Settings) -> GraphClient:
+    return GraphClient(settings.instagram_graph_url, connect_timeout=settings.graph_connect_timeout_s,
+                       read_timeout=settings.graph_read_timeout_s)
+
+
+def add_account(conn, *, username="acme", token="tok-good", ig_id=None, connected=True) -> uuid.UUID:
+    acc_id = uuid.uuid4()
+    now = datetime.now(timezone.utc)
+    conn.execute(sa.insert(accounts).values(
+        id=acc_id, username=username, instagram_business_id=ig_id or "1784" + uuid.uuid4().hex[:12],
+        access_token=token, is_connected=connected, created_at=now, updated_at=now))
+    return acc_id
+
+
+def add_row(conn, account_id, action_type, payload, *, now=None) -> uuid.UUID:
+    row_id = enqueue(conn, business_account_id=account_id, action_type=action_type, payload=payload,
+                     now=now or datetime.now(timezone.utc))
+    assert row_id is not None
+    return row_id
+
+
+def row(conn, row_id):
+    return conn.execute(sa.select(pq).where(pq.c.id == row_id)).one()
+
+
+def statuses(conn) -> dict[str, int]:
+    return dict(conn.execute(sa.select(pq.c.status, sa.func.count()).group_by(pq.c.status)).all())

@@ -1,0 +1,111 @@
+"""Pure rules: categorize_ig_error (spec function + DESIGN decision 1) and the retry schedule."""
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+import requests
+
+from lib.ig_errors import (Category, GraphError, backoff_delay, categorize_ig_error, is_content_rejection,
+                           next_attempt, regain_access_after)
+
+
+def err(status=None, code=None, exc=None, headers=None, **extra):
+    body = {"error": {"message": "m", "code": code, **extra}} if code is not None or extra else None
+    return GraphError("m", status=status, body=body, headers=headers or {}, exc=exc)
+
+
+@pytest.mark.parametrize("code", [190, 102, 104])
+@pytest.mark.parametrize("status", [400, 401, 403, 500])
+def test_auth_codes_are_auth_failure_whatever_the_status(code, status):
+    assert categorize_ig_error(err(status, code)) == Category(False, "auth_failure")
+
+
+@pytest.mark.parametrize("code", [1, 2, 10, 100, 200, 368, 9007])
+def test_other_codes_with_400_are_permanent(code):
+    assert categorize_ig_error(err(400, code)) == Category(False, "permanent")
+
+
+@pytest.mark.parametrize("code", [4, 17, 32, 613, 80002])
+def test_rate_limit_codes_including_32(code):
+    for status in (400, 403, 500):
+        got = categorize_ig_error(err(status, code))
+        assert (got.retryable, got.error_category) == (True, "rate_limit")
+
+
+def test_http_429_is_rate_limit_with_or_without_a_code():
+    assert categorize_ig_error(err(429)).error_category == "rate_limit"
+    assert categorize_ig_error(err(429, 100)).error_category == "rate_limit"
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_5xx_is_transient(status):
+    assert categorize_ig_error(err(status, 1)) == Category(True, "transient")
+    assert categorize_ig_error(err(status)) == Category(True, "transient")
+
+
+@pytest.mark.parametrize("exc", [requests.ConnectTimeout(), requests.ReadTimeout(), requests.Timeout(),
+                                 requests.ConnectionError()])
+def test_network_timeouts_and_connection_errors_are_transient(exc):
+    assert categorize_ig_error(err(exc=exc)) == Category(True, "transient")
+    assert categorize_ig_error(exc) == Category(True, "transient")  # a bare requests exception too
+
+
+def test_unknown_is_retryable():
+    assert categorize_ig_error(err(403, 10)) == Category(True, "unknown")
+    assert categorize_ig_error(err(400)) == Category(True, "unknown")  # a 400 without a Graph code
+    assert categorize_ig_error(err(200, None)) == Category(True, "unknown")
+    assert categorize_ig_error(ValueError("odd")) == Category(True, "unknown")
+
+
+def test_is_transient_flag_makes_a_400_retryable_but_not_an_auth_failure():
+    assert categorize_ig_error(err(400, 2, is_transient=True)) == Category(True, "transient")
+    assert categorize_ig_error(err(400, 190, is_transient=True)).error_category == "auth_failure"
+    assert categorize_ig_error(err(400, 100, is_transient=False)).error_category == "permanent"
+
+
+def test_usage_headers_give_the_time_to_regain_access():
+    buc = {"17841": [{"type": "instagram", "call_count": 100, "estimated_time_to_regain_access": 17},
+                     {"type": "pages", "estimated_time_to_regain_access": 3}]}
+    headers = {"X-Business-Use-Case-Usage": json.dumps(buc), "X-App-Usage": json.dumps({"call_count": 100})}
+    assert regain_access_after(headers) == timedelta(minutes=17)
+    assert categorize_ig_error(err(400, 4, headers=headers)).retry_after == timedelta(minutes=17)
+    assert regain_access_after({"x-app-usage": json.dumps({"call_count": 95})}) is None
+    assert regain_access_after({"X-Business-Use-Case-Usage": "not json"}) is None
+    assert regain_access_after(None) is None
+
+
+def test_content_rejection():
+    assert is_content_rejection(err(400, 368))
+    assert is_content_rejection(err(400, 100, error_subcode=2207051))
+    assert not is_content_rejection(err(400, 100, error_subcode=33))
+    assert not is_content_rejection(requests.Timeout())
+
+
+def test_backoff_sequence_and_cap():
+    assert [backoff_delay(n) for n in range(1, 6)] == [timedelta(minutes=m) for m in (2, 4, 8, 16, 32)]
+    assert backoff_delay(0) == timedelta(minutes=1)
+    assert backoff_delay(6) == backoff_delay(7) == backoff_delay(60) == timedelta(minutes=60)
+
+
+def test_retry_schedule_waits_2_4_8_16_32_minutes_then_dlq():
+    retryable = Category(True, "transient")
+    count, waits = 0, []
+    while True:
+        d = next_attempt(count, retryable, max_retries=5)
+        if d.status == "dlq":
+            break
+        waits.append(d.delay)
+        count = d.retry_count
+    assert waits == [timedelta(minutes=m) for m in (2, 4, 8, 16, 32)]
+    assert (d.status, d.retry_count, d.delay) == ("dlq", 5, None)
+    assert len(waits) + 1 == 6  # six attempts in all
+
+
+def test_not_retryable_goes_to_dlq_at_once_and_rate_limit_waits_for_the_headers():
+    assert next_attempt(0, Category(False, "permanent"), max_retries=5).status == "dlq"
+    d = next_attempt(0, Category(True, "rate_limit", timedelta(minutes=45)), max_retries=5)
+    assert (d.status, d.retry_count, d.delay) == ("failed", 1, timedelta(minutes=45))
+    d = next_attempt(4, Category(True, "rate_limit", timedelta(minutes=1)), max_retries=5)
+    assert d.delay == timedelta(minutes=32)  # the schedule wins when it is longer

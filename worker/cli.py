@@ -1,0 +1,147 @@
+"""`python -m worker`: ticks on a cron schedule (or a fixed interval), watchdog, signals.
+
+    python -m worker                         run until SIGTERM/SIGINT on WORKER_CRON (*/5 * * * *)
+    python -m worker --once                  one tick, then exit
+    python -m worker --once --until-empty    ticks back to back until nothing is due, then exit
+    python -m worker --cron "* * * * *"      another schedule
+    python -m worker --interval-seconds 20   a fixed interval instead of cron (demo)
+
+SIGTERM/SIGINT: the row in hand finishes, the rest of the claimed batch is put back, exit 0.
+A second signal exits at once (rows left in processing are rescued after the lease).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from croniter import croniter
+
+from lib.db import UNAVAILABLE_ERRORS, init_db, make_engine
+from lib.instagram import GraphClient
+from lib.settings import SettingsError, load_settings
+from lib.timeutil import utcnow
+from lib.watchdog import sync_agent_down_alerts
+from worker.tick import run_tick
+
+log = logging.getLogger("worker")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m worker", description="post_queue retry worker")
+    ap.add_argument("--once", action="store_true", help="run one tick and exit")
+    ap.add_argument("--until-empty", action="store_true", help="with --once: tick until nothing is claimed")
+    ap.add_argument("--cron", help="cron expression (default: WORKER_CRON setting, */5 * * * *)")
+    ap.add_argument("--interval-seconds", type=float, help="tick every N seconds instead of the cron schedule")
+    ap.add_argument("--batch-size", type=int, help="rows per tick (default: BATCH_SIZE setting, 20)")
+    ap.add_argument("--no-watchdog", action="store_true", help="do not run the agent watchdog in this process")
+    ap.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
+    return ap.parse_args(argv)
+
+
+def next_run(now: datetime, *, cron: str, interval_s: float | None) -> datetime:
+    if interval_s:
+        return now + timedelta(seconds=interval_s)
+    return croniter(cron, now).get_next(datetime)
+
+
+class Worker:
+    def __init__(self, settings, *, no_watchdog: bool = False) -> None:
+        self.settings = settings
+        self.engine = make_engine(settings.database_url)
+        self.client = GraphClient(settings.instagram_graph_url, connect_timeout=settings.graph_connect_timeout_s,
+                                  read_timeout=settings.graph_read_timeout_s)
+        self.stop = threading.Event()
+        self.no_watchdog = no_watchdog
+        self._signals = 0
+
+    def on_signal(self, signum, _frame) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            log.warning("second %s: exiting now", signal.Signals(signum).name)
+            os._exit(1)
+        log.info("%s: finishing the row in hand, then stopping", signal.Signals(signum).name)
+        self.stop.set()
+
+    def install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, self.on_signal)
+        signal.signal(signal.SIGINT, self.on_signal)
+
+    def init(self) -> None:
+        try:
+            init_db(self.engine)
+        except Exception as exc:  # noqa: BLE001 - a down DB or a concurrent init must not stop the worker
+            log.warning("database init skipped: %s", str(getattr(exc, "orig", None) or exc).splitlines()[0][:300])
+
+    def tick(self):
+        try:
+            return run_tick(self.engine, self.settings, self.client, stop=self.stop)
+        except Exception:  # noqa: BLE001 - a bug in one tick must not end the process; the next tick retries
+            log.exception("tick failed")
+            return None
+
+    def watchdog_once(self) -> None:
+        try:
+            with self.engine.begin() as conn:
+                changes = sync_agent_down_alerts(conn, now=utcnow())
+            for agent in changes["raised"]:
+                log.warning("agent_down raised for agent %s", agent)
+            for agent in changes["resolved"]:
+                log.info("agent_down resolved for agent %s", agent)
+        except UNAVAILABLE_ERRORS as exc:
+            log.error("watchdog: database unavailable: %s", str(getattr(exc, "orig", None) or exc).splitlines()[0][:300])
+        except Exception:  # noqa: BLE001 - keep watching; the next pass retries
+            log.exception("watchdog failed")
+
+    def watchdog_loop(self) -> None:
+        while not self.stop.is_set():
+            self.watchdog_once()
+            self.stop.wait(self.settings.watchdog_interval_s)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s pid=%(process)d %(message)s")
+    try:
+        settings = load_settings()
+        if args.cron:
+            croniter(args.cron)  # validate early
+            settings = replace(settings, worker_cron=args.cron)
+        if args.batch_size:
+            settings = replace(settings, batch_size=args.batch_size)
+        croniter(settings.worker_cron)
+    except (SettingsError, ValueError, KeyError) as exc:
+        log.error("bad settings: %s", exc)
+        return 2
+    w = Worker(settings, no_watchdog=args.no_watchdog)
+    w.install_signals()
+    log.info("worker start: database %s, graph %s, schedule %s, batch %d, max retries %d, lease %ds",
+             settings.masked_database_url, settings.instagram_graph_url,
+             f"every {args.interval_seconds}s" if args.interval_seconds else settings.worker_cron,
+             settings.batch_size, settings.max_retries, settings.processing_lease_s)
+    w.init()
+    if args.once:
+        if not args.no_watchdog:
+            w.watchdog_once()
+        failed = False
+        while not w.stop.is_set():
+            result = w.tick()
+            failed = failed or result is None or bool(result.error)
+            if not args.until_empty or result is None or result.error or result.claimed == 0:
+                break
+        return 1 if failed and not w.stop.is_set() else 0
+    if not args.no_watchdog:
+        threading.Thread(target=w.watchdog_loop, name="watchdog", daemon=True).start()
+    while not w.stop.is_set():
+        due = next_run(utcnow(), cron=settings.worker_cron, interval_s=args.interval_seconds)
+        if w.stop.wait(max(0.0, (due - utcnow()).total_seconds())):
+            break
+        w.tick()  # a failed tick is logged inside; the next one tries again
+    log.info("worker stopped")
+    return 0
