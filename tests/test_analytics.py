@@ -352,12 +352,3 @@ def test_csv_columns_order():
 def test_day_bounds():
     start, end = an.day_bounds(date(2026, 11, 1), date(2026, 11, 7))
     assert (start.isoformat(), end.isoformat()) == ("2026-11-01T00:00:00+00:00", "2026-11-08T00:00:00+00:00")
-
-
-def test_escape_md_neutralises_markdown_and_html():
-    from lib.ui.metrics import escape_md
-
-    text = escape_md("**bold** [x](javascript:alert(1)) <b>hi</b> :material/home: $x$")
-    assert "**" not in text.replace("\\*", "")
-    assert text.startswith("\\*\\*bold\\*\\*")
-    assert "\\<b\\>" in text and "\\:material/home\\:" in text and "\\$x\\$" in text

@@ -7,7 +7,6 @@ into Markdown/Plotly only after escaping.
 from __future__ import annotations
 
 import html
-import re
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -21,6 +20,7 @@ from lib.export import frame_to_csv
 from lib.timeutil import utcnow
 from lib.ui.export import csv_download
 from lib.ui.shell import Scope, get_engine
+from lib.ui.text import md_escape
 
 RANGE_PRESETS = {"7 days": 7, "30 days": 30, "90 days": 90, "1 year": 365, "All": None, "Custom": -1}
 DEFAULT_RANGE = "90 days"
@@ -147,14 +147,6 @@ def build_reports_csv(db_url: str, ms: MetricsScope, names: dict[str, str]) -> b
 
 # --------------------------------------------------------------------------- text helpers
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:=^&])")
-
-
-def escape_md(text: str) -> str:
-    """Untrusted text for st.markdown: every Markdown/HTML/directive character escaped."""
-    return _MD_SPECIAL.sub(r"\\\1", str(text)).replace("\n", " ")
-
-
 def _plain(text) -> str:
     """Untrusted text for Plotly labels (Plotly interprets a few HTML tags)."""
     return html.escape(str(text), quote=True)
@@ -189,7 +181,7 @@ def show_summary(data: ReportSet, ms: MetricsScope, scope: Scope) -> None:
                      help="One row per report, flattened: instagram_metrics.reach, revenue_metrics.conversion_rate, …")
     note = data.problems.note
     if note:
-        st.warning(escape_md(note), icon=":material/report:")
+        st.warning(md_escape(note), icon=":material/report:")
         with st.expander("Which reports and values"):
             st.dataframe(pd.DataFrame(data.problems.examples), hide_index=True, width="stretch")
 
@@ -223,8 +215,8 @@ def show_kpis(data: ReportSet, scope: Scope) -> None:
         kpis = an.kpi_deltas(latest, previous)
         period = an.period_text(latest.get("start_date"), latest.get("end_date")) or str(latest["report_date"].date())
         with st.container(border=True, key=f"kpis-{acc}"):
-            st.markdown(f"**{escape_md(names.get(acc, acc))}** · latest {latest.get('report_type') or ''} report: "
-                        f"{escape_md(period)}")
+            st.markdown(f"**{md_escape(names.get(acc, acc))}** · latest {latest.get('report_type') or ''} report: "
+                        f"{md_escape(period)}")
             cols = st.columns(4) + st.columns(4)
             for col, k in zip(cols, kpis):
                 sources.add(k.source or "none")
@@ -251,7 +243,7 @@ def show_kpis(data: ReportSet, scope: Scope) -> None:
 def _comparison_label(row: dict) -> str:
     period = row.get("historical_comparison.period")
     if isinstance(period, str) and period.strip():
-        return escape_md(period.strip().replace("vs_", "").replace("_", " "))
+        return md_escape(period.strip().replace("vs_", "").replace("_", " "))
     return "previous period"
 
 
@@ -260,7 +252,7 @@ def _kpi_help(k: an.Kpi, previous: dict | None) -> str:
         return "Delta from the report's historical_comparison."
     if k.source == an.FROM_PREVIOUS and previous is not None:
         p = an.period_text(previous.get("start_date"), previous.get("end_date"))
-        return f"Delta computed against the previous report ({escape_md(p)})."
+        return f"Delta computed against the previous report ({md_escape(p)})."
     return "No comparison in the report and no previous report to compare with."
 
 
@@ -494,8 +486,8 @@ def show_details(reports: list[an.Report], scope: Scope, report_type: str) -> No
 
 def show_insights(report: an.Report, account: str | None) -> None:
     insights = report.sections.get("insights") or {}
-    head = f"{escape_md(account)} · " if account else ""
-    st.caption(f"{head}{escape_md(report.report_type or '')} report {escape_md(report.period)}")
+    head = f"{md_escape(account)} · " if account else ""
+    st.caption(f"{head}{md_escape(report.report_type or '')} report {md_escape(report.period)}")
     if not any(insights.get(k) for k in an.INSIGHT_KINDS):
         st.caption("This report has no insights.")
         return
@@ -507,7 +499,7 @@ def show_insights(report: an.Report, account: str | None) -> None:
             continue
         with st.container(border=True, key=f"insights-{kind}-{report.id}"):
             st.markdown(f"{icon} **{title}**")
-            st.markdown("\n".join(f"- {escape_md(item)}" for item in items))
+            st.markdown("\n".join(f"- {md_escape(item)}" for item in items))
 
 
 def show_changes(reports: list[an.Report], names: dict, report_type: str) -> None:
@@ -549,7 +541,7 @@ def show_posts(report: an.Report, account: str | None) -> None:
     media = report.sections.get("media_metrics") or {}
     posts = an.posts_frame(report)
     if account:
-        st.caption(escape_md(account))
+        st.caption(md_escape(account))
     if posts.empty and not media.get("best_post") and not media.get("worst_post"):
         st.caption("This report lists no posts.")
         return
@@ -599,7 +591,7 @@ def show_comparison(data: ReportSet, periods, scope: Scope, ms: MetricsScope) ->
     table.insert(0, "account", table["business_account_id"].map(names))
     counts = table.groupby("account")[["reports_a", "reports_b"]].first()
     st.caption(f"A: {a[0]} – {a[1]} · B: {b[0]} – {b[1]}. Reports whose whole period lies inside: "
-               + "; ".join(f"{escape_md(acc)} {int(r.reports_a)} vs {int(r.reports_b)}" for acc, r in counts.iterrows())
+               + "; ".join(f"{md_escape(acc)} {int(r.reports_a)} vs {int(r.reports_b)}" for acc, r in counts.iterrows())
                + ". Flows are summed, rates and per-post averages averaged, followers taken at the end.")
     shown = table.drop(columns=["business_account_id", "how", "reports_a", "reports_b"])
     if table["account"].nunique() == 1:
