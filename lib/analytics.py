@@ -26,8 +26,9 @@ from lib.timeutil import as_utc
 
 REPORT_TYPES = ("daily", "weekly")
 SECTIONS = ("instagram_metrics", "media_metrics", "revenue_metrics", "historical_comparison", "insights", "data_sources")
-# what the charts and KPIs need; insights and data_sources are read only for one report or the export
-CHART_SECTIONS = ("instagram_metrics", "media_metrics", "revenue_metrics", "historical_comparison")
+# What the long series (charts, period comparison, computed deltas) need. historical_comparison,
+# insights and data_sources are read only for the few reports shown in full, and for the export.
+CHART_SECTIONS = ("instagram_metrics", "media_metrics", "revenue_metrics")
 META_COLUMNS = ("id", "business_account_id", "report_type", "report_date", "start_date", "end_date", "processed_at", "run_id")
 
 # Spec 6.3-6.6: the fields that must be numbers (strings holding numbers are accepted).

@@ -15,9 +15,9 @@ if ms is not None:
         st.subheader("Trends")
         ui.show_charts(data, scope, ms)
         st.subheader("Report details")
-        picked = ui.pick_period(data.frame)
-        if picked is not None:
-            ui.show_details(ui.load_details(scope.db_url, picked[1]), scope, ms.report_type)
+        report_ids = ui.pick_details(data.frame, scope)
+        if report_ids:
+            ui.show_details(ui.load_details(scope.db_url, report_ids), scope, ms.report_type)
         st.subheader("Period comparison")
         periods = ui.comparison_periods(ms)
         if periods is not None:

@@ -45,6 +45,8 @@ REVENUE = {"Attributed revenue ($)": "revenue_metrics.attributed_revenue",
            "Attributed orders": "revenue_metrics.attributed_orders",
            "Avg order value ($)": "revenue_metrics.avg_order_value",
            "Conversion rate": "revenue_metrics.conversion_rate"}
+MEDIA = {"Avg likes per post": "media_metrics.avg_likes", "Avg comments per post": "media_metrics.avg_comments",
+         "Avg reach per post": "media_metrics.avg_reach", "Posts published": "instagram_metrics.posts_published"}
 MEDIA_TYPE_FIELDS = {"count": "Posts", "avg_engagement_rate": "Avg engagement rate (%)", "avg_likes": "Avg likes",
                      "avg_comments": "Avg comments", "avg_reach": "Avg reach"}
 CHART_TABS = ("Instagram metrics", "Engagement", "Media", "By media type", "Revenue")
@@ -380,27 +382,14 @@ def _engagement_chart(df, accounts, names, ms):
         _series_traces(fig, long, ENGAGEMENT, [acc], names, kind="bar", row=r, col=1, hover_fmt=",.0f")
     _one_legend_entry_per_name(fig)  # one entry per metric, not per account
     _layout(fig, height=max(380, 160 * n), barmode="stack")
+    if n > 1:  # keep the legend clear of the first panel's title
+        fig.layout_fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.06, x=0), margin=dict(t=40))
     _chart(fig, "chart_engagement", _with_names(long, names), f"engagement_{ms.report_type}.csv")
 
 
 def _media_chart(df, accounts, names, ms):
-    per_post = {"Avg likes per post": "media_metrics.avg_likes", "Avg comments per post": "media_metrics.avg_comments"}
-    reach = {"Avg reach per post": "media_metrics.avg_reach"}
-    posts = {"Posts published": "instagram_metrics.posts_published"}
-    long = an.long_series(df, [*per_post.values(), *reach.values(), *posts.values()])
-    if long.empty:
-        st.info("The reports in scope have no media metrics.")
-        return
-    fig = Fig(make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.68, 0.32], vertical_spacing=0.08,
-                            specs=[[{"secondary_y": True}], [{}]],
-                            subplot_titles=["Per post: likes and comments (left), reach (right)", "Posts published"]))
-    _series_traces(fig, long, per_post, accounts, names, row=1, col=1, secondary=False, hover_fmt=",.1f")
-    _series_traces(fig, long, reach, accounts, names, row=1, col=1, secondary=True, hover_fmt=",.0f", color_offset=2)
-    _series_traces(fig, long, posts, accounts, names, kind="bar", row=2, col=1, hover_fmt=",.0f",
-                   color_by="account" if len(accounts) > 1 else "metric", color_offset=3)
-    _layout(fig, height=520, barmode="group")
-    fig.layout_fig.update_yaxes(showgrid=False, secondary_y=True, row=1, col=1)
-    _chart(fig, "chart_media", _with_names(long, names), f"media_metrics_{ms.report_type}.csv")
+    _small_multiples(df, accounts, names, MEDIA, "chart_media", f"media_metrics_{ms.report_type}.csv",
+                     "The reports in scope have no media metrics.")
 
 
 def _media_type_chart(df, accounts, names, ms):
@@ -429,20 +418,29 @@ def _media_type_chart(df, accounts, names, ms):
 
 
 def _revenue_chart(df, accounts, names, ms):
-    long = an.long_series(df, list(REVENUE.values()))
+    _small_multiples(df, accounts, names, REVENUE, "chart_revenue", f"revenue_metrics_{ms.report_type}.csv",
+                     "The reports in scope have no revenue metrics.")
+
+
+def _small_multiples(df, accounts, names, metrics: dict[str, str], key: str, file_name: str, empty: str) -> None:
+    """Four panels, one per metric, one line per account (the same colour in every panel)."""
+    long = an.long_series(df, list(metrics.values()))
     if long.empty:
-        st.info("The reports in scope have no revenue metrics.")
+        st.info(empty)
         return
-    fig = Fig(make_subplots(rows=2, cols=2, shared_xaxes=True, vertical_spacing=0.14, horizontal_spacing=0.08,
-                            subplot_titles=list(REVENUE)))
-    for i, (label, column) in enumerate(REVENUE.items()):
-        fmt = ".2%" if column.endswith("conversion_rate") else (",.2f" if "$" in label else ",.0f")
+    fig = Fig(make_subplots(rows=2, cols=2, shared_xaxes=True, vertical_spacing=0.16, horizontal_spacing=0.08,
+                            subplot_titles=list(metrics)))
+    for i, (label, column) in enumerate(metrics.items()):
+        rate = column.endswith("conversion_rate")
+        fmt = ".2%" if rate else (",.2f" if "$" in label else ",.1f")
         _series_traces(fig, long, {label: column}, accounts, names, row=i // 2 + 1, col=i % 2 + 1,
-                       color_by="account", hover_fmt=fmt)
+                       color_by="account", hover_fmt=fmt, kind="bar" if column.endswith("posts_published") else "line")
+        if rate:
+            fig.layout_fig.update_yaxes(tickformat=".1%", row=i // 2 + 1, col=i % 2 + 1)
     _one_legend_entry_per_name(fig, show=len(accounts) > 1)
-    fig.layout_fig.update_yaxes(tickformat=".1%", row=2, col=2)
-    _layout(fig, height=520)
-    _chart(fig, "chart_revenue", _with_names(long, names), f"revenue_metrics_{ms.report_type}.csv")
+    _layout(fig, height=560, barmode="group")
+    fig.layout_fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.12, x=0), margin=dict(t=40))
+    _chart(fig, key, _with_names(long, names), file_name)
 
 
 # --------------------------------------------------------------------------- report details
@@ -458,13 +456,29 @@ def period_choices(df: pd.DataFrame) -> dict[str, tuple[str, ...]]:
     return dict(zip(groups.index, groups["ids"]))
 
 
-def pick_period(df: pd.DataFrame) -> tuple[str, tuple[str, ...]] | None:
+DETAILS_SIDE_BY_SIDE = 3  # more accounts than this: the details show one account, picked
+
+
+def pick_details(df: pd.DataFrame, scope: Scope) -> tuple[str, ...]:
+    """The ids of the reports whose details to show: one period (newest by default), and every
+    account in scope, or one picked account when there are more than DETAILS_SIDE_BY_SIDE."""
     choices = period_choices(df)
     if not choices:
-        return None
-    period = st.selectbox("Report period", list(choices), index=0, key="metrics_detail_period",
-                          help="Newest first. The changes, posts and insights below belong to this report.")
-    return period, choices[period]
+        return ()
+    names = _account_names(scope, df)
+    accounts = ordered_accounts(df, names)
+    left, right = st.columns([2, 1]) if len(accounts) > DETAILS_SIDE_BY_SIDE else (st.container(), None)
+    period = left.selectbox("Report period", list(choices), index=0, key="metrics_detail_period",
+                            help="Newest first. The insights, changes and posts below belong to this period.")
+    ids = choices[period]
+    if right is not None:
+        account = right.selectbox("Account", accounts, format_func=lambda a: names.get(a, a),
+                                  key="metrics_detail_account")
+        by_id = dict(zip(df["id"], df["business_account_id"]))
+        ids = tuple(i for i in ids if by_id.get(i) == account)
+        if not ids:
+            st.info(f"{md_escape(names.get(account, account))} has no report for {md_escape(period)}.")
+    return ids
 
 
 def show_details(reports: list[an.Report], scope: Scope, report_type: str) -> None:
@@ -488,6 +502,9 @@ def show_insights(report: an.Report, account: str | None) -> None:
     insights = report.sections.get("insights") or {}
     head = f"{md_escape(account)} · " if account else ""
     st.caption(f"{head}{md_escape(report.report_type or '')} report {md_escape(report.period)}")
+    if report.problems:
+        st.caption(f":material/report: {len(report.problems)} unusable value{'s' if len(report.problems) != 1 else ''} "
+                   f"skipped in this report: {md_escape('; '.join(report.problems[:5]))}")
     if not any(insights.get(k) for k in an.INSIGHT_KINDS):
         st.caption("This report has no insights.")
         return

@@ -98,3 +98,24 @@ def test_works_on_postgresql(run_page, pg_server):
     at = run_page(url, PAGE)
     assert [m.value for m in at.metric if m.label == "Reach"] == ["1,200", "77"]
     assert at.warning[0].value.startswith("1 of 4 reports had unusable values")
+
+
+def test_details_of_many_accounts_show_one_picked_account(run_page, sqlite_url):
+    eng = make_engine(sqlite_url)
+    init_db(eng)
+    today = utcnow().date()
+    with eng.begin() as conn:
+        ids = add_accounts(conn, "a1", "a2", "a3", "a4")
+        add_reports(conn, [report(acc, "weekly", today - timedelta(days=1), reach=1000 + i) for i, acc in enumerate(ids)])
+    eng.dispose()
+    at = run_page(sqlite_url, PAGE)
+    assert len([m for m in at.metric if m.label == "Reach"]) == 4  # KPIs: all four side by side
+    picker = at.selectbox(key="metrics_detail_account")
+    assert picker.value == str(ids[0])
+
+    def findings():
+        return [m.value for m in at.markdown if "Reach was" in m.value]
+
+    assert findings() == ["- Reach was 1000 in the period\\."]
+    picker.set_value(str(ids[2])).run()
+    assert findings() == ["- Reach was 1002 in the period\\."]
