@@ -688,37 +688,46 @@ def in_period(df: pd.DataFrame, start: date, end: date) -> pd.DataFrame:
 
 def aggregate_period(df: pd.DataFrame) -> dict[str, float | None]:
     """One account's reports of a period summed (flows), averaged (rates) or last (stocks)."""
-    out: dict[str, float | None] = {}
-    ordered = df.sort_values("report_date", kind="stable")
-    for col, _, how in COMPARE_METRICS:
-        values = pd.to_numeric(ordered[col], errors="coerce").dropna() if col in ordered else pd.Series(dtype=float)
-        if values.empty:
-            out[col] = None
-        elif how == "sum":
-            out[col] = float(values.sum())
-        elif how == "mean":
-            out[col] = float(values.mean())
-        else:
-            out[col] = float(values.iloc[-1])
-    return out
+    table = aggregate_by_account(df.assign(business_account_id="_"))
+    row = table.iloc[0] if len(table) else pd.Series(dtype=float)
+    return {col: _num(row, col) for col, _, _ in COMPARE_METRICS}
+
+
+def aggregate_by_account(df: pd.DataFrame) -> pd.DataFrame:
+    """Per account (index), every COMPARE_METRICS column aggregated as its rule says; NaN = no value."""
+    cols = [c for c, _, _ in COMPARE_METRICS]
+    if df.empty:
+        return pd.DataFrame(columns=cols, dtype=float)
+    work = df.sort_values("report_date", kind="stable")
+    work = work.assign(**{c: pd.to_numeric(work[c], errors="coerce") if c in work else float("nan") for c in cols})
+    groups = work.groupby("business_account_id", sort=True)
+    parts = []
+    for how, agg in (("sum", lambda g, c: g[c].sum(min_count=1)), ("mean", lambda g, c: g[c].mean()),
+                     ("last", lambda g, c: g[c].last())):
+        chosen = [c for c, _, h in COMPARE_METRICS if h == how]
+        parts.append(agg(groups, chosen))
+    return pd.concat(parts, axis=1)[cols]
 
 
 def compare_periods(df: pd.DataFrame, a: tuple[date, date], b: tuple[date, date]) -> pd.DataFrame:
     """Per account and metric: period A, period B, B - A and the percent change (None when A is 0 or missing)."""
     cols = ["business_account_id", "metric", "how", "a", "b", "change", "change_pct", "reports_a", "reports_b"]
-    rows = []
     if df.empty:
         return pd.DataFrame(columns=cols)
     pa, pb = in_period(df, *a), in_period(df, *b)
+    va, vb = aggregate_by_account(pa), aggregate_by_account(pb)
+    na, nb = pa["business_account_id"].value_counts(), pb["business_account_id"].value_counts()
+    rows = []
     for acc in sorted(df["business_account_id"].dropna().unique()):
-        ra, rb = pa[pa["business_account_id"] == acc], pb[pb["business_account_id"] == acc]
-        va, vb = aggregate_period(ra), aggregate_period(rb)
+        ra = va.loc[acc] if acc in va.index else None
+        rb = vb.loc[acc] if acc in vb.index else None
         for col, label, how in COMPARE_METRICS:
-            x, y = va[col], vb[col]
+            x, y = _num(ra, col), _num(rb, col)
             change = None if x is None or y is None else y - x
             pct = None if change is None or not x else change / abs(x) * 100
             rows.append({"business_account_id": acc, "metric": label, "how": how, "a": x, "b": y,
-                         "change": change, "change_pct": pct, "reports_a": len(ra), "reports_b": len(rb)})
+                         "change": change, "change_pct": pct, "reports_a": int(na.get(acc, 0)),
+                         "reports_b": int(nb.get(acc, 0))})
     return pd.DataFrame(rows, columns=cols)
 
 

@@ -352,3 +352,12 @@ def test_csv_columns_order():
 def test_day_bounds():
     start, end = an.day_bounds(date(2026, 11, 1), date(2026, 11, 7))
     assert (start.isoformat(), end.isoformat()) == ("2026-11-01T00:00:00+00:00", "2026-11-08T00:00:00+00:00")
+
+
+def test_aggregate_period_of_one_account():
+    reports = [daily(1, reach=100, followers_count=10), daily(2, reach="oops", followers_count=None), daily(3, reach=50)]
+    got = an.aggregate_period(an.reports_frame(reports))
+    assert got["instagram_metrics.reach"] == 150.0
+    assert got["instagram_metrics.followers_count"] == 10.0  # the last value there is
+    assert got["revenue_metrics.attributed_revenue"] is None
+    assert an.aggregate_period(an.reports_frame([]))["instagram_metrics.reach"] is None

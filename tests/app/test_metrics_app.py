@@ -119,3 +119,32 @@ def test_details_of_many_accounts_show_one_picked_account(run_page, sqlite_url):
     assert findings() == ["- Reach was 1000 in the period\\."]
     picker.set_value(str(ids[2])).run()
     assert findings() == ["- Reach was 1002 in the period\\."]
+
+
+def test_demo_seed_renders_with_report_deltas(run_page, sqlite_url):
+    """The demo seed's reports (lib.sandbox.seed): every account's newest weekly report, deltas
+    from its own historical_comparison, no problem note."""
+    import sqlalchemy as sa
+
+    from lib.sandbox.seed import seed_demo
+    from lib.schema import analytics_reports
+
+    eng = make_engine(sqlite_url)
+    init_db(eng)
+    seed_demo(eng, now=utcnow())
+    with eng.connect() as conn:
+        newest = conn.execute(sa.select(analytics_reports.c.business_account_id, analytics_reports.c.instagram_metrics,
+                                        analytics_reports.c.historical_comparison)
+                              .where(analytics_reports.c.report_type == "weekly")
+                              .order_by(analytics_reports.c.report_date)).all()
+    eng.dispose()
+    latest = {r.business_account_id: r for r in newest}  # the last one per account wins
+    at = run_page(sqlite_url, PAGE)
+    assert not at.warning
+    reach = [m for m in at.metric if m.label == "Reach"]
+    assert len(reach) == len(latest)
+    expected = sorted(f"{r.instagram_metrics['reach']:,}" for r in latest.values())
+    assert sorted(m.value for m in reach) == expected
+    assert {m.proto.delta_description for m in reach} == {"vs last 7d"}
+    deltas = sorted(m.proto.delta.split(" ")[0] for m in reach)
+    assert deltas == sorted(f"{r.historical_comparison['reach_delta']:+,}" for r in latest.values())
