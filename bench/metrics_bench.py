@@ -4,7 +4,8 @@
                                             [--sqlite-only] [--keep]
 
 Fills a SQLite file (bench/results/) and a throwaway PostgreSQL (Debian's binaries, as in the
-tests) with synthetic reports (bench/report_data.py), then renders pages/metrics.py through
+tests) with the demo seed's reports at scale (lib.sandbox.seed.seed_scale, other tables kept
+small; --data synthetic: bench/report_data.py), then renders pages/metrics.py through
 AppTest for several scopes: cold (caches cleared: query + parse + render) and warm (the cached
 report set: render only). Also times the loader alone (query + validation + flattening).
 Prints a table; numbers are wall-clock on this machine, so run it on a quiet machine.
@@ -95,7 +96,10 @@ def time_page(url: str, report_type: str, preset: str, repeat: int):
     CPU is this process's CPU time (the script runs in a thread of it): on a shared machine it is
     the steadier number; the database server's own CPU (PostgreSQL) is not in it."""
     import streamlit as st
+    from streamlit.logger import set_log_level
     from streamlit.testing.v1 import AppTest
+
+    set_log_level("error")
 
     os.environ["DATABASE_URL"] = url
     cold, warm = [], []
@@ -131,6 +135,9 @@ def main() -> None:
                         help="reports from lib.sandbox.seed (default) or bench/report_data.py")
     parser.add_argument("--keep", action="store_true", help="keep the SQLite file for a look in the browser")
     args = parser.parse_args()
+    from streamlit.logger import set_log_level
+
+    set_log_level("error")  # AppTest's bare-mode warnings would flood the table
 
     results = ROOT / "bench" / "results"
     results.mkdir(parents=True, exist_ok=True)

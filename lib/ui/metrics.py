@@ -69,7 +69,7 @@ class MetricsScope:
 
 def scope_controls(scope: Scope) -> MetricsScope | None:
     """Accounts (several side by side), report type, date range with presets. None = nothing chosen."""
-    today = utcnow().astimezone(scope.tz).date()
+    today = utcnow().date()  # report periods are UTC days
     a, b, c = st.columns([2.6, 1.2, 3.6], vertical_alignment="bottom")
     options = [str(acc.id) for acc in scope.accounts]
     account_ids: tuple[str, ...] | None = None
