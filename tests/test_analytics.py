@@ -361,3 +361,11 @@ def test_aggregate_period_of_one_account():
     assert got["instagram_metrics.followers_count"] == 10.0  # the last value there is
     assert got["revenue_metrics.attributed_revenue"] is None
     assert an.aggregate_period(an.reports_frame([]))["instagram_metrics.reach"] is None
+
+
+def test_md_escape_also_breaks_icon_and_emoji_directives():
+    from lib.ui.metrics import md_escape
+
+    text = md_escape(":material/home: **x** :smile:")
+    assert ":material/home:" not in text and ":smile:" not in text
+    assert text.replace("\u200b", "").replace("\\", "") == ":material/home: **x** :smile:"
