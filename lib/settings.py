@@ -49,6 +49,10 @@ class Settings:
     operator_domains: str = ""
     operator_groups: str = ""
     groups_claim: str = "groups"  # OIDC claim that lists the user's groups
+    # Oversight chat client (issue 5): appended fields
+    oversight_connect_timeout_s: float = 5.0
+    oversight_read_timeout_s: float = 60.0  # longest silence (no token, no ping) before we call the stream dropped
+    oversight_max_question_chars: int = 2000  # spec 3.3 "question: string (max 2000 chars)"
 
     @property
     def is_sqlite(self) -> bool:

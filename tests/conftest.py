@@ -65,8 +65,8 @@ def start_app():
     """start_app(env) -> StreamlitServer; every server started is stopped after the test."""
     servers = []
 
-    def start(env: dict[str, str]) -> StreamlitServer:
-        server = StreamlitServer(env)
+    def start(env: dict[str, str], args: tuple[str, ...] = (), port: int | None = None) -> StreamlitServer:
+        server = StreamlitServer(env, args, port)
         servers.append(server)
         return server
 

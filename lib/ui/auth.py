@@ -11,7 +11,6 @@ import streamlit as st
 from lib.identity import Actor, groups_from_claim, role_for, token_expired
 from lib.settings import Settings
 from lib.timeutil import utcnow
-from lib.ui.text import md_escape
 
 
 def oidc_configured() -> bool:
@@ -75,7 +74,8 @@ def _header_user(settings: Settings) -> Actor:
 
 def show_identity(settings: Settings, user: Actor) -> None:
     """Sidebar: who is signed in, their role, and a sign-out where the provider has one."""
-    st.caption(f"Signed in as **{md_escape(user.name)}** · {user.role}")
+    name = user.name.replace("`", "'")
+    st.caption(f"Signed in as `{name}` · {user.role}")  # a code span: no Markdown, no autolink
     if user.provider == "local":
         st.badge("local mode", icon=":material/computer:", color="gray")
     elif user.provider == "oidc":

@@ -6,7 +6,6 @@ guard makes such a run look and behave like a normal one.
 """
 from __future__ import annotations
 
-import threading
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,13 +18,11 @@ from lib.identity import Actor
 from lib.db import UNAVAILABLE_ERRORS, init_db, make_engine, ping, unavailable_message
 from lib.settings import Settings, SettingsError, load_settings
 from lib.ui.auth import authenticate, show_identity
-from lib.ui.nav import existing_pages
 
 APP_TITLE = "Agent Dashboard"
 ALL_ACCOUNTS = "all"
 COMMON_TIMEZONES = ("UTC", "Europe/London", "Europe/Berlin", "America/New_York", "America/Los_Angeles", "Asia/Tokyo")
 
-_run = threading.local()  # set by app.py around pg.run(): "this run came through st.navigation"
 
 
 @dataclass(frozen=True)
@@ -114,11 +111,6 @@ def page_guard(title: str) -> Scope:
 
 def _sidebar(settings: Settings, accounts: tuple[Account, ...], user: Actor) -> Scope:
     with st.sidebar:
-        if not getattr(_run, "navigation", False):
-            # pages-directory mode (deep link as first request): draw the menu ourselves
-            for page in existing_pages():
-                st.page_link(page.path, label=page.title, icon=page.icon)
-            st.divider()
         names = {str(a.id): a.username + ("" if a.is_connected else " (disconnected)") for a in accounts}
         choice = st.selectbox(
             "Business account",
@@ -144,12 +136,10 @@ def _sidebar(settings: Settings, accounts: tuple[Account, ...], user: Actor) -> 
 
 @contextmanager
 def navigation_run():
-    """app.py wraps pg.run() in this, so the guard knows st.navigation drew the menu, and a
-    database that dies mid-page shows the same clear message as one that was down at the start."""
-    _run.navigation = True
+    """app.py wraps pg.run() in this: a database that dies mid-page shows the same clear message
+    as one that was down at the start. (In pages-directory mode Streamlit draws its own menu of
+    the pages/ files, so the guard needs no menu of its own.)"""
     try:
         yield
     except UNAVAILABLE_ERRORS as exc:
         show_database_error(get_settings().database_url, exc)
-    finally:
-        _run.navigation = False

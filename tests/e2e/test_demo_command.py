@@ -7,10 +7,12 @@ import time
 
 import pytest
 import requests
+import sqlalchemy as sa
 from playwright.sync_api import expect
 
 from lib.db import make_engine
 from lib.heartbeats import agent_statuses
+from lib.schema import instagram_business_accounts, worker_ticks
 from lib.timeutil import utcnow
 from tests.e2e.conftest import wait_idle
 from tests.support.pg import free_port
@@ -27,7 +29,8 @@ def _children(pgid: int) -> list[str]:
 def test_demo_command_runs_and_ctrl_c_stops_everything(tmp_path, page):
     url = f"sqlite:///{tmp_path / 'demo.sqlite'}"
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": url, "PORT": str(port)}
+    env = {**os.environ, "DATABASE_URL": url, "PORT": str(port), "GRAPH_PORT": str(free_port()),
+           "OVERSIGHT_PORT": str(free_port())}
     log = open(tmp_path / "demo.log", "w+")
     proc = subprocess.Popen(["bash", "scripts/demo"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
@@ -49,8 +52,24 @@ def test_demo_command_runs_and_ctrl_c_stops_everything(tmp_path, page):
         eng = make_engine(url)
         with eng.connect() as conn:
             alive = {s.agent_id for s in agent_statuses(conn, now=utcnow()) if s.alive}
-        eng.dispose()
         assert alive == {"engagement-monitor", "content-scheduler", "oversight-brain"}
+        # the worker ticks against the sandbox Graph API, and the chat backend answers
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with eng.connect() as conn:
+                ticks = conn.execute(sa.select(sa.func.count()).select_from(worker_ticks)
+                                     .where(worker_ticks.c.finished_at.is_not(None))).scalar()
+                account = conn.execute(sa.select(instagram_business_accounts.c.id)).scalars().first()
+            if ticks:
+                break
+            time.sleep(1)
+        assert ticks >= 1
+        eng.dispose()
+        r = requests.post(f"http://127.0.0.1:{env['OVERSIGHT_PORT']}/api/instagram/oversight/chat",
+                          json={"question": "how many items are in the dlq?", "stream": True, "chat_history": [],
+                                "business_account_id": str(account), "user_id": "t"},
+                          headers={"Accept": "text/event-stream", "X-User-ID": "t"}, timeout=30)
+        assert r.status_code == 200 and "data:" in r.text
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         try:

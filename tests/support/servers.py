@@ -15,15 +15,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class StreamlitServer:
-    def __init__(self, env: dict[str, str]):
-        self.port = free_port()
+    def __init__(self, env: dict[str, str], args: tuple[str, ...] = (), port: int | None = None):
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"streamlit-{self.port}.log", "w+")
         full_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
              "--server.headless", "true", "--server.address", "127.0.0.1", "--server.port", str(self.port),
-             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none", *args],
             cwd=ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT,
         )
         self._wait_healthy()

@@ -1,0 +1,65 @@
+"""Oversight Chat in a real browser: the answer grows while streaming, Stop keeps the partial answer."""
+import time
+import uuid
+
+import pytest
+import sqlalchemy as sa
+from playwright.sync_api import expect
+
+from lib.db import init_db, make_engine
+from lib.heartbeats import record_beat
+from lib.oversight import get_session, list_sessions
+from lib.schema import instagram_business_accounts
+from lib.timeutil import utcnow
+from tests.e2e.conftest import wait_idle
+from tests.support.oversight_fake import FakeOversight
+
+pytestmark = pytest.mark.e2e
+ACC = uuid.UUID("0b0b0b0b-1111-4222-8333-444444444444")
+
+
+@pytest.fixture
+def chat_db(sqlite_url):
+    eng = make_engine(sqlite_url)
+    init_db(eng)
+    with eng.begin() as conn:
+        conn.execute(sa.insert(instagram_business_accounts).values(id=ACC, username="acme.shop", is_connected=True))
+        record_beat(conn, "oversight-brain", now=utcnow())
+    yield sqlite_url, eng
+    eng.dispose()
+
+
+def test_answer_grows_then_stop_keeps_partial_answer_after_reload(start_app, chat_db, page):
+    url, eng = chat_db
+    with FakeOversight("slow", tokens=400, delay_s=0.03) as fake:
+        server = start_app({"DATABASE_URL": url, "OVERSIGHT_API_URL": fake.url})
+        page.goto(f"{server.url}/oversight_chat?account=acme.shop")  # the sidebar binds the label
+        wait_idle(page)
+        expect(page.get_by_text("No sessions yet for this account")).to_be_visible()
+        box = page.get_by_test_id("stChatInputTextArea")
+        box.fill("Explain the queue in detail")
+        box.press("Enter")
+        answer = page.get_by_test_id("stChatMessage").nth(1)
+        expect(answer).to_contain_text("word0", timeout=15_000)
+        seen = []
+        for _ in range(20):  # sample the rendered answer while it streams
+            seen.append(len(answer.inner_text()))
+            time.sleep(0.15)
+        assert len(set(seen)) > 2 and seen == sorted(seen), seen  # rendered many times, growing
+        page.get_by_test_id("stChatInputStopButton").click()
+        wait_idle(page)
+        assert fake.httpd.finished.wait(10) and fake.httpd.sent < 400  # the stream was really closed
+
+    [s] = list_sessions(eng.connect(), business_account_id=ACC, user="local")
+    with eng.connect() as conn:
+        last = get_session(conn, s.id, user="local").messages[-1]
+    assert last["role"] == "assistant" and last["incomplete"] is True and last["content"].startswith("word0 word1")
+
+    page.reload()
+    wait_idle(page)
+    messages = page.get_by_test_id("stChatMessage")
+    expect(messages).to_have_count(2)
+    expect(messages.nth(0)).to_contain_text("Explain the queue in detail")
+    expect(messages.nth(1)).to_contain_text("Interrupted: partial answer")
+    expect(messages.nth(1)).to_contain_text(last["content"].split()[-1])
+    assert page.locator("[data-testid='stException']").count() == 0

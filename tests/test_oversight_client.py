@@ -1,0 +1,118 @@
+"""The SSE client against real local servers (HTTP/1.1, chunked) with scripted behaviours."""
+import time
+
+import pytest
+
+from lib.sse import (
+    AgentDown, BackendHttpError, BackendUnreachable, ChatStream, NotEventStream, build_chat_request, open_chat,
+)
+from tests.support.oversight_fake import CHAT_PATH, FakeOversight
+from tests.support.pg import free_port
+
+ACCOUNT = "6f1c2f6e-8a44-4c36-9d0c-3f0c1f7d2a11"
+
+
+def _request(url, question="How many items are in the DLQ?", history=None):
+    return build_chat_request(url, CHAT_PATH, user_id="ops@example.com", business_account_id=ACCOUNT,
+                              question=question, chat_history=history or [])
+
+
+def _ask(fake, max_duration_s=10.0, read_timeout_s=5.0, **kw):
+    started = time.monotonic()
+    resp = open_chat(_request(fake.url, **kw), connect_timeout_s=2, read_timeout_s=read_timeout_s)
+    stream = ChatStream.from_response(resp, max_duration_s=max_duration_s, started=started)
+    stream.drain()
+    return stream
+
+
+def test_normal_answer_and_exact_request():
+    history = [{"role": "user", "content": "hi", "timestamp": "2026-01-01T00:00:00Z"}]
+    with FakeOversight("normal") as fake:
+        s = _ask(fake, history=history)
+    assert (s.text, s.outcome, s.latency_ms, s.tools_used) == ("There are 3 items in the DLQ.", "done", 1234, ["get_dlq_summary"])
+    [req] = fake.requests
+    assert req["path"] == CHAT_PATH
+    assert req["headers"]["Content-Type"] == "application/json"
+    assert req["headers"]["X-User-ID"] == "ops@example.com"
+    assert req["headers"]["Accept"] == "text/event-stream"
+    assert req["body"] == {
+        "business_account_id": ACCOUNT, "user_id": "ops@example.com", "question": "How many items are in the DLQ?",
+        "chat_history": history, "stream": True,
+    }
+
+
+def test_multiline_data_junk_and_unknown_fields():
+    with FakeOversight("multiline_and_junk") as fake:
+        s = _ask(fake)
+    assert (s.text, s.outcome, s.latency_ms, s.ignored) == ("Hello world", "done", 5, 2)
+
+
+def test_error_event_keeps_partial_text():
+    with FakeOversight("error_event") as fake:
+        s = _ask(fake)
+    assert (s.text, s.outcome, s.error, s.incomplete) == ("Partial ", "error", "LLM quota exceeded", True)
+
+
+def test_connection_dropped_mid_answer():
+    with FakeOversight("drop") as fake:
+        s = _ask(fake)
+    assert (s.text, s.outcome, s.incomplete) == ("Half an answer", "dropped", True)
+    assert "connection" in s.message
+
+
+def test_pings_only_until_the_maximum_duration():
+    with FakeOversight("pings_only") as fake:
+        s = _ask(fake, max_duration_s=0.6)
+    assert (s.text, s.outcome, s.incomplete) == ("", "timeout", True)
+    assert "maximum stream duration" in s.message
+
+
+def test_agent_down_503():
+    with FakeOversight("agent_down") as fake, pytest.raises(AgentDown) as info:
+        _ask(fake)
+    assert "not responding" in str(info.value)
+
+
+def test_500_with_html_body():
+    with FakeOversight("html_500") as fake, pytest.raises(BackendHttpError) as info:
+        _ask(fake)
+    assert info.value.status == 500
+    assert str(info.value) == "The oversight backend answered HTTP 500 Internal Server Error: the server answered with an HTML error page"
+
+
+def test_200_that_is_not_an_event_stream():
+    with FakeOversight("json_200") as fake, pytest.raises(NotEventStream) as info:
+        _ask(fake)
+    assert "application/json" in str(info.value)
+
+
+def test_nobody_listening():
+    req = _request(f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(BackendUnreachable) as info:
+        open_chat(req, connect_timeout_s=1, read_timeout_s=1)
+    assert "Cannot reach the oversight backend" in str(info.value)
+
+
+def test_tokens_arrive_one_by_one_not_in_a_burst():
+    """Chunked HTTP/1.1: the first token is readable long before the last is sent."""
+    with FakeOversight("slow", tokens=6, delay_s=0.15) as fake:
+        started = time.monotonic()
+        resp = open_chat(_request(fake.url), connect_timeout_s=2, read_timeout_s=5)
+        stream = ChatStream.from_response(resp, max_duration_s=10, started=started, render_interval_s=0)
+        renders = [(time.monotonic(), chunk) for chunk in stream.chunks()]
+    assert stream.outcome == "done" and len(renders) == 6
+    # an order, not a wall-clock assertion: token 1 was rendered before token 5 had been sent
+    assert renders[0][1] == "word0 " and renders[-1][0] > renders[0][0]
+    assert stream.first_token_s is not None and stream.first_token_s < renders[-1][0] - started
+
+
+def test_stop_closes_the_connection():
+    with FakeOversight("slow", tokens=100, delay_s=0.05) as fake:
+        resp = open_chat(_request(fake.url), connect_timeout_s=2, read_timeout_s=5)
+        stream = ChatStream.from_response(resp, max_duration_s=10, render_interval_s=0)
+        gen = stream.chunks()
+        received = [next(gen), next(gen)]
+        gen.close()
+        assert fake.httpd.finished.wait(10)
+        assert fake.httpd.sent < 100  # the server noticed the client went away and stopped sending
+    assert stream.outcome == "stopped" and stream.text == "".join(received)

@@ -1,0 +1,115 @@
+"""Session persistence (spec 3.1/3.2) and the sandbox backend, on SQLite and PostgreSQL."""
+import uuid
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from lib.heartbeats import record_beat
+from lib.oversight import (
+    SessionNotFound, create_session, get_session, list_sessions, record_answer, record_question, rename_session,
+)
+from lib.queue import enqueue
+from lib.sandbox.oversight_backend import make_server
+from lib.schema import oversight_chat_sessions, post_queue, system_alerts
+from lib.sse import AgentDown, ChatStream, build_chat_request, open_chat
+from lib.timeutil import utcnow
+
+ACC = uuid.UUID("11111111-2222-4333-8444-555555555555")
+OTHER = uuid.UUID("99999999-2222-4333-8444-555555555555")
+
+
+def test_question_and_answer_are_appended_with_counters(engine):
+    t0 = utcnow()
+    with engine.begin() as conn:
+        sid = create_session(conn, business_account_id=ACC, user="ana", now=t0)
+        before = record_question(conn, sid, user="ana", question="How many items are in the DLQ right now, please?", now=t0)
+        assert before == []
+    with engine.connect() as conn:  # a reload mid-stream already shows the question
+        s = get_session(conn, sid, user="ana")
+    assert [m["role"] for m in s.messages] == ["user"] and s.total_queries == 1
+    assert s.title == "How many items are in the DLQ right now, please?" and s.last_question.startswith("How many")
+    with engine.begin() as conn:
+        record_answer(conn, sid, user="ana", content="There are 3.", now=t0 + timedelta(seconds=2),
+                      latency_ms=1500, tools_used=["get_dlq_summary"])
+        before = record_question(conn, sid, user="ana", question="And alerts?", now=t0 + timedelta(seconds=5))
+        assert [m["content"] for m in before] == ["How many items are in the DLQ right now, please?", "There are 3."]
+        record_answer(conn, sid, user="ana", content="Two open al", now=t0 + timedelta(seconds=6), incomplete=True)
+    with engine.connect() as conn:
+        s = get_session(conn, sid, user="ana")
+        row = conn.execute(sa.select(oversight_chat_sessions).where(oversight_chat_sessions.c.id == sid)).one()
+    assert s.messages[1] == {"role": "assistant", "content": "There are 3.", "timestamp": s.messages[1]["timestamp"],
+                             "tools_used": ["get_dlq_summary"], "latency_ms": 1500}
+    assert s.messages[3]["incomplete"] is True and "latency_ms" not in s.messages[3]
+    assert s.messages[0]["timestamp"].endswith("Z")
+    assert (row.total_queries, row.last_question, row.last_answer, row.last_latency_ms, row.last_tools_used) == (
+        2, "And alerts?", "Two open al", None, None)
+    assert row.is_active is True and row.updated_at > row.created_at
+    # the title was generated once, from the first question
+    assert s.title.startswith("How many")
+
+
+def test_sessions_are_per_user_and_account_newest_first(engine):
+    t0 = utcnow()
+    with engine.begin() as conn:
+        old = create_session(conn, business_account_id=ACC, user="ana", now=t0 - timedelta(hours=2))
+        new = create_session(conn, business_account_id=ACC, user="ana", now=t0 - timedelta(hours=1))
+        create_session(conn, business_account_id=ACC, user="bob", now=t0)
+        create_session(conn, business_account_id=OTHER, user="ana", now=t0)
+        record_question(conn, old, user="ana", question="q", now=t0)  # activity moves it to the top
+        rename_session(conn, new, user="ana", title="  Weekly   check ", now=t0 - timedelta(minutes=30))
+    with engine.connect() as conn:
+        listed = list_sessions(conn, business_account_id=ACC, user="ana")
+        assert [s.id for s in listed] == [old, new]
+        assert [s.title for s in listed] == ["q", "Weekly check"] and [s.total_queries for s in listed] == [1, 0]
+        assert get_session(conn, old, user="bob") is None  # not bob's
+    with engine.begin() as conn, pytest.raises(SessionNotFound):
+        record_question(conn, old, user="bob", question="mine?", now=t0)
+    with engine.begin() as conn, pytest.raises(ValueError):
+        rename_session(conn, new, user="ana", title="   ", now=t0)
+
+
+@pytest.fixture
+def backend(engine):
+    url = engine.url.render_as_string(hide_password=False)
+    server = make_server(url, port=0, token_delay_s=0, chat_path="/api/instagram/oversight/chat")
+    with server:
+        yield server
+
+
+def _ask(server, question, account=ACC):
+    req = build_chat_request(server.url, "/api/instagram/oversight/chat", user_id="ana",
+                             business_account_id=str(account), question=question, chat_history=[])
+    stream = ChatStream.from_response(open_chat(req, connect_timeout_s=2, read_timeout_s=5), max_duration_s=10)
+    stream.drain()
+    return stream
+
+
+def test_sandbox_backend_answers_the_true_dlq_count(engine, backend):
+    now = utcnow()
+    with engine.begin() as conn:
+        record_beat(conn, "oversight-brain", now=now - timedelta(seconds=20))
+        for i in range(7):
+            enqueue(conn, business_account_id=ACC, action_type="send_dm", payload={"i": i}, now=now)
+        enqueue(conn, business_account_id=OTHER, action_type="send_dm", payload={"i": 0}, now=now)
+        ids = [r.id for r in conn.execute(sa.select(post_queue.c.id).where(post_queue.c.business_account_id == ACC))]
+        conn.execute(sa.update(post_queue).where(post_queue.c.id.in_(ids[:5])).values(
+            status="dlq", error="(#10) Permission denied", error_category="permanent"))
+        conn.execute(sa.update(post_queue).where(post_queue.c.business_account_id == OTHER).values(status="dlq"))
+        conn.execute(sa.insert(system_alerts).values(id=uuid.uuid4(), alert_type="rate_limit", message="slow down",
+                                                     business_account_id=ACC, resolved=False, created_at=now))
+    s = _ask(backend, "How many items are in the DLQ?")
+    assert s.outcome == "done" and s.tools_used == ["get_dlq_summary"] and s.latency_ms is not None
+    assert s.text.startswith("There are 5 items in the DLQ") and "5 × permanent: (#10) Permission denied" in s.text
+    q = _ask(backend, "queue status?")
+    assert q.tools_used == ["get_queue_status"] and "- dlq: 5" in q.text and "- pending: 2" in q.text
+    overview = _ask(backend, "hello")
+    assert len(overview.tools_used) == 5 and "1 open alerts" in overview.text.replace("There are ", "")
+
+
+def test_sandbox_backend_refuses_when_the_newest_beat_is_old(engine, backend):
+    with engine.begin() as conn:
+        record_beat(conn, "oversight-brain", now=utcnow() - timedelta(seconds=61))
+    with pytest.raises(AgentDown) as info:
+        _ask(backend, "anyone there?")
+    assert info.value.last_beat_at is not None
