@@ -165,6 +165,10 @@ def _label(metric) -> str:
     return _plain(str(metric).replace("_", " "))
 
 
+def _day_text(value) -> str:
+    return "unknown period" if value is None or pd.isna(value) else str(value.date())
+
+
 def _account_names(scope: Scope, df: pd.DataFrame) -> dict[str, str]:
     return {str(a): scope.account_name(a) for a in df["business_account_id"].dropna().unique()}
 
@@ -221,7 +225,7 @@ def show_kpis(data: ReportSet, scope: Scope) -> None:
             prior = data.before[data.before["business_account_id"] == acc]
             previous = prior.iloc[-1].to_dict() if not prior.empty else None
         kpis = an.kpi_deltas(latest, previous)
-        period = an.period_text(latest.get("start_date"), latest.get("end_date")) or str(latest["report_date"].date())
+        period = an.period_text(latest.get("start_date"), latest.get("end_date")) or _day_text(latest.get("report_date"))
         with st.container(border=True, key=f"kpis-{acc}"):
             st.markdown(f"**{md_escape(names.get(acc, acc))}** · latest {latest.get('report_type') or ''} report: "
                         f"{md_escape(period)}")
@@ -455,7 +459,7 @@ def period_choices(df: pd.DataFrame) -> dict[str, tuple[str, ...]]:
     """Report periods in scope, newest first -> the ids of the reports of that period."""
     if df.empty:
         return {}
-    periods = [an.period_text(s, e) or str(d.date()) for s, e, d in zip(df["start_date"], df["end_date"], df["report_date"])]
+    periods = [an.period_text(s, e) or _day_text(d) for s, e, d in zip(df["start_date"], df["end_date"], df["report_date"])]
     work = pd.DataFrame({"period": periods, "report_date": df["report_date"], "id": df["id"]})
     groups = work.groupby("period", sort=False).agg(report_date=("report_date", "max"), ids=("id", tuple))
     groups = groups.sort_values("report_date", ascending=False, kind="stable")

@@ -148,3 +148,32 @@ def test_demo_seed_renders_with_report_deltas(run_page, sqlite_url):
     assert {m.proto.delta_description for m in reach} == {"vs last 7d"}
     deltas = sorted(m.proto.delta.split(" ")[0] for m in reach)
     assert deltas == sorted(f"{r.historical_comparison['reach_delta']:+,}" for r in latest.values())
+
+
+def test_rows_with_nothing_usable_do_not_break_the_page(run_page, sqlite_url):
+    import sqlalchemy as sa
+
+    from lib.schema import analytics_reports
+
+    eng = make_engine(sqlite_url)
+    init_db(eng)
+    today = utcnow().date()
+    with eng.begin() as conn:
+        (acc,) = add_accounts(conn, "solo")
+        add_reports(conn, [report(acc, "weekly", today - timedelta(days=1))])
+        # someone else's writer: nulls and wrong types (one insert each: executemany takes the
+        # first row's columns for all rows)
+        conn.execute(sa.insert(analytics_reports).values(
+            id=uuid.uuid4(), business_account_id=acc, report_type="weekly", report_date=None))
+        conn.execute(sa.insert(analytics_reports).values(
+            id=uuid.uuid4(), business_account_id=acc, report_type="weekly", report_date=utcnow() - timedelta(days=3),
+            instagram_metrics=[1, 2], media_metrics="text", revenue_metrics={"attributed_revenue": {"amount": 5}},
+            historical_comparison=[], insights={"key_findings": [None, 3]}))
+        conn.execute(sa.insert(analytics_reports).values(  # no dates and no metrics at all
+            id=uuid.uuid4(), business_account_id=acc, report_type="weekly", report_date=utcnow() - timedelta(days=5)))
+    eng.dispose()
+    at = run_page(sqlite_url, PAGE)
+    at.button_group(key="metrics_range").set_value("All").run()
+    assert not at.exception
+    assert at.warning[0].value.startswith("1 of 3 reports had unusable values")  # the NULL-dated row is in no range
+    assert [m.value for m in at.metric if m.label == "Reach"] == ["1,000"]  # the newest good report
