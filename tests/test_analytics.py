@@ -3,7 +3,6 @@ import json
 import math
 from datetime import date, datetime, timezone
 
-import pandas as pd
 import pytest
 
 from lib import analytics as an
