@@ -79,6 +79,7 @@ post_queue = sa.Table(
     sa.Index("ix_post_queue_status_next_retry_at", "status", "next_retry_at"),
     sa.Index("ix_post_queue_business_account_id", "business_account_id"),
     sa.Index("ix_post_queue_status_updated_at", "status", "updated_at"),
+    sa.Index("ix_post_queue_action_type_status", "action_type", "status"),  # status_summary: index-only GROUP BY
 )
 
 agent_heartbeats = sa.Table(

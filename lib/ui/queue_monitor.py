@@ -1,0 +1,497 @@
+"""Queue Monitor: cached loaders, filters, tables and the retry actions for pages/queue_monitor.py.
+
+State kept in st.session_state (all keys start with "qm_"):
+  qm_selected_ids  ids of the rows the operator selected in the table (a list of str). The table's
+                   own selection is positional, so it is turned into ids at once (on_select
+                   callback) and the table stops refreshing while rows are selected.
+  qm_results       the last retry's results in the endpoint's response shape.
+  qm_confirm       the pending "retry all matching" confirmation ({filter, count, matching}).
+  qm_table_ver     bumped after each retry: a fresh table widget, i.e. an empty selection.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import uuid
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+import sqlalchemy as sa
+import streamlit as st
+
+from lib.export import frame_to_csv, rows_to_csv
+from lib.identity import PermissionDenied
+from lib.queue import (
+    ACTION_TYPES, ERROR_CATEGORIES, EXPORT_COLUMNS, MAX_BULK_RETRY, QueueFilter, count_rows, error_groups,
+    iter_export_rows, matching_ids, queue_health, queue_rows, retry, row_detail, status_summary, summary_matrix,
+)
+from lib.timeutil import fmt_ago, fmt_duration, fmt_local, utcnow
+from lib.ui.export import csv_download
+from lib.ui.shell import Scope, get_engine
+from lib.ui.text import md_escape
+from lib.worker_ticks import worker_health
+
+
+PAGE_SIZE = 50
+EXPORT_CAP = 50_000
+VIEWS = {"dlq": "Dead-letter queue", "failed": "Failed · retry scheduled"}
+ALL = "__all__"
+STATUS_COLORS = {"pending": "#4c78a8", "processing": "#f2a93b", "sent": "#3f9c6d", "failed": "#e4572e",
+                 "dlq": "#a31621"}
+
+
+# -- cached loaders (db_url first; "now" is always a rounded argument) ------------------------------
+
+@st.cache_data(ttl=25, max_entries=64, show_spinner=False)
+def load_summary(db_url: str, account_id: uuid.UUID | None, now: datetime) -> dict[str, Any]:
+    with get_engine(db_url).connect() as conn:
+        return status_summary(conn, account_id=account_id, now=now)
+
+
+@st.cache_data(ttl=25, max_entries=64, show_spinner=False)
+def load_health(db_url: str, account_id: uuid.UUID | None, now: datetime, lease_s: int) -> dict[str, Any]:
+    with get_engine(db_url).connect() as conn:
+        return queue_health(conn, account_id=account_id, now=now, lease_s=lease_s)
+
+
+@st.cache_data(ttl=25, max_entries=8, show_spinner=False)
+def load_worker(db_url: str, now: datetime, cron: str) -> dict[str, Any]:
+    with get_engine(db_url).connect() as conn:
+        return worker_health(conn, now=now, cron=cron)
+
+
+@st.cache_data(ttl=25, max_entries=128, show_spinner=False)
+def load_rows(db_url: str, filt: QueueFilter, page: int, page_size: int = PAGE_SIZE) -> list[dict[str, Any]]:
+    with get_engine(db_url).connect() as conn:
+        return queue_rows(conn, filt=filt, limit=page_size, offset=(page - 1) * page_size)
+
+
+@st.cache_data(ttl=25, max_entries=128, show_spinner=False)
+def load_count(db_url: str, filt: QueueFilter) -> int:
+    with get_engine(db_url).connect() as conn:
+        return count_rows(conn, filt=filt)
+
+
+@st.cache_data(ttl=25, max_entries=64, show_spinner=False)
+def load_groups(db_url: str, filt: QueueFilter) -> list[dict[str, Any]]:
+    with get_engine(db_url).connect() as conn:
+        return error_groups(conn, filt=filt)
+
+
+@st.cache_data(ttl=25, max_entries=64, show_spinner=False)
+def load_detail(db_url: str, queue_id: str) -> dict[str, Any] | None:
+    with get_engine(db_url).connect() as conn:
+        return row_detail(conn, uuid.UUID(queue_id))
+
+
+def clear_caches() -> None:
+    """After a write: the next run reads fresh data everywhere on the page."""
+    for fn in (load_summary, load_health, load_rows, load_count, load_groups, load_detail):
+        fn.clear()
+
+
+# -- worker + counts --------------------------------------------------------------------------------
+
+def show_worker(health: dict[str, Any], now: datetime, tz) -> None:
+    if health.get("never_ran"):
+        st.warning("The worker has never run against this database: nothing is being sent or retried. "
+                   "Start it with `python -m worker`.", icon=":material/engineering:")
+        return
+    started = health["last_started_at"]
+    line = f"Worker: last tick {fmt_ago(started, now)} ({fmt_local(started, tz)})"
+    if health.get("running"):
+        line += " · running now"
+    else:
+        line += (f" · claimed {health.get('claimed') or 0}, sent {health.get('sent') or 0}, "
+                 f"failed {health.get('failed') or 0}, dead-lettered {health.get('dlq') or 0}")
+    if health.get("missed"):
+        st.warning(f"{line}. The worker missed its schedule (two or more ticks did not happen): "
+                   "check that `python -m worker` is running.", icon=":material/schedule:")
+    else:
+        st.caption(line)  # our own text: times and counts
+    if health.get("last_error"):
+        st.error("The worker's last tick failed:", icon=":material/error:")
+        st.code(str(health["last_error"]), language=None, wrap_lines=True)
+
+
+def counts_frame(summary: dict[str, Any]) -> pd.DataFrame:
+    """Action types x statuses with totals, from status_summary()."""
+    actions, statuses, cells = summary_matrix(summary["summary"])
+    rows = [{"action_type": a, **{s: cells.get((a, s), 0) for s in statuses}} for a in actions]
+    df = pd.DataFrame(rows, columns=["action_type", *statuses])
+    df["total"] = df[statuses].sum(axis=1)
+    totals = {"action_type": "total", **{c: int(df[c].sum()) for c in [*statuses, "total"]}}
+    return pd.concat([df, pd.DataFrame([totals])], ignore_index=True)
+
+
+def show_metrics(summary: dict[str, Any], health: dict[str, Any]) -> None:
+    _, _, cells = summary_matrix(summary["summary"])
+    by_status: dict[str, int] = {}
+    for (_, status), n in cells.items():
+        by_status[status] = by_status.get(status, 0) + n
+    oldest = health["oldest_pending_age_s"]
+    cols = st.columns(7)
+    cols[0].metric("Total", f"{summary['total']:,}", border=True)
+    cols[1].metric("Pending", f"{by_status.get('pending', 0):,}", border=True)
+    cols[2].metric("Due", f"{health['due_now']:,}", border=True,
+                   help="Pending rows plus failed rows whose retry time has come: the next tick's work.")
+    cols[3].metric("Oldest", "—" if oldest is None else fmt_duration(oldest), border=True,
+                   help="How long the oldest pending row has waited.")
+    cols[4].metric("Processing", f"{by_status.get('processing', 0):,}", border=True,
+                   delta=f"{health['stuck']} stuck" if health["stuck"] else None, delta_color="inverse")
+    cols[5].metric("Failed", f"{by_status.get('failed', 0):,}", border=True, help="Retry scheduled by the worker.")
+    cols[6].metric("DLQ", f"{by_status.get('dlq', 0):,}", border=True, help="Dead-letter queue: needs an operator.")
+    if health["stuck"]:
+        lease = fmt_duration(health["lease_s"])
+        st.warning(f"{health['stuck']} row(s) have been in processing for longer than the {lease} lease: "
+                   "a worker probably died while holding them. The next tick takes them back as failed "
+                   "attempts; if that does not happen, the worker is not running.", icon=":material/hourglass_bottom:")
+
+
+def show_counts(summary: dict[str, Any], scope: Scope) -> None:
+    if not summary["total"]:
+        st.info("The queue is empty" + (" for this account" if scope.account_id else "") +
+                ". Rows appear here when the agents enqueue Instagram actions (post_queue).",
+                icon=":material/inbox:")
+        return
+    df = counts_frame(summary)
+    left, right = st.columns([1, 1])
+    with left:
+        st.dataframe(df, hide_index=True, width="stretch", key="qm_counts",
+                     column_config={"action_type": st.column_config.TextColumn("Action type", pinned=True)})
+        csv_download("Counts CSV", lambda: frame_to_csv(df), file_name="queue_counts.csv", key="qm_counts_csv")
+    with right:
+        body = df[df["action_type"] != "total"]
+        fig = go.Figure()
+        for status in [c for c in df.columns if c not in ("action_type", "total")]:
+            if body[status].sum():
+                fig.add_bar(name=status, x=body["action_type"], y=body[status],
+                            marker_color=STATUS_COLORS.get(status))
+        fig.update_layout(barmode="stack", height=300, margin=dict(l=0, r=0, t=10, b=0),
+                          legend=dict(orientation="h", y=-0.15), yaxis_title="rows")
+        st.plotly_chart(fig, width="stretch", key="qm_counts_chart")
+
+
+# -- filters ------------------------------------------------------------------------------------
+
+def view_picker() -> str:
+    return st.segmented_control("Rows", list(VIEWS), format_func=VIEWS.get, default="dlq", required=True,
+                                key="qm_view", bind="query-params") or "dlq"
+
+
+def group_key(g: dict[str, Any]) -> str:
+    return f"{g['error_category']}|{g['error_group']}"
+
+
+def filters(scope: Scope, view: str) -> tuple[QueueFilter, QueueFilter]:
+    """The filter row (state in the URL), then the error-group picker.
+
+    -> (the table's filter, the same without the error group: what the group list is about)."""
+    c1, c2, c3 = st.columns([1, 1, 2])
+    action = c1.selectbox("Action type", [ALL, *ACTION_TYPES], format_func=lambda v: "All" if v == ALL else v,
+                          key="qm_action", bind="query-params")
+    category = c2.selectbox("Error category", [ALL, *ERROR_CATEGORIES, "(none)"],
+                            format_func=lambda v: "All" if v == ALL else v, key="qm_category", bind="query-params")
+    search = c3.text_input("Search error text", key="qm_search", bind="query-params",
+                           placeholder="e.g. token, 190, rate limit")
+    base = QueueFilter(status=view, account_id=scope.account_id, action_type=None if action == ALL else action,
+                       error_category=None if category == ALL else category, search=(search or "").strip() or None)
+    groups = load_groups(scope.db_url, base)
+    by_key = {group_key(g): g for g in groups}
+    chosen = st.session_state.get("qm_group")
+    options = [ALL, *by_key]
+    if chosen and chosen != ALL and chosen not in by_key:  # keep the operator's choice even when it has emptied out
+        options.insert(1, chosen)
+    choice = st.selectbox(
+        "Error group", options, key="qm_group",
+        format_func=lambda k: f"All errors ({sum(g['count'] for g in groups):,} rows)" if k == ALL
+        else f"{by_key[k]['count']:,} × {by_key[k]['error_category']} · {by_key[k]['error_group']}" if k in by_key
+        else f"0 × {k.replace('|', ' · ', 1)}",
+    )
+    group = by_key.get(choice) if choice != ALL else None
+    if choice not in (ALL, None) and group is None:
+        group = {"error_category": choice.split("|", 1)[0], "error_group": choice.split("|", 1)[1], "count": 0,
+                 "errors": ()}
+    if group is not None:
+        return dataclasses.replace(base, errors=group["errors"]), base
+    return base, base
+
+
+def show_groups(groups: list[dict[str, Any]], view: str) -> None:
+    if not groups:
+        return
+    top = pd.DataFrame([{"rows": g["count"], "category": g["error_category"], "error": g["error_group"]}
+                        for g in groups[:8]])
+    more = len(groups) - len(top)
+    st.caption(f"Most common errors in the {VIEWS[view].lower()}" + (f" ({more} more groups in the picker above)" if more > 0 else "")
+               + ". Numbers and ids inside the texts are merged; pick a group above to see and retry just those rows.")
+    st.dataframe(top, hide_index=True, width="stretch", key=f"qm_groups_{view}",
+                 column_config={"rows": st.column_config.NumberColumn("Rows", width=70),
+                                "category": st.column_config.TextColumn("Category", width=120),
+                                "error": st.column_config.TextColumn("Error (normalised)", width="large")})
+
+
+# -- the table, the selection and the retry ---------------------------------------------------------
+
+def _filter_tag(filt: QueueFilter, page: int) -> str:
+    raw = repr((filt.status, str(filt.account_id), filt.action_type, filt.error_category, filt.search,
+                filt.errors, page))
+    return hashlib.sha1(raw.encode()).hexdigest()[:10]
+
+
+def _selected_ids() -> list[str]:
+    return list(st.session_state.get("qm_selected_ids") or [])
+
+
+def _on_select(table_key: str) -> None:
+    shown = st.session_state.get("qm_shown") or {}
+    ids = shown.get("ids", [])
+    rows = st.session_state[table_key].selection.rows
+    st.session_state.qm_selected_ids = [ids[i] for i in rows if i < len(ids)]
+
+
+def clear_selection() -> None:
+    st.session_state.qm_selected_ids = []
+    st.session_state.qm_table_ver = st.session_state.get("qm_table_ver", 0) + 1
+
+
+def run_retry(scope: Scope, ids: list, label: str) -> None:
+    """The one write of this page: lib.queue.retry for one, selected or all matching rows."""
+    try:
+        with scope.engine.begin() as conn:
+            results = retry(conn, ids, actor=scope.user, now=utcnow())
+    except PermissionDenied as exc:
+        st.session_state.qm_results = {"label": label, "results": [], "error": str(exc)}
+        return
+    except sa.exc.OperationalError as exc:  # e.g. SQLite busy past its timeout: nothing was changed
+        reason = str(getattr(exc, "orig", exc)).splitlines()[0][:200]
+        st.session_state.qm_results = {"label": label, "results": [],
+                                       "error": f"The database refused the change ({reason}); nothing was changed. Try again."}
+        return
+    st.session_state.qm_results = {"label": label, "results": [r.as_response() for r in results]}
+    clear_selection()
+    clear_caches()
+
+
+def show_results() -> None:
+    last = st.session_state.get("qm_results")
+    if not last:
+        return
+    if last.get("error"):
+        st.error(f"{last['label']} failed: {last['error']}", icon=":material/error:")
+        st.button("Dismiss", key="qm_dismiss", on_click=lambda: st.session_state.pop("qm_results", None),
+                  type="tertiary", icon=":material/close:")
+        return
+    results = last["results"]
+    ok = sum(r["success"] for r in results)
+    refused = len(results) - ok
+    noun = "row" if ok == 1 else "rows"
+    if ok:
+        st.success(f"{last['label']}: {ok} {noun} moved back to pending; the worker picks them up on its next tick.",
+                   icon=":material/replay:")
+    if refused:
+        st.warning(f"{last['label']}: {refused} row(s) were not changed (see the messages below).",
+                   icon=":material/block:")
+    with st.expander(f"Retry results ({len(results)})", expanded=bool(refused) and len(results) <= 20):
+        st.dataframe(pd.DataFrame(results, columns=["success", "queue_id", "action_type", "previous_retry_count",
+                                                    "message"]), hide_index=True, width="stretch", key="qm_results_df")
+    st.button("Dismiss", key="qm_dismiss", on_click=lambda: st.session_state.pop("qm_results", None),
+              type="tertiary", icon=":material/close:")
+
+
+def _frame(rows: list[dict[str, Any]], scope: Scope, view: str, now: datetime) -> pd.DataFrame:
+    return pd.DataFrame(
+        [{
+            "retry": "Retry now" if view == "failed" else "Retry",
+            "action_type": r["action_type"],
+            "account": scope.account_name(r["business_account_id"]),
+            "error_category": r["error_category"] or "—",
+            "error": r["error"] or "",
+            "retry_count": r["retry_count"],
+            **({"next_retry": fmt_ago(r["next_retry_at"], now)} if view == "failed" else {}),
+            "created": fmt_local(r["created_at"], scope.tz, with_seconds=False),
+            "last_attempt": fmt_ago(r["updated_at"], now),
+            "id": str(r["id"]),
+        } for r in rows],
+        columns=["retry", "action_type", "account", "error_category", "error", "retry_count",
+                 *(["next_retry"] if view == "failed" else []), "created", "last_attempt", "id"],
+    )
+
+
+def show_table(scope: Scope, view: str, filt: QueueFilter) -> None:
+    """Results, the paginated table, the action bar and the selected row's detail (a live panel)."""
+    now = utcnow()
+    can_write = scope.user.is_operator
+    why_not = None if can_write else "Operators only: your role is viewer."
+    show_results()
+    total = load_count(scope.db_url, filt)
+    if total == 0:
+        if filt == QueueFilter(status=view, account_id=filt.account_id):
+            msg = ("The dead-letter queue is empty: nothing needs an operator." if view == "dlq" else
+                   "No failed rows are waiting for a retry.")
+            st.success(msg, icon=":material/check_circle:")
+        else:
+            st.info("No rows match these filters. Clear the search or pick “All” to widen them.",
+                    icon=":material/filter_alt_off:")
+        st.session_state.qm_selected_ids = []
+        return
+
+    pages = max(1, -(-total // PAGE_SIZE))
+    if st.session_state.get(f"qm_page_{view}", 1) > pages:
+        st.session_state[f"qm_page_{view}"] = 1
+    page = st.session_state.get(f"qm_page_{view}", 1)
+    tag = _filter_tag(filt, page)
+    shown = st.session_state.get("qm_shown") or {}  # what the operator saw when they clicked
+    click_key = f"qm_click_{view}"
+    click = st.session_state.get(click_key) if can_write else None
+    if click is not None and shown.get("tag") == tag and click["row"] < len(shown.get("ids", [])):
+        run_retry(scope, [shown["ids"][click["row"]]], "Retry")
+        st.rerun()
+    selected = _selected_ids()
+    if shown.get("tag") != tag:
+        selected = st.session_state.qm_selected_ids = []  # other rows on screen: a new selection
+    frozen = bool(selected) and shown.get("tag") == tag
+    rows = shown["rows"] if frozen else load_rows(scope.db_url, filt, page)
+    st.session_state.qm_shown = {"tag": tag, "ids": [str(r["id"]) for r in rows], "rows": rows}
+
+    df = _frame(rows, scope, view, now)
+    table_key = f"qm_table_{view}_{tag}_{st.session_state.get('qm_table_ver', 0)}"
+    retry_label = "Retry now" if view == "failed" else "Retry"
+    st.dataframe(
+        df, hide_index=True, width="stretch", key=table_key, on_select=lambda: _on_select(table_key),
+        selection_mode="multi-row",
+        column_order=[c for c in df.columns if c != "id"],
+        column_config={
+            "retry": (st.column_config.ButtonColumn("", key=click_key, type="tertiary", width="small",
+                                                    help="Move this row back to pending")
+                      if can_write else None),
+            "action_type": st.column_config.TextColumn("Action type", width=115),
+            "account": st.column_config.TextColumn("Account", width=110),
+            "error_category": st.column_config.TextColumn("Category", width=100),
+            "error": st.column_config.TextColumn("Error", width="large"),
+            "retry_count": st.column_config.NumberColumn("Retries", width=65),
+            "next_retry": st.column_config.TextColumn("Next retry", width=95),
+            "created": st.column_config.TextColumn("Created", width=150),
+            "last_attempt": st.column_config.TextColumn("Last attempt", width=105),
+        },
+    )
+
+    first = (page - 1) * PAGE_SIZE + 1
+    info = f"Rows {first:,}–{first + len(rows) - 1:,} of {total:,}, newest attempt first" if view == "dlq" else \
+        f"Rows {first:,}–{first + len(rows) - 1:,} of {total:,}, next retry first"
+    if frozen:
+        info += f" · refresh paused while {len(selected)} row(s) are selected"
+    nav, status_line = st.columns([2, 3], vertical_alignment="center")
+    with nav:
+        if pages > 1:
+            st.pagination(pages, key=f"qm_page_{view}", max_visible_pages=7)
+    status_line.caption(info)
+
+    n_match = min(total, MAX_BULK_RETRY)
+    a, b, c, d = st.columns([1.2, 1.6, 1, 1.2], vertical_alignment="center")
+    if a.button(f"Retry {len(selected)} selected" if selected else "Retry selected", key="qm_retry_selected",
+                disabled=not selected or not can_write, help=why_not or "Select rows with the checkboxes on the left",
+                icon=":material/replay:", type="primary" if selected else "secondary"):
+        run_retry(scope, selected, f"Retry selected ({len(selected)})")
+        st.rerun()
+    label = f"Retry all {total:,} matching" if total <= MAX_BULK_RETRY else f"Retry first {n_match:,} of {total:,} matching"
+    if b.button(label, key="qm_retry_all", disabled=not can_write, help=why_not or
+                f"Asks for confirmation first; at most {MAX_BULK_RETRY:,} rows per click, in table order.",
+                icon=":material/done_all:"):
+        st.session_state.qm_confirm = {"filter": filt, "count": n_match, "matching": total}
+        st.rerun()  # the dialog opens outside this live panel (streamlit#17011)
+    # always drawn (disabled when idle): a stable layout keeps the live panel's reruns clean
+    c.button("Clear selection", key="qm_clear", on_click=clear_selection, icon=":material/deselect:",
+             disabled=not selected)
+    with d:
+        db_url = scope.db_url
+        csv_download(f"{VIEWS[view]} CSV", lambda: export_csv(db_url, filt), file_name=f"post_queue_{view}.csv",
+                     key=f"qm_export_{view}", help=f"All rows matching the filters (up to {EXPORT_CAP:,}); built when clicked.")
+
+    if len(selected) == 1:
+        show_detail(scope, selected[0], now)
+    elif not selected:
+        st.caption("Select one row to see its payload and history; select several to retry them together.")
+
+
+def export_csv(db_url: str, filt: QueueFilter) -> bytes:
+    with get_engine(db_url).connect() as conn:
+        data, _, _ = rows_to_csv(EXPORT_COLUMNS, iter_export_rows(conn, filt=filt), cap=EXPORT_CAP)
+    return data
+
+
+def show_detail(scope: Scope, queue_id: str, now: datetime) -> None:
+    d = load_detail(scope.db_url, queue_id)
+    with st.container(border=True, key="qm_detail"):
+        if d is None:
+            st.info("This row no longer exists.")
+            return
+        head, action = st.columns([4, 1], vertical_alignment="center")
+        head.markdown(f"**{d['action_type']}** · `{d['id']}`")
+        if action.button("Retry this row", key="qm_retry_one", icon=":material/replay:", type="primary",
+                         disabled=not scope.user.is_operator or d["status"] not in ("failed", "dlq"),
+                         help=None if scope.user.is_operator else "Operators only: your role is viewer."):
+            run_retry(scope, [d["id"]], "Retry")
+            st.rerun()
+        facts = {
+            "Status": d["status"], "Account": scope.account_name(d["business_account_id"]),
+            "Error category": d["error_category"] or "—", "Retries": d["retry_count"],
+            "Created": fmt_local(d["created_at"], scope.tz), "Last attempt": fmt_local(d["updated_at"], scope.tz),
+            "Next retry": fmt_local(d["next_retry_at"], scope.tz) + (f" ({fmt_ago(d['next_retry_at'], now)})" if d["next_retry_at"] else ""),
+            "Instagram id": d.get("instagram_id") or "—",
+        }
+        st.dataframe(pd.DataFrame([{k: str(v) for k, v in facts.items()}]), hide_index=True,
+                     width="stretch", key="qm_detail_facts")
+        st.markdown("**Error**")
+        st.code(d["error"] or "(no error text)", language=None, wrap_lines=True)
+        left, right = st.columns(2)
+        with left:
+            st.markdown("**Payload** (token-like fields redacted)")
+            st.json(d["payload"] if d["payload"] is not None else {}, expanded=True)
+        with right:
+            st.markdown("**History** (audit_log)")
+            if not d["history"]:
+                st.caption("No audit_log rows mention this queue row.")
+            else:
+                hist = pd.DataFrame([{
+                    "when": fmt_local(h["created_at"], scope.tz), "event": h["event_type"], "by": h["user_id"] or "worker",
+                    "success": h["success"], "error": h["error_message"] or "",
+                    "previous": (f"{h['details'].get('previous_status')} · {h['details'].get('previous_retry_count')} retries"
+                                 if isinstance(h["details"], dict) and "previous_status" in h["details"] else ""),
+                } for h in d["history"]])
+                st.dataframe(hist, hide_index=True, width="stretch", key="qm_detail_history")
+
+
+def confirm_retry_all(scope: Scope) -> None:
+    """Opened from the main script (never inside the ticking panel) when qm_confirm is set."""
+    pending = st.session_state.get("qm_confirm")
+    if not pending:
+        return
+
+    def cancel():
+        st.session_state.pop("qm_confirm", None)
+
+    @st.dialog("Retry all matching rows", on_dismiss=cancel)
+    def dialog():
+        filt: QueueFilter = pending["filter"]
+        n, total = pending["count"], pending["matching"]
+        what = VIEWS[filt.status].lower()
+        st.markdown(f"Move **{n:,}** row(s) of the {md_escape(what)} back to **pending**?")
+        if total > n:
+            st.caption(f"{total:,} rows match; one click retries at most {MAX_BULK_RETRY:,} (the first in table order).")
+        st.caption("Each row restarts with retry_count 0; rows the worker holds or that are already pending are "
+                   "reported, not changed. Every change is written to audit_log under your name.")
+        ok, no = st.columns(2)
+        if ok.button(f"Retry {n:,} rows", type="primary", key="qm_confirm_ok", icon=":material/replay:"):
+            with scope.engine.connect() as conn:
+                ids = matching_ids(conn, filt=filt, limit=n)
+            run_retry(scope, ids, f"Retry all matching ({len(ids):,})")
+            cancel()
+            st.rerun()
+        if no.button("Cancel", key="qm_confirm_cancel"):
+            cancel()
+            st.rerun()
+
+    dialog()
