@@ -7,14 +7,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
-from datetime import datetime
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from lib.schema import post_queue
+from lib.audit import audit_row
+from lib.identity import require_operator
+from lib.schema import audit_log, post_queue
+from lib.timeutil import as_utc, iso
 
 ACTION_TYPES = ("reply_comment", "reply_dm", "send_dm", "publish_post", "repost_ugc")
 STATUSES = ("pending", "processing", "sent", "failed", "dlq")
@@ -81,14 +86,6 @@ def enqueue(
 # Everything below takes a connection and keyword arguments and returns plain data; the Overview
 # page reuses status_summary/queue_health, the Queue Monitor page uses all of it.
 
-import re  # noqa: E402
-from dataclasses import asdict, dataclass, field  # noqa: E402
-from datetime import timedelta  # noqa: E402
-
-from lib.audit import audit_row  # noqa: E402
-from lib.identity import PermissionDenied  # noqa: E402
-from lib.schema import audit_log  # noqa: E402
-from lib.timeutil import as_utc, iso  # noqa: E402
 
 MAX_BULK_RETRY = 1000  # "retry all matching" is capped here (issue 4)
 _CHUNK = 500  # ids per IN (...) list: well below SQLite's and psycopg2's parameter limits
@@ -425,15 +422,11 @@ def retry(conn: sa.Connection, ids, *, actor, now: datetime) -> list[RetryResult
     handful of statements for 1,000 rows). Each reset row gets an audit_log row
     (queue_item_retried) naming the actor and the row's previous status, retry_count and error.
 
-    `actor` is the dashboard user (lib.identity.Actor: an operator, else PermissionDenied) or, for
-    trusted non-UI callers (a backend endpoint, a CLI), the name to record, as a string.
+    `actor` is a lib.identity.Actor; anyone but an operator gets PermissionDenied, whatever the
+    page showed (a deep link or a crafted rerun cannot write). Its name goes to audit_log.user_id.
     """
-    if not isinstance(actor, str):  # an Actor; duck-typed so a reloaded lib.identity still counts
-        if not getattr(actor, "is_operator", False):
-            raise PermissionDenied(f"{getattr(actor, 'name', actor)} may not retry queue rows: operators only")
-        actor = actor.name
-    if not actor:
-        raise ValueError("retry needs the actor's name for audit_log.user_id")
+    require_operator(actor, "retry queue rows")
+    actor = actor.name
     wanted: list[uuid.UUID] = list(dict.fromkeys(uuid.UUID(str(i)) for i in ids))
     if len(wanted) > MAX_BULK_RETRY:
         raise ValueError(f"at most {MAX_BULK_RETRY} rows per retry (got {len(wanted)})")

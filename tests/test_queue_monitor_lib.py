@@ -13,6 +13,7 @@ from lib.queue import (
     row_detail, status_summary,
 )
 from lib.audit import log_audit
+from lib.identity import OPERATOR, Actor
 from lib.schema import audit_log, post_queue
 from lib.timeutil import utcnow
 from tests.support.queue_rows import add_account, insert_rows, queue_row
@@ -118,7 +119,7 @@ def test_retry_changes_only_failed_and_dlq_rows(engine, two_accounts, now, statu
     with engine.begin() as conn:
         insert_rows(conn, [row])
     with engine.begin() as conn:
-        [result] = retry(conn, [row["id"]], actor="op-ann", now=now)
+        [result] = retry(conn, [row["id"]], actor=Actor("op-ann", OPERATOR), now=now)
     assert set(result.as_response()) == {"success", "queue_id", "action_type", "previous_retry_count", "message"}
     assert result.queue_id == str(row["id"]) and result.action_type == "reply_comment"
     assert result.previous_retry_count == 3
@@ -145,12 +146,12 @@ def test_retry_reports_unknown_ids_and_ignores_duplicates(engine, two_accounts, 
         insert_rows(conn, [row])
     ghost = uuid.uuid4()
     with engine.begin() as conn:
-        results = retry(conn, [row["id"], str(row["id"]), ghost], actor="op", now=now)
+        results = retry(conn, [row["id"], str(row["id"]), ghost], actor=Actor("op", OPERATOR), now=now)
     assert [(r.queue_id, r.success) for r in results] == [(str(row["id"]), True), (str(ghost), False)]
     assert results[1].message == "No queue row with this id."
     with pytest.raises(ValueError):
         with engine.begin() as conn:
-            retry(conn, [uuid.uuid4() for _ in range(MAX_BULK_RETRY + 1)], actor="op", now=now)
+            retry(conn, [uuid.uuid4() for _ in range(MAX_BULK_RETRY + 1)], actor=Actor("op", OPERATOR), now=now)
 
 
 def test_retry_racing_a_worker_claim_changes_nothing_the_worker_holds(engine, two_accounts, now):
@@ -180,7 +181,7 @@ def test_retry_racing_a_worker_claim_changes_nothing_the_worker_holds(engine, tw
     timer = threading.Timer(0.5, proceed.set)
     timer.start()
     with engine.begin() as conn:
-        [result] = retry(conn, [row["id"]], actor="op", now=now)
+        [result] = retry(conn, [row["id"]], actor=Actor("op", OPERATOR), now=now)
     t.join(10)
     timer.join()
     assert not result.success
@@ -203,14 +204,14 @@ def test_bulk_retry_of_1000_rows_in_one_transaction(engine, two_accounts, now):
     # all-or-nothing: an error after retry() inside the transaction leaves every row as it was
     with pytest.raises(RuntimeError):
         with engine.begin() as conn:
-            retry(conn, ids, actor="op", now=now)
+            retry(conn, ids, actor=Actor("op", OPERATOR), now=now)
             raise RuntimeError("boom")
     assert {s for s, _, _ in statuses(engine, ids).values()} == {"dlq", "failed"}
 
     statements = []
     sa.event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
     with engine.begin() as conn:
-        results = retry(conn, ids, actor="op-bulk", now=now)
+        results = retry(conn, ids, actor=Actor("op-bulk", OPERATOR), now=now)
     assert len(statements) <= 30  # chunked IN lists grouped by seen version, not 1,000 round trips
     assert sum(r.success for r in results) == MAX_BULK_RETRY
     assert statuses(engine, [held["id"]])[held["id"]][:2] == ("processing", 1)
@@ -235,7 +236,7 @@ def test_row_detail_redacts_payload_and_shows_history(engine, two_accounts, now)
         log_audit(conn, event_type="post_failed_permanent", action="post_queue_dlq", resource_type="post_queue",
                   resource_id=str(uuid.uuid4()), now=now, success=False)
     with engine.begin() as conn:
-        retry(conn, [row["id"]], actor="op", now=now)
+        retry(conn, [row["id"]], actor=Actor("op", OPERATOR), now=now)
     with engine.connect() as conn:
         d = row_detail(conn, row["id"])
         assert row_detail(conn, uuid.uuid4()) is None
@@ -245,7 +246,7 @@ def test_row_detail_redacts_payload_and_shows_history(engine, two_accounts, now)
 
 
 def test_retry_checks_the_dashboard_users_role(engine, two_accounts, now):
-    from lib.identity import OPERATOR, VIEWER, Actor, PermissionDenied
+    from lib.identity import VIEWER, PermissionDenied
 
     a, _ = two_accounts
     row = queue_row(account=a, now=now)
@@ -260,3 +261,16 @@ def test_retry_checks_the_dashboard_users_role(engine, two_accounts, now):
     assert result.success
     with engine.connect() as conn:
         assert conn.execute(sa.select(audit_log.c.user_id)).scalar() == "ops@x"
+
+
+def test_retry_refuses_a_bare_name(engine, two_accounts, now):
+    """A name carries no role: only an Actor that is an operator may write."""
+    from lib.identity import PermissionDenied
+
+    a, _ = two_accounts
+    row = queue_row(account=a, now=now)
+    with engine.begin() as conn:
+        insert_rows(conn, [row])
+    with pytest.raises(PermissionDenied):
+        with engine.begin() as conn:
+            retry(conn, [row["id"]], actor="ops@x", now=now)

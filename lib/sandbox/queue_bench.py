@@ -22,6 +22,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from lib.db import init_db, make_engine
+from lib.identity import OPERATOR, Actor
 from lib.queue import (
     ACTION_TYPES, MAX_BULK_RETRY, QueueFilter, count_rows, error_groups, matching_ids, queue_health, queue_rows, retry,
     status_summary,
@@ -116,7 +117,7 @@ def bench(url: str) -> list[tuple[str, float]]:
     t = time.perf_counter()
     with engine.connect() as conn:  # measured, then rolled back: the data stays as it was
         trans = conn.begin()
-        retry(conn, ids, actor="bench", now=now)
+        retry(conn, ids, actor=Actor("bench", OPERATOR), now=now)
         trans.rollback()
     out.append((f"retry {len(ids):,} dlq rows (1 txn)", time.perf_counter() - t))
     engine.dispose()
