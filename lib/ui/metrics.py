@@ -1,0 +1,636 @@
+"""Metrics Dashboard: scope widgets, cached loaders, KPIs, Plotly charts, details and comparison.
+
+Everything the page shows comes from lib.analytics (validated, flattened reports). Text from the
+reports (captions, insights, periods, account names) is untrusted: it goes into dataframes, or
+into Markdown/Plotly only after escaping.
+"""
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+
+from lib import analytics as an
+from lib.export import frame_to_csv
+from lib.timeutil import utcnow
+from lib.ui.export import csv_download
+from lib.ui.shell import Scope, get_engine
+from lib.ui.text import md_escape as _md_escape
+
+RANGE_PRESETS = {"7 days": 7, "30 days": 30, "90 days": 90, "1 year": 365, "All": None, "Custom": -1}
+DEFAULT_RANGE = "90 days"
+EXPORT_CAP = 100_000
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
+DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+TREND_COLORS = {"up": "#2e9d5b", "down": "#d64541", "flat": "#8a8f98"}
+IG_METRICS = {  # instagram_metrics chart: name -> (column, axis)
+    "Reach": ("instagram_metrics.reach", "count"),
+    "Impressions": ("instagram_metrics.impressions", "count"),
+    "Profile views": ("instagram_metrics.profile_views", "count"),
+    "Website clicks": ("instagram_metrics.website_clicks", "count"),
+    "Follower growth": ("instagram_metrics.follower_growth", "count"),
+    "Followers": ("instagram_metrics.followers_count", "count"),
+    "Posts published": ("instagram_metrics.posts_published", "count"),
+    "Avg engagement rate (%)": ("instagram_metrics.avg_engagement_rate", "rate"),
+}
+DEFAULT_IG = ["Reach", "Impressions", "Avg engagement rate (%)"]
+ENGAGEMENT = {"Likes": "instagram_metrics.total_likes", "Comments": "instagram_metrics.total_comments",
+              "Saves": "instagram_metrics.total_saves", "Shares": "instagram_metrics.total_shares"}
+REVENUE = {"Attributed revenue ($)": "revenue_metrics.attributed_revenue",
+           "Attributed orders": "revenue_metrics.attributed_orders",
+           "Avg order value ($)": "revenue_metrics.avg_order_value",
+           "Conversion rate": "revenue_metrics.conversion_rate"}
+MEDIA = {"Avg likes per post": "media_metrics.avg_likes", "Avg comments per post": "media_metrics.avg_comments",
+         "Avg reach per post": "media_metrics.avg_reach", "Posts published": "instagram_metrics.posts_published"}
+MEDIA_TYPE_FIELDS = {"count": "Posts", "avg_engagement_rate": "Avg engagement rate (%)", "avg_likes": "Avg likes",
+                     "avg_comments": "Avg comments", "avg_reach": "Avg reach"}
+CHART_TABS = ("Instagram metrics", "Engagement", "Media", "By media type", "Revenue")
+
+
+# --------------------------------------------------------------------------- scope
+
+@dataclass(frozen=True)
+class MetricsScope:
+    account_ids: tuple[str, ...] | None  # None = every account (also reports of unknown accounts)
+    report_type: str
+    first: date | None  # None = from the first report
+    last: date
+
+    @property
+    def label(self) -> str:
+        start = "the first report" if self.first is None else self.first.isoformat()
+        return f"{start} to {self.last.isoformat()}"
+
+
+def scope_controls(scope: Scope) -> MetricsScope | None:
+    """Accounts (several side by side), report type, date range with presets. None = nothing chosen."""
+    today = utcnow().date()  # report periods are UTC days
+    a, b, c = st.columns([2.6, 1.2, 3.6], vertical_alignment="bottom")
+    options = [str(acc.id) for acc in scope.accounts]
+    account_ids: tuple[str, ...] | None = None
+    if options:
+        default = [str(scope.account_id)] if scope.account_id is not None and str(scope.account_id) in options else options
+        names = {str(acc.id): acc.username for acc in scope.accounts}
+        chosen = a.multiselect(
+            "Accounts", options, default=default, format_func=lambda v: names.get(v, v),
+            key=f"metrics_accounts_{scope.account_id or 'all'}",  # follows the sidebar's account
+            help="Several accounts are shown side by side. Defaults to the sidebar's account.",
+            placeholder="Pick one or more accounts",
+        )
+        if not chosen:
+            st.info("Pick one or more accounts to see their reports.", icon=":material/person_search:")
+            return None
+        account_ids = None if len(chosen) == len(options) else tuple(chosen)
+    else:
+        a.caption("No business accounts are registered; showing every report.")
+    report_type = b.segmented_control("Report type", an.REPORT_TYPES, default="weekly", key="metrics_type",
+                                      format_func=str.capitalize, bind="query-params") or "weekly"
+    preset = c.segmented_control("Date range", list(RANGE_PRESETS), default=DEFAULT_RANGE, key="metrics_range",
+                                 bind="query-params") or DEFAULT_RANGE
+    days = RANGE_PRESETS[preset]
+    if days == -1:
+        picked = st.date_input("Custom range", value=(today - timedelta(days=90), today), max_value=today,
+                               key="metrics_custom_range")
+        if not isinstance(picked, (tuple, list)) or len(picked) != 2:
+            st.info("Pick the end date of the range.", icon=":material/date_range:")
+            return None
+        first, last = picked
+    elif days is None:
+        first, last = None, today
+    else:
+        first, last = today - timedelta(days=days - 1), today
+    return MetricsScope(account_ids, report_type, first, last)
+
+
+# --------------------------------------------------------------------------- loaders
+
+@dataclass
+class ReportSet:
+    frame: pd.DataFrame  # flattened reports in range, by account and report date
+    before: pd.DataFrame  # per account the report just before the range (delta base)
+    problems: an.ProblemSummary
+
+
+@st.cache_data(ttl=25, max_entries=64, show_spinner=False)
+def load_report_set(db_url: str, account_ids: tuple[str, ...] | None, report_type: str, first: date | None,
+                    last: date) -> ReportSet:
+    start, end = an.day_bounds(first or date(1970, 1, 1), last)
+    with get_engine(db_url).connect() as conn:
+        reports = an.load_reports(conn, account_ids=account_ids, report_type=report_type,
+                                  start=None if first is None else start, end=end, full=False)
+        before = [] if first is None else [an.parse_report(r, full=False) for r in an.fetch_previous_reports(
+            conn, account_ids=account_ids, report_type=report_type, before=start, sections=an.CHART_SECTIONS)]
+    return ReportSet(an.reports_frame(reports, lists=False), an.reports_frame(before, lists=False),
+                     an.summarize_problems(reports))
+
+
+@st.cache_data(ttl=25, max_entries=64, show_spinner=False)
+def load_details(db_url: str, report_ids: tuple[str, ...]) -> list[an.Report]:
+    """Full reports (insights included) for the selected period, one per account."""
+    with get_engine(db_url).connect() as conn:
+        return [an.parse_report(r) for r in an.fetch_reports_by_id(conn, report_ids)]
+
+
+def build_reports_csv(db_url: str, ms: MetricsScope, names: dict[str, str]) -> bytes:
+    """The reports in scope, flattened (dotted columns), built when the button is clicked."""
+    start, end = an.day_bounds(ms.first or date(1970, 1, 1), ms.last)
+    with get_engine(db_url).connect() as conn:
+        rows = an.fetch_reports(conn, account_ids=ms.account_ids, report_type=ms.report_type,
+                                start=None if ms.first is None else start, end=end, limit=EXPORT_CAP)
+    df = an.csv_columns(an.reports_frame([an.parse_report(r) for r in rows]))
+    df.insert(2, "account", df["business_account_id"].map(lambda v: names.get(str(v), v)))
+    return frame_to_csv(df)
+
+
+# --------------------------------------------------------------------------- text helpers
+
+def md_escape(text) -> str:
+    """lib.ui.text.md_escape, plus a zero-width space after every colon: Streamlit expands
+    `:material/x:` icons and `:emoji:` shortcodes even when the colons are backslash-escaped."""
+    return _md_escape(text).replace(":", ":\u200b")
+
+
+def _plain(text) -> str:
+    """Untrusted text for Plotly labels (Plotly interprets a few HTML tags)."""
+    return html.escape(str(text), quote=True)
+
+
+def _label(metric) -> str:
+    """'avg_engagement_rate' -> 'avg engagement rate' (escaped for Plotly)."""
+    return _plain(str(metric).replace("_", " "))
+
+
+def _day_text(value) -> str:
+    return "unknown period" if value is None or pd.isna(value) else str(value.date())
+
+
+def _account_names(scope: Scope, df: pd.DataFrame) -> dict[str, str]:
+    return {str(a): scope.account_name(a) for a in df["business_account_id"].dropna().unique()}
+
+
+def ordered_accounts(df: pd.DataFrame, names: dict[str, str]) -> list[str]:
+    return sorted(df["business_account_id"].dropna().unique(), key=lambda a: (names.get(a, a).lower(), a))
+
+
+# --------------------------------------------------------------------------- header, KPIs
+
+def show_summary(data: ReportSet, ms: MetricsScope, scope: Scope) -> None:
+    df = data.frame
+    names = _account_names(scope, df)
+    left, right = st.columns([4, 1], vertical_alignment="center")
+    n_acc = df["business_account_id"].nunique()
+    left.caption(f"{len(df):,} {ms.report_type} reports · {n_acc} account{'s' if n_acc != 1 else ''} · "
+                 f"{ms.label} (report dates, UTC)")
+    with right:
+        all_names = {str(a.id): a.username for a in scope.accounts} | names
+        csv_download("Reports (CSV)", lambda: build_reports_csv(scope.db_url, ms, all_names),
+                     file_name=f"analytics_reports_{ms.report_type}_{ms.last.isoformat()}.csv", key="csv_reports",
+                     help="One row per report, flattened: instagram_metrics.reach, revenue_metrics.conversion_rate, …")
+    note = data.problems.note
+    if note:
+        st.warning(md_escape(note), icon=":material/report:")
+        with st.expander("Which reports and values"):
+            st.dataframe(pd.DataFrame(data.problems.examples), hide_index=True, width="stretch")
+
+
+def show_empty(ms: MetricsScope) -> None:
+    other = "weekly" if ms.report_type == "daily" else "daily"
+    st.info(
+        f"No {ms.report_type} reports from {ms.label}. The analytics scheduler writes analytics_reports "
+        f"(daily at 02:00 UTC, weekly on Mondays at 08:00 UTC). Try a longer date range, the {other} reports, "
+        "or other accounts.",
+        icon=":material/query_stats:",
+    )
+
+
+def latest_ids(df: pd.DataFrame) -> tuple[str, ...]:
+    """The newest report of each account in the frame (ordered by account and report date)."""
+    return tuple(df.groupby("business_account_id", sort=True)["id"].last())
+
+
+def show_kpis(data: ReportSet, scope: Scope) -> None:
+    df = data.frame
+    names = _account_names(scope, df)
+    sources: set[str] = set()
+    full = {r.business_account_id: an.flatten_report(r, lists=False) for r in load_details(scope.db_url, latest_ids(df))}
+    for acc in ordered_accounts(df, names):
+        latest, previous = an.latest_and_previous(df, acc)
+        latest = full.get(acc, latest)  # with historical_comparison.changes
+        if previous is None and not data.before.empty:
+            prior = data.before[data.before["business_account_id"] == acc]
+            previous = prior.iloc[-1].to_dict() if not prior.empty else None
+        kpis = an.kpi_deltas(latest, previous)
+        period = an.period_text(latest.get("start_date"), latest.get("end_date")) or _day_text(latest.get("report_date"))
+        with st.container(border=True, key=f"kpis-{acc}"):
+            st.markdown(f"**{md_escape(names.get(acc, acc))}** · latest {latest.get('report_type') or ''} report: "
+                        f"{md_escape(period)}")
+            cols = st.columns(4) + st.columns(4)
+            for col, k in zip(cols, kpis):
+                sources.add(k.source or "none")
+                delta = an.fmt_delta(k)
+                if k.delta == 0:
+                    delta = 0
+                desc = None
+                if k.source == an.FROM_COMPARISON:
+                    desc = "vs " + _comparison_label(latest)
+                elif k.source == an.FROM_PREVIOUS:
+                    desc = "vs previous report"
+                col.metric(k.label, an.fmt_value(k.value, k.kind), delta, delta_description=desc,
+                           delta_color="normal", help=_kpi_help(k, previous))
+    parts = []
+    if an.FROM_COMPARISON in sources:
+        parts.append("“vs …” deltas are the report’s own historical_comparison")
+    if an.FROM_PREVIOUS in sources:
+        parts.append("“vs previous report” deltas are computed against the account’s previous report")
+    if "none" in sources:
+        parts.append("no delta: neither is available")
+    st.caption("; ".join(parts) + ".")
+
+
+def _comparison_label(row: dict) -> str:
+    period = row.get("historical_comparison.period")
+    if isinstance(period, str) and period.strip():
+        return md_escape(period.strip().replace("vs_", "").replace("_", " "))
+    return "previous period"
+
+
+def _kpi_help(k: an.Kpi, previous: dict | None) -> str:
+    if k.source == an.FROM_COMPARISON:
+        return "Delta from the report's historical_comparison."
+    if k.source == an.FROM_PREVIOUS and previous is not None:
+        p = an.period_text(previous.get("start_date"), previous.get("end_date"))
+        return f"Delta computed against the previous report ({md_escape(p)})."
+    return "No comparison in the report and no previous report to compare with."
+
+
+# --------------------------------------------------------------------------- charts
+
+def _with_names(long: pd.DataFrame, names: dict[str, str]) -> pd.DataFrame:
+    long = long.copy()
+    long["account"] = long["business_account_id"].map(lambda a: names.get(a, a))
+    return long
+
+
+class Fig:
+    """A Plotly figure built as plain trace dicts on a layout from make_subplots.
+
+    Plotly validates every go.* trace (several ms each) and Streamlit validates the figure again;
+    building dicts and validating once in st.plotly_chart is about ten times faster."""
+
+    def __init__(self, layout_fig=None):
+        self.layout_fig = layout_fig if layout_fig is not None else go.Figure()
+        self.data: list[dict] = []
+
+    def add(self, trace: dict, row: int | None = None, col: int | None = None, secondary_y: bool | None = None) -> None:
+        if row is not None or secondary_y:
+            sub = self.layout_fig.get_subplot(row or 1, col or 1, secondary_y=bool(secondary_y))
+            trace["xaxis"] = sub.xaxis.plotly_name.replace("axis", "")
+            trace["yaxis"] = sub.yaxis.plotly_name.replace("axis", "")
+        self.data.append(trace)
+
+    def to_dict(self) -> dict:
+        return {"data": self.data, "layout": self.layout_fig.layout.to_plotly_json()}
+
+
+def _series_traces(fig: Fig, long: pd.DataFrame, metrics: dict[str, str], accounts: list[str], names: dict[str, str],
+                   *, kind: str = "line", secondary: bool | None = None, row: int | None = None, col: int | None = None,
+                   color_by: str = "metric", hover_fmt: str = ",.2f", color_offset: int = 0) -> None:
+    """One trace per (account, metric). Colour by metric (dash by account) or by account."""
+    several = len(accounts) > 1
+    wanted = {c.rsplit(".", 1)[-1] for c in metrics.values()}
+    parts = dict(tuple(long[long["metric"].isin(wanted)].groupby(["metric", "business_account_id"], sort=False)))
+    for i, (label, col_name) in enumerate(metrics.items()):
+        metric = col_name.rsplit(".", 1)[-1]
+        for j, acc in enumerate(accounts):
+            part = parts.get((metric, acc))
+            if part is None or part.empty:
+                continue
+            acc_name = _plain(names.get(acc, acc))
+            name = f"{label} · {acc_name}" if several and color_by == "metric" else (acc_name if color_by == "account" else label)
+            color = PALETTE[(color_offset + (i if color_by == "metric" else j)) % len(PALETTE)]
+            # naive UTC datetime64: Plotly serialises it ~15x faster than tz-aware Timestamp objects
+            trace = dict(x=part["report_date"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(), y=part["value"].to_numpy(), name=name, legendgroup=name,
+                         customdata=part["period"].map(_plain).to_numpy(),
+                         hovertemplate=f"<b>{name}</b><br>%{{customdata}}<br>%{{y:{hover_fmt}}}<extra></extra>")
+            if kind == "bar":
+                trace.update(type="bar", marker=dict(color=color))
+            else:
+                dash = DASHES[j % len(DASHES)] if color_by == "metric" else "solid"
+                trace.update(type="scatter", mode="lines+markers" if len(part) <= 60 else "lines",
+                             line=dict(color=color, dash=dash, width=2), marker=dict(size=5))
+            fig.add(trace, row=row, col=col, secondary_y=secondary)
+
+
+def _layout(fig: Fig, height: int = 420, **kwargs) -> None:
+    fig.layout_fig.update_layout(height=height, margin=dict(l=0, r=0, t=30, b=0), hovermode="closest",
+                                 legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0), **kwargs)
+
+
+def _one_legend_entry_per_name(fig: Fig, show: bool = True) -> None:
+    seen = set()
+    for t in fig.data:
+        t["showlegend"] = show and t["name"] not in seen
+        seen.add(t["name"])
+
+
+def _chart(fig: Fig, key: str, data: pd.DataFrame, file_name: str) -> None:
+    st.plotly_chart(fig.to_dict(), theme="streamlit", width="stretch", key=key, config={"displaylogo": False})
+    data = data.drop(columns=[c for c in ("business_account_id",) if c in data and "account" in data])
+    csv_download("Chart data (CSV)", lambda: frame_to_csv(data), file_name=file_name, key=f"csv_{key}")
+
+
+def show_charts(data: ReportSet, scope: Scope, ms: MetricsScope) -> None:
+    df = data.frame
+    names = _account_names(scope, df)
+    accounts = ordered_accounts(df, names)
+    tabs = st.tabs(list(CHART_TABS), key="metrics_chart_tab", on_change="rerun")
+    renderers = (_ig_chart, _engagement_chart, _media_chart, _media_type_chart, _revenue_chart)
+    for tab, render in zip(tabs, renderers):
+        if tab.open is False:  # lazy tabs: only the open one is computed and sent
+            continue
+        with tab:
+            render(df, accounts, names, ms)
+
+
+def _ig_chart(df, accounts, names, ms):
+    chosen = st.multiselect("Metrics", list(IG_METRICS), default=DEFAULT_IG, key="metrics_ig_choice",
+                            help="Counts on the left axis, rates (%) on the right axis.")
+    if not chosen:
+        st.info("Choose one or more metrics to plot.")
+        return
+    metrics = {m: IG_METRICS[m][0] for m in chosen}
+    long = an.long_series(df, list(metrics.values()))
+    if long.empty:
+        st.info("The reports in scope have none of these metrics.")
+        return
+    fig = Fig(make_subplots(specs=[[{"secondary_y": True}]]))
+    counts = {m: c for m, c in metrics.items() if IG_METRICS[m][1] == "count"}
+    rates = {m: c for m, c in metrics.items() if IG_METRICS[m][1] == "rate"}
+    _series_traces(fig, long, counts, accounts, names, secondary=False, hover_fmt=",.0f")
+    _series_traces(fig, long, rates, accounts, names, secondary=True, hover_fmt=".2f", color_offset=len(counts))
+    _layout(fig)
+    fig.layout_fig.update_yaxes(title_text="count" if counts else None, secondary_y=False, rangemode="tozero")
+    fig.layout_fig.update_yaxes(title_text="rate (%)" if rates else None, secondary_y=True, showgrid=False,
+                                rangemode="tozero")
+    _chart(fig, "chart_ig", _with_names(long, names), f"instagram_metrics_{ms.report_type}.csv")
+
+
+def _engagement_chart(df, accounts, names, ms):
+    long = an.long_series(df, list(ENGAGEMENT.values()))
+    if long.empty:
+        st.info("The reports in scope have no likes, comments, saves or shares.")
+        return
+    n = len(accounts)
+    fig = Fig(make_subplots(rows=n, cols=1, shared_xaxes=True, vertical_spacing=0.3 / n,
+                            subplot_titles=[_plain(names.get(a, a)) for a in accounts] if n > 1 else None))
+    for r, acc in enumerate(accounts, start=1):
+        _series_traces(fig, long, ENGAGEMENT, [acc], names, kind="bar", row=r, col=1, hover_fmt=",.0f")
+    _one_legend_entry_per_name(fig)  # one entry per metric, not per account
+    _layout(fig, height=max(380, 160 * n), barmode="stack")
+    if n > 1:  # keep the legend clear of the first panel's title
+        fig.layout_fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.06, x=0), margin=dict(t=40))
+    _chart(fig, "chart_engagement", _with_names(long, names), f"engagement_{ms.report_type}.csv")
+
+
+def _media_chart(df, accounts, names, ms):
+    _small_multiples(df, accounts, names, MEDIA, "chart_media", f"media_metrics_{ms.report_type}.csv",
+                     "The reports in scope have no media metrics.")
+
+
+def _media_type_chart(df, accounts, names, ms):
+    breakdown = an.media_type_breakdown(df)
+    if breakdown.empty:
+        st.info("The reports in scope have no by_media_type breakdown.")
+        return
+    fields = [f for f in MEDIA_TYPE_FIELDS if f in set(breakdown["field"])] + sorted(
+        set(breakdown["field"]) - set(MEDIA_TYPE_FIELDS))
+    field = st.segmented_control("Measure", fields, default=fields[0], key="metrics_media_field",
+                                 format_func=lambda f: MEDIA_TYPE_FIELDS.get(f, f)) or fields[0]
+    part = breakdown[breakdown["field"] == field]
+    fig = Fig()
+    for j, acc in enumerate(accounts):
+        rows = part[part["business_account_id"] == acc]
+        if rows.empty:
+            continue
+        name = _plain(names.get(acc, acc))
+        fig.add(dict(type="bar", x=[_plain(t) for t in rows["media_type"]], y=rows["value"].to_numpy(), name=name,
+                     marker=dict(color=PALETTE[j % len(PALETTE)]),
+                     hovertemplate=f"<b>{name}</b><br>%{{x}}: %{{y:,.2f}}<extra></extra>"))
+    _layout(fig, height=380, barmode="group")
+    fig.layout_fig.update_yaxes(title_text=MEDIA_TYPE_FIELDS.get(field, field))
+    st.caption("Over all reports in scope: posts are summed, averages weighted by each report's post count.")
+    _chart(fig, "chart_media_type", _with_names(breakdown, names), f"by_media_type_{ms.report_type}.csv")
+
+
+def _revenue_chart(df, accounts, names, ms):
+    _small_multiples(df, accounts, names, REVENUE, "chart_revenue", f"revenue_metrics_{ms.report_type}.csv",
+                     "The reports in scope have no revenue metrics.")
+
+
+def _small_multiples(df, accounts, names, metrics: dict[str, str], key: str, file_name: str, empty: str) -> None:
+    """Four panels, one per metric, one line per account (the same colour in every panel)."""
+    long = an.long_series(df, list(metrics.values()))
+    if long.empty:
+        st.info(empty)
+        return
+    fig = Fig(make_subplots(rows=2, cols=2, shared_xaxes=True, vertical_spacing=0.16, horizontal_spacing=0.08,
+                            subplot_titles=list(metrics)))
+    for i, (label, column) in enumerate(metrics.items()):
+        rate = column.endswith("conversion_rate")
+        fmt = ".2%" if rate else (",.2f" if "$" in label else ",.1f")
+        _series_traces(fig, long, {label: column}, accounts, names, row=i // 2 + 1, col=i % 2 + 1,
+                       color_by="account", hover_fmt=fmt, kind="bar" if column.endswith("posts_published") else "line")
+        if rate:
+            fig.layout_fig.update_yaxes(tickformat=".1%", row=i // 2 + 1, col=i % 2 + 1)
+    _one_legend_entry_per_name(fig, show=len(accounts) > 1)
+    _layout(fig, height=560, barmode="group")
+    fig.layout_fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.12, x=0), margin=dict(t=40))
+    _chart(fig, key, _with_names(long, names), file_name)
+
+
+# --------------------------------------------------------------------------- report details
+
+def period_choices(df: pd.DataFrame) -> dict[str, tuple[str, ...]]:
+    """Report periods in scope, newest first -> the ids of the reports of that period."""
+    if df.empty:
+        return {}
+    periods = [an.period_text(s, e) or _day_text(d) for s, e, d in zip(df["start_date"], df["end_date"], df["report_date"])]
+    work = pd.DataFrame({"period": periods, "report_date": df["report_date"], "id": df["id"]})
+    groups = work.groupby("period", sort=False).agg(report_date=("report_date", "max"), ids=("id", tuple))
+    groups = groups.sort_values("report_date", ascending=False, kind="stable")
+    return dict(zip(groups.index, groups["ids"]))
+
+
+DETAILS_SIDE_BY_SIDE = 3  # more accounts than this: the details show one account, picked
+
+
+def pick_details(df: pd.DataFrame, scope: Scope) -> tuple[str, ...]:
+    """The ids of the reports whose details to show: one period (newest by default), and every
+    account in scope, or one picked account when there are more than DETAILS_SIDE_BY_SIDE."""
+    choices = period_choices(df)
+    if not choices:
+        return ()
+    names = _account_names(scope, df)
+    accounts = ordered_accounts(df, names)
+    left, right = st.columns([2, 1]) if len(accounts) > DETAILS_SIDE_BY_SIDE else (st.container(), None)
+    period = left.selectbox("Report period", list(choices), index=0, key="metrics_detail_period",
+                            help="Newest first. The insights, changes and posts below belong to this period.")
+    ids = choices[period]
+    if right is not None:
+        account = right.selectbox("Account", accounts, format_func=lambda a: names.get(a, a),
+                                  key="metrics_detail_account")
+        by_id = dict(zip(df["id"], df["business_account_id"]))
+        ids = tuple(i for i in ids if by_id.get(i) == account)
+        if not ids:
+            st.info(f"{md_escape(names.get(account, account))} has no report for {md_escape(period)}.")
+    return ids
+
+
+def show_details(reports: list[an.Report], scope: Scope, report_type: str) -> None:
+    names = {r.business_account_id: scope.account_name(r.business_account_id) for r in reports}
+    reports = sorted(reports, key=lambda r: (names.get(r.business_account_id, "").lower(), r.id))
+    several = len(reports) > 1
+    left, right = st.columns([1, 1], gap="large")
+    with left:
+        st.markdown("**Insights**")
+        for r in reports:
+            show_insights(r, names.get(r.business_account_id) if several else None)
+    with right:
+        st.markdown("**Changes vs previous period** (historical_comparison)")
+        show_changes(reports, names, report_type)
+    st.markdown("**Posts**")
+    for r in reports:
+        show_posts(r, names.get(r.business_account_id) if several else None)
+
+
+def show_insights(report: an.Report, account: str | None) -> None:
+    insights = report.sections.get("insights") or {}
+    head = f"{md_escape(account)} · " if account else ""
+    st.caption(f"{head}{md_escape(report.report_type or '')} report {md_escape(report.period)}")
+    if report.problems:
+        st.caption(f":material/report: {len(report.problems)} unusable value{'s' if len(report.problems) != 1 else ''} "
+                   f"skipped in this report: {md_escape('; '.join(report.problems[:5]))}")
+    if not any(insights.get(k) for k in an.INSIGHT_KINDS):
+        st.caption("This report has no insights.")
+        return
+    for kind, title, icon in (("key_findings", "Key findings", ":material/lightbulb:"),
+                              ("recommendations", "Recommendations", ":material/recommend:"),
+                              ("anomalies", "Anomalies", ":material/warning:")):
+        items = insights.get(kind) or []
+        if not items:
+            continue
+        with st.container(border=True, key=f"insights-{kind}-{report.id}"):
+            st.markdown(f"{icon} **{title}**")
+            st.markdown("\n".join(f"- {md_escape(item)}" for item in items))
+
+
+def show_changes(reports: list[an.Report], names: dict, report_type: str) -> None:
+    frames = []
+    for r in reports:
+        ch = an.changes_frame(r)
+        if not ch.empty:
+            ch.insert(0, "account", names.get(r.business_account_id, r.business_account_id))
+            frames.append(ch)
+    if not frames:
+        st.caption("No historical_comparison.changes in this report.")
+        return
+    data = pd.concat(frames, ignore_index=True)
+    accounts = list(dict.fromkeys(data["account"]))
+    fig = Fig(make_subplots(rows=1, cols=len(accounts), shared_yaxes=True, horizontal_spacing=0.04,
+                            subplot_titles=[_plain(a) for a in accounts] if len(accounts) > 1 else None))
+    shown = set()
+    for c, acc in enumerate(accounts, start=1):
+        part = data[data["account"] == acc]
+        for trend, rows in part.groupby("trend", sort=False):
+            fig.add(dict(
+                type="bar", x=rows["change_pct"].to_numpy(), y=[_label(m) for m in rows["metric"]], orientation="h",
+                marker=dict(color=TREND_COLORS.get(str(trend), "#8a8f98")), name=_plain(trend),
+                legendgroup=_plain(trend), showlegend=trend not in shown,
+                customdata=list(zip(rows["previous"], rows["current"])),
+                hovertemplate="<b>%{y}</b><br>%{x:+.1f} %<br>previous %{customdata[0]:,.2f} → current %{customdata[1]:,.2f}<extra></extra>",
+            ), row=1, col=c)
+            shown.add(trend)
+    n_metrics = data["metric"].nunique()
+    _layout(fig, height=max(280, 26 * n_metrics + 110))
+    fig.layout_fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.18, x=0))
+    fig.layout_fig.update_xaxes(title_text="change %", zeroline=True, zerolinewidth=2)
+    fig.layout_fig.update_yaxes(categoryorder="array", categoryarray=list(dict.fromkeys(
+        _label(m) for m in data.sort_values("change_pct")["metric"])))
+    _chart(fig, "chart_changes", data, f"historical_comparison_changes_{report_type}.csv")
+
+
+def show_posts(report: an.Report, account: str | None) -> None:
+    media = report.sections.get("media_metrics") or {}
+    posts = an.posts_frame(report)
+    if account:
+        st.caption(md_escape(account))
+    if posts.empty and not media.get("best_post") and not media.get("worst_post"):
+        st.caption("This report lists no posts.")
+        return
+    a, b, c = st.columns([2, 1, 1])
+    with a:
+        st.caption("Top performing")
+        if posts.empty:
+            st.caption("—")
+        else:
+            st.dataframe(posts, hide_index=True, width="stretch", key=f"top-{report.id}", column_config={
+                "media_id": st.column_config.TextColumn("Media id"),
+                "engagement": st.column_config.NumberColumn("Engagement", format="localized"),
+                "caption_snippet": st.column_config.TextColumn("Caption", width="large"),
+            })
+    for col, key, title in ((b, "best_post", "Best post"), (c, "worst_post", "Worst post")):
+        with col:
+            st.caption(title)
+            fields = an.post_fields(media.get(key))
+            if fields.empty:
+                st.caption("—")
+            else:
+                st.dataframe(fields, hide_index=True, width="stretch", key=f"{key}-{report.id}")
+
+
+# --------------------------------------------------------------------------- period comparison
+
+def comparison_periods(ms: MetricsScope) -> tuple[tuple[date, date], tuple[date, date]] | None:
+    span = 7 if ms.report_type == "daily" else 28
+    b_default = (ms.last - timedelta(days=span - 1), ms.last)
+    a_default = (b_default[0] - timedelta(days=span), b_default[0] - timedelta(days=1))
+    c1, c2 = st.columns(2)
+    a = c1.date_input("Period A", value=a_default, key=f"metrics_cmp_a_{ms.report_type}")
+    b = c2.date_input("Period B", value=b_default, key=f"metrics_cmp_b_{ms.report_type}")
+    if not (isinstance(a, (tuple, list)) and len(a) == 2 and isinstance(b, (tuple, list)) and len(b) == 2):
+        st.info("Pick a start and an end date for both periods.", icon=":material/date_range:")
+        return None
+    return (a[0], a[1]), (b[0], b[1])
+
+
+def show_comparison(data: ReportSet, periods, scope: Scope, ms: MetricsScope) -> None:
+    (a, b) = periods
+    table = an.compare_periods(data.frame, a, b)
+    if table.empty or (table["reports_a"].max() == 0 and table["reports_b"].max() == 0):
+        st.info(f"No {ms.report_type} reports lie within these periods.")
+        return
+    names = {acc: scope.account_name(acc) for acc in table["business_account_id"].unique()}
+    table.insert(0, "account", table["business_account_id"].map(names))
+    counts = table.groupby("account")[["reports_a", "reports_b"]].first()
+    st.caption(f"A: {a[0]} – {a[1]} · B: {b[0]} – {b[1]}. Reports whose whole period lies inside: "
+               + "; ".join(f"{md_escape(acc)} {int(r.reports_a)} vs {int(r.reports_b)}" for acc, r in counts.iterrows())
+               + ". Flows are summed, rates and per-post averages averaged, followers taken at the end.")
+    shown = table.drop(columns=["business_account_id", "how", "reports_a", "reports_b"])
+    if table["account"].nunique() == 1:
+        shown = shown.drop(columns=["account"])
+    st.dataframe(shown, hide_index=True, width="stretch", key="metrics_comparison", column_config={
+        "account": st.column_config.TextColumn("Account"),
+        "metric": st.column_config.TextColumn("Metric"),
+        "a": st.column_config.NumberColumn("Period A", format="localized"),
+        "b": st.column_config.NumberColumn("Period B", format="localized"),
+        "change": st.column_config.NumberColumn("Change", format="localized"),
+        "change_pct": st.column_config.NumberColumn("Change %", format="%+.1f %%"),
+    })
+    out = table.drop(columns=["business_account_id"])
+    csv_download("Comparison (CSV)", lambda: frame_to_csv(out), file_name=f"period_comparison_{ms.report_type}.csv",
+                 key="csv_comparison")

@@ -1,0 +1,26 @@
+import streamlit as st
+
+from lib.ui import page_guard
+from lib.ui import metrics as ui
+
+scope = page_guard("Metrics")
+ms = ui.scope_controls(scope)
+if ms is not None:
+    data = ui.load_report_set(scope.db_url, ms.account_ids, ms.report_type, ms.first, ms.last)
+    ui.show_summary(data, ms, scope)
+    if data.frame.empty:
+        ui.show_empty(ms)
+    else:
+        ui.show_kpis(data, scope)
+        st.subheader("Trends")
+        ui.show_charts(data, scope, ms)
+        st.subheader("Report details")
+        report_ids = ui.pick_details(data.frame, scope)
+        if report_ids:
+            ui.show_details(ui.load_details(scope.db_url, report_ids), scope, ms.report_type)
+        st.subheader("Period comparison")
+        periods = ui.comparison_periods(ms)
+        if periods is not None:
+            first, last = min(periods[0][0], periods[1][0]), max(periods[0][1], periods[1][1])
+            compared = ui.load_report_set(scope.db_url, ms.account_ids, ms.report_type, first, last)
+            ui.show_comparison(compared, periods, scope, ms)

@@ -1,0 +1,179 @@
+"""Metrics page through AppTest: KPIs and deltas, the broken-report note, empty states, PostgreSQL."""
+import uuid
+from datetime import timedelta
+
+from lib.db import init_db, make_engine
+from lib.timeutil import utcnow
+from tests.support.reports import add_accounts, add_raw_json, add_reports, report
+
+PAGE = "pages/metrics.py"
+
+
+def seed(url, *, broken: bool = False):
+    eng = make_engine(url)
+    init_db(eng)
+    today = utcnow().date()
+    with eng.begin() as conn:
+        alpha, beta = add_accounts(conn, "alpha", "beta")
+        latest = report(alpha, "weekly", today - timedelta(days=1), reach=1200, revenue=150.0)
+        previous = report(alpha, "weekly", today - timedelta(days=8), reach=1100, revenue=100.0, followers=4900,
+                          comparison=None)
+        rows = [latest, previous, report(beta, "weekly", today - timedelta(days=1), reach=77, comparison=None)]
+        rows += [report(alpha, "daily", today - timedelta(days=d), reach=10 * d) for d in range(1, 4)]
+        add_reports(conn, rows)
+        if broken:
+            bad = report(beta, "weekly", today - timedelta(days=8), reach=70)
+            add_raw_json(conn, bad, media_metrics='{"avg_likes": ', revenue_metrics='{"attributed_revenue": "n/a"}')
+    eng.dispose()
+    return alpha, beta
+
+
+def metric_rows(at):
+    return [(m.label, m.value, m.proto.delta, m.proto.delta_description) for m in at.metric]
+
+
+def test_kpis_and_deltas_for_one_account(run_page, sqlite_url):
+    alpha, _ = seed(sqlite_url)
+    at = run_page(sqlite_url, PAGE)
+    at.sidebar.selectbox(key="account").set_value(str(alpha)).run()
+    assert not at.exception
+    got = {label: (value, delta, desc) for label, value, delta, desc in metric_rows(at)}
+    assert len(at.metric) == 8  # one account: one KPI card
+    assert got["Reach"] == ("1,200", "+100 (+11.1 %)", "vs last 7d")  # historical_comparison.reach_delta
+    assert got["Impressions"] == ("2,000", "-200 (-9.1 %)", "vs last 7d")  # historical_comparison.changes
+    assert got["Attributed revenue"] == ("$150.00", "+$50.00 (+50.0 %)", "vs previous report")  # computed
+    assert got["Followers"] == ("5,000", "+100 (+2.0 %)", "vs previous report")
+    assert got["Avg engagement rate"][0] == "4.00 %"
+    captions = " ".join(c.value for c in at.caption)
+    assert "2 weekly reports · 1 account" in captions
+    assert "computed against the account’s previous report" in captions
+    assert not at.warning  # no broken reports
+    # the details of the latest report: its insights, as text
+    shown = " ".join(m.value for m in at.markdown)
+    assert "Reach was 1200 in the period\\." in shown  # Markdown-escaped: rendered as plain text
+    assert "Post more reels\\." in shown
+    assert len(at.get("plotly_chart")) >= 2  # the open chart tab and the changes chart
+
+
+def test_all_accounts_side_by_side_and_daily(run_page, sqlite_url):
+    seed(sqlite_url)
+    at = run_page(sqlite_url, PAGE)
+    assert [m.value for m in at.metric if m.label == "Reach"] == ["1,200", "77"]
+    beta_reach = [m for m in at.metric if m.label == "Reach"][1]
+    assert beta_reach.proto.delta == ""  # no comparison and no previous report: no delta
+    at.button_group(key="metrics_type").set_value("daily").run()
+    assert not at.exception
+    assert [m.value for m in at.metric if m.label == "Reach"] == ["10"]  # the latest daily report of alpha
+    assert "3 daily reports · 1 account" in " ".join(c.value for c in at.caption)
+
+
+def test_broken_reports_note(run_page, sqlite_url):
+    seed(sqlite_url, broken=True)
+    at = run_page(sqlite_url, PAGE)
+    notes = [w.value for w in at.warning]
+    assert len(notes) == 1
+    assert notes[0].startswith("1 of 4 reports had unusable values")
+    assert "malformed JSON" in notes[0] and "not a number" in notes[0]
+    # the rest of the page still works: both accounts' KPIs are shown
+    assert [m.value for m in at.metric if m.label == "Reach"] == ["1,200", "77"]
+
+
+def test_empty_states(run_page, sqlite_url):
+    init_db(make_engine(sqlite_url))
+    at = run_page(sqlite_url, PAGE)
+    assert "No weekly reports" in at.info[0].value
+    assert "analytics scheduler" in at.info[0].value
+    assert not at.metric
+    # accounts exist but the user deselects them all
+    seed(sqlite_url)
+    at = run_page(sqlite_url, PAGE)
+    at.multiselect(key="metrics_accounts_all").set_value([]).run()
+    assert "Pick one or more accounts" in at.info[0].value
+    assert not at.metric
+
+
+def test_works_on_postgresql(run_page, pg_server):
+    url = pg_server.create_database("metrics_" + uuid.uuid4().hex[:8])
+    seed(url, broken=True)
+    at = run_page(url, PAGE)
+    assert [m.value for m in at.metric if m.label == "Reach"] == ["1,200", "77"]
+    assert at.warning[0].value.startswith("1 of 4 reports had unusable values")
+
+
+def test_details_of_many_accounts_show_one_picked_account(run_page, sqlite_url):
+    eng = make_engine(sqlite_url)
+    init_db(eng)
+    today = utcnow().date()
+    with eng.begin() as conn:
+        ids = add_accounts(conn, "a1", "a2", "a3", "a4")
+        add_reports(conn, [report(acc, "weekly", today - timedelta(days=1), reach=1000 + i) for i, acc in enumerate(ids)])
+    eng.dispose()
+    at = run_page(sqlite_url, PAGE)
+    assert len([m for m in at.metric if m.label == "Reach"]) == 4  # KPIs: all four side by side
+    picker = at.selectbox(key="metrics_detail_account")
+    assert picker.value == str(ids[0])
+
+    def findings():
+        return [m.value for m in at.markdown if "Reach was" in m.value]
+
+    assert findings() == ["- Reach was 1000 in the period\\."]
+    picker.set_value(str(ids[2])).run()
+    assert findings() == ["- Reach was 1002 in the period\\."]
+
+
+def test_demo_seed_renders_with_report_deltas(run_page, sqlite_url):
+    """The demo seed's reports (lib.sandbox.seed): every account's newest weekly report, deltas
+    from its own historical_comparison, no problem note."""
+    import sqlalchemy as sa
+
+    from lib.sandbox.seed import seed_demo
+    from lib.schema import analytics_reports
+
+    eng = make_engine(sqlite_url)
+    init_db(eng)
+    seed_demo(eng, now=utcnow())
+    with eng.connect() as conn:
+        newest = conn.execute(sa.select(analytics_reports.c.business_account_id, analytics_reports.c.instagram_metrics,
+                                        analytics_reports.c.historical_comparison)
+                              .where(analytics_reports.c.report_type == "weekly")
+                              .order_by(analytics_reports.c.report_date)).all()
+    eng.dispose()
+    latest = {r.business_account_id: r for r in newest}  # the last one per account wins
+    at = run_page(sqlite_url, PAGE)
+    assert not at.warning
+    reach = [m for m in at.metric if m.label == "Reach"]
+    assert len(reach) == len(latest)
+    expected = sorted(f"{r.instagram_metrics['reach']:,}" for r in latest.values())
+    assert sorted(m.value for m in reach) == expected
+    assert {m.proto.delta_description for m in reach} == {"vs last 7d"}
+    deltas = sorted(m.proto.delta.split(" ")[0] for m in reach)
+    assert deltas == sorted(f"{r.historical_comparison['reach_delta']:+,}" for r in latest.values())
+
+
+def test_rows_with_nothing_usable_do_not_break_the_page(run_page, sqlite_url):
+    import sqlalchemy as sa
+
+    from lib.schema import analytics_reports
+
+    eng = make_engine(sqlite_url)
+    init_db(eng)
+    today = utcnow().date()
+    with eng.begin() as conn:
+        (acc,) = add_accounts(conn, "solo")
+        add_reports(conn, [report(acc, "weekly", today - timedelta(days=1))])
+        # someone else's writer: nulls and wrong types (one insert each: executemany takes the
+        # first row's columns for all rows)
+        conn.execute(sa.insert(analytics_reports).values(
+            id=uuid.uuid4(), business_account_id=acc, report_type="weekly", report_date=None))
+        conn.execute(sa.insert(analytics_reports).values(
+            id=uuid.uuid4(), business_account_id=acc, report_type="weekly", report_date=utcnow() - timedelta(days=3),
+            instagram_metrics=[1, 2], media_metrics="text", revenue_metrics={"attributed_revenue": {"amount": 5}},
+            historical_comparison=[], insights={"key_findings": [None, 3]}))
+        conn.execute(sa.insert(analytics_reports).values(  # no dates and no metrics at all
+            id=uuid.uuid4(), business_account_id=acc, report_type="weekly", report_date=utcnow() - timedelta(days=5)))
+    eng.dispose()
+    at = run_page(sqlite_url, PAGE)
+    at.button_group(key="metrics_range").set_value("All").run()
+    assert not at.exception
+    assert at.warning[0].value.startswith("1 of 3 reports had unusable values")  # the NULL-dated row is in no range
+    assert [m.value for m in at.metric if m.label == "Reach"] == ["1,000"]  # the newest good report

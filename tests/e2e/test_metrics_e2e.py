@@ -1,0 +1,96 @@
+"""Metrics page in a real browser: Plotly charts render, report type and account switch them,
+the reports CSV holds the flattened dotted columns."""
+import csv
+import io
+import time
+from datetime import timedelta
+
+import pytest
+from playwright.sync_api import expect
+
+from lib.db import init_db, make_engine
+from lib.timeutil import utcnow
+from tests.e2e.conftest import wait_idle
+from tests.support.reports import add_accounts, add_reports, report
+
+pytestmark = pytest.mark.e2e
+
+PLOTS = """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
+    .map(g => ({traces: g.data.length, names: g.data.map(t => t.name), points: g._fullData.map(t => t.x.length)}))"""
+
+
+@pytest.fixture
+def reports_db(sqlite_url):
+    eng = make_engine(sqlite_url)
+    init_db(eng)
+    today = utcnow().date()
+    with eng.begin() as conn:
+        alpha, beta = add_accounts(conn, "alpha", "beta")
+        rows = []
+        for acc, base in ((alpha, 1000), (beta, 300)):
+            rows += [report(acc, "weekly", today - timedelta(days=1 + 7 * w), reach=base + w) for w in range(6)]
+            rows += [report(acc, "daily", today - timedelta(days=d), reach=base + d) for d in range(1, 21)]
+        add_reports(conn, rows)
+    eng.dispose()
+    return sqlite_url
+
+
+def reach_chart(page, ready, timeout_s: float = 15.0) -> dict:
+    """The Instagram-metrics chart (its traces start with Reach) once `ready(chart)` holds:
+    Plotly draws after the script run ends, so poll a little."""
+    deadline = time.monotonic() + timeout_s
+    chart = None
+    while time.monotonic() < deadline:
+        chart = next((c for c in page.evaluate(PLOTS) if c["names"] and c["names"][0].startswith("Reach")), None)
+        if chart is not None and ready(chart):
+            return chart
+        page.wait_for_timeout(200)
+    return chart or {}
+
+
+def test_charts_follow_report_type_and_account(start_app, reports_db, page):
+    server = start_app({"DATABASE_URL": reports_db})
+    page.goto(server.url + "/metrics")
+    wait_idle(page)
+    expect(page.get_by_role("heading", name="Metrics")).to_be_visible()
+    expect(page.get_by_test_id("stPlotlyChart").first).to_be_visible()
+    assert page.locator("[data-testid='stException']").count() == 0
+    weekly = reach_chart(page, lambda c: True)
+    # reach, impressions and engagement rate for two accounts; six weekly reports each
+    assert weekly["traces"] == 6
+    assert "Reach · alpha" in weekly["names"] and "Reach · beta" in weekly["names"]
+    assert set(weekly["points"]) == {6}
+
+    page.locator(".st-key-metrics_type").get_by_text("Daily").click()
+    wait_idle(page)
+    expect(page.get_by_text("40 daily reports · 2 accounts")).to_be_visible()
+    daily = reach_chart(page, lambda c: set(c["points"]) == {20})
+    assert daily["traces"] == 6 and set(daily["points"]) == {20}
+
+    sidebar = page.get_by_test_id("stSidebar")
+    sidebar.get_by_test_id("stSelectbox").first.click()
+    page.get_by_role("option", name="beta").click()
+    wait_idle(page)
+    expect(page.get_by_text("20 daily reports · 1 account")).to_be_visible()
+    one = reach_chart(page, lambda c: c["traces"] == 3)
+    assert one["names"] == ["Reach", "Impressions", "Avg engagement rate (%)"]
+    assert page.locator("[data-testid='stException']").count() == 0
+
+
+def test_reports_csv_has_flattened_columns(start_app, reports_db, page):
+    server = start_app({"DATABASE_URL": reports_db})
+    page.goto(server.url + "/metrics")
+    wait_idle(page)
+    with page.expect_download() as info:
+        page.locator(".st-key-csv_reports").get_by_role("button").click()
+    text = open(info.value.path(), encoding="utf-8").read()
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert len(rows) == 12  # the weekly reports of the default range, both accounts
+    header = rows[0].keys()
+    for column in ("id", "account", "report_date", "instagram_metrics.reach", "revenue_metrics.conversion_rate",
+                   "media_metrics.by_media_type.VIDEO.count", "historical_comparison.changes.reach.change_pct",
+                   "insights.key_findings", "problems"):
+        assert column in header, column
+    assert "access_token" not in text and "secret-token" not in text
+    assert sorted({r["account"] for r in rows}) == ["alpha", "beta"]
+    assert sorted(float(r["instagram_metrics.reach"]) for r in rows if r["account"] == "beta") == [300 + w for w in range(6)]
