@@ -33,7 +33,7 @@ from lib.db import init_db, make_engine  # noqa: E402
 from lib.export import rows_to_csv  # noqa: E402
 from lib.sandbox.seed import seed_scale  # noqa: E402
 from lib.schema import audit_log  # noqa: E402
-from lib.timeutil import floor_time, utcnow  # noqa: E402
+from lib.timeutil import utcnow  # noqa: E402
 
 
 def timed(fn, repeat: int = 3):

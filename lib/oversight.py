@@ -10,7 +10,6 @@ answer ends, complete or not. total_queries counts questions sent.
 """
 from __future__ import annotations
 
-import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -94,27 +93,6 @@ def unanswered(messages: list[dict[str, Any]]) -> set[int]:
         if m.get("role") == "user" and (i + 1 >= len(messages) or messages[i + 1].get("role") != "assistant"):
             out.add(i)
     return out
-
-
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:&\"'=^])")
-
-
-def escape_markdown(text: str, at_line_start: bool = True) -> tuple[str, bool]:
-    """Text that Markdown renders literally: every special character escaped, line breaks kept,
-    leading spaces kept (no code blocks). Works chunk by chunk: pass and keep `at_line_start`.
-    """
-    out = []
-    for ch in text:
-        if ch == "\n":
-            out.append("  \n")
-            at_line_start = True
-            continue
-        if ch == " " and at_line_start:
-            out.append("\u00a0")
-            continue
-        at_line_start = False
-        out.append(_MD_SPECIAL.sub(r"\\\1", ch))
-    return "".join(out), at_line_start
 
 
 # ---------------------------------------------------------------------------------------------

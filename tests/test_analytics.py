@@ -363,7 +363,7 @@ def test_aggregate_period_of_one_account():
 
 
 def test_md_escape_also_breaks_icon_and_emoji_directives():
-    from lib.ui.metrics import md_escape
+    from lib.text import md_escape
 
     text = md_escape(":material/home: **x** :smile:")
     assert ":material/home:" not in text and ":smile:" not in text

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from lib.audit import (
-    AuditFilter, Cursor, escape_like, event_counts, export_chunks, count_matching, feed_page,
+    AuditFilter, escape_like, event_counts, export_chunks, count_matching, feed_page,
     distinct_event_types, distinct_resource_types, audit_row,
 )
 from lib.export import rows_to_csv

@@ -1,7 +1,8 @@
 """SSE event parsing (pure) and the chat stream's bookkeeping, without a network."""
 import pytest
 
-from lib.oversight import chat_history, escape_markdown, title_from_question, unanswered
+from lib.oversight import chat_history, title_from_question, unanswered
+from lib.text import escape_markdown
 from lib.sandbox.oversight_backend import tokens_of
 from lib.sse import ChatStream, Done, ErrorEvent, Ignored, Token, iter_chat_events, parse_event_data
 
@@ -122,7 +123,7 @@ def test_unanswered_and_history():
 def test_escape_markdown_shows_text_literally():
     text, at_start = escape_markdown("# Title\n**bold** <b>x</b> $1 [l](http://e) :red[x]\n    code")
     assert "\\#" in text and "\\*\\*bold\\*\\*" in text and "\\<b\\>" in text and "\\$1" in text
-    assert "\\[l\\]\\(http\\:" in text and "\\:red\\[x\\]" in text
+    assert "\\[l\\]\\(http\\:\u200b" in text and "\\:\u200bred\\[x\\]" in text
     assert "  \n\u00a0\u00a0\u00a0\u00a0code" in text and at_start is False
     # chunk by chunk gives the same as all at once
     a, s = escape_markdown("line one\n")

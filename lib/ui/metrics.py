@@ -20,7 +20,7 @@ from lib.export import frame_to_csv
 from lib.timeutil import utcnow
 from lib.ui.export import csv_download
 from lib.ui.shell import Scope, get_engine
-from lib.ui.text import md_escape as _md_escape
+from lib.ui.text import md_escape
 
 RANGE_PRESETS = {"7 days": 7, "30 days": 30, "90 days": 90, "1 year": 365, "All": None, "Custom": -1}
 DEFAULT_RANGE = "90 days"
@@ -148,12 +148,6 @@ def build_reports_csv(db_url: str, ms: MetricsScope, names: dict[str, str]) -> b
 
 
 # --------------------------------------------------------------------------- text helpers
-
-def md_escape(text) -> str:
-    """lib.ui.text.md_escape, plus a zero-width space after every colon: Streamlit expands
-    `:material/x:` icons and `:emoji:` shortcodes even when the colons are backslash-escaped."""
-    return _md_escape(text).replace(":", ":\u200b")
-
 
 def _plain(text) -> str:
     """Untrusted text for Plotly labels (Plotly interprets a few HTML tags)."""

@@ -16,12 +16,12 @@ from typing import Any, Iterator
 import streamlit as st
 
 from lib.heartbeats import is_alive, newest_beat
+from lib.text import escape_markdown
 from lib.oversight import (
     ChatSession,
     SessionSummary,
     chat_history,
     create_session,
-    escape_markdown,
     get_session,
     list_sessions,
     record_answer,

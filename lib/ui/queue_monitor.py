@@ -358,7 +358,6 @@ def show_table(scope: Scope, view: str, filt: QueueFilter) -> None:
 
     df = _frame(rows, scope, view, now)
     table_key = f"qm_table_{view}_{tag}_{st.session_state.get('qm_table_ver', 0)}"
-    retry_label = "Retry now" if view == "failed" else "Retry"
     st.dataframe(
         df, hide_index=True, width="stretch", key=table_key, on_select=lambda: _on_select(table_key),
         selection_mode="multi-row",
