@@ -433,12 +433,17 @@ def retry(conn: sa.Connection, ids, *, actor, now: datetime) -> list[RetryResult
     q = post_queue
     seen: dict[uuid.UUID, Any] = {}
     reset: set[uuid.UUID] = set()
-    for start in range(0, len(wanted), _CHUNK):
-        chunk = wanted[start:start + _CHUNK]
+    # Rows are locked in id order (sorted chunks, ORDER BY id under FOR UPDATE): two retries of
+    # overlapping rows in different orders (a selection and an "all matching") then wait for each
+    # other instead of deadlocking. Results stay in the caller's order.
+    in_lock_order = sorted(wanted)
+    for start in range(0, len(in_lock_order), _CHUNK):
+        chunk = in_lock_order[start:start + _CHUNK]
         rows = conn.execute(
             sa.select(q.c.id, q.c.status, q.c.retry_count, q.c.action_type, q.c.error, q.c.error_category,
                       q.c.business_account_id)
             .where(q.c.id.in_(chunk))
+            .order_by(q.c.id)
             .with_for_update()
         ).all()
         by_version: dict[tuple[str, int], list[uuid.UUID]] = {}
