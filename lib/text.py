@@ -33,3 +33,47 @@ def escape_markdown(text: str, at_line_start: bool = True) -> tuple[str, bool]:
 def md_escape(text: object) -> str:
     """One line of untrusted text, escaped (line breaks become spaces)."""
     return escape_markdown(str(text).replace("\r", " ").replace("\n", " "))[0]
+
+
+# -- long untrusted values: shown shortened, never whole ------------------------------------------
+
+TEXT_LIMIT = 5_000  # characters of one error text / message shown in a detail view
+JSON_STRING_LIMIT = 500  # characters of one string inside a JSON value shown with st.json
+JSON_DEPTH_LIMIT = 12  # nesting levels of a JSON value shown with st.json
+JSON_ITEMS_LIMIT = 100  # keys of one object / items of one list shown with st.json
+
+
+def clip(text: object, limit: int = TEXT_LIMIT) -> str:
+    """The text, cut to `limit` characters with a note saying how much was left out."""
+    text = "" if text is None else str(text)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… [{len(text) - limit:,} more characters not shown]"
+
+
+def clip_json(value: object, *, max_string: int = JSON_STRING_LIMIT, max_depth: int = JSON_DEPTH_LIMIT,
+              max_items: int = JSON_ITEMS_LIMIT, _depth: int = 0) -> object:
+    """A JSON value made small enough to render: long strings clipped, deep nesting and long
+    lists/objects cut, each cut marked in place. Iterative callers get plain JSON types back."""
+    if isinstance(value, str):
+        return clip(value, max_string)
+    if isinstance(value, (dict, list, tuple)):
+        if _depth >= max_depth:
+            kind = "object" if isinstance(value, dict) else "list"
+            return f"[{kind} nested deeper than {max_depth} levels not shown]"
+        kw = dict(max_string=max_string, max_depth=max_depth, max_items=max_items, _depth=_depth + 1)
+        if isinstance(value, dict):
+            out = {}
+            for i, (k, v) in enumerate(value.items()):
+                if i >= max_items:
+                    out["…"] = f"[{len(value) - max_items:,} more keys not shown]"
+                    break
+                out[clip(k, max_string)] = clip_json(v, **kw)
+            return out
+        items = [clip_json(v, **kw) for v in list(value)[:max_items]]
+        if len(value) > max_items:
+            items.append(f"[{len(value) - max_items:,} more items not shown]")
+        return items
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    return clip(value, max_string)

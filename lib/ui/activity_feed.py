@@ -18,6 +18,7 @@ from lib.timebuckets import bucket_for_range
 from lib.timeutil import fmt_ago, fmt_local
 from lib.ui.export import csv_download
 from lib.ui.shell import get_engine
+from lib.text import clip, clip_json
 from lib.ui.text import md_escape
 
 RANGES = {"1h": "Last hour", "24h": "Last 24 h", "7d": "Last 7 days", "30d": "Last 30 days", "custom": "Custom"}
@@ -197,10 +198,10 @@ def show_timeline(rows: list[dict], now: datetime, tz) -> None:
             b.caption(f"**Event id:** {row['id']}")
             if row["error_message"]:
                 st.caption("Error message")
-                st.code(row["error_message"], language=None, wrap_lines=True)
+                st.code(clip(row["error_message"]), language=None, wrap_lines=True)
             if row["details"] is not None:
                 st.caption("Details")
-                st.json(row["details"], expanded=2)
+                st.json(clip_json(row["details"]), expanded=2)
 
 
 def feed_frame(rows: list[dict], now: datetime, tz) -> pd.DataFrame:
@@ -214,8 +215,9 @@ def feed_frame(rows: list[dict], now: datetime, tz) -> pd.DataFrame:
             "resource_type": [r["resource_type"] for r in rows],
             "resource_id": [r["resource_id"] for r in rows],
             "user": [r["user_id"] for r in rows],
-            "error_message": [r["error_message"] for r in rows],
-            "details": [None if r["details"] is None else json.dumps(r["details"], sort_keys=True, default=str) for r in rows],
+            "error_message": [None if r["error_message"] is None else clip(r["error_message"], 1_000) for r in rows],
+            "details": [None if r["details"] is None else json.dumps(clip_json(r["details"]), sort_keys=True, default=str)
+                        for r in rows],
         }
     )
 

@@ -16,7 +16,7 @@ from typing import Any, Iterator
 import streamlit as st
 
 from lib.heartbeats import is_alive, newest_beat
-from lib.text import escape_markdown
+from lib.text import clip, escape_markdown
 from lib.oversight import (
     ChatSession,
     SessionSummary,
@@ -41,9 +41,27 @@ _DRAFT = "oversight_draft"  # a question that was too long, kept for editing
 _PICK = "oversight_session_pick"
 
 
+ANSWER_DISPLAY_LIMIT = 20_000  # characters of one stored message shown in the history (the rest is noted)
+
+
 def md(text: str | None) -> str:
     """Untrusted text made safe for Markdown rendering (shown literally)."""
-    return escape_markdown(text or "")[0]
+    return escape_markdown("" if text is None else str(text))[0]
+
+
+def _latency_s(value: Any) -> float | None:
+    """latency_ms of a stored message in seconds; None when it is missing or not a number."""
+    try:
+        return float(value) / 1000 if value is not None and not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _when(value: Any) -> datetime | None:
+    try:
+        return as_utc(value) if value else None
+    except (TypeError, ValueError, AttributeError):  # a stored timestamp that is not one
+        return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,21 +253,23 @@ def show_session_header(scope: Scope, session: ChatSession) -> None:
 
 
 def _tools_text(tools: list[str] | None) -> str:
-    return ", ".join(tools) if tools else "none reported"
+    if not tools:
+        return "none reported"
+    return ", ".join(str(t) for t in tools) if isinstance(tools, (list, tuple)) else str(tools)
 
 
 def show_message(message: dict[str, Any], tz, *, unanswered_question: bool = False) -> None:
     role = "user" if message.get("role") == "user" else "assistant"
     with st.chat_message(role):
         if message.get("content"):
-            st.markdown(md(message.get("content")))
+            st.markdown(md(clip(message.get("content"), ANSWER_DISPLAY_LIMIT)))
         elif role == "assistant":
             st.caption("(no text received)")
-        when = as_utc(message.get("timestamp")) if message.get("timestamp") else None
+        when = _when(message.get("timestamp"))
         bits = [fmt_local(when, tz)] if when else []
         if role == "assistant":
-            if message.get("latency_ms") is not None:
-                bits.append(f"answered in {int(message['latency_ms']) / 1000:.1f} s")
+            if _latency_s(message.get("latency_ms")) is not None:
+                bits.append(f"answered in {_latency_s(message['latency_ms']):.1f} s")
             if "tools_used" in message:
                 bits.append(f"tools: {md(_tools_text(message.get('tools_used')))}")
         st.caption(" · ".join(bits))

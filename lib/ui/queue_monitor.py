@@ -30,6 +30,7 @@ from lib.queue import (
 from lib.timeutil import fmt_ago, fmt_duration, fmt_local, utcnow
 from lib.ui.export import csv_download
 from lib.ui.shell import Scope, get_engine
+from lib.text import clip, clip_json
 from lib.ui.text import md_escape
 from lib.worker_ticks import worker_health
 
@@ -83,7 +84,10 @@ def load_groups(db_url: str, filt: QueueFilter) -> list[dict[str, Any]]:
 @st.cache_data(ttl=25, max_entries=64, show_spinner=False)
 def load_detail(db_url: str, queue_id: str) -> dict[str, Any] | None:
     with get_engine(db_url).connect() as conn:
-        return row_detail(conn, uuid.UUID(queue_id))
+        d = row_detail(conn, uuid.UUID(queue_id))
+    if d is not None:  # a payload may be megabytes: cache and render a bounded copy
+        d["payload"] = clip_json(d["payload"])
+    return d
 
 
 def clear_caches() -> None:
@@ -113,7 +117,7 @@ def show_worker(health: dict[str, Any], now: datetime, tz) -> None:
         st.caption(line)  # our own text: times and counts
     if health.get("last_error"):
         st.error("The worker's last tick failed:", icon=":material/error:")
-        st.code(str(health["last_error"]), language=None, wrap_lines=True)
+        st.code(clip(health["last_error"], 2_000), language=None, wrap_lines=True)
 
 
 def counts_frame(summary: dict[str, Any]) -> pd.DataFrame:
@@ -308,7 +312,7 @@ def _frame(rows: list[dict[str, Any]], scope: Scope, view: str, now: datetime) -
             "action_type": r["action_type"],
             "account": scope.account_name(r["business_account_id"]),
             "error_category": r["error_category"] or "—",
-            "error": r["error"] or "",
+            "error": clip(r["error"] or "", 1_000),
             "retry_count": r["retry_count"],
             **({"next_retry": fmt_ago(r["next_retry_at"], now)} if view == "failed" else {}),
             "created": fmt_local(r["created_at"], scope.tz, with_seconds=False),
@@ -428,7 +432,7 @@ def show_detail(scope: Scope, queue_id: str, now: datetime) -> None:
             st.info("This row no longer exists.")
             return
         head, action = st.columns([4, 1], vertical_alignment="center")
-        head.markdown(f"**{d['action_type']}** · `{d['id']}`")
+        head.markdown(f"**{md_escape(d['action_type'])}** · `{d['id']}`")
         if action.button("Retry this row", key="qm_retry_one", icon=":material/replay:", type="primary",
                          disabled=not scope.user.is_operator or d["status"] not in ("failed", "dlq"),
                          help=None if scope.user.is_operator else "Operators only: your role is viewer."):
@@ -444,7 +448,7 @@ def show_detail(scope: Scope, queue_id: str, now: datetime) -> None:
         st.dataframe(pd.DataFrame([{k: str(v) for k, v in facts.items()}]), hide_index=True,
                      width="stretch", key="qm_detail_facts")
         st.markdown("**Error**")
-        st.code(d["error"] or "(no error text)", language=None, wrap_lines=True)
+        st.code(clip(d["error"]) or "(no error text)", language=None, wrap_lines=True)
         left, right = st.columns(2)
         with left:
             st.markdown("**Payload** (token-like fields redacted)")
@@ -456,7 +460,7 @@ def show_detail(scope: Scope, queue_id: str, now: datetime) -> None:
             else:
                 hist = pd.DataFrame([{
                     "when": fmt_local(h["created_at"], scope.tz), "event": h["event_type"], "by": h["user_id"] or "worker",
-                    "success": h["success"], "error": h["error_message"] or "",
+                    "success": h["success"], "error": clip(h["error_message"] or "", 1_000),
                     "previous": (f"{h['details'].get('previous_status')} · {h['details'].get('previous_retry_count')} retries"
                                  if isinstance(h["details"], dict) and "previous_status" in h["details"] else ""),
                 } for h in d["history"]])

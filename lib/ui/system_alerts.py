@@ -18,6 +18,7 @@ from lib.timebuckets import bucket_for_range
 from lib.timeutil import fmt_ago, fmt_local, utcnow
 from lib.ui.export import csv_download
 from lib.ui.shell import Scope, get_engine
+from lib.text import clip, clip_json
 from lib.ui.text import md_escape
 
 STATES = {"open": "Unresolved", "resolved": "Resolved", "all": "All"}
@@ -138,7 +139,7 @@ def group_frame(groups: list[AlertGroup], scope: Scope, now: datetime) -> pd.Dat
         "severity": [_badge(g.severity) for g in groups],
         "alert_type": [g.alert_type for g in groups],
         "account": [scope.account_name(g.business_account_id) for g in groups],
-        "message": [g.message for g in groups],
+        "message": [None if g.message is None else clip(g.message, 1_000) for g in groups],
         "count": [g.count for g in groups],
         "open": [g.unresolved for g in groups],
         "first_seen": [fmt_local(g.first_seen, scope.tz) for g in groups],
@@ -152,14 +153,15 @@ def alert_frame(alerts: list[Alert], scope: Scope, now: datetime) -> pd.DataFram
         "severity": [_badge(a.severity) for a in alerts],
         "alert_type": [a.alert_type for a in alerts],
         "account": [scope.account_name(a.business_account_id) for a in alerts],
-        "message": [a.message for a in alerts],
+        "message": [None if a.message is None else clip(a.message, 1_000) for a in alerts],
         "age": [fmt_ago(a.created_at, now) for a in alerts],
         "created": [fmt_local(a.created_at, scope.tz) for a in alerts],
         "count": [a.count for a in alerts],
         "status": ["resolved" if a.resolved else "open" for a in alerts],
         "resolved_by": [(a.resolved_by or "auto / elsewhere") if a.resolved else "" for a in alerts],
         "resolved_at": [fmt_local(a.resolved_at, scope.tz) if a.resolved else "" for a in alerts],
-        "details": [None if a.details is None else json.dumps(a.details, sort_keys=True, default=str) for a in alerts],
+        "details": [None if a.details is None else json.dumps(clip_json(a.details), sort_keys=True, default=str)
+                    for a in alerts],
     })
 
 
@@ -208,9 +210,9 @@ def _show_selected_details(alerts: list[Alert], ids) -> None:
     with st.container(border=True, key="alert-detail"):
         st.caption(f"Selected: {md_escape(newest.alert_type)} · alert {newest.id}")
         if newest.message:
-            st.text(newest.message)
+            st.text(clip(newest.message))
         if newest.details is not None:
-            st.json(newest.details, expanded=1)
+            st.json(clip_json(newest.details), expanded=1)
 
 
 # ---------------------------------------------------------------------------------------------
