@@ -3,13 +3,10 @@ write controls with the reason, operators can act, users see only their own chat
 and an expired sign-in is refused."""
 import time
 
-import pytest
 import sqlalchemy as sa
 
-from lib.db import init_db, make_engine
-from lib.sandbox.seed import seed_demo
+from lib.db import make_engine
 from lib.schema import instagram_business_accounts
-from lib.timeutil import utcnow
 
 AUTH = {"auth": {"redirect_uri": "http://127.0.0.1:1/oauth2callback", "cookie_secret": "s",
                  "client_id": "c", "client_secret": "x", "server_metadata_url": "http://127.0.0.1:1/.well-known"}}
@@ -18,15 +15,6 @@ ENV = {"OPERATOR_EMAILS": "ops@example.com"}
 
 def signed_in(email: str, exp_in: float = 3600) -> dict:
     return {"is_logged_in": True, "email": email, "name": email.split("@")[0], "exp": int(time.time() + exp_in)}
-
-
-@pytest.fixture
-def demo_url(sqlite_url):
-    eng = make_engine(sqlite_url)
-    init_db(eng)
-    seed_demo(eng, now=utcnow())
-    eng.dispose()
-    return sqlite_url
 
 
 def buttons(at) -> dict[str, bool]:

@@ -3,23 +3,11 @@ cannot retry or resolve, also when a deep link is the first request on a fresh s
 import pytest
 from playwright.sync_api import expect
 
-from lib.db import init_db, make_engine
-from lib.sandbox.seed import seed_demo
-from lib.timeutil import utcnow
 from tests.e2e.conftest import wait_idle
 
 pytestmark = pytest.mark.e2e
 
 ENV = {"TRUSTED_USER_HEADER": "X-Forwarded-Email", "OPERATOR_EMAILS": "ops@example.com"}
-
-
-@pytest.fixture
-def demo_url(sqlite_url):
-    eng = make_engine(sqlite_url)
-    init_db(eng)
-    seed_demo(eng, now=utcnow())
-    eng.dispose()
-    return sqlite_url
 
 
 def as_user(browser, email):
