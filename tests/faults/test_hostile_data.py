@@ -66,7 +66,6 @@ def _check(page, step: str, dialogs: list[str]) -> None:
     assert page.get_by_test_id("stException").count() == 0, (step, page.get_by_test_id("stException").first.inner_text())
     assert page.evaluate(DANGEROUS_JS) == [], step
     assert dialogs == [], (step, dialogs)
-    # a literal script tag from the data is on screen as text somewhere, never as an element
     assert len(page.content()) < 3_000_000, step  # nothing megabyte-sized was sent to the browser
 
 

@@ -9,7 +9,6 @@ not parse), string-typed and wrongly typed JSON.
 """
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
