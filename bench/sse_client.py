@@ -25,7 +25,8 @@ import requests
 import sseclient
 
 from lib.db import init_db, make_engine
-from lib.oversight import create_session, escape_markdown, record_question
+from lib.oversight import create_session, record_question
+from lib.text import escape_markdown
 from lib.sandbox.sse_server import BackgroundServer, SSEHandler
 from lib.sse import ChatStream, build_chat_request, open_chat
 from lib.timeutil import utcnow
@@ -99,7 +100,7 @@ def run_page_prelude(db_url):
 
 _SCRIPT = textwrap.dedent('''
     import streamlit as st
-    from lib.oversight import escape_markdown
+    from lib.text import escape_markdown
     from lib.sse import ChatStream, build_chat_request, open_chat
     import time, uuid
     url, interval = "{url}", {interval}
