@@ -25,6 +25,7 @@ import requests
 import sseclient
 
 from lib.db import init_db, make_engine
+from lib.identity import OPERATOR, Actor
 from lib.oversight import create_session, record_question
 from lib.text import escape_markdown
 from lib.sandbox.sse_server import BackgroundServer, SSEHandler
@@ -91,8 +92,8 @@ def run_page_prelude(db_url):
     eng = make_engine(db_url)
     t0 = time.perf_counter()
     with eng.begin() as conn:
-        sid = create_session(conn, business_account_id=uuid.uuid4(), user="bench", now=utcnow())
-        record_question(conn, sid, user="bench", question="How many items are in the DLQ?", now=utcnow())
+        sid = create_session(conn, business_account_id=uuid.uuid4(), actor=Actor("bench", OPERATOR), now=utcnow())
+        record_question(conn, sid, actor=Actor("bench", OPERATOR), question="How many items are in the DLQ?", now=utcnow())
     elapsed = time.perf_counter() - t0
     eng.dispose()
     return elapsed

@@ -17,6 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from lib.identity import Actor, require_operator
 from lib.schema import oversight_chat_sessions as ocs
 from lib.timeutil import as_utc, iso
 
@@ -159,8 +160,10 @@ def get_session(conn: sa.Connection, session_id: uuid.UUID, *, user: str) -> Cha
 
 
 def create_session(
-    conn: sa.Connection, *, business_account_id: uuid.UUID, user: str, now: datetime, title: str | None = None
+    conn: sa.Connection, *, business_account_id: uuid.UUID, actor: Actor, now: datetime, title: str | None = None
 ) -> uuid.UUID:
+    require_operator(actor, "start oversight chat sessions")
+    user = actor.name
     session_id = uuid.uuid4()
     conn.execute(
         sa.insert(ocs).values(
@@ -178,7 +181,9 @@ def create_session(
     return session_id
 
 
-def rename_session(conn: sa.Connection, session_id: uuid.UUID, *, user: str, title: str, now: datetime) -> None:
+def rename_session(conn: sa.Connection, session_id: uuid.UUID, *, actor: Actor, title: str, now: datetime) -> None:
+    require_operator(actor, "rename oversight chat sessions")
+    user = actor.name
     title = " ".join(title.split())[:200]
     if not title:
         raise ValueError("A session title cannot be empty.")
@@ -203,11 +208,12 @@ def _locked(conn: sa.Connection, session_id: uuid.UUID, user: str):
 
 
 def record_question(
-    conn: sa.Connection, session_id: uuid.UUID, *, user: str, question: str, now: datetime
+    conn: sa.Connection, session_id: uuid.UUID, *, actor: Actor, question: str, now: datetime
 ) -> list[dict[str, Any]]:
     """Append the user's message, count the query, title an untitled session; returns the
-    messages as they were before the question (the chat_history to send)."""
-    row = _locked(conn, session_id, user)
+    messages as they were before the question (the chat_history to send). Operators only."""
+    require_operator(actor, "ask the Oversight Brain")
+    row = _locked(conn, session_id, actor.name)
     before = _messages(row.messages)
     message = {"role": "user", "content": question, "timestamp": iso(now)}
     values: dict[str, Any] = {
@@ -227,7 +233,7 @@ def record_answer(
     conn: sa.Connection,
     session_id: uuid.UUID,
     *,
-    user: str,
+    actor: Actor,
     content: str,
     now: datetime,
     latency_ms: int | None = None,
@@ -236,7 +242,8 @@ def record_answer(
     error: str | None = None,
 ) -> None:
     """Append the assistant's message (complete or not) and the session's last_* columns."""
-    row = _locked(conn, session_id, user)
+    require_operator(actor, "record oversight answers")
+    row = _locked(conn, session_id, actor.name)
     message: dict[str, Any] = {"role": "assistant", "content": content, "timestamp": iso(now)}
     if tools_used is not None:
         message["tools_used"] = list(tools_used)

@@ -32,7 +32,6 @@ class Settings:
     graph_connect_timeout_s: float = 5.0
     graph_read_timeout_s: float = 30.0
     display_timezone: str = "UTC"
-    liveness_threshold_s: int = 60  # spec LIVENESS_THRESHOLD_MS
     poll_interval_s: int = 30  # spec POLL_INTERVAL_MS
     max_stream_duration_s: int = 300  # spec MAX_STREAM_DURATION_MS
     max_retries: int = 5  # spec MAX_RETRIES

@@ -2,7 +2,7 @@ import streamlit as st
 
 from lib.timeutil import floor_time, utcnow
 from lib.ui import page_guard
-from lib.ui.overview import activity_block, agents_block, alerts_block, queue_block
+from lib.ui.overview import activity_block, agents_block, alerts_block, metrics_block, queue_block
 
 scope = page_guard("Overview")
 
@@ -18,6 +18,7 @@ def live_panel():
     with right:
         alerts_block(scope)
     activity_block(scope, now)
+    metrics_block(scope, now)
     st.caption(f"Updated {utcnow().astimezone(scope.tz):%H:%M:%S}"
                + (" · refreshes every 30 s" if scope.live else " · live refresh paused"))
 

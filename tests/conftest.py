@@ -44,6 +44,19 @@ def sqlite_url(tmp_path):
     return f"sqlite:///{tmp_path / 'test.sqlite'}"
 
 
+@pytest.fixture
+def demo_url(sqlite_url):
+    """A SQLite database seeded with the demo data (lib.sandbox.seed), as of now."""
+    from lib.sandbox.seed import seed_demo
+    from lib.timeutil import utcnow
+
+    eng = make_engine(sqlite_url)
+    init_db(eng)
+    seed_demo(eng, now=utcnow())
+    eng.dispose()
+    return sqlite_url
+
+
 # Browser tests: pytest-playwright driving Debian's chromium (no `playwright install` here).
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 

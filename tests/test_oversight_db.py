@@ -1,11 +1,12 @@
 """Session persistence (spec 3.1/3.2) and the sandbox backend, on SQLite and PostgreSQL."""
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
 
 from lib.heartbeats import record_beat
+from lib.identity import OPERATOR, Actor
 from lib.oversight import (
     SessionNotFound, create_session, get_session, list_sessions, record_answer, record_question, rename_session,
 )
@@ -22,19 +23,19 @@ OTHER = uuid.UUID("99999999-2222-4333-8444-555555555555")
 def test_question_and_answer_are_appended_with_counters(engine):
     t0 = utcnow()
     with engine.begin() as conn:
-        sid = create_session(conn, business_account_id=ACC, user="ana", now=t0)
-        before = record_question(conn, sid, user="ana", question="How many items are in the DLQ right now, please?", now=t0)
+        sid = create_session(conn, business_account_id=ACC, actor=Actor("ana", OPERATOR), now=t0)
+        before = record_question(conn, sid, actor=Actor("ana", OPERATOR), question="How many items are in the DLQ right now, please?", now=t0)
         assert before == []
     with engine.connect() as conn:  # a reload mid-stream already shows the question
         s = get_session(conn, sid, user="ana")
     assert [m["role"] for m in s.messages] == ["user"] and s.total_queries == 1
     assert s.title == "How many items are in the DLQ right now, please?" and s.last_question.startswith("How many")
     with engine.begin() as conn:
-        record_answer(conn, sid, user="ana", content="There are 3.", now=t0 + timedelta(seconds=2),
+        record_answer(conn, sid, actor=Actor("ana", OPERATOR), content="There are 3.", now=t0 + timedelta(seconds=2),
                       latency_ms=1500, tools_used=["get_dlq_summary"])
-        before = record_question(conn, sid, user="ana", question="And alerts?", now=t0 + timedelta(seconds=5))
+        before = record_question(conn, sid, actor=Actor("ana", OPERATOR), question="And alerts?", now=t0 + timedelta(seconds=5))
         assert [m["content"] for m in before] == ["How many items are in the DLQ right now, please?", "There are 3."]
-        record_answer(conn, sid, user="ana", content="Two open al", now=t0 + timedelta(seconds=6), incomplete=True)
+        record_answer(conn, sid, actor=Actor("ana", OPERATOR), content="Two open al", now=t0 + timedelta(seconds=6), incomplete=True)
     with engine.connect() as conn:
         s = get_session(conn, sid, user="ana")
         row = conn.execute(sa.select(oversight_chat_sessions).where(oversight_chat_sessions.c.id == sid)).one()
@@ -52,21 +53,21 @@ def test_question_and_answer_are_appended_with_counters(engine):
 def test_sessions_are_per_user_and_account_newest_first(engine):
     t0 = utcnow()
     with engine.begin() as conn:
-        old = create_session(conn, business_account_id=ACC, user="ana", now=t0 - timedelta(hours=2))
-        new = create_session(conn, business_account_id=ACC, user="ana", now=t0 - timedelta(hours=1))
-        create_session(conn, business_account_id=ACC, user="bob", now=t0)
-        create_session(conn, business_account_id=OTHER, user="ana", now=t0)
-        record_question(conn, old, user="ana", question="q", now=t0)  # activity moves it to the top
-        rename_session(conn, new, user="ana", title="  Weekly   check ", now=t0 - timedelta(minutes=30))
+        old = create_session(conn, business_account_id=ACC, actor=Actor("ana", OPERATOR), now=t0 - timedelta(hours=2))
+        new = create_session(conn, business_account_id=ACC, actor=Actor("ana", OPERATOR), now=t0 - timedelta(hours=1))
+        create_session(conn, business_account_id=ACC, actor=Actor("bob", OPERATOR), now=t0)
+        create_session(conn, business_account_id=OTHER, actor=Actor("ana", OPERATOR), now=t0)
+        record_question(conn, old, actor=Actor("ana", OPERATOR), question="q", now=t0)  # activity moves it to the top
+        rename_session(conn, new, actor=Actor("ana", OPERATOR), title="  Weekly   check ", now=t0 - timedelta(minutes=30))
     with engine.connect() as conn:
         listed = list_sessions(conn, business_account_id=ACC, user="ana")
         assert [s.id for s in listed] == [old, new]
         assert [s.title for s in listed] == ["q", "Weekly check"] and [s.total_queries for s in listed] == [1, 0]
         assert get_session(conn, old, user="bob") is None  # not bob's
     with engine.begin() as conn, pytest.raises(SessionNotFound):
-        record_question(conn, old, user="bob", question="mine?", now=t0)
+        record_question(conn, old, actor=Actor("bob", OPERATOR), question="mine?", now=t0)
     with engine.begin() as conn, pytest.raises(ValueError):
-        rename_session(conn, new, user="ana", title="   ", now=t0)
+        rename_session(conn, new, actor=Actor("ana", OPERATOR), title="   ", now=t0)
 
 
 @pytest.fixture
@@ -113,3 +114,25 @@ def test_sandbox_backend_refuses_when_the_newest_beat_is_old(engine, backend):
     with pytest.raises(AgentDown) as info:
         _ask(backend, "anyone there?")
     assert info.value.last_beat_at is not None
+
+
+def test_chat_writes_refuse_a_viewer(engine):
+    from lib.identity import VIEWER, PermissionDenied
+
+    t0 = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+    viewer = Actor("viewer@x", VIEWER)
+    with engine.begin() as conn:
+        sid = create_session(conn, business_account_id=ACC, actor=Actor("viewer@x", OPERATOR), now=t0)
+    for write in (
+        lambda c: create_session(c, business_account_id=ACC, actor=viewer, now=t0),
+        lambda c: record_question(c, sid, actor=viewer, question="q", now=t0),
+        lambda c: record_answer(c, sid, actor=viewer, content="a", now=t0),
+        lambda c: rename_session(c, sid, actor=viewer, title="t", now=t0),
+        lambda c: create_session(c, business_account_id=ACC, actor="ops", now=t0),  # a bare name
+    ):
+        with pytest.raises(PermissionDenied):
+            with engine.begin() as conn:
+                write(conn)
+    with engine.connect() as conn:
+        s = get_session(conn, sid, user="viewer@x")
+    assert s.messages == [] and s.total_queries == 0

@@ -41,7 +41,7 @@ def test_env_wins_over_secrets_and_defaults():
 
 def test_defaults_are_the_spec_constants():
     s = load_settings(env={}, secrets={})
-    assert (s.liveness_threshold_s, s.poll_interval_s, s.max_stream_duration_s) == (60, 30, 300)
+    assert (s.poll_interval_s, s.max_stream_duration_s) == (30, 300)
     assert (s.max_retries, s.batch_size, s.worker_cron) == (5, 20, "*/5 * * * *")
     assert s.is_sqlite and s.database_url.endswith("data/dashboard.sqlite")
 

@@ -12,7 +12,7 @@ from typing import Callable
 
 import sqlalchemy as sa
 
-from lib.heartbeats import LIVENESS_THRESHOLD
+from lib.heartbeats import is_alive
 from lib.schema import agent_heartbeats, analytics_reports, post_queue, system_alerts
 from lib.timeutil import as_utc, fmt_ago
 
@@ -90,7 +90,7 @@ def agent_status(conn: sa.Connection, account_id: uuid.UUID, now: datetime) -> s
     states = []
     for agent, last in rows:
         last = as_utc(last)
-        alive = last is not None and now - last <= LIVENESS_THRESHOLD
+        alive = is_alive(last, now)
         states.append((agent, alive, last))
     down = [a for a, alive, _ in states if not alive]
     head = f"{len(states) - len(down)} of {len(states)} agents are alive" + (f"; down: {', '.join(down)}." if down else ".")

@@ -41,7 +41,7 @@ def authenticate(settings: Settings) -> Actor:
 
 
 def _oidc_user(settings: Settings) -> Actor:
-    if not st.user.is_logged_in:
+    if not st.user.get("is_logged_in"):
         st.info("Sign in to use the Agent Dashboard.", icon=":material/lock:")
         st.button("Sign in", on_click=st.login, icon=":material/login:", type="primary", key="_login")
         st.stop()

@@ -94,7 +94,7 @@ def _save_answer(scope: Scope, pending: dict[str, Any]) -> None:
         record_answer(
             conn,
             pending["session_id"],
-            user=scope.user.name,
+            actor=scope.user,
             content=stream.text,
             now=utcnow(),
             latency_ms=stream.latency_ms if not stream.incomplete else None,
@@ -162,7 +162,7 @@ def _on_pick() -> None:
 
 def _new_session(scope: Scope) -> None:
     with scope.engine.begin() as conn:
-        new_id = create_session(conn, business_account_id=scope.account_id, user=scope.user.name, now=utcnow())
+        new_id = create_session(conn, business_account_id=scope.account_id, actor=scope.user, now=utcnow())
     clear_loaders()
     _select(new_id)
     st.session_state.pop(_PICK, None)
@@ -208,7 +208,7 @@ def _rename(scope: Scope, session_id: uuid.UUID) -> None:
     title = st.session_state.get("oversight_rename_title", "")
     try:
         with scope.engine.begin() as conn:
-            rename_session(conn, session_id, user=scope.user.name, title=title, now=utcnow())
+            rename_session(conn, session_id, actor=scope.user, title=title, now=utcnow())
     except ValueError as exc:
         flash("warning", str(exc))
         return
@@ -345,18 +345,17 @@ def ask(scope: Scope, session_id: uuid.UUID | None, question: str, container) ->
     """Save the question, stream the answer into `container`, save the answer; then rerun so the
     session list and header show the new counts."""
     settings = scope.settings
-    user = scope.user.name
     now = utcnow()
     with scope.engine.begin() as conn:
         if session_id is None:
-            session_id = create_session(conn, business_account_id=scope.account_id, user=user, now=now)
-        before = record_question(conn, session_id, user=user, question=question, now=now)
+            session_id = create_session(conn, business_account_id=scope.account_id, actor=scope.user, now=now)
+        before = record_question(conn, session_id, actor=scope.user, question=question, now=now)
     clear_loaders()
     _select(session_id)
     request = build_chat_request(
         settings.oversight_api_url,
         settings.oversight_chat_path,
-        user_id=user,
+        user_id=scope.user.name,
         business_account_id=str(scope.account_id),
         question=question,
         chat_history=chat_history(before),

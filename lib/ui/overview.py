@@ -2,7 +2,7 @@
 cached loaders as its own page (one home for each query) and links to that page."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import streamlit as st
 
@@ -11,7 +11,7 @@ from lib.audit import AuditFilter
 from lib.heartbeats import AgentStatus
 from lib.queue import summary_matrix
 from lib.timeutil import fmt_ago, fmt_duration
-from lib.ui import activity_feed, agent_status, queue_monitor, system_alerts
+from lib.ui import activity_feed, agent_status, metrics, queue_monitor, system_alerts
 from lib.ui.shell import Scope
 from lib.ui.text import md_escape
 
@@ -92,3 +92,16 @@ def activity_block(scope: Scope, now: datetime) -> None:
         else:
             st.caption("No audit events yet.")
         st.page_link("pages/activity_feed.py", label="Activity Feed", icon=":material/arrow_forward:")
+
+
+def metrics_block(scope: Scope, now: datetime) -> None:
+    """The latest daily report per account with its deltas: the Metrics page's KPI cards."""
+    today = now.date()
+    account_ids = None if scope.account_id is None else (str(scope.account_id),)
+    data = metrics.load_report_set(scope.db_url, account_ids, "daily", today - timedelta(days=6), today)
+    st.markdown("**Latest daily metrics**")
+    if data.frame.empty:
+        st.caption("No daily analytics report in the last 7 days.")
+    else:
+        metrics.show_kpis(data, scope)
+    st.page_link("pages/metrics.py", label="Metrics", icon=":material/arrow_forward:")

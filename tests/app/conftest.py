@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def run_page(monkeypatch):
     """run_page(db_url, "pages/x.py", env=None) -> AppTest after the first run of that page."""
 
-    def run(db_url: str, page: str | None = None, env: dict[str, str] | None = None, user: dict | None = None) -> AppTest:
+    def run(db_url: str, page: str | None = None, env: dict[str, str] | None = None, user: dict | None = None,
+            secrets: dict | None = None) -> AppTest:
         monkeypatch.setenv("DATABASE_URL", db_url)
         for key, value in (env or {}).items():
             monkeypatch.setenv(key, value)
@@ -20,6 +21,8 @@ def run_page(monkeypatch):
         st.cache_resource.clear()
         st.cache_data.clear()
         at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=20)
+        for key, value in (secrets or {}).items():
+            at.secrets[key] = value
         if user is not None:
             at.user = user
         at.run()

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 
 from lib.db import init_db, make_engine
 from lib.heartbeats import record_beat
+from lib.identity import OPERATOR, Actor
 from lib.oversight import create_session, get_session, list_sessions, record_answer, record_question
 from lib.schema import instagram_business_accounts
 from lib.timeutil import utcnow
@@ -88,9 +89,9 @@ def test_new_session_and_select(run_page, chat_db, fake):
     url, eng = chat_db
     t = utcnow()
     with eng.begin() as conn:
-        first = create_session(conn, business_account_id=ACC, user="local", now=t - timedelta(hours=1))
-        record_question(conn, first, user="local", question="Older question", now=t - timedelta(hours=1))
-        record_answer(conn, first, user="local", content="Older answer", now=t - timedelta(hours=1), incomplete=True)
+        first = create_session(conn, business_account_id=ACC, actor=Actor("local", OPERATOR), now=t - timedelta(hours=1))
+        record_question(conn, first, actor=Actor("local", OPERATOR), question="Older question", now=t - timedelta(hours=1))
+        record_answer(conn, first, actor=Actor("local", OPERATOR), content="Older answer", now=t - timedelta(hours=1), incomplete=True)
     at = open_page(run_page, url, fake)
     assert at.radio(key="oversight_session_pick").value == str(first)  # the newest is selected
     assert any("Interrupted: partial answer" in m.value for m in at.markdown)

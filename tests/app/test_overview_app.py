@@ -39,6 +39,9 @@ def test_overview_with_demo_data(run_page, sqlite_url):
     assert m["Critical"] != "0"  # the seeded open agent_down and auth_failure
     assert len(at.expander) == 10  # the last 10 audit events
     assert any(md_escape("ugc-discovery") in md.value for md in at.markdown)  # the down agent is named
+    # latest daily metrics: one KPI card per account, with a delta
+    followers = [x for x in at.metric if x.label == "Followers"]
+    assert len(followers) == 3 and all(x.delta for x in followers)
     assert not at.error
 
 
@@ -47,6 +50,7 @@ def test_overview_on_an_empty_database(run_page, sqlite_url):
     at = run_page(sqlite_url, PAGE)
     captions = " ".join(c.value for c in at.caption)
     assert "No heartbeats yet." in captions and "No audit events yet." in captions
+    assert "No daily analytics report in the last 7 days." in captions
     assert metrics(at)["Pending"] == "0"
     assert not at.error and not at.exception
 

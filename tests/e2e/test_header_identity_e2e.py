@@ -1,0 +1,50 @@
+"""Trusted-header identity (behind an oauth2-proxy style proxy) in a real browser: a viewer
+cannot retry or resolve, also when a deep link is the first request on a fresh server."""
+import pytest
+from playwright.sync_api import expect
+
+from tests.e2e.conftest import wait_idle
+
+pytestmark = pytest.mark.e2e
+
+ENV = {"TRUSTED_USER_HEADER": "X-Forwarded-Email", "OPERATOR_EMAILS": "ops@example.com"}
+
+
+def as_user(browser, email):
+    context = browser.new_context(extra_http_headers={"X-Forwarded-Email": email})
+    return context.new_page()
+
+
+def test_viewer_cannot_write_even_through_a_deep_link(browser, start_app, demo_url):
+    server = start_app({"DATABASE_URL": demo_url, **ENV})
+    page = as_user(browser, "viewer@example.com")
+    page.goto(server.url + "/queue_monitor")  # the very first request on a fresh server
+    wait_idle(page)
+    expect(page.get_by_test_id("stSidebar").get_by_text("viewer@example.com")).to_be_visible()
+    retry_all = page.get_by_role("button", name="Retry all")
+    expect(retry_all).to_be_disabled()
+    expect(page.get_by_role("button", name="Retry selected")).to_be_disabled()
+    assert page.locator("[data-testid='stException']").count() == 0
+
+    page.goto(server.url + "/system_alerts")
+    wait_idle(page)
+    expect(page.get_by_role("button", name="Resolve all matching")).to_be_disabled()
+    assert page.locator("[data-testid='stException']").count() == 0
+
+
+def test_operator_header_can_write(browser, start_app, demo_url):
+    server = start_app({"DATABASE_URL": demo_url, **ENV})
+    page = as_user(browser, "ops@example.com")
+    page.goto(server.url + "/queue_monitor")
+    wait_idle(page)
+    expect(page.get_by_test_id("stSidebar").get_by_text("ops@example.com")).to_be_visible()
+    expect(page.get_by_role("button", name="Retry all")).to_be_enabled()
+
+
+def test_missing_header_is_refused(browser, start_app, demo_url):
+    server = start_app({"DATABASE_URL": demo_url, **ENV})
+    page = browser.new_context().new_page()
+    page.goto(server.url + "/queue_monitor")
+    wait_idle(page)
+    expect(page.get_by_text("No signed-in user: the request carries no X-Forwarded-Email header")).to_be_visible()
+    expect(page.get_by_role("button", name="Retry all")).to_have_count(0)
