@@ -8,6 +8,7 @@ marker is missing or has other volumes is rebuilt (as is everything with --rebui
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -32,12 +33,12 @@ class BenchPostgres(ThrowawayPostgres):
     """A PostgreSQL whose data directory persists under data/bench/ (the throwaway server's code,
     another folder): initdb when missing, start on a free port, stop (not remove) at the end."""
 
-    def __init__(self, folder: Path) -> None:  # noqa: super().__init__ would initdb in /tmp
+    def __init__(self, folder: Path) -> None:  # not super().__init__: that one runs initdb under /tmp
         self.bindir = pg_bindir()
         self.port = free_port()
         self.dir = folder
         self.data = folder / "data"
-        self.as_root = __import__("os").geteuid() == 0
+        self.as_root = os.geteuid() == 0
         self.dir.mkdir(parents=True, exist_ok=True)
         if self.as_root:
             shutil.chown(self.dir, "postgres", "postgres")
@@ -46,7 +47,8 @@ class BenchPostgres(ThrowawayPostgres):
             self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8")
 
     def start(self) -> None:
-        (self.data / "postmaster.pid").unlink(missing_ok=True) if not self.is_running() else None
+        if not self.is_running():  # a run killed earlier may have left its pid file behind
+            (self.data / "postmaster.pid").unlink(missing_ok=True)
         super().start()
 
     def drop_database(self, name: str) -> None:

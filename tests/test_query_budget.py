@@ -39,7 +39,7 @@ class Clock:
 
 
 @pytest.fixture(scope="module")
-def demo_url(tmp_path_factory):
+def budget_url(tmp_path_factory):
     url = f"sqlite:///{tmp_path_factory.mktemp('budget') / 'demo.sqlite'}"
     engine = make_engine(url)
     init_db(engine)
@@ -95,8 +95,8 @@ def interval(page: str, counter: Counter) -> list[int]:
 
 
 @pytest.mark.parametrize("page", PAGES)
-def test_twenty_sessions_cost_one_query_per_loader_per_interval(page, demo_url, frozen, monkeypatch):
-    monkeypatch.setenv("DATABASE_URL", demo_url)
+def test_twenty_sessions_cost_one_query_per_loader_per_interval(page, budget_url, frozen, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", budget_url)
     from lib.ui.shell import get_engine
 
     session(page)  # process start: engine, schema check and settings are made once per process
