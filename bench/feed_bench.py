@@ -103,19 +103,27 @@ def lib_queries(engine) -> None:
         print(f"  alerts list (all, cap 5000): {ms(t_alerts)} ({len(alerts):,} rows); summary {ms(t_sum)}")
 
 
-def export_100k(engine) -> None:
+def measure_export(engine, rows: int = 100_000) -> dict:
+    """The Activity Feed's CSV export of `rows` audit rows (server-side cursor, chunks), through the
+    same lib code as the button: reading alone, then reading + CSV. Used by `python -m bench`."""
+
     def run():
         with engine.connect() as conn:
-            return rows_to_csv(EXPORT_COLUMNS, export_chunks(conn, filters=AuditFilter(), cap=100_000), cap=100_000)
+            return rows_to_csv(EXPORT_COLUMNS, export_chunks(conn, filters=AuditFilter(), cap=rows), cap=rows)
 
     def fetch_only():
         with engine.connect() as conn:
-            return sum(len(c) for c in export_chunks(conn, filters=AuditFilter(), cap=100_000))
+            return sum(len(c) for c in export_chunks(conn, filters=AuditFilter(), cap=rows))
 
     t_fetch, n = timed(fetch_only, repeat=1)
-    print(f"  reading {n:,} rows through the server-side cursor (no CSV): {t_fetch:.2f} s")
     t, (data, written, truncated) = timed(run, repeat=1)
-    print(f"  CSV export of {written:,} rows: {t:.2f} s, {len(data) / 1e6:.1f} MB (truncated at cap: {truncated})")
+    return {"read_s": t_fetch, "read_rows": n, "csv_s": t, "rows": written, "bytes": len(data), "truncated": truncated}
+
+
+def export_100k(engine) -> None:
+    r = measure_export(engine)
+    print(f"  reading {r['read_rows']:,} rows through the server-side cursor (no CSV): {r['read_s']:.2f} s")
+    print(f"  CSV export of {r['rows']:,} rows: {r['csv_s']:.2f} s, {r['bytes'] / 1e6:.1f} MB (truncated at cap: {r['truncated']})")
 
 
 def explain(engine) -> None:

@@ -26,7 +26,8 @@ import sseclient
 
 from lib.db import init_db, make_engine
 from lib.identity import OPERATOR, Actor
-from lib.oversight import create_session, escape_markdown, record_question
+from lib.oversight import create_session, record_question
+from lib.text import escape_markdown
 from lib.sandbox.sse_server import BackgroundServer, SSEHandler
 from lib.sse import ChatStream, build_chat_request, open_chat
 from lib.timeutil import utcnow
@@ -100,7 +101,7 @@ def run_page_prelude(db_url):
 
 _SCRIPT = textwrap.dedent('''
     import streamlit as st
-    from lib.oversight import escape_markdown
+    from lib.text import escape_markdown
     from lib.sse import ChatStream, build_chat_request, open_chat
     import time, uuid
     url, interval = "{url}", {interval}

@@ -99,3 +99,13 @@ if __name__ == "__main__":  # python -m lib.db : initialise the configured datab
     print(f"created indexes: {', '.join(rep.created_indexes) or 'none'}")
     for table, cols in rep.missing_columns.items():
         print(f"WARNING {table} lacks columns {', '.join(cols)} (not added; indexes skipped)")
+
+
+def distinct_values_cte(column, name: str = "distinct_values"):
+    """The distinct non-NULL values of an indexed column as a recursive CTE (one column, `v`): a loose
+    index scan, one index probe per value, instead of reading the whole table as SELECT DISTINCT does
+    (PostgreSQL before 18 and SQLite have no skip scan). Portable SQL; needs an index led by `column`."""
+    first = sa.select(sa.func.min(column).label("v")).where(column.is_not(None))
+    values = first.cte(name, recursive=True)
+    following = sa.select(sa.select(sa.func.min(column)).where(column > values.c.v).scalar_subquery())
+    return values.union_all(following.where(values.c.v.is_not(None)))

@@ -25,14 +25,24 @@ def rows_to_csv(columns: Sequence[str], chunks: Iterable[Sequence[Sequence[Any]]
 
     Returns (csv bytes, rows written, truncated).
     """
-    buf = io.StringIO()
+    # bytes from the start: a StringIO of the same text can take up to 4 bytes per character
+    # (one emoji is enough), and .getvalue().encode() would hold a second copy next to it
+    raw = io.BytesIO()
+    buf = io.TextIOWrapper(raw, encoding="utf-8", newline="", write_through=True)
     writer = csv.writer(buf)
     writer.writerow(columns)
     written = 0
+    truncated = False
     for chunk in chunks:
         for row in chunk:
             if cap is not None and written >= cap:
-                return buf.getvalue().encode("utf-8"), written, True
+                truncated = True
+                break
             writer.writerow([_cell(v) for v in row])
             written += 1
-    return buf.getvalue().encode("utf-8"), written, False
+        if truncated:
+            break
+    buf.flush()
+    data = raw.getvalue()
+    buf.detach()
+    return data, written, truncated

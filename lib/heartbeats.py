@@ -13,6 +13,7 @@ from typing import Sequence
 
 import sqlalchemy as sa
 
+from lib.db import distinct_values_cte
 from lib.schema import agent_heartbeats as hb
 from lib.timeutil import as_utc as _utc  # max() comes back untyped on SQLite
 
@@ -80,17 +81,14 @@ class AgentStatus:
 
 def agent_statuses(conn: sa.Connection, *, now: datetime, threshold: timedelta = LIVENESS_THRESHOLD) -> list[AgentStatus]:
     """One status per agent_id, down agents first, then by id."""
-    latest = conn.execute(
-        sa.select(hb.c.agent_id, sa.func.max(hb.c.last_beat_at).label("last"), sa.func.count().label("n"))
-        .group_by(hb.c.agent_id)
-    ).all()
+    latest = conn.execute(latest_beats_query()).all()
     window_7d = now - timedelta(days=7)
     beats = beats_by_agent(conn, since=window_7d - threshold, until=now)
     out = []
     for row in latest:
         last = _utc(row.last)
         mine = beats.get(row.agent_id, [])
-        history = row.n > 1
+        history = bool(row.history)
         start = up_since(mine, now, threshold) if history else None
         out.append(
             AgentStatus(
@@ -105,6 +103,19 @@ def agent_statuses(conn: sa.Connection, *, now: datetime, threshold: timedelta =
             )
         )
     return sorted(out, key=lambda s: (s.alive, s.agent_id))
+
+
+def latest_beats_query() -> sa.Select:
+    """(agent_id, last, history) per agent, history = the table holds more than one row for it.
+    Index probes per agent (ix_agent_heartbeats_agent_id_last_beat_at), not a GROUP BY over every beat."""
+    agents = distinct_values_cte(hb.c.agent_id, "agents")
+    last = sa.select(sa.func.max(hb.c.last_beat_at)).where(hb.c.agent_id == agents.c.v).scalar_subquery()
+    # more than one row <=> a second-newest row exists: at most two index entries read per agent
+    second = (sa.select(hb.c.id).where(hb.c.agent_id == agents.c.v)
+              .order_by(hb.c.last_beat_at.desc()).limit(1).offset(1).correlate(agents).scalar_subquery())
+    history = second.is_not(None)
+    return sa.select(agents.c.v.label("agent_id"), last.label("last"), history.label("history")).where(
+        agents.c.v.is_not(None))
 
 
 def beats_by_agent(conn: sa.Connection, *, since: datetime, until: datetime) -> dict[str, list[datetime]]:

@@ -132,6 +132,7 @@ audit_log = sa.Table(
     sa.Index("ix_audit_log_created_at_id", "created_at", "id"),
     sa.Index("ix_audit_log_event_type_created_at", "event_type", "created_at"),
     sa.Index("ix_audit_log_resource_id", "resource_id"),
+    sa.Index("ix_audit_log_resource_type", "resource_type"),  # the feed's filter options (loose index scan)
 )
 
 system_alerts = sa.Table(

@@ -1,8 +1,10 @@
 import streamlit as st
 
-from lib.timeutil import floor_time, utcnow
+from lib.timeutil import floor_time
 from lib.ui import page_guard
-from lib.ui.agent_status import WINDOWS, load_agent_statuses, load_runs, show_banner, show_cards, show_timeline
+from lib.ui.agent_status import (
+    WINDOWS, load_agent_statuses, load_runs, show_banner, show_cards, show_timeline, status_time,
+)
 
 scope = page_guard("Agent Status")
 window = st.segmented_control("Timeline window", list(WINDOWS), default="24 h", key="beat_window") or "24 h"
@@ -10,7 +12,7 @@ window = st.segmented_control("Timeline window", list(WINDOWS), default="24 h", 
 
 @st.fragment(run_every=f"{scope.settings.poll_interval_s}s" if scope.live else None)
 def live_panel():
-    now = floor_time(utcnow(), 5)
+    now = status_time()
     statuses = load_agent_statuses(scope.db_url, now)
     if not statuses:
         st.info(

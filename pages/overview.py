@@ -12,7 +12,7 @@ def live_panel():
     now = floor_time(utcnow(), 10)
     left, middle, right = st.columns([1, 1.6, 1.2])
     with left:
-        agents_block(scope, now)
+        agents_block(scope)
     with middle:
         queue_block(scope, now)
     with right:

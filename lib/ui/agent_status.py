@@ -8,11 +8,16 @@ import plotly.express as px
 import streamlit as st
 
 from lib.heartbeats import AgentStatus, agent_statuses, beat_runs, beats_by_agent
-from lib.timeutil import fmt_ago, fmt_local
+from lib.timeutil import floor_time, fmt_ago, fmt_local, utcnow
 from lib.ui.shell import get_engine
 from lib.ui.text import md_escape
 
 WINDOWS = {"1 h": timedelta(hours=1), "24 h": timedelta(hours=24), "7 d": timedelta(days=7)}
+
+
+def status_time() -> datetime:
+    """The cache key time of load_agent_statuses: every page asks with the same 5 s bucket."""
+    return floor_time(utcnow(), 5)
 
 
 @st.cache_data(ttl=5, max_entries=32, show_spinner=False)

@@ -18,7 +18,8 @@ from lib.ui.text import md_escape
 RECENT_EVENTS = 10
 
 
-def agents_block(scope: Scope, now: datetime) -> None:
+def agents_block(scope: Scope) -> None:
+    now = agent_status.status_time()  # the Agent Status page's cache key, not the Overview's
     statuses: list[AgentStatus] = agent_status.load_agent_statuses(scope.db_url, now)
     with st.container(border=True, key="ov-agents"):
         st.markdown("**Agents**")
