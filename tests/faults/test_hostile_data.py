@@ -116,19 +116,23 @@ def test_every_page_shows_hostile_data_as_text(start_app, hostile_db, page):
     expect(first).to_contain_text("more characters not shown", timeout=20_000)
     _check(page, "feed_detail", dialogs)
 
-    # System Alerts: each alert (not grouped), select the hostile one and read its details
-    page.goto(f"{server.url}/system_alerts?account={acct}&alert_view=each")
-    wait_idle(page)
-    grid = page.get_by_test_id("stDataFrame").first
-    grid.scroll_into_view_if_needed()
-    box = grid.bounding_box()
-    page.mouse.move(box["x"] + 16, box["y"] + 35 + 17)
-    page.wait_for_timeout(500)  # the canvas draws its row markers on hover
-    page.mouse.click(box["x"] + 16, box["y"] + 35 + 17)
-    alert_detail = page.locator(".st-key-alert-detail")
-    expect(alert_detail).to_be_visible(timeout=20_000)
-    _check(page, "alert_detail", dialogs)
-    expect(alert_detail).to_contain_text("<script>")
+    # System Alerts: open each hostile alert's details (the 100 KB sync_failure; the rate_limit
+    # alert with HTML/Markdown in its message and 60-level nested details)
+    for alert_type, expected in (("sync_failure", "more characters not shown"),
+                                 ("rate_limit", "Instagram rate limit: <script>")):
+        page.goto(f"{server.url}/system_alerts?account={acct}&alert_type={alert_type}")
+        wait_idle(page)
+        grid = page.get_by_test_id("stDataFrame").first
+        expect(grid).to_contain_text(alert_type)
+        grid.scroll_into_view_if_needed()
+        box = grid.bounding_box()
+        page.mouse.move(box["x"] + 16, box["y"] + 35 + 17)
+        page.wait_for_timeout(500)  # the canvas draws its row markers on hover
+        page.mouse.click(box["x"] + 16, box["y"] + 35 + 17)
+        alert_detail = page.locator(".st-key-alert-detail")
+        expect(alert_detail).to_contain_text(expected, timeout=20_000)
+        _check(page, f"alert_detail_{alert_type}", dialogs)
+        expect(alert_detail).not_to_contain_text("END-OF-LONG-TEXT")
 
     # Oversight Chat: the session whose answer is hostile and 100 KB long
     page.goto(f"{server.url}/oversight_chat?account={acct}&session={hostile.session_id}")
