@@ -169,7 +169,7 @@ def main() -> None:
 
     from bench.feed_bench import measure_export
     from lib.db import make_engine
-    from lib.sandbox.queue_bench import measure_retry_all
+    from bench.queue_bench import measure_retry_all
     from lib.timeutil import utcnow
 
     engine = make_engine(args.url)

@@ -1,8 +1,8 @@
 """Benchmark of the Queue Monitor at the issue's volume: 200,000 queue rows, 5,000 of them in the DLQ.
 
-    python -m lib.sandbox.queue_bench --db sqlite:////tmp/qbench.sqlite     # fill (if empty) and time
-    python -m lib.sandbox.queue_bench --db postgresql://...                 # same on PostgreSQL
-    python -m lib.sandbox.queue_bench --pg                                  # a throwaway PostgreSQL (tests' helper)
+    python -m bench.queue_bench --db sqlite:////tmp/qbench.sqlite     # fill (if empty) and time
+    python -m bench.queue_bench --db postgresql://...                 # same on PostgreSQL
+    python -m bench.queue_bench --pg                                  # a throwaway PostgreSQL (tests' helper)
 
 Times the page through AppTest (the whole script run on the server, cold and warm cache) and the
 lib queries on their own. Prints a small table; nothing is asserted (performance is measured,
