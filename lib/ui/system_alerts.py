@@ -115,6 +115,9 @@ def show_chart(counts: list[dict], bucket: str, tz) -> None:
     fig = px.bar(df, x="bucket", y="count", color="alert_type", color_discrete_map=TYPE_COLOURS)
     fig.update_layout(height=230, margin=dict(l=0, r=0, t=10, b=0), xaxis_title=None,
                       yaxis_title=f"alerts per {bucket}", legend_title_text=None, bargap=0.1)
+    # name whole buckets: with a single bar Plotly otherwise picks sub-millisecond ticks
+    fig.update_xaxes(tickformat="%b %d" if bucket == "day" else "%H:%M\n%b %d",
+                     dtick=86_400_000 if bucket == "day" else None)
     st.plotly_chart(fig, width="stretch", key="alerts-chart")
 
 
