@@ -1,39 +1,23 @@
 """`python -m worker` as real processes on PostgreSQL: 4 concurrent workers, kill -9, SIGTERM."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
-import uuid
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from lib.db import init_db, make_engine
 from lib.schema import post_queue as pq
-from tests.support.worker import add_account, add_row, sandbox, statuses  # noqa: F401
+from tests.support.servers import ROOT
+from tests.support.worker import add_account, add_row, pg_db, sandbox, statuses, worker_command, worker_env  # noqa: F401
 
-ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def pg_engine(pg_server):
-    url = pg_server.create_database("w_" + uuid.uuid4().hex[:12])
-    eng = make_engine(url)
-    init_db(eng)
-    yield url, eng
-    eng.dispose()
-
-
 def _worker(url, sandbox, *args, **env):
-    full_env = {**os.environ, "DATABASE_URL": url, "INSTAGRAM_GRAPH_URL": sandbox.url, "GRAPH_READ_TIMEOUT_S": "10",
-                "PYTHONUNBUFFERED": "1", **{k: str(v) for k, v in env.items()}}
-    return subprocess.Popen([sys.executable, "-m", "worker", *args], cwd=ROOT, env=full_env,
+    return subprocess.Popen(worker_command(*args), cwd=ROOT, env=worker_env(url, sandbox, **env),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -45,8 +29,8 @@ def _wait_for_requests(sandbox, n, proc, limit_s=30):
         time.sleep(0.02)
 
 
-def test_four_workers_execute_2000_rows_exactly_once(pg_engine, sandbox):
-    url, eng = pg_engine
+def test_four_workers_execute_2000_rows_exactly_once(pg_db, sandbox):
+    url, eng = pg_db
     now = datetime.now(timezone.utc)
     with eng.begin() as conn:
         accs = [add_account(conn, username=f"acc{i}") for i in range(4)]
@@ -67,8 +51,8 @@ def test_four_workers_execute_2000_rows_exactly_once(pg_engine, sandbox):
     assert sum(per_worker) == 2000 and sum(1 for n in per_worker if n > 0) >= 2  # they really shared the work
 
 
-def test_a_killed_worker_loses_nothing_and_repeats_at_most_the_row_in_flight(pg_engine, sandbox):
-    url, eng = pg_engine
+def test_a_killed_worker_loses_nothing_and_repeats_at_most_the_row_in_flight(pg_db, sandbox):
+    url, eng = pg_db
     with eng.begin() as conn:
         acc = add_account(conn)
         ids = [add_row(conn, acc, "send_dm", {"recipient_id": "1", "message_text": f"#key:k{i} #fail:slow=1"})
@@ -93,8 +77,8 @@ def test_a_killed_worker_loses_nothing_and_repeats_at_most_the_row_in_flight(pg_
     assert counts == [1, 1, 2]
 
 
-def test_sigterm_finishes_the_row_in_hand_puts_the_rest_back_and_exits_0(pg_engine, sandbox):
-    url, eng = pg_engine
+def test_sigterm_finishes_the_row_in_hand_puts_the_rest_back_and_exits_0(pg_db, sandbox):
+    url, eng = pg_db
     with eng.begin() as conn:
         acc = add_account(conn)
         ids = [add_row(conn, acc, "send_dm", {"recipient_id": "1", "message_text": f"#key:s{i} #fail:slow=1"})

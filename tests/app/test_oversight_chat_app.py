@@ -4,15 +4,11 @@ import uuid
 from datetime import timedelta
 
 import pytest
-import sqlalchemy as sa
 
-from lib.db import init_db, make_engine
-from lib.heartbeats import record_beat
 from lib.identity import OPERATOR, Actor
 from lib.oversight import create_session, get_session, list_sessions, record_answer, record_question
-from lib.schema import instagram_business_accounts
 from lib.timeutil import utcnow
-from tests.support.oversight_fake import FakeOversight
+from tests.support.oversight_fake import FakeOversight, chat_database
 
 PAGE = "pages/oversight_chat.py"
 ACC = uuid.UUID("0a0a0a0a-1111-4222-8333-444444444444")
@@ -20,12 +16,8 @@ ACC = uuid.UUID("0a0a0a0a-1111-4222-8333-444444444444")
 
 @pytest.fixture
 def chat_db(sqlite_url):
-    eng = make_engine(sqlite_url)
-    init_db(eng)
-    with eng.begin() as conn:
-        conn.execute(sa.insert(instagram_business_accounts).values(id=ACC, username="acme.shop", is_connected=True))
-        record_beat(conn, "oversight-brain", now=utcnow())
-    yield sqlite_url, eng
+    url, eng = chat_database(sqlite_url, ACC, "acme.shop")
+    yield url, eng
     eng.dispose()
 
 

@@ -3,16 +3,11 @@ import time
 import uuid
 
 import pytest
-import sqlalchemy as sa
 from playwright.sync_api import expect
 
-from lib.db import init_db, make_engine
-from lib.heartbeats import record_beat
 from lib.oversight import get_session, list_sessions
-from lib.schema import instagram_business_accounts
-from lib.timeutil import utcnow
 from tests.e2e.conftest import wait_idle
-from tests.support.oversight_fake import FakeOversight
+from tests.support.oversight_fake import FakeOversight, chat_database
 
 pytestmark = pytest.mark.e2e
 ACC = uuid.UUID("0b0b0b0b-1111-4222-8333-444444444444")
@@ -20,12 +15,8 @@ ACC = uuid.UUID("0b0b0b0b-1111-4222-8333-444444444444")
 
 @pytest.fixture
 def chat_db(sqlite_url):
-    eng = make_engine(sqlite_url)
-    init_db(eng)
-    with eng.begin() as conn:
-        conn.execute(sa.insert(instagram_business_accounts).values(id=ACC, username="acme.shop", is_connected=True))
-        record_beat(conn, "oversight-brain", now=utcnow())
-    yield sqlite_url, eng
+    url, eng = chat_database(sqlite_url, ACC, "acme.shop")
+    yield url, eng
     eng.dispose()
 
 

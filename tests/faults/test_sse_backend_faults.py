@@ -12,17 +12,12 @@ import time
 import uuid
 
 import pytest
-import sqlalchemy as sa
 from playwright.sync_api import expect
 
-from lib.db import init_db, make_engine
-from lib.heartbeats import record_beat
 from lib.oversight import get_session, list_sessions
 from lib.sandbox.sse_server import BackgroundServer
-from lib.schema import instagram_business_accounts
-from lib.timeutil import utcnow
 from tests.e2e.conftest import wait_idle
-from tests.support.oversight_fake import _Handler as ScriptedHandler
+from tests.support.oversight_fake import _Handler as ScriptedHandler, chat_database
 
 pytestmark = pytest.mark.e2e
 ACC = uuid.UUID("0c0c0c0c-1111-4222-8333-555555555555")
@@ -83,12 +78,8 @@ class FaultyOversight(BackgroundServer):
 
 @pytest.fixture
 def chat_db(sqlite_url):
-    eng = make_engine(sqlite_url)
-    init_db(eng)
-    with eng.begin() as conn:
-        conn.execute(sa.insert(instagram_business_accounts).values(id=ACC, username="faulty.shop", is_connected=True))
-        record_beat(conn, "oversight-brain", now=utcnow())
-    yield sqlite_url, eng
+    url, eng = chat_database(sqlite_url, ACC, "faulty.shop")
+    yield url, eng
     eng.dispose()
 
 

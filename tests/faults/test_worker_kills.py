@@ -6,47 +6,32 @@ how often a worker called Instagram for that row, `effects[k]` how often Instagr
 """
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
-import uuid
 from datetime import datetime, timezone
 
 import pytest
 import sqlalchemy as sa
 
-from lib.db import init_db, make_engine
 from lib.identity import OPERATOR, Actor
 from lib.queue import QueueFilter, matching_ids, retry
 from lib.schema import audit_log
 from lib.schema import post_queue as pq
 from tests.support.queue_rows import insert_rows, queue_row
 from tests.support.servers import ROOT
-from tests.support.worker import add_account, add_row, sandbox, statuses  # noqa: F401
+from tests.support.worker import add_account, add_row, pg_db, sandbox, statuses, worker_command, worker_env  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def pg_db(pg_server):
-    url = pg_server.create_database("f_" + uuid.uuid4().hex[:12])
-    eng = make_engine(url)
-    init_db(eng)
-    yield url, eng
-    eng.dispose()
-
-
 def _worker(url, sandbox, *args, **env):
     """`python -m worker ...`; its log goes to a temporary file (a full pipe would block it): .output()."""
-    full_env = {**os.environ, "DATABASE_URL": url, "INSTAGRAM_GRAPH_URL": sandbox.url, "GRAPH_READ_TIMEOUT_S": "10",
-                "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), **{k: str(v) for k, v in env.items()}}
     log = tempfile.TemporaryFile("w+")
-    proc = subprocess.Popen([sys.executable, "-m", "worker", *args], cwd=ROOT, env=full_env,
+    proc = subprocess.Popen(worker_command(*args), cwd=ROOT, env=worker_env(url, sandbox, **env),
                             stdout=log, stderr=subprocess.STDOUT, text=True)
 
     def output() -> str:

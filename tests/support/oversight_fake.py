@@ -109,3 +109,20 @@ class FakeOversight(BackgroundServer):
 
 def dumps(obj: Any) -> str:
     return json.dumps(obj)
+
+
+def chat_database(sqlite_url: str, account_id, username: str):
+    """(url, engine): an initialised database with one account and a fresh oversight-brain beat."""
+    import sqlalchemy as sa
+
+    from lib.db import init_db, make_engine
+    from lib.heartbeats import record_beat
+    from lib.schema import instagram_business_accounts
+    from lib.timeutil import utcnow
+
+    eng = make_engine(sqlite_url)
+    init_db(eng)
+    with eng.begin() as conn:
+        conn.execute(sa.insert(instagram_business_accounts).values(id=account_id, username=username, is_connected=True))
+        record_beat(conn, "oversight-brain", now=utcnow())
+    return sqlite_url, eng

@@ -1,6 +1,8 @@
 """Helpers for the worker tests: sandbox Graph API fixture, accounts, rows, settings."""
 from __future__ import annotations
 
+import os
+import sys
 import uuid
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -13,7 +15,9 @@ from lib.queue import enqueue
 from lib.sandbox.graph_api import GraphSandbox
 from lib.schema import instagram_business_accounts as accounts
 from lib.schema import post_queue as pq
+from lib.db import init_db, make_engine
 from lib.settings import Settings
+from tests.support.servers import ROOT
 
 
 @pytest.fixture
@@ -56,3 +60,23 @@ def row(conn, row_id):
 
 def statuses(conn) -> dict[str, int]:
     return dict(conn.execute(sa.select(pq.c.status, sa.func.count()).group_by(pq.c.status)).all())
+
+
+@pytest.fixture
+def pg_db(pg_server):
+    """(url, engine) of a fresh, initialised PostgreSQL database for worker-process tests."""
+    url = pg_server.create_database("w_" + uuid.uuid4().hex[:12])
+    eng = make_engine(url)
+    init_db(eng)
+    yield url, eng
+    eng.dispose()
+
+
+def worker_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "worker", *args]
+
+
+def worker_env(url: str, sandbox: GraphSandbox, **env) -> dict[str, str]:
+    """The environment of a `python -m worker` process against `url` and the sandbox Graph API."""
+    return {**os.environ, "DATABASE_URL": url, "INSTAGRAM_GRAPH_URL": sandbox.url, "GRAPH_READ_TIMEOUT_S": "10",
+            "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), **{k: str(v) for k, v in env.items()}}
