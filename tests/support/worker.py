@@ -34,8 +34,8 @@ def worker_settings(db_url: str, sandbox: GraphSandbox, **overrides) -> Settings
 
 
 def client_for(settings: Settings) -> GraphClient:
-    return GraphClient(settings.instagram_graph_url, connect_timeout=settings.graph_connect_timeout_s,
-                       read_timeout=settings.graph_read_timeout_s)
+    return GraphClient(settings.graph_url, connect_timeout=settings.graph_connect_timeout_s,
+                       read_timeout=settings.graph_read_timeout_s, api=settings.instagram_api)
 
 
 def add_account(conn, *, username="acme", token="tok-good", ig_id=None, connected=True) -> uuid.UUID:
