@@ -354,6 +354,7 @@ def test_facebook_login_messages_go_to_the_page_or_me(sb):
         resp = _dm(sb, node)
         assert resp.status_code == 200 and resp.json()["recipient_id"] == "9001" and resp.json()["message_id"]
     assert err(_dm(sb, IG)) == (400, 100, 33)  # the IG user node is Instagram Login's
+    assert err(_dm(sb, PAGE, recipient=IG)) == (400, 100, 2018001)  # not to ourselves (picked by position?)
     json_body = requests.post(f"{sb.url}/me/messages", json={"recipient": {"id": "42"}, "message": {"text": "j"}},
                               headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5)
     assert json_body.json()["recipient_id"] == "42"

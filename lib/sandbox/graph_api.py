@@ -41,7 +41,8 @@ behaviour, the page and the sentence it rests on, and what had to be guessed. In
   "/<IG_ID>/messages or /me/messages"; api="facebook_login": /{page-id}/messages or /me/messages
   with the Page's token. "Message text must be UTF-8 and be a 1000 bytes or less"; success
   {"recipient_id", "message_id"}. GET /{conversation-id}?fields=participants lists our account and
-  the customer, in an order that depends on the conversation id (pick by id, not by position).
+  the customer, in an order that depends on the conversation id (pick by id, not by position);
+  a DM to our own account answers 100/2018001 "No matching user found".
 * Comment replies (https://developers.facebook.com/docs/instagram-platform/instagram-graph-api/reference/ig-comment/replies):
   POST /{ig-comment-id}/replies?message= -> {"id"}; GET /{ig-comment-id}/replies lists them
   ({"data": [{"id", "text", "username", "from": {"id", "username"}, "timestamp"}]}).
@@ -752,6 +753,10 @@ class Handler(BaseHTTPRequestHandler):
         recipient_id = recipient.get("id") if isinstance(recipient, dict) else None
         if not recipient_id:
             raise param_error("The parameter recipient is required")
+        with st.lock:
+            own_ids = {account, node} | ({st.accounts[account]["page_id"]} if account in st.accounts else set())
+        if str(recipient_id) in own_ids:  # our own account is not a customer to message
+            raise param_error("No matching user found", subcode=2018001)
         message = params.get("message")
         if not isinstance(message, dict) or not (message.get("text") or message.get("attachment")
                                                   or message.get("attachments")):
