@@ -174,6 +174,7 @@ def test_publishing_an_unknown_or_foreign_container_fails(sb):
     sb.add_account("17841400000000002", "tok-other")
     theirs = post(sb, "17841400000000002/media", token="tok-other", image_url="https://x/t.jpg").json()["id"]
     assert err(post(sb, f"{IG}/media_publish", creation_id=theirs)) == (400, 24, 2207008)
+    assert get(sb, theirs, fields="status_code").json()["error"]["error_subcode"] == 33  # not ours to read
     assert post(sb, "17841400000000002/media_publish", token="tok-other", creation_id=theirs).status_code == 200
 
 

@@ -593,6 +593,11 @@ class Handler(BaseHTTPRequestHandler):
             err.setdefault("error_subcode", None)
             err["fbtrace_id"] = _fbtrace()
             self._send(ans.status, {"error": err}, self._usage_headers(account, ans.headers))
+        except Exception as exc:  # a bug of the sandbox: say so loudly, never as a Graph error class
+            import traceback
+            traceback.print_exc()
+            self._send(500, {"error": {"message": f"graph sandbox bug: {type(exc).__name__}: {exc}",
+                                       "type": "SandboxError", "code": -999, "error_subcode": None}})
 
     def _op(self, method: str, parts: list[str], params: dict[str, Any]):
         st = self.state
@@ -632,6 +637,12 @@ class Handler(BaseHTTPRequestHandler):
     def _check_owner(self, op: str, parts: list[str], token: str) -> None:
         """A registered token may act on its own account's nodes only (when both are known)."""
         st = self.state
+        if op == "container_status":
+            with st.lock:
+                owner, holder = st.by_token.get(token), st.containers[parts[0]]["ig_user_id"]
+                if owner and holder in st.accounts and holder != owner:
+                    raise unsupported("get", parts[0])
+            return
         if op not in ("media", "media_publish", "publishing_limit") or parts[0] == "me":
             return
         with st.lock:
@@ -906,12 +917,15 @@ class Handler(BaseHTTPRequestHandler):
         st = self.state
         ig_user = account if parts[0] == "me" else st.by_page.get(parts[0], parts[0])
         fields = [f.strip() for f in str(params.get("fields") or "quota_usage").split(",") if f.strip()]
-        since = params.get("since")
+        try:
+            since = float(params["since"]) if params.get("since") else None
+        except ValueError:
+            raise param_error("The parameter since must be a Unix timestamp") from None
         with st.lock:
             now = st.now()
             entry: dict[str, Any] = {}
             if "quota_usage" in fields:
-                entry["quota_usage"] = st.quota_usage(ig_user, now, float(since) if since else None)
+                entry["quota_usage"] = st.quota_usage(ig_user, now, since)
             if "config" in fields:
                 entry["config"] = {"quota_total": st.quota_total_of(ig_user), "quota_duration": int(DAY_S)}
         return 200, {"data": [entry]}
