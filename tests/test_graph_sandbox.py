@@ -392,6 +392,9 @@ def test_conversation_participants_are_us_and_the_customer_in_either_order(sb):
     people = get(sb, "conv-x", fields="participants").json()["participants"]["data"]
     assert {p["id"]: p["username"] for p in people} == {IG: "acme", "555": "jo"}
     assert get(sb, "me", fields="id,username").json() == {"id": IG, "username": "acme"}
+    requests.post(f"http://127.0.0.1:{sb.port}/_sandbox/conversations", timeout=5,
+                  json={"conversation_id": "conv-y", "ig_user_id": IG, "customer_id": "777"})
+    assert {p["id"] for p in get(sb, "conv-y", fields="participants").json()["participants"]["data"]} == {IG, "777"}
 
 
 # -- comment replies --------------------------------------------------------------------------

@@ -534,6 +534,11 @@ class Handler(BaseHTTPRequestHandler):
             elif parts == ["app_usage"]:
                 with st.lock:
                     st.app_usage.update(p)
+            elif parts == ["conversations"]:
+                with st.lock:
+                    st.conversations[str(p["conversation_id"])] = {
+                        "ig_user_id": str(p["ig_user_id"]), "customer_id": str(p["customer_id"]),
+                        "customer_username": p.get("customer_username") or f"customer_{str(p['customer_id'])[-4:]}"}
             elif parts == ["containers"]:
                 kwargs = {k: p[k] for k in ("media_type", "caption", "created_at", "status_code", "children")
                           if k in p}
