@@ -79,6 +79,9 @@ IG_ERROR_TABLE: dict[tuple[int, int], ErrorRule] = {
     (9, 2207042): ErrorRule(True, "rate_limit", QUOTA,
                             f"{_ERRORS_DOC} 9/2207042: 'You reached maximum number of posts that is allowed to be "
                             "published by Content Publishing API' (the 24 h publishing limit)"),
+    (24, 2207008): ErrorRule(True, "transient", NEW_CONTAINER,
+                             f"{_ERRORS_DOC} 24/2207008: 'The media builder with creation id = {{creation-id}} does "
+                             "not exist or has been expired.'"),
     (9007, 2207027): ErrorRule(True, "transient", WAIT_CONTAINER,
                                f"{_ERRORS_DOC} 9007/2207027: the media is not ready for publishing, please wait"),
 }

@@ -1,9 +1,9 @@
 """The media container lifecycle of one publish_post / repost_ugc attempt (no database here).
 
 Meta's Content Publishing guide: create a container (POST /{ig-user-id}/media), wait until its
-status_code is FINISHED ("query a container's status once per minute, for no more than 5
-minutes" for videos; containers "expire after 24 hours"), then POST /{ig-user-id}/media_publish.
-Quotes and URLs: docs/worker.md. One attempt here:
+status_code is FINISHED ("Video uploads are asynchronous ... request the status_code field on
+the IG Container"; "Containers expire after 24 hours"), then POST /{ig-user-id}/media_publish.
+Quotes and URLs: docs/worker.md and docs/graph-api.md. One attempt here:
 
 * a stored creation_id is always read first (GET /{container}?fields=status_code,status):
   PUBLISHED -> the post is live, never publish again (this settles a publish that timed out);

@@ -64,7 +64,7 @@ class Settings:
     oversight_max_question_chars: int = 2000  # spec 3.3 "question: string (max 2000 chars)"
     # Instagram content publishing (issue 12, docs/worker.md)
     container_timeout_s: int = 1800  # a container still IN_PROGRESS this long after its creation is a failed attempt
-    container_check_interval_s: int = 60  # Meta: query a container's status "no more than once per minute"
+    container_check_interval_s: int = 60  # a waiting row reads its container's status about once a minute
 
     @property
     def is_sqlite(self) -> bool:

@@ -126,6 +126,7 @@ def test_not_retryable_goes_to_dlq_at_once_and_rate_limit_waits_for_the_headers(
     (4, 2207051, "permanent", SPAM),          # not a rate limit, although code 4 is one
     (9, 2207042, "rate_limit", QUOTA),        # the daily posts limit, not permanent
     (9007, 2207027, "transient", WAIT_CONTAINER),
+    (24, 2207008, "transient", NEW_CONTAINER),
 ])
 def test_error_table_rows_take_precedence(code, subcode, category, action):
     cat = categorize_ig_error(err(400, code, error_subcode=subcode))
