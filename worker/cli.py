@@ -87,13 +87,13 @@ class Worker:
             log.exception("tick failed")
             return None
 
-    def next_wake(self, *, interval_s: float | None) -> datetime:
+    def next_wake(self, *, interval_s: float | None, last_tick: datetime) -> datetime:
         """The next scheduled tick, or earlier when a waiting row (a container being processed,
         the publishing quota) comes due before it: a tick never sleeps minutes, the loop does."""
         now = utcnow()
         due = next_run(now, cron=self.settings.worker_cron, interval_s=interval_s)
         try:
-            waiting = next_wait_due(self.engine)
+            waiting = next_wait_due(self.engine, after=last_tick)
         except UNAVAILABLE_ERRORS:
             waiting = None  # the tick will say the database is gone
         if waiting is not None and waiting < due:
@@ -153,10 +153,12 @@ def main(argv=None) -> int:
         return 1 if failed and not w.stop.is_set() else 0
     if not args.no_watchdog:
         threading.Thread(target=w.watchdog_loop, name="watchdog", daemon=True).start()
+    last_tick = utcnow()
     while not w.stop.is_set():
-        due = w.next_wake(interval_s=args.interval_seconds)
+        due = w.next_wake(interval_s=args.interval_seconds, last_tick=last_tick)
         if w.stop.wait(max(0.0, (due - utcnow()).total_seconds())):
             break
+        last_tick = utcnow()
         w.tick()  # a failed tick is logged inside; the next one tries again
     log.info("worker stopped")
     return 0

@@ -247,13 +247,14 @@ def sent_twins(engine: Engine, rows: list[Claimed]) -> dict[uuid.UUID, str | Non
     return {rid: sent[k] for rid, keys in keys_of.items() for k in keys if k in sent}
 
 
-def next_wait_due(engine: Engine) -> datetime | None:
-    """The earliest time a waiting row (container processing, quota) is due again: the service
-    loop wakes for it before the next cron tick."""
+def next_wait_due(engine: Engine, *, after: datetime) -> datetime | None:
+    """The earliest time after `after` (the last tick's start) at which a waiting row (container
+    processing, quota) is due again: the service loop wakes for it before the next cron tick.
+    Rows due before that tick had their chance in it (claimed, or held back by a throttle)."""
     with engine.connect() as conn:
         value = conn.execute(
             sa.select(sa.func.min(pqs.c.wait_until)).select_from(pqs.join(pq, pq.c.id == pqs.c.queue_id))
-            .where(pqs.c.wait_until.is_not(None), pq.c.status == PENDING)
+            .where(pqs.c.wait_until > after, pq.c.status == PENDING)
         ).scalar()
     return as_utc(value)
 

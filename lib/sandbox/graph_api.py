@@ -1066,6 +1066,26 @@ class GraphSandbox:
         return self.stats()["containers"][container_id]
 
 
+def register_accounts(sandbox: "GraphSandbox") -> int:
+    """The demo: Instagram knows which account a token belongs to, which Page it is linked to and
+    its username; the sandbox learns it from our accounts table (ids, tokens, usernames only)."""
+    import sqlalchemy as sa
+
+    from lib.db import make_engine
+    from lib.schema import instagram_business_accounts as acc
+    from lib.settings import load_settings
+
+    engine = make_engine(load_settings().database_url)
+    n = 0
+    with engine.connect() as conn:
+        for a in conn.execute(sa.select(acc.c.instagram_business_id, acc.c.access_token, acc.c.username)):
+            if a.instagram_business_id and a.access_token:
+                sandbox.add_account(str(a.instagram_business_id), a.access_token, username=a.username)
+                n += 1
+    engine.dispose()
+    return n
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m lib.sandbox.graph_api", description=__doc__.split("\n\n")[0])
     ap.add_argument("--port", type=int, default=8766)
@@ -1077,6 +1097,8 @@ def main(argv=None) -> None:
     ap.add_argument("--stories-processing-s", type=float, default=None, help="processing time of video STORIES")
     ap.add_argument("--image-processing-s", type=float, default=None, help="processing time of image containers")
     ap.add_argument("--publish-quota", type=int, default=DEFAULT_PUBLISH_QUOTA, help="posts per account per 24 h")
+    ap.add_argument("--register-accounts", action="store_true",
+                    help="register the business accounts of DATABASE_URL (as Instagram knows its own accounts)")
     args = ap.parse_args(argv)
     processing: dict[str, float] = {}
     if args.reels_processing_s is not None:
@@ -1087,6 +1109,8 @@ def main(argv=None) -> None:
         processing["IMAGE"] = args.image_processing_s
     sandbox = GraphSandbox(args.port, api=args.api, processing_s=processing, publish_quota=args.publish_quota,
                            error_rate=args.error_rate, seed=args.seed, timeout_sleep_s=args.timeout_sleep)
+    if args.register_accounts:
+        register_accounts(sandbox)
     print(f"Graph sandbox on {sandbox.url} (api {args.api}, error rate {args.error_rate}, "
           f"REELS processing {sandbox.state.processing_s['REELS']:g} s)", flush=True)
     try:

@@ -336,9 +336,13 @@ def _payload(rng: random.Random, action: str, acc: DemoAccount, status: str) -> 
                 "message_text": rng.choice(DMS).format(n=rng.randint(10**9, 10**10))}
     if action == "publish_post":
         media_type = rng.choices(MEDIA_TYPES, weights=MEDIA_WEIGHTS)[0]
-        ext = "mp4" if media_type == "VIDEO" else "jpg"
-        return {"image_url": f"https://cdn.example.com/{acc.username}/{rng.getrandbits(48):012x}.{ext}",
-                "caption": rng.choice(acc.profile.captions), "media_type": media_type,
+        base = f"https://cdn.example.com/{acc.username}/{rng.getrandbits(48):012x}"
+        # payloads Instagram can publish (docs/worker.md, media types): a video has video_url, a
+        # carousel lists its items in children
+        media = ({"video_url": f"{base}.mp4"} if media_type == "VIDEO" else
+                 {"children": [{"image_url": f"{base}-{i}.jpg"} for i in range(1, 4)]}
+                 if media_type == "CAROUSEL_ALBUM" else {"image_url": f"{base}.jpg"})
+        return {**media, "caption": rng.choice(acc.profile.captions), "media_type": media_type,
                 "scheduled_post_id": str(_uuid(rng)),
                 "creation_id": _num_id(rng, 17, "178") if has_container else None}
     # repost_ugc
@@ -353,7 +357,8 @@ def _queue_audit_details(row: dict, acc: DemoAccount) -> dict[str, Any]:
     details: dict[str, Any] = {"business_account_id": str(acc.id), "queue_id": str(row["id"]),
                                "action_type": row["action_type"]}
     if row["action_type"] == "publish_post":
-        details.update(caption=p["caption"], image_url=p["image_url"], media_type=p["media_type"])
+        details.update(caption=p["caption"], media_type=p["media_type"],
+                       **{k: p[k] for k in ("image_url", "video_url") if k in p})
     elif row["action_type"] == "reply_comment":
         details.update(comment_id=p["comment_id"], post_id=p["post_id"])
     elif row["action_type"] == "reply_dm":
