@@ -407,7 +407,7 @@ class GraphBudget:
         self.account: AccountCreds | None = None
         self.app_stopped: str | None = None
         self.account_stopped: dict[Any, str] = {}
-        self._written: dict[str, tuple] = {}
+        self._latest: dict[str, tuple[Any, Any, datetime]] = {}  # scope -> (account id, Usage, seen)
         self._quotas: dict[Any, tuple[float, Quota]] = {}
 
     def observe(self, method, template, status, seconds, headers) -> None:
@@ -417,25 +417,29 @@ class GraphBudget:
         app = app_usage(headers)
         usage = account_usage(headers, acct.instagram_business_id) if acct is not None else None
         if app is not None:
-            self._record(None, app, now)
+            self._latest[graph_usage.APP] = (None, app, now)
         if usage is not None:
-            self._record(acct.id, usage, now)
+            self._latest[graph_usage.scope_of(acct.id)] = (acct.id, usage, now)
+        stopped = False
         if app is not None and app.exhausted:
             self.app_stopped = f"app usage at {app.peak:.0f}% (X-App-Usage)"
+            stopped = True
         if usage is not None and usage.exhausted and acct is not None:
             self.account_stopped[acct.id] = (f"business use case usage at {usage.peak:.0f}%"
                                              + (f", access back in {usage.regain_access_minutes:g} min"
                                                 if usage.regain_access_minutes else ""))
+            stopped = True
+        if stopped:  # other workers must see a throttle at once
+            self.flush()
 
-    def _record(self, account_id, usage, now) -> None:
-        key = graph_usage.scope_of(account_id)
-        sig = (usage.call_count, usage.total_cputime, usage.total_time, usage.regain_access_minutes)
-        last = self._written.get(key)
-        if last is not None and last[0] == sig and (now - last[1]).total_seconds() < 60:
-            return  # unchanged and written recently: spare the database a write per call
+    def flush(self) -> None:
+        """Write the latest usage of each scope seen (once per tick, or at once on a throttle)."""
+        if not self._latest:
+            return
+        latest, self._latest = self._latest, {}
         with self.engine.begin() as conn:
-            graph_usage.record_usage(conn, account_id=account_id, usage=usage, now=now)
-        self._written[key] = (sig, now)
+            for account_id, usage, seen in latest.values():
+                graph_usage.record_usage(conn, account_id=account_id, usage=usage, now=seen)
 
     def quota_left(self, account: AccountCreds) -> int | None:
         cached = self._quotas.get(account.id)
@@ -487,6 +491,7 @@ def run_tick(engine: Engine, settings: Settings, client: GraphClient, *, stop: t
             _execute_batch(engine, settings, client, budget, rows, result, stop, now_fn)
         finally:
             client.observers.remove(budget.observe)
+        budget.flush()
     except UNAVAILABLE_ERRORS as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
         result.error = f"database unavailable at {mask_url(settings.database_url)}: {reason}"
