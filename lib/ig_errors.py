@@ -4,10 +4,15 @@ Pure: no I/O, no clock. `GraphError` carries what a failed call left us (HTTP st
 decoded body, the response headers, or the network exception) and is what lib.instagram raises.
 
 Decisions (DESIGN decisions 1 and 2):
+* Instagram's error table by (code, subcode) (IG_ERROR_TABLE, each row quoting Meta's page)
+  comes first: "try again" rows are transient, "generate a new container" rows drop the
+  container, 9007/2207027 means "not ready, wait", 9/2207042 is the publishing limit (wait for
+  the window, never the DLQ), 4/2207051 a spam restriction (permanent: retrying deepens it).
 * codes 190/102/104 -> auth_failure; 4/17/32/613 or HTTP 429 -> rate_limit (the spec's function
-  forgot 32; its table has it). We also treat 80002 (Instagram's Business Use Case throttle)
-  as rate_limit: it comes with HTTP 400 and would otherwise be dead-lettered as permanent.
-* Graph's `is_transient: true` makes an otherwise permanent/unknown error transient.
+  forgot 32; its table has it), and the throttles 80001/80002/80006 and 341: they come with
+  HTTP 400 and would otherwise be dead-lettered as permanent.
+* Graph's `is_transient: true` (codes 1 and 2 carry it) makes an otherwise permanent/unknown
+  error transient.
 * 400 with any other code -> permanent; 5xx and network timeouts/connection errors -> transient;
   anything else -> unknown (retryable).
 """
@@ -21,12 +26,65 @@ from typing import Any, Mapping
 import requests
 
 AUTH_CODES = frozenset({190, 102, 104})
-RATE_LIMIT_CODES = frozenset({4, 17, 32, 613, 80002})
+# The spec's rate-limit codes (+ 32, which its function forgot), and the Business Use Case throttles
+# Meta's "Rate Limiting" page names: 80001 (Pages), 80002 (Instagram), 80006 (Messenger), and 341
+# ("Application limit reached").
+RATE_LIMIT_CODES = frozenset({4, 17, 32, 613, 80001, 80002, 80006, 341})
 USAGE_HEADERS = ("x-business-use-case-usage", "x-app-usage", "x-ad-account-usage")
 # Graph answers for a rejected publish/repost: 368 = "deemed abusive or otherwise disallowed";
 # 2207xxx subcodes are the content publishing API's media/content rejections.
 CONTENT_CODES = frozenset({368})
 CONTENT_SUBCODE_RANGE = range(2207000, 2208000)
+
+# What the worker does with an answer, beyond its category:
+RETRY = "retry"                    # the schedule (backoff) decides
+NEW_CONTAINER = "new_container"    # drop the stored creation_id; the next attempt makes a new container
+WAIT_CONTAINER = "wait_container"  # the container is not ready: wait, no attempt used up
+QUOTA = "quota"                    # the publishing limit: wait until the 24 h window allows, never DLQ
+SPAM = "spam"                      # a spam restriction: stop, do not retry (retrying deepens it)
+
+_ERRORS_DOC = "https://developers.facebook.com/docs/instagram-platform/instagram-graph-api/reference/error-codes"
+
+
+@dataclass(frozen=True)
+class ErrorRule:
+    retryable: bool
+    error_category: str
+    action: str
+    doc: str  # the table row this comes from, quoted
+
+
+# Instagram's own error table by (code, subcode); it takes precedence over the spec's rules where
+# it names a pair (DESIGN decision 1). Each row quotes the "Error Codes" page of the Instagram
+# Platform (HTTP 400 for all of them there).
+IG_ERROR_TABLE: dict[tuple[int, int], ErrorRule] = {
+    (-2, 2207003): ErrorRule(True, "transient", NEW_CONTAINER,
+                             f"{_ERRORS_DOC} -2/2207003: 'It takes too long to download the media.' -> 'Try again.'"),
+    (-2, 2207020): ErrorRule(True, "transient", NEW_CONTAINER,
+                             f"{_ERRORS_DOC} -2/2207020: 'The media you are trying to access has expired.' -> "
+                             "'Generate a new container ID and use it to try again.'"),
+    (-1, 2207001): ErrorRule(True, "transient", RETRY,
+                             f"{_ERRORS_DOC} -1/2207001: 'Instagram server error. Try again.'"),
+    (-1, 2207032): ErrorRule(True, "transient", NEW_CONTAINER,
+                             f"{_ERRORS_DOC} -1/2207032: 'Create media fail, please try to re-create media' -> "
+                             "'Failed to create a media container. Try again.'"),
+    (-1, 2207053): ErrorRule(True, "transient", NEW_CONTAINER,
+                             f"{_ERRORS_DOC} -1/2207053: 'unknown upload error' -> 'Generate a new container and "
+                             "use it to try again.'"),
+    (1, 2207057): ErrorRule(False, "permanent", RETRY,
+                            f"{_ERRORS_DOC} 1/2207057: 'Thumbnail offset must be ... less than video duration'"),
+    (4, 2207051): ErrorRule(False, "permanent", SPAM,
+                            f"{_ERRORS_DOC} 4/2207051: 'We restrict certain activity to protect our community.' "
+                            "(the publishing action is suspected to be spam)"),
+    (9, 2207042): ErrorRule(True, "rate_limit", QUOTA,
+                            f"{_ERRORS_DOC} 9/2207042: 'You reached maximum number of posts that is allowed to be "
+                            "published by Content Publishing API' (the 24 h publishing limit)"),
+    (24, 2207008): ErrorRule(True, "transient", NEW_CONTAINER,
+                             f"{_ERRORS_DOC} 24/2207008: 'The media builder with creation id = {{creation-id}} does "
+                             "not exist or has been expired.'"),
+    (9007, 2207027): ErrorRule(True, "transient", WAIT_CONTAINER,
+                               f"{_ERRORS_DOC} 9007/2207027: the media is not ready for publishing, please wait"),
+}
 
 BACKOFF_CAP = timedelta(minutes=60)
 
@@ -64,6 +122,8 @@ class Category:
     retryable: bool
     error_category: str
     retry_after: timedelta | None = None  # from the usage headers, when Graph says so
+    action: str = RETRY
+    doc: str | None = None
 
 
 def _int(value: Any) -> int | None:
@@ -73,12 +133,17 @@ def _int(value: Any) -> int | None:
         return None
 
 
-def categorize_ig_error(error: BaseException) -> Category:
-    """The spec's categorizeIgError for a GraphError (or a bare requests exception)."""
+def categorize_ig_error(error: BaseException, *, business_id: str | None = None) -> Category:
+    """The spec's categorizeIgError for a GraphError (or a bare requests exception), refined by
+    Instagram's (code, subcode) table. `business_id` picks this account's usage header entry."""
     if not isinstance(error, GraphError):
         error = GraphError(str(error), exc=error)
     status, code = error.status, error.code
-    retry_after = regain_access_after(error.headers)
+    retry_after = regain_access_after(error.headers, business_id=business_id)
+    rule = IG_ERROR_TABLE.get((code, error.subcode)) if code is not None else None
+    if rule is not None:
+        return Category(rule.retryable, rule.error_category, retry_after if rule.retryable else None,
+                        rule.action, rule.doc)
     if code in AUTH_CODES:
         return Category(False, "auth_failure")
     if code in RATE_LIMIT_CODES or status == 429:
@@ -101,41 +166,83 @@ def is_content_rejection(error: BaseException) -> bool:
     return error.code in CONTENT_CODES or (error.subcode in CONTENT_SUBCODE_RANGE)
 
 
-def regain_access_after(headers: Mapping[str, str] | None) -> timedelta | None:
-    """The longest `estimated_time_to_regain_access` (minutes) found in Graph's usage headers.
+@dataclass(frozen=True)
+class Usage:
+    """One scope's usage as Graph reported it: percentages (0-100) and minutes until access returns."""
 
-    X-Business-Use-Case-Usage is {"<id>": [{"type": ..., "estimated_time_to_regain_access": N}, ...]};
-    X-App-Usage normally carries only percentages, but is read the same way in case it has one.
-    """
+    usage_type: str | None = None
+    call_count: float | None = None
+    total_cputime: float | None = None
+    total_time: float | None = None
+    regain_access_minutes: float | None = None
+
+    @property
+    def peak(self) -> float:
+        return max((v for v in (self.call_count, self.total_cputime, self.total_time) if v is not None), default=0.0)
+
+    @property
+    def exhausted(self) -> bool:
+        return self.peak >= 100 or bool(self.regain_access_minutes)
+
+
+def _num(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _header(headers: Mapping[str, str] | None, name: str) -> Any:
     if not headers:
         return None
-    lowered = {str(k).lower(): v for k, v in headers.items()}
-    minutes: list[float] = []
-    for name in USAGE_HEADERS:
-        raw = lowered.get(name)
-        if not raw:
-            continue
-        try:
-            _collect_regain(json.loads(raw), minutes)
-        except (ValueError, TypeError):
-            continue  # a malformed header must not turn a failure into a crash
+    for k, v in headers.items():
+        if str(k).lower() == name:
+            try:
+                return json.loads(v)
+            except (ValueError, TypeError):
+                return None  # a malformed header must not turn a failure into a crash
+    return None
+
+
+def account_usage(headers: Mapping[str, str] | None, business_id: str | None) -> Usage | None:
+    """This account's entry of X-Business-Use-Case-Usage ({"<business id>": [{type, call_count,
+    total_cputime, total_time, estimated_time_to_regain_access}, ...]}), never another account's.
+    Several types under one id: the highest of each figure."""
+    body = _header(headers, "x-business-use-case-usage")
+    if not isinstance(body, dict) or business_id is None:
+        return None
+    entries = body.get(str(business_id))
+    if isinstance(entries, dict):
+        entries = [entries]
+    if not isinstance(entries, list) or not entries:
+        return None
+    entries = [e for e in entries if isinstance(e, dict)]
+
+    def top(key: str) -> float | None:
+        vals = [v for v in (_num(e.get(key)) for e in entries) if v is not None]
+        return max(vals) if vals else None
+
+    return Usage(",".join(sorted({str(e.get("type")) for e in entries if e.get("type")})) or None,
+                 top("call_count"), top("total_cputime"), top("total_time"), top("estimated_time_to_regain_access"))
+
+
+def app_usage(headers: Mapping[str, str] | None) -> Usage | None:
+    """X-App-Usage ({"call_count", "total_cputime", "total_time"} in %): the whole app's usage."""
+    body = _header(headers, "x-app-usage")
+    if not isinstance(body, dict):
+        return None
+    return Usage("app", _num(body.get("call_count")), _num(body.get("total_cputime")), _num(body.get("total_time")),
+                 _num(body.get("estimated_time_to_regain_access")))
+
+
+def regain_access_after(headers: Mapping[str, str] | None, *, business_id: str | None = None) -> timedelta | None:
+    """When Graph says access returns: this account's estimated_time_to_regain_access (minutes) in
+    X-Business-Use-Case-Usage, or the app's when X-App-Usage carries one. Without a business id
+    nothing is read from the per-account header (another account's throttle is not ours)."""
+    minutes = [u.regain_access_minutes for u in (account_usage(headers, business_id), app_usage(headers))
+               if u is not None and u.regain_access_minutes]
     best = max((m for m in minutes if m > 0), default=None)
     return timedelta(minutes=best) if best is not None else None
-
-
-def _collect_regain(node: Any, out: list[float]) -> None:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "estimated_time_to_regain_access":
-                try:
-                    out.append(float(value))
-                except (TypeError, ValueError):
-                    pass
-            else:
-                _collect_regain(value, out)
-    elif isinstance(node, list):
-        for item in node:
-            _collect_regain(item, out)
 
 
 def backoff_delay(retry_count: int) -> timedelta:
@@ -157,8 +264,11 @@ def next_attempt(retry_count: int, category: Category, *, max_retries: int) -> R
 
     Not retryable -> dlq at once. Retryable and retry_count >= max_retries -> dlq (count kept).
     Otherwise retry_count + 1 and a wait of backoff_delay(new count), at least the time the
-    rate-limit headers gave.
+    rate-limit headers gave. The publishing limit (action QUOTA) is no failure of the row: it
+    waits until the window allows (retry_after), retry_count unchanged, never the DLQ.
     """
+    if category.action == QUOTA:
+        return RetryDecision("failed", retry_count, category.retry_after or timedelta(minutes=15))
     if not category.retryable or retry_count >= max_retries:
         return RetryDecision("dlq", retry_count, None)
     new_count = retry_count + 1

@@ -1,39 +1,38 @@
-"""Instagram Graph API client for the five post_queue action types.
+"""Instagram Graph API client: one method per Graph call the worker makes (docs/worker.md).
 
 One attempt per call (DESIGN decision 10): a plain requests.Session, no retrying adapter,
 connect and read timeouts on every request. Failures raise lib.ig_errors.GraphError (Graph
-answered with an error, or the network failed) or InvalidPayload (the row cannot be executed
-as written). The access token travels in the form body (POST) or query (GET) and never
-appears in an error message we build: messages name the Graph path, never the URL.
+answered with an error, or the network failed). The access token travels in the
+`Authorization: Bearer` header, never in a URL or a body, so no log line (urllib3's at DEBUG
+included) and no error message can carry it; messages name the Graph path, never the URL.
 
-Mapping of payloads (spec 1.2) to Graph calls:
-  reply_comment  POST /{comment_id}/replies          message=reply_text              -> id
-  send_dm        POST /{ig_user_id}/messages         recipient={"id": recipient_id}, message={"text": message_text}
-  reply_dm       as send_dm; the recipient is payload.recipient_id when present, else the
-                 participant of GET /{conversation_id}?fields=participants that is not our
-                 own account (the Send API addresses people, not conversations)
-  publish_post   POST /{ig_user_id}/media (image_url or video_url, caption, media_type) -> creation_id,
-                 then POST /{ig_user_id}/media_publish creation_id=...               -> media id
-                 A payload that already has creation_id skips step one.
-  repost_ugc     publish payload.creation_id; without one, create a container from the
-                 permission's media (payload image_url / media_url / video_url, caption) first.
-instagram_id on success: the reply id, the DM's message_id, the published media id.
+Calls (INSTAGRAM_API picks the host, lib.settings.GRAPH_HOSTS; ids from instagram_business_accounts):
+  reply_comment     POST /{ig-comment-id}/replies message=...                 -> reply id
+  comment_replies   GET  /{ig-comment-id}/replies?fields=id,text,username,from
+  send_message      POST /me/messages (facebook_login: the Page of the token) or
+                    POST /{ig-user-id}/messages (instagram_login)
+                    recipient={"id": IGSID} message={"text": ...}              -> message_id
+  conversation_peer GET  /{conversation-id}?fields=participants -> the participant that is not us
+  create_container  POST /{ig-user-id}/media (image_url | video_url + media_type, caption, ...)
+  container_status  GET  /{ig-container-id}?fields=status_code,status
+  publish           POST /{ig-user-id}/media_publish creation_id=...           -> media id
+  publishing_limit  GET  /{ig-user-id}/content_publishing_limit?fields=config,quota_usage
+The container lifecycle around these calls (wait, expire, quota) is lib/publishing.py.
 """
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import requests
 
 from lib.ig_errors import GraphError
+from lib.payload_rules import InvalidPayload, dm_problems
+from lib.redact import redact
 
-VIDEO_TYPES = {"VIDEO", "REELS"}
-
-
-class InvalidPayload(Exception):
-    """The row lacks what the action needs; no Graph call can fix that (permanent)."""
+__all__ = ["AccountCreds", "GraphClient", "GraphError", "InvalidPayload", "Quota"]
 
 
 @dataclass(frozen=True)
@@ -41,52 +40,75 @@ class AccountCreds:
     id: Any
     instagram_business_id: str | None
     access_token: str | None = field(repr=False)  # never in reprs or logs
+    username: str | None = None
 
 
 @dataclass(frozen=True)
-class ActionResult:
-    instagram_id: str
-    creation_id: str | None = None
+class Quota:
+    """content_publishing_limit: posts published through the API in the moving window."""
+
+    usage: int
+    total: int | None
+    duration_s: int | None
+
+    @property
+    def left(self) -> int | None:
+        return None if self.total is None else max(0, self.total - self.usage)
 
 
-def redact(text: str, secret: str | None) -> str:
-    return text.replace(secret, "***") if secret and text else text
+# Observers see every call as (method, endpoint template, HTTP status or None, seconds, headers):
+# usage headers per account, and later request metrics. Templates never carry ids or tokens.
+Observer = Callable[[str, str, "int | None", float, dict], None]
 
 
 class GraphClient:
     def __init__(self, base_url: str, *, connect_timeout: float, read_timeout: float,
-                 session: requests.Session | None = None) -> None:
+                 api: str = "facebook_login", session: requests.Session | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = (connect_timeout, read_timeout)
+        self.api = api
         self.session = session or requests.Session()
+        self.observers: list[Observer] = []
 
     # -- transport -------------------------------------------------------------------------
-    def _call(self, method: str, path: str, token: str, data: dict[str, Any]) -> dict[str, Any]:
+    def _call(self, method: str, path: str, token: str | None, data: dict[str, Any] | None = None, *,
+              template: str) -> dict[str, Any]:
+        if not token:
+            raise InvalidPayload("business account has no access_token")
         url = f"{self.base_url}/{path.lstrip('/')}"
-        fields = {k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in data.items() if v is not None}
-        fields["access_token"] = token
+        fields = {k: (json.dumps(v) if isinstance(v, (dict, list)) else v)
+                  for k, v in (data or {}).items() if v is not None}
+        headers = {"Authorization": f"Bearer {token}"}
+        began = time.monotonic()
         try:
             if method == "GET":
-                resp = self.session.get(url, params=fields, timeout=self.timeout)
+                resp = self.session.get(url, params=fields, headers=headers, timeout=self.timeout)
             else:
-                resp = self.session.post(url, data=fields, timeout=self.timeout)
+                resp = self.session.post(url, data=fields, headers=headers, timeout=self.timeout)
         except requests.RequestException as exc:
-            # str(exc) can contain the URL (and a GET's query): name the path instead.
+            self._observe(method, template, None, began, {})
+            # str(exc) can contain the URL: name the path instead.
             raise GraphError(f"{type(exc).__name__} on {method} /{path.lstrip('/')}", exc=exc) from None
+        resp_headers = dict(resp.headers)
+        self._observe(method, template, resp.status_code, began, resp_headers)
         try:
             body = resp.json()
         except ValueError:
             body = None
         if resp.status_code >= 400 or not isinstance(body, dict) or "error" in body:
             err = body.get("error") if isinstance(body, dict) and isinstance(body.get("error"), dict) else {}
-            text = redact(str(err.get("message") or resp.reason or "error"), token)
+            text = redact(str(err.get("message") or resp.reason or "error"), secrets=(token,))
             code = err.get("code")
             sub = err.get("error_subcode")
             label = f"HTTP {resp.status_code}" + (f" code {code}" if code is not None else "") + (
                 f"/{sub}" if sub is not None else "")
             raise GraphError(f"{label} on {method} /{path.lstrip('/')}: {text}"[:1000],
-                             status=resp.status_code, body=body, headers=dict(resp.headers))
+                             status=resp.status_code, body=body, headers=resp_headers)
         return body
+
+    def _observe(self, method, template, status, began, headers) -> None:
+        for observer in self.observers:
+            observer(method, template, status, time.monotonic() - began, headers)
 
     @staticmethod
     def _id(body: dict[str, Any], key: str, path: str) -> str:
@@ -95,69 +117,82 @@ class GraphClient:
             raise GraphError(f"no {key!r} in the answer of /{path}", status=200, body=body)
         return str(value)
 
-    # -- actions ---------------------------------------------------------------------------
-    def execute(self, action_type: str, payload: dict[str, Any], account: AccountCreds, *,
-                on_container: Callable[[str], None] | None = None) -> ActionResult:
-        """Run one queue row. on_container(creation_id) is called between the two publish steps
-        so the caller can store the container before publishing it (a retry then reuses it)."""
-        if not account.access_token or not account.instagram_business_id:
-            raise InvalidPayload("business account has no access_token or instagram_business_id")
-        p = payload or {}
-        if action_type == "reply_comment":
-            comment_id, text = _need(p, "comment_id", "reply_text")
-            path = f"{comment_id}/replies"
-            return ActionResult(self._id(self._call("POST", path, account.access_token, {"message": text}), "id", path))
-        if action_type in ("send_dm", "reply_dm"):
-            (text,) = _need(p, "message_text")
-            recipient = p.get("recipient_id")
-            if not recipient and action_type == "reply_dm":
-                recipient = self._conversation_peer(_need(p, "conversation_id")[0], account)
-            if not recipient:
-                raise InvalidPayload(f"{action_type} needs recipient_id")
-            path = f"{account.instagram_business_id}/messages"
-            body = self._call("POST", path, account.access_token,
-                              {"recipient": {"id": str(recipient)}, "message": {"text": text}})
-            return ActionResult(self._id(body, "message_id", path))
-        if action_type in ("publish_post", "repost_ugc"):
-            creation_id = p.get("creation_id")
-            if not creation_id:
-                creation_id = self._create_container(p, account, action_type)
-                if on_container is not None:
-                    on_container(creation_id)
-            path = f"{account.instagram_business_id}/media_publish"
-            body = self._call("POST", path, account.access_token, {"creation_id": str(creation_id)})
-            return ActionResult(self._id(body, "id", path), creation_id=str(creation_id))
-        raise InvalidPayload(f"unknown action_type {action_type!r}")
+    @staticmethod
+    def _ig_user(account: AccountCreds) -> str:
+        if not account.instagram_business_id:
+            raise InvalidPayload("business account has no instagram_business_id")
+        return str(account.instagram_business_id)
 
-    def _conversation_peer(self, conversation_id: str, account: AccountCreds) -> str:
-        path = str(conversation_id)
-        body = self._call("GET", path, account.access_token, {"fields": "participants"})
-        people = (body.get("participants") or {}).get("data") or []
-        for person in people:
-            if str(person.get("id")) != str(account.instagram_business_id):
-                return str(person.get("id"))
-        raise InvalidPayload(f"conversation {conversation_id} has no participant besides our account")
+    # -- comments --------------------------------------------------------------------------
+    def reply_comment(self, comment_id: str, text: str, account: AccountCreds) -> str:
+        path = f"{comment_id}/replies"
+        body = self._call("POST", path, account.access_token, {"message": text}, template="/{ig-comment-id}/replies")
+        return self._id(body, "id", path)
 
-    def _create_container(self, p: dict[str, Any], account: AccountCreds, action_type: str) -> str:
-        media_type = str(p.get("media_type") or "IMAGE").upper()
-        media_url = p.get("video_url") or p.get("image_url") or p.get("media_url")
-        if not media_url:
-            need = "image_url" if action_type == "publish_post" else "creation_id or the permission's media_url"
-            raise InvalidPayload(f"{action_type} needs {need}")
-        fields: dict[str, Any] = {"caption": p.get("caption")}
-        if media_type in VIDEO_TYPES:
-            fields["video_url"] = media_url
-            fields["media_type"] = "REELS" if media_type == "VIDEO" else media_type  # VIDEO is retired
-        else:
-            fields["image_url"] = media_url
-            if media_type not in ("IMAGE", "CAROUSEL_ALBUM"):
-                fields["media_type"] = media_type  # e.g. STORIES
-        path = f"{account.instagram_business_id}/media"
-        return self._id(self._call("POST", path, account.access_token, fields), "id", path)
+    def comment_replies(self, comment_id: str, account: AccountCreds) -> list[dict[str, Any]]:
+        body = self._call("GET", f"{comment_id}/replies", account.access_token,
+                          {"fields": "id,text,username,from,timestamp"}, template="/{ig-comment-id}/replies")
+        return [r for r in (body.get("data") or []) if isinstance(r, dict)]
 
+    # -- messages --------------------------------------------------------------------------
+    def send_message(self, recipient_id: str, text: str, account: AccountCreds) -> str:
+        problems = dm_problems(text)
+        if problems:
+            raise InvalidPayload(problems[0])
+        if self.api == "instagram_login":
+            path, template = f"{self._ig_user(account)}/messages", "/{ig-user-id}/messages"
+        else:  # Messenger Platform: Instagram messages go out through the Page the token belongs to
+            path, template = "me/messages", "/me/messages"
+        body = self._call("POST", path, account.access_token,
+                          {"recipient": {"id": str(recipient_id)}, "message": {"text": text}}, template=template)
+        return self._id(body, "message_id", path)
 
-def _need(payload: dict[str, Any], *keys: str) -> list[Any]:
-    missing = [k for k in keys if payload.get(k) in (None, "")]
-    if missing:
-        raise InvalidPayload(f"payload lacks {', '.join(missing)}")
-    return [payload[k] for k in keys]
+    def conversation_peer(self, conversation_id: str, account: AccountCreds) -> str:
+        """The conversation's participant that is not our account (by id or by username).
+        Refuses to guess when it cannot tell which one is us: a DM never goes to the wrong person."""
+        body = self._call("GET", str(conversation_id), account.access_token, {"fields": "participants"},
+                          template="/{conversation-id}")
+        people = [p for p in ((body.get("participants") or {}).get("data") or []) if isinstance(p, dict)]
+        ours = {str(account.instagram_business_id or ""), str(account.username or "").lower()} - {""}
+
+        def is_us(person: dict) -> bool:
+            return str(person.get("id")) in ours or str(person.get("username") or "").lower() in ours
+
+        others = [p for p in people if not is_us(p)]
+        if len(others) == 1 and len(people) - len(others) >= 1:
+            return str(others[0].get("id"))
+        raise InvalidPayload(f"conversation {conversation_id}: cannot tell the customer from our account among "
+                             f"{len(people)} participants")
+
+    # -- content publishing ----------------------------------------------------------------
+    def create_container(self, fields: dict[str, Any], account: AccountCreds) -> str:
+        path = f"{self._ig_user(account)}/media"
+        return self._id(self._call("POST", path, account.access_token, fields, template="/{ig-user-id}/media"),
+                        "id", path)
+
+    def container_status(self, creation_id: str, account: AccountCreds) -> tuple[str, str | None]:
+        """(status_code, status) of a container: IN_PROGRESS, FINISHED, ERROR, EXPIRED or PUBLISHED."""
+        body = self._call("GET", str(creation_id), account.access_token, {"fields": "status_code,status"},
+                          template="/{ig-container-id}")
+        return str(body.get("status_code") or "").upper(), (None if body.get("status") is None else str(body["status"]))
+
+    def publish(self, creation_id: str, account: AccountCreds) -> str:
+        path = f"{self._ig_user(account)}/media_publish"
+        body = self._call("POST", path, account.access_token, {"creation_id": str(creation_id)},
+                          template="/{ig-user-id}/media_publish")
+        return self._id(body, "id", path)
+
+    def publishing_limit(self, account: AccountCreds) -> Quota:
+        body = self._call("GET", f"{self._ig_user(account)}/content_publishing_limit", account.access_token,
+                          {"fields": "config,quota_usage"}, template="/{ig-user-id}/content_publishing_limit")
+        entry = (body.get("data") or [{}])[0] if isinstance(body.get("data"), list) else {}
+        config = entry.get("config") or {}
+
+        def num(v):
+            try:
+                return int(v)
+            except (TypeError, ValueError):
+                return None
+
+        return Quota(num(entry.get("quota_usage")) or 0, num(config.get("quota_total")),
+                     num(config.get("quota_duration")))

@@ -18,12 +18,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from lib.audit import audit_row
 from lib.identity import require_operator
-from lib.schema import audit_log, post_queue
+from lib.redact import REDACTED, is_secret_key, redact  # noqa: F401 - re-exported for the pages
+from lib.schema import audit_log, graph_usage, instagram_business_accounts, post_queue, post_queue_state
 from lib.timeutil import as_utc, iso
 
 ACTION_TYPES = ("reply_comment", "reply_dm", "send_dm", "publish_post", "repost_ugc")
+CONTENT_ACTIONS = ("publish_post", "repost_ugc")  # the ones that make Instagram media containers
 STATUSES = ("pending", "processing", "sent", "failed", "dlq")
-RETRYABLE_STATUSES = ("failed", "dlq")  # manual retry, DESIGN decision 3
+PENDING, PROCESSING, SENT, FAILED, DLQ = STATUSES
+RETRYABLE_STATUSES = (FAILED, DLQ)  # manual retry, DESIGN decision 3
 ERROR_CATEGORIES = ("auth_failure", "permanent", "rate_limit", "transient", "unknown")
 
 # Spec 4.2: the audit event written when an action of each type succeeds.
@@ -82,6 +85,37 @@ def enqueue(
     return row_id if result.rowcount else None
 
 
+# -- the worker's rules, one home each (the worker's claim, the pages' tiles and the metrics) ----
+
+def due_clause(now: datetime):
+    """Due: pending or failed, with next_retry_at unset or come. A pending row with a future
+    next_retry_at waits on purpose (a container being processed, the publishing quota); a failed
+    row without one, written by someone else's tool, is due."""
+    q = post_queue
+    return sa.and_(q.c.status.in_((PENDING, FAILED)), sa.or_(q.c.next_retry_at.is_(None), q.c.next_retry_at <= now))
+
+
+def held_back_clause(now: datetime):
+    """Due rows the worker leaves alone: a disconnected account (auth failure), or an account (or
+    the whole app) that Graph throttled until later (graph_usage.regain_at)."""
+    q, acc, gu = post_queue, instagram_business_accounts, graph_usage
+    disconnected = sa.exists().where(acc.c.id == q.c.business_account_id, acc.c.is_connected.is_(False))
+    throttled = sa.exists().where(gu.c.regain_at > now, sa.or_(gu.c.scope == "app",
+                                                               gu.c.business_account_id == q.c.business_account_id))
+    return sa.or_(disconnected, throttled)
+
+
+def claimable_clause(now: datetime):
+    """What the next tick takes: due and not held back."""
+    return sa.and_(due_clause(now), ~held_back_clause(now))
+
+
+def stale_clause(now: datetime, lease_s: int):
+    """Rows left in processing longer than the lease (DESIGN decision 4), which the worker takes back."""
+    q = post_queue
+    return sa.and_(q.c.status == PROCESSING, q.c.updated_at < now - timedelta(seconds=lease_s))
+
+
 # -- Queue Monitor: reads ------------------------------------------------------------------------
 # Everything below takes a connection and keyword arguments and returns plain data; the Overview
 # page reuses status_summary/queue_health, the Queue Monitor page uses all of it.
@@ -132,33 +166,60 @@ def queue_health(
 ) -> dict[str, Any]:
     """What the worker faces right now, all counted in SQL.
 
-    due_now: rows the next tick would take (pending, or failed whose next_retry_at has come);
+    due_now: rows the next tick would take (claimable_clause: the worker's own rule);
+    held_back: due rows it leaves alone (disconnected or throttled account);
     oldest_pending_at / oldest_pending_age_s: the oldest pending row; stuck: rows in
-    processing longer than the lease (DESIGN decision 4), which the worker will take back.
+    processing longer than the lease (stale_clause), which the worker will take back.
     """
     q = post_queue
-    due = sa.or_(
-        sa.and_(q.c.status == "pending", sa.or_(q.c.next_retry_at.is_(None), q.c.next_retry_at <= now)),
-        sa.and_(q.c.status == "failed", q.c.next_retry_at <= now),
-    )
-    stuck = sa.and_(q.c.status == "processing", q.c.updated_at < now - timedelta(seconds=lease_s))
     stmt = sa.select(
-        sa.func.count().filter(due).label("due_now"),
-        sa.func.count().filter(stuck).label("stuck"),
-        sa.func.min(q.c.created_at).filter(q.c.status == "pending").label("oldest_pending_at"),
-    ).where(q.c.status.in_(("pending", "failed", "processing")))
+        sa.func.count().filter(claimable_clause(now)).label("due_now"),
+        sa.func.count().filter(due_clause(now), held_back_clause(now)).label("held_back"),
+        sa.func.count().filter(stale_clause(now, lease_s)).label("stuck"),
+        sa.func.min(q.c.created_at).filter(q.c.status == PENDING).label("oldest_pending_at"),
+    ).where(q.c.status.in_((PENDING, FAILED, PROCESSING)))
     if account_id is not None:
         stmt = stmt.where(_account_clause(account_id))
     row = conn.execute(stmt).one()
     oldest = as_utc(row.oldest_pending_at)
     return {
         "due_now": int(row.due_now or 0),
+        "held_back": int(row.held_back or 0),
         "stuck": int(row.stuck or 0),
         "oldest_pending_at": oldest,
         "oldest_pending_age_s": None if oldest is None else max(0.0, (now - oldest).total_seconds()),
         "lease_s": lease_s,
         "timestamp": iso(now),
     }
+
+
+WAIT_KINDS = {"container": "container processing", "quota": "publishing limit"}
+
+
+def waiting_rows(conn: sa.Connection, *, account_id: uuid.UUID | None = None, now: datetime,
+                 limit: int = 50) -> list[dict[str, Any]]:
+    """Pending rows that wait on Instagram (a container being processed, the publishing quota),
+    soonest due first: id, action_type, business_account_id, wait_kind, wait_reason, waiting_since,
+    next_retry_at, waited_s, due_in_s, creation_id. From post_queue_state, written by the worker."""
+    q, st = post_queue, post_queue_state
+    stmt = (
+        sa.select(q.c.id, q.c.action_type, q.c.business_account_id, q.c.next_retry_at, q.c.retry_count,
+                  st.c.wait_kind, st.c.wait_reason, st.c.waiting_since, st.c.creation_id)
+        .select_from(st.join(q, q.c.id == st.c.queue_id))
+        .where(q.c.status == PENDING, st.c.wait_kind.is_not(None))
+        .order_by(q.c.next_retry_at.asc(), q.c.id)
+        .limit(limit)
+    )
+    if account_id is not None:
+        stmt = stmt.where(q.c.business_account_id == account_id)
+    out = []
+    for r in conn.execute(stmt):
+        d = _plain(r)
+        d["waiting_since"] = as_utc(d["waiting_since"])
+        d["waited_s"] = None if d["waiting_since"] is None else max(0.0, (now - d["waiting_since"]).total_seconds())
+        d["due_in_s"] = None if d["next_retry_at"] is None else (d["next_retry_at"] - now).total_seconds()
+        out.append(d)
+    return out
 
 
 @dataclass(frozen=True)
@@ -325,39 +386,6 @@ def error_groups(conn: sa.Connection, *, filt: QueueFilter) -> list[dict[str, An
         .group_by(q.c.error_category, q.c.error)
     )
     return group_errors(conn.execute(stmt))
-
-
-# -- payload redaction (pure) -----------------------------------------------------------------
-
-REDACTED = "[redacted]"
-_SECRET_KEY_RE = re.compile(
-    r"(^|_|-)(access_?token|token|secret|password|passwd|authorization|api_?key|apikey|cookie|"
-    r"signature|credential|credentials|private_?key|refresh_?token|client_?secret|bearer)s?($|_|-)",
-    re.I,
-)
-_SECRET_VALUE_RE = re.compile(r"^(EAA[A-Za-z0-9]{20,}|IG[A-Za-z0-9]{40,}|Bearer\s+\S+)$")
-_SECRET_IN_TEXT_RE = re.compile(r"(access_token=)[^&\s\"']+|\bEAA[A-Za-z0-9]{20,}|\bBearer\s+[A-Za-z0-9._\-]+", re.I)
-
-
-def is_secret_key(key: str) -> bool:
-    return bool(_SECRET_KEY_RE.search(str(key)))
-
-
-def redact(value: Any) -> Any:
-    """A copy of a JSON value with token-like fields replaced by '[redacted]'.
-
-    A field is token-like by its name (access_token, token, *_secret, password, authorization, ...)
-    or by its value (a Graph token 'EAA...', 'Bearer ...'); tokens inside longer strings
-    (an URL's access_token=...) are cut out of the string."""
-    if isinstance(value, dict):
-        return {k: (REDACTED if is_secret_key(k) and v not in (None, "") else redact(v)) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [redact(v) for v in value]
-    if isinstance(value, str):
-        if _SECRET_VALUE_RE.match(value.strip()):
-            return REDACTED
-        return _SECRET_IN_TEXT_RE.sub(lambda m: (m.group(1) or "") + REDACTED, value)
-    return value
 
 
 # -- row detail ---------------------------------------------------------------------------------

@@ -190,6 +190,47 @@ worker_ticks = sa.Table(
     sa.Index("ix_worker_ticks_started_at", "started_at"),
 )
 
+# Our own (issue 12): what the worker knows about a post_queue row beyond the spec's columns,
+# keyed by its id (the user's table never gets a column): the container it made and when, the
+# carousel items, why it waits and until when, and whether its last attempt may have reached
+# Instagram although no answer came back (a timeout or a crash).
+post_queue_state = sa.Table(
+    "post_queue_state",
+    metadata,
+    sa.Column("queue_id", sa.Uuid(as_uuid=True), primary_key=True),
+    sa.Column("creation_id", sa.Text),
+    _ts("container_created_at"),
+    sa.Column("children", JSONType),  # carousel items: [{"key": <media url>, "id": <container id>, "created_at": iso}]
+    sa.Column("wait_kind", sa.Text),  # container | quota | None (not waiting)
+    sa.Column("wait_reason", sa.Text),
+    _ts("waiting_since"),
+    _ts("wait_until"),
+    sa.Column("uncertain", sa.Boolean, default=False),
+    _ts("updated_at"),
+    sa.Index("ix_post_queue_state_wait_until", "wait_until"),
+)
+
+# Our own (issue 12): the latest Graph usage per account (X-Business-Use-Case-Usage entry of its
+# business id) and for the whole app (scope 'app', X-App-Usage), plus the account's content
+# publishing quota (content_publishing_limit). Percentages 0-100 as Meta sends them.
+graph_usage = sa.Table(
+    "graph_usage",
+    metadata,
+    sa.Column("scope", sa.Text, primary_key=True),  # 'app' or str(business_account_id)
+    sa.Column("business_account_id", sa.Uuid(as_uuid=True)),
+    sa.Column("usage_type", sa.Text),
+    sa.Column("call_count", sa.Float),
+    sa.Column("total_cputime", sa.Float),
+    sa.Column("total_time", sa.Float),
+    sa.Column("regain_access_minutes", sa.Float),
+    _ts("regain_at"),  # no calls for this scope before this time
+    _ts("seen_at"),
+    sa.Column("quota_usage", sa.Integer),
+    sa.Column("quota_total", sa.Integer),
+    sa.Column("quota_duration_s", sa.Integer),
+    _ts("quota_seen_at"),
+)
+
 SPEC_TABLES = (
     post_queue,
     agent_heartbeats,

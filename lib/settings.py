@@ -18,6 +18,15 @@ DEFAULT_SQLITE_PATH = PROJECT_ROOT / "data" / "dashboard.sqlite"
 SECRETS_FILES = (PROJECT_ROOT / ".streamlit" / "secrets.toml", Path.home() / ".streamlit" / "secrets.toml")
 
 
+# Meta: Instagram API with Facebook Login is served by graph.facebook.com, with Instagram Login
+# by graph.instagram.com (IG Container reference, "Host URL").
+GRAPH_VERSION = "v21.0"
+GRAPH_HOSTS = {
+    "facebook_login": f"https://graph.facebook.com/{GRAPH_VERSION}",
+    "instagram_login": f"https://graph.instagram.com/{GRAPH_VERSION}",
+}
+
+
 class SettingsError(ValueError):
     """A setting has a value we cannot use; the message names the setting."""
 
@@ -28,7 +37,8 @@ class Settings:
     database_url: str = f"sqlite:///{DEFAULT_SQLITE_PATH}"
     oversight_api_url: str = "http://127.0.0.1:8765"
     oversight_chat_path: str = "/api/instagram/oversight/chat"
-    instagram_graph_url: str = "https://graph.facebook.com/v21.0"
+    instagram_graph_url: str = ""  # empty: the host that INSTAGRAM_API names (see graph_url)
+    instagram_api: str = "facebook_login"  # facebook_login | instagram_login: whose token the accounts hold
     graph_connect_timeout_s: float = 5.0
     graph_read_timeout_s: float = 30.0
     display_timezone: str = "UTC"
@@ -52,10 +62,18 @@ class Settings:
     oversight_connect_timeout_s: float = 5.0
     oversight_read_timeout_s: float = 60.0  # longest silence (no token, no ping) before we call the stream dropped
     oversight_max_question_chars: int = 2000  # spec 3.3 "question: string (max 2000 chars)"
+    # Instagram content publishing (issue 12, docs/worker.md)
+    container_timeout_s: int = 1800  # a container still IN_PROGRESS this long after its creation is a failed attempt
+    container_check_interval_s: int = 60  # a waiting row reads its container's status about once a minute
 
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def graph_url(self) -> str:
+        """INSTAGRAM_GRAPH_URL when set, else the Graph host of INSTAGRAM_API (version included)."""
+        return self.instagram_graph_url or GRAPH_HOSTS[self.instagram_api]
 
     @property
     def masked_database_url(self) -> str:
@@ -117,6 +135,8 @@ def load_settings(env: Mapping[str, str] | None = None, secrets: Mapping[str, An
             continue
         values[f.name] = _coerce(f.name, f.type, raw)
     settings = Settings(**values)
+    if settings.instagram_api not in GRAPH_HOSTS:
+        raise SettingsError(f"INSTAGRAM_API must be one of {', '.join(GRAPH_HOSTS)} (got {settings.instagram_api!r})")
     return replace(settings, database_url=normalize_database_url(settings.database_url))
 
 

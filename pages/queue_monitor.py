@@ -3,8 +3,8 @@ import streamlit as st
 from lib.timeutil import floor_time, utcnow
 from lib.ui import page_guard
 from lib.ui.queue_monitor import (
-    confirm_retry_all, filters, load_groups, load_health, load_summary, load_worker, show_counts, show_groups,
-    show_metrics, show_table, show_worker, view_picker,
+    confirm_retry_all, filters, load_groups, load_health, load_summary, load_waiting, load_worker, show_counts,
+    show_groups, show_metrics, show_table, show_waiting, show_worker, view_picker,
 )
 
 scope = page_guard("Queue Monitor")
@@ -18,6 +18,7 @@ def overview():
     summary = load_summary(scope.db_url, scope.account_id, now)
     show_metrics(summary, load_health(scope.db_url, scope.account_id, now, scope.settings.processing_lease_s))
     show_counts(summary, scope)
+    show_waiting(load_waiting(scope.db_url, scope.account_id, now), now, scope.tz)
 
 
 overview()

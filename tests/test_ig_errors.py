@@ -7,7 +7,8 @@ from datetime import timedelta
 import pytest
 import requests
 
-from lib.ig_errors import (Category, GraphError, backoff_delay, categorize_ig_error, is_content_rejection,
+from lib.ig_errors import (IG_ERROR_TABLE, NEW_CONTAINER, QUOTA, SPAM, WAIT_CONTAINER, account_usage, app_usage,
+                           Category, GraphError, backoff_delay, categorize_ig_error, is_content_rejection,
                            next_attempt, regain_access_after)
 
 
@@ -69,8 +70,11 @@ def test_usage_headers_give_the_time_to_regain_access():
     buc = {"17841": [{"type": "instagram", "call_count": 100, "estimated_time_to_regain_access": 17},
                      {"type": "pages", "estimated_time_to_regain_access": 3}]}
     headers = {"X-Business-Use-Case-Usage": json.dumps(buc), "X-App-Usage": json.dumps({"call_count": 100})}
-    assert regain_access_after(headers) == timedelta(minutes=17)
-    assert categorize_ig_error(err(400, 4, headers=headers)).retry_after == timedelta(minutes=17)
+    assert regain_access_after(headers, business_id="17841") == timedelta(minutes=17)
+    assert categorize_ig_error(err(400, 4, headers=headers), business_id="17841").retry_after == timedelta(minutes=17)
+    # another account's throttle is not ours, and without an id nothing per-account is read
+    assert regain_access_after(headers, business_id="999") is None
+    assert regain_access_after(headers) is None
     assert regain_access_after({"x-app-usage": json.dumps({"call_count": 95})}) is None
     assert regain_access_after({"X-Business-Use-Case-Usage": "not json"}) is None
     assert regain_access_after(None) is None
@@ -109,3 +113,52 @@ def test_not_retryable_goes_to_dlq_at_once_and_rate_limit_waits_for_the_headers(
     assert (d.status, d.retry_count, d.delay) == ("failed", 1, timedelta(minutes=45))
     d = next_attempt(4, Category(True, "rate_limit", timedelta(minutes=1)), max_retries=5)
     assert d.delay == timedelta(minutes=32)  # the schedule wins when it is longer
+
+
+# -- Instagram's own table by (code, subcode) -------------------------------------------------------
+
+@pytest.mark.parametrize("code, subcode, category, action", [
+    (-2, 2207003, "transient", NEW_CONTAINER),
+    (-2, 2207020, "transient", NEW_CONTAINER),
+    (-1, 2207001, "transient", "retry"),
+    (-1, 2207032, "transient", NEW_CONTAINER),
+    (-1, 2207053, "transient", NEW_CONTAINER),
+    (4, 2207051, "permanent", SPAM),          # not a rate limit, although code 4 is one
+    (9, 2207042, "rate_limit", QUOTA),        # the daily posts limit, not permanent
+    (9007, 2207027, "transient", WAIT_CONTAINER),
+    (24, 2207008, "transient", NEW_CONTAINER),
+])
+def test_error_table_rows_take_precedence(code, subcode, category, action):
+    cat = categorize_ig_error(err(400, code, error_subcode=subcode))
+    assert (cat.error_category, cat.action) == (category, action)
+    assert "developers.facebook.com" in cat.doc  # every row cites its page
+
+
+def test_every_table_row_quotes_the_error_codes_page():
+    assert all("error-codes" in rule.doc for rule in IG_ERROR_TABLE.values())
+
+
+def test_throttle_codes_are_rate_limits_and_transient_codes_follow_is_transient():
+    for code in (80001, 80002, 80006, 341):
+        assert categorize_ig_error(err(400, code)).error_category == "rate_limit"
+    assert categorize_ig_error(err(500, 1, is_transient=True)).error_category == "transient"
+    assert categorize_ig_error(err(400, 2, is_transient=True)).error_category == "transient"
+    assert categorize_ig_error(err(400, 4)).error_category == "rate_limit"  # code 4 without the spam subcode
+
+
+def test_quota_waits_for_the_window_without_using_a_retry():
+    d = next_attempt(5, Category(True, "rate_limit", timedelta(hours=3), QUOTA), max_retries=5)
+    assert (d.status, d.retry_count, d.delay) == ("failed", 5, timedelta(hours=3))  # never the DLQ
+
+
+def test_usage_is_read_for_this_account_and_for_the_app():
+    headers = {"X-Business-Use-Case-Usage": json.dumps({
+        "111": [{"type": "instagram", "call_count": 40, "total_cputime": 5, "total_time": 12}],
+        "222": [{"type": "instagram", "call_count": 99, "estimated_time_to_regain_access": 30}]}),
+        "x-app-usage": json.dumps({"call_count": 100, "total_cputime": 3, "total_time": 7})}
+    mine = account_usage(headers, "111")
+    assert (mine.call_count, mine.total_cputime, mine.total_time, mine.regain_access_minutes) == (40, 5, 12, None)
+    assert not mine.exhausted
+    assert account_usage(headers, "222").exhausted and account_usage(headers, "333") is None
+    app = app_usage(headers)
+    assert app.exhausted and app.peak == 100

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import sqlalchemy as sa
 
 from lib.alerts import severity
-from lib.schema import audit_log, instagram_business_accounts as accounts, post_queue as pq, system_alerts
+from lib.schema import audit_log, graph_usage, instagram_business_accounts as accounts, post_queue as pq, system_alerts
 from tests.support.worker import add_account, add_row, client_for, row, sandbox, worker_settings  # noqa: F401
 from worker.tick import run_tick
 
@@ -96,7 +96,7 @@ def test_rejected_content_of_a_publish_raises_content_violation(engine, db_url, 
 
 def test_rate_limit_retries_no_earlier_than_the_headers_say_and_updates_one_alert(engine, db_url, sandbox):
     with engine.begin() as conn:
-        acc = add_account(conn)
+        acc = add_account(conn, sandbox=sandbox)  # the usage header entry is keyed by its IG user id
         r1 = add_row(conn, acc, "send_dm", {"recipient_id": "1", "message_text": "r #fail:rate=90"})
     before = datetime.now(timezone.utc)
     assert _tick(engine, db_url, sandbox).failed == 1
@@ -109,6 +109,9 @@ def test_rate_limit_retries_no_earlier_than_the_headers_say_and_updates_one_aler
         assert severity("rate_limit") == "WARNING"
         assert _events(conn) == []  # a retryable failure is not an audit event
     _make_due(engine, r1)
+    assert _tick(engine, db_url, sandbox).claimed == 0  # the account is throttled until access returns
+    with engine.begin() as conn:  # ... 90 minutes later
+        conn.execute(sa.update(graph_usage).values(regain_at=datetime.now(timezone.utc) - timedelta(seconds=1)))
     _tick(engine, db_url, sandbox)
     with engine.connect() as conn:
         assert row(conn, r1).retry_count == 2

@@ -116,3 +116,36 @@ def test_a_lost_database_fails_the_tick_with_one_line_and_the_worker_keeps_going
     tick_lines = [line for line in out.splitlines() if " tick claimed=" in line]
     assert all("error=database unavailable at postgresql+psycopg2://postgres:***@" in line for line in tick_lines)
     assert "secret" not in out and "Traceback" not in out
+
+
+def test_the_service_wakes_for_a_waiting_container_before_its_next_cron_tick(pg_db, sandbox):
+    """A reel waits on Instagram's processing; the service (cron: once a year) looks again when
+    the row is due, not at its next scheduled tick, and publishes it."""
+    url, eng = pg_db
+    with eng.begin() as conn:
+        acc = add_account(conn)
+        rid = add_row(conn, acc, "publish_post", {"media_type": "REELS", "video_url": "https://x/r.mp4",
+                                                   "caption": "reel #proc=2"})
+    env = {"CONTAINER_CHECK_INTERVAL_S": "3", "LOG_LEVEL": "INFO"}
+    once = subprocess.run(worker_command("--once", "--no-watchdog"), cwd=ROOT, env=worker_env(url, sandbox, **env),
+                          capture_output=True, text=True, timeout=60)
+    assert once.returncode == 0, once.stderr
+    with eng.connect() as conn:
+        assert conn.execute(sa.select(pq.c.status).where(pq.c.id == rid)).scalar() == "pending"
+    service = _worker(url, sandbox, "--cron", "0 0 1 1 *", "--no-watchdog", **env)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with eng.connect() as conn:
+                status = conn.execute(sa.select(pq.c.status).where(pq.c.id == rid)).scalar()
+            if status == "sent":
+                break
+            assert service.poll() is None, service.stdout.read()
+            assert time.monotonic() < deadline, "the service never woke for the waiting row"
+            time.sleep(0.2)
+    finally:
+        service.send_signal(signal.SIGTERM)
+        out, _ = service.communicate(timeout=20)
+    assert service.returncode == 0, out
+    assert out.count("tick claimed=") == 1, out  # one early tick, no busy loop
+    assert sandbox.stats()["effects"]["reel #proc=2"] == {"media": 1, "media_publish": 1}

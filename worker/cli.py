@@ -27,9 +27,11 @@ from lib.instagram import GraphClient
 from lib.settings import SettingsError, load_settings
 from lib.timeutil import utcnow
 from lib.watchdog import sync_agent_down_alerts
-from worker.tick import run_tick
+from worker.tick import next_wait_due, run_tick
 
 log = logging.getLogger("worker")
+
+MIN_WAKE_S = 5  # at most one early wake-up per 5 s, however many rows wait
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -54,8 +56,8 @@ class Worker:
     def __init__(self, settings, *, no_watchdog: bool = False) -> None:
         self.settings = settings
         self.engine = make_engine(settings.database_url)
-        self.client = GraphClient(settings.instagram_graph_url, connect_timeout=settings.graph_connect_timeout_s,
-                                  read_timeout=settings.graph_read_timeout_s)
+        self.client = GraphClient(settings.graph_url, connect_timeout=settings.graph_connect_timeout_s,
+                                  read_timeout=settings.graph_read_timeout_s, api=settings.instagram_api)
         self.stop = threading.Event()
         self.no_watchdog = no_watchdog
         self._signals = 0
@@ -84,6 +86,19 @@ class Worker:
         except Exception:  # noqa: BLE001 - a bug in one tick must not end the process; the next tick retries
             log.exception("tick failed")
             return None
+
+    def next_wake(self, *, interval_s: float | None, last_tick: datetime) -> datetime:
+        """The next scheduled tick, or earlier when a waiting row (a container being processed,
+        the publishing quota) comes due before it: a tick never sleeps minutes, the loop does."""
+        now = utcnow()
+        due = next_run(now, cron=self.settings.worker_cron, interval_s=interval_s)
+        try:
+            waiting = next_wait_due(self.engine, after=last_tick)
+        except UNAVAILABLE_ERRORS:
+            waiting = None  # the tick will say the database is gone
+        if waiting is not None and waiting < due:
+            return max(waiting, now + timedelta(seconds=MIN_WAKE_S))
+        return due
 
     def watchdog_once(self) -> None:
         try:
@@ -122,7 +137,7 @@ def main(argv=None) -> int:
     w = Worker(settings, no_watchdog=args.no_watchdog)
     w.install_signals()
     log.info("worker start: database %s, graph %s, schedule %s, batch %d, max retries %d, lease %ds",
-             settings.masked_database_url, settings.instagram_graph_url,
+             settings.masked_database_url, f"{settings.graph_url} ({settings.instagram_api})",
              f"every {args.interval_seconds}s" if args.interval_seconds else settings.worker_cron,
              settings.batch_size, settings.max_retries, settings.processing_lease_s)
     w.init()
@@ -138,10 +153,12 @@ def main(argv=None) -> int:
         return 1 if failed and not w.stop.is_set() else 0
     if not args.no_watchdog:
         threading.Thread(target=w.watchdog_loop, name="watchdog", daemon=True).start()
+    last_tick = utcnow()
     while not w.stop.is_set():
-        due = next_run(utcnow(), cron=settings.worker_cron, interval_s=args.interval_seconds)
+        due = w.next_wake(interval_s=args.interval_seconds, last_tick=last_tick)
         if w.stop.wait(max(0.0, (due - utcnow()).total_seconds())):
             break
+        last_tick = utcnow()
         w.tick()  # a failed tick is logged inside; the next one tries again
     log.info("worker stopped")
     return 0

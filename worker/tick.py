@@ -23,24 +23,31 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterator
 
+import requests
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from lib import graph_usage, publishing
 from lib.alerts import open_or_update_alert
 from lib.audit import log_audit
 from lib.db import UNAVAILABLE_ERRORS
-from lib.ig_errors import Category, GraphError, categorize_ig_error, is_content_rejection, next_attempt
-from lib.instagram import AccountCreds, GraphClient, InvalidPayload, redact
-from lib.queue import SUCCESS_EVENT, idempotency_key
+from lib.ig_errors import (QUOTA, SPAM, Category, GraphError, account_usage, app_usage, categorize_ig_error,
+                           is_content_rejection, next_attempt)
+from lib.instagram import AccountCreds, GraphClient, InvalidPayload, Quota
+from lib.publishing import ContainerFailed, ContainerState, ContainerTimedOut, Sent, Wait
+from lib.queue import (CONTENT_ACTIONS, DLQ, FAILED, PENDING, PROCESSING, SENT, SUCCESS_EVENT, claimable_clause,
+                       idempotency_key, stale_clause)
+from lib.redact import redact
 from lib.schema import instagram_business_accounts as accounts
 from lib.schema import post_queue as pq
+from lib.schema import post_queue_state as pqs
 from lib.settings import Settings, mask_url
-from lib.timeutil import iso, utcnow
+from lib.timeutil import as_utc, iso, utcnow
 from lib.worker_ticks import prune_ticks, record_tick_finish, record_tick_start
 
 log = logging.getLogger("worker")
 
-CONTENT_ACTIONS = ("publish_post", "repost_ugc")
+QUOTA_CACHE_S = 60  # content_publishing_limit is read at most once a minute per account and process
 
 
 class LostClaim(Exception):
@@ -59,6 +66,8 @@ class Claimed:
     prev_updated_at: datetime | None
     token: datetime  # updated_at we wrote when claiming
     account: AccountCreds | None = None
+    state: ContainerState = field(default_factory=ContainerState)
+    waiting_since: datetime | None = None
     blocked_reason: str | None = None  # set when this row's failure stops the account for this tick
 
 
@@ -70,13 +79,15 @@ class TickResult:
     dlq: int = 0
     rescued: int = 0
     released: int = 0
+    waiting: int = 0
     error: str | None = None
     duration_s: float = 0.0
     outcomes: dict[str, str] = field(default_factory=dict)  # queue id -> status, for callers/tests
 
     def line(self) -> str:
         text = (f"tick claimed={self.claimed} sent={self.sent} failed={self.failed} dlq={self.dlq} "
-                f"rescued={self.rescued} released={self.released} duration={self.duration_s:.2f}s")
+                f"waiting={self.waiting} rescued={self.rescued} released={self.released} "
+                f"duration={self.duration_s:.2f}s")
         return text + (f" error={self.error}" if self.error else "")
 
 
@@ -100,7 +111,20 @@ def write_txn(engine: Engine) -> Iterator[sa.Connection]:
 
 
 def _mine(row: Claimed):
-    return sa.and_(pq.c.id == row.id, pq.c.status == "processing", pq.c.updated_at == row.token)
+    return sa.and_(pq.c.id == row.id, pq.c.status == PROCESSING, pq.c.updated_at == row.token)
+
+
+def _upsert_state(conn: sa.Connection, queue_id: uuid.UUID, values: dict[str, Any]) -> None:
+    """Write our post_queue_state row (keyed by the queue id) in the caller's transaction."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(pqs)
+    conn.execute(insert.values(queue_id=queue_id, **values)
+                 .on_conflict_do_update(index_elements=["queue_id"], set_=values))
+
+
+def _not_waiting(now: datetime) -> dict[str, Any]:
+    return {"wait_kind": None, "wait_reason": None, "waiting_since": None, "wait_until": None, "updated_at": now}
 
 
 # -- rescue ----------------------------------------------------------------------------------
@@ -109,13 +133,14 @@ def rescue_stale(engine: Engine, *, now: datetime, lease_s: int, max_retries: in
     """Rows left in processing longer than the lease count as a failed attempt of unknown outcome.
 
     They are due again at once (next_retry_at = now): the lease itself was the wait, and it is
-    longer than the first backoff steps. Exhausted rows go to dlq.
+    longer than the first backoff steps. Exhausted rows go to dlq. The attempt may have reached
+    Instagram, so the row is marked uncertain: a reply first looks whether it is already there,
+    a publish always reads its container first.
     """
-    cutoff = now - timedelta(seconds=lease_s)
     with write_txn(engine) as conn:
         stale = conn.execute(
             sa.select(pq.c.id, pq.c.business_account_id, pq.c.action_type, pq.c.retry_count, pq.c.updated_at)
-            .where(pq.c.status == "processing", pq.c.updated_at < cutoff)
+            .where(stale_clause(now, lease_s))
             .order_by(pq.c.updated_at)
             .limit(limit)
             .with_for_update(skip_locked=True, of=pq)
@@ -127,17 +152,18 @@ def rescue_stale(engine: Engine, *, now: datetime, lease_s: int, max_retries: in
             decision = next_attempt(r.retry_count or 0, Category(True, "unknown"), max_retries=max_retries)
             values = dict(status=decision.status, retry_count=decision.retry_count, error=message,
                           error_category="unknown", updated_at=now,
-                          next_retry_at=now if decision.status == "failed" else None)
+                          next_retry_at=now if decision.status == FAILED else None)
             done = conn.execute(
-                sa.update(pq).where(pq.c.id == r.id, pq.c.status == "processing", pq.c.updated_at == r.updated_at)
+                sa.update(pq).where(pq.c.id == r.id, pq.c.status == PROCESSING, pq.c.updated_at == r.updated_at)
                 .values(**values)
             ).rowcount
             if not done:
                 continue
             rescued += 1
+            _upsert_state(conn, r.id, {"uncertain": True, **_not_waiting(now)})
             log.warning("row %s %s rescued after lease -> %s (retry_count=%s)", r.id, r.action_type,
                         decision.status, decision.retry_count)
-            if decision.status == "dlq":
+            if decision.status == DLQ:
                 _audit_dlq(conn, r.id, r.business_account_id, r.action_type, "unknown", message,
                            decision.retry_count, None, now)
     return rescued
@@ -146,41 +172,39 @@ def rescue_stale(engine: Engine, *, now: datetime, lease_s: int, max_retries: in
 # -- claim -----------------------------------------------------------------------------------
 
 def claim(engine: Engine, *, now: datetime, batch_size: int) -> list[Claimed]:
-    """Up to batch_size due rows, oldest due first, of accounts not disconnected -> processing.
-
-    Due: pending, or failed with next_retry_at <= now (a failed row without next_retry_at,
-    written by someone else's tool, counts as due).
-    """
-    due = sa.or_(
-        pq.c.status == "pending",
-        sa.and_(pq.c.status == "failed", sa.or_(pq.c.next_retry_at.is_(None), pq.c.next_retry_at <= now)),
-    )
-    disconnected = sa.exists().where(accounts.c.id == pq.c.business_account_id, accounts.c.is_connected.is_(False))
+    """Up to batch_size claimable rows (lib.queue.claimable_clause), oldest due first -> processing."""
     with write_txn(engine) as conn:
         rows = conn.execute(
             sa.select(pq.c.id, pq.c.business_account_id, pq.c.action_type, pq.c.payload, pq.c.idempotency_key,
                       pq.c.retry_count, pq.c.status, pq.c.updated_at)
-            .where(due, ~disconnected)
+            .where(claimable_clause(now))
             .order_by(sa.func.coalesce(pq.c.next_retry_at, pq.c.created_at), pq.c.created_at, pq.c.id)
             .limit(batch_size)
             .with_for_update(skip_locked=True, of=pq)
         ).all()
         if not rows:
             return []
-        conn.execute(sa.update(pq).where(pq.c.id.in_([r.id for r in rows])).values(status="processing", updated_at=now))
+        ids = [r.id for r in rows]
+        conn.execute(sa.update(pq).where(pq.c.id.in_(ids)).values(status=PROCESSING, updated_at=now))
         account_ids = {r.business_account_id for r in rows if r.business_account_id is not None}
         creds = {
-            a.id: AccountCreds(a.id, a.instagram_business_id, a.access_token)
+            a.id: AccountCreds(a.id, a.instagram_business_id, a.access_token, a.username)
             for a in conn.execute(
-                sa.select(accounts.c.id, accounts.c.instagram_business_id, accounts.c.access_token)
+                sa.select(accounts.c.id, accounts.c.instagram_business_id, accounts.c.access_token,
+                          accounts.c.username)
                 .where(accounts.c.id.in_(account_ids))
             )
         } if account_ids else {}
-    return [
-        Claimed(r.id, r.business_account_id, r.action_type, dict(r.payload or {}), r.idempotency_key,
-                r.retry_count or 0, r.status, r.updated_at, now, creds.get(r.business_account_id))
-        for r in rows
-    ]
+        states = {s.queue_id: s for s in conn.execute(sa.select(pqs).where(pqs.c.queue_id.in_(ids)))}
+    out = []
+    for r in rows:
+        st = states.get(r.id)
+        state = ContainerState(st.creation_id, as_utc(st.container_created_at), tuple(st.children or ()),
+                               bool(st.uncertain)) if st is not None else ContainerState()
+        out.append(Claimed(r.id, r.business_account_id, r.action_type, dict(r.payload or {}), r.idempotency_key,
+                           r.retry_count or 0, r.status, r.updated_at, now, creds.get(r.business_account_id),
+                           state, as_utc(st.waiting_since) if st is not None else None))
+    return out
 
 
 def release(engine: Engine, rows: list[Claimed]) -> int:
@@ -216,11 +240,23 @@ def sent_twins(engine: Engine, rows: list[Claimed]) -> dict[uuid.UUID, str | Non
             r.idempotency_key: r.instagram_id
             for r in conn.execute(
                 sa.select(pq.c.idempotency_key, pq.c.instagram_id).where(
-                    pq.c.status == "sent", pq.c.idempotency_key.in_(sorted(all_keys)),
+                    pq.c.status == SENT, pq.c.idempotency_key.in_(sorted(all_keys)),
                     pq.c.id.not_in([r.id for r in rows]))
             )
         }
     return {rid: sent[k] for rid, keys in keys_of.items() for k in keys if k in sent}
+
+
+def next_wait_due(engine: Engine, *, after: datetime) -> datetime | None:
+    """The earliest time after `after` (the last tick's start) at which a waiting row (container
+    processing, quota) is due again: the service loop wakes for it before the next cron tick.
+    Rows due before that tick had their chance in it (claimed, or held back by a throttle)."""
+    with engine.connect() as conn:
+        value = conn.execute(
+            sa.select(sa.func.min(pqs.c.wait_until)).select_from(pqs.join(pq, pq.c.id == pqs.c.queue_id))
+            .where(pqs.c.wait_until > after, pq.c.status == PENDING)
+        ).scalar()
+    return as_utc(value)
 
 
 # -- record ----------------------------------------------------------------------------------
@@ -238,15 +274,22 @@ def _audit_dlq(conn, queue_id, account_id, action_type, category, message, retry
                        "error_code": code})
 
 
-def store_creation_id(engine: Engine, row: Claimed, creation_id: str, *, now: datetime) -> None:
-    """Persist the container before publishing it, so a retry publishes this one (decision 5).
-    Also renews the claim token (the lease counts from here)."""
-    payload = {**row.payload, "creation_id": creation_id}
+def store_state(engine: Engine, row: Claimed, state: ContainerState, *, now: datetime) -> None:
+    """Persist the containers before the next Graph call (decision 5): creation_id in the payload
+    (the spec's key), when it was made and the carousel items in post_queue_state. A retry then
+    reads this container instead of making a second post. Also renews the claim token."""
+    payload = {k: v for k, v in row.payload.items() if k != "creation_id"}
+    if state.creation_id:
+        payload["creation_id"] = state.creation_id
     with write_txn(engine) as conn:
         done = conn.execute(sa.update(pq).where(_mine(row)).values(payload=payload, updated_at=now)).rowcount
+        if done:
+            _upsert_state(conn, row.id, {"creation_id": state.creation_id,
+                                         "container_created_at": state.created_at,
+                                         "children": list(state.children), "updated_at": now})
     if not done:
         raise LostClaim(f"row {row.id} is no longer ours")
-    row.payload, row.token = payload, now
+    row.payload, row.token, row.state = payload, now, state
 
 
 def renew_claim(engine: Engine, row: Claimed, *, now: datetime) -> bool:
@@ -259,23 +302,51 @@ def renew_claim(engine: Engine, row: Claimed, *, now: datetime) -> bool:
     return bool(done)
 
 
-def record_sent(engine: Engine, row: Claimed, instagram_id: str | None, *, now: datetime, twin: bool = False) -> bool:
+def record_sent(engine: Engine, row: Claimed, instagram_id: str | None, *, now: datetime, twin: bool = False,
+                note: str | None = None) -> bool:
     with write_txn(engine) as conn:
         done = conn.execute(
-            sa.update(pq).where(_mine(row)).values(status="sent", instagram_id=instagram_id, error=None,
+            sa.update(pq).where(_mine(row)).values(status=SENT, instagram_id=instagram_id, error=None,
                                                    error_category=None, next_retry_at=None, updated_at=now)
         ).rowcount
+        if done:
+            conn.execute(sa.delete(pqs).where(pqs.c.queue_id == row.id))
         if done and not twin:  # a twin's success was audited when the twin was sent
             event_type, action, resource_type = SUCCESS_EVENT[row.action_type]
+            extra = {"note": note} if note else {}
             log_audit(conn, event_type=event_type, action=action, resource_type=resource_type,
                       resource_id=instagram_id, now=now, success=True,
                       details=_details(row, instagram_id=instagram_id, retry_count=row.retry_count,
-                                       payload=row.payload))
+                                       payload=redact(row.payload), **extra))
     return bool(done)
 
 
+def record_wait(engine: Engine, row: Claimed, wait: Wait, until: datetime, *, now: datetime,
+                alert_message: str | None = None) -> bool:
+    """The row waits on Instagram, not on a failure: pending with next_retry_at = when it is due
+    again, retry_count unchanged, error 'waiting: <reason>', error_category NULL; why and since
+    when in post_queue_state (the Queue Monitor's "Waiting on Instagram")."""
+    since = row.waiting_since or now
+    text = f"waiting: {wait.reason}"[:1000]
+    with write_txn(engine) as conn:
+        done = conn.execute(
+            sa.update(pq).where(_mine(row)).values(status=PENDING, next_retry_at=until, error=text,
+                                                   error_category=None, updated_at=now)
+        ).rowcount
+        if not done:
+            return False
+        _upsert_state(conn, row.id, {"wait_kind": wait.kind, "wait_reason": wait.reason, "waiting_since": since,
+                                     "wait_until": until, "updated_at": now})
+        if alert_message and row.business_account_id is not None:
+            open_or_update_alert(conn, alert_type="rate_limit", business_account_id=row.business_account_id, now=now,
+                                 message=alert_message,
+                                 details={"queue_id": str(row.id), "action_type": row.action_type,
+                                          "reason": wait.reason, "until": iso(until), "source": "worker"})
+    return True
+
+
 def record_failure(engine: Engine, row: Claimed, exc: BaseException, category: Category, message: str, *,
-                   now: datetime, max_retries: int) -> str | None:
+                   now: datetime, max_retries: int, uncertain: bool = False) -> str | None:
     """Store the failed attempt and its side effects (audit, alerts, disconnect). -> new status."""
     decision = next_attempt(row.retry_count, category, max_retries=max_retries)
     code = exc.code if isinstance(exc, GraphError) else None
@@ -289,6 +360,7 @@ def record_failure(engine: Engine, row: Claimed, exc: BaseException, category: C
         ).rowcount
         if not done:
             return None
+        _upsert_state(conn, row.id, {"uncertain": uncertain, **_not_waiting(now)})
         alert_details = {"queue_id": str(row.id), "action_type": row.action_type, "last_error": message,
                          "error_code": code, "error_subcode": subcode, "retry_count": decision.retry_count,
                          "occurred_at": iso(now), "source": "worker"}
@@ -306,18 +378,95 @@ def record_failure(engine: Engine, row: Claimed, exc: BaseException, category: C
                                  message=f"Instagram auth failure, account disconnected: {message}",
                                  details=alert_details)
         elif category.error_category == "rate_limit" and account_id is not None:
-            if category.retry_after is not None:
-                alert_details["retry_after_s"] = int(category.retry_after.total_seconds())
+            if decision.delay is not None:
+                alert_details["retry_after_s"] = int(decision.delay.total_seconds())
+            what = ("Instagram publishing limit reached" if category.action == QUOTA else "Instagram rate limit")
             open_or_update_alert(conn, alert_type="rate_limit", business_account_id=account_id, now=now,
-                                 message=f"Instagram rate limit: {message}", details=alert_details)
+                                 message=f"{what}: {message}", details=alert_details)
         elif (category.error_category == "permanent" and row.action_type in CONTENT_ACTIONS
-              and is_content_rejection(exc)):
+              and (is_content_rejection(exc) or isinstance(exc, ContainerFailed) or category.action == SPAM)):
+            what = ("Instagram restricted the account's publishing as suspected spam"
+                    if category.action == SPAM else "Instagram rejected the content")
             open_or_update_alert(conn, alert_type="content_violation", business_account_id=account_id, now=now,
-                                 message=f"Instagram rejected the content: {message}", details=alert_details)
-        if decision.status == "dlq":
+                                 message=f"{what}: {message}", details=alert_details)
+        if decision.status == DLQ:
             _audit_dlq(conn, row.id, account_id, row.action_type, category.error_category, message,
                        decision.retry_count, code, now)
     return decision.status
+
+
+# -- Graph usage and quotas, per process -------------------------------------------------------
+
+class GraphBudget:
+    """What this process learned from Graph during a tick: the usage headers of each answer
+    (recorded per account in graph_usage, and whether the account or the whole app must stop),
+    and each account's publishing quota (read at most once a minute)."""
+
+    def __init__(self, engine: Engine, client: GraphClient, now_fn: Callable[[], datetime]) -> None:
+        self.engine, self.client, self.now_fn = engine, client, now_fn
+        self.account: AccountCreds | None = None
+        self.app_stopped: str | None = None
+        self.account_stopped: dict[Any, str] = {}
+        self._latest: dict[str, tuple[Any, Any, datetime]] = {}  # scope -> (account id, Usage, seen)
+        self._quotas: dict[Any, tuple[float, Quota]] = {}
+
+    def observe(self, method, template, status, seconds, headers) -> None:
+        if not headers:
+            return
+        now, acct = self.now_fn(), self.account
+        app = app_usage(headers)
+        usage = account_usage(headers, acct.instagram_business_id) if acct is not None else None
+        if app is not None:
+            self._latest[graph_usage.APP] = (None, app, now)
+        if usage is not None:
+            self._latest[graph_usage.scope_of(acct.id)] = (acct.id, usage, now)
+        stopped = False
+        if app is not None and app.exhausted:
+            self.app_stopped = f"app usage at {app.peak:.0f}% (X-App-Usage)"
+            stopped = True
+        if usage is not None and usage.exhausted and acct is not None:
+            self.account_stopped[acct.id] = (f"business use case usage at {usage.peak:.0f}%"
+                                             + (f", access back in {usage.regain_access_minutes:g} min"
+                                                if usage.regain_access_minutes else ""))
+            stopped = True
+        if stopped:  # other workers must see a throttle at once
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the latest usage of each scope seen (once per tick, or at once on a throttle)."""
+        if not self._latest:
+            return
+        latest, self._latest = self._latest, {}
+        with self.engine.begin() as conn:
+            for account_id, usage, seen in latest.values():
+                graph_usage.record_usage(conn, account_id=account_id, usage=usage, now=seen)
+
+    def quota_left(self, account: AccountCreds) -> int | None:
+        cached = self._quotas.get(account.id)
+        if cached is None or time.monotonic() - cached[0] > QUOTA_CACHE_S:
+            try:
+                quota = self.client.publishing_limit(account)
+            except GraphError as exc:
+                if categorize_ig_error(exc).error_category != "permanent":
+                    raise
+                log.warning("content_publishing_limit unreadable for account %s (%s): publishing without it",
+                            account.id, exc)
+                return None
+            with self.engine.begin() as conn:
+                graph_usage.record_quota(conn, account_id=account.id, usage=quota.usage, total=quota.total,
+                                         duration_s=quota.duration_s, now=self.now_fn())
+            cached = self._quotas[account.id] = (time.monotonic(), quota)
+        return cached[1].left
+
+    def quota(self, account: AccountCreds) -> Quota | None:
+        cached = self._quotas.get(account.id)
+        return cached[1] if cached else None
+
+    def published(self, account: AccountCreds) -> None:
+        cached = self._quotas.get(account.id)
+        if cached is not None:
+            q = cached[1]
+            self._quotas[account.id] = (cached[0], Quota(q.usage + 1, q.total, q.duration_s))
 
 
 # -- the tick --------------------------------------------------------------------------------
@@ -336,7 +485,13 @@ def run_tick(engine: Engine, settings: Settings, client: GraphClient, *, stop: t
                                       max_retries=settings.max_retries)
         rows = [] if stop.is_set() else claim(engine, now=now_fn(), batch_size=settings.batch_size)
         result.claimed = len(rows)
-        _execute_batch(engine, settings, client, rows, result, stop, now_fn)
+        budget = GraphBudget(engine, client, now_fn)
+        client.observers.append(budget.observe)
+        try:
+            _execute_batch(engine, settings, client, budget, rows, result, stop, now_fn)
+        finally:
+            client.observers.remove(budget.observe)
+        budget.flush()
     except UNAVAILABLE_ERRORS as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
         result.error = f"database unavailable at {mask_url(settings.database_url)}: {reason}"
@@ -353,7 +508,7 @@ def run_tick(engine: Engine, settings: Settings, client: GraphClient, *, stop: t
     return result
 
 
-def _execute_batch(engine, settings, client, rows, result, stop, now_fn) -> None:
+def _execute_batch(engine, settings, client, budget, rows, result, stop, now_fn) -> None:
     twins = sent_twins(engine, rows)
     blocked: dict[Any, str] = {}  # account id -> why we stop using it in this tick
     for i, row in enumerate(rows):
@@ -361,9 +516,15 @@ def _execute_batch(engine, settings, client, rows, result, stop, now_fn) -> None
             result.released += release(engine, rows[i:])
             log.info("stop requested: %d claimed rows put back", len(rows) - i)
             return
-        if row.business_account_id in blocked:
+        if budget.app_stopped:
+            result.released += release(engine, rows[i:])
+            log.warning("Graph calls stopped for this tick: %s; %d claimed rows put back", budget.app_stopped,
+                        len(rows) - i)
+            return
+        reason = blocked.get(row.business_account_id) or budget.account_stopped.get(row.business_account_id)
+        if reason:
             result.released += release(engine, [row])
-            log.info("row %s %s put back: account %s", row.id, row.action_type, blocked[row.business_account_id])
+            log.info("row %s %s put back: account %s", row.id, row.action_type, reason)
             continue
         now = now_fn()
         if now - row.token > timedelta(seconds=settings.processing_lease_s / 2) and not renew_claim(engine, row, now=now):
@@ -372,57 +533,136 @@ def _execute_batch(engine, settings, client, rows, result, stop, now_fn) -> None
         if row.id in twins:
             if record_sent(engine, row, twins[row.id], now=now_fn(), twin=True):
                 result.sent += 1
-                result.outcomes[str(row.id)] = "sent"
+                result.outcomes[str(row.id)] = SENT
                 log.info("row %s %s -> sent without calling Instagram (idempotency twin already sent)",
                          row.id, row.action_type)
             continue
-        status = _execute_one(engine, settings, client, row, now_fn)
+        budget.account = row.account
+        status = _execute_one(engine, settings, client, budget, row, now_fn)
         if status is None:
             continue
         result.outcomes[str(row.id)] = status
-        if status == "sent":
+        if status == SENT:
             result.sent += 1
-        elif status == "dlq":
+        elif status == DLQ:
             result.dlq += 1
+        elif status == PENDING:
+            result.waiting += 1
         else:
             result.failed += 1
         if row.blocked_reason:
             blocked[row.business_account_id] = row.blocked_reason
 
 
-def _execute_one(engine, settings, client, row: Claimed, now_fn) -> str | None:
+def _attempt(client: GraphClient, settings: Settings, budget: GraphBudget, engine: Engine, row: Claimed,
+             now_fn) -> Sent | Wait:
+    """One attempt of one row against Instagram (the Graph calls per action type: docs/worker.md)."""
+    if row.account is None:
+        raise InvalidPayload(f"business account {row.business_account_id} not found")
+    acct, p = row.account, row.payload
+    if row.action_type in CONTENT_ACTIONS:
+        return publishing.publish(client, row.action_type, p, acct, row.state, now=now_fn(),
+                                  timeout_s=settings.container_timeout_s,
+                                  interval_s=settings.container_check_interval_s,
+                                  save=lambda st: store_state(engine, row, st, now=now_fn()),
+                                  quota_left=lambda: budget.quota_left(acct))
+    from lib.payload_rules import payload_problems
+
+    problems = payload_problems(row.action_type, p)
+    if problems:
+        raise InvalidPayload("; ".join(problems))
+    if row.action_type == "reply_comment":
+        if row.state.uncertain:  # the last attempt may have posted it: look before replying again
+            for reply in client.comment_replies(p["comment_id"], acct):
+                author = reply.get("from") or {}
+                ours = (str(author.get("id")) == str(acct.instagram_business_id)
+                        or (acct.username and str(reply.get("username") or author.get("username") or "").lower()
+                            == acct.username.lower()))
+                if ours and str(reply.get("text") or "") == str(p["reply_text"]):
+                    return Sent(str(reply.get("id")), "the reply was already there (an earlier attempt's "
+                                                      "answer was lost)")
+        return Sent(client.reply_comment(p["comment_id"], p["reply_text"], acct))
+    if row.action_type in ("send_dm", "reply_dm"):
+        recipient = p.get("recipient_id")
+        if not recipient:
+            recipient = client.conversation_peer(p["conversation_id"], acct)
+        return Sent(client.send_message(str(recipient), p["message_text"], acct))
+    raise InvalidPayload(f"unknown action_type {row.action_type!r}")
+
+
+def _execute_one(engine, settings, client, budget: GraphBudget, row: Claimed, now_fn) -> str | None:
     token = row.account.access_token if row.account else None
     try:
-        if row.account is None:
-            raise InvalidPayload(f"business account {row.business_account_id} not found")
-        outcome = client.execute(row.action_type, row.payload, row.account,
-                                 on_container=lambda cid: store_creation_id(engine, row, cid, now=now_fn()))
+        outcome = _attempt(client, settings, budget, engine, row, now_fn)
     except LostClaim as exc:
         log.warning("row %s %s: %s; leaving it to its new owner", row.id, row.action_type, exc)
         return None
     except UNAVAILABLE_ERRORS:
         raise
     except Exception as exc:  # noqa: BLE001 - every failure of one row is recorded on that row
-        if isinstance(exc, InvalidPayload):
-            category = Category(False, "permanent")
-        elif isinstance(exc, GraphError):
-            category = categorize_ig_error(exc)
-        else:  # a bug or an unexpected answer: retry per schedule rather than lose the row
-            category = Category(True, "unknown")
-        message = redact(str(exc) if isinstance(exc, (GraphError, InvalidPayload)) else f"{type(exc).__name__}: {exc}",
-                         token)[:1000]
-        status = record_failure(engine, row, exc, category, message, now=now_fn(), max_retries=settings.max_retries)
-        if status is None:
-            log.warning("row %s %s: no longer ours when recording the failure", row.id, row.action_type)
-            return None
-        if category.error_category in ("auth_failure", "rate_limit"):
-            row.blocked_reason = f"hit {category.error_category} in this tick"
-        retry = f" retry {row.retry_count + 1}/{settings.max_retries}" if status == "failed" else ""
-        log.info("row %s %s -> %s (%s)%s: %s", row.id, row.action_type, status, category.error_category, retry, message)
-        return status
-    if record_sent(engine, row, outcome.instagram_id, now=now_fn()):
-        log.info("row %s %s -> sent instagram_id=%s", row.id, row.action_type, outcome.instagram_id)
-        return "sent"
+        return _failed(engine, settings, budget, row, exc, token, now_fn)
+    now = now_fn()
+    if isinstance(outcome, Wait):
+        return _waiting(engine, budget, row, outcome, now)
+    if record_sent(engine, row, outcome.instagram_id, now=now, note=outcome.note):
+        if row.action_type in CONTENT_ACTIONS and row.account is not None:
+            budget.published(row.account)
+        log.info("row %s %s -> sent instagram_id=%s%s", row.id, row.action_type, outcome.instagram_id,
+                 f" ({outcome.note})" if outcome.note else "")
+        return SENT
     log.warning("row %s %s: sent to Instagram (id %s) but the row was no longer ours", row.id, row.action_type,
                 outcome.instagram_id)
     return None
+
+
+def _waiting(engine, budget: GraphBudget, row: Claimed, wait: Wait, now: datetime) -> str | None:
+    alert = None
+    if wait.kind == "quota" and row.account is not None:
+        quota = budget.quota(row.account)
+        with engine.connect() as conn:
+            until = graph_usage.quota_free_at(conn, account_id=row.business_account_id,
+                                              total=quota.total if quota else None, now=now)
+        used = f" ({quota.usage} of {quota.total} posts in 24 h)" if quota and quota.total else ""
+        alert = f"Instagram publishing limit reached{used}; publishing waits until {iso(until)}"
+        row.blocked_reason = "publishing limit reached"
+    else:
+        until = now + timedelta(seconds=wait.check_after_s)
+    if not record_wait(engine, row, wait, until, now=now, alert_message=alert):
+        log.warning("row %s %s: no longer ours when recording the wait", row.id, row.action_type)
+        return None
+    log.info("row %s %s -> waiting until %s: %s", row.id, row.action_type, iso(until), wait.reason)
+    return PENDING
+
+
+def _failed(engine, settings, budget: GraphBudget, row: Claimed, exc: BaseException, token, now_fn) -> str | None:
+    ig_id = row.account.instagram_business_id if row.account else None
+    if isinstance(exc, InvalidPayload):
+        category = Category(False, "permanent")
+    elif isinstance(exc, ContainerFailed):
+        category = Category(False, "permanent")
+    elif isinstance(exc, ContainerTimedOut):
+        category = Category(True, "transient")
+    elif isinstance(exc, GraphError):
+        category = categorize_ig_error(exc, business_id=ig_id)
+    else:  # a bug or an unexpected answer: retry per schedule rather than lose the row
+        category = Category(True, "unknown")
+    if category.action == QUOTA and row.account is not None:
+        quota = budget.quota(row.account)
+        with engine.connect() as conn:
+            until = graph_usage.quota_free_at(conn, account_id=row.business_account_id,
+                                              total=quota.total if quota else None, now=now_fn())
+        category = Category(True, "rate_limit", until - now_fn(), QUOTA, category.doc)
+    known = isinstance(exc, (GraphError, InvalidPayload, ContainerFailed, ContainerTimedOut))
+    message = redact(str(exc) if known else f"{type(exc).__name__}: {exc}", secrets=(token,))[:1000]
+    # A call that timed out after sending may have been performed: the next attempt looks first.
+    uncertain = isinstance(exc, GraphError) and isinstance(exc.exc, requests.Timeout)
+    status = record_failure(engine, row, exc, category, message, now=now_fn(), max_retries=settings.max_retries,
+                            uncertain=uncertain)
+    if status is None:
+        log.warning("row %s %s: no longer ours when recording the failure", row.id, row.action_type)
+        return None
+    if category.error_category in ("auth_failure", "rate_limit") or category.action == SPAM:
+        row.blocked_reason = f"hit {category.error_category} in this tick"
+    retry = f" retry {row.retry_count + 1}/{settings.max_retries}" if status == FAILED else ""
+    log.info("row %s %s -> %s (%s)%s: %s", row.id, row.action_type, status, category.error_category, retry, message)
+    return status

@@ -31,10 +31,33 @@ CAPTIONS = ["New drop this week ✨ #newin", "Behind the scenes at the studio", 
             "Meet the team! 👋", "Three ways to style it 👇"]
 # share of each action type, roughly what the agents produce
 MIX = {"reply_comment": 0.4, "send_dm": 0.2, "reply_dm": 0.2, "publish_post": 0.12, "repost_ugc": 0.08}
+# publish_post formats: mostly images, some reels and carousels (they wait for processing)
+POST_FORMATS = {"IMAGE": 0.6, "REELS": 0.25, "CAROUSEL": 0.15}
 
 
 def _digits(rng: random.Random, n: int = 15) -> str:
     return "".join(str(rng.randrange(10)) for _ in range(n))
+
+
+def _post_payload(rng: random.Random) -> dict[str, Any]:
+    """An image post, a reel (the sandbox processes video for tens of seconds before it can be
+    published) or a carousel of images and a video (`children`: one {"image_url"} or {"video_url"}
+    per item)."""
+    n = rng.randrange(1, 500)
+    kind = rng.choices(list(POST_FORMATS), weights=list(POST_FORMATS.values()))[0]
+    payload: dict[str, Any] = {"caption": rng.choice(CAPTIONS),
+                               "scheduled_post_id": str(uuid.UUID(int=rng.getrandbits(128)))}
+    if kind == "REELS":
+        payload.update(media_type="REELS", video_url=f"https://media.example.com/reels/{n}.mp4")
+    elif kind == "CAROUSEL":
+        items: list[dict[str, str]] = [{"image_url": f"https://picsum.photos/seed/{n + i}/1080/1080"}
+                                       for i in range(rng.randrange(2, 4))]
+        if rng.random() < 0.5:
+            items.append({"video_url": f"https://media.example.com/clips/{n}.mp4"})
+        payload.update(media_type="CAROUSEL", children=items)
+    else:
+        payload.update(media_type="IMAGE", image_url=f"https://picsum.photos/seed/{n}/1080/1080")
+    return payload
 
 
 def random_action(rng: random.Random) -> tuple[str, dict[str, Any]]:
@@ -47,9 +70,7 @@ def random_action(rng: random.Random) -> tuple[str, dict[str, Any]]:
     if action == "reply_dm":
         return action, {"conversation_id": "aWdfZAG06" + _digits(rng), "message_text": rng.choice(DMS)}
     if action == "publish_post":
-        n = rng.randrange(1, 500)
-        return action, {"image_url": f"https://picsum.photos/seed/{n}/1080/1080", "caption": rng.choice(CAPTIONS),
-                        "media_type": "IMAGE", "scheduled_post_id": str(uuid.UUID(int=rng.getrandbits(128)))}
+        return action, _post_payload(rng)
     return action, {"permission_id": str(uuid.UUID(int=rng.getrandbits(128))),
                     "image_url": f"https://picsum.photos/seed/ugc{rng.randrange(500)}/1080/1350",
                     "caption": "📸 by our community #ugc"}

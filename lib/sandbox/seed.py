@@ -30,8 +30,12 @@ from sqlalchemy.engine import Engine
 
 from lib import schema
 from lib.audit import audit_row
+from lib.ig_errors import backoff_delay
 from lib.queue import ACTION_TYPES, SUCCESS_EVENT, idempotency_key
+from lib.settings import Settings
 from lib.timeutil import iso
+
+MAX_RETRIES = Settings.max_retries  # the spec's default: seeded DLQ rows used up this many retries
 
 DEMO_AGENTS = ("engagement-monitor", "content-scheduler", "ugc-discovery", "oversight-brain")
 ALIVE_DEMO_AGENTS = ("engagement-monitor", "content-scheduler", "oversight-brain")
@@ -332,9 +336,13 @@ def _payload(rng: random.Random, action: str, acc: DemoAccount, status: str) -> 
                 "message_text": rng.choice(DMS).format(n=rng.randint(10**9, 10**10))}
     if action == "publish_post":
         media_type = rng.choices(MEDIA_TYPES, weights=MEDIA_WEIGHTS)[0]
-        ext = "mp4" if media_type == "VIDEO" else "jpg"
-        return {"image_url": f"https://cdn.example.com/{acc.username}/{rng.getrandbits(48):012x}.{ext}",
-                "caption": rng.choice(acc.profile.captions), "media_type": media_type,
+        base = f"https://cdn.example.com/{acc.username}/{rng.getrandbits(48):012x}"
+        # payloads Instagram can publish (docs/worker.md, media types): a video has video_url, a
+        # carousel lists its items in children
+        media = ({"video_url": f"{base}.mp4"} if media_type == "VIDEO" else
+                 {"children": [{"image_url": f"{base}-{i}.jpg"} for i in range(1, 4)]}
+                 if media_type == "CAROUSEL_ALBUM" else {"image_url": f"{base}.jpg"})
+        return {**media, "caption": rng.choice(acc.profile.captions), "media_type": media_type,
                 "scheduled_post_id": str(_uuid(rng)),
                 "creation_id": _num_id(rng, 17, "178") if has_container else None}
     # repost_ugc
@@ -349,7 +357,8 @@ def _queue_audit_details(row: dict, acc: DemoAccount) -> dict[str, Any]:
     details: dict[str, Any] = {"business_account_id": str(acc.id), "queue_id": str(row["id"]),
                                "action_type": row["action_type"]}
     if row["action_type"] == "publish_post":
-        details.update(caption=p["caption"], image_url=p["image_url"], media_type=p["media_type"])
+        details.update(caption=p["caption"], media_type=p["media_type"],
+                       **{k: p[k] for k in ("image_url", "video_url") if k in p})
     elif row["action_type"] == "reply_comment":
         details.update(comment_id=p["comment_id"], post_id=p["post_id"])
     elif row["action_type"] == "reply_dm":
@@ -428,7 +437,7 @@ def queue_rows(rng: random.Random, accounts: list[DemoAccount], now: datetime, *
                                     weights=(8, 38, 20, 24, 10))[0]
                     code, msg = _ig_error(rng, category, action)
                     updated = _recent_time(rng, now, max(days, 14))
-                row["retry_count"] = 5 if category in RETRYABLE else rng.choices((0, 1, 2), weights=(85, 10, 5))[0]
+                row["retry_count"] = MAX_RETRIES if category in RETRYABLE else rng.choices((0, 1, 2), weights=(85, 10, 5))[0]
                 row["created_at"] = updated - timedelta(minutes=62 if category in RETRYABLE else rng.uniform(0.1, 3),
                                                         seconds=rng.uniform(0, 120))
                 row.update(updated_at=updated, error=msg, error_category=category)
@@ -441,13 +450,14 @@ def queue_rows(rng: random.Random, accounts: list[DemoAccount], now: datetime, *
                 category = rng.choices(RETRYABLE, weights=(45, 45, 10))[0]
                 code, msg = _ig_error(rng, category, action)
                 rc = rng.randint(1, 4)
-                backoff = timedelta(minutes=min(2**rc, 60))
+                backoff = backoff_delay(rc)
                 due = rng.random() < 0.5
                 updated = now - (backoff + timedelta(minutes=rng.uniform(1, 30)) if due
                                  else backoff * rng.uniform(0.05, 0.9))
                 row.update(retry_count=rc, error=msg, error_category=category, updated_at=updated,
                            next_retry_at=updated + backoff,
-                           created_at=updated - timedelta(minutes=sum(2**k for k in range(1, rc)) + rng.uniform(0.1, 5)))
+                           created_at=updated - sum((backoff_delay(k) for k in range(1, rc)), timedelta())
+                           - timedelta(minutes=rng.uniform(0.1, 5)))
             elif status == "processing":
                 updated = now - (timedelta(minutes=25) if i == 0 else timedelta(seconds=rng.uniform(5, 150)))
                 row.update(updated_at=updated, created_at=updated - timedelta(seconds=rng.uniform(1, 600)))
@@ -459,7 +469,7 @@ def queue_rows(rng: random.Random, accounts: list[DemoAccount], now: datetime, *
                 if requeued:
                     category = rng.choice(("permanent", "rate_limit", "transient", "unknown"))
                     code, msg = _ig_error(rng, category, action)
-                    prev_rc = 5 if category in RETRYABLE else 0
+                    prev_rc = MAX_RETRIES if category in RETRYABLE else 0
                     audits.append(_audit(rng, event_type="queue_item_retried", action="retry",
                                          resource_type="post_queue", resource_id=str(row["id"]), now=updated,
                                          user_id=OPERATOR, success=True, user_agent=OPERATOR_USER_AGENT,
@@ -526,7 +536,7 @@ def _background_event(rng: random.Random, event: str, acc: DemoAccount, t: datet
         return _audit(rng, event_type=event, action="post_queue_dlq", resource_type="post_queue",
                       resource_id=base["queue_id"], now=t, success=False, error_message=msg,
                       details={**base, "action_type": action, "error_category": category, "error_code": code,
-                               "retry_count": 5 if category in RETRYABLE else 0})
+                               "retry_count": MAX_RETRIES if category in RETRYABLE else 0})
     if event == "auth_failure":
         code, msg = _ig_error(rng, "auth_failure")
         return _audit(rng, event_type=event, action="disconnect", resource_type="instagram_business_accounts",
@@ -541,7 +551,7 @@ def _background_event(rng: random.Random, event: str, acc: DemoAccount, t: datet
                       resource_id=base["queue_id"], now=t, user_id=OPERATOR, success=True,
                       user_agent=OPERATOR_USER_AGENT, ip=ip,
                       details={**base, "action_type": action, "previous_status": "dlq",
-                               "previous_retry_count": 5 if category in RETRYABLE else 0,
+                               "previous_retry_count": MAX_RETRIES if category in RETRYABLE else 0,
                                "previous_error": msg, "previous_error_category": category})
     alert_id = str(_uuid(rng))
     return _audit(rng, event_type="alert_resolved", action="resolve", resource_type="system_alerts",
@@ -590,7 +600,7 @@ def _alert(rng: random.Random, alert_type: str, acc: DemoAccount | None, created
                                                                             f"/{_num_id(rng)}/replies")),
                     "content_violation": f"/{ig}/media_publish", "sync_failure": f"/{ig}/insights"}[alert_type]
         details.update(error_code=code, endpoint=endpoint, last_error=msg,
-                       retry_count=5 if alert_type in ("rate_limit", "sync_failure") else 0)
+                       retry_count=MAX_RETRIES if alert_type in ("rate_limit", "sync_failure") else 0)
         message = {
             "auth_failure": f"Proactive sync auth failure: {msg}",
             "rate_limit": f"Instagram API rate limit hit for @{acc.username}: {msg}",

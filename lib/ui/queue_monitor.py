@@ -25,7 +25,8 @@ from lib.export import frame_to_csv, rows_to_csv
 from lib.identity import PermissionDenied
 from lib.queue import (
     ACTION_TYPES, ERROR_CATEGORIES, EXPORT_COLUMNS, MAX_BULK_RETRY, QueueFilter, count_rows, error_groups,
-    iter_export_rows, matching_ids, queue_health, queue_rows, retry, row_detail, status_summary, summary_matrix,
+    WAIT_KINDS, iter_export_rows, matching_ids, queue_health, queue_rows, retry, row_detail, status_summary,
+    summary_matrix, waiting_rows,
 )
 from lib.timeutil import fmt_ago, fmt_duration, fmt_local, utcnow
 from lib.ui.export import csv_download
@@ -55,6 +56,29 @@ def load_summary(db_url: str, account_id: uuid.UUID | None, now: datetime) -> di
 def load_health(db_url: str, account_id: uuid.UUID | None, now: datetime, lease_s: int) -> dict[str, Any]:
     with get_engine(db_url).connect() as conn:
         return queue_health(conn, account_id=account_id, now=now, lease_s=lease_s)
+
+
+@st.cache_data(ttl=25, max_entries=64, show_spinner=False)
+def load_waiting(db_url: str, account_id: uuid.UUID | None, now: datetime) -> list[dict[str, Any]]:
+    with get_engine(db_url).connect() as conn:
+        return waiting_rows(conn, account_id=account_id, now=now)
+
+
+def show_waiting(rows: list[dict[str, Any]], now: datetime, tz) -> None:
+    """Rows that wait on Instagram rather than on a failure, with why and until when."""
+    if not rows:
+        return
+    st.markdown(f"**Waiting on Instagram** · {len(rows)}{'+' if len(rows) >= 50 else ''} rows "
+                "(not failures: each moves on by itself)")
+    frame = pd.DataFrame([{
+        "action": r["action_type"],
+        "waiting for": WAIT_KINDS.get(r["wait_kind"], r["wait_kind"]),
+        "reason": clip(r["wait_reason"] or "", 200),
+        "since": fmt_duration(r["waited_s"]) if r["waited_s"] is not None else "",
+        "next check": ("now" if (r["due_in_s"] or 0) <= 0 else f"in {fmt_duration(r['due_in_s'])}"),
+        "id": str(r["id"]),
+    } for r in rows])
+    st.dataframe(frame, hide_index=True, width="stretch")
 
 
 @st.cache_data(ttl=25, max_entries=8, show_spinner=False)
@@ -92,7 +116,7 @@ def load_detail(db_url: str, queue_id: str) -> dict[str, Any] | None:
 
 def clear_caches() -> None:
     """After a write: the next run reads fresh data everywhere on the page."""
-    for fn in (load_summary, load_health, load_rows, load_count, load_groups, load_detail):
+    for fn in (load_summary, load_health, load_waiting, load_rows, load_count, load_groups, load_detail):
         fn.clear()
 
 
@@ -139,8 +163,12 @@ def show_metrics(summary: dict[str, Any], health: dict[str, Any]) -> None:
     cols = st.columns(7)
     cols[0].metric("Total", f"{summary['total']:,}", border=True)
     cols[1].metric("Pending", f"{by_status.get('pending', 0):,}", border=True)
+    held = health.get("held_back") or 0
     cols[2].metric("Due", f"{health['due_now']:,}", border=True,
-                   help="Pending rows plus failed rows whose retry time has come: the next tick's work.")
+                   delta=f"{held:,} held back" if held else None, delta_color="off",
+                   help="What the next tick takes: pending and failed rows whose time has come, of accounts "
+                        "that are connected and not throttled by Instagram (the worker's own rule). "
+                        "Held back: due rows of disconnected or throttled accounts.")
     cols[3].metric("Oldest", "—" if oldest is None else fmt_duration(oldest), border=True,
                    help="How long the oldest pending row has waited.")
     cols[4].metric("Processing", f"{by_status.get('processing', 0):,}", border=True,

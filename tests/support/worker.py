@@ -34,16 +34,22 @@ def worker_settings(db_url: str, sandbox: GraphSandbox, **overrides) -> Settings
 
 
 def client_for(settings: Settings) -> GraphClient:
-    return GraphClient(settings.instagram_graph_url, connect_timeout=settings.graph_connect_timeout_s,
-                       read_timeout=settings.graph_read_timeout_s)
+    return GraphClient(settings.graph_url, connect_timeout=settings.graph_connect_timeout_s,
+                       read_timeout=settings.graph_read_timeout_s, api=settings.instagram_api)
 
 
-def add_account(conn, *, username="acme", token="tok-good", ig_id=None, connected=True) -> uuid.UUID:
+def add_account(conn, *, username="acme", token="tok-good", ig_id=None, connected=True,
+                sandbox: GraphSandbox | None = None) -> uuid.UUID:
+    """An account in our table; with `sandbox`, the same account registered there too (so the fake
+    knows which conversation participant and which usage header entry is ours)."""
     acc_id = uuid.uuid4()
     now = datetime.now(timezone.utc)
+    ig_id = ig_id or "1784" + uuid.uuid4().hex[:12]
     conn.execute(sa.insert(accounts).values(
-        id=acc_id, username=username, instagram_business_id=ig_id or "1784" + uuid.uuid4().hex[:12],
+        id=acc_id, username=username, instagram_business_id=ig_id,
         access_token=token, is_connected=connected, created_at=now, updated_at=now))
+    if sandbox is not None:
+        sandbox.add_account(ig_id, token, username=username)
     return acc_id
 
 

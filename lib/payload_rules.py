@@ -1,0 +1,184 @@
+"""What a post_queue payload must hold before anything is sent to Instagram (pure, no I/O).
+
+One home for the rules that the worker applies before its first Graph call and that an edit
+form can show as messages: the spec's required keys (spec 1.2) and Instagram's documented
+limits. A payload that breaks one is a permanent failure: no call could fix it, and the worker
+never sends a different post than the one asked for.
+
+Limits (Meta's docs, quoted in docs/worker.md):
+* caption: at most 2,200 characters, 30 hashtags and 20 @ tags (IG User Media, "caption");
+* DM text: UTF-8, at most 1,000 bytes (Instagram messaging, "Send a message");
+* carousel: 2 to 10 images and/or videos (Content Publishing, "Carousel posts");
+* media URLs must be public http(s) URLs Instagram can fetch (IG User Media, image_url/video_url).
+
+Media types: IMAGE (image_url), REELS (video_url; VIDEO is sent as REELS, as Meta retired
+feed VIDEO), STORIES (image_url or video_url), CAROUSEL / CAROUSEL_ALBUM from `children`: a list
+of {"image_url": ...} or {"video_url": ...} objects, the caption on the carousel itself.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+CAPTION_MAX_CHARS = 2200
+CAPTION_MAX_HASHTAGS = 30
+CAPTION_MAX_MENTIONS = 20
+DM_MAX_BYTES = 1000
+CAROUSEL_MIN_ITEMS, CAROUSEL_MAX_ITEMS = 2, 10
+
+# Spec 1.2's payload keys that an action cannot run without (reply_dm may name recipient_id
+# instead of asking the conversation; publish/repost are checked by media_spec).
+REQUIRED_KEYS = {
+    "reply_comment": ("comment_id", "reply_text"),
+    "reply_dm": ("message_text",),
+    "send_dm": ("recipient_id", "message_text"),
+    "publish_post": (),
+    "repost_ugc": (),
+}
+TEXT_FIELDS = {  # the payload's text fields per action type (what an edit form offers)
+    "reply_comment": ("reply_text",),
+    "reply_dm": ("message_text",),
+    "send_dm": ("message_text",),
+    "publish_post": ("caption", "image_url", "video_url"),
+    "repost_ugc": ("caption", "image_url", "video_url"),
+}
+MEDIA_TYPES = ("IMAGE", "REELS", "VIDEO", "STORIES", "CAROUSEL", "CAROUSEL_ALBUM")
+
+_HASHTAG = re.compile(r"(?<![\w&])#\w+")
+_MENTION = re.compile(r"(?<![\w@])@[\w.]+")
+
+
+class InvalidPayload(ValueError):
+    """The row lacks what the action needs, or asks for what Instagram refuses (permanent)."""
+
+
+@dataclass(frozen=True)
+class MediaSpec:
+    """The container(s) one publish needs: `fields` for a single container, or `children`
+    (key, fields) for a carousel whose parent takes `fields` (caption)."""
+
+    kind: str  # IMAGE | REELS | STORIES | CAROUSEL
+    fields: dict[str, Any]
+    children: tuple[tuple[str, dict[str, Any]], ...] = field(default=())
+
+
+def is_http_url(value: Any) -> bool:
+    try:
+        parts = urlsplit(str(value))
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+def caption_problems(caption: Any) -> list[str]:
+    if caption in (None, ""):
+        return []
+    text = str(caption)
+    out = []
+    if len(text) > CAPTION_MAX_CHARS:
+        out.append(f"caption has {len(text):,} characters; Instagram allows {CAPTION_MAX_CHARS:,}")
+    if len(_HASHTAG.findall(text)) > CAPTION_MAX_HASHTAGS:
+        out.append(f"caption has {len(_HASHTAG.findall(text))} hashtags; Instagram allows {CAPTION_MAX_HASHTAGS}")
+    if len(_MENTION.findall(text)) > CAPTION_MAX_MENTIONS:
+        out.append(f"caption has {len(_MENTION.findall(text))} @ tags; Instagram allows {CAPTION_MAX_MENTIONS}")
+    return out
+
+
+def dm_problems(text: Any) -> list[str]:
+    size = len(str(text or "").encode("utf-8"))
+    if size > DM_MAX_BYTES:
+        return [f"message_text is {size:,} bytes in UTF-8; Instagram allows {DM_MAX_BYTES:,}"]
+    return []
+
+
+def _url(p: dict[str, Any], *keys: str) -> tuple[str | None, str | None]:
+    """(key, url) of the first key present."""
+    for k in keys:
+        if p.get(k) not in (None, ""):
+            return k, str(p[k])
+    return None, None
+
+
+def media_spec(action_type: str, payload: dict[str, Any]) -> MediaSpec:
+    """The containers to create for a publish_post / repost_ugc row, or InvalidPayload."""
+    p = payload or {}
+    problems = caption_problems(p.get("caption"))
+    media_type = str(p.get("media_type") or "").strip().upper()
+    children = p.get("children")
+    if not media_type:
+        media_type = "CAROUSEL" if children else ("REELS" if p.get("video_url") else "IMAGE")
+    if media_type not in MEDIA_TYPES:
+        raise InvalidPayload(f"media_type {p.get('media_type')!r} is not one Instagram publishes "
+                             f"(IMAGE, REELS, VIDEO, STORIES, CAROUSEL)")
+    caption = {"caption": p["caption"]} if p.get("caption") not in (None, "") else {}
+    image_keys = ("image_url", "media_url") if action_type == "repost_ugc" else ("image_url",)
+    video_keys = ("video_url", "media_url") if action_type == "repost_ugc" else ("video_url",)
+    if media_type in ("CAROUSEL", "CAROUSEL_ALBUM"):
+        items = _carousel_items(children, problems)
+        if problems:
+            raise InvalidPayload("; ".join(problems))
+        return MediaSpec("CAROUSEL", {"media_type": "CAROUSEL", **caption}, items)
+    if media_type == "IMAGE":
+        key, url = _url(p, *image_keys)
+        fields = {"image_url": url}
+    elif media_type in ("REELS", "VIDEO"):
+        key, url = _url(p, *video_keys)
+        fields = {"media_type": "REELS", "video_url": url}
+    else:  # STORIES: an image or a video
+        key, url = _url(p, "video_url", "image_url", *(("media_url",) if action_type == "repost_ugc" else ()))
+        fields = {"media_type": "STORIES", ("video_url" if key == "video_url" else "image_url"): url}
+        caption = {}  # stories have no caption
+    if url is None:
+        need = {"IMAGE": "image_url", "REELS": "video_url", "VIDEO": "video_url",
+                "STORIES": "image_url or video_url"}[media_type]
+        if action_type == "repost_ugc":
+            need = f"creation_id or the permission's media ({need} / media_url)"
+        problems.append(f"{action_type} {media_type} needs {need}")
+    elif not is_http_url(url):
+        problems.append(f"{key} must be an http(s) URL Instagram can fetch")
+    if problems:
+        raise InvalidPayload("; ".join(problems))
+    kind = "REELS" if media_type == "VIDEO" else media_type
+    return MediaSpec(kind, {**fields, **caption})
+
+
+def _carousel_items(children: Any, problems: list[str]) -> tuple[tuple[str, dict[str, Any]], ...]:
+    if not isinstance(children, list) or not (CAROUSEL_MIN_ITEMS <= len(children) <= CAROUSEL_MAX_ITEMS):
+        n = len(children) if isinstance(children, list) else 0
+        problems.append(f"a carousel needs `children`: a list of {CAROUSEL_MIN_ITEMS} to {CAROUSEL_MAX_ITEMS} "
+                        f"items {{\"image_url\": ...}} or {{\"video_url\": ...}} (got {n})")
+        return ()
+    items = []
+    for i, child in enumerate(children, 1):
+        key, url = _url(child, "image_url", "video_url") if isinstance(child, dict) else (None, None)
+        if url is None:
+            problems.append(f"carousel item {i} needs image_url or video_url")
+        elif not is_http_url(url):
+            problems.append(f"carousel item {i}: {key} must be an http(s) URL")
+        elif key == "image_url":
+            items.append((url, {"image_url": url, "is_carousel_item": "true"}))
+        else:
+            items.append((url, {"media_type": "VIDEO", "video_url": url, "is_carousel_item": "true"}))
+    return tuple(items)
+
+
+def payload_problems(action_type: str, payload: dict[str, Any]) -> list[str]:
+    """Every reason this payload cannot be executed as written ([] when it can)."""
+    p = payload or {}
+    missing = [k for k in REQUIRED_KEYS.get(action_type, ()) if p.get(k) in (None, "")]
+    out = [f"payload lacks {', '.join(missing)}"] if missing else []
+    if action_type == "reply_dm" and p.get("conversation_id") in (None, "") and p.get("recipient_id") in (None, ""):
+        out.append("reply_dm needs conversation_id (or recipient_id)")
+    if action_type in ("send_dm", "reply_dm"):
+        out += dm_problems(p.get("message_text"))
+    if action_type in ("publish_post", "repost_ugc") and not (action_type == "repost_ugc" and p.get("creation_id")):
+        if not (action_type == "publish_post" and p.get("creation_id")):
+            try:
+                media_spec(action_type, p)
+            except InvalidPayload as exc:
+                out.append(str(exc))
+    if action_type not in REQUIRED_KEYS:
+        out.append(f"unknown action_type {action_type!r}")
+    return out
