@@ -1,8 +1,8 @@
-"""The guard every page starts with: page config, settings, database check, shared sidebar.
+"""The guard every page starts with: page config, settings, database check, menu, shared sidebar.
 
-Why every page and not only app.py: with a pages/ folder Streamlit can run a deep-linked page
-without app.py (its old pages-directory mode) when the link is a session's first request. The
-guard makes such a run look and behave like a normal one.
+Why every page and not only app.py: with a pages/ folder Streamlit runs a deep-linked page
+without app.py (its old pages-directory mode) when the link is the first request after a server
+start. The guard makes such a run look and behave like a normal one, menu included.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from lib.identity import Actor
 from lib.db import UNAVAILABLE_ERRORS, init_db, make_engine, ping, unavailable_message
 from lib.settings import Settings, SettingsError, load_settings
 from lib.ui.auth import authenticate, show_identity
+from lib.ui.nav import menu_slot, show_menu
 
 APP_TITLE = "Agent Dashboard"
 ALL_ACCOUNTS = "all"
@@ -110,6 +111,7 @@ def page_guard(title: str) -> Scope:
 
 
 def _sidebar(settings: Settings, accounts: tuple[Account, ...], user: Actor) -> Scope:
+    menu = menu_slot()
     with st.sidebar:
         names = {str(a.id): a.username + ("" if a.is_connected else " (disconnected)") for a in accounts}
         choice = st.selectbox(
@@ -124,6 +126,9 @@ def _sidebar(settings: Settings, accounts: tuple[Account, ...], user: Actor) -> 
         tz_name = st.selectbox("Display timezone", tz_options, key="tz", persist_state="session")
         live = st.toggle("Live refresh (30 s)", value=True, key="live", persist_state="session")
         show_identity(settings, user)
+    # the bound selectbox's URL value is its label; the menu's links carry it (a link opened in a
+    # new tab keeps the account)
+    show_menu(menu, {"account": names[choice]} if choice in names else None)
     try:
         tz = ZoneInfo(tz_name)
     except (ZoneInfoNotFoundError, ValueError):
@@ -137,8 +142,7 @@ def _sidebar(settings: Settings, accounts: tuple[Account, ...], user: Actor) -> 
 @contextmanager
 def navigation_run():
     """app.py wraps pg.run() in this: a database that dies mid-page shows the same clear message
-    as one that was down at the start. (In pages-directory mode Streamlit draws its own menu of
-    the pages/ files, so the guard needs no menu of its own.)"""
+    as one that was down at the start."""
     try:
         yield
     except UNAVAILABLE_ERRORS as exc:
