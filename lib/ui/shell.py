@@ -110,10 +110,24 @@ def page_guard(title: str) -> Scope:
     return scope
 
 
+_LAST_ACCOUNT = "_account_last"  # the sidebar's account of this session's previous run
+
+
+def _keep_account_across_pages(names: dict[str, str]) -> None:
+    """A page switch drops the URL's query string before the bound selectbox reads it, so the
+    next page would start on "All accounts": restore this session's choice when the URL names
+    none. (Choosing "All accounts" records ALL, so it is not undone; a URL that names an account
+    still wins.)"""
+    last = st.session_state.get(_LAST_ACCOUNT)
+    if "account" not in st.query_params and last in names:
+        st.session_state["account"] = last
+
+
 def _sidebar(settings: Settings, accounts: tuple[Account, ...], user: Actor) -> Scope:
     menu = menu_slot()
     with st.sidebar:
         names = {str(a.id): a.username + ("" if a.is_connected else " (disconnected)") for a in accounts}
+        _keep_account_across_pages(names)
         choice = st.selectbox(
             "Business account",
             [ALL_ACCOUNTS, *names],
@@ -121,6 +135,7 @@ def _sidebar(settings: Settings, accounts: tuple[Account, ...], user: Actor) -> 
             key="account",
             bind="query-params",
         )
+        st.session_state[_LAST_ACCOUNT] = choice
         tz_default = settings.display_timezone
         tz_options = list(dict.fromkeys([tz_default, *COMMON_TIMEZONES]))
         tz_name = st.selectbox("Display timezone", tz_options, key="tz", persist_state="session")

@@ -17,7 +17,7 @@ from tests.support.servers import StreamlitServer
 pytestmark = pytest.mark.e2e
 
 PAGES = existing_pages()
-ACCOUNT = "acme.coffee"  # a demo account: ?account=<username> must survive the first request
+ACCOUNT = "acme.coffee"  # a demo account: ?account=<username> must survive the first request and a click
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +49,11 @@ def assert_menu(page, current) -> None:
     assert [w for w in weights if w] == [current.title]  # the current page, and only it, is highlighted
 
 
+def menu_hrefs(page) -> list[str]:
+    return page.locator(f".st-key-{MENU_KEY}").get_by_test_id("stPageLink-NavLink").evaluate_all(
+        "links => links.map(a => a.getAttribute('href'))")
+
+
 @pytest.mark.parametrize("spec", PAGES, ids=[p.url_path or "overview" for p in PAGES])
 def test_deep_link_as_first_request_shows_the_menu(demo_db, browser, spec):
     target = next(p for p in PAGES if p != spec and not p.default) if spec.default else PAGES[0]
@@ -61,9 +66,7 @@ def test_deep_link_as_first_request_shows_the_menu(demo_db, browser, spec):
         expect(page.get_by_role("heading", name=spec.title, exact=True)).to_be_visible()
         assert_menu(page, spec)
         assert page.locator("[data-testid='stException']").count() == 0
-        hrefs = page.locator(f".st-key-{MENU_KEY}").get_by_test_id("stPageLink-NavLink").evaluate_all(
-            "links => links.map(a => a.getAttribute('href'))")
-        assert hrefs == [f"{p.url_path}?account={ACCOUNT}" for p in PAGES]  # a new tab keeps the account
+        assert menu_hrefs(page) == [f"{p.url_path}?account={ACCOUNT}" for p in PAGES]  # a new tab keeps the account
 
         page.locator(f".st-key-{MENU_KEY}").get_by_test_id("stPageLink").filter(has_text=target.title).click()
         expect(page.get_by_role("heading", name=target.title, exact=True)).to_be_visible(timeout=20_000)
@@ -71,6 +74,7 @@ def test_deep_link_as_first_request_shows_the_menu(demo_db, browser, spec):
         expect(page).to_have_url(re.compile(rf"^{re.escape(server.url + url_of(target))}(\?.*)?$"), timeout=10_000)
         assert_menu(page, target)
         assert page.locator("[data-testid='stException']").count() == 0
+        assert menu_hrefs(page) == [f"{p.url_path}?account={ACCOUNT}" for p in PAGES]  # the account survived the click
     finally:
         context.close()
         server.stop()
