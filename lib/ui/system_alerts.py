@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import pandas as pd
-import plotly.express as px
 import streamlit as st
 
 from lib.alerts import (
@@ -16,6 +15,7 @@ from lib.alerts import (
 from lib.export import rows_to_csv
 from lib.timebuckets import bucket_for_range
 from lib.timeutil import fmt_ago, fmt_local, utcnow
+from lib.ui.charts import bucketed_bar_chart
 from lib.ui.export import csv_download
 from lib.ui.shell import Scope, get_engine
 from lib.text import clip, clip_json
@@ -110,15 +110,8 @@ def show_summary(summary: dict, state_label: str) -> None:
 def show_chart(counts: list[dict], bucket: str, tz) -> None:
     if not counts:
         return
-    df = pd.DataFrame(counts)
-    df["bucket"] = pd.to_datetime(df["bucket"], utc=True).dt.tz_convert(tz)
-    fig = px.bar(df, x="bucket", y="count", color="alert_type", color_discrete_map=TYPE_COLOURS)
-    fig.update_layout(height=230, margin=dict(l=0, r=0, t=10, b=0), xaxis_title=None,
-                      yaxis_title=f"alerts per {bucket}", legend_title_text=None, bargap=0.1)
-    # name whole buckets: with a single bar Plotly otherwise picks sub-millisecond ticks
-    fig.update_xaxes(tickformat="%b %d" if bucket == "day" else "%H:%M\n%b %d",
-                     dtick=86_400_000 if bucket == "day" else None)
-    st.plotly_chart(fig, width="stretch", key="alerts-chart")
+    bucketed_bar_chart(counts, bucket=bucket, tz=tz, series="alert_type", colors=TYPE_COLOURS, key="alerts-chart",
+                       y_title=f"alerts per {bucket}", height=230, order=TYPE_COLOURS)
 
 
 def chart_bucket(view: AlertsView, now: datetime) -> str:
