@@ -17,10 +17,20 @@ from lib.timebuckets import bucket_for_range
 from lib.timeutil import fmt_ago, fmt_local, utcnow
 from lib.ui.charts import bucketed_bar_chart
 from lib.ui.export import csv_download
+from lib.ui.feedback import Confirmation, flash, guarded_write, show_flash
 from lib.ui.shell import Scope, get_engine
 from lib.text import clip, clip_json
 from lib.ui.text import md_escape
 
+class Keys:
+    """The page's session-state keys (tests use these names too)."""
+    TYPE, STATE, SEVERITY, RANGE, VIEW = "alert_type", "alert_state", "alert_sev", "alert_range", "alert_view"
+    GROUPS_TABLE, EACH_TABLE = "alerts-groups", "alerts-each"  # the list's selection (positions)
+    CONFIRM_ALL = "alerts_confirm_all"  # ids that "resolve all matching" asks about
+    FLASH = "system_alerts"  # lib.ui.feedback's flash messages of this page
+
+
+CONFIRM_ALL = Confirmation(Keys.CONFIRM_ALL)
 STATES = {"open": "Unresolved", "resolved": "Resolved", "all": "All"}
 RANGES = {"24h": "Last 24 h", "7d": "Last 7 days", "30d": "Last 30 days", "all": "All time"}
 RANGE_DELTAS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
@@ -46,16 +56,16 @@ def alert_filters(account_id, now: datetime) -> AlertsView:
     with st.container(border=True, key="alert-filters"):
         c1, c2, c3 = st.columns([2, 3, 3])
         c4, c5, _ = st.columns([2, 3, 3])
-        alert_type = c1.selectbox("Alert type", [ALL_TYPES, *ALERT_TYPES], key="alert_type", bind="query-params",
+        alert_type = c1.selectbox("Alert type", [ALL_TYPES, *ALERT_TYPES], key=Keys.TYPE, bind="query-params",
                                   format_func=lambda t: "All types" if t == ALL_TYPES else t)
         state = c2.segmented_control("Status", list(STATES), format_func=STATES.get, default="open",
-                                     key="alert_state", bind="query-params") or "open"
-        severities = c3.multiselect("Severity", list(SEVERITIES), key="alert_sev", bind="query-params",
+                                     key=Keys.STATE, bind="query-params") or "open"
+        severities = c3.multiselect("Severity", list(SEVERITIES), key=Keys.SEVERITY, bind="query-params",
                                     placeholder="All severities")
-        range_key = c4.selectbox("Created", list(RANGES), format_func=RANGES.get, index=3, key="alert_range",
+        range_key = c4.selectbox("Created", list(RANGES), format_func=RANGES.get, index=3, key=Keys.RANGE,
                                  bind="query-params")
         view = c5.segmented_control("View", list(VIEWS), format_func=VIEWS.get, default="grouped",
-                                    key="alert_view", bind="query-params") or "grouped"
+                                    key=Keys.VIEW, bind="query-params") or "grouped"
     filters = AlertFilter(
         type=alert_type or ALL_TYPES,
         resolved={"open": False, "resolved": True, "all": None}[state],
@@ -184,10 +194,10 @@ def show_list(alerts: list[Alert], grouped: bool, scope: Scope, now: datetime) -
     if grouped:
         groups = group_alerts(alerts)
         frame, id_sets = group_frame(groups, scope, now), [g.ids for g in groups]
-        key = "alerts-groups"
+        key = Keys.GROUPS_TABLE
     else:
         frame, id_sets = alert_frame(alerts, scope, now), [(a.id,) for a in alerts]
-        key = "alerts-each"
+        key = Keys.EACH_TABLE
     event = st.dataframe(_styled(frame), hide_index=True, width="stretch", key=key, on_select="rerun",
                          selection_mode="multi-row", column_config=COLUMNS)
     rows = [i for i in event.selection.rows if i < len(id_sets)]
@@ -215,10 +225,12 @@ def _show_selected_details(alerts: list[Alert], ids) -> None:
 # Resolve: one / selected / all matching (with a confirmation stating the count)
 # ---------------------------------------------------------------------------------------------
 def _do_resolve(db_url: str, ids: list, actor) -> None:
-    with get_engine(db_url).begin() as conn:
-        results = resolve(conn, ids, actor=actor, now=utcnow())
+    results = guarded_write(Keys.FLASH, "Resolve", get_engine(db_url),
+                            lambda conn: resolve(conn, ids, actor=actor, now=utcnow()))
+    CONFIRM_ALL.cancel()
+    if results is None:  # refused: the flash says why, nothing changed
+        return
     clear_alert_caches()
-    st.session_state.pop("alerts_confirm_all", None)
     done = sum(1 for r in results if r.outcome == "resolved")
     noop = sum(1 for r in results if r.outcome == "already_resolved")
     gone = sum(1 for r in results if r.outcome == "not_found")
@@ -227,22 +239,16 @@ def _do_resolve(db_url: str, ids: list, actor) -> None:
         parts.append(f"{noop} {'was' if noop == 1 else 'were'} already resolved: nothing to do.")
     if gone:
         parts.append(f"{gone} no longer exist{'s' if gone == 1 else ''}.")
-    st.session_state["alerts_result"] = " ".join(parts)
+    flash(Keys.FLASH, "success", " ".join(parts))
 
 
 def _ask_all(db_url: str, filters: AlertFilter) -> None:
     with get_engine(db_url).connect() as conn:
-        st.session_state["alerts_confirm_all"] = matching_ids(conn, filters=filters)
-
-
-def _cancel_all() -> None:
-    st.session_state.pop("alerts_confirm_all", None)
+        CONFIRM_ALL.ask(matching_ids(conn, filters=filters))
 
 
 def show_result() -> None:
-    message = st.session_state.pop("alerts_result", None)
-    if message:
-        st.success(message, icon=":material/task_alt:")
+    show_flash(Keys.FLASH)
 
 
 def resolve_actions(scope: Scope, filters: AlertFilter, selected_ids: list, open_selected: int) -> None:
@@ -259,12 +265,12 @@ def resolve_actions(scope: Scope, filters: AlertFilter, selected_ids: list, open
         help=reason or "Resolve every unresolved alert the filter matches (asks first).",
         on_click=_ask_all, args=(scope.db_url, filters), width="stretch",
     )
-    pending = st.session_state.get("alerts_confirm_all")
+    pending = CONFIRM_ALL.pending
     if pending is not None and can:
         with st.container(border=True, key="alerts-confirm"):
             if not pending:
                 st.info("No unresolved alerts match the filter: nothing to resolve.")
-                st.button("OK", key="alerts-confirm-cancel", on_click=_cancel_all)
+                st.button("OK", key="alerts-confirm-cancel", on_click=CONFIRM_ALL.cancel)
                 return
             st.warning(
                 f"Resolve {len(pending)} unresolved alert{'s' if len(pending) != 1 else ''} matching the current filter? "
@@ -274,7 +280,7 @@ def resolve_actions(scope: Scope, filters: AlertFilter, selected_ids: list, open
             a, b, _ = st.columns([2, 1, 4])
             a.button(f"Yes, resolve {len(pending)}", key="alerts-confirm-yes", type="primary",
                      on_click=_do_resolve, args=(scope.db_url, list(pending), scope.user), width="stretch")
-            b.button("Cancel", key="alerts-confirm-cancel", on_click=_cancel_all, width="stretch")
+            b.button("Cancel", key="alerts-confirm-cancel", on_click=CONFIRM_ALL.cancel, width="stretch")
 
 
 def alerts_export(db_url: str, filters: AlertFilter, stamp: str) -> None:
