@@ -17,7 +17,7 @@ from lib.timebuckets import bucket_for_range
 from lib.timeutil import fmt_ago, fmt_local
 from lib.ui.charts import bucketed_bar_chart
 from lib.ui.export import csv_download
-from lib.ui.shell import get_engine
+from lib.ui.shell import CACHE_TTL_S, get_engine
 from lib.text import clip, clip_json
 from lib.ui.text import md_escape
 
@@ -104,19 +104,19 @@ def load_filter_options(db_url: str, now_bucket: datetime) -> tuple[list[str], l
         return distinct_event_types(conn), distinct_resource_types(conn)
 
 
-@st.cache_data(ttl=25, max_entries=64, show_spinner=False)
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=64, show_spinner=False)
 def load_page(db_url: str, filters: AuditFilter, limit: int, after: Cursor | None) -> FeedPage:
     with get_engine(db_url).connect() as conn:
         return feed_page(conn, filters=filters, limit=limit, after=after)
 
 
-@st.cache_data(ttl=25, max_entries=32, show_spinner=False)
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=32, show_spinner=False)
 def load_count(db_url: str, filters: AuditFilter) -> int:
     with get_engine(db_url).connect() as conn:
         return count_matching(conn, filters=filters)
 
 
-@st.cache_data(ttl=25, max_entries=32, show_spinner=False)
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=32, show_spinner=False)
 def load_chart(db_url: str, filters: AuditFilter, bucket: str) -> list[dict]:
     with get_engine(db_url).connect() as conn:
         return event_counts(conn, filters=filters, bucket=bucket)

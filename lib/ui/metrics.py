@@ -18,7 +18,7 @@ from lib.export import frame_to_csv
 from lib.timeutil import utcnow
 from lib.ui.charts import Fig, plain
 from lib.ui.export import csv_download
-from lib.ui.shell import Scope, get_engine
+from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
 from lib.ui.text import md_escape
 
 RANGE_PRESETS = {"7 days": 7, "30 days": 30, "90 days": 90, "1 year": 365, "All": None, "Custom": -1}
@@ -115,7 +115,7 @@ class ReportSet:
     problems: an.ProblemSummary
 
 
-@st.cache_data(ttl=25, max_entries=64, show_spinner=False)
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=64, show_spinner=False)
 def load_report_set(db_url: str, account_ids: tuple[str, ...] | None, report_type: str, first: date | None,
                     last: date) -> ReportSet:
     start, end = an.day_bounds(first or date(1970, 1, 1), last)
@@ -128,7 +128,7 @@ def load_report_set(db_url: str, account_ids: tuple[str, ...] | None, report_typ
                      an.summarize_problems(reports))
 
 
-@st.cache_data(ttl=25, max_entries=64, show_spinner=False)
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=64, show_spinner=False)
 def load_details(db_url: str, report_ids: tuple[str, ...]) -> list[an.Report]:
     """Full reports (insights included) for the selected period, one per account."""
     with get_engine(db_url).connect() as conn:

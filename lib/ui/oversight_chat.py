@@ -32,7 +32,7 @@ from lib.oversight import (
 from lib.sse import AgentDown, ChatStream, OversightError, build_chat_request, open_chat
 from lib.timeutil import as_utc, floor_time, fmt_ago, fmt_local, utcnow
 from lib.ui import feedback
-from lib.ui.shell import Scope, get_engine
+from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
 
 class Keys:
     """The page's session-state keys (and its one query parameter); tests use these names too."""
@@ -76,13 +76,13 @@ def _when(value: Any) -> datetime | None:
 # cached loaders (per user: the user is part of every key)
 
 
-@st.cache_data(ttl=25, max_entries=64, show_spinner=False)
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=64, show_spinner=False)
 def load_sessions(db_url: str, account_id: uuid.UUID, user: str) -> list[SessionSummary]:
     with get_engine(db_url).connect() as conn:
         return list_sessions(conn, business_account_id=account_id, user=user, limit=SESSION_LIST_LIMIT)
 
 
-@st.cache_data(ttl=25, max_entries=64, show_spinner=False)
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=64, show_spinner=False)
 def load_session(db_url: str, session_id: uuid.UUID, user: str) -> ChatSession | None:
     with get_engine(db_url).connect() as conn:
         return get_session(conn, session_id, user=user)
@@ -308,8 +308,7 @@ def show_messages(session: ChatSession | None, tz) -> None:
 
 def show_liveness(scope: Scope) -> None:
     """Agent liveness (spec 3.5) as the backend will judge it, refreshed with the live toggle."""
-    run_every = f"{scope.settings.poll_interval_s}s" if scope.live else None
-    st.fragment(run_every=run_every)(_liveness_inner)(scope.db_url)
+    st.fragment(run_every=scope.run_every)(_liveness_inner)(scope.db_url)
 
 
 def _liveness_inner(db_url: str) -> None:

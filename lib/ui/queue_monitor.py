@@ -22,7 +22,7 @@ from lib.queue import (
 from lib.timeutil import fmt_ago, fmt_duration, fmt_local, utcnow
 from lib.ui.export import csv_download
 from lib.ui.feedback import Confirmation, guarded_write, show_flash
-from lib.ui.shell import Scope, get_engine
+from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
 from lib.text import clip, clip_json
 from lib.ui.text import md_escape
 from lib.worker_ticks import worker_health
@@ -60,43 +60,43 @@ STATUS_COLORS = {"pending": "#4c78a8", "processing": "#f2a93b", "sent": "#3f9c6d
 
 # -- cached loaders (db_url first; "now" is always a rounded argument) ------------------------------
 
-@st.cache_data(ttl=25, max_entries=64, show_spinner=False)
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=64, show_spinner=False)
 def load_summary(db_url: str, account_id: uuid.UUID | None, now: datetime) -> dict[str, Any]:
     with get_engine(db_url).connect() as conn:
         return status_summary(conn, account_id=account_id, now=now)
 
 
-@st.cache_data(ttl=25, max_entries=64, show_spinner=False)
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=64, show_spinner=False)
 def load_health(db_url: str, account_id: uuid.UUID | None, now: datetime, lease_s: int) -> dict[str, Any]:
     with get_engine(db_url).connect() as conn:
         return queue_health(conn, account_id=account_id, now=now, lease_s=lease_s)
 
 
-@st.cache_data(ttl=25, max_entries=8, show_spinner=False)
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=8, show_spinner=False)
 def load_worker(db_url: str, now: datetime, cron: str) -> dict[str, Any]:
     with get_engine(db_url).connect() as conn:
         return worker_health(conn, now=now, cron=cron)
 
 
-@st.cache_data(ttl=25, max_entries=128, show_spinner=False)
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=128, show_spinner=False)
 def load_rows(db_url: str, filt: QueueFilter, page: int, page_size: int = PAGE_SIZE) -> list[dict[str, Any]]:
     with get_engine(db_url).connect() as conn:
         return queue_rows(conn, filt=filt, limit=page_size, offset=(page - 1) * page_size)
 
 
-@st.cache_data(ttl=25, max_entries=128, show_spinner=False)
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=128, show_spinner=False)
 def load_count(db_url: str, filt: QueueFilter) -> int:
     with get_engine(db_url).connect() as conn:
         return count_rows(conn, filt=filt)
 
 
-@st.cache_data(ttl=25, max_entries=64, show_spinner=False)
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=64, show_spinner=False)
 def load_groups(db_url: str, filt: QueueFilter) -> list[dict[str, Any]]:
     with get_engine(db_url).connect() as conn:
         return error_groups(conn, filt=filt)
 
 
-@st.cache_data(ttl=25, max_entries=64, show_spinner=False)
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=64, show_spinner=False)
 def load_detail(db_url: str, queue_id: str) -> dict[str, Any] | None:
     with get_engine(db_url).connect() as conn:
         d = row_detail(conn, uuid.UUID(queue_id))
@@ -230,6 +230,10 @@ def filters(scope: Scope, view: str) -> tuple[QueueFilter, QueueFilter]:
         else f"0 × {k.replace('|', ' · ', 1)}",
     )
     group = by_key.get(choice) if choice != ALL else None
+    if choice is not None and "|" not in choice:
+        # Streamlit keeps a selectbox's value as its label: once the counts in the labels change
+        # (rows retried), it hands back the old label; that choice is gone, show all errors
+        choice = ALL
     if choice not in (ALL, None) and group is None:
         group = {"error_category": choice.split("|", 1)[0], "error_group": choice.split("|", 1)[1], "count": 0,
                  "errors": ()}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import streamlit as st
@@ -25,6 +26,24 @@ ALL_ACCOUNTS = "all"
 COMMON_TIMEZONES = ("UTC", "Europe/London", "Europe/Berlin", "America/New_York", "America/Los_Angeles", "Asia/Tokyo")
 
 
+def cache_ttl_s(poll_interval_s: float) -> float:
+    """How long the live panels' cached loaders keep a result: a little less than one refresh
+    interval (25 s for the default 30 s), so every tick reads data no older than one interval."""
+    return max(1.0, poll_interval_s * 5 / 6)
+
+
+def _configured_poll_interval_s() -> int:
+    try:
+        return load_settings().poll_interval_s
+    except SettingsError:  # the guard shows the configuration error; the caches use the default
+        return Settings.poll_interval_s
+
+
+# st.cache_data takes its ttl when a module is imported: the loaders follow POLL_INTERVAL_S as
+# configured when the app process started (a changed interval needs a restart, as other settings).
+CACHE_TTL_S = cache_ttl_s(_configured_poll_interval_s())
+
+
 
 @dataclass(frozen=True)
 class Scope:
@@ -34,6 +53,11 @@ class Scope:
     accounts: tuple[Account, ...]
     tz: ZoneInfo
     live: bool
+
+    @property
+    def run_every(self) -> str | None:
+        """The live panels' st.fragment(run_every=...): the poll interval, or None when paused."""
+        return f"{self.settings.poll_interval_s}s" if self.live else None
 
     @property
     def db_url(self) -> str:
@@ -139,7 +163,7 @@ def _sidebar(settings: Settings, accounts: tuple[Account, ...], user: Actor) -> 
         tz_default = settings.display_timezone
         tz_options = list(dict.fromkeys([tz_default, *COMMON_TIMEZONES]))
         tz_name = st.selectbox("Display timezone", tz_options, key="tz", persist_state="session")
-        live = st.toggle("Live refresh (30 s)", value=True, key="live", persist_state="session")
+        live = st.toggle(f"Live refresh ({settings.poll_interval_s} s)", value=True, key="live", persist_state="session")
         show_identity(settings, user)
     # the bound selectbox's URL value is its label; the menu's links carry it (a link opened in a
     # new tab keeps the account)
@@ -152,6 +176,12 @@ def _sidebar(settings: Settings, accounts: tuple[Account, ...], user: Actor) -> 
     return Scope(settings=settings, user=user, account_id=account_id, accounts=accounts, tz=tz, live=live)
 
 
+
+
+def live_caption(scope: Scope, now: datetime, paused_hint: str = "") -> None:
+    """The live panels' last line: when it was drawn and how often it refreshes."""
+    every = f" · refreshes every {scope.settings.poll_interval_s} s" if scope.live else f" · live refresh paused{paused_hint}"
+    st.caption(f"Updated {now.astimezone(scope.tz):%H:%M:%S}{every}")
 
 
 @contextmanager

@@ -18,7 +18,7 @@ from lib.timeutil import fmt_ago, fmt_local, utcnow
 from lib.ui.charts import bucketed_bar_chart
 from lib.ui.export import csv_download
 from lib.ui.feedback import Confirmation, flash, guarded_write, show_flash
-from lib.ui.shell import Scope, get_engine
+from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
 from lib.text import clip, clip_json
 from lib.ui.text import md_escape
 
@@ -79,19 +79,19 @@ def alert_filters(account_id, now: datetime) -> AlertsView:
 # ---------------------------------------------------------------------------------------------
 # Cached loaders
 # ---------------------------------------------------------------------------------------------
-@st.cache_data(ttl=25, max_entries=32, show_spinner=False)
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=32, show_spinner=False)
 def load_alerts(db_url: str, filters: AlertFilter) -> list[Alert]:
     with get_engine(db_url).connect() as conn:
         return list_alerts(conn, filters=filters)
 
 
-@st.cache_data(ttl=25, max_entries=32, show_spinner=False)
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=32, show_spinner=False)
 def load_summary(db_url: str, filters: AlertFilter) -> dict:
     with get_engine(db_url).connect() as conn:
         return alert_summary(conn, filters=filters)
 
 
-@st.cache_data(ttl=25, max_entries=32, show_spinner=False)
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=32, show_spinner=False)
 def load_counts(db_url: str, filters: AlertFilter, bucket: str) -> list[dict]:
     with get_engine(db_url).connect() as conn:
         return alert_counts(conn, filters=filters, bucket=bucket)
