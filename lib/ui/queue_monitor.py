@@ -151,17 +151,19 @@ def show_metrics(summary: dict[str, Any], health: dict[str, Any]) -> None:
     for (_, status), n in cells.items():
         by_status[status] = by_status.get(status, 0) + n
     oldest = health["oldest_pending_age_s"]
-    cols = st.columns(7)
-    cols[0].metric("Total", f"{summary['total']:,}", border=True)
-    cols[1].metric("Pending", f"{by_status.get('pending', 0):,}", border=True)
-    cols[2].metric("Due", f"{health['due_now']:,}", border=True,
-                   help="Pending rows plus failed rows whose retry time has come: the next tick's work.")
-    cols[3].metric("Oldest", "—" if oldest is None else fmt_duration(oldest), border=True,
-                   help="How long the oldest pending row has waited.")
-    cols[4].metric("Processing", f"{by_status.get('processing', 0):,}", border=True,
-                   delta=f"{health['stuck']} stuck" if health["stuck"] else None, delta_color="inverse")
-    cols[5].metric("Failed", f"{by_status.get('failed', 0):,}", border=True, help="Retry scheduled by the worker.")
-    cols[6].metric("DLQ", f"{by_status.get('dlq', 0):,}", border=True, help="Dead-letter queue: needs an operator.")
+    # a flex row, not seven equal columns: each card is as wide as its value ("9 h 59 min",
+    # "200,000") and the row wraps when the window is narrow, so no value is cut to "1 h …"
+    with st.container(horizontal=True, key="qm_metrics"):
+        st.metric("Total", f"{summary['total']:,}", border=True)
+        st.metric("Pending", f"{by_status.get('pending', 0):,}", border=True)
+        st.metric("Due", f"{health['due_now']:,}", border=True,
+                  help="Pending rows plus failed rows whose retry time has come: the next tick's work.")
+        st.metric("Oldest", "—" if oldest is None else fmt_duration(oldest), border=True,
+                  help="How long the oldest pending row has waited.")
+        st.metric("Processing", f"{by_status.get('processing', 0):,}", border=True,
+                  delta=f"{health['stuck']} stuck" if health["stuck"] else None, delta_color="inverse")
+        st.metric("Failed", f"{by_status.get('failed', 0):,}", border=True, help="Retry scheduled by the worker.")
+        st.metric("DLQ", f"{by_status.get('dlq', 0):,}", border=True, help="Dead-letter queue: needs an operator.")
     if health["stuck"]:
         lease = fmt_duration(health["lease_s"])
         st.warning(f"{health['stuck']} row(s) have been in processing for longer than the {lease} lease: "
