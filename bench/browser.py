@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -73,17 +75,36 @@ def _switch(context, origin_url: str, origin_title: str, link, title: str) -> fl
         page.close()
 
 
-def _measure(context, base: str, items: list[dict], runs: int, log) -> dict[str, dict]:
-    out = {}
+def _samples(context, base: str, it: dict) -> tuple[float, float]:
+    return (_new_tab(context, base + it["path"], it["title"]),
+            _switch(context, base + it["origin_path"], it["origin_title"], it["link"], it["title"]))
+
+
+def _measure(context, app_url: str, floor_url: str, items: list[dict], floor_item: dict, runs: int, log) -> dict:
+    """Each run of a page is paired with a run of the floor right before it, so the load of a
+    shared machine weighs on both alike; a ratio is the median of the paired ratios."""
+    out, floor_tabs, floor_switches = {}, [], []
+    _samples(context, floor_url, floor_item)  # fills the browser cache
     for it in items:
-        _new_tab(context, base + it["path"], it["title"])  # fills the browser cache and the app's data caches
-        tabs = [_new_tab(context, base + it["path"], it["title"]) for _ in range(runs)]
-        switches = [_switch(context, base + it["origin_path"], it["origin_title"], it["link"], it["title"])
-                    for _ in range(runs)]
-        out[it["name"]] = {"new_tab_s": statistics.median(tabs), "switch_s": statistics.median(switches),
-                           "new_tab_runs": tabs, "switch_runs": switches}
-        log(f"  {it['name']:<16} new tab {out[it['name']]['new_tab_s']:.2f} s  switch {out[it['name']]['switch_s']:.2f} s")
-    return out
+        _samples(context, app_url, it)  # fills the browser cache and the app's data caches
+        pairs = []
+        for _ in range(runs):
+            pairs.append((_samples(context, floor_url, floor_item), _samples(context, app_url, it)))
+        tabs = [p[1][0] for p in pairs]
+        switches = [p[1][1] for p in pairs]
+        floor_tabs += [p[0][0] for p in pairs]
+        floor_switches += [p[0][1] for p in pairs]
+        out[it["name"]] = {
+            "new_tab_s": statistics.median(tabs), "switch_s": statistics.median(switches),
+            "new_tab_ratio": statistics.median(p[1][0] / p[0][0] for p in pairs),
+            "switch_ratio": statistics.median(p[1][1] / p[0][1] for p in pairs),
+            "new_tab_runs": tabs, "switch_runs": switches,
+            "floor_new_tab_runs": [p[0][0] for p in pairs], "floor_switch_runs": [p[0][1] for p in pairs]}
+        r = out[it["name"]]
+        log(f"  {it['name']:<16} new tab {r['new_tab_s']:.2f} s (×{r['new_tab_ratio']:.2f})  "
+            f"switch {r['switch_s']:.2f} s (×{r['switch_ratio']:.2f})")
+    floor = {"new_tab_s": statistics.median(floor_tabs), "switch_s": statistics.median(floor_switches)}
+    return {"floor": floor, "pages": out}
 
 
 def _menu_link(title: str):
@@ -118,10 +139,11 @@ def run(volumes: str = "demo", runs: int = 3, pages: list[str] | None = None, lo
         src = other if spec == origin else origin
         items.append({"name": spec.url_path or "overview", "path": "/" + spec.url_path, "title": spec.title,
                       "origin_path": "/" + src.url_path, "origin_title": src.title, "link": _menu_link(spec.title)})
-    floor_items = [{"name": "floor", "path": "/floor", "title": "Floor", "origin_path": "/other", "origin_title": "Other",
-                    "link": lambda page: page.get_by_test_id("stSidebarNav").get_by_text("Floor", exact=True)}]
+    floor_item = {"name": "floor", "path": "/floor", "title": "Floor", "origin_path": "/other", "origin_title": "Other",
+                  "link": lambda page: page.get_by_test_id("stSidebarNav").get_by_text("Floor", exact=True)}
     result = {"measured_at": iso(utcnow()), "volumes": volumes, "data": info, "runs": runs,
               "nproc": os.cpu_count(), "load_before": os.getloadavg()[0]}
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers on a kill too
     app = StreamlitServer({"DATABASE_URL": url})
     floor_env = {}
     floor = _FloorServer(floor_env)
@@ -133,10 +155,8 @@ def run(volumes: str = "demo", runs: int = 3, pages: list[str] | None = None, lo
             warm.goto(app.url + "/")
             _ready(warm, "Overview")
             warm.close()
-            log("== floor ==")
-            result["floor"] = _measure(context, floor.url, floor_items, runs, log)["floor"]
-            log("== pages ==")
-            result["pages"] = _measure(context, app.url, items, runs, log)
+            log("== pages (each run paired with a run of the floor) ==")
+            result.update(_measure(context, app.url, floor.url, items, floor_item, runs, log))
             browser.close()
     finally:
         app.stop()
@@ -150,7 +170,6 @@ class _FloorServer(StreamlitServer):
 
     def __init__(self, env):
         import subprocess
-        import sys
 
         from tests.support.pg import free_port
 
@@ -169,11 +188,11 @@ def markdown(result: dict) -> str:
     f = result["floor"]
     lines = [f"Measured {result['measured_at']} on {result['nproc']} CPUs (load {result['load_before']:.1f} → "
              f"{result['load_after']:.1f}); volumes: {result['volumes']} (SQLite); Chromium at 1440×900; median of "
-             f"{result['runs']}. Floor (bare Streamlit page: title, 4 metrics, 50-row dataframe, 1 Plotly bar "
+             f"{result['runs']}, each run paired with a run of the floor (ratio = median of the paired ratios). Floor (bare Streamlit page: title, 4 metrics, 50-row dataframe, 1 Plotly bar "
              f"chart): new tab {f['new_tab_s']:.2f} s, menu switch {f['switch_s']:.2f} s.", "",
              "| page | new tab | page / floor | menu switch | page / floor |", "|---|---:|---:|---:|---:|"]
     for name, p in result["pages"].items():
-        a, b = p["new_tab_s"] / f["new_tab_s"], p["switch_s"] / f["switch_s"]
+        a, b = p["new_tab_ratio"], p["switch_ratio"]
         lines.append(f"| {name} | {p['new_tab_s']:.2f} s | {a:.2f}{' ✗' if a > TARGET_RATIO else ''} | "
                      f"{p['switch_s']:.2f} s | {b:.2f}{' ✗' if b > TARGET_RATIO else ''} |")
     lines += ["", f"Target: every page within {TARGET_RATIO}× of the floor both ways (✗: missed)."]
