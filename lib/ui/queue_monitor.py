@@ -11,7 +11,6 @@ from datetime import datetime
 from typing import Any
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from lib.export import frame_to_csv, rows_to_csv
@@ -20,6 +19,7 @@ from lib.queue import (
     iter_export_rows, matching_ids, queue_health, queue_rows, retry, row_detail, status_summary, summary_matrix,
 )
 from lib.timeutil import fmt_ago, fmt_duration, fmt_local, utcnow
+from lib.ui.charts import Fig
 from lib.ui.export import csv_download
 from lib.ui.feedback import Confirmation, guarded_write, show_flash
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
@@ -185,14 +185,14 @@ def show_counts(summary: dict[str, Any], scope: Scope) -> None:
         csv_download("Counts CSV", lambda: frame_to_csv(df), file_name="queue_counts.csv", key="qm_counts_csv")
     with right:
         body = df[df["action_type"] != "total"]
-        fig = go.Figure()
+        fig = Fig()
         for status in [c for c in df.columns if c not in ("action_type", "total")]:
             if body[status].sum():
-                fig.add_bar(name=status, x=body["action_type"], y=body[status],
-                            marker_color=STATUS_COLORS.get(status))
-        fig.update_layout(barmode="stack", height=300, margin=dict(l=0, r=0, t=10, b=0),
-                          legend=dict(orientation="h", y=-0.15), yaxis_title="rows")
-        st.plotly_chart(fig, width="stretch", key="qm_counts_chart")
+                fig.add(dict(type="bar", name=status, x=list(body["action_type"]), y=body[status].to_numpy(),
+                             marker=dict(color=STATUS_COLORS.get(status))))
+        fig.layout_fig.update_layout(barmode="stack", height=300, margin=dict(l=0, r=0, t=10, b=0),
+                                     legend=dict(orientation="h", y=-0.15), yaxis_title="rows")
+        st.plotly_chart(fig.to_dict(), width="stretch", key="qm_counts_chart", theme="streamlit")
 
 
 # -- filters ------------------------------------------------------------------------------------
