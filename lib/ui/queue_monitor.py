@@ -145,11 +145,16 @@ def counts_frame(summary: dict[str, Any]) -> pd.DataFrame:
     return pd.concat([df, pd.DataFrame([totals])], ignore_index=True)
 
 
-def show_metrics(summary: dict[str, Any], health: dict[str, Any]) -> None:
-    _, _, cells = summary_matrix(summary["summary"])
+def status_totals(summary: dict[str, Any]) -> dict[str, int]:
+    """Rows per status over all action types, from status_summary() (the Overview reads it too)."""
     by_status: dict[str, int] = {}
-    for (_, status), n in cells.items():
+    for (_, status), n in summary_matrix(summary["summary"])[2].items():
         by_status[status] = by_status.get(status, 0) + n
+    return by_status
+
+
+def show_metrics(summary: dict[str, Any], health: dict[str, Any]) -> None:
+    by_status = status_totals(summary)
     oldest = health["oldest_pending_age_s"]
     # a flex row, not seven equal columns: each card is as wide as its value ("9 h 59 min",
     # "200,000") and the row wraps when the window is narrow, so no value is cut to "1 h …"
