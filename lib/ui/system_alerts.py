@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import pandas as pd
-import plotly.express as px
 import streamlit as st
 
 from lib.alerts import (
@@ -16,11 +15,22 @@ from lib.alerts import (
 from lib.export import rows_to_csv
 from lib.timebuckets import bucket_for_range
 from lib.timeutil import fmt_ago, fmt_local, utcnow
+from lib.ui.charts import bucketed_bar_chart
 from lib.ui.export import csv_download
-from lib.ui.shell import Scope, get_engine
+from lib.ui.feedback import Confirmation, flash, guarded_write, show_flash
+from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
 from lib.text import clip, clip_json
 from lib.ui.text import md_escape
 
+class Keys:
+    """The page's session-state keys (tests use these names too)."""
+    TYPE, STATE, SEVERITY, RANGE, VIEW = "alert_type", "alert_state", "alert_sev", "alert_range", "alert_view"
+    GROUPS_TABLE, EACH_TABLE = "alerts-groups", "alerts-each"  # the list's selection (positions)
+    CONFIRM_ALL = "alerts_confirm_all"  # ids that "resolve all matching" asks about
+    FLASH = "system_alerts"  # lib.ui.feedback's flash messages of this page
+
+
+CONFIRM_ALL = Confirmation(Keys.CONFIRM_ALL)
 STATES = {"open": "Unresolved", "resolved": "Resolved", "all": "All"}
 RANGES = {"24h": "Last 24 h", "7d": "Last 7 days", "30d": "Last 30 days", "all": "All time"}
 RANGE_DELTAS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
@@ -46,16 +56,16 @@ def alert_filters(account_id, now: datetime) -> AlertsView:
     with st.container(border=True, key="alert-filters"):
         c1, c2, c3 = st.columns([2, 3, 3])
         c4, c5, _ = st.columns([2, 3, 3])
-        alert_type = c1.selectbox("Alert type", [ALL_TYPES, *ALERT_TYPES], key="alert_type", bind="query-params",
+        alert_type = c1.selectbox("Alert type", [ALL_TYPES, *ALERT_TYPES], key=Keys.TYPE, bind="query-params",
                                   format_func=lambda t: "All types" if t == ALL_TYPES else t)
         state = c2.segmented_control("Status", list(STATES), format_func=STATES.get, default="open",
-                                     key="alert_state", bind="query-params") or "open"
-        severities = c3.multiselect("Severity", list(SEVERITIES), key="alert_sev", bind="query-params",
+                                     key=Keys.STATE, bind="query-params") or "open"
+        severities = c3.multiselect("Severity", list(SEVERITIES), key=Keys.SEVERITY, bind="query-params",
                                     placeholder="All severities")
-        range_key = c4.selectbox("Created", list(RANGES), format_func=RANGES.get, index=3, key="alert_range",
+        range_key = c4.selectbox("Created", list(RANGES), format_func=RANGES.get, index=3, key=Keys.RANGE,
                                  bind="query-params")
         view = c5.segmented_control("View", list(VIEWS), format_func=VIEWS.get, default="grouped",
-                                    key="alert_view", bind="query-params") or "grouped"
+                                    key=Keys.VIEW, bind="query-params") or "grouped"
     filters = AlertFilter(
         type=alert_type or ALL_TYPES,
         resolved={"open": False, "resolved": True, "all": None}[state],
@@ -69,19 +79,19 @@ def alert_filters(account_id, now: datetime) -> AlertsView:
 # ---------------------------------------------------------------------------------------------
 # Cached loaders
 # ---------------------------------------------------------------------------------------------
-@st.cache_data(ttl=25, max_entries=32, show_spinner=False)
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=32, show_spinner=False)
 def load_alerts(db_url: str, filters: AlertFilter) -> list[Alert]:
     with get_engine(db_url).connect() as conn:
         return list_alerts(conn, filters=filters)
 
 
-@st.cache_data(ttl=25, max_entries=32, show_spinner=False)
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=32, show_spinner=False)
 def load_summary(db_url: str, filters: AlertFilter) -> dict:
     with get_engine(db_url).connect() as conn:
         return alert_summary(conn, filters=filters)
 
 
-@st.cache_data(ttl=25, max_entries=32, show_spinner=False)
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=32, show_spinner=False)
 def load_counts(db_url: str, filters: AlertFilter, bucket: str) -> list[dict]:
     with get_engine(db_url).connect() as conn:
         return alert_counts(conn, filters=filters, bucket=bucket)
@@ -110,15 +120,8 @@ def show_summary(summary: dict, state_label: str) -> None:
 def show_chart(counts: list[dict], bucket: str, tz) -> None:
     if not counts:
         return
-    df = pd.DataFrame(counts)
-    df["bucket"] = pd.to_datetime(df["bucket"], utc=True).dt.tz_convert(tz)
-    fig = px.bar(df, x="bucket", y="count", color="alert_type", color_discrete_map=TYPE_COLOURS)
-    fig.update_layout(height=230, margin=dict(l=0, r=0, t=10, b=0), xaxis_title=None,
-                      yaxis_title=f"alerts per {bucket}", legend_title_text=None, bargap=0.1)
-    # name whole buckets: with a single bar Plotly otherwise picks sub-millisecond ticks
-    fig.update_xaxes(tickformat="%b %d" if bucket == "day" else "%H:%M\n%b %d",
-                     dtick=86_400_000 if bucket == "day" else None)
-    st.plotly_chart(fig, width="stretch", key="alerts-chart")
+    bucketed_bar_chart(counts, bucket=bucket, tz=tz, series="alert_type", colors=TYPE_COLOURS, key="alerts-chart",
+                       y_title=f"alerts per {bucket}", height=230, order=TYPE_COLOURS)
 
 
 def chart_bucket(view: AlertsView, now: datetime) -> str:
@@ -191,10 +194,10 @@ def show_list(alerts: list[Alert], grouped: bool, scope: Scope, now: datetime) -
     if grouped:
         groups = group_alerts(alerts)
         frame, id_sets = group_frame(groups, scope, now), [g.ids for g in groups]
-        key = "alerts-groups"
+        key = Keys.GROUPS_TABLE
     else:
         frame, id_sets = alert_frame(alerts, scope, now), [(a.id,) for a in alerts]
-        key = "alerts-each"
+        key = Keys.EACH_TABLE
     event = st.dataframe(_styled(frame), hide_index=True, width="stretch", key=key, on_select="rerun",
                          selection_mode="multi-row", column_config=COLUMNS)
     rows = [i for i in event.selection.rows if i < len(id_sets)]
@@ -222,10 +225,12 @@ def _show_selected_details(alerts: list[Alert], ids) -> None:
 # Resolve: one / selected / all matching (with a confirmation stating the count)
 # ---------------------------------------------------------------------------------------------
 def _do_resolve(db_url: str, ids: list, actor) -> None:
-    with get_engine(db_url).begin() as conn:
-        results = resolve(conn, ids, actor=actor, now=utcnow())
+    results = guarded_write(Keys.FLASH, "Resolve", get_engine(db_url),
+                            lambda conn: resolve(conn, ids, actor=actor, now=utcnow()))
+    CONFIRM_ALL.cancel()
+    if results is None:  # refused: the flash says why, nothing changed
+        return
     clear_alert_caches()
-    st.session_state.pop("alerts_confirm_all", None)
     done = sum(1 for r in results if r.outcome == "resolved")
     noop = sum(1 for r in results if r.outcome == "already_resolved")
     gone = sum(1 for r in results if r.outcome == "not_found")
@@ -234,22 +239,16 @@ def _do_resolve(db_url: str, ids: list, actor) -> None:
         parts.append(f"{noop} {'was' if noop == 1 else 'were'} already resolved: nothing to do.")
     if gone:
         parts.append(f"{gone} no longer exist{'s' if gone == 1 else ''}.")
-    st.session_state["alerts_result"] = " ".join(parts)
+    flash(Keys.FLASH, "success", " ".join(parts))
 
 
 def _ask_all(db_url: str, filters: AlertFilter) -> None:
     with get_engine(db_url).connect() as conn:
-        st.session_state["alerts_confirm_all"] = matching_ids(conn, filters=filters)
-
-
-def _cancel_all() -> None:
-    st.session_state.pop("alerts_confirm_all", None)
+        CONFIRM_ALL.ask(matching_ids(conn, filters=filters))
 
 
 def show_result() -> None:
-    message = st.session_state.pop("alerts_result", None)
-    if message:
-        st.success(message, icon=":material/task_alt:")
+    show_flash(Keys.FLASH)
 
 
 def resolve_actions(scope: Scope, filters: AlertFilter, selected_ids: list, open_selected: int) -> None:
@@ -266,12 +265,12 @@ def resolve_actions(scope: Scope, filters: AlertFilter, selected_ids: list, open
         help=reason or "Resolve every unresolved alert the filter matches (asks first).",
         on_click=_ask_all, args=(scope.db_url, filters), width="stretch",
     )
-    pending = st.session_state.get("alerts_confirm_all")
+    pending = CONFIRM_ALL.pending
     if pending is not None and can:
         with st.container(border=True, key="alerts-confirm"):
             if not pending:
                 st.info("No unresolved alerts match the filter: nothing to resolve.")
-                st.button("OK", key="alerts-confirm-cancel", on_click=_cancel_all)
+                st.button("OK", key="alerts-confirm-cancel", on_click=CONFIRM_ALL.cancel)
                 return
             st.warning(
                 f"Resolve {len(pending)} unresolved alert{'s' if len(pending) != 1 else ''} matching the current filter? "
@@ -281,7 +280,7 @@ def resolve_actions(scope: Scope, filters: AlertFilter, selected_ids: list, open
             a, b, _ = st.columns([2, 1, 4])
             a.button(f"Yes, resolve {len(pending)}", key="alerts-confirm-yes", type="primary",
                      on_click=_do_resolve, args=(scope.db_url, list(pending), scope.user), width="stretch")
-            b.button("Cancel", key="alerts-confirm-cancel", on_click=_cancel_all, width="stretch")
+            b.button("Cancel", key="alerts-confirm-cancel", on_click=CONFIRM_ALL.cancel, width="stretch")
 
 
 def alerts_export(db_url: str, filters: AlertFilter, stamp: str) -> None:
