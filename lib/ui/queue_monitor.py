@@ -29,6 +29,7 @@ from lib.queue import (
 )
 from lib.timeutil import fmt_ago, fmt_duration, fmt_local, utcnow
 from lib.ui.export import csv_download
+from lib.ui.auth import current_actor
 from lib.ui.shell import Scope, get_engine
 from lib.text import clip, clip_json
 from lib.ui.text import md_escape
@@ -265,7 +266,7 @@ def run_retry(scope: Scope, ids: list, label: str) -> None:
     """The one write of this page: lib.queue.retry for one, selected or all matching rows."""
     try:
         with scope.engine.begin() as conn:
-            results = retry(conn, ids, actor=scope.user, now=utcnow())
+            results = retry(conn, ids, actor=current_actor(scope.settings), now=utcnow())
     except PermissionDenied as exc:
         st.session_state.qm_results = {"label": label, "results": [], "error": str(exc)}
         return
