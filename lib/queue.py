@@ -14,6 +14,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+
+from lib.redact import REDACTED, is_secret_key, redact, redact_text  # noqa: F401  (re-exported)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from lib.audit import audit_row
@@ -327,37 +329,7 @@ def error_groups(conn: sa.Connection, *, filt: QueueFilter) -> list[dict[str, An
     return group_errors(conn.execute(stmt))
 
 
-# -- payload redaction (pure) -----------------------------------------------------------------
-
-REDACTED = "[redacted]"
-_SECRET_KEY_RE = re.compile(
-    r"(^|_|-)(access_?token|token|secret|password|passwd|authorization|api_?key|apikey|cookie|"
-    r"signature|credential|credentials|private_?key|refresh_?token|client_?secret|bearer)s?($|_|-)",
-    re.I,
-)
-_SECRET_VALUE_RE = re.compile(r"^(EAA[A-Za-z0-9]{20,}|IG[A-Za-z0-9]{40,}|Bearer\s+\S+)$")
-_SECRET_IN_TEXT_RE = re.compile(r"(access_token=)[^&\s\"']+|\bEAA[A-Za-z0-9]{20,}|\bBearer\s+[A-Za-z0-9._\-]+", re.I)
-
-
-def is_secret_key(key: str) -> bool:
-    return bool(_SECRET_KEY_RE.search(str(key)))
-
-
-def redact(value: Any) -> Any:
-    """A copy of a JSON value with token-like fields replaced by '[redacted]'.
-
-    A field is token-like by its name (access_token, token, *_secret, password, authorization, ...)
-    or by its value (a Graph token 'EAA...', 'Bearer ...'); tokens inside longer strings
-    (an URL's access_token=...) are cut out of the string."""
-    if isinstance(value, dict):
-        return {k: (REDACTED if is_secret_key(k) and v not in (None, "") else redact(v)) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [redact(v) for v in value]
-    if isinstance(value, str):
-        if _SECRET_VALUE_RE.match(value.strip()):
-            return REDACTED
-        return _SECRET_IN_TEXT_RE.sub(lambda m: (m.group(1) or "") + REDACTED, value)
-    return value
+# -- payload redaction: the rule lives in lib/redact.py ------------------------------------------
 
 
 # -- row detail ---------------------------------------------------------------------------------
@@ -510,4 +482,5 @@ def iter_export_rows(conn: sa.Connection, *, filt: QueueFilter, chunk_size: int 
     )
     result = conn.execution_options(stream_results=True, yield_per=chunk_size).execute(stmt)
     for part in result.partitions(chunk_size):
-        yield [tuple(iso(as_utc(v)) if isinstance(v, datetime) else v for v in row) for row in part]
+        yield [tuple(iso(as_utc(v)) if isinstance(v, datetime) else redact_text(v) if c == "error" else v
+                     for c, v in zip(EXPORT_COLUMNS, row)) for row in part]
