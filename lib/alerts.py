@@ -52,6 +52,7 @@ def open_or_update_alert(
     details = dict(details or {})
     if agent_id is not None:
         details["agent_id"] = agent_id
+    lock_alert_key(conn, alert_type=alert_type, business_account_id=business_account_id, agent_id=agent_id)
     t = system_alerts
     query = sa.select(t.c.id, t.c.details).where(t.c.alert_type == alert_type, t.c.resolved.is_(False))
     if business_account_id is not None:
@@ -86,6 +87,22 @@ def open_or_update_alert(
     merged["last_seen"] = iso(now)
     conn.execute(sa.update(t).where(t.c.id == existing.id).values(message=message, details=merged, updated_at=now))
     return existing.id
+
+
+ALERT_LOCK_CLASS = 0x416C7274  # 'Alrt': the advisory-lock namespace of open_or_update_alert
+
+
+def lock_alert_key(conn: sa.Connection, *, alert_type: str, business_account_id=None, agent_id=None) -> None:
+    """Serialise open_or_update_alert per (alert_type, account or agent) on PostgreSQL, so several
+    workers cannot both find no open alert and both insert one.
+
+    A transaction-level advisory lock (released at commit/rollback; never a session lock, which a
+    transaction pooler would leak across clients). Needs no index, so init never fails on rows that
+    already hold duplicates. SQLite serialises writers with BEGIN IMMEDIATE (the worker's write_txn)."""
+    if conn.dialect.name != "postgresql":
+        return
+    key = f"{alert_type}|{business_account_id or ''}|{agent_id or ''}"
+    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(ALERT_LOCK_CLASS, sa.func.hashtext(key))))
 
 
 def auto_resolve(conn: sa.Connection, *, alert_type: str, now: datetime, agent_id: str | None = None,

@@ -17,6 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from lib.db import take_write_lock
 from lib.identity import Actor, require_operator
 from lib.schema import oversight_chat_sessions as ocs
 from lib.timeutil import as_utc, iso
@@ -197,6 +198,9 @@ def rename_session(conn: sa.Connection, session_id: uuid.UUID, *, actor: Actor, 
 
 
 def _locked(conn: sa.Connection, session_id: uuid.UUID, user: str):
+    """The session row, locked for this transaction: FOR UPDATE on PostgreSQL, the database write
+    lock on SQLite (taken before the read, so two tabs answering at once lose no message)."""
+    take_write_lock(conn)
     row = conn.execute(
         sa.select(ocs.c.messages, ocs.c.session_title, ocs.c.total_queries)
         .where(ocs.c.id == session_id, ocs.c.dashboard_user_id == user)

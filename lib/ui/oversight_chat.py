@@ -15,6 +15,7 @@ from typing import Any, Iterator
 
 import streamlit as st
 
+from lib.db import write_transaction
 from lib.heartbeats import is_alive, newest_beat
 from lib.identity import PermissionDenied
 from lib.text import clip, escape_markdown
@@ -119,7 +120,7 @@ def _save_answer(scope: Scope, pending: dict[str, Any]) -> None:
 
 
 def _record_answer(scope: Scope, pending: dict[str, Any], stream: ChatStream) -> None:
-    with scope.engine.begin() as conn:
+    with write_transaction(scope.engine) as conn:
         record_answer(
             conn,
             pending["session_id"],
@@ -188,7 +189,7 @@ def _on_pick() -> None:
 
 
 def _new_session(scope: Scope) -> None:
-    with scope.engine.begin() as conn:
+    with write_transaction(scope.engine) as conn:
         new_id = create_session(conn, business_account_id=scope.account_id, actor=current_actor(scope.settings), now=utcnow())
     clear_loaders()
     _select(new_id)
@@ -234,7 +235,7 @@ def show_session_list(scope: Scope, sessions: list[SessionSummary], selected: uu
 def _rename(scope: Scope, session_id: uuid.UUID) -> None:
     title = st.session_state.get("oversight_rename_title", "")
     try:
-        with scope.engine.begin() as conn:
+        with write_transaction(scope.engine) as conn:
             rename_session(conn, session_id, actor=current_actor(scope.settings), title=title, now=utcnow())
     except ValueError as exc:
         flash("warning", str(exc))
@@ -375,7 +376,7 @@ def ask(scope: Scope, session_id: uuid.UUID | None, question: str, container) ->
     session list and header show the new counts."""
     settings = scope.settings
     now = utcnow()
-    with scope.engine.begin() as conn:
+    with write_transaction(scope.engine) as conn:
         if session_id is None:
             session_id = create_session(conn, business_account_id=scope.account_id, actor=current_actor(scope.settings), now=now)
         before = record_question(conn, session_id, actor=current_actor(scope.settings), question=question, now=now)
