@@ -136,3 +136,36 @@ def test_no_credential_in_worker_ticks_error(engine):
     for text in (stored, shown):
         assert DB_PASSWORD not in text and "Pa55" not in text and TOKEN not in text and "abc.def.ghi" not in text
         assert "db.internal:5432/prod" in text  # the useful part stays
+
+
+# -- item 9: an error group with more distinct texts than SQLite's bound-value limit -------------------
+
+def test_a_huge_error_group_is_selected_with_bounded_values(engine):
+    from lib.queue import GROUP_ROW_CAP, count_rows, error_groups, group_filter, matching_ids, queue_rows
+
+    n = 33_000  # > 32,766: SQLite refuses an IN list of every raw text
+    with engine.begin() as conn:
+        acc = add_account(conn, "big", NOW)
+        rows = [queue_row(account=acc, now=NOW, error=f"Invalid media id {i}", error_category="permanent",
+                          age_min=i / 100) for i in range(n)]
+        rows.append(queue_row(account=acc, now=NOW, error="(#190) token expired", age_min=1))
+        insert_rows(conn, rows)
+    base = QueueFilter(status="dlq")
+    with engine.connect() as conn:
+        [group] = [g for g in error_groups(conn, filt=base) if g["error_group"] == "Invalid media id #"]
+        assert group["count"] == n
+        filt, capped = group_filter(conn, base, error_category=group["error_category"],
+                                    error_group=group["error_group"], errors=group["errors"])
+        assert capped
+        assert len(filt.errors or ()) + len(filt.ids or ()) <= GROUP_ROW_CAP  # bound values, whatever the data
+        assert count_rows(conn, filt=filt) == GROUP_ROW_CAP
+        page = queue_rows(conn, filt=filt, limit=50)
+        assert all(r["error"].startswith("Invalid media id") for r in page)
+        assert len(matching_ids(conn, filt=filt)) > 0
+        data, written, _ = rows_to_csv(QUEUE_COLUMNS, iter_export_rows(conn, filt=filt))
+        assert written == GROUP_ROW_CAP
+        # a small group keeps the exact selection by its texts
+        [small] = [g for g in error_groups(conn, filt=base) if g["error_category"] == "auth_failure"]
+        filt2, capped2 = group_filter(conn, base, error_category=small["error_category"],
+                                      error_group=small["error_group"], errors=small["errors"])
+        assert not capped2 and count_rows(conn, filt=filt2) == 1
