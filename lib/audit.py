@@ -70,6 +70,8 @@ FEED_COLUMNS = (
 EXPORT_COLUMNS = FEED_COLUMNS + ("ip_address", "user_agent")
 PAGE_SIZES = (50, 100, 200)
 EXPORT_CAP = 1_000_000
+SEARCH_WINDOW = 100_000  # a text search reads at most the newest this many rows (bounded work per search)
+SEARCH_MAX_CHARS = 200  # longer search strings are cut
 LIKE_ESCAPE = "\\"
 
 
@@ -134,8 +136,13 @@ def feed_conditions(filters: AuditFilter) -> list:
         cond.append(t.c.resource_type == filters.resource_type)
     if filters.account_id is not None:
         cond.append(t.c.details["business_account_id"].as_string() == str(filters.account_id))
-    text = filters.search.strip()
+    text = filters.search.strip()[:SEARCH_MAX_CHARS]
     if text:
+        # bounded: LIKE '%x%' uses no index, so it runs only over the newest SEARCH_WINDOW rows, whose
+        # lower edge is found by walking the created_at index (the window does not depend on the text)
+        edge = (sa.select(t.c.created_at).where(t.c.created_at.is_not(None)).order_by(t.c.created_at.desc())
+                .offset(SEARCH_WINDOW - 1).limit(1).scalar_subquery())
+        cond.append(sa.or_(edge.is_(None), t.c.created_at >= edge))
         pattern = f"%{escape_like(text)}%"
         cond.append(
             sa.or_(
