@@ -1,7 +1,9 @@
 """System Alerts: filters (state in the URL), cached loaders, list/summary/chart, resolve actions."""
 from __future__ import annotations
 
+import hashlib
 import json
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -188,23 +190,56 @@ COLUMNS = {
 }
 
 
-def show_list(alerts: list[Alert], grouped: bool, scope: Scope, now: datetime) -> list:
-    """The list with row selection; returns the ids behind the selected rows."""
-    if grouped:
+def _view_tag(filters: AlertFilter, grouped: bool) -> str:
+    return hashlib.sha1(repr((filters, grouped)).encode()).hexdigest()[:12]
+
+
+def _on_select(table_key: str) -> None:
+    """Positions -> ids at once, against the rows the operator saw (not a refreshed list)."""
+    shown = st.session_state.get("alerts_shown") or {}
+    id_sets = shown.get("id_sets", [])
+    rows = st.session_state[table_key].selection.rows
+    st.session_state["alerts_selected_ids"] = [str(i) for r in rows if r < len(id_sets) for i in id_sets[r]]
+
+
+def clear_alert_selection() -> None:
+    st.session_state["alerts_selected_ids"] = []
+    st.session_state["alerts_table_ver"] = st.session_state.get("alerts_table_ver", 0) + 1
+
+
+def show_list(alerts: list[Alert], view: AlertsView, scope: Scope, now: datetime) -> tuple[list[uuid.UUID], int]:
+    """The list with row selection -> (ids behind the selected rows, how many of them are open).
+
+    The selection is kept as ids (session state "alerts_selected_ids"); while rows are selected the
+    list stays as it was drawn (no live refresh reorders it under the operator's selection)."""
+    tag = _view_tag(view.filters, view.grouped)
+    shown = st.session_state.get("alerts_shown") or {}
+    selected = list(st.session_state.get("alerts_selected_ids") or [])
+    if shown.get("tag") != tag and selected:
+        clear_alert_selection()  # other rows on screen: a new selection
+        selected = []
+    frozen = bool(selected) and shown.get("tag") == tag
+    if frozen:
+        alerts = shown["alerts"]
+    if view.grouped:
         groups = group_alerts(alerts)
-        frame, id_sets = group_frame(groups, scope, now), [g.ids for g in groups]
-        key = "alerts-groups"
+        frame, id_sets = group_frame(groups, scope, now), [tuple(str(i) for i in g.ids) for g in groups]
     else:
-        frame, id_sets = alert_frame(alerts, scope, now), [(a.id,) for a in alerts]
-        key = "alerts-each"
-    event = st.dataframe(_styled(frame), hide_index=True, width="stretch", key=key, on_select="rerun",
-                         selection_mode="multi-row", column_config=COLUMNS)
-    rows = [i for i in event.selection.rows if i < len(id_sets)]
+        frame, id_sets = alert_frame(alerts, scope, now), [(str(a.id),) for a in alerts]
+    st.session_state["alerts_shown"] = {"tag": tag, "id_sets": id_sets, "alerts": alerts}
+    key = f"alerts-{'groups' if view.grouped else 'each'}-{st.session_state.get('alerts_table_ver', 0)}"
+    st.dataframe(_styled(frame), hide_index=True, width="stretch", key=key, on_select=lambda: _on_select(key),
+                 selection_mode="multi-row", column_config=COLUMNS)
     if len(alerts) >= LIST_CAP:
         st.caption(f"Showing the first {LIST_CAP:,} matching alerts (most severe, newest first). Narrow the filter for the rest.")
-    if len(rows) == 1:
-        _show_selected_details(alerts, id_sets[rows[0]])
-    return [i for r in rows for i in id_sets[r]]
+    if frozen:
+        st.caption(f"Live refresh of the list is paused while {len(selected)} alert(s) are selected.")
+    ids = [uuid.UUID(i) for i in selected]
+    picked = {str(i) for i in selected}
+    if len(id_sets) and any(set(s) == picked for s in id_sets):  # one row selected: its details
+        _show_selected_details(alerts, ids)
+    open_ids = {str(a.id) for a in alerts if not a.resolved}
+    return ids, sum(1 for i in selected if i in open_ids)
 
 
 def _show_selected_details(alerts: list[Alert], ids) -> None:
@@ -232,6 +267,9 @@ def _do_resolve(db_url: str, ids: list, settings) -> None:
         st.session_state["alerts_error"] = f"Nothing was resolved: {exc}."
         return
     clear_alert_caches()
+    # the ids go; the table keeps its key (a new key inside the live panel broke the CSV download
+    # button drawn in the same run: "Deferred file not found")
+    st.session_state["alerts_selected_ids"] = []
     st.session_state.pop("alerts_confirm_all", None)
     done = sum(1 for r in results if r.outcome == "resolved")
     noop = sum(1 for r in results if r.outcome == "already_resolved")
@@ -247,6 +285,7 @@ def _do_resolve(db_url: str, ids: list, settings) -> None:
 def _ask_all(db_url: str, filters: AlertFilter) -> None:
     with get_engine(db_url).connect() as conn:
         st.session_state["alerts_confirm_all"] = matching_ids(conn, filters=filters)
+    st.session_state["alerts_confirm_filter"] = filters  # the snapshot is about this filter only
 
 
 def _cancel_all() -> None:
@@ -276,6 +315,8 @@ def resolve_actions(scope: Scope, filters: AlertFilter, selected_ids: list, open
         help=reason or "Resolve every unresolved alert the filter matches (asks first).",
         on_click=_ask_all, args=(scope.db_url, filters), width="stretch",
     )
+    if st.session_state.get("alerts_confirm_filter") != filters:  # the filter changed: drop the snapshot
+        st.session_state.pop("alerts_confirm_all", None)
     pending = st.session_state.get("alerts_confirm_all")
     if pending is not None and can:
         with st.container(border=True, key="alerts-confirm"):
