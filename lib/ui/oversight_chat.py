@@ -21,6 +21,7 @@ from lib.identity import PermissionDenied
 from lib.text import clip, escape_markdown
 from lib.oversight import (
     ChatSession,
+    SessionNotFound,
     SessionSummary,
     chat_history,
     create_session,
@@ -42,6 +43,7 @@ _PENDING = "_oversight_pending"  # the answer being streamed in this browser ses
 _FLASH = "_oversight_flash"  # a message for the next run (after st.rerun)
 _DRAFT = "oversight_draft"  # a question that was too long, kept for editing
 _PICK = "oversight_session_pick"
+_ASK_NEW = "_oversight_ask_in_new_session"  # the kept question of a vanished session goes to a new one
 
 
 ANSWER_DISPLAY_LIMIT = 20_000  # characters of one stored message shown in the history (the rest is noted)
@@ -115,6 +117,8 @@ def _save_answer(scope: Scope, pending: dict[str, Any]) -> None:
         _record_answer(scope, pending, stream)
     except PermissionDenied as exc:  # signed out or expired while the answer streamed
         flash("error", f"The answer was not saved: {exc}. Sign in again and ask again.")
+    except SessionNotFound:  # the session was deleted while the answer streamed
+        flash("warning", "The answer was not saved: this chat session no longer exists (deleted elsewhere).")
     pending["saved"] = True
     clear_loaders()
 
@@ -132,6 +136,20 @@ def _record_answer(scope: Scope, pending: dict[str, Any], stream: ChatStream) ->
             incomplete=stream.incomplete,
             error=stream.error if stream.outcome == "error" else None,
         )
+
+
+def session_gone(question: str | None) -> None:
+    """The page had a session cached that no longer exists (deleted elsewhere, data reloaded): say
+    so, keep the question in the editor, and send it to a new session; then rerun."""
+    clear_loaders()
+    st.query_params.pop(SESSION_PARAM, None)
+    st.session_state.pop(_PICK, None)
+    if question:
+        st.session_state[_DRAFT] = question
+        st.session_state[_ASK_NEW] = True
+    flash("warning", "This chat session no longer exists (it was deleted elsewhere or the data was reloaded)."
+          + (" Your question is kept below: press Send to ask it in a new session." if question else ""))
+    st.rerun()
 
 
 def flash(kind: str, text: str) -> None:
@@ -237,6 +255,10 @@ def _rename(scope: Scope, session_id: uuid.UUID) -> None:
     try:
         with write_transaction(scope.engine) as conn:
             rename_session(conn, session_id, actor=current_actor(scope.settings), title=title, now=utcnow())
+    except SessionNotFound:
+        clear_loaders()
+        flash("warning", "This chat session no longer exists (it was deleted elsewhere or the data was reloaded).")
+        return
     except ValueError as exc:
         flash("warning", str(exc))
         return
@@ -376,10 +398,20 @@ def ask(scope: Scope, session_id: uuid.UUID | None, question: str, container) ->
     session list and header show the new counts."""
     settings = scope.settings
     now = utcnow()
-    with write_transaction(scope.engine) as conn:
-        if session_id is None:
-            session_id = create_session(conn, business_account_id=scope.account_id, actor=current_actor(scope.settings), now=now)
-        before = record_question(conn, session_id, actor=current_actor(scope.settings), question=question, now=now)
+    if st.session_state.pop(_ASK_NEW, False):
+        session_id = None
+    try:
+        with write_transaction(scope.engine) as conn:
+            if session_id is None:
+                session_id = create_session(conn, business_account_id=scope.account_id,
+                                            actor=current_actor(scope.settings), now=now)
+            before = record_question(conn, session_id, actor=current_actor(scope.settings), question=question, now=now)
+    except SessionNotFound:
+        session_gone(question)
+    except PermissionDenied as exc:
+        st.session_state[_DRAFT] = question
+        flash("error", f"Your question was not sent: {exc}. It is kept below.")
+        st.rerun()
     clear_loaders()
     _select(session_id)
     request = build_chat_request(
