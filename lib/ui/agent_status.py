@@ -10,6 +10,7 @@ import streamlit as st
 from lib.heartbeats import AgentStatus, agent_statuses, beat_runs, beats_by_agent
 from lib.timeutil import floor_time, fmt_ago, fmt_local, utcnow
 from lib.ui.shell import get_engine
+from lib.text import plotly_text
 from lib.ui.text import md_escape
 
 WINDOWS = {"1 h": timedelta(hours=1), "24 h": timedelta(hours=24), "7 d": timedelta(days=7)}
@@ -45,7 +46,8 @@ def show_banner(statuses: list[AgentStatus]) -> None:
         n = len(statuses)
         st.success(f"All {n} agent{'s' if n != 1 else ''} alive", icon=":material/check_circle:")
     else:
-        st.error(f"{len(down)} of {len(statuses)} agents down: {', '.join(down)}", icon=":material/error:")
+        st.error(f"{len(down)} of {len(statuses)} agents down: {', '.join(md_escape(a) for a in down)}",
+                 icon=":material/error:")
 
 
 def _pct(value: float | None) -> str:
@@ -81,6 +83,7 @@ def show_timeline(runs: pd.DataFrame, window: str, now: datetime, tz) -> None:
     df["end"] = df[["start", "end"]].apply(lambda r: max(r["end"], r["start"] + timedelta(seconds=30)), axis=1)
     df["start"] = pd.to_datetime(df["start"], utc=True).dt.tz_convert(tz)
     df["end"] = pd.to_datetime(df["end"], utc=True).dt.tz_convert(tz)
+    df["agent_id"] = df["agent_id"].map(plotly_text)  # a category label on the y axis
     fig = px.timeline(df, x_start="start", x_end="end", y="agent_id", color_discrete_sequence=["#3f9c6d"])
     fig.update_layout(
         height=80 + 50 * df["agent_id"].nunique(),

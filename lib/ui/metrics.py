@@ -6,7 +6,6 @@ into Markdown/Plotly only after escaping.
 """
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -16,6 +15,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from lib import analytics as an
+from lib.text import plotly_text
 from lib.export import frame_to_csv
 from lib.timeutil import utcnow
 from lib.ui.export import csv_download
@@ -150,8 +150,8 @@ def build_reports_csv(db_url: str, ms: MetricsScope, names: dict[str, str]) -> b
 # --------------------------------------------------------------------------- text helpers
 
 def _plain(text) -> str:
-    """Untrusted text for Plotly labels (Plotly interprets a few HTML tags)."""
-    return html.escape(str(text), quote=True)
+    """Untrusted text for Plotly labels (lib.text.plotly_text)."""
+    return plotly_text(text)
 
 
 def _label(metric) -> str:

@@ -32,7 +32,7 @@ from lib.timeutil import fmt_ago, fmt_duration, fmt_local, utcnow
 from lib.ui.export import csv_download
 from lib.ui.auth import current_actor
 from lib.ui.shell import Scope, get_engine
-from lib.text import clip, clip_json
+from lib.text import clip, clip_json, plotly_text
 from lib.ui.text import md_escape
 from lib.worker_ticks import worker_health
 
@@ -181,7 +181,7 @@ def show_counts(summary: dict[str, Any], scope: Scope) -> None:
         fig = go.Figure()
         for status in [c for c in df.columns if c not in ("action_type", "total")]:
             if body[status].sum():
-                fig.add_bar(name=status, x=body["action_type"], y=body[status],
+                fig.add_bar(name=plotly_text(status), x=[plotly_text(a) for a in body["action_type"]], y=body[status],
                             marker_color=STATUS_COLORS.get(status))
         fig.update_layout(barmode="stack", height=300, margin=dict(l=0, r=0, t=10, b=0),
                           legend=dict(orientation="h", y=-0.15), yaxis_title="rows")

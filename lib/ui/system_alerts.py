@@ -22,7 +22,7 @@ from lib.identity import PermissionDenied
 from lib.ui.auth import current_actor
 from lib.ui.export import csv_download
 from lib.ui.shell import Scope, get_engine
-from lib.text import clip, clip_json
+from lib.text import clip, clip_json, plotly_text
 from lib.ui.text import md_escape
 
 STATES = {"open": "Unresolved", "resolved": "Resolved", "all": "All"}
@@ -116,7 +116,9 @@ def show_chart(counts: list[dict], bucket: str, tz) -> None:
         return
     df = pd.DataFrame(counts)
     df["bucket"] = pd.to_datetime(df["bucket"], utc=True).dt.tz_convert(tz)
-    fig = px.bar(df, x="bucket", y="count", color="alert_type", color_discrete_map=TYPE_COLOURS)
+    df["alert_type"] = df["alert_type"].map(plotly_text)  # legend names and hover text
+    fig = px.bar(df, x="bucket", y="count", color="alert_type",
+                 color_discrete_map={plotly_text(k): v for k, v in TYPE_COLOURS.items()})
     fig.update_layout(height=230, margin=dict(l=0, r=0, t=10, b=0), xaxis_title=None,
                       yaxis_title=f"alerts per {bucket}", legend_title_text=None, bargap=0.1)
     # name whole buckets: with a single bar Plotly otherwise picks sub-millisecond ticks
