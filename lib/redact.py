@@ -5,6 +5,7 @@ CSV exports, worker_ticks.error and log records all go through these functions.
 """
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
@@ -65,3 +66,33 @@ _SUSPECT_JSON_RE = re.compile(
 def may_hold_secret(json_text: str | None) -> bool:
     """Cheap pre-check for JSON text (exports): only texts that match are parsed and redacted."""
     return bool(json_text) and bool(_SUSPECT_JSON_RE.search(json_text))
+
+
+# -- logs -------------------------------------------------------------------------------------------
+
+class RedactingFilter(logging.Filter):
+    """A handler filter: every record that passes the handler (urllib3's request lines at DEBUG
+    included) has credentials cut from its message and its traceback text."""
+
+    _formatter = logging.Formatter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a broken format string: leave it to the handler
+            return True
+        clean = redact_text(message)
+        if clean != message:
+            record.msg, record.args = clean, ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self._formatter.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact_text(record.exc_text)
+        return True
+
+
+def install_log_redaction(logger: logging.Logger | None = None) -> None:
+    """Add RedactingFilter to the handlers of `logger` (the root logger by default), once each."""
+    for handler in (logger or logging.getLogger()).handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
