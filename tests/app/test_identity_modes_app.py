@@ -111,3 +111,16 @@ def test_resolve_re_checks_the_sign_in_at_the_moment_of_writing(run_page, demo_u
     at.user = {**signed_in("ops@example.com"), "exp": int(time.time() - 5)}  # expired meanwhile
     yes.click().run()
     assert _open_alerts(demo_url) == before
+
+
+def test_database_down_page_drawn_before_sign_in_never_shows_the_password(run_page, monkeypatch):
+    """Security item 5: the unavailable page comes before sign-in; a password with '#', '/' or '@'
+    was shown whole by the old mask."""
+    from tests.support.pg import free_port
+
+    url = f"postgresql://u:Pa55#w0rd/Zq@127.0.0.1:{free_port()}/db"
+    at = run_page(url, "pages/overview.py", user={"is_logged_in": False}, secrets=AUTH)
+    shown = " ".join(e.value for e in at.error)
+    assert "Database unavailable" in shown
+    assert "Pa55" not in shown and "w0rd" not in shown and "Zq" not in shown
+    assert "u:***@127.0.0.1" in shown
