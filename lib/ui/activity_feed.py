@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
 import pandas as pd
-import plotly.express as px
 import streamlit as st
 
 from lib.audit import (
@@ -16,8 +15,9 @@ from lib.audit import (
 from lib.export import rows_to_csv
 from lib.timebuckets import bucket_for_range
 from lib.timeutil import fmt_ago, fmt_local
+from lib.ui.charts import bucketed_bar_chart
 from lib.ui.export import csv_download
-from lib.ui.shell import get_engine
+from lib.ui.shell import CACHE_TTL_S, get_engine
 from lib.text import clip, clip_json
 from lib.ui.text import md_escape
 
@@ -104,13 +104,13 @@ def load_filter_options(db_url: str, now_bucket: datetime) -> tuple[list[str], l
         return distinct_event_types(conn), distinct_resource_types(conn)
 
 
-@st.cache_data(ttl=25, max_entries=64, show_spinner=False)
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=64, show_spinner=False)
 def load_page(db_url: str, filters: AuditFilter, limit: int, after: Cursor | None) -> FeedPage:
     with get_engine(db_url).connect() as conn:
         return feed_page(conn, filters=filters, limit=limit, after=after)
 
 
-@st.cache_data(ttl=25, max_entries=32, show_spinner=False)
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=32, show_spinner=False)
 def load_count(db_url: str, filters: AuditFilter) -> int | None:
     """Matching rows (capped), or None for a text search: a new search string costs one bounded query
     (the page), not a count and a chart over the whole table as well."""
@@ -120,7 +120,7 @@ def load_count(db_url: str, filters: AuditFilter) -> int | None:
         return count_matching(conn, filters=filters)
 
 
-@st.cache_data(ttl=25, max_entries=32, show_spinner=False)
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=32, show_spinner=False)
 def load_chart(db_url: str, filters: AuditFilter, bucket: str) -> list[dict]:
     if filters.search.strip():  # see load_count
         return []
@@ -253,6 +253,9 @@ def show_table(rows: list[dict], now: datetime, tz) -> None:
     )
 
 
+OUTCOME_COLOURS = {"success": "#3f9c6d", "failure": "#d64545", "unknown": "#9aa0a6"}
+
+
 def show_chart(counts: list[dict], bucket: str, tz, searching: bool = False) -> None:
     if searching:
         st.caption("The chart is not drawn for a text search (each search string costs one bounded query).")
@@ -260,18 +263,8 @@ def show_chart(counts: list[dict], bucket: str, tz, searching: bool = False) -> 
     if not counts:
         st.caption("No events in this range.")
         return
-    df = pd.DataFrame(counts)
-    df["bucket"] = pd.to_datetime(df["bucket"], utc=True).dt.tz_convert(tz)
-    fig = px.bar(
-        df, x="bucket", y="count", color="outcome",
-        color_discrete_map={"success": "#3f9c6d", "failure": "#d64545", "unknown": "#9aa0a6"},
-        category_orders={"outcome": ["success", "failure", "unknown"]},
-    )
-    fig.update_layout(
-        height=260, margin=dict(l=0, r=0, t=10, b=0), xaxis_title=None, yaxis_title=f"events per {bucket}",
-        legend_title_text=None, bargap=0.1,
-    )
-    st.plotly_chart(fig, width="stretch", key="feed-chart")
+    bucketed_bar_chart(counts, bucket=bucket, tz=tz, series="outcome", colors=OUTCOME_COLOURS, key="feed-chart",
+                       y_title=f"events per {bucket}", height=260, order=OUTCOME_COLOURS)
     st.caption(f"Events per {bucket} (UTC {bucket}s), stacked by outcome.")
 
 

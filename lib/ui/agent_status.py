@@ -9,8 +9,8 @@ import streamlit as st
 
 from lib.heartbeats import AgentStatus, agent_statuses, beat_runs, beats_by_agent
 from lib.timeutil import floor_time, fmt_ago, fmt_local, utcnow
-from lib.ui.shell import get_engine
 from lib.text import plotly_text
+from lib.ui.shell import CACHE_TTL_S, get_engine
 from lib.ui.text import md_escape
 
 WINDOWS = {"1 h": timedelta(hours=1), "24 h": timedelta(hours=24), "7 d": timedelta(days=7)}
@@ -27,7 +27,7 @@ def load_agent_statuses(db_url: str, now: datetime) -> list[AgentStatus]:
         return agent_statuses(conn, now=now)
 
 
-@st.cache_data(ttl=25, max_entries=32, show_spinner=False)
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=32, show_spinner=False)
 def load_runs(db_url: str, window: str, now: datetime) -> pd.DataFrame:
     """Unbroken runs of beats per agent in the window, one row per run."""
     with get_engine(db_url).connect() as conn:

@@ -57,7 +57,7 @@ def test_not_signed_in_sees_only_the_sign_in(run_page, demo_url):
 
 def test_users_do_not_see_each_others_chat_sessions(run_page, demo_url):
     from lib.schema import oversight_chat_sessions as ocs
-    from lib.ui.oversight_chat import _PICK
+    from lib.ui.oversight_chat import Keys
 
     eng = make_engine(demo_url)
     with eng.connect() as conn:
@@ -72,5 +72,5 @@ def test_users_do_not_see_each_others_chat_sessions(run_page, demo_url):
             at = run_page(demo_url, "pages/oversight_chat.py", env={**ENV, "OPERATOR_EMAILS": who},
                           user={"is_logged_in": True, "email": who, "email_verified": True, "exp": int(time.time() + 3600)}, secrets=AUTH)
             at.selectbox(key="account").set_value(acc).run()
-            listed = at.radio(key=_PICK).options if any(r.key == _PICK for r in at.radio) else []
+            listed = at.radio(key=Keys.PICK).options if any(r.key == Keys.PICK for r in at.radio) else []
             assert len(listed) == owned.get((who, acc), 0), (who, acc)

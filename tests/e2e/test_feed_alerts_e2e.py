@@ -132,7 +132,7 @@ def test_alerts_live_refresh_keeps_the_selection(start_app, demo_db, page):
     expect(updated).not_to_have_text(before, timeout=20_000)  # the fragment ticked (5 s clock buckets)
     expect(button).to_contain_text("Resolve selected (1)")  # and the selection survived it
     # pausing (sidebar toggle) stops the ticks
-    page.get_by_test_id("stSidebar").get_by_text("Live refresh (30 s)").click()
+    page.get_by_test_id("stSidebar").get_by_text("Live refresh (2 s)").click()  # POLL_INTERVAL_S above
     wait_idle(page)
     expect(page.get_by_text("live refresh paused")).to_be_visible()
 
