@@ -34,5 +34,6 @@ else:
     if chart.open is not False:
         with chart:
             bucket = chart_bucket(view, now)
-            show_chart(load_chart(scope.db_url, view.filters, bucket), bucket, scope.tz)
+            show_chart(load_chart(scope.db_url, view.filters, bucket), bucket, scope.tz,
+                       searching=bool(view.filters.search))
     pager(page, number, total, key="feed-pager")

@@ -26,9 +26,8 @@ def live_panel():
     head.subheader("Alerts")
     with export:
         alerts_export(scope.db_url, view.filters, now.strftime("%Y%m%d-%H%M"))
-    selected = show_list(alerts, view.grouped, scope, now)
-    open_ids = {a.id for a in alerts if not a.resolved}
-    resolve_actions(scope, view.filters, selected, sum(1 for i in selected if i in open_ids))
+    selected, open_selected = show_list(alerts, view, scope, now)
+    resolve_actions(scope, view.filters, selected, open_selected)
     live_caption(scope, now, paused_hint=" (sidebar)")
 
 

@@ -45,7 +45,8 @@ def show_banner(statuses: list[AgentStatus]) -> None:
         n = len(statuses)
         st.success(f"All {n} agent{'s' if n != 1 else ''} alive", icon=":material/check_circle:")
     else:
-        st.error(f"{len(down)} of {len(statuses)} agents down: {', '.join(down)}", icon=":material/error:")
+        st.error(f"{len(down)} of {len(statuses)} agents down: {', '.join(md_escape(a) for a in down)}",
+                 icon=":material/error:")
 
 
 def _pct(value: float | None) -> str:

@@ -2,19 +2,20 @@
 bucketed bar chart (events/alerts per hour or day) that the Activity Feed and System Alerts draw."""
 from __future__ import annotations
 
-import html
 from typing import Iterable
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from lib.text import plotly_text
+
 BUCKET_MS = {"hour": 3_600_000, "day": 86_400_000}  # one bucket in Plotly's date-axis unit (ms)
 
 
 def plain(text) -> str:
     """Untrusted text for Plotly labels (Plotly interprets a few HTML tags)."""
-    return html.escape(str(text), quote=True)
+    return plotly_text(text)  # the one escaping rule for Plotly labels lives in lib/text.py
 
 
 class Fig:

@@ -15,10 +15,13 @@ from typing import Any, Iterator
 
 import streamlit as st
 
+from lib.db import write_transaction
 from lib.heartbeats import is_alive, newest_beat
+from lib.identity import PermissionDenied
 from lib.text import clip, escape_markdown
 from lib.oversight import (
     ChatSession,
+    SessionNotFound,
     SessionSummary,
     chat_history,
     create_session,
@@ -32,6 +35,7 @@ from lib.oversight import (
 from lib.sse import AgentDown, ChatStream, OversightError, build_chat_request, open_chat
 from lib.timeutil import as_utc, floor_time, fmt_ago, fmt_local, utcnow
 from lib.ui import feedback
+from lib.ui.auth import current_actor
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
 
 class Keys:
@@ -43,10 +47,12 @@ class Keys:
     RENAME_TITLE = "oversight_rename_title"  # the rename form's text input
     QUESTION = "oversight_q"  # the chat input
     FLASH = "oversight_chat"  # lib.ui.feedback's flash messages of this page
+    ASK_NEW = "_oversight_ask_in_new_session"  # the kept question of a vanished session goes to a new one
 
 
 SESSION_PARAM, _PENDING, _DRAFT, _PICK = Keys.SESSION_PARAM, Keys.PENDING, Keys.DRAFT, Keys.PICK
 SESSION_LIST_LIMIT = 30
+_ASK_NEW = Keys.ASK_NEW
 
 
 ANSWER_DISPLAY_LIMIT = 20_000  # characters of one stored message shown in the history (the rest is noted)
@@ -116,11 +122,22 @@ def _save_answer(scope: Scope, pending: dict[str, Any]) -> None:
         return
     stream: ChatStream = pending["stream"]
     stream.close()  # marks a still-open stream as stopped
-    with scope.engine.begin() as conn:
+    try:
+        _record_answer(scope, pending, stream)
+    except PermissionDenied as exc:  # signed out or expired while the answer streamed
+        flash("error", f"The answer was not saved: {exc}. Sign in again and ask again.")
+    except SessionNotFound:  # the session was deleted while the answer streamed
+        flash("warning", "The answer was not saved: this chat session no longer exists (deleted elsewhere).")
+    pending["saved"] = True
+    clear_loaders()
+
+
+def _record_answer(scope: Scope, pending: dict[str, Any], stream: ChatStream) -> None:
+    with write_transaction(scope.engine) as conn:
         record_answer(
             conn,
             pending["session_id"],
-            actor=scope.user,
+            actor=current_actor(scope.settings),
             content=stream.text,
             now=utcnow(),
             latency_ms=stream.latency_ms if not stream.incomplete else None,
@@ -128,8 +145,20 @@ def _save_answer(scope: Scope, pending: dict[str, Any]) -> None:
             incomplete=stream.incomplete,
             error=stream.error if stream.outcome == "error" else None,
         )
-    pending["saved"] = True
+
+
+def session_gone(question: str | None) -> None:
+    """The page had a session cached that no longer exists (deleted elsewhere, data reloaded): say
+    so, keep the question in the editor, and send it to a new session; then rerun."""
     clear_loaders()
+    st.query_params.pop(SESSION_PARAM, None)
+    st.session_state.pop(_PICK, None)
+    if question:
+        st.session_state[_DRAFT] = question
+        st.session_state[_ASK_NEW] = True
+    flash("warning", "This chat session no longer exists (it was deleted elsewhere or the data was reloaded)."
+          + (" Your question is kept below: press Send to ask it in a new session." if question else ""))
+    st.rerun()
 
 
 def flash(kind: str, text: str) -> None:
@@ -186,7 +215,7 @@ def _on_pick() -> None:
 
 def _new_session(scope: Scope) -> None:
     new_id = feedback.guarded_write(Keys.FLASH, "New session", scope.engine, lambda conn: create_session(
-        conn, business_account_id=scope.account_id, actor=scope.user, now=utcnow()))
+        conn, business_account_id=scope.account_id, actor=current_actor(scope.settings), now=utcnow()))
     if new_id is None:
         return
     clear_loaders()
@@ -234,7 +263,11 @@ def _rename(scope: Scope, session_id: uuid.UUID) -> None:
     title = st.session_state.get(Keys.RENAME_TITLE, "")
     try:
         done = feedback.guarded_write(Keys.FLASH, "Rename", scope.engine, lambda conn: rename_session(
-            conn, session_id, actor=scope.user, title=title, now=utcnow()) or True)
+            conn, session_id, actor=current_actor(scope.settings), title=title, now=utcnow()) or True)
+    except SessionNotFound:
+        clear_loaders()
+        flash("warning", "This chat session no longer exists (it was deleted elsewhere or the data was reloaded).")
+        return
     except ValueError as exc:
         flash("warning", str(exc))
         return
@@ -374,10 +407,20 @@ def ask(scope: Scope, session_id: uuid.UUID | None, question: str, container) ->
     session list and header show the new counts."""
     settings = scope.settings
     now = utcnow()
-    with scope.engine.begin() as conn:
-        if session_id is None:
-            session_id = create_session(conn, business_account_id=scope.account_id, actor=scope.user, now=now)
-        before = record_question(conn, session_id, actor=scope.user, question=question, now=now)
+    if st.session_state.pop(_ASK_NEW, False):
+        session_id = None
+    try:
+        with write_transaction(scope.engine) as conn:
+            if session_id is None:
+                session_id = create_session(conn, business_account_id=scope.account_id,
+                                            actor=current_actor(scope.settings), now=now)
+            before = record_question(conn, session_id, actor=current_actor(scope.settings), question=question, now=now)
+    except SessionNotFound:
+        session_gone(question)
+    except PermissionDenied as exc:
+        st.session_state[_DRAFT] = question
+        flash("error", f"Your question was not sent: {exc}. It is kept below.")
+        st.rerun()
     clear_loaders()
     _select(session_id)
     request = build_chat_request(

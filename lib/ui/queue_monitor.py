@@ -15,16 +15,17 @@ import streamlit as st
 
 from lib.export import frame_to_csv, rows_to_csv
 from lib.queue import (
-    ACTION_TYPES, ERROR_CATEGORIES, EXPORT_COLUMNS, MAX_BULK_RETRY, QueueFilter, count_rows, error_groups,
-    WAIT_KINDS, iter_export_rows, matching_ids, queue_health, queue_rows, retry, row_detail, status_summary,
-    summary_matrix, waiting_rows,
+    ACTION_TYPES, ERROR_CATEGORIES, EXPORT_COLUMNS, GROUP_ROW_CAP, MAX_BULK_RETRY, WAIT_KINDS, QueueFilter,
+    count_rows, error_groups, group_filter, iter_export_rows, matching_ids, queue_health, queue_rows, retry,
+    row_detail, status_summary, summary_matrix, waiting_rows,
 )
 from lib.timeutil import fmt_ago, fmt_duration, fmt_local, utcnow
 from lib.ui.charts import Fig
 from lib.ui.export import csv_download
+from lib.ui.auth import current_actor
 from lib.ui.feedback import Confirmation, guarded_write, show_flash
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
-from lib.text import clip, clip_json
+from lib.text import clip, clip_json, plotly_text
 from lib.ui.text import md_escape
 from lib.worker_ticks import worker_health
 
@@ -120,6 +121,14 @@ def load_groups(db_url: str, filt: QueueFilter) -> list[dict[str, Any]]:
         return error_groups(conn, filt=filt)
 
 
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=16, show_spinner=False)
+def load_group_filter(db_url: str, base: QueueFilter, category: str, group_text: str,
+                      errors: tuple[str, ...]) -> tuple[QueueFilter, bool]:
+    """The table's filter for one error group: bounded whatever the group's size (lib.queue.group_filter)."""
+    with get_engine(db_url).connect() as conn:
+        return group_filter(conn, base, error_category=category, error_group=group_text, errors=errors)
+
+
 @st.cache_data(ttl=CACHE_TTL_S, max_entries=64, show_spinner=False)
 def load_detail(db_url: str, queue_id: str) -> dict[str, Any] | None:
     with get_engine(db_url).connect() as conn:
@@ -131,7 +140,8 @@ def load_detail(db_url: str, queue_id: str) -> dict[str, Any] | None:
 
 def clear_caches() -> None:
     """After a write: the next run reads fresh data everywhere on the page."""
-    for fn in (load_summary, load_health, load_waiting, load_rows, load_count, load_groups, load_detail):
+    for fn in (load_summary, load_health, load_waiting, load_rows, load_count, load_groups, load_group_filter,
+               load_detail):
         fn.clear()
 
 
@@ -221,8 +231,8 @@ def show_counts(summary: dict[str, Any], scope: Scope) -> None:
         fig = Fig()
         for status in [c for c in df.columns if c not in ("action_type", "total")]:
             if body[status].sum():
-                fig.add(dict(type="bar", name=status, x=list(body["action_type"]), y=body[status].to_numpy(),
-                             marker=dict(color=STATUS_COLORS.get(status))))
+                fig.add(dict(type="bar", name=plotly_text(status), x=[plotly_text(a) for a in body["action_type"]],
+                             y=body[status].to_numpy(), marker=dict(color=STATUS_COLORS.get(status))))
         fig.layout_fig.update_layout(barmode="stack", height=300, margin=dict(l=0, r=0, t=10, b=0),
                                      legend=dict(orientation="h", y=-0.15), yaxis_title="rows")
         st.plotly_chart(fig.to_dict(), width="stretch", key="qm_counts_chart", theme="streamlit")
@@ -273,7 +283,12 @@ def filters(scope: Scope, view: str) -> tuple[QueueFilter, QueueFilter]:
         group = {"error_category": choice.split("|", 1)[0], "error_group": choice.split("|", 1)[1], "count": 0,
                  "errors": ()}
     if group is not None:
-        return dataclasses.replace(base, errors=group["errors"]), base
+        narrowed, capped = load_group_filter(scope.db_url, base, group["error_category"], group["error_group"],
+                                             tuple(group["errors"]))
+        if capped:
+            st.caption(f"This error group has more than {GROUP_ROW_CAP:,} rows: the table, the export and "
+                       f"“retry all matching” cover its first {GROUP_ROW_CAP:,} (table order).")
+        return narrowed, base
     return base, base
 
 
@@ -295,7 +310,7 @@ def show_groups(groups: list[dict[str, Any]], view: str) -> None:
 
 def _filter_tag(filt: QueueFilter, page: int) -> str:
     raw = repr((filt.status, str(filt.account_id), filt.action_type, filt.error_category, filt.search,
-                filt.errors, page))
+                filt.errors, filt.ids, page))
     return hashlib.sha1(raw.encode()).hexdigest()[:10]
 
 
@@ -318,7 +333,7 @@ def clear_selection() -> None:
 def run_retry(scope: Scope, ids: list, label: str) -> None:
     """The one write of this page: lib.queue.retry for one, selected or all matching rows."""
     results = guarded_write(Keys.FLASH, label, scope.engine,
-                            lambda conn: retry(conn, ids, actor=scope.user, now=utcnow()))
+                            lambda conn: retry(conn, ids, actor=current_actor(scope.settings), now=utcnow()))
     if results is None:  # refused: the flash says why, nothing changed
         return
     st.session_state[Keys.RESULTS] = {"label": label, "results": [r.as_response() for r in results]}

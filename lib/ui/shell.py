@@ -6,6 +6,7 @@ start. The guard makes such a run look and behave like a normal one, menu includ
 """
 from __future__ import annotations
 
+import logging
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import streamlit as st
 from lib.accounts import Account, list_accounts
 from lib.identity import Actor
 from lib.db import UNAVAILABLE_ERRORS, init_db, make_engine, ping, unavailable_message
+from lib.redact import install_log_redaction
 from lib.settings import Settings, SettingsError, load_settings
 from lib.ui.auth import authenticate, show_identity
 from lib.ui.nav import menu_slot, show_menu
@@ -76,6 +78,8 @@ class Scope:
 
 @st.cache_resource(show_spinner=False)
 def get_settings() -> Settings:
+    for name in (None, "streamlit"):  # once per process: no credential in the app's log lines
+        install_log_redaction(logging.getLogger(name))
     return load_settings()
 
 

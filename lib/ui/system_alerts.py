@@ -1,7 +1,9 @@
 """System Alerts: filters (state in the URL), cached loaders, list/summary/chart, resolve actions."""
 from __future__ import annotations
 
+import hashlib
 import json
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -10,11 +12,12 @@ import streamlit as st
 
 from lib.alerts import (
     ALERT_TYPES, ALL_TYPES, LIST_CAP, SEVERITIES, Alert, AlertFilter, AlertGroup, alert_counts, alert_summary,
-    export_rows, group_alerts, list_alerts, matching_ids, resolve,
+    EXPORT_COLUMNS, export_chunks, group_alerts, list_alerts, matching_ids, resolve,
 )
 from lib.export import rows_to_csv
 from lib.timebuckets import bucket_for_range
 from lib.timeutil import fmt_ago, fmt_local, utcnow
+from lib.ui.auth import current_actor
 from lib.ui.charts import bucketed_bar_chart
 from lib.ui.export import csv_download
 from lib.ui.feedback import Confirmation, flash, guarded_write, show_flash
@@ -26,7 +29,10 @@ class Keys:
     """The page's session-state keys (tests use these names too)."""
     TYPE, STATE, SEVERITY, RANGE, VIEW = "alert_type", "alert_state", "alert_sev", "alert_range", "alert_view"
     GROUPS_TABLE, EACH_TABLE = "alerts-groups", "alerts-each"  # the list's selection (positions)
+    SELECTED = "alerts_selected_ids"  # the selection as alert ids (str), taken at once from the rows as drawn
+    SHOWN = "alerts_shown"  # the rows as drawn: {tag, id_sets, alerts}; frozen while rows are selected
     CONFIRM_ALL = "alerts_confirm_all"  # ids that "resolve all matching" asks about
+    CONFIRM_FILTER = "alerts_confirm_filter"  # the filter those ids belong to
     FLASH = "system_alerts"  # lib.ui.feedback's flash messages of this page
 
 
@@ -189,23 +195,50 @@ COLUMNS = {
 }
 
 
-def show_list(alerts: list[Alert], grouped: bool, scope: Scope, now: datetime) -> list:
-    """The list with row selection; returns the ids behind the selected rows."""
-    if grouped:
+def _view_tag(filters: AlertFilter, grouped: bool) -> str:
+    return hashlib.sha1(repr((filters, grouped)).encode()).hexdigest()[:12]
+
+
+def _on_select(table_key: str) -> None:
+    """Positions -> ids at once, against the rows the operator saw (not a refreshed list)."""
+    shown = st.session_state.get(Keys.SHOWN) or {}
+    id_sets = shown.get("id_sets", [])
+    rows = st.session_state[table_key].selection.rows
+    st.session_state[Keys.SELECTED] = [str(i) for r in rows if r < len(id_sets) for i in id_sets[r]]
+
+
+def show_list(alerts: list[Alert], view: AlertsView, scope: Scope, now: datetime) -> tuple[list[uuid.UUID], int]:
+    """The list with row selection -> (ids behind the selected rows, how many of them are open).
+
+    The selection is kept as ids (Keys.SELECTED); while rows are selected the list stays as it was
+    drawn, so no live refresh reorders it under the operator's selection (security item 6)."""
+    tag = _view_tag(view.filters, view.grouped)
+    shown = st.session_state.get(Keys.SHOWN) or {}
+    selected = list(st.session_state.get(Keys.SELECTED) or [])
+    if shown.get("tag") != tag and selected:
+        st.session_state[Keys.SELECTED] = selected = []  # other rows on screen: a new selection
+    frozen = bool(selected) and shown.get("tag") == tag
+    if frozen:
+        alerts = shown["alerts"]
+    if view.grouped:
         groups = group_alerts(alerts)
-        frame, id_sets = group_frame(groups, scope, now), [g.ids for g in groups]
+        frame, id_sets = group_frame(groups, scope, now), [tuple(str(i) for i in g.ids) for g in groups]
         key = Keys.GROUPS_TABLE
     else:
-        frame, id_sets = alert_frame(alerts, scope, now), [(a.id,) for a in alerts]
+        frame, id_sets = alert_frame(alerts, scope, now), [(str(a.id),) for a in alerts]
         key = Keys.EACH_TABLE
-    event = st.dataframe(_styled(frame), hide_index=True, width="stretch", key=key, on_select="rerun",
-                         selection_mode="multi-row", column_config=COLUMNS)
-    rows = [i for i in event.selection.rows if i < len(id_sets)]
+    st.session_state[Keys.SHOWN] = {"tag": tag, "id_sets": id_sets, "alerts": alerts}
+    st.dataframe(_styled(frame), hide_index=True, width="stretch", key=key, on_select=lambda: _on_select(key),
+                 selection_mode="multi-row", column_config=COLUMNS)
     if len(alerts) >= LIST_CAP:
         st.caption(f"Showing the first {LIST_CAP:,} matching alerts (most severe, newest first). Narrow the filter for the rest.")
-    if len(rows) == 1:
-        _show_selected_details(alerts, id_sets[rows[0]])
-    return [i for r in rows for i in id_sets[r]]
+    if frozen:
+        st.caption(f"Live refresh of the list is paused while {len(selected)} alert(s) are selected.")
+    ids = [uuid.UUID(i) for i in selected]
+    if selected and any(set(s) == set(selected) for s in id_sets):  # one row selected: its details
+        _show_selected_details(alerts, ids)
+    open_ids = {str(a.id) for a in alerts if not a.resolved}
+    return ids, sum(1 for i in selected if i in open_ids)
 
 
 def _show_selected_details(alerts: list[Alert], ids) -> None:
@@ -224,13 +257,17 @@ def _show_selected_details(alerts: list[Alert], ids) -> None:
 # ---------------------------------------------------------------------------------------------
 # Resolve: one / selected / all matching (with a confirmation stating the count)
 # ---------------------------------------------------------------------------------------------
-def _do_resolve(db_url: str, ids: list, actor) -> None:
+def _do_resolve(db_url: str, ids: list, settings) -> None:
+    # the identity as it is now (role, token expiry), not the Actor of the last full run
     results = guarded_write(Keys.FLASH, "Resolve", get_engine(db_url),
-                            lambda conn: resolve(conn, ids, actor=actor, now=utcnow()))
+                            lambda conn: resolve(conn, ids, actor=current_actor(settings), now=utcnow()))
     CONFIRM_ALL.cancel()
     if results is None:  # refused: the flash says why, nothing changed
         return
     clear_alert_caches()
+    # the ids go; the table keeps its key (a new key inside the live panel broke the CSV download
+    # button drawn in the same run: "Deferred file not found")
+    st.session_state[Keys.SELECTED] = []
     done = sum(1 for r in results if r.outcome == "resolved")
     noop = sum(1 for r in results if r.outcome == "already_resolved")
     gone = sum(1 for r in results if r.outcome == "not_found")
@@ -245,6 +282,7 @@ def _do_resolve(db_url: str, ids: list, actor) -> None:
 def _ask_all(db_url: str, filters: AlertFilter) -> None:
     with get_engine(db_url).connect() as conn:
         CONFIRM_ALL.ask(matching_ids(conn, filters=filters))
+    st.session_state[Keys.CONFIRM_FILTER] = filters  # the snapshot is about this filter only
 
 
 def show_result() -> None:
@@ -258,13 +296,15 @@ def resolve_actions(scope: Scope, filters: AlertFilter, selected_ids: list, open
     c1.button(
         f"Resolve selected ({open_selected})", key="alerts-resolve-selected", icon=":material/task_alt:",
         type="primary", disabled=not can or not selected_ids, help=reason or "Select rows in the list first.",
-        on_click=_do_resolve, args=(scope.db_url, list(selected_ids), scope.user), width="stretch",
+        on_click=_do_resolve, args=(scope.db_url, list(selected_ids), scope.settings), width="stretch",
     )
     c2.button(
         "Resolve all matching…", key="alerts-resolve-all", icon=":material/done_all:", disabled=not can,
         help=reason or "Resolve every unresolved alert the filter matches (asks first).",
         on_click=_ask_all, args=(scope.db_url, filters), width="stretch",
     )
+    if st.session_state.get(Keys.CONFIRM_FILTER) != filters:  # the filter changed: drop the snapshot
+        CONFIRM_ALL.cancel()
     pending = CONFIRM_ALL.pending
     if pending is not None and can:
         with st.container(border=True, key="alerts-confirm"):
@@ -279,15 +319,14 @@ def resolve_actions(scope: Scope, filters: AlertFilter, selected_ids: list, open
             )
             a, b, _ = st.columns([2, 1, 4])
             a.button(f"Yes, resolve {len(pending)}", key="alerts-confirm-yes", type="primary",
-                     on_click=_do_resolve, args=(scope.db_url, list(pending), scope.user), width="stretch")
+                     on_click=_do_resolve, args=(scope.db_url, list(pending), scope.settings), width="stretch")
             b.button("Cancel", key="alerts-confirm-cancel", on_click=CONFIRM_ALL.cancel, width="stretch")
 
 
 def alerts_export(db_url: str, filters: AlertFilter, stamp: str) -> None:
     def build() -> bytes:
-        with get_engine(db_url).connect() as conn:
-            columns, rows = export_rows(conn, filters=filters)
-        return rows_to_csv(columns, [rows])[0]
+        with get_engine(db_url).connect() as conn:  # a server-side cursor: never a list of every alert
+            return rows_to_csv(EXPORT_COLUMNS, export_chunks(conn, filters=filters))[0]
 
     csv_download("Export CSV", build, file_name=f"system_alerts_{stamp}.csv", key="alerts-export",
                  help="Every alert the filter matches, with severity and who resolved it.")

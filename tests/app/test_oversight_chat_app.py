@@ -158,3 +158,30 @@ def test_dropped_stream_saves_partial_answer_as_incomplete(run_page, chat_db, fa
         last = get_session(conn, s.id, user="local").messages[-1]
     assert last["content"] == "Half an answer" and last["incomplete"] is True
     assert "connection to the oversight backend was lost" in plain(at.warning[0].value)
+
+
+def test_a_session_deleted_elsewhere_keeps_the_question_and_offers_a_new_session(run_page, chat_db, fake):
+    """Security item 8: the page has the session cached; it is deleted elsewhere; the user asks."""
+    import sqlalchemy as sa
+
+    from lib.schema import oversight_chat_sessions as ocs
+
+    url, eng = chat_db
+    with eng.begin() as conn:
+        old = create_session(conn, business_account_id=ACC, actor=Actor("local", OPERATOR), now=utcnow(), title="Old one")
+    at = open_page(run_page, url, fake)
+    assert any("Old one" in str(r.options) for r in at.radio)
+    with eng.begin() as conn:
+        conn.execute(sa.delete(ocs).where(ocs.c.id == old))
+    at.chat_input(key="oversight_q").set_value("Why did the last post fail?")
+    rerun(at)
+    assert not at.exception
+    assert any("no longer exists" in w.value for w in at.warning)
+    assert at.text_area(key="oversight_draft").value == "Why did the last post fail?"
+    at.button(key="oversight_draft_send").click()
+    rerun(at)
+    [s] = sessions(eng)
+    assert s.id != old
+    with eng.connect() as conn:
+        msgs = get_session(conn, s.id, user="local").messages
+    assert msgs[0] == {**msgs[0], "role": "user", "content": "Why did the last post fail?"}

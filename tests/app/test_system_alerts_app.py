@@ -107,8 +107,9 @@ def test_resolve_selected(run_page, sqlite_url):
     seed(sqlite_url)
     at = run_page(sqlite_url, PAGE)
     assert at.button(key="alerts-resolve-selected").disabled  # nothing selected yet
-    # AppTest cannot click dataframe rows: set the selection state the frontend would send
-    at.session_state[Keys.GROUPS_TABLE] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+    # AppTest cannot click dataframe rows (nor fire on_select): set what the selection callback
+    # stores, the ids behind the first row as drawn
+    at.session_state[Keys.SELECTED] = list(at.session_state[Keys.SHOWN]["id_sets"][0])
     at.run()
     assert at.button(key="alerts-resolve-selected").label == "Resolve selected (1)"
     at.button(key="alerts-resolve-selected").click().run()
@@ -128,3 +129,14 @@ def test_empty_database(run_page, sqlite_url):
     at = run_page(sqlite_url, PAGE)
     assert "No unresolved alerts" in at.success[0].value
     assert metric(at, "Unresolved") == "0"
+
+
+def test_resolve_all_matching_drops_its_snapshot_when_the_filter_changes(run_page, sqlite_url):
+    """Security item 6: the confirmation's ids belong to the filter they were taken for."""
+    seed(sqlite_url)
+    at = run_page(sqlite_url, PAGE)
+    at.button(key="alerts-resolve-all").click().run()
+    assert any(b.key == "alerts-confirm-yes" for b in at.button)
+    at.selectbox(key="alert_type").set_value("rate_limit").run()
+    assert not any(b.key == "alerts-confirm-yes" for b in at.button)
+    assert "alerts_confirm_all" not in at.session_state
