@@ -4,7 +4,7 @@ from lib.timeutil import floor_time, utcnow
 from lib.ui import page_guard
 from lib.ui.text import md_escape
 from lib.ui.activity_feed import (
-    chart_bucket, current_cursor, empty_state, feed_export, feed_filters, load_chart, load_count, load_filter_options,
+    Keys, chart_bucket, current_cursor, empty_state, feed_export, feed_filters, load_chart, load_count, load_filter_options,
     load_page, pager, show_chart, show_table, show_timeline,
 )
 
@@ -24,7 +24,7 @@ else:
     with export:
         feed_export(scope.db_url, view.filters, total, now.strftime("%Y%m%d-%H%M"))
     # lazy tabs: only the open one is computed and sent (the chart's query runs when it is opened)
-    timeline, table, chart = st.tabs(["Timeline", "Table", "Chart"], key="feed_tab", on_change="rerun")
+    timeline, table, chart = st.tabs(["Timeline", "Table", "Chart"], key=Keys.TAB, on_change="rerun")
     if timeline.open is not False:
         with timeline:
             show_timeline(page.rows, now, scope.tz)

@@ -21,6 +21,15 @@ from lib.ui.shell import CACHE_TTL_S, get_engine
 from lib.text import clip, clip_json
 from lib.ui.text import md_escape
 
+class Keys:
+    """The page's session-state keys (filters are bound to the URL under the same names)."""
+    TYPES, OUTCOME, RANGE, RESOURCE_TYPE, SEARCH, SIZE = "feed_types", "feed_outcome", "feed_range", "feed_rtype", "feed_q", "feed_size"
+    FROM, TO = "feed_from", "feed_to"  # the custom range
+    PAGING_KEY = "feed_paging_key"  # the (filters, page size) the cursor stack belongs to
+    CURSORS = "feed_cursors"  # keyset cursors of the pages before the current one
+    TAB = "feed_tab"  # Timeline / Table / Chart (lazy tabs)
+
+
 RANGES = {"1h": "Last hour", "24h": "Last 24 h", "7d": "Last 7 days", "30d": "Last 30 days", "custom": "Custom"}
 RANGE_DELTAS = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 OUTCOMES = {"any": "All", "success": "Success", "failure": "Failure"}
@@ -54,24 +63,24 @@ def feed_filters(event_types: list[str], resource_types: list[str], account_id, 
     """The filter bar. Every widget is bound to the URL, so a view can be shared by its link."""
     with st.container(border=True, key="feed-filters"):
         c1, c2, c3 = st.columns([3, 2, 2])
-        types = c1.multiselect("Event types", event_types, key="feed_types", bind="query-params",
+        types = c1.multiselect("Event types", event_types, key=Keys.TYPES, bind="query-params",
                                placeholder="All event types")
         outcome = c2.segmented_control("Outcome", list(OUTCOMES), format_func=OUTCOMES.get, default="any",
-                                       key="feed_outcome", bind="query-params") or "any"
-        range_key = c3.selectbox("Time range", list(RANGES), format_func=RANGES.get, index=1, key="feed_range",
+                                       key=Keys.OUTCOME, bind="query-params") or "any"
+        range_key = c3.selectbox("Time range", list(RANGES), format_func=RANGES.get, index=1, key=Keys.RANGE,
                                  bind="query-params")
         c4, c5, c6 = st.columns([2, 3, 2])
-        rtype = c4.selectbox("Resource type", [ANY, *resource_types], key="feed_rtype", bind="query-params")
-        search = c5.text_input("Search", key="feed_q", bind="query-params",
+        rtype = c4.selectbox("Resource type", [ANY, *resource_types], key=Keys.RESOURCE_TYPE, bind="query-params")
+        search = c5.text_input("Search", key=Keys.SEARCH, bind="query-params",
                                placeholder="resource id, error message or details (literal text)")
-        size = c6.segmented_control("Rows per page", list(PAGE_SIZES), default=PAGE_SIZES[0], key="feed_size",
+        size = c6.segmented_control("Rows per page", list(PAGE_SIZES), default=PAGE_SIZES[0], key=Keys.SIZE,
                                     bind="query-params") or PAGE_SIZES[0]
         since, until = None, None
         if range_key == "custom":
             today = now.astimezone(tz).date()
             d1, d2, _ = st.columns([2, 2, 3])
-            start = d1.date_input("From", value=today - timedelta(days=7), key="feed_from", bind="query-params")
-            end = d2.date_input("To (inclusive)", value=today, key="feed_to", bind="query-params")
+            start = d1.date_input("From", value=today - timedelta(days=7), key=Keys.FROM, bind="query-params")
+            end = d2.date_input("To (inclusive)", value=today, key=Keys.TO, bind="query-params")
             if start and end and start > end:
                 st.warning("'From' is after 'To': showing the range the other way round.")
                 start, end = end, start
@@ -133,10 +142,10 @@ def load_chart(db_url: str, filters: AuditFilter, bucket: str) -> list[dict]:
 # ---------------------------------------------------------------------------------------------
 def _paging_state(view: FeedView) -> list:
     key = (view.filters, view.page_size)
-    if st.session_state.get("feed_paging_key") != key:
-        st.session_state["feed_paging_key"] = key
-        st.session_state["feed_cursors"] = []
-    return st.session_state["feed_cursors"]
+    if st.session_state.get(Keys.PAGING_KEY) != key:
+        st.session_state[Keys.PAGING_KEY] = key
+        st.session_state[Keys.CURSORS] = []
+    return st.session_state[Keys.CURSORS]
 
 
 def current_cursor(view: FeedView) -> tuple[Cursor | None, int]:
@@ -146,16 +155,16 @@ def current_cursor(view: FeedView) -> tuple[Cursor | None, int]:
 
 
 def _older(cursor: Cursor) -> None:
-    st.session_state["feed_cursors"].append(cursor)
+    st.session_state[Keys.CURSORS].append(cursor)
 
 
 def _newer() -> None:
-    if st.session_state.get("feed_cursors"):
-        st.session_state["feed_cursors"].pop()
+    if st.session_state.get(Keys.CURSORS):
+        st.session_state[Keys.CURSORS].pop()
 
 
 def _first() -> None:
-    st.session_state["feed_cursors"] = []
+    st.session_state[Keys.CURSORS] = []
 
 
 def pager(page: FeedPage, number: int, total: int | None, key: str) -> None:

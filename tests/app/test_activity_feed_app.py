@@ -10,6 +10,7 @@ from lib.audit import audit_row
 from lib.db import init_db, make_engine
 from lib.schema import audit_log, instagram_business_accounts
 from lib.timeutil import utcnow
+from lib.ui.activity_feed import Keys
 
 PAGE = "pages/activity_feed.py"
 ACC = uuid.UUID("aaaaaaaa-0000-0000-0000-000000000001")
@@ -62,11 +63,11 @@ def test_default_view_newest_first_with_chart_and_pager(run_page, sqlite_url):
 def test_filters_narrow_the_view(run_page, sqlite_url):
     seed(sqlite_url)
     at = run_page(sqlite_url, PAGE)
-    at.multiselect(key="feed_types").set_value(["dm_sent"]).run()
-    at.segmented_control(key="feed_outcome").set_value("failure").run()
+    at.multiselect(key=Keys.TYPES).set_value(["dm_sent"]).run()
+    at.segmented_control(key=Keys.OUTCOME).set_value("failure").run()
     assert labels(at) and all("dm_sent" in l and "failure" in l for l in labels(at))
     assert len(at.expander) == 20  # odd i with i % 3 == 0 among 120
-    at.text_input(key="feed_q").set_value("boom 9").run()  # 9, 93, 99 (odd and i % 3 == 0)
+    at.text_input(key=Keys.SEARCH).set_value("boom 9").run()  # 9, 93, 99 (odd and i % 3 == 0)
     assert sorted(l.split("· ")[2].split()[1] for l in labels(at)) == ["res-009", "res-093", "res-099"]
 
 
@@ -81,12 +82,12 @@ def test_account_from_the_sidebar(run_page, sqlite_url):
 def test_literal_search_and_untrusted_text(run_page, sqlite_url):
     seed(sqlite_url)
     at = run_page(sqlite_url, PAGE)
-    at.selectbox(key="feed_range").set_value("7d").run()
-    at.text_input(key="feed_q").set_value("'; drop table").run()
+    at.selectbox(key=Keys.RANGE).set_value("7d").run()
+    at.text_input(key=Keys.SEARCH).set_value("'; drop table").run()
     assert len(at.expander) == 1
     assert "drop table audit_log" in labels(at)[0]
     assert [c.value for c in at.code] == ["*not bold* <b>x</b>"]  # shown as text, not Markdown/HTML
-    at.text_input(key="feed_q").set_value("%_").run()
+    at.text_input(key=Keys.SEARCH).set_value("%_").run()
     assert not at.expander
     assert "No events match these filters" in at.info[0].value
 
@@ -101,7 +102,7 @@ def test_empty_database(run_page, sqlite_url):
 def test_custom_date_range(run_page, sqlite_url):
     seed(sqlite_url)
     at = run_page(sqlite_url, PAGE)
-    at.selectbox(key="feed_range").set_value("custom").run()
+    at.selectbox(key=Keys.RANGE).set_value("custom").run()
     today = utcnow().date()
     # the DLQ row of three days ago only
     at.date_input(key="feed_from").set_value(today - timedelta(days=3)).run()
