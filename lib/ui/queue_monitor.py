@@ -11,7 +11,6 @@ from datetime import datetime
 from typing import Any
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from lib.export import frame_to_csv, rows_to_csv
@@ -21,11 +20,12 @@ from lib.queue import (
     iter_export_rows, matching_ids, queue_health, queue_rows, retry, row_detail, status_summary, summary_matrix,
 )
 from lib.timeutil import fmt_ago, fmt_duration, fmt_local, utcnow
+from lib.ui.charts import Fig, plain
 from lib.ui.export import csv_download
 from lib.ui.auth import current_actor
 from lib.ui.feedback import Confirmation, guarded_write, show_flash
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
-from lib.text import clip, clip_json, plotly_text
+from lib.text import clip, clip_json
 from lib.ui.text import md_escape
 from lib.worker_ticks import worker_health
 
@@ -155,23 +155,30 @@ def counts_frame(summary: dict[str, Any]) -> pd.DataFrame:
     return pd.concat([df, pd.DataFrame([totals])], ignore_index=True)
 
 
-def show_metrics(summary: dict[str, Any], health: dict[str, Any]) -> None:
-    _, _, cells = summary_matrix(summary["summary"])
+def status_totals(summary: dict[str, Any]) -> dict[str, int]:
+    """Rows per status over all action types, from status_summary() (the Overview reads it too)."""
     by_status: dict[str, int] = {}
-    for (_, status), n in cells.items():
+    for (_, status), n in summary_matrix(summary["summary"])[2].items():
         by_status[status] = by_status.get(status, 0) + n
+    return by_status
+
+
+def show_metrics(summary: dict[str, Any], health: dict[str, Any]) -> None:
+    by_status = status_totals(summary)
     oldest = health["oldest_pending_age_s"]
-    cols = st.columns(7)
-    cols[0].metric("Total", f"{summary['total']:,}", border=True)
-    cols[1].metric("Pending", f"{by_status.get('pending', 0):,}", border=True)
-    cols[2].metric("Due", f"{health['due_now']:,}", border=True,
-                   help="Pending rows plus failed rows whose retry time has come: the next tick's work.")
-    cols[3].metric("Oldest", "—" if oldest is None else fmt_duration(oldest), border=True,
-                   help="How long the oldest pending row has waited.")
-    cols[4].metric("Processing", f"{by_status.get('processing', 0):,}", border=True,
-                   delta=f"{health['stuck']} stuck" if health["stuck"] else None, delta_color="inverse")
-    cols[5].metric("Failed", f"{by_status.get('failed', 0):,}", border=True, help="Retry scheduled by the worker.")
-    cols[6].metric("DLQ", f"{by_status.get('dlq', 0):,}", border=True, help="Dead-letter queue: needs an operator.")
+    # a flex row, not seven equal columns: each card is as wide as its value ("9 h 59 min",
+    # "200,000") and the row wraps when the window is narrow, so no value is cut to "1 h …"
+    with st.container(horizontal=True, key="qm_metrics"):
+        st.metric("Total", f"{summary['total']:,}", border=True)
+        st.metric("Pending", f"{by_status.get('pending', 0):,}", border=True)
+        st.metric("Due", f"{health['due_now']:,}", border=True,
+                  help="Pending rows plus failed rows whose retry time has come: the next tick's work.")
+        st.metric("Oldest", "—" if oldest is None else fmt_duration(oldest), border=True,
+                  help="How long the oldest pending row has waited.")
+        st.metric("Processing", f"{by_status.get('processing', 0):,}", border=True,
+                  delta=f"{health['stuck']} stuck" if health["stuck"] else None, delta_color="inverse")
+        st.metric("Failed", f"{by_status.get('failed', 0):,}", border=True, help="Retry scheduled by the worker.")
+        st.metric("DLQ", f"{by_status.get('dlq', 0):,}", border=True, help="Dead-letter queue: needs an operator.")
     if health["stuck"]:
         lease = fmt_duration(health["lease_s"])
         st.warning(f"{health['stuck']} row(s) have been in processing for longer than the {lease} lease: "
@@ -193,14 +200,14 @@ def show_counts(summary: dict[str, Any], scope: Scope) -> None:
         csv_download("Counts CSV", lambda: frame_to_csv(df), file_name="queue_counts.csv", key="qm_counts_csv")
     with right:
         body = df[df["action_type"] != "total"]
-        fig = go.Figure()
+        fig = Fig()
         for status in [c for c in df.columns if c not in ("action_type", "total")]:
             if body[status].sum():
-                fig.add_bar(name=plotly_text(status), x=[plotly_text(a) for a in body["action_type"]], y=body[status],
-                            marker_color=STATUS_COLORS.get(status))
-        fig.update_layout(barmode="stack", height=300, margin=dict(l=0, r=0, t=10, b=0),
-                          legend=dict(orientation="h", y=-0.15), yaxis_title="rows")
-        st.plotly_chart(fig, width="stretch", key="qm_counts_chart")
+                fig.add(dict(type="bar", name=plain(status), x=[plain(a) for a in body["action_type"]], y=body[status].to_numpy(),
+                             marker=dict(color=STATUS_COLORS.get(status))))
+        fig.layout_fig.update_layout(barmode="stack", height=300, margin=dict(l=0, r=0, t=10, b=0),
+                                     legend=dict(orientation="h", y=-0.15), yaxis_title="rows")
+        st.plotly_chart(fig.to_dict(), width="stretch", key="qm_counts_chart", theme="streamlit")
 
 
 # -- filters ------------------------------------------------------------------------------------
