@@ -34,6 +34,5 @@ else:
     if chart.open is not False:
         with chart:
             bucket = chart_bucket(view, now)
-            show_chart(load_chart(scope.db_url, view.filters, bucket), bucket, scope.tz,
-                       searching=bool(view.filters.search))
+            show_chart(load_chart(scope.db_url, view.filters, bucket), bucket, scope.tz, searching=bool(view.filters.search))
     pager(page, number, total, key="feed-pager")

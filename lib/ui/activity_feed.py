@@ -177,7 +177,7 @@ def pager(page: FeedPage, number: int, total: int | None, key: str) -> None:
               args=(page.last_cursor,), disabled=not page.has_older, width="stretch")
     if total is None:  # a text search: one bounded query per search string, no count
         c4.caption(f"Page {number} · {len(page.rows)} rows shown{' · more on older pages' if page.has_older else ''} · "
-                   f"text search covers the newest {SEARCH_WINDOW:,} events")
+                   f"matching among the newest {SEARCH_WINDOW:,} events (text search)")
         return
     total_text = f"{EXPORT_CAP:,}+" if total > EXPORT_CAP else f"{total:,}"
     c4.caption(f"Page {number} · {len(page.rows)} rows shown · {total_text} matching")

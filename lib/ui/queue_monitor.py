@@ -20,12 +20,12 @@ from lib.queue import (
     row_detail, status_summary, summary_matrix, waiting_rows,
 )
 from lib.timeutil import fmt_ago, fmt_duration, fmt_local, utcnow
-from lib.ui.charts import Fig
+from lib.ui.charts import Fig, plain
 from lib.ui.export import csv_download
 from lib.ui.auth import current_actor
 from lib.ui.feedback import Confirmation, guarded_write, show_flash
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
-from lib.text import clip, clip_json, plotly_text
+from lib.text import clip, clip_json
 from lib.ui.text import md_escape
 from lib.worker_ticks import worker_health
 
@@ -231,8 +231,8 @@ def show_counts(summary: dict[str, Any], scope: Scope) -> None:
         fig = Fig()
         for status in [c for c in df.columns if c not in ("action_type", "total")]:
             if body[status].sum():
-                fig.add(dict(type="bar", name=plotly_text(status), x=[plotly_text(a) for a in body["action_type"]],
-                             y=body[status].to_numpy(), marker=dict(color=STATUS_COLORS.get(status))))
+                fig.add(dict(type="bar", name=plain(status), x=[plain(a) for a in body["action_type"]], y=body[status].to_numpy(),
+                             marker=dict(color=STATUS_COLORS.get(status))))
         fig.layout_fig.update_layout(barmode="stack", height=300, margin=dict(l=0, r=0, t=10, b=0),
                                      legend=dict(orientation="h", y=-0.15), yaxis_title="rows")
         st.plotly_chart(fig.to_dict(), width="stretch", key="qm_counts_chart", theme="streamlit")

@@ -144,7 +144,7 @@ def test_resolve_selected_resolves_the_selected_alert_after_a_more_severe_one_ar
     page.goto(server.url + "/system_alerts")
     wait_idle(page)
     grid = page.get_by_test_id("stDataFrame")
-    expect(grid).to_contain_text("rate_limit")
+    expect(grid).to_contain_text("rate_limit", timeout=30_000)  # a shared 2-core machine can be slow
     grid.scroll_into_view_if_needed()
     box = grid.bounding_box()
     second_row = (box["x"] + 16, box["y"] + 35 + 35 + 17)  # rows: agent_down, rate_limit
@@ -152,8 +152,8 @@ def test_resolve_selected_resolves_the_selected_alert_after_a_more_severe_one_ar
     page.wait_for_timeout(500)  # the canvas draws its row markers on hover
     page.mouse.click(*second_row)
     button = page.locator(".st-key-alerts-resolve-selected").get_by_role("button")
-    expect(button).to_contain_text("Resolve selected (1)")
-    expect(page.get_by_text("paused while 1 alert(s) are selected")).to_be_visible()
+    expect(button).to_contain_text("Resolve selected (1)", timeout=30_000)
+    expect(page.get_by_text("paused while 1 alert(s) are selected")).to_be_visible(timeout=30_000)
 
     eng = make_engine(demo_db)
     now = utcnow()
@@ -172,7 +172,7 @@ def test_resolve_selected_resolves_the_selected_alert_after_a_more_severe_one_ar
     expect(button).to_contain_text("Resolve selected (1)")
     button.click()
     wait_idle(page)
-    expect(page.get_by_text("Resolved 1 alert.")).to_be_visible()
+    expect(page.get_by_text("Resolved 1 alert.")).to_be_visible(timeout=30_000)
     with eng.connect() as conn:
         state = dict(conn.execute(sa.select(system_alerts.c.alert_type, system_alerts.c.resolved)).all())
     eng.dispose()
