@@ -282,7 +282,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-worker", action="store_true")
     ap.add_argument("--skip-sse", action="store_true")
     ap.add_argument("--worker-rows", type=int, default=None, help="rows per worker run (default 2000, --small 300)")
+    ap.add_argument("--browser", action="store_true",
+                    help="page times in a real browser against a bare-Streamlit floor (bench/browser.py)")
+    ap.add_argument("--volumes", choices=("demo", "small", "scale"), default="demo",
+                    help="--browser only: the data set (default demo)")
     args = ap.parse_args(argv)
+    if args.browser:
+        from bench import browser
+
+        args.pages_given = any(a == "--pages" or a.startswith("--pages=") for a in (argv or sys.argv[1:]))
+        return browser.main(args, log=log)
     unknown = set(args.pages.split(",")) - set(PAGES)
     if unknown:
         ap.error(f"unknown pages: {', '.join(sorted(unknown))}")

@@ -5,6 +5,7 @@ cycle lives in worker/ and uses these names.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -18,7 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from lib.audit import audit_row
 from lib.identity import require_operator
-from lib.redact import REDACTED, is_secret_key, redact  # noqa: F401 - re-exported for the pages
+from lib.redact import REDACTED, is_secret_key, redact, redact_text  # noqa: F401  (re-exported)
 from lib.schema import audit_log, graph_usage, instagram_business_accounts, post_queue, post_queue_state
 from lib.timeutil import as_utc, iso
 
@@ -234,7 +235,8 @@ class QueueFilter:
     action_type: str | None = None
     error_category: str | None = None
     search: str | None = None  # case-insensitive substring of the error text
-    errors: tuple[str, ...] | None = None  # exact error texts (one normalised error group)
+    errors: tuple[str, ...] | None = None  # exact error texts (one small normalised error group)
+    ids: tuple[str, ...] | None = None  # row ids (a big error group, at most GROUP_ROW_CAP; see group_filter)
 
     def clauses(self) -> list:
         q = post_queue
@@ -251,7 +253,46 @@ class QueueFilter:
             out.append(sa.func.lower(q.c.error).contains(self.search.strip().lower(), autoescape=True))
         if self.errors is not None:
             out.append(q.c.error.in_(self.errors) if self.errors else sa.false())
+        if self.ids is not None:
+            out.append(q.c.id.in_([uuid.UUID(i) for i in self.ids]) if self.ids else sa.false())
         return out
+
+
+ERRORS_IN_CAP = 500  # an error group with at most this many distinct texts is selected by its texts
+GROUP_ROW_CAP = 10_000  # a bigger group is selected by the ids of its first rows (table order)
+
+
+def group_filter(conn: sa.Connection, base: QueueFilter, *, error_category: str, error_group: str,
+                 errors: tuple[str, ...]) -> tuple[QueueFilter, bool]:
+    """`base` narrowed to one error group, with a bounded number of bound values whatever the data:
+    by its raw texts when there are few (ERRORS_IN_CAP), else by the ids of its first GROUP_ROW_CAP
+    rows in table order (SQLite refuses statements with more than 32,766 values).
+
+    Returns (filter, capped): capped is True when the group has more rows than the filter holds."""
+    if len(errors) <= ERRORS_IN_CAP:
+        return dataclasses.replace(base, errors=tuple(errors), ids=None), False
+    q = post_queue
+    stmt = sa.select(q.c.id, q.c.error_category, q.c.error).where(*base.clauses()).order_by(*_newest_first(base.status))
+    result = conn.execution_options(stream_results=True, yield_per=2000).execute(stmt)
+    memo: dict[str | None, str] = {}
+    ids: list[str] = []
+    capped = False
+    try:
+        for row in result:
+            if (row.error_category or "(none)") != error_category:
+                continue
+            key = memo.get(row.error)
+            if key is None:
+                key = memo[row.error] = normalize_error(row.error)
+            if key != error_group:
+                continue
+            if len(ids) >= GROUP_ROW_CAP:
+                capped = True
+                break
+            ids.append(str(row.id))
+    finally:
+        result.close()
+    return dataclasses.replace(base, errors=None, ids=tuple(ids)), capped
 
 
 _ROW_COLUMNS = ("id", "business_account_id", "action_type", "status", "error_category", "error", "retry_count",
@@ -541,4 +582,5 @@ def iter_export_rows(conn: sa.Connection, *, filt: QueueFilter, chunk_size: int 
     )
     result = conn.execution_options(stream_results=True, yield_per=chunk_size).execute(stmt)
     for part in result.partitions(chunk_size):
-        yield [tuple(iso(as_utc(v)) if isinstance(v, datetime) else v for v in row) for row in part]
+        yield [tuple(iso(as_utc(v)) if isinstance(v, datetime) else redact_text(v) if c == "error" else v
+                     for c, v in zip(EXPORT_COLUMNS, row)) for row in part]

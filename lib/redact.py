@@ -1,8 +1,14 @@
-"""One home for redaction: token-like values never reach a page, a log, an export or audit_log."""
+"""Secrets never leave the app: token-like JSON fields and credentials inside text are redacted.
+
+Pure. The one home of the rule: queue payloads, audit_log.details (when written and when read),
+CSV exports, worker_ticks.error and log records all go through these functions.
+"""
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
+
 
 REDACTED = "[redacted]"
 _SECRET_KEY_RE = re.compile(
@@ -38,3 +44,60 @@ def redact(value: Any, *, secrets: tuple[str | None, ...] = ()) -> Any:
             value = value.replace(secret, REDACTED)
         return _SECRET_IN_TEXT_RE.sub(lambda m: (m.group(1) or "") + REDACTED, value)
     return value
+
+
+_URL_PASSWORD_RE = re.compile(r"(\b[a-z][a-z0-9+.\-]*://[^\s:/@]*:)[^\s]*@(?=[^\s@]*)", re.I)
+_PASSWORD_PAIR_RE = re.compile(r"\b(password|passwd|pwd|client_secret|secret)(\s*[=:]\s*)([^\s&,;'\"]+)", re.I)
+
+
+def redact_text(text: str | None) -> str | None:
+    """Free text (an error message, a log line) with credentials cut out: the password of any
+    URL (scheme://user:password@host, the password up to the last '@' before a space), access_token=...,
+    Graph tokens (EAA...), Bearer tokens and password=/secret= pairs."""
+    if text is None:
+        return None
+    text = str(text)
+    text = _URL_PASSWORD_RE.sub(lambda m: m.group(1) + "***@", text)
+    text = _PASSWORD_PAIR_RE.sub(lambda m: m.group(1) + m.group(2) + REDACTED, text)
+    return _SECRET_IN_TEXT_RE.sub(lambda m: (m.group(1) or "") + REDACTED, text)
+
+
+_SUSPECT_JSON_RE = re.compile(
+    r"token|secret|passw|authoriz|api_?key|apikey|cookie|signature|credential|private_?key|bearer|EAA[A-Za-z0-9]{20}",
+    re.I,
+)
+
+
+def may_hold_secret(json_text: str | None) -> bool:
+    """Cheap pre-check for JSON text (exports): only texts that match are parsed and redacted."""
+    return bool(json_text) and bool(_SUSPECT_JSON_RE.search(json_text))
+
+
+# -- logs -------------------------------------------------------------------------------------------
+
+class RedactingFilter(logging.Filter):
+    """A handler filter: every record that passes the handler (urllib3's request lines at DEBUG
+    included) has credentials cut from its message and its traceback text."""
+
+    _formatter = logging.Formatter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a broken format string: leave it to the handler
+            return True
+        clean = redact_text(message)
+        if clean != message:
+            record.msg, record.args = clean, ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self._formatter.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact_text(record.exc_text)
+        return True
+
+
+def install_log_redaction(logger: logging.Logger | None = None) -> None:
+    """Add RedactingFilter to the handlers of `logger` (the root logger by default), once each."""
+    for handler in (logger or logging.getLogger()).handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())

@@ -2,6 +2,7 @@
 Markdown-rendering elements. Pure: used by lib/ui and by the chat's streaming renderer."""
 from __future__ import annotations
 
+import html
 import re
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:&\"'=^])")
@@ -28,6 +29,13 @@ def escape_markdown(text: str, at_line_start: bool = True) -> tuple[str, bool]:
         escaped = _MD_SPECIAL.sub(r"\\\1", ch)
         out.append(escaped + _ZWSP if ch == ":" else escaped)
     return "".join(out), at_line_start
+
+
+def plotly_text(text: object) -> str:
+    """Untrusted text for a Plotly label (axis categories, legend names, hover text, titles):
+    Plotly interprets a few HTML tags (<b>, <br>, <a href>, <span style>), so < > & and quotes are
+    escaped. The one function every chart label built from data goes through."""
+    return html.escape(str(text), quote=True)
 
 
 def md_escape(text: object) -> str:

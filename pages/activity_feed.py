@@ -19,15 +19,21 @@ total = load_count(scope.db_url, view.filters)
 if not page.rows:
     empty_state(view.filters)
 else:
-    bucket = chart_bucket(view, now)
-    show_chart(load_chart(scope.db_url, view.filters, bucket), bucket, scope.tz)
     head, export = st.columns([4, 1], vertical_alignment="bottom")
     head.subheader(f"Events{' in ' + md_escape(scope.account_name(scope.account_id)) if scope.account_id else ''}")
     with export:
         feed_export(scope.db_url, view.filters, total, now.strftime("%Y%m%d-%H%M"))
-    timeline, table = st.tabs(["Timeline", "Table"])
-    with timeline:
-        show_timeline(page.rows, now, scope.tz)
-    with table:
-        show_table(page.rows, now, scope.tz)
+    # lazy tabs: only the open one is computed and sent (the chart's query runs when it is opened)
+    timeline, table, chart = st.tabs(["Timeline", "Table", "Chart"], key="feed_tab", on_change="rerun")
+    if timeline.open is not False:
+        with timeline:
+            show_timeline(page.rows, now, scope.tz)
+    if table.open is not False:
+        with table:
+            show_table(page.rows, now, scope.tz)
+    if chart.open is not False:
+        with chart:
+            bucket = chart_bucket(view, now)
+            show_chart(load_chart(scope.db_url, view.filters, bucket), bucket, scope.tz,
+                       searching=bool(view.filters.search))
     pager(page, number, total, key="feed-pager")

@@ -1,7 +1,7 @@
 import streamlit as st
 
 from lib.timeutil import floor_time
-from lib.ui import page_guard
+from lib.ui import live_caption, page_guard
 from lib.ui.agent_status import (
     WINDOWS, load_agent_statuses, load_runs, show_banner, show_cards, show_timeline, status_time,
 )
@@ -10,7 +10,7 @@ scope = page_guard("Agent Status")
 window = st.segmented_control("Timeline window", list(WINDOWS), default="24 h", key="beat_window") or "24 h"
 
 
-@st.fragment(run_every=f"{scope.settings.poll_interval_s}s" if scope.live else None)
+@st.fragment(run_every=scope.run_every)
 def live_panel():
     now = status_time()
     statuses = load_agent_statuses(scope.db_url, now)
@@ -25,7 +25,7 @@ def live_panel():
     show_cards(statuses, now, scope.tz)
     st.subheader("Heartbeats")
     show_timeline(load_runs(scope.db_url, window, floor_time(now, 30)), window, now, scope.tz)
-    st.caption(f"Updated {now.astimezone(scope.tz):%H:%M:%S}" + (" · refreshes every 30 s" if scope.live else " · live refresh paused"))
+    live_caption(scope, now)
 
 
 live_panel()

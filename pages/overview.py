@@ -1,13 +1,13 @@
 import streamlit as st
 
 from lib.timeutil import floor_time, utcnow
-from lib.ui import page_guard
+from lib.ui import live_caption, page_guard
 from lib.ui.overview import activity_block, agents_block, alerts_block, metrics_block, queue_block
 
 scope = page_guard("Overview")
 
 
-@st.fragment(run_every=f"{scope.settings.poll_interval_s}s" if scope.live else None)
+@st.fragment(run_every=scope.run_every)
 def live_panel():
     now = floor_time(utcnow(), 10)
     left, middle, right = st.columns([1, 1.6, 1.2])
@@ -19,8 +19,7 @@ def live_panel():
         alerts_block(scope)
     activity_block(scope, now)
     metrics_block(scope, now)
-    st.caption(f"Updated {utcnow().astimezone(scope.tz):%H:%M:%S}"
-               + (" · refreshes every 30 s" if scope.live else " · live refresh paused"))
+    live_caption(scope, utcnow())
 
 
 live_panel()

@@ -1,7 +1,7 @@
 import streamlit as st
 
 from lib.timeutil import floor_time, utcnow
-from lib.ui import page_guard
+from lib.ui import live_caption, page_guard
 from lib.ui.system_alerts import (
     STATES, alert_filters, alerts_export, chart_bucket, empty_state, load_alerts, load_counts, load_summary,
     resolve_actions, show_chart, show_list, show_result, show_summary,
@@ -11,7 +11,7 @@ scope = page_guard("System Alerts")
 view = alert_filters(scope.account_id, floor_time(utcnow(), 60))
 
 
-@st.fragment(run_every=f"{scope.settings.poll_interval_s}s" if scope.live else None)
+@st.fragment(run_every=scope.run_every)
 def live_panel():
     now = floor_time(utcnow(), 5)
     show_result()
@@ -26,11 +26,9 @@ def live_panel():
     head.subheader("Alerts")
     with export:
         alerts_export(scope.db_url, view.filters, now.strftime("%Y%m%d-%H%M"))
-    selected = show_list(alerts, view.grouped, scope, now)
-    open_ids = {a.id for a in alerts if not a.resolved}
-    resolve_actions(scope, view.filters, selected, sum(1 for i in selected if i in open_ids))
-    st.caption(f"Updated {now.astimezone(scope.tz):%H:%M:%S}"
-               + (f" · refreshes every {scope.settings.poll_interval_s} s" if scope.live else " · live refresh paused (sidebar)"))
+    selected, open_selected = show_list(alerts, view, scope, now)
+    resolve_actions(scope, view.filters, selected, open_selected)
+    live_caption(scope, now, paused_hint=" (sidebar)")
 
 
 live_panel()

@@ -24,6 +24,7 @@ from croniter import croniter
 
 from lib.db import UNAVAILABLE_ERRORS, init_db, make_engine
 from lib.instagram import GraphClient
+from lib.redact import install_log_redaction
 from lib.settings import SettingsError, load_settings
 from lib.timeutil import utcnow
 from lib.watchdog import sync_agent_down_alerts
@@ -123,6 +124,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s pid=%(process)d %(message)s")
+    install_log_redaction()  # no credential in any log line, urllib3's DEBUG request lines included
     # urllib3 logs each request's URL at DEBUG; debug_token's URL carries an account's token.
     logging.getLogger("urllib3").setLevel(max(logging.INFO, logging.getLogger().level))
     try:

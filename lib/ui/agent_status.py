@@ -4,12 +4,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pandas as pd
-import plotly.express as px
 import streamlit as st
 
 from lib.heartbeats import AgentStatus, agent_statuses, beat_runs, beats_by_agent
 from lib.timeutil import floor_time, fmt_ago, fmt_local, utcnow
-from lib.ui.shell import get_engine
+from lib.ui.charts import Fig, local_times, plain
+from lib.ui.shell import CACHE_TTL_S, get_engine
 from lib.ui.text import md_escape
 
 WINDOWS = {"1 h": timedelta(hours=1), "24 h": timedelta(hours=24), "7 d": timedelta(days=7)}
@@ -26,7 +26,7 @@ def load_agent_statuses(db_url: str, now: datetime) -> list[AgentStatus]:
         return agent_statuses(conn, now=now)
 
 
-@st.cache_data(ttl=25, max_entries=32, show_spinner=False)
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=32, show_spinner=False)
 def load_runs(db_url: str, window: str, now: datetime) -> pd.DataFrame:
     """Unbroken runs of beats per agent in the window, one row per run."""
     with get_engine(db_url).connect() as conn:
@@ -45,7 +45,8 @@ def show_banner(statuses: list[AgentStatus]) -> None:
         n = len(statuses)
         st.success(f"All {n} agent{'s' if n != 1 else ''} alive", icon=":material/check_circle:")
     else:
-        st.error(f"{len(down)} of {len(statuses)} agents down: {', '.join(down)}", icon=":material/error:")
+        st.error(f"{len(down)} of {len(statuses)} agents down: {', '.join(md_escape(a) for a in down)}",
+                 icon=":material/error:")
 
 
 def _pct(value: float | None) -> str:
@@ -79,15 +80,22 @@ def show_timeline(runs: pd.DataFrame, window: str, now: datetime, tz) -> None:
     df = runs.copy()
     # A lone beat is a zero-length run: give it a visible width.
     df["end"] = df[["start", "end"]].apply(lambda r: max(r["end"], r["start"] + timedelta(seconds=30)), axis=1)
-    df["start"] = pd.to_datetime(df["start"], utc=True).dt.tz_convert(tz)
-    df["end"] = pd.to_datetime(df["end"], utc=True).dt.tz_convert(tz)
-    fig = px.timeline(df, x_start="start", x_end="end", y="agent_id", color_discrete_sequence=["#3f9c6d"])
-    fig.update_layout(
+    start, end = local_times(df["start"], tz), local_times(df["end"], tz)
+    # horizontal bars from start to end on a date axis, as plain trace dicts (px.timeline costs ~10x)
+    fig = Fig()
+    fig.add(dict(type="bar", orientation="h", base=start.dt.strftime("%Y-%m-%d %H:%M:%S").to_numpy(),
+                 x=((end - start).dt.total_seconds() * 1000).to_numpy(), y=[plain(a) for a in df["agent_id"]],
+                 marker=dict(color="#3f9c6d"), hovertemplate="%{y}<br>%{base} → %{x}<extra></extra>", showlegend=False))
+    window_start, window_end = (now - WINDOWS[window]).astimezone(tz), now.astimezone(tz)
+    fig.layout_fig.update_layout(
         height=80 + 50 * df["agent_id"].nunique(),
         margin=dict(l=0, r=0, t=10, b=0),
-        xaxis_range=[(now - WINDOWS[window]).astimezone(tz), now.astimezone(tz)],
+        xaxis=dict(type="date", range=[window_start.replace(tzinfo=None).isoformat(),
+                                       window_end.replace(tzinfo=None).isoformat()]),
+        yaxis=dict(type="category", autorange="reversed"),
         yaxis_title=None,
         xaxis_title=None,
+        barmode="overlay",
     )
-    st.plotly_chart(fig, width="stretch", key=f"beats_{window}")
+    st.plotly_chart(fig.to_dict(), width="stretch", key=f"beats_{window}", theme="streamlit")
     st.caption("Green: unbroken runs of heartbeats. Gaps: no beat for more than 60 s (counted as down).")

@@ -6,20 +6,19 @@ into Markdown/Plotly only after escaping.
 """
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass
 from datetime import date, timedelta
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
 from lib import analytics as an
 from lib.export import frame_to_csv
 from lib.timeutil import utcnow
+from lib.ui.charts import Fig, plain
 from lib.ui.export import csv_download
-from lib.ui.shell import Scope, get_engine
+from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
 from lib.ui.text import md_escape
 
 RANGE_PRESETS = {"7 days": 7, "30 days": 30, "90 days": 90, "1 year": 365, "All": None, "Custom": -1}
@@ -116,7 +115,7 @@ class ReportSet:
     problems: an.ProblemSummary
 
 
-@st.cache_data(ttl=25, max_entries=64, show_spinner=False)
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=64, show_spinner=False)
 def load_report_set(db_url: str, account_ids: tuple[str, ...] | None, report_type: str, first: date | None,
                     last: date) -> ReportSet:
     start, end = an.day_bounds(first or date(1970, 1, 1), last)
@@ -129,7 +128,7 @@ def load_report_set(db_url: str, account_ids: tuple[str, ...] | None, report_typ
                      an.summarize_problems(reports))
 
 
-@st.cache_data(ttl=25, max_entries=64, show_spinner=False)
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=64, show_spinner=False)
 def load_details(db_url: str, report_ids: tuple[str, ...]) -> list[an.Report]:
     """Full reports (insights included) for the selected period, one per account."""
     with get_engine(db_url).connect() as conn:
@@ -149,14 +148,9 @@ def build_reports_csv(db_url: str, ms: MetricsScope, names: dict[str, str]) -> b
 
 # --------------------------------------------------------------------------- text helpers
 
-def _plain(text) -> str:
-    """Untrusted text for Plotly labels (Plotly interprets a few HTML tags)."""
-    return html.escape(str(text), quote=True)
-
-
 def _label(metric) -> str:
     """'avg_engagement_rate' -> 'avg engagement rate' (escaped for Plotly)."""
-    return _plain(str(metric).replace("_", " "))
+    return plain(str(metric).replace("_", " "))
 
 
 def _day_text(value) -> str:
@@ -270,27 +264,6 @@ def _with_names(long: pd.DataFrame, names: dict[str, str]) -> pd.DataFrame:
     return long
 
 
-class Fig:
-    """A Plotly figure built as plain trace dicts on a layout from make_subplots.
-
-    Plotly validates every go.* trace (several ms each) and Streamlit validates the figure again;
-    building dicts and validating once in st.plotly_chart is about ten times faster."""
-
-    def __init__(self, layout_fig=None):
-        self.layout_fig = layout_fig if layout_fig is not None else go.Figure()
-        self.data: list[dict] = []
-
-    def add(self, trace: dict, row: int | None = None, col: int | None = None, secondary_y: bool | None = None) -> None:
-        if row is not None or secondary_y:
-            sub = self.layout_fig.get_subplot(row or 1, col or 1, secondary_y=bool(secondary_y))
-            trace["xaxis"] = sub.xaxis.plotly_name.replace("axis", "")
-            trace["yaxis"] = sub.yaxis.plotly_name.replace("axis", "")
-        self.data.append(trace)
-
-    def to_dict(self) -> dict:
-        return {"data": self.data, "layout": self.layout_fig.layout.to_plotly_json()}
-
-
 def _series_traces(fig: Fig, long: pd.DataFrame, metrics: dict[str, str], accounts: list[str], names: dict[str, str],
                    *, kind: str = "line", secondary: bool | None = None, row: int | None = None, col: int | None = None,
                    color_by: str = "metric", hover_fmt: str = ",.2f", color_offset: int = 0) -> None:
@@ -304,12 +277,12 @@ def _series_traces(fig: Fig, long: pd.DataFrame, metrics: dict[str, str], accoun
             part = parts.get((metric, acc))
             if part is None or part.empty:
                 continue
-            acc_name = _plain(names.get(acc, acc))
+            acc_name = plain(names.get(acc, acc))
             name = f"{label} · {acc_name}" if several and color_by == "metric" else (acc_name if color_by == "account" else label)
             color = PALETTE[(color_offset + (i if color_by == "metric" else j)) % len(PALETTE)]
             # naive UTC datetime64: Plotly serialises it ~15x faster than tz-aware Timestamp objects
             trace = dict(x=part["report_date"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(), y=part["value"].to_numpy(), name=name, legendgroup=name,
-                         customdata=part["period"].map(_plain).to_numpy(),
+                         customdata=part["period"].map(plain).to_numpy(),
                          hovertemplate=f"<b>{name}</b><br>%{{customdata}}<br>%{{y:{hover_fmt}}}<extra></extra>")
             if kind == "bar":
                 trace.update(type="bar", marker=dict(color=color))
@@ -381,7 +354,7 @@ def _engagement_chart(df, accounts, names, ms):
         return
     n = len(accounts)
     fig = Fig(make_subplots(rows=n, cols=1, shared_xaxes=True, vertical_spacing=0.3 / n,
-                            subplot_titles=[_plain(names.get(a, a)) for a in accounts] if n > 1 else None))
+                            subplot_titles=[plain(names.get(a, a)) for a in accounts] if n > 1 else None))
     for r, acc in enumerate(accounts, start=1):
         _series_traces(fig, long, ENGAGEMENT, [acc], names, kind="bar", row=r, col=1, hover_fmt=",.0f")
     _one_legend_entry_per_name(fig)  # one entry per metric, not per account
@@ -411,8 +384,8 @@ def _media_type_chart(df, accounts, names, ms):
         rows = part[part["business_account_id"] == acc]
         if rows.empty:
             continue
-        name = _plain(names.get(acc, acc))
-        fig.add(dict(type="bar", x=[_plain(t) for t in rows["media_type"]], y=rows["value"].to_numpy(), name=name,
+        name = plain(names.get(acc, acc))
+        fig.add(dict(type="bar", x=[plain(t) for t in rows["media_type"]], y=rows["value"].to_numpy(), name=name,
                      marker=dict(color=PALETTE[j % len(PALETTE)]),
                      hovertemplate=f"<b>{name}</b><br>%{{x}}: %{{y:,.2f}}<extra></extra>"))
     _layout(fig, height=380, barmode="group")
@@ -536,15 +509,15 @@ def show_changes(reports: list[an.Report], names: dict, report_type: str) -> Non
     data = pd.concat(frames, ignore_index=True)
     accounts = list(dict.fromkeys(data["account"]))
     fig = Fig(make_subplots(rows=1, cols=len(accounts), shared_yaxes=True, horizontal_spacing=0.04,
-                            subplot_titles=[_plain(a) for a in accounts] if len(accounts) > 1 else None))
+                            subplot_titles=[plain(a) for a in accounts] if len(accounts) > 1 else None))
     shown = set()
     for c, acc in enumerate(accounts, start=1):
         part = data[data["account"] == acc]
         for trend, rows in part.groupby("trend", sort=False):
             fig.add(dict(
                 type="bar", x=rows["change_pct"].to_numpy(), y=[_label(m) for m in rows["metric"]], orientation="h",
-                marker=dict(color=TREND_COLORS.get(str(trend), "#8a8f98")), name=_plain(trend),
-                legendgroup=_plain(trend), showlegend=trend not in shown,
+                marker=dict(color=TREND_COLORS.get(str(trend), "#8a8f98")), name=plain(trend),
+                legendgroup=plain(trend), showlegend=trend not in shown,
                 customdata=list(zip(rows["previous"], rows["current"])),
                 hovertemplate="<b>%{y}</b><br>%{x:+.1f} %<br>previous %{customdata[0]:,.2f} → current %{customdata[1]:,.2f}<extra></extra>",
             ), row=1, col=c)

@@ -15,10 +15,13 @@ from typing import Any, Iterator
 
 import streamlit as st
 
+from lib.db import write_transaction
 from lib.heartbeats import is_alive, newest_beat
+from lib.identity import PermissionDenied
 from lib.text import clip, escape_markdown
 from lib.oversight import (
     ChatSession,
+    SessionNotFound,
     SessionSummary,
     chat_history,
     create_session,
@@ -31,14 +34,25 @@ from lib.oversight import (
 )
 from lib.sse import AgentDown, ChatStream, OversightError, build_chat_request, open_chat
 from lib.timeutil import as_utc, floor_time, fmt_ago, fmt_local, utcnow
-from lib.ui.shell import Scope, get_engine
+from lib.ui import feedback
+from lib.ui.auth import current_actor
+from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
 
-SESSION_PARAM = "session"  # ?session=<uuid>: the selection survives a reload
+class Keys:
+    """The page's session-state keys (and its one query parameter); tests use these names too."""
+    SESSION_PARAM = "session"  # ?session=<uuid>: the selection survives a reload
+    PENDING = "_oversight_pending"  # the answer being streamed in this browser session
+    DRAFT = "oversight_draft"  # a question that was too long, kept for editing
+    PICK = "oversight_session_pick"  # the session list's radio
+    RENAME_TITLE = "oversight_rename_title"  # the rename form's text input
+    QUESTION = "oversight_q"  # the chat input
+    FLASH = "oversight_chat"  # lib.ui.feedback's flash messages of this page
+    ASK_NEW = "_oversight_ask_in_new_session"  # the kept question of a vanished session goes to a new one
+
+
+SESSION_PARAM, _PENDING, _DRAFT, _PICK = Keys.SESSION_PARAM, Keys.PENDING, Keys.DRAFT, Keys.PICK
 SESSION_LIST_LIMIT = 30
-_PENDING = "_oversight_pending"  # the answer being streamed in this browser session
-_FLASH = "_oversight_flash"  # a message for the next run (after st.rerun)
-_DRAFT = "oversight_draft"  # a question that was too long, kept for editing
-_PICK = "oversight_session_pick"
+_ASK_NEW = Keys.ASK_NEW
 
 
 ANSWER_DISPLAY_LIMIT = 20_000  # characters of one stored message shown in the history (the rest is noted)
@@ -68,13 +82,13 @@ def _when(value: Any) -> datetime | None:
 # cached loaders (per user: the user is part of every key)
 
 
-@st.cache_data(ttl=25, max_entries=64, show_spinner=False)
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=64, show_spinner=False)
 def load_sessions(db_url: str, account_id: uuid.UUID, user: str) -> list[SessionSummary]:
     with get_engine(db_url).connect() as conn:
         return list_sessions(conn, business_account_id=account_id, user=user, limit=SESSION_LIST_LIMIT)
 
 
-@st.cache_data(ttl=25, max_entries=64, show_spinner=False)
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=64, show_spinner=False)
 def load_session(db_url: str, session_id: uuid.UUID, user: str) -> ChatSession | None:
     with get_engine(db_url).connect() as conn:
         return get_session(conn, session_id, user=user)
@@ -108,11 +122,22 @@ def _save_answer(scope: Scope, pending: dict[str, Any]) -> None:
         return
     stream: ChatStream = pending["stream"]
     stream.close()  # marks a still-open stream as stopped
-    with scope.engine.begin() as conn:
+    try:
+        _record_answer(scope, pending, stream)
+    except PermissionDenied as exc:  # signed out or expired while the answer streamed
+        flash("error", f"The answer was not saved: {exc}. Sign in again and ask again.")
+    except SessionNotFound:  # the session was deleted while the answer streamed
+        flash("warning", "The answer was not saved: this chat session no longer exists (deleted elsewhere).")
+    pending["saved"] = True
+    clear_loaders()
+
+
+def _record_answer(scope: Scope, pending: dict[str, Any], stream: ChatStream) -> None:
+    with write_transaction(scope.engine) as conn:
         record_answer(
             conn,
             pending["session_id"],
-            actor=scope.user,
+            actor=current_actor(scope.settings),
             content=stream.text,
             now=utcnow(),
             latency_ms=stream.latency_ms if not stream.incomplete else None,
@@ -120,19 +145,29 @@ def _save_answer(scope: Scope, pending: dict[str, Any]) -> None:
             incomplete=stream.incomplete,
             error=stream.error if stream.outcome == "error" else None,
         )
-    pending["saved"] = True
+
+
+def session_gone(question: str | None) -> None:
+    """The page had a session cached that no longer exists (deleted elsewhere, data reloaded): say
+    so, keep the question in the editor, and send it to a new session; then rerun."""
     clear_loaders()
+    st.query_params.pop(SESSION_PARAM, None)
+    st.session_state.pop(_PICK, None)
+    if question:
+        st.session_state[_DRAFT] = question
+        st.session_state[_ASK_NEW] = True
+    flash("warning", "This chat session no longer exists (it was deleted elsewhere or the data was reloaded)."
+          + (" Your question is kept below: press Send to ask it in a new session." if question else ""))
+    st.rerun()
 
 
 def flash(kind: str, text: str) -> None:
-    st.session_state[_FLASH] = (kind, text)
+    """A message for the next run (after st.rerun); the text is untrusted (backend errors)."""
+    feedback.flash(Keys.FLASH, kind, md(text))
 
 
 def show_flash() -> None:
-    item = st.session_state.pop(_FLASH, None)
-    if item:
-        kind, text = item
-        {"error": st.error, "warning": st.warning, "info": st.info}.get(kind, st.info)(md(text))
+    feedback.show_flash(Keys.FLASH)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,8 +214,10 @@ def _on_pick() -> None:
 
 
 def _new_session(scope: Scope) -> None:
-    with scope.engine.begin() as conn:
-        new_id = create_session(conn, business_account_id=scope.account_id, actor=scope.user, now=utcnow())
+    new_id = feedback.guarded_write(Keys.FLASH, "New session", scope.engine, lambda conn: create_session(
+        conn, business_account_id=scope.account_id, actor=current_actor(scope.settings), now=utcnow()))
+    if new_id is None:
+        return
     clear_loaders()
     _select(new_id)
     st.session_state.pop(_PICK, None)
@@ -223,14 +260,19 @@ def show_session_list(scope: Scope, sessions: list[SessionSummary], selected: uu
 
 
 def _rename(scope: Scope, session_id: uuid.UUID) -> None:
-    title = st.session_state.get("oversight_rename_title", "")
+    title = st.session_state.get(Keys.RENAME_TITLE, "")
     try:
-        with scope.engine.begin() as conn:
-            rename_session(conn, session_id, actor=scope.user, title=title, now=utcnow())
+        done = feedback.guarded_write(Keys.FLASH, "Rename", scope.engine, lambda conn: rename_session(
+            conn, session_id, actor=current_actor(scope.settings), title=title, now=utcnow()) or True)
+    except SessionNotFound:
+        clear_loaders()
+        flash("warning", "This chat session no longer exists (it was deleted elsewhere or the data was reloaded).")
+        return
     except ValueError as exc:
         flash("warning", str(exc))
         return
-    clear_loaders()
+    if done:
+        clear_loaders()
 
 
 def show_session_header(scope: Scope, session: ChatSession) -> None:
@@ -239,7 +281,7 @@ def show_session_header(scope: Scope, session: ChatSession) -> None:
     with rename_col.popover("Rename", icon=":material/edit:", disabled=not scope.user.is_operator,
                             help=None if scope.user.is_operator else "Only operators can rename sessions."):
         with st.form("oversight_rename", border=False):
-            st.text_input("Session title", value=session.title, max_chars=200, key="oversight_rename_title")
+            st.text_input("Session title", value=session.title, max_chars=200, key=Keys.RENAME_TITLE)
             st.form_submit_button("Save title", on_click=_rename, args=(scope, session.id))
     st.caption(
         f"{session.total_queries} {'query' if session.total_queries == 1 else 'queries'} · "
@@ -299,8 +341,7 @@ def show_messages(session: ChatSession | None, tz) -> None:
 
 def show_liveness(scope: Scope) -> None:
     """Agent liveness (spec 3.5) as the backend will judge it, refreshed with the live toggle."""
-    run_every = f"{scope.settings.poll_interval_s}s" if scope.live else None
-    st.fragment(run_every=run_every)(_liveness_inner)(scope.db_url)
+    st.fragment(run_every=scope.run_every)(_liveness_inner)(scope.db_url)
 
 
 def _liveness_inner(db_url: str) -> None:
@@ -338,7 +379,7 @@ def question_input(scope: Scope) -> str | None:
             return draft.strip() or None
     prompt = st.chat_input(
         "Ask the Oversight Brain about this account…" if can_write else "Read-only: only operators can ask questions",
-        key="oversight_q",
+        key=Keys.QUESTION,
         submit_mode="stop",
         disabled=not can_write,
     )
@@ -366,10 +407,20 @@ def ask(scope: Scope, session_id: uuid.UUID | None, question: str, container) ->
     session list and header show the new counts."""
     settings = scope.settings
     now = utcnow()
-    with scope.engine.begin() as conn:
-        if session_id is None:
-            session_id = create_session(conn, business_account_id=scope.account_id, actor=scope.user, now=now)
-        before = record_question(conn, session_id, actor=scope.user, question=question, now=now)
+    if st.session_state.pop(_ASK_NEW, False):
+        session_id = None
+    try:
+        with write_transaction(scope.engine) as conn:
+            if session_id is None:
+                session_id = create_session(conn, business_account_id=scope.account_id,
+                                            actor=current_actor(scope.settings), now=now)
+            before = record_question(conn, session_id, actor=current_actor(scope.settings), question=question, now=now)
+    except SessionNotFound:
+        session_gone(question)
+    except PermissionDenied as exc:
+        st.session_state[_DRAFT] = question
+        flash("error", f"Your question was not sent: {exc}. It is kept below.")
+        st.rerun()
     clear_loaders()
     _select(session_id)
     request = build_chat_request(

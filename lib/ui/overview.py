@@ -9,7 +9,6 @@ import streamlit as st
 from lib.alerts import SEVERITIES, AlertFilter
 from lib.audit import AuditFilter
 from lib.heartbeats import AgentStatus
-from lib.queue import summary_matrix
 from lib.timeutil import fmt_ago, fmt_duration
 from lib.ui import activity_feed, agent_status, metrics, queue_monitor, system_alerts
 from lib.ui.shell import Scope
@@ -42,9 +41,7 @@ def queue_block(scope: Scope, now: datetime) -> None:
     summary = queue_monitor.load_summary(scope.db_url, scope.account_id, now)
     health = queue_monitor.load_health(scope.db_url, scope.account_id, now, scope.settings.processing_lease_s)
     worker = queue_monitor.load_worker(scope.db_url, now, scope.settings.worker_cron)
-    by_status: dict[str, int] = {}
-    for (_, status), n in summary_matrix(summary["summary"])[2].items():
-        by_status[status] = by_status.get(status, 0) + n
+    by_status = queue_monitor.status_totals(summary)
     with st.container(border=True, key="ov-queue"):
         st.markdown("**Outbound queue**")
         a, b, c, d = st.columns(4)

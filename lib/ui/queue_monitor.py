@@ -1,12 +1,6 @@
 """Queue Monitor: cached loaders, filters, tables and the retry actions for pages/queue_monitor.py.
 
-State kept in st.session_state (all keys start with "qm_"):
-  qm_selected_ids  ids of the rows the operator selected in the table (a list of str). The table's
-                   own selection is positional, so it is turned into ids at once (on_select
-                   callback) and the table stops refreshing while rows are selected.
-  qm_results       the last retry's results in the endpoint's response shape.
-  qm_confirm       the pending "retry all matching" confirmation ({filter, count, matching}).
-  qm_table_ver     bumped after each retry: a fresh table widget, i.e. an empty selection.
+Every session-state key of the page is a constant of `Keys` below (all start with "qm_").
 """
 from __future__ import annotations
 
@@ -17,25 +11,47 @@ from datetime import datetime
 from typing import Any
 
 import pandas as pd
-import plotly.graph_objects as go
-import sqlalchemy as sa
 import streamlit as st
 
 from lib.export import frame_to_csv, rows_to_csv
-from lib.identity import PermissionDenied
 from lib.queue import (
-    ACTION_TYPES, ERROR_CATEGORIES, EXPORT_COLUMNS, MAX_BULK_RETRY, QueueFilter, count_rows, error_groups,
-    WAIT_KINDS, iter_export_rows, matching_ids, queue_health, queue_rows, retry, row_detail, status_summary,
-    summary_matrix, waiting_rows,
+    ACTION_TYPES, ERROR_CATEGORIES, EXPORT_COLUMNS, GROUP_ROW_CAP, MAX_BULK_RETRY, WAIT_KINDS, QueueFilter,
+    count_rows, error_groups, group_filter, iter_export_rows, matching_ids, queue_health, queue_rows, retry,
+    row_detail, status_summary, summary_matrix, waiting_rows,
 )
 from lib.timeutil import fmt_ago, fmt_duration, fmt_local, utcnow
+from lib.ui.charts import Fig
 from lib.ui.export import csv_download
-from lib.ui.shell import Scope, get_engine
-from lib.text import clip, clip_json
+from lib.ui.auth import current_actor
+from lib.ui.feedback import Confirmation, guarded_write, show_flash
+from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
+from lib.text import clip, clip_json, plotly_text
 from lib.ui.text import md_escape
 from lib.worker_ticks import worker_health
 
 
+class Keys:
+    """The page's session-state keys (tests use these names too)."""
+    SELECTED = "qm_selected_ids"  # ids of the selected rows (list of str): the table's selection is
+    # positional, so it is turned into ids at once (on_select) and the table stops refreshing while
+    # rows are selected
+    SHOWN = "qm_shown"  # what the table shows: {tag, ids, rows}, to map positions and clicks to ids
+    RESULTS = "qm_results"  # the last retry's results in the endpoint's response shape ({label, results})
+    CONFIRM = "qm_confirm"  # the pending "retry all matching" confirmation ({filter, count, matching})
+    TABLE_VER = "qm_table_ver"  # bumped after each retry: a fresh table widget, i.e. an empty selection
+    VIEW, ACTION, CATEGORY, SEARCH, GROUP = "qm_view", "qm_action", "qm_category", "qm_search", "qm_group"
+    FLASH = "queue_monitor"  # lib.ui.feedback's flash messages of this page
+
+    @staticmethod
+    def page(view: str) -> str:  # the table's page number (st.pagination)
+        return f"qm_page_{view}"
+
+    @staticmethod
+    def click(view: str) -> str:  # the per-row Retry button column's click
+        return f"qm_click_{view}"
+
+
+CONFIRM_ALL = Confirmation(Keys.CONFIRM)
 PAGE_SIZE = 50
 EXPORT_CAP = 50_000
 VIEWS = {"dlq": "Dead-letter queue", "failed": "Failed · retry scheduled"}
@@ -46,19 +62,19 @@ STATUS_COLORS = {"pending": "#4c78a8", "processing": "#f2a93b", "sent": "#3f9c6d
 
 # -- cached loaders (db_url first; "now" is always a rounded argument) ------------------------------
 
-@st.cache_data(ttl=25, max_entries=64, show_spinner=False)
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=64, show_spinner=False)
 def load_summary(db_url: str, account_id: uuid.UUID | None, now: datetime) -> dict[str, Any]:
     with get_engine(db_url).connect() as conn:
         return status_summary(conn, account_id=account_id, now=now)
 
 
-@st.cache_data(ttl=25, max_entries=64, show_spinner=False)
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=64, show_spinner=False)
 def load_health(db_url: str, account_id: uuid.UUID | None, now: datetime, lease_s: int) -> dict[str, Any]:
     with get_engine(db_url).connect() as conn:
         return queue_health(conn, account_id=account_id, now=now, lease_s=lease_s)
 
 
-@st.cache_data(ttl=25, max_entries=64, show_spinner=False)
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=64, show_spinner=False)
 def load_waiting(db_url: str, account_id: uuid.UUID | None, now: datetime) -> list[dict[str, Any]]:
     with get_engine(db_url).connect() as conn:
         return waiting_rows(conn, account_id=account_id, now=now)
@@ -81,31 +97,39 @@ def show_waiting(rows: list[dict[str, Any]], now: datetime, tz) -> None:
     st.dataframe(frame, hide_index=True, width="stretch")
 
 
-@st.cache_data(ttl=25, max_entries=8, show_spinner=False)
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=8, show_spinner=False)
 def load_worker(db_url: str, now: datetime, cron: str) -> dict[str, Any]:
     with get_engine(db_url).connect() as conn:
         return worker_health(conn, now=now, cron=cron)
 
 
-@st.cache_data(ttl=25, max_entries=128, show_spinner=False)
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=128, show_spinner=False)
 def load_rows(db_url: str, filt: QueueFilter, page: int, page_size: int = PAGE_SIZE) -> list[dict[str, Any]]:
     with get_engine(db_url).connect() as conn:
         return queue_rows(conn, filt=filt, limit=page_size, offset=(page - 1) * page_size)
 
 
-@st.cache_data(ttl=25, max_entries=128, show_spinner=False)
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=128, show_spinner=False)
 def load_count(db_url: str, filt: QueueFilter) -> int:
     with get_engine(db_url).connect() as conn:
         return count_rows(conn, filt=filt)
 
 
-@st.cache_data(ttl=25, max_entries=64, show_spinner=False)
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=64, show_spinner=False)
 def load_groups(db_url: str, filt: QueueFilter) -> list[dict[str, Any]]:
     with get_engine(db_url).connect() as conn:
         return error_groups(conn, filt=filt)
 
 
-@st.cache_data(ttl=25, max_entries=64, show_spinner=False)
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=16, show_spinner=False)
+def load_group_filter(db_url: str, base: QueueFilter, category: str, group_text: str,
+                      errors: tuple[str, ...]) -> tuple[QueueFilter, bool]:
+    """The table's filter for one error group: bounded whatever the group's size (lib.queue.group_filter)."""
+    with get_engine(db_url).connect() as conn:
+        return group_filter(conn, base, error_category=category, error_group=group_text, errors=errors)
+
+
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=64, show_spinner=False)
 def load_detail(db_url: str, queue_id: str) -> dict[str, Any] | None:
     with get_engine(db_url).connect() as conn:
         d = row_detail(conn, uuid.UUID(queue_id))
@@ -116,7 +140,8 @@ def load_detail(db_url: str, queue_id: str) -> dict[str, Any] | None:
 
 def clear_caches() -> None:
     """After a write: the next run reads fresh data everywhere on the page."""
-    for fn in (load_summary, load_health, load_waiting, load_rows, load_count, load_groups, load_detail):
+    for fn in (load_summary, load_health, load_waiting, load_rows, load_count, load_groups, load_group_filter,
+               load_detail):
         fn.clear()
 
 
@@ -154,27 +179,34 @@ def counts_frame(summary: dict[str, Any]) -> pd.DataFrame:
     return pd.concat([df, pd.DataFrame([totals])], ignore_index=True)
 
 
-def show_metrics(summary: dict[str, Any], health: dict[str, Any]) -> None:
-    _, _, cells = summary_matrix(summary["summary"])
+def status_totals(summary: dict[str, Any]) -> dict[str, int]:
+    """Rows per status over all action types, from status_summary() (the Overview reads it too)."""
     by_status: dict[str, int] = {}
-    for (_, status), n in cells.items():
+    for (_, status), n in summary_matrix(summary["summary"])[2].items():
         by_status[status] = by_status.get(status, 0) + n
+    return by_status
+
+
+def show_metrics(summary: dict[str, Any], health: dict[str, Any]) -> None:
+    by_status = status_totals(summary)
     oldest = health["oldest_pending_age_s"]
-    cols = st.columns(7)
-    cols[0].metric("Total", f"{summary['total']:,}", border=True)
-    cols[1].metric("Pending", f"{by_status.get('pending', 0):,}", border=True)
-    held = health.get("held_back") or 0
-    cols[2].metric("Due", f"{health['due_now']:,}", border=True,
-                   delta=f"{held:,} held back" if held else None, delta_color="off",
-                   help="What the next tick takes: pending and failed rows whose time has come, of accounts "
-                        "that are connected and not throttled by Instagram (the worker's own rule). "
-                        "Held back: due rows of disconnected or throttled accounts.")
-    cols[3].metric("Oldest", "—" if oldest is None else fmt_duration(oldest), border=True,
-                   help="How long the oldest pending row has waited.")
-    cols[4].metric("Processing", f"{by_status.get('processing', 0):,}", border=True,
-                   delta=f"{health['stuck']} stuck" if health["stuck"] else None, delta_color="inverse")
-    cols[5].metric("Failed", f"{by_status.get('failed', 0):,}", border=True, help="Retry scheduled by the worker.")
-    cols[6].metric("DLQ", f"{by_status.get('dlq', 0):,}", border=True, help="Dead-letter queue: needs an operator.")
+    # a flex row, not seven equal columns: each card is as wide as its value ("9 h 59 min",
+    # "200,000") and the row wraps when the window is narrow, so no value is cut to "1 h …"
+    with st.container(horizontal=True, key="qm_metrics"):
+        st.metric("Total", f"{summary['total']:,}", border=True)
+        st.metric("Pending", f"{by_status.get('pending', 0):,}", border=True)
+        held = health.get("held_back") or 0
+        st.metric("Due", f"{health['due_now']:,}", border=True,
+                  delta=f"{held:,} held back" if held else None, delta_color="off",
+                  help="What the next tick takes: pending and failed rows whose time has come, of accounts "
+                       "that are connected and not throttled by Instagram (the worker's own rule). "
+                       "Held back: due rows of disconnected or throttled accounts.")
+        st.metric("Oldest", "—" if oldest is None else fmt_duration(oldest), border=True,
+                  help="How long the oldest pending row has waited.")
+        st.metric("Processing", f"{by_status.get('processing', 0):,}", border=True,
+                  delta=f"{health['stuck']} stuck" if health["stuck"] else None, delta_color="inverse")
+        st.metric("Failed", f"{by_status.get('failed', 0):,}", border=True, help="Retry scheduled by the worker.")
+        st.metric("DLQ", f"{by_status.get('dlq', 0):,}", border=True, help="Dead-letter queue: needs an operator.")
     if health["stuck"]:
         lease = fmt_duration(health["lease_s"])
         st.warning(f"{health['stuck']} row(s) have been in processing for longer than the {lease} lease: "
@@ -196,21 +228,21 @@ def show_counts(summary: dict[str, Any], scope: Scope) -> None:
         csv_download("Counts CSV", lambda: frame_to_csv(df), file_name="queue_counts.csv", key="qm_counts_csv")
     with right:
         body = df[df["action_type"] != "total"]
-        fig = go.Figure()
+        fig = Fig()
         for status in [c for c in df.columns if c not in ("action_type", "total")]:
             if body[status].sum():
-                fig.add_bar(name=status, x=body["action_type"], y=body[status],
-                            marker_color=STATUS_COLORS.get(status))
-        fig.update_layout(barmode="stack", height=300, margin=dict(l=0, r=0, t=10, b=0),
-                          legend=dict(orientation="h", y=-0.15), yaxis_title="rows")
-        st.plotly_chart(fig, width="stretch", key="qm_counts_chart")
+                fig.add(dict(type="bar", name=plotly_text(status), x=[plotly_text(a) for a in body["action_type"]],
+                             y=body[status].to_numpy(), marker=dict(color=STATUS_COLORS.get(status))))
+        fig.layout_fig.update_layout(barmode="stack", height=300, margin=dict(l=0, r=0, t=10, b=0),
+                                     legend=dict(orientation="h", y=-0.15), yaxis_title="rows")
+        st.plotly_chart(fig.to_dict(), width="stretch", key="qm_counts_chart", theme="streamlit")
 
 
 # -- filters ------------------------------------------------------------------------------------
 
 def view_picker() -> str:
     return st.segmented_control("Rows", list(VIEWS), format_func=VIEWS.get, default="dlq", required=True,
-                                key="qm_view", bind="query-params") or "dlq"
+                                key=Keys.VIEW, bind="query-params") or "dlq"
 
 
 def group_key(g: dict[str, Any]) -> str:
@@ -223,31 +255,40 @@ def filters(scope: Scope, view: str) -> tuple[QueueFilter, QueueFilter]:
     -> (the table's filter, the same without the error group: what the group list is about)."""
     c1, c2, c3 = st.columns([1, 1, 2])
     action = c1.selectbox("Action type", [ALL, *ACTION_TYPES], format_func=lambda v: "All" if v == ALL else v,
-                          key="qm_action", bind="query-params")
+                          key=Keys.ACTION, bind="query-params")
     category = c2.selectbox("Error category", [ALL, *ERROR_CATEGORIES, "(none)"],
-                            format_func=lambda v: "All" if v == ALL else v, key="qm_category", bind="query-params")
-    search = c3.text_input("Search error text", key="qm_search", bind="query-params",
+                            format_func=lambda v: "All" if v == ALL else v, key=Keys.CATEGORY, bind="query-params")
+    search = c3.text_input("Search error text", key=Keys.SEARCH, bind="query-params",
                            placeholder="e.g. token, 190, rate limit")
     base = QueueFilter(status=view, account_id=scope.account_id, action_type=None if action == ALL else action,
                        error_category=None if category == ALL else category, search=(search or "").strip() or None)
     groups = load_groups(scope.db_url, base)
     by_key = {group_key(g): g for g in groups}
-    chosen = st.session_state.get("qm_group")
+    chosen = st.session_state.get(Keys.GROUP)
     options = [ALL, *by_key]
     if chosen and chosen != ALL and chosen not in by_key:  # keep the operator's choice even when it has emptied out
         options.insert(1, chosen)
     choice = st.selectbox(
-        "Error group", options, key="qm_group",
+        "Error group", options, key=Keys.GROUP,
         format_func=lambda k: f"All errors ({sum(g['count'] for g in groups):,} rows)" if k == ALL
         else f"{by_key[k]['count']:,} × {by_key[k]['error_category']} · {by_key[k]['error_group']}" if k in by_key
         else f"0 × {k.replace('|', ' · ', 1)}",
     )
     group = by_key.get(choice) if choice != ALL else None
+    if choice is not None and "|" not in choice:
+        # Streamlit keeps a selectbox's value as its label: once the counts in the labels change
+        # (rows retried), it hands back the old label; that choice is gone, show all errors
+        choice = ALL
     if choice not in (ALL, None) and group is None:
         group = {"error_category": choice.split("|", 1)[0], "error_group": choice.split("|", 1)[1], "count": 0,
                  "errors": ()}
     if group is not None:
-        return dataclasses.replace(base, errors=group["errors"]), base
+        narrowed, capped = load_group_filter(scope.db_url, base, group["error_category"], group["error_group"],
+                                             tuple(group["errors"]))
+        if capped:
+            st.caption(f"This error group has more than {GROUP_ROW_CAP:,} rows: the table, the export and "
+                       f"“retry all matching” cover its first {GROUP_ROW_CAP:,} (table order).")
+        return narrowed, base
     return base, base
 
 
@@ -269,52 +310,45 @@ def show_groups(groups: list[dict[str, Any]], view: str) -> None:
 
 def _filter_tag(filt: QueueFilter, page: int) -> str:
     raw = repr((filt.status, str(filt.account_id), filt.action_type, filt.error_category, filt.search,
-                filt.errors, page))
+                filt.errors, filt.ids, page))
     return hashlib.sha1(raw.encode()).hexdigest()[:10]
 
 
 def _selected_ids() -> list[str]:
-    return list(st.session_state.get("qm_selected_ids") or [])
+    return list(st.session_state.get(Keys.SELECTED) or [])
 
 
 def _on_select(table_key: str) -> None:
-    shown = st.session_state.get("qm_shown") or {}
+    shown = st.session_state.get(Keys.SHOWN) or {}
     ids = shown.get("ids", [])
     rows = st.session_state[table_key].selection.rows
-    st.session_state.qm_selected_ids = [ids[i] for i in rows if i < len(ids)]
+    st.session_state[Keys.SELECTED] = [ids[i] for i in rows if i < len(ids)]
 
 
 def clear_selection() -> None:
-    st.session_state.qm_selected_ids = []
-    st.session_state.qm_table_ver = st.session_state.get("qm_table_ver", 0) + 1
+    st.session_state[Keys.SELECTED] = []
+    st.session_state[Keys.TABLE_VER] = st.session_state.get(Keys.TABLE_VER, 0) + 1
 
 
 def run_retry(scope: Scope, ids: list, label: str) -> None:
     """The one write of this page: lib.queue.retry for one, selected or all matching rows."""
-    try:
-        with scope.engine.begin() as conn:
-            results = retry(conn, ids, actor=scope.user, now=utcnow())
-    except PermissionDenied as exc:
-        st.session_state.qm_results = {"label": label, "results": [], "error": str(exc)}
+    results = guarded_write(Keys.FLASH, label, scope.engine,
+                            lambda conn: retry(conn, ids, actor=current_actor(scope.settings), now=utcnow()))
+    if results is None:  # refused: the flash says why, nothing changed
         return
-    except sa.exc.OperationalError as exc:  # e.g. SQLite busy past its timeout: nothing was changed
-        reason = str(getattr(exc, "orig", exc)).splitlines()[0][:200]
-        st.session_state.qm_results = {"label": label, "results": [],
-                                       "error": f"The database refused the change ({reason}); nothing was changed. Try again."}
-        return
-    st.session_state.qm_results = {"label": label, "results": [r.as_response() for r in results]}
+    st.session_state[Keys.RESULTS] = {"label": label, "results": [r.as_response() for r in results]}
     clear_selection()
     clear_caches()
 
 
+def _dismiss_results() -> None:
+    st.session_state.pop(Keys.RESULTS, None)
+
+
 def show_results() -> None:
-    last = st.session_state.get("qm_results")
+    show_flash(Keys.FLASH)
+    last = st.session_state.get(Keys.RESULTS)
     if not last:
-        return
-    if last.get("error"):
-        st.error(f"{last['label']} failed: {last['error']}", icon=":material/error:")
-        st.button("Dismiss", key="qm_dismiss", on_click=lambda: st.session_state.pop("qm_results", None),
-                  type="tertiary", icon=":material/close:")
         return
     results = last["results"]
     ok = sum(r["success"] for r in results)
@@ -329,8 +363,7 @@ def show_results() -> None:
     with st.expander(f"Retry results ({len(results)})", expanded=bool(refused) and len(results) <= 20):
         st.dataframe(pd.DataFrame(results, columns=["success", "queue_id", "action_type", "previous_retry_count",
                                                     "message"]), hide_index=True, width="stretch", key="qm_results_df")
-    st.button("Dismiss", key="qm_dismiss", on_click=lambda: st.session_state.pop("qm_results", None),
-              type="tertiary", icon=":material/close:")
+    st.button("Dismiss", key="qm_dismiss", on_click=_dismiss_results, type="tertiary", icon=":material/close:")
 
 
 def _frame(rows: list[dict[str, Any]], scope: Scope, view: str, now: datetime) -> pd.DataFrame:
@@ -355,49 +388,76 @@ def _frame(rows: list[dict[str, Any]], scope: Scope, view: str, now: datetime) -
 def show_table(scope: Scope, view: str, filt: QueueFilter) -> None:
     """Results, the paginated table, the action bar and the selected row's detail (a live panel)."""
     now = utcnow()
-    can_write = scope.user.is_operator
-    why_not = None if can_write else "Operators only: your role is viewer."
     show_results()
     total = load_count(scope.db_url, filt)
     if total == 0:
-        if filt == QueueFilter(status=view, account_id=filt.account_id):
-            msg = ("The dead-letter queue is empty: nothing needs an operator." if view == "dlq" else
-                   "No failed rows are waiting for a retry.")
-            st.success(msg, icon=":material/check_circle:")
-        else:
-            st.info("No rows match these filters. Clear the search or pick “All” to widen them.",
-                    icon=":material/filter_alt_off:")
-        st.session_state.qm_selected_ids = []
+        _show_no_rows(view, filt)
         return
-
-    pages = max(1, -(-total // PAGE_SIZE))
-    if st.session_state.get(f"qm_page_{view}", 1) > pages:
-        st.session_state[f"qm_page_{view}"] = 1
-    page = st.session_state.get(f"qm_page_{view}", 1)
+    page, pages = _current_page(view, total)
     tag = _filter_tag(filt, page)
-    shown = st.session_state.get("qm_shown") or {}  # what the operator saw when they clicked
-    click_key = f"qm_click_{view}"
-    click = st.session_state.get(click_key) if can_write else None
+    _retry_clicked_row(scope, view, tag)
+    rows, selected, frozen = _rows_on_screen(scope, filt, page, tag)
+    _draw_rows(scope, view, tag, rows, now)
+    _draw_pager(view, page, pages, total, len(rows), len(selected) if frozen else 0)
+    _draw_actions(scope, view, filt, total, selected)
+    if len(selected) == 1:
+        show_detail(scope, selected[0], now)
+    elif not selected:
+        st.caption("Select one row to see its payload and history; select several to retry them together.")
+
+
+def _show_no_rows(view: str, filt: QueueFilter) -> None:
+    if filt == QueueFilter(status=view, account_id=filt.account_id):
+        msg = ("The dead-letter queue is empty: nothing needs an operator." if view == "dlq" else
+               "No failed rows are waiting for a retry.")
+        st.success(msg, icon=":material/check_circle:")
+    else:
+        st.info("No rows match these filters. Clear the search or pick “All” to widen them.",
+                icon=":material/filter_alt_off:")
+    st.session_state[Keys.SELECTED] = []
+
+
+def _current_page(view: str, total: int) -> tuple[int, int]:
+    """(page shown, number of pages); a page past the end (rows went away) goes back to 1."""
+    pages = max(1, -(-total // PAGE_SIZE))
+    if st.session_state.get(Keys.page(view), 1) > pages:
+        st.session_state[Keys.page(view)] = 1
+    return st.session_state.get(Keys.page(view), 1), pages
+
+
+def _retry_clicked_row(scope: Scope, view: str, tag: str) -> None:
+    """A click in the Retry column retries the row the operator saw in that position."""
+    shown = st.session_state.get(Keys.SHOWN) or {}
+    click = st.session_state.get(Keys.click(view)) if scope.user.is_operator else None
     if click is not None and shown.get("tag") == tag and click["row"] < len(shown.get("ids", [])):
         run_retry(scope, [shown["ids"][click["row"]]], "Retry")
         st.rerun()
+
+
+def _rows_on_screen(scope: Scope, filt: QueueFilter, page: int, tag: str) -> tuple[list[dict], list[str], bool]:
+    """(rows to show, selected ids, frozen). While rows are selected the table keeps the rows the
+    operator selected on (a refresh must never move a checkbox onto another row)."""
+    shown = st.session_state.get(Keys.SHOWN) or {}
     selected = _selected_ids()
     if shown.get("tag") != tag:
-        selected = st.session_state.qm_selected_ids = []  # other rows on screen: a new selection
+        selected = st.session_state[Keys.SELECTED] = []  # other rows on screen: a new selection
     frozen = bool(selected) and shown.get("tag") == tag
     rows = shown["rows"] if frozen else load_rows(scope.db_url, filt, page)
-    st.session_state.qm_shown = {"tag": tag, "ids": [str(r["id"]) for r in rows], "rows": rows}
+    st.session_state[Keys.SHOWN] = {"tag": tag, "ids": [str(r["id"]) for r in rows], "rows": rows}
+    return rows, selected, frozen
 
+
+def _draw_rows(scope: Scope, view: str, tag: str, rows: list[dict], now: datetime) -> None:
     df = _frame(rows, scope, view, now)
-    table_key = f"qm_table_{view}_{tag}_{st.session_state.get('qm_table_ver', 0)}"
+    table_key = f"qm_table_{view}_{tag}_{st.session_state.get(Keys.TABLE_VER, 0)}"
     st.dataframe(
         df, hide_index=True, width="stretch", key=table_key, on_select=lambda: _on_select(table_key),
         selection_mode="multi-row",
         column_order=[c for c in df.columns if c != "id"],
         column_config={
-            "retry": (st.column_config.ButtonColumn("", key=click_key, type="tertiary", width="small",
+            "retry": (st.column_config.ButtonColumn("", key=Keys.click(view), type="tertiary", width="small",
                                                     help="Move this row back to pending")
-                      if can_write else None),
+                      if scope.user.is_operator else None),
             "action_type": st.column_config.TextColumn("Action type", width=115),
             "account": st.column_config.TextColumn("Account", width=110),
             "error_category": st.column_config.TextColumn("Category", width=100),
@@ -409,17 +469,24 @@ def show_table(scope: Scope, view: str, filt: QueueFilter) -> None:
         },
     )
 
+
+def _draw_pager(view: str, page: int, pages: int, total: int, n_rows: int, frozen_selected: int) -> None:
     first = (page - 1) * PAGE_SIZE + 1
-    info = f"Rows {first:,}–{first + len(rows) - 1:,} of {total:,}, newest attempt first" if view == "dlq" else \
-        f"Rows {first:,}–{first + len(rows) - 1:,} of {total:,}, next retry first"
-    if frozen:
-        info += f" · refresh paused while {len(selected)} row(s) are selected"
+    order = "newest attempt first" if view == "dlq" else "next retry first"
+    info = f"Rows {first:,}–{first + n_rows - 1:,} of {total:,}, {order}"
+    if frozen_selected:
+        info += f" · refresh paused while {frozen_selected} row(s) are selected"
     nav, status_line = st.columns([2, 3], vertical_alignment="center")
     with nav:
         if pages > 1:
-            st.pagination(pages, key=f"qm_page_{view}", max_visible_pages=7)
+            st.pagination(pages, key=Keys.page(view), max_visible_pages=7)
     status_line.caption(info)
 
+
+def _draw_actions(scope: Scope, view: str, filt: QueueFilter, total: int, selected: list[str]) -> None:
+    """Retry selected, retry all matching (confirmed in a dialog), clear selection, CSV."""
+    can_write = scope.user.is_operator
+    why_not = None if can_write else "Operators only: your role is viewer."
     n_match = min(total, MAX_BULK_RETRY)
     a, b, c, d = st.columns([1.2, 1.6, 1, 1.2], vertical_alignment="center")
     if a.button(f"Retry {len(selected)} selected" if selected else "Retry selected", key="qm_retry_selected",
@@ -431,7 +498,7 @@ def show_table(scope: Scope, view: str, filt: QueueFilter) -> None:
     if b.button(label, key="qm_retry_all", disabled=not can_write, help=why_not or
                 f"Asks for confirmation first; at most {MAX_BULK_RETRY:,} rows per click, in table order.",
                 icon=":material/done_all:"):
-        st.session_state.qm_confirm = {"filter": filt, "count": n_match, "matching": total}
+        CONFIRM_ALL.ask({"filter": filt, "count": n_match, "matching": total})
         st.rerun()  # the dialog opens outside this live panel (streamlit#17011)
     # always drawn (disabled when idle): a stable layout keeps the live panel's reruns clean
     c.button("Clear selection", key="qm_clear", on_click=clear_selection, icon=":material/deselect:",
@@ -440,11 +507,6 @@ def show_table(scope: Scope, view: str, filt: QueueFilter) -> None:
         db_url = scope.db_url
         csv_download(f"{VIEWS[view]} CSV", lambda: export_csv(db_url, filt), file_name=f"post_queue_{view}.csv",
                      key=f"qm_export_{view}", help=f"All rows matching the filters (up to {EXPORT_CAP:,}); built when clicked.")
-
-    if len(selected) == 1:
-        show_detail(scope, selected[0], now)
-    elif not selected:
-        st.caption("Select one row to see its payload and history; select several to retry them together.")
 
 
 def export_csv(db_url: str, filt: QueueFilter) -> bytes:
@@ -496,15 +558,12 @@ def show_detail(scope: Scope, queue_id: str, now: datetime) -> None:
 
 
 def confirm_retry_all(scope: Scope) -> None:
-    """Opened from the main script (never inside the ticking panel) when qm_confirm is set."""
-    pending = st.session_state.get("qm_confirm")
+    """Opened from the main script (never inside the ticking panel) when a confirmation is pending."""
+    pending = CONFIRM_ALL.pending
     if not pending:
         return
 
-    def cancel():
-        st.session_state.pop("qm_confirm", None)
-
-    @st.dialog("Retry all matching rows", on_dismiss=cancel)
+    @st.dialog("Retry all matching rows", on_dismiss=CONFIRM_ALL.cancel)
     def dialog():
         filt: QueueFilter = pending["filter"]
         n, total = pending["count"], pending["matching"]
@@ -519,10 +578,10 @@ def confirm_retry_all(scope: Scope) -> None:
             with scope.engine.connect() as conn:
                 ids = matching_ids(conn, filt=filt, limit=n)
             run_retry(scope, ids, f"Retry all matching ({len(ids):,})")
-            cancel()
+            CONFIRM_ALL.cancel()
             st.rerun()
         if no.button("Cancel", key="qm_confirm_cancel"):
-            cancel()
+            CONFIRM_ALL.cancel()
             st.rerun()
 
     dialog()

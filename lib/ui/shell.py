@@ -1,14 +1,16 @@
-"""The guard every page starts with: page config, settings, database check, shared sidebar.
+"""The guard every page starts with: page config, settings, database check, menu, shared sidebar.
 
-Why every page and not only app.py: with a pages/ folder Streamlit can run a deep-linked page
-without app.py (its old pages-directory mode) when the link is a session's first request. The
-guard makes such a run look and behave like a normal one.
+Why every page and not only app.py: with a pages/ folder Streamlit runs a deep-linked page
+without app.py (its old pages-directory mode) when the link is the first request after a server
+start. The guard makes such a run look and behave like a normal one, menu included.
 """
 from __future__ import annotations
 
+import logging
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import streamlit as st
@@ -16,12 +18,32 @@ import streamlit as st
 from lib.accounts import Account, list_accounts
 from lib.identity import Actor
 from lib.db import UNAVAILABLE_ERRORS, init_db, make_engine, ping, unavailable_message
+from lib.redact import install_log_redaction
 from lib.settings import Settings, SettingsError, load_settings
 from lib.ui.auth import authenticate, show_identity
+from lib.ui.nav import menu_slot, show_menu
 
 APP_TITLE = "Agent Dashboard"
 ALL_ACCOUNTS = "all"
 COMMON_TIMEZONES = ("UTC", "Europe/London", "Europe/Berlin", "America/New_York", "America/Los_Angeles", "Asia/Tokyo")
+
+
+def cache_ttl_s(poll_interval_s: float) -> float:
+    """How long the live panels' cached loaders keep a result: a little less than one refresh
+    interval (25 s for the default 30 s), so every tick reads data no older than one interval."""
+    return max(1.0, poll_interval_s * 5 / 6)
+
+
+def _configured_poll_interval_s() -> int:
+    try:
+        return load_settings().poll_interval_s
+    except SettingsError:  # the guard shows the configuration error; the caches use the default
+        return Settings.poll_interval_s
+
+
+# st.cache_data takes its ttl when a module is imported: the loaders follow POLL_INTERVAL_S as
+# configured when the app process started (a changed interval needs a restart, as other settings).
+CACHE_TTL_S = cache_ttl_s(_configured_poll_interval_s())
 
 
 
@@ -33,6 +55,11 @@ class Scope:
     accounts: tuple[Account, ...]
     tz: ZoneInfo
     live: bool
+
+    @property
+    def run_every(self) -> str | None:
+        """The live panels' st.fragment(run_every=...): the poll interval, or None when paused."""
+        return f"{self.settings.poll_interval_s}s" if self.live else None
 
     @property
     def db_url(self) -> str:
@@ -51,6 +78,8 @@ class Scope:
 
 @st.cache_resource(show_spinner=False)
 def get_settings() -> Settings:
+    for name in (None, "streamlit"):  # once per process: no credential in the app's log lines
+        install_log_redaction(logging.getLogger(name))
     return load_settings()
 
 
@@ -109,9 +138,24 @@ def page_guard(title: str) -> Scope:
     return scope
 
 
+_LAST_ACCOUNT = "_account_last"  # the sidebar's account of this session's previous run
+
+
+def _keep_account_across_pages(names: dict[str, str]) -> None:
+    """A page switch drops the URL's query string before the bound selectbox reads it, so the
+    next page would start on "All accounts": restore this session's choice when the URL names
+    none. (Choosing "All accounts" records ALL, so it is not undone; a URL that names an account
+    still wins.)"""
+    last = st.session_state.get(_LAST_ACCOUNT)
+    if "account" not in st.query_params and last in names:
+        st.session_state["account"] = last
+
+
 def _sidebar(settings: Settings, accounts: tuple[Account, ...], user: Actor) -> Scope:
+    menu = menu_slot()
     with st.sidebar:
         names = {str(a.id): a.username + ("" if a.is_connected else " (disconnected)") for a in accounts}
+        _keep_account_across_pages(names)
         choice = st.selectbox(
             "Business account",
             [ALL_ACCOUNTS, *names],
@@ -119,11 +163,15 @@ def _sidebar(settings: Settings, accounts: tuple[Account, ...], user: Actor) -> 
             key="account",
             bind="query-params",
         )
+        st.session_state[_LAST_ACCOUNT] = choice
         tz_default = settings.display_timezone
         tz_options = list(dict.fromkeys([tz_default, *COMMON_TIMEZONES]))
         tz_name = st.selectbox("Display timezone", tz_options, key="tz", persist_state="session")
-        live = st.toggle("Live refresh (30 s)", value=True, key="live", persist_state="session")
+        live = st.toggle(f"Live refresh ({settings.poll_interval_s} s)", value=True, key="live", persist_state="session")
         show_identity(settings, user)
+    # the bound selectbox's URL value is its label; the menu's links carry it (a link opened in a
+    # new tab keeps the account)
+    show_menu(menu, {"account": names[choice]} if choice in names else None)
     try:
         tz = ZoneInfo(tz_name)
     except (ZoneInfoNotFoundError, ValueError):
@@ -134,11 +182,16 @@ def _sidebar(settings: Settings, accounts: tuple[Account, ...], user: Actor) -> 
 
 
 
+def live_caption(scope: Scope, now: datetime, paused_hint: str = "") -> None:
+    """The live panels' last line: when it was drawn and how often it refreshes."""
+    every = f" · refreshes every {scope.settings.poll_interval_s} s" if scope.live else f" · live refresh paused{paused_hint}"
+    st.caption(f"Updated {now.astimezone(scope.tz):%H:%M:%S}{every}")
+
+
 @contextmanager
 def navigation_run():
     """app.py wraps pg.run() in this: a database that dies mid-page shows the same clear message
-    as one that was down at the start. (In pages-directory mode Streamlit draws its own menu of
-    the pages/ files, so the guard needs no menu of its own.)"""
+    as one that was down at the start."""
     try:
         yield
     except UNAVAILABLE_ERRORS as exc:

@@ -1,26 +1,42 @@
 """System Alerts: filters (state in the URL), cached loaders, list/summary/chart, resolve actions."""
 from __future__ import annotations
 
+import hashlib
 import json
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import pandas as pd
-import plotly.express as px
 import streamlit as st
 
 from lib.alerts import (
     ALERT_TYPES, ALL_TYPES, LIST_CAP, SEVERITIES, Alert, AlertFilter, AlertGroup, alert_counts, alert_summary,
-    export_rows, group_alerts, list_alerts, matching_ids, resolve,
+    EXPORT_COLUMNS, export_chunks, group_alerts, list_alerts, matching_ids, resolve,
 )
 from lib.export import rows_to_csv
 from lib.timebuckets import bucket_for_range
 from lib.timeutil import fmt_ago, fmt_local, utcnow
+from lib.ui.auth import current_actor
+from lib.ui.charts import bucketed_bar_chart
 from lib.ui.export import csv_download
-from lib.ui.shell import Scope, get_engine
+from lib.ui.feedback import Confirmation, flash, guarded_write, show_flash
+from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
 from lib.text import clip, clip_json
 from lib.ui.text import md_escape
 
+class Keys:
+    """The page's session-state keys (tests use these names too)."""
+    TYPE, STATE, SEVERITY, RANGE, VIEW = "alert_type", "alert_state", "alert_sev", "alert_range", "alert_view"
+    GROUPS_TABLE, EACH_TABLE = "alerts-groups", "alerts-each"  # the list's selection (positions)
+    SELECTED = "alerts_selected_ids"  # the selection as alert ids (str), taken at once from the rows as drawn
+    SHOWN = "alerts_shown"  # the rows as drawn: {tag, id_sets, alerts}; frozen while rows are selected
+    CONFIRM_ALL = "alerts_confirm_all"  # ids that "resolve all matching" asks about
+    CONFIRM_FILTER = "alerts_confirm_filter"  # the filter those ids belong to
+    FLASH = "system_alerts"  # lib.ui.feedback's flash messages of this page
+
+
+CONFIRM_ALL = Confirmation(Keys.CONFIRM_ALL)
 STATES = {"open": "Unresolved", "resolved": "Resolved", "all": "All"}
 RANGES = {"24h": "Last 24 h", "7d": "Last 7 days", "30d": "Last 30 days", "all": "All time"}
 RANGE_DELTAS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
@@ -46,16 +62,16 @@ def alert_filters(account_id, now: datetime) -> AlertsView:
     with st.container(border=True, key="alert-filters"):
         c1, c2, c3 = st.columns([2, 3, 3])
         c4, c5, _ = st.columns([2, 3, 3])
-        alert_type = c1.selectbox("Alert type", [ALL_TYPES, *ALERT_TYPES], key="alert_type", bind="query-params",
+        alert_type = c1.selectbox("Alert type", [ALL_TYPES, *ALERT_TYPES], key=Keys.TYPE, bind="query-params",
                                   format_func=lambda t: "All types" if t == ALL_TYPES else t)
         state = c2.segmented_control("Status", list(STATES), format_func=STATES.get, default="open",
-                                     key="alert_state", bind="query-params") or "open"
-        severities = c3.multiselect("Severity", list(SEVERITIES), key="alert_sev", bind="query-params",
+                                     key=Keys.STATE, bind="query-params") or "open"
+        severities = c3.multiselect("Severity", list(SEVERITIES), key=Keys.SEVERITY, bind="query-params",
                                     placeholder="All severities")
-        range_key = c4.selectbox("Created", list(RANGES), format_func=RANGES.get, index=3, key="alert_range",
+        range_key = c4.selectbox("Created", list(RANGES), format_func=RANGES.get, index=3, key=Keys.RANGE,
                                  bind="query-params")
         view = c5.segmented_control("View", list(VIEWS), format_func=VIEWS.get, default="grouped",
-                                    key="alert_view", bind="query-params") or "grouped"
+                                    key=Keys.VIEW, bind="query-params") or "grouped"
     filters = AlertFilter(
         type=alert_type or ALL_TYPES,
         resolved={"open": False, "resolved": True, "all": None}[state],
@@ -69,19 +85,19 @@ def alert_filters(account_id, now: datetime) -> AlertsView:
 # ---------------------------------------------------------------------------------------------
 # Cached loaders
 # ---------------------------------------------------------------------------------------------
-@st.cache_data(ttl=25, max_entries=32, show_spinner=False)
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=32, show_spinner=False)
 def load_alerts(db_url: str, filters: AlertFilter) -> list[Alert]:
     with get_engine(db_url).connect() as conn:
         return list_alerts(conn, filters=filters)
 
 
-@st.cache_data(ttl=25, max_entries=32, show_spinner=False)
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=32, show_spinner=False)
 def load_summary(db_url: str, filters: AlertFilter) -> dict:
     with get_engine(db_url).connect() as conn:
         return alert_summary(conn, filters=filters)
 
 
-@st.cache_data(ttl=25, max_entries=32, show_spinner=False)
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=32, show_spinner=False)
 def load_counts(db_url: str, filters: AlertFilter, bucket: str) -> list[dict]:
     with get_engine(db_url).connect() as conn:
         return alert_counts(conn, filters=filters, bucket=bucket)
@@ -110,15 +126,8 @@ def show_summary(summary: dict, state_label: str) -> None:
 def show_chart(counts: list[dict], bucket: str, tz) -> None:
     if not counts:
         return
-    df = pd.DataFrame(counts)
-    df["bucket"] = pd.to_datetime(df["bucket"], utc=True).dt.tz_convert(tz)
-    fig = px.bar(df, x="bucket", y="count", color="alert_type", color_discrete_map=TYPE_COLOURS)
-    fig.update_layout(height=230, margin=dict(l=0, r=0, t=10, b=0), xaxis_title=None,
-                      yaxis_title=f"alerts per {bucket}", legend_title_text=None, bargap=0.1)
-    # name whole buckets: with a single bar Plotly otherwise picks sub-millisecond ticks
-    fig.update_xaxes(tickformat="%b %d" if bucket == "day" else "%H:%M\n%b %d",
-                     dtick=86_400_000 if bucket == "day" else None)
-    st.plotly_chart(fig, width="stretch", key="alerts-chart")
+    bucketed_bar_chart(counts, bucket=bucket, tz=tz, series="alert_type", colors=TYPE_COLOURS, key="alerts-chart",
+                       y_title=f"alerts per {bucket}", height=230, order=TYPE_COLOURS)
 
 
 def chart_bucket(view: AlertsView, now: datetime) -> str:
@@ -186,23 +195,50 @@ COLUMNS = {
 }
 
 
-def show_list(alerts: list[Alert], grouped: bool, scope: Scope, now: datetime) -> list:
-    """The list with row selection; returns the ids behind the selected rows."""
-    if grouped:
+def _view_tag(filters: AlertFilter, grouped: bool) -> str:
+    return hashlib.sha1(repr((filters, grouped)).encode()).hexdigest()[:12]
+
+
+def _on_select(table_key: str) -> None:
+    """Positions -> ids at once, against the rows the operator saw (not a refreshed list)."""
+    shown = st.session_state.get(Keys.SHOWN) or {}
+    id_sets = shown.get("id_sets", [])
+    rows = st.session_state[table_key].selection.rows
+    st.session_state[Keys.SELECTED] = [str(i) for r in rows if r < len(id_sets) for i in id_sets[r]]
+
+
+def show_list(alerts: list[Alert], view: AlertsView, scope: Scope, now: datetime) -> tuple[list[uuid.UUID], int]:
+    """The list with row selection -> (ids behind the selected rows, how many of them are open).
+
+    The selection is kept as ids (Keys.SELECTED); while rows are selected the list stays as it was
+    drawn, so no live refresh reorders it under the operator's selection (security item 6)."""
+    tag = _view_tag(view.filters, view.grouped)
+    shown = st.session_state.get(Keys.SHOWN) or {}
+    selected = list(st.session_state.get(Keys.SELECTED) or [])
+    if shown.get("tag") != tag and selected:
+        st.session_state[Keys.SELECTED] = selected = []  # other rows on screen: a new selection
+    frozen = bool(selected) and shown.get("tag") == tag
+    if frozen:
+        alerts = shown["alerts"]
+    if view.grouped:
         groups = group_alerts(alerts)
-        frame, id_sets = group_frame(groups, scope, now), [g.ids for g in groups]
-        key = "alerts-groups"
+        frame, id_sets = group_frame(groups, scope, now), [tuple(str(i) for i in g.ids) for g in groups]
+        key = Keys.GROUPS_TABLE
     else:
-        frame, id_sets = alert_frame(alerts, scope, now), [(a.id,) for a in alerts]
-        key = "alerts-each"
-    event = st.dataframe(_styled(frame), hide_index=True, width="stretch", key=key, on_select="rerun",
-                         selection_mode="multi-row", column_config=COLUMNS)
-    rows = [i for i in event.selection.rows if i < len(id_sets)]
+        frame, id_sets = alert_frame(alerts, scope, now), [(str(a.id),) for a in alerts]
+        key = Keys.EACH_TABLE
+    st.session_state[Keys.SHOWN] = {"tag": tag, "id_sets": id_sets, "alerts": alerts}
+    st.dataframe(_styled(frame), hide_index=True, width="stretch", key=key, on_select=lambda: _on_select(key),
+                 selection_mode="multi-row", column_config=COLUMNS)
     if len(alerts) >= LIST_CAP:
         st.caption(f"Showing the first {LIST_CAP:,} matching alerts (most severe, newest first). Narrow the filter for the rest.")
-    if len(rows) == 1:
-        _show_selected_details(alerts, id_sets[rows[0]])
-    return [i for r in rows for i in id_sets[r]]
+    if frozen:
+        st.caption(f"Live refresh of the list is paused while {len(selected)} alert(s) are selected.")
+    ids = [uuid.UUID(i) for i in selected]
+    if selected and any(set(s) == set(selected) for s in id_sets):  # one row selected: its details
+        _show_selected_details(alerts, ids)
+    open_ids = {str(a.id) for a in alerts if not a.resolved}
+    return ids, sum(1 for i in selected if i in open_ids)
 
 
 def _show_selected_details(alerts: list[Alert], ids) -> None:
@@ -221,11 +257,17 @@ def _show_selected_details(alerts: list[Alert], ids) -> None:
 # ---------------------------------------------------------------------------------------------
 # Resolve: one / selected / all matching (with a confirmation stating the count)
 # ---------------------------------------------------------------------------------------------
-def _do_resolve(db_url: str, ids: list, actor) -> None:
-    with get_engine(db_url).begin() as conn:
-        results = resolve(conn, ids, actor=actor, now=utcnow())
+def _do_resolve(db_url: str, ids: list, settings) -> None:
+    # the identity as it is now (role, token expiry), not the Actor of the last full run
+    results = guarded_write(Keys.FLASH, "Resolve", get_engine(db_url),
+                            lambda conn: resolve(conn, ids, actor=current_actor(settings), now=utcnow()))
+    CONFIRM_ALL.cancel()
+    if results is None:  # refused: the flash says why, nothing changed
+        return
     clear_alert_caches()
-    st.session_state.pop("alerts_confirm_all", None)
+    # the ids go; the table keeps its key (a new key inside the live panel broke the CSV download
+    # button drawn in the same run: "Deferred file not found")
+    st.session_state[Keys.SELECTED] = []
     done = sum(1 for r in results if r.outcome == "resolved")
     noop = sum(1 for r in results if r.outcome == "already_resolved")
     gone = sum(1 for r in results if r.outcome == "not_found")
@@ -234,22 +276,17 @@ def _do_resolve(db_url: str, ids: list, actor) -> None:
         parts.append(f"{noop} {'was' if noop == 1 else 'were'} already resolved: nothing to do.")
     if gone:
         parts.append(f"{gone} no longer exist{'s' if gone == 1 else ''}.")
-    st.session_state["alerts_result"] = " ".join(parts)
+    flash(Keys.FLASH, "success", " ".join(parts))
 
 
 def _ask_all(db_url: str, filters: AlertFilter) -> None:
     with get_engine(db_url).connect() as conn:
-        st.session_state["alerts_confirm_all"] = matching_ids(conn, filters=filters)
-
-
-def _cancel_all() -> None:
-    st.session_state.pop("alerts_confirm_all", None)
+        CONFIRM_ALL.ask(matching_ids(conn, filters=filters))
+    st.session_state[Keys.CONFIRM_FILTER] = filters  # the snapshot is about this filter only
 
 
 def show_result() -> None:
-    message = st.session_state.pop("alerts_result", None)
-    if message:
-        st.success(message, icon=":material/task_alt:")
+    show_flash(Keys.FLASH)
 
 
 def resolve_actions(scope: Scope, filters: AlertFilter, selected_ids: list, open_selected: int) -> None:
@@ -259,19 +296,21 @@ def resolve_actions(scope: Scope, filters: AlertFilter, selected_ids: list, open
     c1.button(
         f"Resolve selected ({open_selected})", key="alerts-resolve-selected", icon=":material/task_alt:",
         type="primary", disabled=not can or not selected_ids, help=reason or "Select rows in the list first.",
-        on_click=_do_resolve, args=(scope.db_url, list(selected_ids), scope.user), width="stretch",
+        on_click=_do_resolve, args=(scope.db_url, list(selected_ids), scope.settings), width="stretch",
     )
     c2.button(
         "Resolve all matching…", key="alerts-resolve-all", icon=":material/done_all:", disabled=not can,
         help=reason or "Resolve every unresolved alert the filter matches (asks first).",
         on_click=_ask_all, args=(scope.db_url, filters), width="stretch",
     )
-    pending = st.session_state.get("alerts_confirm_all")
+    if st.session_state.get(Keys.CONFIRM_FILTER) != filters:  # the filter changed: drop the snapshot
+        CONFIRM_ALL.cancel()
+    pending = CONFIRM_ALL.pending
     if pending is not None and can:
         with st.container(border=True, key="alerts-confirm"):
             if not pending:
                 st.info("No unresolved alerts match the filter: nothing to resolve.")
-                st.button("OK", key="alerts-confirm-cancel", on_click=_cancel_all)
+                st.button("OK", key="alerts-confirm-cancel", on_click=CONFIRM_ALL.cancel)
                 return
             st.warning(
                 f"Resolve {len(pending)} unresolved alert{'s' if len(pending) != 1 else ''} matching the current filter? "
@@ -280,15 +319,14 @@ def resolve_actions(scope: Scope, filters: AlertFilter, selected_ids: list, open
             )
             a, b, _ = st.columns([2, 1, 4])
             a.button(f"Yes, resolve {len(pending)}", key="alerts-confirm-yes", type="primary",
-                     on_click=_do_resolve, args=(scope.db_url, list(pending), scope.user), width="stretch")
-            b.button("Cancel", key="alerts-confirm-cancel", on_click=_cancel_all, width="stretch")
+                     on_click=_do_resolve, args=(scope.db_url, list(pending), scope.settings), width="stretch")
+            b.button("Cancel", key="alerts-confirm-cancel", on_click=CONFIRM_ALL.cancel, width="stretch")
 
 
 def alerts_export(db_url: str, filters: AlertFilter, stamp: str) -> None:
     def build() -> bytes:
-        with get_engine(db_url).connect() as conn:
-            columns, rows = export_rows(conn, filters=filters)
-        return rows_to_csv(columns, [rows])[0]
+        with get_engine(db_url).connect() as conn:  # a server-side cursor: never a list of every alert
+            return rows_to_csv(EXPORT_COLUMNS, export_chunks(conn, filters=filters))[0]
 
     csv_download("Export CSV", build, file_name=f"system_alerts_{stamp}.csv", key="alerts-export",
                  help="Every alert the filter matches, with severity and who resolved it.")

@@ -7,6 +7,7 @@ from lib.db import init_db, make_engine
 from lib.heartbeats import record_beat
 from lib.schema import agent_heartbeats
 from lib.timeutil import utcnow
+from lib.text import md_escape
 
 PAGE = "pages/agent_status.py"
 
@@ -39,7 +40,7 @@ def test_all_alive(run_page, sqlite_url):
 def test_one_down_is_named_first(run_page, sqlite_url):
     seed_beats(sqlite_url, {"ok-agent": 0, "dead-agent": 30})
     at = run_page(sqlite_url, PAGE)
-    assert [e.value for e in at.error] == ["1 of 2 agents down: dead-agent"]
+    assert [e.value for e in at.error] == ["1 of 2 agents down: " + md_escape("dead-agent")]  # escaped Markdown source
     last_beats = [m.value for m in at.metric if m.label == "Last beat"]
     assert last_beats[0].startswith("30 min")  # down agents first
     assert last_beats[1].endswith("s ago")
@@ -57,7 +58,7 @@ def test_one_row_per_agent_table(run_page, sqlite_url):
     eng.dispose()
     at = run_page(sqlite_url, PAGE)
     # the stored status column is not trusted: liveness comes from the beat's age
-    assert [e.value for e in at.error] == ["1 of 2 agents down: stale"]
+    assert [e.value for e in at.error] == ["1 of 2 agents down: " + md_escape("stale")]
     captions = " ".join(c.value for c in at.caption)
     assert "Only the latest beat is stored" in captions
 

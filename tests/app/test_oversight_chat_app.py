@@ -8,6 +8,7 @@ import pytest
 from lib.identity import OPERATOR, Actor
 from lib.oversight import create_session, get_session, list_sessions, record_answer, record_question
 from lib.timeutil import utcnow
+from lib.ui.oversight_chat import Keys
 from tests.support.oversight_fake import FakeOversight, chat_database
 
 PAGE = "pages/oversight_chat.py"
@@ -59,7 +60,7 @@ def test_streamed_answer_is_stored_and_shown(run_page, chat_db, fake):
     url, eng = chat_db
     at = open_page(run_page, url, fake)
     assert "No sessions yet" in " ".join(c.value for c in at.caption)
-    at.chat_input(key="oversight_q").set_value("How many items are in the DLQ?")
+    at.chat_input(key=Keys.QUESTION).set_value("How many items are in the DLQ?")
     rerun(at)
     [s] = sessions(eng)
     assert s.title == "How many items are in the DLQ?" and s.total_queries == 1
@@ -85,20 +86,20 @@ def test_new_session_and_select(run_page, chat_db, fake):
         record_question(conn, first, actor=Actor("local", OPERATOR), question="Older question", now=t - timedelta(hours=1))
         record_answer(conn, first, actor=Actor("local", OPERATOR), content="Older answer", now=t - timedelta(hours=1), incomplete=True)
     at = open_page(run_page, url, fake)
-    assert at.radio(key="oversight_session_pick").value == str(first)  # the newest is selected
+    assert at.radio(key=Keys.PICK).value == str(first)  # the newest is selected
     assert any("Interrupted: partial answer" in m.value for m in at.markdown)
     at.button(key="oversight_new").click()
     rerun(at)
     listed = sessions(eng)
     assert len(listed) == 2 and listed[0].id != first and listed[0].total_queries == 0
-    assert at.radio(key="oversight_session_pick").value == str(listed[0].id)
+    assert at.radio(key=Keys.PICK).value == str(listed[0].id)
     assert not at.chat_message  # the new session is empty
-    at.radio(key="oversight_session_pick").set_value(str(first))
+    at.radio(key=Keys.PICK).set_value(str(first))
     rerun(at)
     assert at.query_params["session"] in (str(first), [str(first)])
     assert [m.markdown[0].value for m in at.chat_message] == ["Older question", "Older answer"]
     # rename
-    at.text_input(key="oversight_rename_title").set_value("DLQ follow-up")
+    at.text_input(key=Keys.RENAME_TITLE).set_value("DLQ follow-up")
     at.button[[b.label for b in at.button].index("Save title")].click()
     rerun(at)
     assert "DLQ follow-up" in [s.title for s in sessions(eng)]
@@ -108,11 +109,11 @@ def test_question_over_2000_characters_is_kept_not_sent(run_page, chat_db, fake)
     url, eng = chat_db
     at = open_page(run_page, url, fake)
     long = "Why " + "x" * 2000
-    at.chat_input(key="oversight_q").set_value(long)
+    at.chat_input(key=Keys.QUESTION).set_value(long)
     rerun(at)
     assert fake.requests == [] and sessions(eng) == []
     assert "2,004 characters; the limit is 2,000" in at.error[0].value
-    draft = at.text_area(key="oversight_draft")
+    draft = at.text_area(key=Keys.DRAFT)
     assert draft.value == long  # nothing lost
     send = at.button(key="oversight_draft_send")
     assert send.disabled
@@ -128,7 +129,7 @@ def test_agent_down_keeps_the_question_unanswered(run_page, chat_db, fake):
     url, eng = chat_db
     fake.set("agent_down")
     at = open_page(run_page, url, fake)
-    at.chat_input(key="oversight_q").set_value("Anyone there?")
+    at.chat_input(key=Keys.QUESTION).set_value("Anyone there?")
     rerun(at)
     assert "The agent is not responding (last beat" in plain(at.error[0].value)
     [s] = sessions(eng)
@@ -141,7 +142,7 @@ def test_html_500_shows_a_clear_message(run_page, chat_db, fake):
     url, eng = chat_db
     fake.set("html_500")
     at = open_page(run_page, url, fake)
-    at.chat_input(key="oversight_q").set_value("Status?")
+    at.chat_input(key=Keys.QUESTION).set_value("Status?")
     rerun(at)
     assert "HTTP 500" in plain(at.error[0].value) and "HTML error page" in plain(at.error[0].value)
 
@@ -150,10 +151,37 @@ def test_dropped_stream_saves_partial_answer_as_incomplete(run_page, chat_db, fa
     url, eng = chat_db
     fake.set("drop")
     at = open_page(run_page, url, fake)
-    at.chat_input(key="oversight_q").set_value("Tell me everything")
+    at.chat_input(key=Keys.QUESTION).set_value("Tell me everything")
     rerun(at)
     [s] = sessions(eng)
     with eng.connect() as conn:
         last = get_session(conn, s.id, user="local").messages[-1]
     assert last["content"] == "Half an answer" and last["incomplete"] is True
     assert "connection to the oversight backend was lost" in plain(at.warning[0].value)
+
+
+def test_a_session_deleted_elsewhere_keeps_the_question_and_offers_a_new_session(run_page, chat_db, fake):
+    """Security item 8: the page has the session cached; it is deleted elsewhere; the user asks."""
+    import sqlalchemy as sa
+
+    from lib.schema import oversight_chat_sessions as ocs
+
+    url, eng = chat_db
+    with eng.begin() as conn:
+        old = create_session(conn, business_account_id=ACC, actor=Actor("local", OPERATOR), now=utcnow(), title="Old one")
+    at = open_page(run_page, url, fake)
+    assert any("Old one" in str(r.options) for r in at.radio)
+    with eng.begin() as conn:
+        conn.execute(sa.delete(ocs).where(ocs.c.id == old))
+    at.chat_input(key="oversight_q").set_value("Why did the last post fail?")
+    rerun(at)
+    assert not at.exception
+    assert any("no longer exists" in w.value for w in at.warning)
+    assert at.text_area(key="oversight_draft").value == "Why did the last post fail?"
+    at.button(key="oversight_draft_send").click()
+    rerun(at)
+    [s] = sessions(eng)
+    assert s.id != old
+    with eng.connect() as conn:
+        msgs = get_session(conn, s.id, user="local").messages
+    assert msgs[0] == {**msgs[0], "role": "user", "content": "Why did the last post fail?"}

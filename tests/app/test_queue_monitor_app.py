@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from lib.db import init_db, make_engine
 from lib.schema import audit_log, post_queue
 from lib.timeutil import utcnow
+from lib.ui.queue_monitor import Keys
 from tests.support.queue_rows import add_account, insert_rows, queue_row
 
 PAGE = "pages/queue_monitor.py"
@@ -78,23 +79,23 @@ def test_dlq_filters_and_grouping(run_page, queue_db):
     assert groups.iloc[0].tolist() == [4, "auth_failure", "(#190) Error validating access token: session # expired"]
     assert groups.iloc[1].tolist()[:2] == [2, "permanent"]
 
-    at.selectbox(key="qm_action").set_value("publish_post").run()
+    at.selectbox(key=Keys.ACTION).set_value("publish_post").run()
     assert set(table(at)["action_type"]) == {"publish_post"} and len(table(at)) == 2
-    at.selectbox(key="qm_action").set_value("__all__").run()
+    at.selectbox(key=Keys.ACTION).set_value("__all__").run()
 
-    at.text_input(key="qm_search").input("TOKEN").run()
+    at.text_input(key=Keys.SEARCH).input("TOKEN").run()
     assert len(table(at)) == 4
-    at.text_input(key="qm_search").input("no such error anywhere").run()
+    at.text_input(key=Keys.SEARCH).input("no such error anywhere").run()
     assert "No rows match these filters" in at.info[0].value
-    at.text_input(key="qm_search").input("").run()
+    at.text_input(key=Keys.SEARCH).input("").run()
 
-    group_keys = at.selectbox(key="qm_group").options
+    group_keys = at.selectbox(key=Keys.GROUP).options
     assert group_keys[1].startswith("4 × auth_failure")
-    at.selectbox(key="qm_group").set_value("permanent|(#36003) The aspect ratio is not supported").run()
+    at.selectbox(key=Keys.GROUP).set_value("permanent|(#36003) The aspect ratio is not supported").run()
     assert list(table(at)["error_category"]) == ["permanent", "permanent"]
 
-    at.segmented_control(key="qm_view").set_value("failed").run()
-    at.selectbox(key="qm_group").set_value("__all__").run()
+    at.segmented_control(key=Keys.VIEW).set_value("failed").run()
+    at.selectbox(key=Keys.GROUP).set_value("__all__").run()
     failed = table(at)
     assert len(failed) == 1 and failed.iloc[0]["next_retry"].startswith("in ")
 
@@ -113,7 +114,7 @@ def test_retry_one_from_the_row_detail(run_page, queue_db):
     at = run_page(url, PAGE)
     newest = rows[0]
     assert table(at).iloc[0]["id"] == str(newest["id"])
-    at.session_state["qm_selected_ids"] = [str(newest["id"])]
+    at.session_state[Keys.SELECTED] = [str(newest["id"])]
     at.run()
     assert '"comment_id"' in at.json[0].value  # the payload, as JSON
     assert any("(#190) Error validating access token: session 0 expired" in c.value for c in at.code)
@@ -131,7 +132,7 @@ def test_retry_selected_through_session_state(run_page, queue_db):
     url, rows = queue_db
     at = run_page(url, PAGE)
     ids = [str(rows[1]["id"]), str(rows[4]["id"])]
-    at.session_state["qm_selected_ids"] = ids
+    at.session_state[Keys.SELECTED] = ids
     at.run()
     assert at.button(key="qm_retry_selected").label == "Retry 2 selected"
     at.button(key="qm_retry_selected").click().run()
@@ -140,15 +141,15 @@ def test_retry_selected_through_session_state(run_page, queue_db):
     assert {status[uuid.UUID(i)] for i in ids} == {("pending", 0)}
     assert len(audits) == 2
     assert len(table(at)) == 4 and not set(ids) & set(table(at)["id"])
-    assert at.session_state["qm_selected_ids"] == []
+    assert at.session_state[Keys.SELECTED] == []
 
 
 def test_retry_all_matching_asks_first(run_page, queue_db):
     url, rows = queue_db
     at = run_page(url, PAGE)
-    at.selectbox(key="qm_category").set_value("auth_failure").run()
+    at.selectbox(key=Keys.CATEGORY).set_value("auth_failure").run()
     at.button(key="qm_retry_all").click().run()
-    assert at.session_state["qm_confirm"]["count"] == 4
+    assert at.session_state[Keys.CONFIRM]["count"] == 4
     status, _ = db_status(url)
     assert sum(s == "dlq" for s, _ in status.values()) == 6  # nothing happens before the confirmation
     assert "Move **4** row(s)" in " ".join(md.value for md in at.markdown)
@@ -156,14 +157,14 @@ def test_retry_all_matching_asks_first(run_page, queue_db):
     assert at.success[0].value.startswith("Retry all matching (4): 4 rows moved back to pending")
     status, _ = db_status(url)
     assert sum(s == "dlq" for s, _ in status.values()) == 2
-    assert "qm_confirm" not in at.session_state
+    assert Keys.CONFIRM not in at.session_state
 
 
 def test_viewer_sees_disabled_actions(run_page, queue_db):
     url, _ = queue_db
     at = run_page(url, PAGE, env={"OPERATOR_EMAILS": "someone-else@example.com"})
     assert at.button(key="qm_retry_all").disabled
-    at.session_state["qm_selected_ids"] = [str(table(at).iloc[0]["id"])]
+    at.session_state[Keys.SELECTED] = [str(table(at).iloc[0]["id"])]
     at.run()
     assert at.button(key="qm_retry_one").disabled and at.button(key="qm_retry_selected").disabled
 

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from lib.db import init_db, make_engine
 from lib.schema import audit_log, instagram_business_accounts, system_alerts
 from lib.timeutil import utcnow
+from lib.ui.system_alerts import Keys
 
 PAGE = "pages/system_alerts.py"
 ACC_A = uuid.UUID("aaaaaaaa-0000-0000-0000-000000000001")
@@ -65,15 +66,15 @@ def test_default_grouped_unresolved_by_severity(run_page, sqlite_url):
 def test_filters_and_each_view(run_page, sqlite_url):
     seed(sqlite_url)
     at = run_page(sqlite_url, PAGE)
-    at.segmented_control(key="alert_view").set_value("each").run()
+    at.segmented_control(key=Keys.VIEW).set_value("each").run()
     assert len(frame(at)) == 5
-    at.selectbox(key="alert_type").set_value("rate_limit").run()
+    at.selectbox(key=Keys.TYPE).set_value("rate_limit").run()
     assert list(frame(at)["alert_type"]) == ["rate_limit"] * 3
-    at.selectbox(key="alert_type").set_value("all").run()
-    at.multiselect(key="alert_sev").set_value(["CRITICAL"]).run()
+    at.selectbox(key=Keys.TYPE).set_value("all").run()
+    at.multiselect(key=Keys.SEVERITY).set_value(["CRITICAL"]).run()
     assert set(frame(at)["alert_type"]) == {"agent_down", "auth_failure"}
-    at.multiselect(key="alert_sev").set_value([]).run()
-    at.segmented_control(key="alert_state").set_value("resolved").run()
+    at.multiselect(key=Keys.SEVERITY).set_value([]).run()
+    at.segmented_control(key=Keys.STATE).set_value("resolved").run()
     df = frame(at)
     assert list(df["alert_type"]) == ["sync_failure"] and list(df["resolved_by"]) == ["auto / elsewhere"]
     at.selectbox(key="account").set_value(str(ACC_A)).run()
@@ -83,7 +84,7 @@ def test_filters_and_each_view(run_page, sqlite_url):
 def test_resolve_all_matching_asks_with_count_then_resolves(run_page, sqlite_url):
     seed(sqlite_url)
     at = run_page(sqlite_url, PAGE)
-    at.selectbox(key="alert_type").set_value("rate_limit").run()
+    at.selectbox(key=Keys.TYPE).set_value("rate_limit").run()
     at.button(key="alerts-resolve-all").click().run()
     assert "Resolve 3 unresolved alerts matching the current filter?" in at.warning[0].value
     at.button(key="alerts-confirm-cancel").click().run()
@@ -97,8 +98,8 @@ def test_resolve_all_matching_asks_with_count_then_resolves(run_page, sqlite_url
         audits = conn.execute(sa.select(audit_log.c.event_type, audit_log.c.user_id)).all()
         open_left = conn.execute(sa.select(sa.func.count()).select_from(system_alerts).where(system_alerts.c.resolved.is_(False))).scalar_one()
     assert audits == [("alert_resolved", "local")] * 3 and open_left == 2
-    at.segmented_control(key="alert_state").set_value("resolved").run()
-    at.segmented_control(key="alert_view").set_value("each").run()
+    at.segmented_control(key=Keys.STATE).set_value("resolved").run()
+    at.segmented_control(key=Keys.VIEW).set_value("each").run()
     assert list(frame(at)["resolved_by"]) == ["local"] * 3
 
 
@@ -106,8 +107,9 @@ def test_resolve_selected(run_page, sqlite_url):
     seed(sqlite_url)
     at = run_page(sqlite_url, PAGE)
     assert at.button(key="alerts-resolve-selected").disabled  # nothing selected yet
-    # AppTest cannot click dataframe rows: set the selection state the frontend would send
-    at.session_state["alerts-groups"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+    # AppTest cannot click dataframe rows (nor fire on_select): set what the selection callback
+    # stores, the ids behind the first row as drawn
+    at.session_state[Keys.SELECTED] = list(at.session_state[Keys.SHOWN]["id_sets"][0])
     at.run()
     assert at.button(key="alerts-resolve-selected").label == "Resolve selected (1)"
     at.button(key="alerts-resolve-selected").click().run()
@@ -127,3 +129,14 @@ def test_empty_database(run_page, sqlite_url):
     at = run_page(sqlite_url, PAGE)
     assert "No unresolved alerts" in at.success[0].value
     assert metric(at, "Unresolved") == "0"
+
+
+def test_resolve_all_matching_drops_its_snapshot_when_the_filter_changes(run_page, sqlite_url):
+    """Security item 6: the confirmation's ids belong to the filter they were taken for."""
+    seed(sqlite_url)
+    at = run_page(sqlite_url, PAGE)
+    at.button(key="alerts-resolve-all").click().run()
+    assert any(b.key == "alerts-confirm-yes" for b in at.button)
+    at.selectbox(key="alert_type").set_value("rate_limit").run()
+    assert not any(b.key == "alerts-confirm-yes" for b in at.button)
+    assert "alerts_confirm_all" not in at.session_state

@@ -7,7 +7,7 @@ from playwright.sync_api import expect
 from lib.db import init_db, make_engine
 from lib.heartbeats import record_beat
 from lib.timeutil import utcnow
-from lib.ui.nav import existing_pages
+from lib.ui.nav import MENU_KEY, existing_pages
 from tests.e2e.conftest import wait_idle
 
 pytestmark = pytest.mark.e2e
@@ -41,16 +41,17 @@ def test_deep_link_first_request_runs_through_the_guard(start_app, beats_db, pag
     expect(page.get_by_text("1 of 2 agents down: agent-b")).to_be_visible()
     assert_card(page, "agent-a", "alive")
     assert page.locator("[data-testid='stException']").count() == 0
-    # the sidebar offers the other pages even in this mode
+    # the sidebar offers the other pages even in this mode (every page: tests/e2e/test_menu_e2e.py)
     expect(page.get_by_test_id("stSidebar").get_by_text("Business account")).to_be_visible()
+    expect(page.locator(f".st-key-{MENU_KEY}").get_by_text("Queue Monitor")).to_be_visible()
 
 
 def test_app_loads_and_agent_status_shows_alive_and_down(start_app, beats_db, page):
     server = start_app({"DATABASE_URL": beats_db})
     page.goto(server.url + "/")
     wait_idle(page)
-    if len(existing_pages()) > 1:  # Streamlit hides the menu of a one-page app
-        page.get_by_test_id("stSidebarNav").get_by_text("Agent Status").click()
+    if len(existing_pages()) > 1:  # no menu for a one-page app
+        page.locator(f".st-key-{MENU_KEY}").get_by_text("Agent Status").click()
         wait_idle(page)
     expect(page.get_by_role("heading", name="Agent Status")).to_be_visible()
     expect(page.get_by_text("1 of 2 agents down")).to_be_visible()

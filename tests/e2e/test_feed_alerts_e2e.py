@@ -132,6 +132,49 @@ def test_alerts_live_refresh_keeps_the_selection(start_app, demo_db, page):
     expect(updated).not_to_have_text(before, timeout=20_000)  # the fragment ticked (5 s clock buckets)
     expect(button).to_contain_text("Resolve selected (1)")  # and the selection survived it
     # pausing (sidebar toggle) stops the ticks
-    page.get_by_test_id("stSidebar").get_by_text("Live refresh (30 s)").click()
+    page.get_by_test_id("stSidebar").get_by_text("Live refresh (2 s)").click()  # POLL_INTERVAL_S above
     wait_idle(page)
     expect(page.get_by_text("live refresh paused")).to_be_visible()
+
+
+def test_resolve_selected_resolves_the_selected_alert_after_a_more_severe_one_arrives(start_app, demo_db, page):
+    """Security item 6: the selection is ids, and the list is frozen while rows are selected, so a
+    new alert sorting above the selected one cannot make "Resolve selected" resolve another alert."""
+    server = start_app({"DATABASE_URL": demo_db, "POLL_INTERVAL_S": "2"})
+    page.goto(server.url + "/system_alerts")
+    wait_idle(page)
+    grid = page.get_by_test_id("stDataFrame")
+    expect(grid).to_contain_text("rate_limit")
+    grid.scroll_into_view_if_needed()
+    box = grid.bounding_box()
+    second_row = (box["x"] + 16, box["y"] + 35 + 35 + 17)  # rows: agent_down, rate_limit
+    page.mouse.move(*second_row)
+    page.wait_for_timeout(500)  # the canvas draws its row markers on hover
+    page.mouse.click(*second_row)
+    button = page.locator(".st-key-alerts-resolve-selected").get_by_role("button")
+    expect(button).to_contain_text("Resolve selected (1)")
+    expect(page.get_by_text("paused while 1 alert(s) are selected")).to_be_visible()
+
+    eng = make_engine(demo_db)
+    now = utcnow()
+    with eng.begin() as conn:  # more severe than both: sorts first in a refreshed list
+        conn.execute(sa.insert(system_alerts).values(
+            id=uuid.uuid4(), alert_type="auth_failure", message="token revoked", business_account_id=None,
+            details={"source": "e2e"}, resolved=False, created_at=now, updated_at=now))
+    # the live summary (not frozen) shows the new alert once the loaders' cache has expired ...
+    unresolved = page.get_by_test_id("stMetric").filter(has_text="Unresolved alerts")
+    expect(unresolved).to_contain_text("3", timeout=60_000)
+    # ... then two more refreshes of the panel
+    updated = page.get_by_text("Updated ")
+    for _ in range(2):
+        before = updated.inner_text()
+        expect(updated).not_to_have_text(before, timeout=20_000)
+    expect(button).to_contain_text("Resolve selected (1)")
+    button.click()
+    wait_idle(page)
+    expect(page.get_by_text("Resolved 1 alert.")).to_be_visible()
+    with eng.connect() as conn:
+        state = dict(conn.execute(sa.select(system_alerts.c.alert_type, system_alerts.c.resolved)).all())
+    eng.dispose()
+    assert state == {"agent_down": False, "rate_limit": True, "auth_failure": False}
+    assert page.locator("[data-testid='stException']").count() == 0

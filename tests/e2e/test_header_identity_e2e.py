@@ -48,3 +48,16 @@ def test_missing_header_is_refused(browser, start_app, demo_url):
     wait_idle(page)
     expect(page.get_by_text("No signed-in user: the request carries no X-Forwarded-Email header")).to_be_visible()
     expect(page.get_by_role("button", name="Retry all")).to_have_count(0)
+
+
+def test_a_request_that_did_not_come_from_the_trusted_proxy_is_refused(browser, start_app, demo_url):
+    """Security item 1: with TRUSTED_PROXY_IPS set, a forged header from any other client address
+    (here the browser on loopback) gets nothing, not even a disabled Retry button."""
+    server = start_app({"DATABASE_URL": demo_url, **ENV, "OPERATOR_EMAILS": "ops@example.com",
+                        "TRUSTED_PROXY_IPS": "10.9.9.9"})
+    page = as_user(browser, "ops@example.com")
+    page.goto(server.url + "/queue_monitor")
+    wait_idle(page)
+    expect(page.get_by_text("did not come through the sign-in proxy")).to_be_visible()
+    expect(page.get_by_role("button", name="Retry all")).to_have_count(0)
+    assert page.get_by_test_id("stDataFrame").count() == 0

@@ -147,3 +147,27 @@ def test_live_refresh_keeps_the_selection_and_the_open_dialog(start_app, dlq_db,
     with eng.connect() as conn:  # exactly the confirmed number, newest first
         assert conn.execute(sa.select(sa.func.count()).where(post_queue.c.status == "dlq")).scalar() == 9 - n
     eng.dispose()
+
+
+@pytest.mark.parametrize("width", [1440, 1024])
+def test_metric_values_fit_their_cards(start_app, sqlite_url, page, width):
+    """The longest values (a 10-character age, six-digit counts) are shown whole, not "1 h …"."""
+    eng = make_engine(sqlite_url)
+    init_db(eng)
+    now = utcnow()
+    with eng.begin() as conn:
+        acc = add_account(conn, "wide_shop", now)
+        insert_rows(conn, [queue_row(account=acc, now=now, status="pending", age_min=9 * 60 + 54)])  # "9 h 59 min"
+        insert_rows(conn, [queue_row(account=acc, now=now, status="sent", age_min=1) for _ in range(100_500)])
+    eng.dispose()
+    server = start_app({"DATABASE_URL": sqlite_url})
+    page.set_viewport_size({"width": width, "height": 900})
+    page.goto(server.url + "/queue_monitor")
+    wait_idle(page)
+    values = page.locator(".st-key-qm_metrics [data-testid='stMetricValue']")
+    expect(values).to_have_count(7)
+    expect(values.nth(3)).to_have_text("9 h 59 min")
+    expect(values.nth(0)).to_have_text("100,501")
+    cut = values.evaluate_all("els => els.filter(e => [e, ...e.querySelectorAll('*')]"
+                              ".some(x => x.scrollWidth > x.clientWidth + 1)).map(e => e.innerText)")
+    assert cut == []
