@@ -15,7 +15,8 @@ from lib.schema import audit_log, system_alerts
 from lib.timebuckets import bucket_expr, bucket_value
 from lib.timeutil import iso
 
-ALERT_TYPES = ("auth_failure", "rate_limit", "content_violation", "agent_down", "sync_failure")
+ALERT_TYPES = ("auth_failure", "rate_limit", "content_violation", "agent_down", "sync_failure")  # the spec's
+TOKEN_EXPIRING = "token_expiring"  # ours (issue 16): an account's access token expires soon
 SEVERITIES = ("CRITICAL", "ERROR", "WARNING")  # most severe first
 _SEVERITY = {
     "auth_failure": "CRITICAL",
@@ -23,6 +24,7 @@ _SEVERITY = {
     "content_violation": "ERROR",
     "sync_failure": "ERROR",
     "rate_limit": "WARNING",
+    "token_expiring": "WARNING",
 }
 
 

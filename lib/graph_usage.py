@@ -55,12 +55,17 @@ def record_quota(conn: sa.Connection, *, account_id: uuid.UUID, usage: int, tota
                                          "quota_total": total, "quota_duration_s": duration_s, "quota_seen_at": now})
 
 
+def record_token(conn: sa.Connection, *, account_id: uuid.UUID, expires_at: datetime | None, now: datetime) -> None:
+    _upsert(conn, scope_of(account_id), {"business_account_id": account_id, "token_expires_at": expires_at,
+                                         "token_checked_at": now})
+
+
 def usage_rows(conn: sa.Connection) -> dict[str, dict[str, Any]]:
     """{scope: row as a dict} for every scope seen (the Accounts page, the metrics)."""
     out = {}
     for r in conn.execute(sa.select(gu)):
         d = dict(r._mapping)
-        for k in ("regain_at", "seen_at", "quota_seen_at"):
+        for k in ("regain_at", "seen_at", "quota_seen_at", "token_expires_at", "token_checked_at"):
             d[k] = as_utc(d[k])
         out[d["scope"]] = d
     return out

@@ -182,6 +182,16 @@ class GraphClient:
                           template="/{ig-user-id}/media_publish")
         return self._id(body, "id", path)
 
+    def debug_token(self, account: AccountCreds, app_token: str) -> dict[str, Any]:
+        """GET /debug_token?input_token=<the account's token> with the app's token: `expires_at`
+        (Unix time; 0 = never), `is_valid`. The account's token is a query parameter here (Graph
+        offers no other way); urllib3's URL logging is switched off in the worker for that reason."""
+        if not account.access_token:
+            raise InvalidPayload("business account has no access_token")
+        body = self._call("GET", "debug_token", app_token, {"input_token": account.access_token},
+                          template="/debug_token")
+        return body.get("data") if isinstance(body.get("data"), dict) else {}
+
     def publishing_limit(self, account: AccountCreds) -> Quota:
         body = self._call("GET", f"{self._ig_user(account)}/content_publishing_limit", account.access_token,
                           {"fields": "config,quota_usage"}, template="/{ig-user-id}/content_publishing_limit")

@@ -173,8 +173,12 @@ def payload_problems(action_type: str, payload: dict[str, Any]) -> list[str]:
         out.append("reply_dm needs conversation_id (or recipient_id)")
     if action_type in ("send_dm", "reply_dm"):
         out += dm_problems(p.get("message_text"))
-    if action_type in ("publish_post", "repost_ugc") and not (action_type == "repost_ugc" and p.get("creation_id")):
-        if not (action_type == "publish_post" and p.get("creation_id")):
+    if action_type in ("publish_post", "repost_ugc"):
+        if p.get("creation_id"):  # the stored container is read first; its media need not be rebuilt
+            out += caption_problems(p.get("caption"))
+            out += [f"{k} must be an http(s) URL Instagram can fetch" for k in ("image_url", "video_url", "media_url")
+                    if p.get(k) not in (None, "") and not is_http_url(p[k])]
+        else:
             try:
                 media_spec(action_type, p)
             except InvalidPayload as exc:

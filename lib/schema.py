@@ -229,6 +229,22 @@ graph_usage = sa.Table(
     sa.Column("quota_total", sa.Integer),
     sa.Column("quota_duration_s", sa.Integer),
     _ts("quota_seen_at"),
+    _ts("token_expires_at"),  # debug_token's expires_at (issue 16); NULL: unknown or never
+    _ts("token_checked_at"),
+)
+
+# Our own (issue 16): an operator's pause of an account, an action type, or both. While a row
+# exists the worker claims nothing it covers; resuming deletes it (audit_log keeps the history).
+queue_pauses = sa.Table(
+    "queue_pauses",
+    metadata,
+    _id(),
+    sa.Column("business_account_id", sa.Uuid(as_uuid=True)),  # NULL: every account
+    sa.Column("action_type", sa.Text),  # NULL: every action type
+    sa.Column("paused_by", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text),
+    _ts("paused_at", nullable=False),
+    sa.Index("ix_queue_pauses_scope", "business_account_id", "action_type"),
 )
 
 SPEC_TABLES = (

@@ -66,6 +66,9 @@ class Settings:
     oversight_connect_timeout_s: float = 5.0
     oversight_read_timeout_s: float = 60.0  # longest silence (no token, no ping) before we call the stream dropped
     oversight_max_question_chars: int = 2000  # spec 3.3 "question: string (max 2000 chars)"
+    # Account health (issue 16): debug_token needs an app token ("<app id>|<app secret>"); never shown
+    meta_app_token: str = ""
+    token_expiry_warn_days: int = 7  # a token_expiring alert this many days before the token expires
     # Instagram content publishing (issue 12, docs/worker.md)
     container_timeout_s: int = 1800  # a container still IN_PROGRESS this long after its creation is a failed attempt
     container_check_interval_s: int = 60  # a waiting row reads its container's status about once a minute

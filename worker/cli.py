@@ -125,6 +125,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s pid=%(process)d %(message)s")
     install_log_redaction()  # no credential in any log line, urllib3's DEBUG request lines included
+    # urllib3 logs each request's URL at DEBUG; debug_token's URL carries an account's token.
+    logging.getLogger("urllib3").setLevel(max(logging.INFO, logging.getLogger().level))
     try:
         settings = load_settings()
         if args.cron:

@@ -304,11 +304,12 @@ class SandboxState:
 
     # -- accounts -----------------------------------------------------------------------------
     def add_account(self, ig_user_id: str, access_token: str, *, page_id: str | None = None,
-                    username: str | None = None) -> None:
+                    username: str | None = None, token_expires_at: float | None = None) -> None:
         ig_user_id = str(ig_user_id)
         with self.lock:
             self.accounts[ig_user_id] = {"access_token": access_token, "page_id": str(page_id) if page_id else None,
-                                         "username": username or f"account_{ig_user_id[-4:]}"}
+                                         "username": username or f"account_{ig_user_id[-4:]}",
+                                         "token_expires_at": token_expires_at}
             self.by_token[access_token] = ig_user_id
             if page_id:
                 self.by_page[str(page_id)] = ig_user_id
@@ -615,6 +616,8 @@ class Handler(BaseHTTPRequestHandler):
                 return "comment_replies", self._get_replies
             if parts == ["me"]:
                 return "me", self._get_me
+            if parts == ["debug_token"]:
+                return "debug_token", self._get_debug_token
             if len(parts) == 1:
                 with st.lock:
                     is_container = parts[0] in st.containers
@@ -803,6 +806,27 @@ class Handler(BaseHTTPRequestHandler):
             people.reverse()
         return 200, {"participants": {"data": people}, "id": conv}
 
+    def _get_debug_token(self, parts, params, **_):
+        """GET /debug_token?input_token=… with an app token (Graph API "Debug Token" reference:
+        data.app_id, type, application, expires_at — Unix time, 0 for a token that never expires —,
+        is_valid, scopes, user_id)."""
+        st = self.state
+        if not params.get("input_token"):
+            raise param_error("(#100) The parameter input_token is required")
+        token = str(params["input_token"])
+        with st.lock:
+            ig = st.by_token.get(token)
+            acct = st.accounts.get(ig) if ig else None
+        valid = not token.startswith(("bad", "expired", "revoked"))
+        expires = (acct or {}).get("token_expires_at") or 0
+        data = {"app_id": "1000000000000001", "type": "PAGE" if st.api == "facebook_login" else "USER",
+                "application": "Agent Dashboard (sandbox)", "expires_at": int(expires), "is_valid": valid,
+                "scopes": ["instagram_basic", "instagram_content_publish", "instagram_manage_messages"],
+                "user_id": ig or derived_ig_user_id(token)}
+        if not valid:
+            data["error"] = {"code": 190, "message": "Error validating access token: Session has expired."}
+        return 200, {"data": data}
+
     def _get_me(self, parts, params, *, account, **_):
         return 200, {"id": account, "username": self.state.username_of(account)}
 
@@ -983,8 +1007,10 @@ class GraphSandbox:
             self.state.offset_s += float(seconds)
 
     def add_account(self, ig_user_id: str, access_token: str, *, page_id: str | None = None,
-                    username: str | None = None) -> None:
-        self.state.add_account(ig_user_id, access_token, page_id=page_id, username=username)
+                    username: str | None = None, token_expires_at: float | None = None) -> None:
+        """token_expires_at: epoch seconds that debug_token reports (None or 0: never expires)."""
+        self.state.add_account(ig_user_id, access_token, page_id=page_id, username=username,
+                               token_expires_at=token_expires_at)
 
     def add_conversation(self, conversation_id: str, ig_user_id: str, customer_id: str, *,
                          customer_username: str | None = None) -> None:
