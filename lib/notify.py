@@ -404,6 +404,19 @@ def detect(conn: sa.Connection, settings: Settings, *, now: datetime) -> DetectR
     dirty: set[uuid.UUID] = set()
     first_messages: dict[uuid.UUID, Any] = {}
 
+    # rows gone from the unresolved set: resolved (or deleted)
+    gone = [aid for aid in tracked if aid not in open_rows]
+    if gone:
+        for start in range(0, len(gone), 500):
+            conn.execute(sa.update(rows_t).where(rows_t.c.alert_id.in_(gone[start:start + 500])).values(resolved=True))
+    touched = {tracked[aid].incident_id for aid in gone}
+    still_open = {r.incident_id for r in conn.execute(
+        sa.select(rows_t.c.incident_id).where(rows_t.c.resolved.is_(False), rows_t.c.incident_id.in_(list(touched)))
+        .distinct())} if touched else set()
+    to_resolve = [i for i in touched if i not in still_open and i in incidents]
+    for inc_id in to_resolve:  # a row arriving now for the same key starts a new incident
+        by_key.pop(incidents[inc_id]["group_key"], None)
+
     # new rows: a new incident, or a repeat of an open one
     for aid, r in open_rows.items():
         if aid in tracked:
@@ -460,17 +473,6 @@ def detect(conn: sa.Connection, settings: Settings, *, now: datetime) -> DetectR
             dirty.add(inc["id"])
             conn.execute(sa.update(rows_t).where(rows_t.c.alert_id == aid).values(
                 last_count=max(count or 0, tr.last_count + delta), last_updated_at=r.updated_at))
-
-    # rows gone from the unresolved set: resolved (or deleted)
-    gone = [aid for aid in tracked if aid not in open_rows]
-    if gone:
-        for start in range(0, len(gone), 500):
-            conn.execute(sa.update(rows_t).where(rows_t.c.alert_id.in_(gone[start:start + 500])).values(resolved=True))
-    touched = {tracked[aid].incident_id for aid in gone}
-    still_open = {r.incident_id for r in conn.execute(
-        sa.select(rows_t.c.incident_id).where(rows_t.c.resolved.is_(False), rows_t.c.incident_id.in_(list(touched)))
-        .distinct())} if touched else set()
-    to_resolve = [i for i in touched if i not in still_open and i in incidents]
 
     names = _account_names(conn, [i["business_account_id"] for i in incidents.values()])
     active = load_silences(conn, active_at=now)
