@@ -109,10 +109,10 @@ def mask_notify_url(url: str) -> str:
         return f"{scheme}://***"
     base = obj.url(privacy=True).split("?", 1)[0]
     try:
-        query = parse_qsl(urlsplit(url).query, keep_blank_values=True)
+        query = [p.partition("=") for p in urlsplit(url).query.split("&") if p]  # raw: "+Header" stays "+Header"
     except ValueError:
         query = []
-    parts = [f"{quote(k, safe='+-:')}={v if k.lower() in _SAFE_QUERY_KEYS else '***'}" for k, v in query]
+    parts = [f"{k}={v if k.lower() in _SAFE_QUERY_KEYS else '***'}" for k, _, v in query]
     return base + ("?" + "&".join(parts) if parts else "")
 
 
