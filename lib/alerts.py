@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from lib.audit import audit_row
+from lib.redact import redact, redact_text
 from lib.identity import Actor, require_operator
 from lib.schema import audit_log, system_alerts
 from lib.timebuckets import bucket_expr, bucket_value
@@ -51,6 +52,7 @@ def open_or_update_alert(
     details = dict(details or {})
     if agent_id is not None:
         details["agent_id"] = agent_id
+    lock_alert_key(conn, alert_type=alert_type, business_account_id=business_account_id, agent_id=agent_id)
     t = system_alerts
     query = sa.select(t.c.id, t.c.details).where(t.c.alert_type == alert_type, t.c.resolved.is_(False))
     if business_account_id is not None:
@@ -85,6 +87,22 @@ def open_or_update_alert(
     merged["last_seen"] = iso(now)
     conn.execute(sa.update(t).where(t.c.id == existing.id).values(message=message, details=merged, updated_at=now))
     return existing.id
+
+
+ALERT_LOCK_CLASS = 0x416C7274  # 'Alrt': the advisory-lock namespace of open_or_update_alert
+
+
+def lock_alert_key(conn: sa.Connection, *, alert_type: str, business_account_id=None, agent_id=None) -> None:
+    """Serialise open_or_update_alert per (alert_type, account or agent) on PostgreSQL, so several
+    workers cannot both find no open alert and both insert one.
+
+    A transaction-level advisory lock (released at commit/rollback; never a session lock, which a
+    transaction pooler would leak across clients). Needs no index, so init never fails on rows that
+    already hold duplicates. SQLite serialises writers with BEGIN IMMEDIATE (the worker's write_txn)."""
+    if conn.dialect.name != "postgresql":
+        return
+    key = f"{alert_type}|{business_account_id or ''}|{agent_id or ''}"
+    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(ALERT_LOCK_CLASS, sa.func.hashtext(key))))
 
 
 def auto_resolve(conn: sa.Connection, *, alert_type: str, now: datetime, agent_id: str | None = None,
@@ -369,14 +387,36 @@ def alert_counts(conn: sa.Connection, *, filters: AlertFilter, bucket: str) -> l
     return [{"bucket": bucket_value(r.bucket), "alert_type": r.alert_type, "count": int(r.n)} for r in conn.execute(query)]
 
 
-def export_rows(conn: sa.Connection, *, filters: AlertFilter, limit: int = 1_000_000):
-    """(columns, rows) of the filtered alerts for CSV, same order as the list."""
-    alerts = list_alerts(conn, filters=filters, limit=limit)
-    columns = ("id", "severity", "alert_type", "business_account_id", "message", "resolved", "resolved_at",
-               "resolved_by", "created_at", "updated_at", "count", "details")
-    rows = [
-        (str(a.id), a.severity, a.alert_type, "" if a.business_account_id is None else str(a.business_account_id),
-         a.message, a.resolved, a.resolved_at, a.resolved_by, a.created_at, a.updated_at, a.count, a.details)
-        for a in alerts
-    ]
-    return columns, rows
+EXPORT_COLUMNS = ("id", "severity", "alert_type", "business_account_id", "message", "resolved", "resolved_at",
+                  "resolved_by", "created_at", "updated_at", "count", "details")
+EXPORT_CAP = 1_000_000
+
+
+def export_chunks(conn: sa.Connection, *, filters: AlertFilter, cap: int = EXPORT_CAP, chunk_size: int = 2000):
+    """Rows of the filtered alerts for CSV (EXPORT_COLUMNS order, same order as the list), read from a
+    server-side cursor in chunks: memory stays bounded by the chunk, not by the table. Details are
+    redacted; who resolved each alert is looked up per chunk."""
+    t = system_alerts
+    query = (
+        sa.select(*[t.c[c] for c in ALERT_COLUMNS])
+        .where(*alert_conditions(filters))
+        .order_by(_severity_order(), t.c.created_at.desc(), t.c.id.desc())
+        .limit(cap)
+    )
+    result = conn.execution_options(stream_results=True, yield_per=chunk_size).execute(query)
+    try:
+        for part in result.partitions(chunk_size):
+            resolvers = resolved_by(conn, [r.id for r in part if r.resolved])
+            yield [_export_row(r, resolvers) for r in part]
+    finally:
+        result.close()
+
+
+def _export_row(r, resolvers: dict) -> tuple:
+    details = r.details if isinstance(r.details, dict) else ({"value": r.details} if r.details is not None else None)
+    count = Alert(id=r.id, alert_type=r.alert_type, severity="", message=None, business_account_id=None,
+                  details=details, resolved=False, resolved_at=None, created_at=None, updated_at=None).count
+    return (str(r.id), severity(r.alert_type), r.alert_type,
+            "" if r.business_account_id is None else str(r.business_account_id), redact_text(r.message),
+            bool(r.resolved), r.resolved_at, resolvers.get(r.id), r.created_at, r.updated_at, count,
+            None if details is None else redact(details))

@@ -1,6 +1,7 @@
 """audit_log: the one place rows are written (worker, retries, resolves) and read."""
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -9,6 +10,7 @@ from typing import Any, Iterator
 import sqlalchemy as sa
 
 from lib.db import distinct_values_cte
+from lib.redact import may_hold_secret, redact, redact_text
 from lib.schema import audit_log
 from lib.timebuckets import bucket_expr, bucket_value
 
@@ -45,8 +47,8 @@ def audit_row(
         "resource_id": None if resource_id is None else str(resource_id),
         "user_id": user_id,
         "success": success,
-        "error_message": error_message,
-        "details": details,
+        "error_message": redact_text(error_message),
+        "details": None if details is None else redact(details),  # tokens never reach audit_log.details
         "created_at": now,
     }
 
@@ -68,6 +70,8 @@ FEED_COLUMNS = (
 EXPORT_COLUMNS = FEED_COLUMNS + ("ip_address", "user_agent")
 PAGE_SIZES = (50, 100, 200)
 EXPORT_CAP = 1_000_000
+SEARCH_WINDOW = 100_000  # a text search reads at most the newest this many rows (bounded work per search)
+SEARCH_MAX_CHARS = 200  # longer search strings are cut
 LIKE_ESCAPE = "\\"
 
 
@@ -132,8 +136,13 @@ def feed_conditions(filters: AuditFilter) -> list:
         cond.append(t.c.resource_type == filters.resource_type)
     if filters.account_id is not None:
         cond.append(t.c.details["business_account_id"].as_string() == str(filters.account_id))
-    text = filters.search.strip()
+    text = filters.search.strip()[:SEARCH_MAX_CHARS]
     if text:
+        # bounded: LIKE '%x%' uses no index, so it runs only over the newest SEARCH_WINDOW rows, whose
+        # lower edge is found by walking the created_at index (the window does not depend on the text)
+        edge = (sa.select(t.c.created_at).where(t.c.created_at.is_not(None)).order_by(t.c.created_at.desc())
+                .offset(SEARCH_WINDOW - 1).limit(1).scalar_subquery())
+        cond.append(sa.or_(edge.is_(None), t.c.created_at >= edge))
         pattern = f"%{escape_like(text)}%"
         cond.append(
             sa.or_(
@@ -146,7 +155,23 @@ def feed_conditions(filters: AuditFilter) -> list:
 
 
 def _row_dict(row) -> dict[str, Any]:
-    return {c: getattr(row, c) for c in FEED_COLUMNS}
+    """One feed row; details and error text redacted again (rows written before redaction existed)."""
+    d = {c: getattr(row, c) for c in FEED_COLUMNS}
+    d["details"] = redact(d["details"])
+    d["error_message"] = redact_text(d["error_message"])
+    return d
+
+
+def _export_row(row, details_at: int, error_at: int) -> tuple:
+    values = list(row)
+    text = values[details_at]
+    if may_hold_secret(text):  # parse only what may hold a token: a big export stays cheap
+        try:
+            values[details_at] = json.dumps(redact(json.loads(text)), ensure_ascii=False, sort_keys=True)
+        except ValueError:
+            values[details_at] = redact_text(text)
+    values[error_at] = redact_text(values[error_at])
+    return tuple(values)
 
 
 def _keyset():
@@ -216,8 +241,9 @@ def export_chunks(
         feed_query(filters, limit=cap + 1)
     )
     try:
+        d_at, e_at = EXPORT_COLUMNS.index("details"), EXPORT_COLUMNS.index("error_message")
         for part in result.partitions(chunk_size):
-            yield [tuple(r) for r in part]
+            yield [_export_row(r, d_at, e_at) for r in part]
     finally:
         result.close()
 

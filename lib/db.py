@@ -1,8 +1,10 @@
 """Engine factory and database initialisation (creates what is missing, never alters)."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -70,6 +72,34 @@ def init_db(engine: Engine) -> InitReport:
                     index.create(conn)
                     report.created_indexes.append(index.name)
     return report
+
+
+def take_write_lock(conn: sa.Connection) -> None:
+    """SQLite: take the database write lock now (BEGIN IMMEDIATE) unless this transaction already
+    wrote; a no-op elsewhere. Call it before the read of a read-modify-write."""
+    if conn.dialect.name != "sqlite":
+        return
+    dbapi = conn.connection.dbapi_connection
+    if not dbapi.in_transaction:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[sa.Connection]:
+    """A transaction that holds the write lock from its first read (read-modify-write writes).
+
+    SQLite has no row locks and pysqlite starts its transaction only at the first write, so two
+    read-then-update writers (two tabs answering in one chat session) could both read the old
+    row and the second would overwrite the first: BEGIN IMMEDIATE takes the database write lock
+    before the read, as the worker does. PostgreSQL: the caller's SELECT ... FOR UPDATE locks rows."""
+    with engine.connect() as conn:
+        take_write_lock(conn)
+        try:
+            yield conn
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
 
 
 def ping(engine: Engine) -> None:

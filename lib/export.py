@@ -9,15 +9,33 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value: Any) -> Any:
+    """A cell a spreadsheet will not run: text that begins with = + - @, a tab or a carriage return
+    gets a leading ' (OWASP, CSV injection). Numbers, booleans, dates and None are left alone."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def frame_to_csv(df: pd.DataFrame) -> bytes:
-    return df.to_csv(index=False).encode("utf-8")
+    """Every CSV built from a DataFrame (counts, reports, chart data): text cells made csv_safe,
+    column names too; numeric columns untouched."""
+    safe = df.copy()
+    for col in safe.columns:
+        if not (pd.api.types.is_numeric_dtype(safe[col]) or pd.api.types.is_datetime64_any_dtype(safe[col])):
+            safe[col] = safe[col].map(lambda v: csv_safe(_cell(v)))
+    safe.columns = [csv_safe(str(c)) if isinstance(c, str) else c for c in safe.columns]
+    return safe.to_csv(index=False, lineterminator="\r\n").encode("utf-8")  # as the csv module: \r quoted too
 
 
 def _cell(value: Any) -> Any:
-    # JSON columns as JSON text, not Python reprs; everything else as the csv module writes it
+    # JSON columns as JSON text, not Python reprs; text made safe for spreadsheets (csv_safe)
     if isinstance(value, (dict, list)):
         return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
-    return value
+    return csv_safe(value)
 
 
 def rows_to_csv(columns: Sequence[str], chunks: Iterable[Sequence[Sequence[Any]]], cap: int | None = None) -> tuple[bytes, int, bool]:
@@ -30,7 +48,7 @@ def rows_to_csv(columns: Sequence[str], chunks: Iterable[Sequence[Sequence[Any]]
     raw = io.BytesIO()
     buf = io.TextIOWrapper(raw, encoding="utf-8", newline="", write_through=True)
     writer = csv.writer(buf)
-    writer.writerow(columns)
+    writer.writerow([csv_safe(c) for c in columns])
     written = 0
     truncated = False
     for chunk in chunks:

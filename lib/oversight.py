@@ -17,12 +17,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from lib.db import take_write_lock
 from lib.identity import Actor, require_operator
 from lib.schema import oversight_chat_sessions as ocs
 from lib.timeutil import as_utc, iso
 
 TITLE_MAX_CHARS = 60
 HISTORY_MAX_MESSAGES = 20  # chat_history sent with a question: the last N messages
+HISTORY_MAX_CHARS = 50_000  # ... and at most this many characters of content in all
 
 
 class SessionNotFound(LookupError):
@@ -78,13 +80,27 @@ def display_title(title: str | None, created_at: datetime | None) -> str:
     return "New session" + (f" ({iso(created_at)[:16].replace('T', ' ')})" if created_at else "")
 
 
-def chat_history(messages: list[dict[str, Any]], limit: int = HISTORY_MAX_MESSAGES) -> list[dict[str, Any]]:
-    """Previous messages for the request body: role, content and timestamp of the last `limit`."""
-    out = []
-    for m in messages[-limit:] if limit else []:
-        if m.get("role") in ("user", "assistant") and m.get("content"):
-            out.append({"role": m["role"], "content": m["content"], "timestamp": m.get("timestamp")})
-    return out
+def chat_history(messages: list[dict[str, Any]], limit: int = HISTORY_MAX_MESSAGES,
+                 max_chars: int = HISTORY_MAX_CHARS) -> list[dict[str, Any]]:
+    """Previous messages for the request body: role, content and timestamp of the last `limit`,
+    newest kept first within `max_chars` characters of content (an older message that does not
+    fit whole is cut from its start and ends the history)."""
+    picked: list[dict[str, Any]] = []
+    budget = max_chars
+    for m in reversed(messages[-limit:] if limit else []):
+        if budget <= 0:
+            break
+        content = m.get("content")
+        if m.get("role") not in ("user", "assistant") or not content:
+            continue
+        if not isinstance(content, str):
+            content = str(content)
+        if len(content) > budget:
+            content = "…" + content[len(content) - budget + 1:]
+        budget -= len(content)
+        picked.append({"role": m["role"], "content": content, "timestamp": m.get("timestamp")})
+    picked.reverse()
+    return picked
 
 
 def unanswered(messages: list[dict[str, Any]]) -> set[int]:
@@ -197,6 +213,9 @@ def rename_session(conn: sa.Connection, session_id: uuid.UUID, *, actor: Actor, 
 
 
 def _locked(conn: sa.Connection, session_id: uuid.UUID, user: str):
+    """The session row, locked for this transaction: FOR UPDATE on PostgreSQL, the database write
+    lock on SQLite (taken before the read, so two tabs answering at once lose no message)."""
+    take_write_lock(conn)
     row = conn.execute(
         sa.select(ocs.c.messages, ocs.c.session_title, ocs.c.total_queries)
         .where(ocs.c.id == session_id, ocs.c.dashboard_user_id == user)

@@ -5,6 +5,7 @@ cycle lives in worker/ and uses these names.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -17,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from lib.audit import audit_row
+from lib.redact import REDACTED, is_secret_key, redact, redact_text  # noqa: F401  (re-exported)
 from lib.identity import require_operator
 from lib.schema import audit_log, post_queue
 from lib.timeutil import as_utc, iso
@@ -170,7 +172,8 @@ class QueueFilter:
     action_type: str | None = None
     error_category: str | None = None
     search: str | None = None  # case-insensitive substring of the error text
-    errors: tuple[str, ...] | None = None  # exact error texts (one normalised error group)
+    errors: tuple[str, ...] | None = None  # exact error texts (one small normalised error group)
+    ids: tuple[str, ...] | None = None  # row ids (a big error group, at most GROUP_ROW_CAP; see group_filter)
 
     def clauses(self) -> list:
         q = post_queue
@@ -187,7 +190,46 @@ class QueueFilter:
             out.append(sa.func.lower(q.c.error).contains(self.search.strip().lower(), autoescape=True))
         if self.errors is not None:
             out.append(q.c.error.in_(self.errors) if self.errors else sa.false())
+        if self.ids is not None:
+            out.append(q.c.id.in_([uuid.UUID(i) for i in self.ids]) if self.ids else sa.false())
         return out
+
+
+ERRORS_IN_CAP = 500  # an error group with at most this many distinct texts is selected by its texts
+GROUP_ROW_CAP = 10_000  # a bigger group is selected by the ids of its first rows (table order)
+
+
+def group_filter(conn: sa.Connection, base: QueueFilter, *, error_category: str, error_group: str,
+                 errors: tuple[str, ...]) -> tuple[QueueFilter, bool]:
+    """`base` narrowed to one error group, with a bounded number of bound values whatever the data:
+    by its raw texts when there are few (ERRORS_IN_CAP), else by the ids of its first GROUP_ROW_CAP
+    rows in table order (SQLite refuses statements with more than 32,766 values).
+
+    Returns (filter, capped): capped is True when the group has more rows than the filter holds."""
+    if len(errors) <= ERRORS_IN_CAP:
+        return dataclasses.replace(base, errors=tuple(errors), ids=None), False
+    q = post_queue
+    stmt = sa.select(q.c.id, q.c.error_category, q.c.error).where(*base.clauses()).order_by(*_newest_first(base.status))
+    result = conn.execution_options(stream_results=True, yield_per=2000).execute(stmt)
+    memo: dict[str | None, str] = {}
+    ids: list[str] = []
+    capped = False
+    try:
+        for row in result:
+            if (row.error_category or "(none)") != error_category:
+                continue
+            key = memo.get(row.error)
+            if key is None:
+                key = memo[row.error] = normalize_error(row.error)
+            if key != error_group:
+                continue
+            if len(ids) >= GROUP_ROW_CAP:
+                capped = True
+                break
+            ids.append(str(row.id))
+    finally:
+        result.close()
+    return dataclasses.replace(base, errors=None, ids=tuple(ids)), capped
 
 
 _ROW_COLUMNS = ("id", "business_account_id", "action_type", "status", "error_category", "error", "retry_count",
@@ -327,37 +369,7 @@ def error_groups(conn: sa.Connection, *, filt: QueueFilter) -> list[dict[str, An
     return group_errors(conn.execute(stmt))
 
 
-# -- payload redaction (pure) -----------------------------------------------------------------
-
-REDACTED = "[redacted]"
-_SECRET_KEY_RE = re.compile(
-    r"(^|_|-)(access_?token|token|secret|password|passwd|authorization|api_?key|apikey|cookie|"
-    r"signature|credential|credentials|private_?key|refresh_?token|client_?secret|bearer)s?($|_|-)",
-    re.I,
-)
-_SECRET_VALUE_RE = re.compile(r"^(EAA[A-Za-z0-9]{20,}|IG[A-Za-z0-9]{40,}|Bearer\s+\S+)$")
-_SECRET_IN_TEXT_RE = re.compile(r"(access_token=)[^&\s\"']+|\bEAA[A-Za-z0-9]{20,}|\bBearer\s+[A-Za-z0-9._\-]+", re.I)
-
-
-def is_secret_key(key: str) -> bool:
-    return bool(_SECRET_KEY_RE.search(str(key)))
-
-
-def redact(value: Any) -> Any:
-    """A copy of a JSON value with token-like fields replaced by '[redacted]'.
-
-    A field is token-like by its name (access_token, token, *_secret, password, authorization, ...)
-    or by its value (a Graph token 'EAA...', 'Bearer ...'); tokens inside longer strings
-    (an URL's access_token=...) are cut out of the string."""
-    if isinstance(value, dict):
-        return {k: (REDACTED if is_secret_key(k) and v not in (None, "") else redact(v)) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [redact(v) for v in value]
-    if isinstance(value, str):
-        if _SECRET_VALUE_RE.match(value.strip()):
-            return REDACTED
-        return _SECRET_IN_TEXT_RE.sub(lambda m: (m.group(1) or "") + REDACTED, value)
-    return value
+# -- payload redaction: the rule lives in lib/redact.py ------------------------------------------
 
 
 # -- row detail ---------------------------------------------------------------------------------
@@ -510,4 +522,5 @@ def iter_export_rows(conn: sa.Connection, *, filt: QueueFilter, chunk_size: int 
     )
     result = conn.execution_options(stream_results=True, yield_per=chunk_size).execute(stmt)
     for part in result.partitions(chunk_size):
-        yield [tuple(iso(as_utc(v)) if isinstance(v, datetime) else v for v in row) for row in part]
+        yield [tuple(iso(as_utc(v)) if isinstance(v, datetime) else redact_text(v) if c == "error" else v
+                     for c, v in zip(EXPORT_COLUMNS, row)) for row in part]

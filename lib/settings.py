@@ -11,7 +11,6 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
-from urllib.parse import urlsplit, urlunsplit
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SQLITE_PATH = PROJECT_ROOT / "data" / "dashboard.sqlite"
@@ -48,6 +47,11 @@ class Settings:
     operator_domains: str = ""
     operator_groups: str = ""
     groups_claim: str = "groups"  # OIDC claim that lists the user's groups
+    # docs/security.md: header identity off loopback needs the proxy's addresses (IPs or CIDRs)
+    trusted_proxy_ips: str = ""
+    # OIDC: the email is the identity only when this claim is true (providers without
+    # email_verified name their own claim here)
+    oidc_email_verified_claim: str = "email_verified"
     # Oversight chat client (issue 5): appended fields
     oversight_connect_timeout_s: float = 5.0
     oversight_read_timeout_s: float = 60.0  # longest silence (no token, no ping) before we call the stream dropped
@@ -82,24 +86,33 @@ def normalize_database_url(url: str) -> str:
         raise SettingsError("DATABASE_URL is empty")
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg2://" + url[len(prefix):]
+            url = "postgresql+psycopg2://" + url[len(prefix):]
+            break
     if not (url.startswith("postgresql+") or url.startswith("sqlite")):
         raise SettingsError(
             f"DATABASE_URL must start with postgresql://, postgres:// or sqlite:// (got {mask_url(url)!r})"
         )
+    if mask_url(url) == "<unparseable URL>":  # SQLAlchemy's own message would quote the whole URL
+        raise SettingsError("DATABASE_URL cannot be parsed as an SQLAlchemy URL (not shown: it may hold a password)")
     return url
 
 
 def mask_url(url: str) -> str:
-    """The URL with its password replaced by ***, safe to show and log."""
+    """The URL with its password replaced by ***, safe to show and log.
+
+    SQLAlchemy's own parser decides where the password ends (it is what connects, so the two
+    cannot disagree): a password holding '#', '/', '?' or '@' is masked whole. A URL it cannot
+    parse is not shown at all."""
+    from sqlalchemy.engine import make_url  # lazy: settings stay cheap to import
+    from sqlalchemy.exc import ArgumentError
+
     try:
-        parts = urlsplit(url)
-    except ValueError:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError, TypeError):
         return "<unparseable URL>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    if url.count("@") > 1:  # a raw '@' in the password: the parser may cut it anywhere, show no userinfo
+        return f"{parsed.drivername}://***@{url.rsplit('@', 1)[1]}"
+    return parsed.render_as_string(hide_password=True)
 
 
 def read_secrets_files(paths=SECRETS_FILES) -> dict[str, Any]:
@@ -111,6 +124,8 @@ def read_secrets_files(paths=SECRETS_FILES) -> dict[str, Any]:
                 merged.update(tomllib.loads(path.read_text()))
             except tomllib.TOMLDecodeError as exc:
                 raise SettingsError(f"{path} is not valid TOML: {exc}") from exc
+            except (OSError, UnicodeDecodeError) as exc:  # unreadable: fail closed, name the file only
+                raise SettingsError(f"{path} cannot be read ({type(exc).__name__})") from exc
     return merged
 
 

@@ -267,7 +267,9 @@ OUTCOME_MESSAGES = {
     "dropped": "The connection to the oversight backend was lost before the answer was complete",
     "timeout": "The answer exceeded the maximum stream duration and was cut off",
     "stopped": "Stopped before the answer was complete",
+    "too_long": "The answer exceeded the maximum length and was cut off",
 }
+MAX_ANSWER_CHARS = 200_000  # longest answer kept; the rest is not read (marked incomplete)
 
 
 class StreamTimeout(Exception):
@@ -288,13 +290,14 @@ class ChatStream:
     clock: Callable[[], float] = time.monotonic
     on_close: Callable[[], None] | None = None
     text: str = ""
-    outcome: str = "streaming"  # done | error | dropped | timeout | stopped
+    outcome: str = "streaming"  # done | error | dropped | timeout | stopped | too_long
     error: str | None = None
     latency_ms: int | None = None
     tools_used: list[str] | None = None
     first_token_s: float | None = None  # seconds from `started` to the first token
     ignored: int = 0
     tokens: int = 0
+    max_chars: int = MAX_ANSWER_CHARS
 
     @classmethod
     def from_response(cls, resp: requests.Response, **kwargs: Any) -> "ChatStream":
@@ -337,8 +340,16 @@ class ChatStream:
                         if self.first_token_s is None:
                             self.first_token_s = now - self.started
                         self.tokens += 1
-                        self.text += event.text
-                        pending.append(event.text)
+                        piece = event.text
+                        room = self.max_chars - len(self.text)
+                        cut = len(piece) > room
+                        if cut:
+                            piece = piece[:max(room, 0)]
+                        self.text += piece
+                        pending.append(piece)
+                        if cut:  # bounded memory and storage for any backend: keep what fits, stop reading
+                            self.outcome = "too_long"
+                            break
                         if now - last_yield >= self.render_interval_s:
                             out = "".join(pending)
                             pending.clear()

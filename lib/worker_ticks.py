@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from croniter import croniter
 
+from lib.redact import redact_text
 from lib.schema import worker_ticks as wt
 from lib.timeutil import as_utc
 
@@ -22,7 +23,7 @@ def record_tick_start(conn: sa.Connection, *, now: datetime, host: str | None, p
 def record_tick_finish(conn: sa.Connection, tick_id: uuid.UUID, *, now: datetime, claimed: int, sent: int,
                        failed: int, dlq: int, rescued: int, error: str | None) -> None:
     conn.execute(sa.update(wt).where(wt.c.id == tick_id).values(
-        finished_at=now, claimed=claimed, sent=sent, failed=failed, dlq=dlq, rescued=rescued, error=error))
+        finished_at=now, claimed=claimed, sent=sent, failed=failed, dlq=dlq, rescued=rescued, error=redact_text(error)))  # no credential in worker_ticks.error
 
 
 def prune_ticks(conn: sa.Connection, *, before: datetime) -> int:
@@ -58,7 +59,7 @@ def worker_health(conn: sa.Connection, *, now: datetime, cron: str) -> dict[str,
         "last_finished_at": as_utc(row.finished_at),
         "running": row.finished_at is None,
         "claimed": row.claimed, "sent": row.sent, "failed": row.failed, "dlq": row.dlq, "rescued": row.rescued,
-        "last_error": row.error,
+        "last_error": redact_text(row.error),
         "host": row.host, "pid": row.pid,
         "missed": missed_schedule(started, now=now, cron=cron),
         "never_ran": False,

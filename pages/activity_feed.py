@@ -20,7 +20,7 @@ if not page.rows:
     empty_state(view.filters)
 else:
     bucket = chart_bucket(view, now)
-    show_chart(load_chart(scope.db_url, view.filters, bucket), bucket, scope.tz)
+    show_chart(load_chart(scope.db_url, view.filters, bucket), bucket, scope.tz, searching=bool(view.filters.search))
     head, export = st.columns([4, 1], vertical_alignment="bottom")
     head.subheader(f"Events{' in ' + md_escape(scope.account_name(scope.account_id)) if scope.account_id else ''}")
     with export:

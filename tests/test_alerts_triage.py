@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from lib.alerts import (
-    AlertFilter, alert_counts, alert_summary, export_rows, group_alerts, list_alerts, matching_ids,
+    EXPORT_COLUMNS, AlertFilter, alert_counts, alert_summary, export_chunks, group_alerts, list_alerts, matching_ids,
     open_or_update_alert, resolve, types_for_severities,
 )
 from lib.identity import OPERATOR, Actor
@@ -162,7 +162,10 @@ def test_resolve_all_matching(alerts_db):
 def test_counts_over_time_and_export(alerts_db):
     with alerts_db.connect() as conn:
         counts = alert_counts(conn, filters=AlertFilter(resolved=None), bucket="hour")
-        columns, rows = export_rows(conn, filters=AlertFilter(account_id=ACC_A))
+        columns = EXPORT_COLUMNS
+        chunks = list(export_chunks(conn, filters=AlertFilter(account_id=ACC_A), chunk_size=2))
+        rows = [r for chunk in chunks for r in chunk]
+    assert [len(c) for c in chunks] == [2, 1]  # read in chunks from a cursor, not built whole
     assert sum(c["count"] for c in counts) == len(ROWS)
     assert {c["alert_type"] for c in counts} == {r["alert_type"] for r in ROWS}
     assert "severity" in columns and "resolved_by" in columns

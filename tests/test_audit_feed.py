@@ -231,3 +231,19 @@ def test_distinct_types(feed_db):
     assert types[:6] == ["post_published", "comment_replied", "dm_sent", "ugc_reposted", "post_failed_permanent", "auth_failure"]
     assert "custom_event" in types
     assert "weird" in rtypes and "instagram_dm" in rtypes
+
+
+def test_search_reads_only_the_newest_window(engine, monkeypatch):
+    """security item 9: LIKE '%x%' runs over the newest SEARCH_WINDOW rows only (bounded per search)."""
+    import lib.audit
+
+    monkeypatch.setattr(lib.audit, "SEARCH_WINDOW", 10)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(audit_log), [
+            audit_row(event_type="dm_sent", action="send", resource_type="instagram_dm", resource_id=f"needle-{i}",
+                      now=NOW - timedelta(minutes=i), success=True) for i in range(30)])
+    with engine.connect() as conn:
+        page = feed_page(conn, filters=AuditFilter(search="needle"), limit=50)
+        assert [r["resource_id"] for r in page.rows] == [f"needle-{i}" for i in range(10)]
+        assert count_matching(conn, filters=AuditFilter(search="needle")) == 10
+        assert count_matching(conn, filters=AuditFilter()) == 30  # no search: no window

@@ -134,3 +134,36 @@ def test_escape_markdown_shows_text_literally():
 def test_tokens_of_roundtrip():
     text = "There are 3 items.\n\n- a: 1\n  - b"
     assert "".join(tokens_of(text)) == text and len(tokens_of(text)) > 5
+
+
+def test_answers_are_capped_kept_and_marked_incomplete():
+    """security item 9: a backend that never stops cannot fill memory or the database."""
+    from lib.sse import ChatStream
+
+    frames = [b'data: {"token": "' + b"x" * 1000 + b'"}\n\n'] * 50 + [b'data: {"done": true}\n\n']
+    stream = ChatStream(iter(frames), max_duration_s=60, max_chars=10_500)
+    stream.drain()
+    assert len(stream.text) == 10_500
+    assert stream.outcome == "too_long" and stream.incomplete
+    assert "maximum length" in stream.message
+
+
+def test_default_answer_cap_is_200k_characters():
+    from lib.sse import MAX_ANSWER_CHARS, ChatStream
+
+    assert MAX_ANSWER_CHARS == 200_000
+    frames = [b'data: {"token": "' + b"y" * 50_000 + b'"}\n\n'] * 5
+    stream = ChatStream(iter(frames), max_duration_s=60)
+    stream.drain()
+    assert len(stream.text) == 200_000 and stream.incomplete
+
+
+def test_history_sent_to_the_backend_is_capped_in_characters():
+    from lib.oversight import HISTORY_MAX_CHARS
+
+    msgs = [{"role": "user" if i % 2 == 0 else "assistant", "content": str(i) * 30_000, "timestamp": "t"}
+            for i in range(6)]
+    history = chat_history(msgs)
+    assert sum(len(m["content"]) for m in history) <= HISTORY_MAX_CHARS
+    assert history[-1]["content"] == "5" * 30_000  # the newest message is kept whole
+    assert history[0]["content"].startswith("…")

@@ -60,3 +60,26 @@ def test_secrets_file_is_read(tmp_path):
     f.write_text("not = toml = at all")
     with pytest.raises(SettingsError, match="not valid TOML"):
         read_secrets_files((f,))
+
+
+def test_mask_url_uses_sqlalchemys_parser_for_awkward_passwords():
+    # security item 5: '#', '/', '?' and '@' in a password were shown whole by a urlsplit-based mask
+    for url, secret in [
+        ("postgresql://u:Pa55#w0rd/Zq@host:1/db", "Pa55#w0rd/Zq"),
+        ("postgresql://u:a?b=c@host:1/db", "a?b=c"),
+        ("postgresql+psycopg2://u:p@ss@host:1/db", "p@ss"),
+        ("postgresql://u:with%40encoded@host:1/db", "with"),
+    ]:
+        masked = mask_url(url)
+        assert secret not in masked, masked
+        for part in secret.replace("@", "#").split("#"):
+            if len(part) >= 3:
+                assert part not in masked.split("://", 1)[1].split("@")[0], masked
+        assert masked.endswith("host:1/db"), masked
+    assert mask_url("not a url at all") == "<unparseable URL>"
+
+
+def test_an_unparseable_database_url_is_never_quoted():
+    with pytest.raises(SettingsError) as info:
+        normalize_database_url("postgresql+psycopg2://u:s3cr3t@host:notaport/db")
+    assert "s3cr3t" not in str(info.value)

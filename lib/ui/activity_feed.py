@@ -10,7 +10,7 @@ import plotly.express as px
 import streamlit as st
 
 from lib.audit import (
-    EXPORT_CAP, EXPORT_COLUMNS, PAGE_SIZES, AuditFilter, Cursor, FeedPage, count_matching, distinct_event_types,
+    EXPORT_CAP, EXPORT_COLUMNS, PAGE_SIZES, SEARCH_WINDOW, AuditFilter, Cursor, FeedPage, count_matching, distinct_event_types,
     distinct_resource_types, event_counts, export_chunks, feed_page,
 )
 from lib.export import rows_to_csv
@@ -111,13 +111,19 @@ def load_page(db_url: str, filters: AuditFilter, limit: int, after: Cursor | Non
 
 
 @st.cache_data(ttl=25, max_entries=32, show_spinner=False)
-def load_count(db_url: str, filters: AuditFilter) -> int:
+def load_count(db_url: str, filters: AuditFilter) -> int | None:
+    """Matching rows (capped), or None for a text search: a new search string costs one bounded query
+    (the page), not a count and a chart over the whole table as well."""
+    if filters.search.strip():
+        return None
     with get_engine(db_url).connect() as conn:
         return count_matching(conn, filters=filters)
 
 
 @st.cache_data(ttl=25, max_entries=32, show_spinner=False)
 def load_chart(db_url: str, filters: AuditFilter, bucket: str) -> list[dict]:
+    if filters.search.strip():  # see load_count
+        return []
     with get_engine(db_url).connect() as conn:
         return event_counts(conn, filters=filters, bucket=bucket)
 
@@ -152,7 +158,7 @@ def _first() -> None:
     st.session_state["feed_cursors"] = []
 
 
-def pager(page: FeedPage, number: int, total: int, key: str) -> None:
+def pager(page: FeedPage, number: int, total: int | None, key: str) -> None:
     c1, c2, c3, c4 = st.columns([1, 1, 1, 4], vertical_alignment="center")
     c1.button("Newest", key=f"{key}-first", icon=":material/first_page:", on_click=_first, disabled=number == 1,
               width="stretch")
@@ -160,6 +166,10 @@ def pager(page: FeedPage, number: int, total: int, key: str) -> None:
               width="stretch")
     c3.button("Older", key=f"{key}-older", icon=":material/chevron_right:", on_click=_older,
               args=(page.last_cursor,), disabled=not page.has_older, width="stretch")
+    if total is None:  # a text search: one bounded query per search string, no count
+        c4.caption(f"Page {number} · {len(page.rows)} rows shown{' · more on older pages' if page.has_older else ''} · "
+                   f"text search covers the newest {SEARCH_WINDOW:,} events")
+        return
     total_text = f"{EXPORT_CAP:,}+" if total > EXPORT_CAP else f"{total:,}"
     c4.caption(f"Page {number} · {len(page.rows)} rows shown · {total_text} matching")
 
@@ -243,7 +253,10 @@ def show_table(rows: list[dict], now: datetime, tz) -> None:
     )
 
 
-def show_chart(counts: list[dict], bucket: str, tz) -> None:
+def show_chart(counts: list[dict], bucket: str, tz, searching: bool = False) -> None:
+    if searching:
+        st.caption("The chart is not drawn for a text search (each search string costs one bounded query).")
+        return
     if not counts:
         st.caption("No events in this range.")
         return
@@ -266,7 +279,7 @@ def chart_bucket(view: FeedView, now: datetime) -> str:
     return bucket_for_range(view.filters.since, view.filters.until or now)
 
 
-def feed_export(db_url: str, filters: AuditFilter, total: int, file_stamp: str) -> None:
+def feed_export(db_url: str, filters: AuditFilter, total: int | None, file_stamp: str) -> None:
     def build() -> bytes:
         with get_engine(db_url).connect() as conn:
             data, _written, _truncated = rows_to_csv(EXPORT_COLUMNS, export_chunks(conn, filters=filters), cap=EXPORT_CAP)
@@ -276,7 +289,7 @@ def feed_export(db_url: str, filters: AuditFilter, total: int, file_stamp: str) 
         "Export CSV", build, file_name=f"activity_feed_{file_stamp}.csv", key="feed-export",
         help=f"Every row the filter matches (not only this page), newest first, at most {EXPORT_CAP:,} rows.",
     )
-    if total > EXPORT_CAP:
+    if total is not None and total > EXPORT_CAP:
         st.warning(
             f"The filter matches more than {EXPORT_CAP:,} rows: the export holds the newest {EXPORT_CAP:,}. "
             "Narrow the time range to export the rest.",

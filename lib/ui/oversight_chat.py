@@ -15,7 +15,9 @@ from typing import Any, Iterator
 
 import streamlit as st
 
+from lib.db import write_transaction
 from lib.heartbeats import is_alive, newest_beat
+from lib.identity import PermissionDenied
 from lib.text import clip, escape_markdown
 from lib.oversight import (
     ChatSession,
@@ -31,6 +33,7 @@ from lib.oversight import (
 )
 from lib.sse import AgentDown, ChatStream, OversightError, build_chat_request, open_chat
 from lib.timeutil import as_utc, floor_time, fmt_ago, fmt_local, utcnow
+from lib.ui.auth import current_actor
 from lib.ui.shell import Scope, get_engine
 
 SESSION_PARAM = "session"  # ?session=<uuid>: the selection survives a reload
@@ -108,11 +111,20 @@ def _save_answer(scope: Scope, pending: dict[str, Any]) -> None:
         return
     stream: ChatStream = pending["stream"]
     stream.close()  # marks a still-open stream as stopped
-    with scope.engine.begin() as conn:
+    try:
+        _record_answer(scope, pending, stream)
+    except PermissionDenied as exc:  # signed out or expired while the answer streamed
+        flash("error", f"The answer was not saved: {exc}. Sign in again and ask again.")
+    pending["saved"] = True
+    clear_loaders()
+
+
+def _record_answer(scope: Scope, pending: dict[str, Any], stream: ChatStream) -> None:
+    with write_transaction(scope.engine) as conn:
         record_answer(
             conn,
             pending["session_id"],
-            actor=scope.user,
+            actor=current_actor(scope.settings),
             content=stream.text,
             now=utcnow(),
             latency_ms=stream.latency_ms if not stream.incomplete else None,
@@ -120,8 +132,6 @@ def _save_answer(scope: Scope, pending: dict[str, Any]) -> None:
             incomplete=stream.incomplete,
             error=stream.error if stream.outcome == "error" else None,
         )
-    pending["saved"] = True
-    clear_loaders()
 
 
 def flash(kind: str, text: str) -> None:
@@ -179,8 +189,8 @@ def _on_pick() -> None:
 
 
 def _new_session(scope: Scope) -> None:
-    with scope.engine.begin() as conn:
-        new_id = create_session(conn, business_account_id=scope.account_id, actor=scope.user, now=utcnow())
+    with write_transaction(scope.engine) as conn:
+        new_id = create_session(conn, business_account_id=scope.account_id, actor=current_actor(scope.settings), now=utcnow())
     clear_loaders()
     _select(new_id)
     st.session_state.pop(_PICK, None)
@@ -225,8 +235,8 @@ def show_session_list(scope: Scope, sessions: list[SessionSummary], selected: uu
 def _rename(scope: Scope, session_id: uuid.UUID) -> None:
     title = st.session_state.get("oversight_rename_title", "")
     try:
-        with scope.engine.begin() as conn:
-            rename_session(conn, session_id, actor=scope.user, title=title, now=utcnow())
+        with write_transaction(scope.engine) as conn:
+            rename_session(conn, session_id, actor=current_actor(scope.settings), title=title, now=utcnow())
     except ValueError as exc:
         flash("warning", str(exc))
         return
@@ -366,10 +376,10 @@ def ask(scope: Scope, session_id: uuid.UUID | None, question: str, container) ->
     session list and header show the new counts."""
     settings = scope.settings
     now = utcnow()
-    with scope.engine.begin() as conn:
+    with write_transaction(scope.engine) as conn:
         if session_id is None:
-            session_id = create_session(conn, business_account_id=scope.account_id, actor=scope.user, now=now)
-        before = record_question(conn, session_id, actor=scope.user, question=question, now=now)
+            session_id = create_session(conn, business_account_id=scope.account_id, actor=current_actor(scope.settings), now=now)
+        before = record_question(conn, session_id, actor=current_actor(scope.settings), question=question, now=now)
     clear_loaders()
     _select(session_id)
     request = build_chat_request(

@@ -24,11 +24,13 @@ import streamlit as st
 from lib.export import frame_to_csv, rows_to_csv
 from lib.identity import PermissionDenied
 from lib.queue import (
-    ACTION_TYPES, ERROR_CATEGORIES, EXPORT_COLUMNS, MAX_BULK_RETRY, QueueFilter, count_rows, error_groups,
+    ACTION_TYPES, ERROR_CATEGORIES, EXPORT_COLUMNS, GROUP_ROW_CAP, MAX_BULK_RETRY, QueueFilter, count_rows, error_groups,
+    group_filter,
     iter_export_rows, matching_ids, queue_health, queue_rows, retry, row_detail, status_summary, summary_matrix,
 )
 from lib.timeutil import fmt_ago, fmt_duration, fmt_local, utcnow
 from lib.ui.export import csv_download
+from lib.ui.auth import current_actor
 from lib.ui.shell import Scope, get_engine
 from lib.text import clip, clip_json
 from lib.ui.text import md_escape
@@ -81,6 +83,14 @@ def load_groups(db_url: str, filt: QueueFilter) -> list[dict[str, Any]]:
         return error_groups(conn, filt=filt)
 
 
+@st.cache_data(ttl=25, max_entries=16, show_spinner=False)
+def load_group_filter(db_url: str, base: QueueFilter, category: str, group_text: str,
+                      errors: tuple[str, ...]) -> tuple[QueueFilter, bool]:
+    """The table's filter for one error group: bounded whatever the group's size (lib.queue.group_filter)."""
+    with get_engine(db_url).connect() as conn:
+        return group_filter(conn, base, error_category=category, error_group=group_text, errors=errors)
+
+
 @st.cache_data(ttl=25, max_entries=64, show_spinner=False)
 def load_detail(db_url: str, queue_id: str) -> dict[str, Any] | None:
     with get_engine(db_url).connect() as conn:
@@ -92,7 +102,7 @@ def load_detail(db_url: str, queue_id: str) -> dict[str, Any] | None:
 
 def clear_caches() -> None:
     """After a write: the next run reads fresh data everywhere on the page."""
-    for fn in (load_summary, load_health, load_rows, load_count, load_groups, load_detail):
+    for fn in (load_summary, load_health, load_rows, load_count, load_groups, load_group_filter, load_detail):
         fn.clear()
 
 
@@ -219,7 +229,12 @@ def filters(scope: Scope, view: str) -> tuple[QueueFilter, QueueFilter]:
         group = {"error_category": choice.split("|", 1)[0], "error_group": choice.split("|", 1)[1], "count": 0,
                  "errors": ()}
     if group is not None:
-        return dataclasses.replace(base, errors=group["errors"]), base
+        narrowed, capped = load_group_filter(scope.db_url, base, group["error_category"], group["error_group"],
+                                             tuple(group["errors"]))
+        if capped:
+            st.caption(f"This error group has more than {GROUP_ROW_CAP:,} rows: the table, the export and "
+                       f"“retry all matching” cover its first {GROUP_ROW_CAP:,} (table order).")
+        return narrowed, base
     return base, base
 
 
@@ -241,7 +256,7 @@ def show_groups(groups: list[dict[str, Any]], view: str) -> None:
 
 def _filter_tag(filt: QueueFilter, page: int) -> str:
     raw = repr((filt.status, str(filt.account_id), filt.action_type, filt.error_category, filt.search,
-                filt.errors, page))
+                filt.errors, filt.ids, page))
     return hashlib.sha1(raw.encode()).hexdigest()[:10]
 
 
@@ -265,7 +280,7 @@ def run_retry(scope: Scope, ids: list, label: str) -> None:
     """The one write of this page: lib.queue.retry for one, selected or all matching rows."""
     try:
         with scope.engine.begin() as conn:
-            results = retry(conn, ids, actor=scope.user, now=utcnow())
+            results = retry(conn, ids, actor=current_actor(scope.settings), now=utcnow())
     except PermissionDenied as exc:
         st.session_state.qm_results = {"label": label, "results": [], "error": str(exc)}
         return

@@ -11,11 +11,13 @@ import streamlit as st
 
 from lib.alerts import (
     ALERT_TYPES, ALL_TYPES, LIST_CAP, SEVERITIES, Alert, AlertFilter, AlertGroup, alert_counts, alert_summary,
-    export_rows, group_alerts, list_alerts, matching_ids, resolve,
+    EXPORT_COLUMNS, export_chunks, group_alerts, list_alerts, matching_ids, resolve,
 )
 from lib.export import rows_to_csv
 from lib.timebuckets import bucket_for_range
 from lib.timeutil import fmt_ago, fmt_local, utcnow
+from lib.identity import PermissionDenied
+from lib.ui.auth import current_actor
 from lib.ui.export import csv_download
 from lib.ui.shell import Scope, get_engine
 from lib.text import clip, clip_json
@@ -221,9 +223,14 @@ def _show_selected_details(alerts: list[Alert], ids) -> None:
 # ---------------------------------------------------------------------------------------------
 # Resolve: one / selected / all matching (with a confirmation stating the count)
 # ---------------------------------------------------------------------------------------------
-def _do_resolve(db_url: str, ids: list, actor) -> None:
-    with get_engine(db_url).begin() as conn:
-        results = resolve(conn, ids, actor=actor, now=utcnow())
+def _do_resolve(db_url: str, ids: list, settings) -> None:
+    try:
+        with get_engine(db_url).begin() as conn:  # the identity as it is now, not the last run's Actor
+            results = resolve(conn, ids, actor=current_actor(settings), now=utcnow())
+    except PermissionDenied as exc:
+        st.session_state.pop("alerts_confirm_all", None)
+        st.session_state["alerts_error"] = f"Nothing was resolved: {exc}."
+        return
     clear_alert_caches()
     st.session_state.pop("alerts_confirm_all", None)
     done = sum(1 for r in results if r.outcome == "resolved")
@@ -250,6 +257,9 @@ def show_result() -> None:
     message = st.session_state.pop("alerts_result", None)
     if message:
         st.success(message, icon=":material/task_alt:")
+    error = st.session_state.pop("alerts_error", None)
+    if error:
+        st.error(error, icon=":material/block:")
 
 
 def resolve_actions(scope: Scope, filters: AlertFilter, selected_ids: list, open_selected: int) -> None:
@@ -259,7 +269,7 @@ def resolve_actions(scope: Scope, filters: AlertFilter, selected_ids: list, open
     c1.button(
         f"Resolve selected ({open_selected})", key="alerts-resolve-selected", icon=":material/task_alt:",
         type="primary", disabled=not can or not selected_ids, help=reason or "Select rows in the list first.",
-        on_click=_do_resolve, args=(scope.db_url, list(selected_ids), scope.user), width="stretch",
+        on_click=_do_resolve, args=(scope.db_url, list(selected_ids), scope.settings), width="stretch",
     )
     c2.button(
         "Resolve all matching…", key="alerts-resolve-all", icon=":material/done_all:", disabled=not can,
@@ -280,15 +290,14 @@ def resolve_actions(scope: Scope, filters: AlertFilter, selected_ids: list, open
             )
             a, b, _ = st.columns([2, 1, 4])
             a.button(f"Yes, resolve {len(pending)}", key="alerts-confirm-yes", type="primary",
-                     on_click=_do_resolve, args=(scope.db_url, list(pending), scope.user), width="stretch")
+                     on_click=_do_resolve, args=(scope.db_url, list(pending), scope.settings), width="stretch")
             b.button("Cancel", key="alerts-confirm-cancel", on_click=_cancel_all, width="stretch")
 
 
 def alerts_export(db_url: str, filters: AlertFilter, stamp: str) -> None:
     def build() -> bytes:
-        with get_engine(db_url).connect() as conn:
-            columns, rows = export_rows(conn, filters=filters)
-        return rows_to_csv(columns, [rows])[0]
+        with get_engine(db_url).connect() as conn:  # a server-side cursor: never a list of every alert
+            return rows_to_csv(EXPORT_COLUMNS, export_chunks(conn, filters=filters))[0]
 
     csv_download("Export CSV", build, file_name=f"system_alerts_{stamp}.csv", key="alerts-export",
                  help="Every alert the filter matches, with severity and who resolved it.")

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def provider():
-    users = [User(sub="ops-1", claims={"email": "ops@example.com", "name": "Ops", "groups": ["sre"]})]
+    users = [User(sub="ops-1", claims={"email": "ops@example.com", "email_verified": True, "name": "Ops", "groups": ["sre"]})]
     with run_server_in_thread(port=free_port(), user_claims=users) as server:
         yield f"http://localhost:{server.server_port}"
 
