@@ -26,10 +26,9 @@ import hashlib
 import logging
 import re
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 from zoneinfo import ZoneInfo
 
@@ -39,6 +38,7 @@ from sqlalchemy.engine import Engine
 
 from lib.alerts import SEVERITIES, resolved_by, severity
 from lib.audit import log_audit
+from lib.db import write_transaction
 from lib.identity import Actor, require_operator
 from lib.schema import alert_acknowledgements as acks
 from lib.schema import alert_silences as silences_t
@@ -314,21 +314,6 @@ class DetectReport:
     queued: int = 0  # outbox rows written
 
 
-@contextmanager
-def write_txn(engine: Engine) -> Iterator[sa.Connection]:
-    """A transaction holding SQLite's write lock from its first read (BEGIN IMMEDIATE);
-    PostgreSQL gets its row and advisory locks from the queries."""
-    with engine.connect() as conn:
-        if conn.dialect.name == "sqlite":
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-        try:
-            yield conn
-            conn.commit()
-        except BaseException:
-            conn.rollback()
-            raise
-
-
 def _detect_lock(conn: sa.Connection) -> bool:
     if conn.dialect.name == "postgresql":
         return bool(conn.execute(sa.select(sa.func.pg_try_advisory_xact_lock(_DETECT_LOCK_KEY))).scalar())
@@ -489,7 +474,8 @@ def detect(conn: sa.Connection, settings: Settings, *, now: datetime) -> DetectR
                 "severity": inc["severity"], "alert_type": inc["alert_type"],
                 "business_account_id": inc["business_account_id"], "title": title, "body": body,
                 "notify_type": notify_type or NOTIFY_TYPES.get(inc["severity"], "warning"), "status": "pending",
-                "attempts": 0, "next_attempt_at": now, "created_at": now, "updated_at": now})
+                "attempts": 0, "next_attempt_at": now, "updated_at": now,
+                "created_at": now + timedelta(microseconds=len(messages))})  # delivery keeps the queueing order
 
     for inc_id in to_resolve:
         inc = incidents[inc_id]
@@ -634,7 +620,7 @@ def claim_due(engine: Engine, *, now: datetime, limit: int = DELIVERY_BATCH, ski
     )
     if skip:
         due = sa.and_(due, o.c.id.not_in(list(skip)))
-    with write_txn(engine) as conn:
+    with write_transaction(engine) as conn:
         rows = conn.execute(
             sa.select(o.c.id, o.c.route_id, o.c.title, o.c.body, o.c.notify_type, o.c.attempts, o.c.kind)
             .where(due).order_by(o.c.created_at, o.c.id).limit(limit).with_for_update(skip_locked=True)
@@ -720,7 +706,7 @@ class NotifyReport:
 def notify_tick(engine: Engine, settings: Settings, *, now: datetime | None = None) -> NotifyReport:
     """What the worker runs every tick and every ~15 s: detect (one transaction), then deliver."""
     now = now or utcnow()
-    with write_txn(engine) as conn:
+    with write_transaction(engine) as conn:
         d = detect(conn, settings, now=now)
     return NotifyReport(d, deliver_due(engine, settings, now=now))
 
