@@ -19,6 +19,7 @@ from lib.timeutil import fmt_ago, fmt_local, utcnow
 from lib.identity import PermissionDenied
 from lib.ui.auth import current_actor
 from lib.ui.export import csv_download
+from lib.ui.notifications import badge_columns
 from lib.ui.shell import Scope, get_engine
 from lib.text import clip, clip_json
 from lib.ui.text import md_escape
@@ -185,11 +186,14 @@ COLUMNS = {
     "resolved_by": "Resolved by",
     "resolved_at": "Resolved at",
     "details": st.column_config.JsonColumn("Details", width="large"),
+    "silenced": st.column_config.TextColumn("Silenced", width="small", help="Matched by an active silence: listed, not notified"),
+    "on_it": st.column_config.TextColumn("On it", help="Acknowledged by (repeat digests stop)"),
 }
 
 
-def show_list(alerts: list[Alert], grouped: bool, scope: Scope, now: datetime) -> list:
-    """The list with row selection; returns the ids behind the selected rows."""
+def show_list(alerts: list[Alert], grouped: bool, scope: Scope, now: datetime, badges: dict | None = None) -> list:
+    """The list with row selection; returns the ids behind the selected rows. `badges` (lib.notify
+    alert badges by id) adds the "silenced" and "on it" columns."""
     if grouped:
         groups = group_alerts(alerts)
         frame, id_sets = group_frame(groups, scope, now), [g.ids for g in groups]
@@ -197,6 +201,9 @@ def show_list(alerts: list[Alert], grouped: bool, scope: Scope, now: datetime) -
     else:
         frame, id_sets = alert_frame(alerts, scope, now), [(a.id,) for a in alerts]
         key = "alerts-each"
+    if badges is not None:  # after severity, type and account
+        for i, (name, values) in enumerate(badge_columns(badges, id_sets).items()):
+            frame.insert(3 + i, name, values)
     event = st.dataframe(_styled(frame), hide_index=True, width="stretch", key=key, on_select="rerun",
                          selection_mode="multi-row", column_config=COLUMNS)
     rows = [i for i in event.selection.rows if i < len(id_sets)]
