@@ -703,12 +703,47 @@ class NotifyReport:
                 f"gave_up={self.delivery.gave_up}")
 
 
+KEEP_HISTORY = timedelta(days=30)  # finished deliveries and resolved incidents are kept this long
+
+
 def notify_tick(engine: Engine, settings: Settings, *, now: datetime | None = None) -> NotifyReport:
     """What the worker runs every tick and every ~15 s: detect (one transaction), then deliver."""
     now = now or utcnow()
+    scrub_apprise_logs(settings)
     with write_transaction(engine) as conn:
         d = detect(conn, settings, now=now)
+        if not d.skipped and now.minute == 0 and now.second < 20:  # about once an hour
+            prune_history(conn, before=now - KEEP_HISTORY)
     return NotifyReport(d, deliver_due(engine, settings, now=now))
+
+
+class _ScrubFilter(logging.Filter):
+    """Replaces the routes' secret pieces in Apprise's own log records (they go to the worker's log)."""
+
+    def __init__(self, route_list: list[Route]) -> None:
+        super().__init__()
+        self.route_list = route_list
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        clean = text
+        for route in self.route_list:
+            clean = scrub(clean, route)
+        if clean != text:
+            record.msg, record.args = clean, None
+        return True
+
+
+def scrub_apprise_logs(settings: Settings) -> None:
+    """Install (once per set of routes) a filter on the `apprise` logger that masks route secrets."""
+    logger = logging.getLogger("apprise")
+    route_list = routes(settings)
+    for f in list(logger.filters):
+        if isinstance(f, _ScrubFilter):
+            if [r.id for r in f.route_list] == [r.id for r in route_list]:
+                return
+            logger.removeFilter(f)
+    logger.addFilter(_ScrubFilter(route_list))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -912,8 +947,13 @@ def notification_totals(conn: sa.Connection) -> dict[str, int]:
     return {k: int(counts.get(k, 0)) for k in OUTCOMES}
 
 
-def prune_outbox(conn: sa.Connection, *, before: datetime) -> int:
-    """Finished deliveries older than `before` go (pending and failed ones stay)."""
-    return conn.execute(sa.delete(outbox).where(outbox.c.created_at < before,
-                                                outbox.c.status.in_(("sent", "gave_up")))).rowcount
+def prune_history(conn: sa.Connection, *, before: datetime) -> int:
+    """Finished deliveries, resolved incidents and their rows older than `before` go (pending and
+    failed deliveries and open incidents stay)."""
+    n = conn.execute(sa.delete(outbox).where(outbox.c.created_at < before,
+                                             outbox.c.status.in_(("sent", "gave_up")))).rowcount
+    old = sa.select(inc_t.c.id).where(inc_t.c.state == "resolved", inc_t.c.resolved_at < before)
+    n += conn.execute(sa.delete(rows_t).where(rows_t.c.resolved.is_(True), rows_t.c.incident_id.in_(old))).rowcount
+    n += conn.execute(sa.delete(inc_t).where(inc_t.c.state == "resolved", inc_t.c.resolved_at < before)).rowcount
+    return n
 

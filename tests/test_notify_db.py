@@ -375,3 +375,21 @@ def test_alert_storm_2000_repeats_of_10_alerts_stays_bounded(engine, sink, capsy
     assert kinds.count("opened") == 10 and kinds.count("resolved") == 10
     assert kinds.count("digest") <= 10 * math.ceil(span_s / interval)
     assert len(sink.received()) == len(kinds) <= bound
+
+
+def test_history_older_than_the_window_is_pruned_open_work_stays(engine, sink):
+    settings = cfg(engine, sink.apprise_url())
+    with engine.begin() as conn:
+        acc = add_account(conn)
+        old = _auth_failure(conn, acc, T0)
+    tick(engine, settings, T0)
+    with engine.begin() as conn:
+        resolve(conn, [old], actor=OPS, now=T0 + timedelta(minutes=1))
+        open_or_update_alert(conn, alert_type="rate_limit", business_account_id=acc, now=T0, message="open one")
+    sink.fail_next(100)
+    tick(engine, settings, T0 + timedelta(minutes=1))  # resolved sent? no: failing receiver, retried later
+    with engine.begin() as conn:
+        n = notify.prune_history(conn, before=T0 + timedelta(days=31))
+        left = dict(conn.execute(sa.select(notification_outbox.c.kind, notification_outbox.c.status)).all())
+    assert n >= 1  # the sent opening (and nothing that still waits)
+    assert left == {"resolved": "failed", "opened": "failed"}

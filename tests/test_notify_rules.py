@@ -95,3 +95,16 @@ def test_silence_matching_and_state():
     assert ended.state(T0 + timedelta(minutes=6)) == "ended early"
     assert notify.matching_silence([s, ended], alert_type="agent_down", business_account_id=None, agent_id="agent-1",
                                    now=T0 + timedelta(minutes=1)) is ended
+
+
+def test_apprise_log_records_are_scrubbed(caplog):
+    import logging
+
+    s = Settings(alert_notify_urls="json://bot:S3cretPassw0rd@hooks.example.com/T0kenPath")
+    notify.scrub_apprise_logs(s)
+    notify.scrub_apprise_logs(s)  # once per set of routes
+    logger = logging.getLogger("apprise")
+    assert sum(isinstance(f, notify._ScrubFilter) for f in logger.filters) == 1
+    with caplog.at_level(logging.WARNING, logger="apprise"):
+        logger.warning("posting to %s failed", "https://bot:S3cretPassw0rd@hooks.example.com/T0kenPath")
+    assert "S3cretPassw0rd" not in caplog.text and "T0kenPath" not in caplog.text and "failed" in caplog.text

@@ -13,9 +13,11 @@ from datetime import datetime, timezone
 import pytest
 import sqlalchemy as sa
 
+from lib import notify
 from lib.alerts import open_or_update_alert
 from lib.sandbox.notify_sink import NotifySink
 from lib.schema import notification_outbox, system_alerts
+from lib.settings import Settings
 from tests.support.servers import ROOT
 from tests.support.worker import add_account, pg_db  # noqa: F401
 
@@ -24,7 +26,8 @@ pytestmark = pytest.mark.slow
 
 def _env(url: str, sink: NotifySink, **extra) -> dict[str, str]:
     return {**os.environ, "DATABASE_URL": url, "INSTAGRAM_GRAPH_URL": "http://127.0.0.1:9/v21.0",
-            "ALERT_NOTIFY_URLS": sink.apprise_url(), "DASHBOARD_URL": "https://dash.example.com",
+            "ALERT_NOTIFY_URLS": _secret_url(sink),
+            "DASHBOARD_URL": "https://dash.example.com",
             "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), **{k: str(v) for k, v in extra.items()}}
 
 
@@ -33,26 +36,56 @@ def _worker(url, sink, *args, **extra):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def _secret_url(sink: NotifySink) -> str:
+    return f"json://bot:S3cretPassw0rd@127.0.0.1:{sink.port}/notify?+X-Api-Key=K3yK3yK3y"
+
+
+def _four(url, sink):
+    procs = [_worker(url, sink, "--once", "--no-watchdog") for _ in range(4)]
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], outputs
+    joined = "".join(outputs)
+    assert "Traceback" not in joined
+    assert "S3cretPassw0rd" not in joined and "K3yK3yK3y" not in joined
+    return outputs
+
+
+def _statuses(eng):
+    with eng.connect() as conn:
+        return dict(conn.execute(sa.select(notification_outbox.c.status, sa.func.count())
+                                 .group_by(notification_outbox.c.status)).all())
+
+
 def test_four_workers_at_once_send_every_message_exactly_once(pg_db):
     url, eng = pg_db
     now = datetime.now(timezone.utc)
     with eng.begin() as conn:
-        for i in range(40):
-            open_or_update_alert(conn, alert_type="sync_failure", business_account_id=add_account(conn, username=f"s{i}"),
-                                 now=now, message=f"sync {i} failed")
+        accs = [add_account(conn, username=f"s{i}") for i in range(60)]
     with NotifySink() as sink:
-        sink.delay_s = 0.05  # a receiver that takes a moment: the workers overlap
-        procs = [_worker(url, sink, "--once", "--no-watchdog") for _ in range(4)]
-        outputs = [p.communicate(timeout=120)[0] for p in procs]
-        assert [p.returncode for p in procs] == [0, 0, 0, 0], outputs
+        sink.delay_s = 0.2  # a receiver that takes a moment: the workers overlap
+        # 1. four workers race to detect 20 new alerts: each is queued and sent once
+        with eng.begin() as conn:
+            for i in range(20):
+                open_or_update_alert(conn, alert_type="sync_failure", business_account_id=accs[i], now=now,
+                                     message=f"sync {i} failed")
+        outputs = _four(url, sink)
         titles = [m["title"] for m in sink.received()]
-        assert sink.requests == 40 and len(titles) == 40 and len(set(titles)) == 40
-    with eng.connect() as conn:
-        assert dict(conn.execute(sa.select(notification_outbox.c.status, sa.func.count())
-                                 .group_by(notification_outbox.c.status)).all()) == {"sent": 40}
+        assert sink.requests == 20 and len(titles) == 20 and len(set(titles)) == 20
+        assert _statuses(eng) == {"sent": 20}
+        # 2. 40 queued messages (detected here, as a worker would): four workers share the sending
+        with eng.begin() as conn:
+            for i in range(20, 60):
+                open_or_update_alert(conn, alert_type="content_violation", business_account_id=accs[i], now=now,
+                                     message=f"rejected {i}")
+            settings = Settings(database_url=url, alert_notify_urls=_secret_url(sink))
+            assert notify.detect(conn, settings, now=now).queued == 40
+        outputs = _four(url, sink)
+        titles = [m["title"] for m in sink.received()]
+        assert sink.requests == 60 and len(titles) == 60 and len(set(titles)) == 60
+    assert _statuses(eng) == {"sent": 60}
     per_worker = [out.count(" -> sent") for out in outputs]
     assert sum(per_worker) == 40 and sum(1 for n in per_worker if n) >= 2, per_worker  # they shared the work
-    assert "Traceback" not in "".join(outputs)
+    assert "json://bot:****@127.0.0.1" in "".join(outputs)  # deliveries are logged with the masked label
 
 
 def test_service_worker_delivers_soon_after_an_insert(pg_db, capsys):
