@@ -16,8 +16,8 @@ from lib.ui.auth import current_actor
 from lib.ui.shell import Scope, get_engine
 
 ANY = "__any__"
-STATUS_LOOK = {"sent": "✅ sent", "pending": "⏳ pending", "sending": "📤 sending", "failed": "🔁 failed (retrying)",
-               "gave_up": "⛔ gave up"}
+STATUS_LOOK = {"sent": "sent", "pending": "pending", "sending": "sending", "failed": "failed, retrying",
+               "gave_up": "gave up"}  # plain words: the grid's canvas has no emoji font here
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,7 +149,7 @@ def silence_form(scope: Scope, now: datetime) -> None:
     can = scope.user.is_operator
     local_now = now.astimezone(scope.tz)
     later = local_now + timedelta(hours=2)
-    with st.form("silence-form", border=True, enter_to_submit=False):
+    with st.form("silence-form", border=True, enter_to_submit=False, clear_on_submit=True):
         st.markdown("**New silence** — matching alerts are recorded and listed, but not notified")
         c1, c2, c3 = st.columns(3)
         c1.selectbox("Alert type", [ANY, *ALERT_TYPES], key="sil-type",
@@ -246,7 +246,7 @@ def badge_columns(badges: dict, id_sets: list) -> dict[str, list[str]]:
     silenced, on_it = [], []
     for ids in id_sets:
         b = [badges.get(i) for i in ids if badges.get(i) is not None]
-        silenced.append("🔕 silenced" if any(x.silenced_by for x in b) else "")
+        silenced.append("silenced" if any(x.silenced_by for x in b) else "")
         names = sorted({x.ack.by for x in b if x.ack})
         on_it.append(", ".join(names))
     return {"silenced": silenced, "on_it": on_it}
