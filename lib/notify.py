@@ -373,39 +373,60 @@ def detect(conn: sa.Connection, settings: Settings, *, now: datetime) -> DetectR
     agent_expr = t.c.details["agent_id"].as_string().label("agent_id")
     count_expr = t.c.details["count"].as_string().label("count")
     first_expr = t.c.details["first_seen"].as_string().label("first_seen")
-    open_rows = {r.id: r for r in conn.execute(
+    # Only the differences since the last pass are read (three joins on primary keys), so a pass
+    # with thousands of open alerts and nothing new costs little.
+    new_rows = conn.execute(
         sa.select(t.c.id, t.c.alert_type, t.c.business_account_id, agent_expr, count_expr, first_expr,
-                  sa.func.substr(t.c.message, 1, MESSAGE_CHARS + 50).label("message"), t.c.created_at, t.c.updated_at)
-        .where(t.c.resolved.is_(False)).order_by(t.c.created_at, t.c.id))}
-    tracked = {r.alert_id: r for r in conn.execute(sa.select(rows_t).where(rows_t.c.resolved.is_(False)))}
-    incidents = {r.id: dict(r._mapping) for r in conn.execute(sa.select(inc_t).where(inc_t.c.state == "open"))}
-    by_key = {i["group_key"]: i for i in incidents.values()}
+                  sa.func.substr(t.c.message, 1, MESSAGE_CHARS + 50).label("message"), t.c.created_at, t.c.updated_at,
+                  rows_t.c.alert_id.label("seen_before"))
+        .select_from(t.outerjoin(rows_t, rows_t.c.alert_id == t.c.id))
+        .where(t.c.resolved.is_(False), sa.or_(rows_t.c.alert_id.is_(None), rows_t.c.resolved.is_(True)))
+        .order_by(t.c.created_at, t.c.id)).all()
+    changed = conn.execute(
+        sa.select(t.c.id, count_expr, t.c.updated_at, rows_t.c.incident_id, rows_t.c.last_count,
+                  rows_t.c.last_updated_at)
+        .select_from(t.join(rows_t, rows_t.c.alert_id == t.c.id))
+        .where(t.c.resolved.is_(False), rows_t.c.resolved.is_(False),
+               t.c.updated_at.is_distinct_from(rows_t.c.last_updated_at))).all()
+    gone_rows = conn.execute(
+        sa.select(rows_t.c.alert_id, rows_t.c.incident_id)
+        .select_from(rows_t.outerjoin(t, t.c.id == rows_t.c.alert_id))
+        .where(rows_t.c.resolved.is_(False), sa.or_(t.c.id.is_(None), t.c.resolved.is_(True)))).all()
     baseline = conn.execute(sa.select(rows_t.c.alert_id).limit(1)).first() is None
-    untracked = [aid for aid in open_rows if aid not in tracked]
-    reopened = set()  # rows resolved once and unresolved again by someone: seen before, new again
-    for start in range(0, len(untracked), 500):
-        reopened.update(conn.execute(sa.select(rows_t.c.alert_id).where(
-            rows_t.c.alert_id.in_(untracked[start:start + 500]))).scalars())
+    # the open incidents this pass may act on: touched by a difference, a row arriving for their key,
+    # an opening not sent yet (silenced), or repeats waiting for a digest that is due
+    keys = {group_key(r.alert_type, r.business_account_id, r.agent_id) for r in new_rows}
+    touched_ids = {r.incident_id for r in changed} | {r.incident_id for r in gone_rows}
+    wanted = [inc_t.c.opened_sent.is_(False),
+              sa.and_(inc_t.c.repeats_pending > 0,
+                      sa.func.coalesce(inc_t.c.last_message_at, inc_t.c.opened_at) <= now - interval)]
+    for chunk in _chunks(sorted(touched_ids)):
+        wanted.append(inc_t.c.id.in_(chunk))
+    for chunk in _chunks(sorted(keys)):
+        wanted.append(inc_t.c.group_key.in_(chunk))
+    incidents = {r.id: dict(r._mapping) for r in conn.execute(
+        sa.select(inc_t).where(inc_t.c.state == "open", sa.or_(*wanted)))}
+    by_key = {i["group_key"]: i for i in incidents.values()}
     dirty: set[uuid.UUID] = set()
     first_messages: dict[uuid.UUID, Any] = {}
 
     # rows gone from the unresolved set: resolved (or deleted)
-    gone = [aid for aid in tracked if aid not in open_rows]
-    if gone:
-        for start in range(0, len(gone), 500):
-            conn.execute(sa.update(rows_t).where(rows_t.c.alert_id.in_(gone[start:start + 500])).values(resolved=True))
-    touched = {tracked[aid].incident_id for aid in gone}
-    still_open = {r.incident_id for r in conn.execute(
-        sa.select(rows_t.c.incident_id).where(rows_t.c.resolved.is_(False), rows_t.c.incident_id.in_(list(touched)))
-        .distinct())} if touched else set()
+    gone = [r.alert_id for r in gone_rows]
+    for chunk in _chunks(gone):
+        conn.execute(sa.update(rows_t).where(rows_t.c.alert_id.in_(chunk)).values(resolved=True))
+    touched = {r.incident_id for r in gone_rows}
+    still_open: set = set()
+    for chunk in _chunks(sorted(touched)):
+        still_open.update(conn.execute(sa.select(rows_t.c.incident_id).where(
+            rows_t.c.resolved.is_(False), rows_t.c.incident_id.in_(chunk)).distinct()).scalars())
     to_resolve = [i for i in touched if i not in still_open and i in incidents]
     for inc_id in to_resolve:  # a row arriving now for the same key starts a new incident
         by_key.pop(incidents[inc_id]["group_key"], None)
 
     # new rows: a new incident, or a repeat of an open one
-    for aid, r in open_rows.items():
-        if aid in tracked:
-            continue
+    new_tracked: list[dict] = []
+    for r in new_rows:
+        aid = r.id
         rep.new_rows += 1
         count = max(1, _int(r.count) or 1)
         key = group_key(r.alert_type, r.business_account_id, r.agent_id)
@@ -432,23 +453,24 @@ def detect(conn: sa.Connection, settings: Settings, *, now: datetime) -> DetectR
             rep.repeats += count
         dirty.add(inc["id"])
         values = dict(incident_id=inc["id"], last_count=count, last_updated_at=r.updated_at, resolved=False, seen_at=now)
-        if aid in reopened:
+        if r.seen_before is not None:  # resolved once, unresolved again by someone: new again
             conn.execute(sa.update(rows_t).where(rows_t.c.alert_id == aid).values(**values))
         else:
-            conn.execute(sa.insert(rows_t).values(alert_id=aid, **values))
+            new_tracked.append({"alert_id": aid, **values})
+    for start in range(0, len(new_tracked), 1000):  # one statement per thousand rows (a first run may see many)
+        conn.execute(sa.insert(rows_t), new_tracked[start:start + 1000])
 
-    # rows seen before: count went up (or the row changed without a count) = repeats
-    for aid, tr in tracked.items():
-        r = open_rows.get(aid)
-        inc = incidents.get(tr.incident_id)
-        if r is None or inc is None:
+    # rows seen before whose updated_at moved: a higher count (or a change without a count) = repeats
+    for r in changed:
+        inc = incidents.get(r.incident_id)
+        if inc is None:
             continue
         count = _int(r.count)
         delta = 0
-        if count is not None and count > tr.last_count:
-            delta = count - tr.last_count
-        elif count is None and r.updated_at is not None and tr.last_updated_at is not None \
-                and as_utc(r.updated_at) > as_utc(tr.last_updated_at):
+        if count is not None and count > r.last_count:
+            delta = count - r.last_count
+        elif count is None and r.updated_at is not None and (
+                r.last_updated_at is None or as_utc(r.updated_at) > as_utc(r.last_updated_at)):
             delta = 1
         if delta:
             inc["repeats_total"] += delta
@@ -456,8 +478,8 @@ def detect(conn: sa.Connection, settings: Settings, *, now: datetime) -> DetectR
             inc["pending_since"] = inc["pending_since"] or as_utc(r.updated_at) or now
             rep.repeats += delta
             dirty.add(inc["id"])
-            conn.execute(sa.update(rows_t).where(rows_t.c.alert_id == aid).values(
-                last_count=max(count or 0, tr.last_count + delta), last_updated_at=r.updated_at))
+        conn.execute(sa.update(rows_t).where(rows_t.c.alert_id == r.id).values(
+            last_count=max(count or 0, r.last_count + delta), last_updated_at=r.updated_at))
 
     names = _account_names(conn, [i["business_account_id"] for i in incidents.values()])
     active = load_silences(conn, active_at=now)
@@ -545,16 +567,25 @@ def detect(conn: sa.Connection, settings: Settings, *, now: datetime) -> DetectR
         rep.digests += 1
 
     columns = [c.name for c in inc_t.columns]
+    inserts = []
     for inc_id in dirty:
         inc = incidents[inc_id]
         values = {k: inc[k] for k in columns if k != "id"}
         values["updated_at"] = now
         if inc.get("_new"):
-            conn.execute(sa.insert(inc_t).values(id=inc_id, **values))
+            inserts.append({"id": inc_id, **values})
         else:
             conn.execute(sa.update(inc_t).where(inc_t.c.id == inc_id).values(**values))
+    for start in range(0, len(inserts), 1000):
+        conn.execute(sa.insert(inc_t), inserts[start:start + 1000])
     rep.queued = _insert_ignore(conn, outbox, messages, "dedupe_key")
     return rep
+
+
+def _chunks(items, size: int = 500):
+    items = list(items)
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
 
 
 def _acked_incidents(conn: sa.Connection, incident_ids) -> set[uuid.UUID]:
