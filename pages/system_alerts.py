@@ -2,7 +2,7 @@ import streamlit as st
 
 from lib.timeutil import floor_time, utcnow
 from lib.ui import page_guard
-from lib.ui.notifications import ack_actions, badges
+from lib.ui.notifications import ack_actions, badges, silence_panel
 from lib.ui.system_alerts import (
     STATES, alert_filters, alerts_export, chart_bucket, empty_state, load_alerts, load_counts, load_summary,
     resolve_actions, show_chart, show_list, show_result, show_summary,
@@ -31,6 +31,7 @@ def live_panel():
     open_ids = {a.id for a in alerts if not a.resolved}
     resolve_actions(scope, view.filters, selected, sum(1 for i in selected if i in open_ids))
     ack_actions(scope, selected, open_ids)
+    silence_panel(scope, alerts, selected, now)
     st.caption(f"Updated {now.astimezone(scope.tz):%H:%M:%S}"
                + (f" · refreshes every {scope.settings.poll_interval_s} s" if scope.live else " · live refresh paused (sidebar)"))
 

@@ -11,7 +11,7 @@ from lib import notify
 from lib.alerts import ALERT_TYPES, Alert
 from lib.identity import PermissionDenied
 from lib.text import clip
-from lib.timeutil import fmt_local, utcnow
+from lib.timeutil import floor_time, fmt_local, utcnow
 from lib.ui.auth import current_actor
 from lib.ui.shell import Scope, get_engine
 
@@ -107,24 +107,25 @@ def _local(tz, d, t) -> datetime:
     return datetime.combine(d, t).replace(tzinfo=tz)
 
 
-def _do_create_silence(scope: Scope) -> None:
+def _do_create_silence(scope: Scope, prefix: str = "sil", flash: str = "silence_flash") -> None:
     s = st.session_state
     tz = scope.tz
-    account = s.get("sil-account")
+    account = s.get(f"{prefix}-account")
+    kind = s.get(f"{prefix}-type")
     try:
-        starts = _local(tz, s["sil-start-date"], s["sil-start-time"])
-        ends = _local(tz, s["sil-end-date"], s["sil-end-time"])
+        starts = _local(tz, s[f"{prefix}-start-date"], s[f"{prefix}-start-time"])
+        ends = _local(tz, s[f"{prefix}-end-date"], s[f"{prefix}-end-time"])
         with get_engine(scope.db_url).begin() as conn:
             sil = notify.create_silence(
                 conn, actor=current_actor(scope.settings), now=utcnow(), starts_at=starts, ends_at=ends,
-                reason=s.get("sil-reason", ""), alert_type=None if s.get("sil-type") in (None, ANY) else s["sil-type"],
+                reason=s.get(f"{prefix}-reason", ""), alert_type=None if kind in (None, ANY) else kind,
                 business_account_id=None if account in (None, ANY) else _account_id(scope, account),
-                agent_id=s.get("sil-agent"))
+                agent_id=s.get(f"{prefix}-agent"))
     except (notify.InvalidSilence, PermissionDenied) as exc:
-        _flash("silence_flash", "err", f"No silence was created: {exc}.")
+        _flash(flash, "err", f"No silence was created: {exc}.")
         return
     clear_caches()
-    _flash("silence_flash", "ok", f"Silence created until {fmt_local(sil.ends_at, tz)}.")
+    _flash(flash, "ok", f"Silence created until {fmt_local(sil.ends_at, tz)}.")
 
 
 def _account_id(scope: Scope, username: str):
@@ -145,28 +146,50 @@ def _do_end_silence(scope: Scope, silence_id) -> None:
     _flash("silence_flash", "ok" if done else "err", "Silence ended." if done else "That silence had already ended.")
 
 
-def silence_form(scope: Scope, now: datetime) -> None:
+def silence_form(scope: Scope, now: datetime, prefix: str = "sil", flash: str = "silence_flash") -> None:
     can = scope.user.is_operator
-    local_now = now.astimezone(scope.tz)
+    local_now = floor_time(now, 900).astimezone(scope.tz)  # stable defaults: the form survives reruns
     later = local_now + timedelta(hours=2)
-    with st.form("silence-form", border=True, enter_to_submit=False, clear_on_submit=True):
+    with st.form(f"{prefix}-form", border=True, enter_to_submit=False, clear_on_submit=True):
         st.markdown("**New silence** — matching alerts are recorded and listed, but not notified")
         c1, c2, c3 = st.columns(3)
-        c1.selectbox("Alert type", [ANY, *ALERT_TYPES], key="sil-type",
+        c1.selectbox("Alert type", [ANY, *ALERT_TYPES], key=f"{prefix}-type",
                      format_func=lambda t: "Any type" if t == ANY else t)
-        c2.selectbox("Business account", [ANY, *[a.username for a in scope.accounts]], key="sil-account",
+        c2.selectbox("Business account", [ANY, *[a.username for a in scope.accounts]], key=f"{prefix}-account",
                      format_func=lambda a: "Any account" if a == ANY else a)
-        c3.text_input("Agent id", key="sil-agent", placeholder="any agent")
+        c3.text_input("Agent id", key=f"{prefix}-agent", placeholder="any agent")
         d1, d2, d3, d4 = st.columns(4)
-        d1.date_input("Starts", value=local_now.date(), key="sil-start-date")
-        d2.time_input("at", value=time(local_now.hour, local_now.minute), key="sil-start-time", step=300)
-        d3.date_input("Ends", value=later.date(), key="sil-end-date")
-        d4.time_input("at ", value=time(later.hour, later.minute), key="sil-end-time", step=300)
-        st.text_input("Reason (audited)", key="sil-reason", placeholder="e.g. token rotation for acme_store")
+        d1.date_input("Starts", value=local_now.date(), key=f"{prefix}-start-date")
+        d2.time_input("at", value=time(local_now.hour, local_now.minute), key=f"{prefix}-start-time", step=300)
+        d3.date_input("Ends", value=later.date(), key=f"{prefix}-end-date")
+        d4.time_input("at ", value=time(later.hour, later.minute), key=f"{prefix}-end-time", step=300)
+        st.text_input("Reason (audited)", key=f"{prefix}-reason", placeholder="e.g. token rotation for acme_store")
         st.form_submit_button("Create silence", icon=":material/notifications_paused:", disabled=not can,
-                              on_click=_do_create_silence, args=(scope,),
+                              on_click=_do_create_silence, args=(scope, prefix, flash),
                               help=None if can else "Creating silences needs the operator role.")
         st.caption(f"Times in {scope.tz.key}.")
+
+
+def _use_alert(prefix: str, alert: Alert, account_name: str | None) -> None:
+    st.session_state[f"{prefix}-type"] = alert.alert_type if alert.alert_type in ALERT_TYPES else ANY
+    st.session_state[f"{prefix}-account"] = account_name or ANY
+    agent = (alert.details or {}).get("agent_id") if isinstance(alert.details, dict) else None
+    st.session_state[f"{prefix}-agent"] = str(agent) if agent else ""
+
+
+def silence_panel(scope: Scope, alerts: list[Alert], selected_ids: list, now: datetime) -> None:
+    """On System Alerts: create a silence (optionally matching the selected alert); the list of
+    silences and ending one early are on the Notifications page."""
+    with st.expander("Silence alerts…", icon=":material/notifications_paused:"):
+        show_flash("alerts_silence_flash")
+        picked = next((a for a in alerts if selected_ids and a.id == selected_ids[0]), None)
+        if picked is not None:
+            name = scope.account_name(picked.business_account_id) if picked.business_account_id else None
+            st.button("Match the selected alert", key="sa-sil-use", icon=":material/content_copy:",
+                      on_click=_use_alert, args=("sa-sil", picked, name))
+        silence_form(scope, now, prefix="sa-sil", flash="alerts_silence_flash")
+        st.page_link("pages/notifications.py", label="Active and expired silences, routes, deliveries",
+                     icon=":material/campaign:")
 
 
 def _matchers(s: notify.Silence, scope: Scope) -> str:

@@ -120,3 +120,20 @@ def test_viewer_sees_disabled_actions(run_page, sqlite_url):
     assert at.button[[b.label for b in at.button].index("Create silence")].disabled
     at = run_page(sqlite_url, ALERTS, env={"OPERATOR_EMAILS": "someone@example.com"})
     assert at.button(key="alerts-ack").disabled
+
+
+def test_system_alerts_silences_like_the_selected_alert(run_page, sqlite_url):
+    eng, ids = seed(sqlite_url)
+    at = run_page(sqlite_url, ALERTS)
+    at.session_state["alerts-groups"] = {"selection": {"rows": [0], "columns": [], "cells": []}}  # auth_failure
+    at.run()
+    at.button(key="sa-sil-use").click().run()
+    assert at.selectbox(key="sa-sil-type").value == "auth_failure" and at.selectbox(key="sa-sil-account").value == "acme"
+    at.text_input(key="sa-sil-reason").input("rotating the token")
+    at.button[[b.label for b in at.button].index("Create silence")].click().run()
+    assert not at.exception
+    assert any("Silence created" in s.value for s in at.success), [e.value for e in at.error]
+    with eng.connect() as conn:
+        [sil] = notify.list_silences(conn, now=utcnow())
+    assert (sil.alert_type, sil.business_account_id, sil.agent_id, sil.reason) == ("auth_failure", ACC, None,
+                                                                                   "rotating the token")
