@@ -12,6 +12,7 @@ from lib.identity import OPERATOR, Actor
 from lib.sandbox.notify_sink import NotifySink
 from lib.schema import audit_log, instagram_business_accounts, system_alerts
 from lib.timeutil import utcnow
+from lib.ui.system_alerts import Keys
 
 PAGE = "pages/notifications.py"
 ALERTS = "pages/system_alerts.py"
@@ -99,7 +100,7 @@ def test_system_alerts_shows_silenced_badge_and_acknowledges(run_page, sqlite_ur
     marks = dict(zip(df["alert_type"], df["silenced"]))
     assert marks == {"auth_failure": "", "rate_limit": "silenced"}
     assert at.button(key="alerts-ack").disabled  # nothing selected
-    at.session_state["alerts-groups"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+    at.session_state[Keys.SELECTED] = list(at.session_state[Keys.SHOWN]["id_sets"][0])  # the first row: auth_failure
     at.run()
     at.text_input(key="alerts-ack-note").input("on it")
     at.button(key="alerts-ack").click().run()
@@ -125,7 +126,7 @@ def test_viewer_sees_disabled_actions(run_page, sqlite_url):
 def test_system_alerts_silences_like_the_selected_alert(run_page, sqlite_url):
     eng, ids = seed(sqlite_url)
     at = run_page(sqlite_url, ALERTS)
-    at.session_state["alerts-groups"] = {"selection": {"rows": [0], "columns": [], "cells": []}}  # auth_failure
+    at.session_state[Keys.SELECTED] = list(at.session_state[Keys.SHOWN]["id_sets"][0])  # the first row: auth_failure
     at.run()
     at.button(key="sa-sil-use").click().run()
     assert at.selectbox(key="sa-sil-type").value == "auth_failure" and at.selectbox(key="sa-sil-account").value == "acme"
