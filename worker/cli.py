@@ -18,7 +18,7 @@ import signal
 import sys
 import threading
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from croniter import croniter
 
@@ -174,7 +174,8 @@ def main(argv=None) -> int:
         return 1 if failed and not w.stop.is_set() else 0
     if not args.no_watchdog:
         threading.Thread(target=w.watchdog_loop, name="watchdog", daemon=True).start()
-    last_tick = utcnow()
+    # no tick yet: rows that came due while no service ran are woken for at once, not at the next cron tick
+    last_tick = datetime.fromtimestamp(0, timezone.utc)
     threading.Thread(target=w.notify_loop, name="notify", daemon=True).start()  # every ALERT_NOTIFY_INTERVAL_S
     while not w.stop.is_set():
         due = w.next_wake(interval_s=args.interval_seconds, last_tick=last_tick)

@@ -68,6 +68,7 @@ class Claimed:
     account: AccountCreds | None = None
     state: ContainerState = field(default_factory=ContainerState)
     waiting_since: datetime | None = None
+    has_state: bool = False  # a post_queue_state row exists (claimed with one, or written since)
     blocked_reason: str | None = None  # set when this row's failure stops the account for this tick
 
 
@@ -203,7 +204,7 @@ def claim(engine: Engine, *, now: datetime, batch_size: int) -> list[Claimed]:
                                bool(st.uncertain)) if st is not None else ContainerState()
         out.append(Claimed(r.id, r.business_account_id, r.action_type, dict(r.payload or {}), r.idempotency_key,
                            r.retry_count or 0, r.status, r.updated_at, now, creds.get(r.business_account_id),
-                           state, as_utc(st.waiting_since) if st is not None else None))
+                           state, as_utc(st.waiting_since) if st is not None else None, st is not None))
     return out
 
 
@@ -289,7 +290,7 @@ def store_state(engine: Engine, row: Claimed, state: ContainerState, *, now: dat
                                          "children": list(state.children), "updated_at": now})
     if not done:
         raise LostClaim(f"row {row.id} is no longer ours")
-    row.payload, row.token, row.state = payload, now, state
+    row.payload, row.token, row.state, row.has_state = payload, now, state, True
 
 
 def renew_claim(engine: Engine, row: Claimed, *, now: datetime) -> bool:
@@ -309,7 +310,7 @@ def record_sent(engine: Engine, row: Claimed, instagram_id: str | None, *, now: 
             sa.update(pq).where(_mine(row)).values(status=SENT, instagram_id=instagram_id, error=None,
                                                    error_category=None, next_retry_at=None, updated_at=now)
         ).rowcount
-        if done:
+        if done and row.has_state:  # a sent row needs no state of ours (most rows never had any)
             conn.execute(sa.delete(pqs).where(pqs.c.queue_id == row.id))
         if done and not twin:  # a twin's success was audited when the twin was sent
             event_type, action, resource_type = SUCCESS_EVENT[row.action_type]
