@@ -27,6 +27,10 @@ from lib.timeutil import iso, utcnow
 log = logging.getLogger("worker.metrics")
 
 
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else iso(value)
+
+
 def _next(when: datetime, *, cron: str, interval_s: float | None) -> datetime:
     if interval_s:
         return when + timedelta(seconds=interval_s)
@@ -56,8 +60,8 @@ class Health:
     def check(self) -> tuple[bool, dict]:
         now = self.now_fn()
         base = self.last_tick_at or self.started_at
-        info = {"running": self.running and not self.stopping(), "last_tick_started_at": iso(self.last_tick_at),
-                "now": iso(now)}
+        info = {"running": self.running and not self.stopping(), "last_tick_started_at": _iso(self.last_tick_at),
+                "now": _iso(now)}
         if not info["running"] or base is None:
             return False, {**info, "reason": "the worker loop is not running"}
         due = _next(base, cron=self.cron, interval_s=self.interval_s)
@@ -85,7 +89,18 @@ class MetricsServer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 - http.server's name
-                path = self.path.split("?", 1)[0]
+                try:
+                    body, status, ctype = self.answer(self.path.split("?", 1)[0])
+                except Exception:  # noqa: BLE001 - a bug here must say so, not drop the connection
+                    log.exception("metrics server: %s failed", self.path.split("?", 1)[0])
+                    body, status, ctype = b"internal error\n", 500, "text/plain"
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def answer(self, path):
                 if path == "/metrics":
                     body, status, ctype = generate_latest(server.registry), 200, CONTENT_TYPE_LATEST
                 elif path == "/healthz":
@@ -97,11 +112,7 @@ class MetricsServer:
                         "application/json"
                 else:
                     body, status, ctype = b"not found: /metrics, /healthz, /readyz\n", 404, "text/plain"
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                return body, status, ctype
 
             def log_message(self, *args):  # scrapes every 15 s would flood the worker's log
                 pass
