@@ -6,6 +6,7 @@ from lib.ui.queue_monitor import (
     confirm_retry_all, filters, load_groups, load_health, load_summary, load_waiting, load_worker, show_counts,
     show_groups, show_metrics, show_table, show_waiting, show_worker, view_picker,
 )
+from lib.ui.throughput import show_throughput
 
 scope = page_guard("Queue Monitor")
 every = f"{scope.settings.poll_interval_s}s" if scope.live else None
@@ -22,6 +23,7 @@ def overview():
 
 
 overview()
+show_throughput(scope)
 
 st.subheader("Triage")
 view = view_picker()
