@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any, Callable, Iterable
 
 import sqlalchemy as sa
-from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -45,6 +45,7 @@ NO_ANSWER = "error"  # graph request status label when no HTTP answer came (time
 
 # -- the process's own metrics ------------------------------------------------------------------
 
+disable_created_metrics()  # no *_created series: they double the series count and no rule here uses them
 REGISTRY = CollectorRegistry()
 ProcessCollector(registry=REGISTRY)
 
