@@ -341,7 +341,6 @@ def record_wait(engine: Engine, row: Claimed, wait: Wait, until: datetime, *, no
         ).rowcount
         if not done:
             return False
-        metrics.count_action(row.action_type, "waiting")
         _upsert_state(conn, row.id, {"wait_kind": wait.kind, "wait_reason": wait.reason, "waiting_since": since,
                                      "wait_until": until, "updated_at": now})
         if alert_message and row.business_account_id is not None:
@@ -349,6 +348,7 @@ def record_wait(engine: Engine, row: Claimed, wait: Wait, until: datetime, *, no
                                  message=alert_message,
                                  details={"queue_id": str(row.id), "action_type": row.action_type,
                                           "reason": wait.reason, "until": iso(until), "source": "worker"})
+    metrics.count_action(row.action_type, "waiting")
     return True
 
 
