@@ -200,13 +200,13 @@ def test_healthz_turns_503_when_a_tick_is_stuck_and_when_the_loop_stops(engine, 
     assert "overdue" in stuck.json()["reason"]
     wait_for(lambda: health_is(w, 200), what="/healthz 200 once ticks run again", proc=w.proc, log=w.log_path)
 
-    with engine.begin() as conn:
-        add_row(conn, acc, "send_dm", {"recipient_id": "1", "message_text": "slow again #fail:slow=6"})
     before = sandbox.stats()["requests"]
+    with engine.begin() as conn:  # 15 s in hand: a wide window in which the stopping worker still answers
+        add_row(conn, acc, "send_dm", {"recipient_id": "1", "message_text": "slow again #fail:slow=15"})
     wait_for(lambda: sandbox.stats()["requests"] > before, what="the second slow call", proc=w.proc, log=w.log_path)
     w.proc.send_signal(signal.SIGTERM)  # the loop stops: the row in hand finishes, the server still answers
     [stopping] = wait_for(lambda: (r := health_is(w, 503)) and r[0].json()["running"] is False and r,
-                          what="/healthz 503 (not running) after SIGTERM", limit_s=5)
+                          what="/healthz 503 (not running) after SIGTERM", limit_s=12)
     assert stopping.json()["reason"] == "the worker loop is not running"
     assert w.proc.wait(30) == 0
     with engine.connect() as conn:
