@@ -5,6 +5,7 @@
     python -m worker --once --until-empty    ticks back to back until nothing is due, then exit
     python -m worker --cron "* * * * *"      another schedule
     python -m worker --interval-seconds 20   a fixed interval instead of cron (demo)
+    python -m worker --metrics-port 9464     also serve /metrics, /healthz, /readyz (docs/observability.md)
 
 SIGTERM/SIGINT: the row in hand finishes, the rest of the claimed batch is put back, exit 0.
 A second signal exits at once (rows left in processing are rescued after the lease).
@@ -17,13 +18,16 @@ import os
 import signal
 import sys
 import threading
+import time
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 from croniter import croniter
 
+from lib import metrics
 from lib.db import UNAVAILABLE_ERRORS, init_db, make_engine
 from lib.instagram import GraphClient
+from lib.logs import configure_logging, fields
 from lib.notify import notify_tick
 from lib.redact import install_log_redaction
 from lib.settings import SettingsError, load_settings
@@ -45,7 +49,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--batch-size", type=int, help="rows per tick (default: BATCH_SIZE setting, 20)")
     ap.add_argument("--no-watchdog", action="store_true", help="do not run the agent watchdog in this process")
     ap.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
+    ap.add_argument("--log-format", default=os.environ.get("LOG_FORMAT") or "text", choices=("text", "json"),
+                    help="text lines or one JSON object per line (default: LOG_FORMAT, text)")
+    ap.add_argument("--metrics-port", type=int, default=_env_int("METRICS_PORT"),
+                    help="serve /metrics, /healthz, /readyz on this port (default: METRICS_PORT; off)")
+    ap.add_argument("--metrics-address", default=os.environ.get("METRICS_ADDRESS") or "127.0.0.1",
+                    help="address of the metrics server (default: METRICS_ADDRESS, 127.0.0.1)")
     return ap.parse_args(argv)
+
+
+def _env_int(name: str) -> int | None:
+    raw = (os.environ.get(name) or "").strip()
+    try:
+        return int(raw) if raw else None
+    except ValueError:
+        raise SystemExit(f"{name} must be a port number (got {raw!r})") from None
 
 
 def next_run(now: datetime, *, cron: str, interval_s: float | None) -> datetime:
@@ -60,7 +78,9 @@ class Worker:
         self.engine = make_engine(settings.database_url)
         self.client = GraphClient(settings.graph_url, connect_timeout=settings.graph_connect_timeout_s,
                                   read_timeout=settings.graph_read_timeout_s, api=settings.instagram_api)
+        self.client.observers.append(metrics.observe_graph_call)  # agent_dashboard_graph_request_duration_seconds
         self.stop = threading.Event()
+        self.health = None  # worker.metrics_server.Health when --metrics-port is given
         self.no_watchdog = no_watchdog
         self._signals = 0
 
@@ -83,11 +103,17 @@ class Worker:
             log.warning("database init skipped: %s", str(getattr(exc, "orig", None) or exc).splitlines()[0][:300])
 
     def tick(self):
+        if self.health is not None:
+            self.health.tick_started()
+        began = time.monotonic()
         try:
-            return run_tick(self.engine, self.settings, self.client, stop=self.stop)
+            result = run_tick(self.engine, self.settings, self.client, stop=self.stop)
         except Exception:  # noqa: BLE001 - a bug in one tick must not end the process; the next tick retries
-            log.exception("tick failed")
+            log.exception("tick failed", extra=fields(outcome="failed"))
+            metrics.observe_tick("failed", time.monotonic() - began)
             return None
+        metrics.observe_tick("failed" if result.error else "ok", result.duration_s)
+        return result
 
     def next_wake(self, *, interval_s: float | None, last_tick: datetime) -> datetime:
         """The next scheduled tick, or earlier when a waiting row (a container being processed,
@@ -138,8 +164,7 @@ class Worker:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s pid=%(process)d %(message)s")
+    configure_logging(args.log_level, args.log_format, sys.stderr)
     install_log_redaction()  # no credential in any log line, urllib3's DEBUG request lines included
     # urllib3 logs each request's URL at DEBUG; debug_token's URL carries an account's token.
     logging.getLogger("urllib3").setLevel(max(logging.INFO, logging.getLogger().level))
@@ -161,6 +186,17 @@ def main(argv=None) -> int:
              f"every {args.interval_seconds}s" if args.interval_seconds else settings.worker_cron,
              settings.batch_size, settings.max_retries, settings.processing_lease_s)
     w.init()
+    if args.metrics_port is not None:
+        from worker.metrics_server import Health, start_metrics_server
+
+        w.health = Health(cron=settings.worker_cron, interval_s=args.interval_seconds, stopping=w.stop.is_set)
+        w.health.loop_started()
+        try:
+            start_metrics_server(w.engine, address=args.metrics_address, port=args.metrics_port,
+                                          health=w.health)
+        except OSError as exc:
+            log.error("metrics server on %s:%s: %s", args.metrics_address, args.metrics_port, exc)
+            return 2
     if args.once:
         if not args.no_watchdog:
             w.watchdog_once()
@@ -184,5 +220,7 @@ def main(argv=None) -> int:
         last_tick = utcnow()
         w.tick()  # a failed tick is logged inside; the next one tries again
         w.notify_once()
+    if w.health is not None:  # (an exception out of the loop ends the process, server included)
+        w.health.loop_stopped()
     log.info("worker stopped")
     return 0

@@ -27,13 +27,14 @@ import requests
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from lib import graph_usage, publishing
+from lib import graph_usage, metrics, publishing
 from lib.alerts import open_or_update_alert
 from lib.audit import log_audit
 from lib.db import UNAVAILABLE_ERRORS
 from lib.ig_errors import (QUOTA, SPAM, Category, GraphError, account_usage, app_usage, categorize_ig_error,
                            is_content_rejection, next_attempt)
 from lib.instagram import AccountCreds, GraphClient, InvalidPayload, Quota
+from lib.logs import fields
 from lib.publishing import ContainerFailed, ContainerState, ContainerTimedOut, Sent, Wait
 from lib.queue import (CONTENT_ACTIONS, DLQ, FAILED, PENDING, PROCESSING, SENT, SUCCESS_EVENT, claimable_clause,
                        idempotency_key, stale_clause)
@@ -162,8 +163,11 @@ def rescue_stale(engine: Engine, *, now: datetime, lease_s: int, max_retries: in
                 continue
             rescued += 1
             _upsert_state(conn, r.id, {"uncertain": True, **_not_waiting(now)})
+            metrics.count_action(r.action_type, decision.status, "unknown")
             log.warning("row %s %s rescued after lease -> %s (retry_count=%s)", r.id, r.action_type,
-                        decision.status, decision.retry_count)
+                        decision.status, decision.retry_count,
+                        extra=fields(row_id=r.id, action_type=r.action_type, outcome=decision.status,
+                                     error_category="unknown"))
             if decision.status == DLQ:
                 _audit_dlq(conn, r.id, r.business_account_id, r.action_type, "unknown", message,
                            decision.retry_count, None, now)
@@ -319,6 +323,8 @@ def record_sent(engine: Engine, row: Claimed, instagram_id: str | None, *, now: 
                       resource_id=instagram_id, now=now, success=True,
                       details=_details(row, instagram_id=instagram_id, retry_count=row.retry_count,
                                        payload=redact(row.payload), **extra))
+    if done:
+        metrics.count_action(row.action_type, SENT)
     return bool(done)
 
 
@@ -343,6 +349,7 @@ def record_wait(engine: Engine, row: Claimed, wait: Wait, until: datetime, *, no
                                  message=alert_message,
                                  details={"queue_id": str(row.id), "action_type": row.action_type,
                                           "reason": wait.reason, "until": iso(until), "source": "worker"})
+    metrics.count_action(row.action_type, "waiting")
     return True
 
 
@@ -393,6 +400,7 @@ def record_failure(engine: Engine, row: Claimed, exc: BaseException, category: C
         if decision.status == DLQ:
             _audit_dlq(conn, row.id, account_id, row.action_type, category.error_category, message,
                        decision.retry_count, code, now)
+    metrics.count_action(row.action_type, decision.status, category.error_category)
     return decision.status
 
 
@@ -507,7 +515,9 @@ def run_tick(engine: Engine, settings: Settings, client: GraphClient, *, stop: t
                 prune_ticks(conn, before=now_fn() - timedelta(days=7))
         except UNAVAILABLE_ERRORS:
             pass  # the tick line below already says the database went away
-    (log.error if result.error else log.info)(result.line())
+    (log.error if result.error else log.info)(result.line(), extra=fields(
+        outcome="failed" if result.error else "ok", duration=round(result.duration_s, 3), claimed=result.claimed,
+        sent=result.sent, failed=result.failed, dlq=result.dlq, waiting=result.waiting, rescued=result.rescued))
     return result
 
 
@@ -538,7 +548,8 @@ def _execute_batch(engine, settings, client, budget, rows, result, stop, now_fn)
                 result.sent += 1
                 result.outcomes[str(row.id)] = SENT
                 log.info("row %s %s -> sent without calling Instagram (idempotency twin already sent)",
-                         row.id, row.action_type)
+                         row.id, row.action_type, extra=fields(row_id=row.id, action_type=row.action_type,
+                                                               outcome=SENT))
             continue
         budget.account = row.account
         status = _execute_one(engine, settings, client, budget, row, now_fn)
@@ -611,7 +622,8 @@ def _execute_one(engine, settings, client, budget: GraphBudget, row: Claimed, no
         if row.action_type in CONTENT_ACTIONS and row.account is not None:
             budget.published(row.account)
         log.info("row %s %s -> sent instagram_id=%s%s", row.id, row.action_type, outcome.instagram_id,
-                 f" ({outcome.note})" if outcome.note else "")
+                 f" ({outcome.note})" if outcome.note else "",
+                 extra=fields(row_id=row.id, action_type=row.action_type, outcome=SENT))
         return SENT
     log.warning("row %s %s: sent to Instagram (id %s) but the row was no longer ours", row.id, row.action_type,
                 outcome.instagram_id)
@@ -633,7 +645,8 @@ def _waiting(engine, budget: GraphBudget, row: Claimed, wait: Wait, now: datetim
     if not record_wait(engine, row, wait, until, now=now, alert_message=alert):
         log.warning("row %s %s: no longer ours when recording the wait", row.id, row.action_type)
         return None
-    log.info("row %s %s -> waiting until %s: %s", row.id, row.action_type, iso(until), wait.reason)
+    log.info("row %s %s -> waiting until %s: %s", row.id, row.action_type, iso(until), wait.reason,
+             extra=fields(row_id=row.id, action_type=row.action_type, outcome="waiting"))
     return PENDING
 
 
@@ -667,7 +680,9 @@ def _failed(engine, settings, budget: GraphBudget, row: Claimed, exc: BaseExcept
     if category.error_category in ("auth_failure", "rate_limit") or category.action == SPAM:
         row.blocked_reason = f"hit {category.error_category} in this tick"
     retry = f" retry {row.retry_count + 1}/{settings.max_retries}" if status == FAILED else ""
-    log.info("row %s %s -> %s (%s)%s: %s", row.id, row.action_type, status, category.error_category, retry, message)
+    log.info("row %s %s -> %s (%s)%s: %s", row.id, row.action_type, status, category.error_category, retry, message,
+             extra=fields(row_id=row.id, action_type=row.action_type, outcome=status,
+                          error_category=category.error_category))
     return status
 
 
