@@ -60,6 +60,7 @@ class Worker:
                                   read_timeout=settings.graph_read_timeout_s, api=settings.instagram_api)
         self.stop = threading.Event()
         self.no_watchdog = no_watchdog
+        self.schema_ready = False
         self._signals = 0
 
     def on_signal(self, signum, _frame) -> None:
@@ -75,12 +76,17 @@ class Worker:
         signal.signal(signal.SIGINT, self.on_signal)
 
     def init(self) -> None:
+        """init_db (safe alongside other workers and app replicas starting at once); a database that
+        is not reachable yet is initialised before the next tick instead."""
         try:
             init_db(self.engine)
-        except Exception as exc:  # noqa: BLE001 - a down DB or a concurrent init must not stop the worker
+            self.schema_ready = True
+        except Exception as exc:  # noqa: BLE001 - a down DB must not stop the worker
             log.warning("database init skipped: %s", str(getattr(exc, "orig", None) or exc).splitlines()[0][:300])
 
     def tick(self):
+        if not self.schema_ready:
+            self.init()
         try:
             return run_tick(self.engine, self.settings, self.client, stop=self.stop)
         except Exception:  # noqa: BLE001 - a bug in one tick must not end the process; the next tick retries
