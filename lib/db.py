@@ -1,6 +1,7 @@
 """Engine factory and database initialisation (creates what is missing, never alters)."""
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,8 @@ from sqlalchemy.engine import Engine
 
 from lib.schema import metadata
 from lib.settings import mask_url, normalize_database_url
+
+log = logging.getLogger(__name__)
 
 # Errors that mean "the database is not there" rather than "our query is wrong".
 UNAVAILABLE_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DisconnectionError)
@@ -46,31 +49,65 @@ class InitReport:
     missing_columns: dict[str, list[str]] = field(default_factory=dict)
 
 
+# pg_advisory_xact_lock key of init_db: any 64-bit number that nothing else in the database uses
+# ("AgentDsh" in ASCII). Transaction-level: released at COMMIT/ROLLBACK, never held by a pooled
+# server connection after our transaction ends (a session lock behind a transaction pooler would be).
+INIT_LOCK_KEY = 0x4167656E74447368
+INIT_ATTEMPTS = 5
+
+# SQLSTATEs of "someone else created it first": duplicate_table (tables and indexes), duplicate_object,
+# and unique_violation (two CREATE TABLEs racing on the catalog's pg_type/pg_class unique indexes).
+_ALREADY_EXISTS_PGCODES = {"42P07", "42710", "23505"}
+
+
+def _already_exists(exc: BaseException) -> bool:
+    """True when a CREATE failed because a concurrent initialisation created the object first."""
+    orig = getattr(exc, "orig", None)
+    if getattr(orig, "pgcode", None) in _ALREADY_EXISTS_PGCODES:
+        return True
+    return "already exists" in str(orig or exc).lower()
+
+
 def init_db(engine: Engine) -> InitReport:
     """Create missing tables and indexes. Never drops, renames or retypes anything.
 
     On tables created by someone else's DDL (Supabase) only the missing indexes are added;
     columns we rely on but cannot find are reported, not added.
+
+    Safe to run from any number of processes at once (app replicas, workers, `python -m lib.db`),
+    on an empty or a partly initialised database: every table of `metadata.sorted_tables` is
+    inspected and created inside one transaction that first takes a lock --
+    PostgreSQL: `pg_advisory_xact_lock` (transaction-level, so it is also safe behind a transaction
+    pooler such as PgBouncer or Supabase's port 6543); SQLite: `BEGIN IMMEDIATE` (the database's
+    write lock). The second process waits, then sees the committed schema and creates nothing.
+    Where the lock cannot help (another tool creating the same tables without it) an "already
+    exists" error rolls the attempt back and the whole inspection is repeated, up to INIT_ATTEMPTS.
     """
+    for attempt in range(1, INIT_ATTEMPTS + 1):
+        try:
+            return _init_once(engine)
+        except sa.exc.DBAPIError as exc:
+            if attempt == INIT_ATTEMPTS or not _already_exists(exc):
+                raise
+            log.info("init_db: %s was created concurrently; inspecting again (attempt %d)",
+                     str(getattr(exc, "orig", None) or exc).splitlines()[0][:200], attempt + 1)
+    raise AssertionError("unreachable")
+
+
+def _init_once(engine: Engine) -> InitReport:
     report = InitReport()
-    with engine.begin() as conn:
-        inspector = sa.inspect(conn)
-        existing = set(inspector.get_table_names())
-        for table in metadata.sorted_tables:
-            if table.name not in existing:
-                table.create(conn)
-                report.created_tables.append(table.name)
-                continue
-            have_cols = {c["name"] for c in inspector.get_columns(table.name)}
-            missing = [c.name for c in table.columns if c.name not in have_cols]
-            if missing:
-                report.missing_columns[table.name] = missing
-                continue  # an index over a missing column would fail; say so instead
-            have_idx = {i["name"] for i in inspector.get_indexes(table.name)}
-            for index in table.indexes:
-                if index.name not in have_idx:
-                    index.create(conn)
-                    report.created_indexes.append(index.name)
+    with engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            # pysqlite would run DDL outside a transaction; the write lock first, then inspect
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        elif conn.dialect.name == "postgresql":
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(INIT_LOCK_KEY)))
+        try:
+            _create_missing(conn, report)
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
     return report
 
 
@@ -100,6 +137,24 @@ def write_transaction(engine: Engine) -> Iterator[sa.Connection]:
         except BaseException:
             conn.rollback()
             raise
+def _create_missing(conn: sa.Connection, report: InitReport) -> None:
+    inspector = sa.inspect(conn)
+    existing = set(inspector.get_table_names())
+    for table in metadata.sorted_tables:
+        if table.name not in existing:
+            table.create(conn)
+            report.created_tables.append(table.name)
+            continue
+        have_cols = {c["name"] for c in inspector.get_columns(table.name)}
+        missing = [c.name for c in table.columns if c.name not in have_cols]
+        if missing:
+            report.missing_columns[table.name] = missing
+            continue  # an index over a missing column would fail; say so instead
+        have_idx = {i["name"] for i in inspector.get_indexes(table.name)}
+        for index in table.indexes:
+            if index.name not in have_idx:
+                index.create(conn)
+                report.created_indexes.append(index.name)
 
 
 def ping(engine: Engine) -> None:

@@ -1,5 +1,6 @@
-"""Shared fixtures: a throwaway PostgreSQL for the session, and `db_url`/`engine` fixtures that
-run each data test on SQLite and on PostgreSQL (a fresh database per test)."""
+"""Shared fixtures: a throwaway PostgreSQL for the session (and a PgBouncer in front of it, started
+when a test needs it), and `db_url`/`engine` fixtures that run each data test on SQLite and on
+PostgreSQL (a fresh database per test) -- tests marked `pooler` also through PgBouncer."""
 from __future__ import annotations
 
 import shutil
@@ -12,16 +13,60 @@ from tests.support.pg import ThrowawayPostgres
 from tests.support.servers import StreamlitServer
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "pooler: PostgreSQL tests that run once more through PgBouncer in transaction mode "
+                   "(ids [pgbouncer]; select them with -k pgbouncer)")
+
+
+def pytest_generate_tests(metafunc):
+    """db_url runs each data test on SQLite and PostgreSQL; a `pooler` test also through PgBouncer.
+    A pooler test that takes pg_server without db_url runs direct and through PgBouncer."""
+    pooled = metafunc.definition.get_closest_marker("pooler") is not None
+    if "db_url" in metafunc.fixturenames:
+        metafunc.parametrize("db_url", ["sqlite", "postgresql"] + (["pgbouncer"] if pooled else []), indirect=True)
+    elif pooled and "pg_server" in metafunc.fixturenames:
+        metafunc.parametrize("pg_route", ["direct", "pgbouncer"], indirect=True)
+
+
 @pytest.fixture(scope="session")
-def pg_server():
-    """Started once per test session; stopped and removed at the end."""
+def pg_cluster():
+    """The throwaway PostgreSQL, started once per test session; stopped and removed at the end."""
     server = ThrowawayPostgres()
     server.start()
     yield server
     server.cleanup()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(scope="session")
+def pgbouncer(pg_cluster):
+    """PgBouncer (transaction mode) in front of pg_cluster, started the first time a test needs it."""
+    from tests.support.pgbouncer import PgBouncer
+
+    bouncer = PgBouncer(pg_cluster)
+    bouncer.start()
+    yield bouncer
+    bouncer.stop()
+
+
+@pytest.fixture
+def pg_route(request):
+    """'pgbouncer' when this test runs through the pooler, else 'direct'."""
+    param = getattr(request, "param", None)
+    if param is None:
+        callspec = getattr(request.node, "callspec", None)
+        param = "pgbouncer" if callspec and callspec.params.get("db_url") == "pgbouncer" else "direct"
+    return param
+
+
+@pytest.fixture
+def pg_server(request, pg_route):
+    """Where this test's PostgreSQL databases live: .url, .url_for(name), .create_database(name).
+    The server itself, or PgBouncer in front of it for the [pgbouncer] variant of a pooler test."""
+    return request.getfixturevalue("pgbouncer" if pg_route == "pgbouncer" else "pg_cluster")
+
+
+@pytest.fixture
 def db_url(request, tmp_path):
     """An empty database URL of each kind (tables not created)."""
     if request.param == "sqlite":

@@ -116,8 +116,7 @@ def test_worker_repeat_is_one_row_with_count(engine):
 
 def audit_rows(conn):
     return conn.execute(sa.select(audit_log).order_by(audit_log.c.created_at)).all()
-
-
+@pytest.mark.pooler
 def test_resolve_one_selected_and_already_resolved(alerts_db):
     ids = [r["id"] for r in ROWS]
     with alerts_db.begin() as conn:
@@ -157,8 +156,7 @@ def test_resolve_all_matching(alerts_db):
     with alerts_db.connect() as conn:
         assert list_alerts(conn, filters=AlertFilter(severities=("WARNING",))) == []
         assert len(list_alerts(conn, filters=AlertFilter())) == 3
-
-
+@pytest.mark.pooler
 def test_counts_over_time_and_export(alerts_db):
     with alerts_db.connect() as conn:
         counts = alert_counts(conn, filters=AlertFilter(resolved=None), bucket="hour")

@@ -180,8 +180,7 @@ def test_row_without_created_at_is_left_out(feed_db):
     with engine.connect() as conn:
         page = feed_page(conn, filters=AuditFilter(search="no-time"), limit=10)
     assert page.rows == []
-
-
+@pytest.mark.pooler
 def test_export_matches_filter(feed_db):
     engine, rows = feed_db
     filters = AuditFilter(success=False, account_id=ACC_A)
@@ -198,8 +197,7 @@ def test_export_matches_filter(feed_db):
     assert [uuid.UUID(r["id"]) for r in parsed] == ids_of(want)
     assert {r["success"] for r in parsed} == {"False"}
     assert [json.loads(r["details"]) for r in parsed] == [r["details"] for r in want]  # JSON text, not a repr
-
-
+@pytest.mark.pooler
 def test_export_cap_reports_truncation(feed_db):
     engine, _ = feed_db
     with engine.connect() as conn:

@@ -21,7 +21,7 @@ OTHER = uuid.UUID("99999999-2222-4333-8444-555555555555")
 
 
 def test_question_and_answer_are_appended_with_counters(engine):
-    t0 = utcnow()
+    t0 = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)  # fixed: each message's timestamp is known
     with engine.begin() as conn:
         sid = create_session(conn, business_account_id=ACC, actor=Actor("ana", OPERATOR), now=t0)
         before = record_question(conn, sid, actor=Actor("ana", OPERATOR), question="How many items are in the DLQ right now, please?", now=t0)
@@ -39,10 +39,12 @@ def test_question_and_answer_are_appended_with_counters(engine):
     with engine.connect() as conn:
         s = get_session(conn, sid, user="ana")
         row = conn.execute(sa.select(oversight_chat_sessions).where(oversight_chat_sessions.c.id == sid)).one()
-    assert s.messages[1] == {"role": "assistant", "content": "There are 3.", "timestamp": s.messages[1]["timestamp"],
+    assert s.messages[1] == {"role": "assistant", "content": "There are 3.", "timestamp": "2026-11-25T12:00:02Z",
                              "tools_used": ["get_dlq_summary"], "latency_ms": 1500}
     assert s.messages[3]["incomplete"] is True and "latency_ms" not in s.messages[3]
-    assert s.messages[0]["timestamp"].endswith("Z")
+    # each message carries the time it was recorded, in UTC with a Z (spec 3.1)
+    assert [m["timestamp"] for m in s.messages] == [
+        "2026-11-25T12:00:00Z", "2026-11-25T12:00:02Z", "2026-11-25T12:00:05Z", "2026-11-25T12:00:06Z"]
     assert (row.total_queries, row.last_question, row.last_answer, row.last_latency_ms, row.last_tools_used) == (
         2, "And alerts?", "Two open al", None, None)
     assert row.is_active is True and row.updated_at > row.created_at
@@ -109,11 +111,15 @@ def test_sandbox_backend_answers_the_true_dlq_count(engine, backend):
 
 
 def test_sandbox_backend_refuses_when_the_newest_beat_is_old(engine, backend):
+    newest = utcnow().replace(microsecond=0) - timedelta(seconds=61)
     with engine.begin() as conn:
-        record_beat(conn, "oversight-brain", now=utcnow() - timedelta(seconds=61))
+        record_beat(conn, "oversight-brain", now=newest - timedelta(minutes=10))
+        record_beat(conn, "oversight-brain", now=newest)
+        record_beat(conn, "oversight-brain", now=newest - timedelta(minutes=5))
     with pytest.raises(AgentDown) as info:
         _ask(backend, "anyone there?")
-    assert info.value.last_beat_at is not None
+    # the 503 body names the newest beat (not the first or last row written), in UTC
+    assert info.value.last_beat_at == newest.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def test_chat_writes_refuse_a_viewer(engine):

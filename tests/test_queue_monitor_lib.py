@@ -112,6 +112,7 @@ def test_dlq_rows_filters_pages_and_groups(engine, two_accounts, now):
     assert [r["status"] for r in failed] == ["failed"]
 
 
+@pytest.mark.pooler
 @pytest.mark.parametrize("status", ["pending", "processing", "sent", "failed", "dlq"])
 def test_retry_changes_only_failed_and_dlq_rows(engine, two_accounts, now, status):
     a, _ = two_accounts
@@ -154,42 +155,93 @@ def test_retry_reports_unknown_ids_and_ignores_duplicates(engine, two_accounts, 
             retry(conn, [uuid.uuid4() for _ in range(MAX_BULK_RETRY + 1)], actor=Actor("op", OPERATOR), now=now)
 
 
+def _retry_is_blocked(engine, claim_pid: int, retry_started: threading.Event) -> bool:
+    """True once the retry is inside the database, waiting for the claim's transaction.
+
+    PostgreSQL: a backend other than the claim's waits on a lock (pg_stat_activity). SQLite has no
+    view of waiters: the retry has sent its UPDATE, which cannot run while the claim holds the write lock."""
+    if engine.dialect.name != "postgresql":
+        return retry_started.is_set()
+    with engine.connect() as conn:
+        return bool(conn.execute(sa.text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> :claim "
+            "AND pid <> pg_backend_pid() AND wait_event_type = 'Lock' AND query ILIKE '%post_queue%'"),
+            {"claim": claim_pid}).scalar())
+@pytest.mark.pooler
 def test_retry_racing_a_worker_claim_changes_nothing_the_worker_holds(engine, two_accounts, now):
     """The worker claims the failed row (processing) in a transaction that is still open when the
-    operator's retry starts; the retry must wait for it and then leave the claimed row alone."""
+    operator's retry starts; the retry must wait for it and then leave the claimed row alone.
+
+    The claim is held until the retry is seen waiting on it (no timer): a retry that ran before or
+    after the claim, instead of into it, fails the test."""
     a, _ = two_accounts
     row = queue_row(account=a, now=now, status="failed", retry_count=2, next_retry_in_min=-1)
     with engine.begin() as conn:
         insert_rows(conn, [row])
     claimed = threading.Event()
     proceed = threading.Event()
+    retry_started = threading.Event()
+    order: list[str] = []
+    claim_pid: list[int] = []
 
     def worker_claim():
         with engine.connect() as conn:
             if conn.dialect.name == "sqlite":
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                claim_pid.append(conn.execute(sa.text("SELECT pg_backend_pid()")).scalar())
             conn.execute(sa.select(post_queue.c.id).where(post_queue.c.id == row["id"]).with_for_update(skip_locked=True))
             conn.execute(sa.update(post_queue).where(post_queue.c.id == row["id"], post_queue.c.status == "failed")
                          .values(status="processing", updated_at=now))
             claimed.set()
-            proceed.wait(10)  # hold the claim open while the retry runs into it
+            assert proceed.wait(60)  # hold the claim open while the retry runs into it
+            order.append("claim committed")
             conn.commit()
+
+    results = []
+
+    def operator_retry():
+        with engine.begin() as conn:
+            def sent(conn_, cursor, statement, *args):
+                if statement.lstrip().upper().startswith("UPDATE"):
+                    retry_started.set()
+            sa.event.listen(conn, "before_cursor_execute", sent)
+            order.append("retry started")
+            results.extend(retry(conn, [row["id"]], actor=Actor("op", OPERATOR), now=now))
+        order.append("retry done")
 
     t = threading.Thread(target=worker_claim)
     t.start()
     assert claimed.wait(10)
-    timer = threading.Timer(0.5, proceed.set)
-    timer.start()
-    with engine.begin() as conn:
-        [result] = retry(conn, [row["id"]], actor=Actor("op", OPERATOR), now=now)
-    t.join(10)
-    timer.join()
+    r = threading.Thread(target=operator_retry)
+    r.start()
+    deadline = threading.Event()
+    for _ in range(600):  # up to 60 s on a loaded machine; the state is polled, not the time asserted
+        if _retry_is_blocked(engine, claim_pid[0] if claim_pid else 0, retry_started):
+            break
+        deadline.wait(0.1)
+    else:
+        proceed.set()
+        t.join(10)
+        r.join(10)
+        pytest.fail(f"the retry never waited on the open claim: {order}")
+    assert "retry done" not in order  # it could not finish while the claim was open
+    proceed.set()
+    t.join(30)
+    r.join(30)
+    assert order == ["retry started", "claim committed", "retry done"]
+    [result] = results
     assert not result.success
     assert statuses(engine, [row["id"]])[row["id"]][:2] == ("processing", 2)
+    if engine.dialect.name == "sqlite":
+        # read 'failed' before the claim committed, then its conditional UPDATE found the row taken
+        assert result.message == "The row changed while retrying (the worker took it); nothing changed."
+    else:
+        # SELECT ... FOR UPDATE waited for the claim and then read the row as the worker left it
+        assert result.message == "The worker is executing this row right now; nothing changed."
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(audit_log)).scalar() == 0
-
-
+@pytest.mark.pooler
 def test_bulk_retry_of_1000_rows_in_one_transaction(engine, two_accounts, now):
     a, b = two_accounts
     rows = [queue_row(account=(a if i % 2 else b), now=now, status=("dlq" if i % 3 else "failed"),

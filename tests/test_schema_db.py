@@ -1,14 +1,14 @@
 """Schema creation and init on SQLite and PostgreSQL, including Supabase-style tables."""
 from datetime import datetime, timedelta, timezone
 
+import pytest
 import sqlalchemy as sa
 
 from lib.db import init_db, make_engine
 from lib.schema import SPEC_TABLES, agent_heartbeats, metadata
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
-
-
+@pytest.mark.pooler
 def test_init_creates_every_table_and_index_then_is_idempotent(db_url):
     eng = make_engine(db_url)
     first = init_db(eng)
@@ -44,8 +44,7 @@ SUPABASE_DDL = [
     """CREATE TABLE agent_heartbeats (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), agent_id text NOT NULL,
        status text, last_beat_at timestamptz, created_at timestamptz DEFAULT now(), updated_at timestamptz DEFAULT now())""",
 ]
-
-
+@pytest.mark.pooler
 def test_init_over_supabase_style_tables_adds_only_indexes(pg_server):
     import uuid
 

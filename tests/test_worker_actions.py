@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import requests
+import pytest
 import sqlalchemy as sa
 
 from lib.queue import idempotency_key
@@ -16,8 +17,7 @@ from worker.tick import run_tick
 def _tick(engine, db_url, sandbox, **overrides):
     settings = worker_settings(db_url, sandbox, **overrides)
     return run_tick(engine, settings, client_for(settings))
-
-
+@pytest.mark.pooler
 def test_each_action_type_succeeds_with_its_audit_row(engine, db_url, sandbox):
     # a container made beforehand under the account, as the UGC agent would have done, for repost_ugc
     # with creation_id (a container belongs to the user who made it)

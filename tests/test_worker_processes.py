@@ -27,8 +27,7 @@ def _wait_for_requests(sandbox, n, proc, limit_s=30):
         assert proc.poll() is None, proc.stdout.read()
         assert time.monotonic() < deadline, "the worker never called the sandbox"
         time.sleep(0.02)
-
-
+@pytest.mark.pooler
 def test_four_workers_execute_2000_rows_exactly_once(pg_db, sandbox):
     url, eng = pg_db
     now = datetime.now(timezone.utc)
@@ -49,8 +48,7 @@ def test_four_workers_execute_2000_rows_exactly_once(pg_db, sandbox):
     per_worker = [sum(int(part.split("=")[1]) for line in out.splitlines() if " tick claimed=" in line
                       for part in line.split() if part.startswith("sent=")) for out in outputs]
     assert sum(per_worker) == 2000 and sum(1 for n in per_worker if n > 0) >= 2  # they really shared the work
-
-
+@pytest.mark.pooler
 def test_a_killed_worker_loses_nothing_and_repeats_at_most_the_row_in_flight(pg_db, sandbox):
     url, eng = pg_db
     with eng.begin() as conn:
@@ -75,8 +73,7 @@ def test_a_killed_worker_loses_nothing_and_repeats_at_most_the_row_in_flight(pg_
     counts = sorted(effects[f"k{i}"]["messages"] for i in range(3))
     # at-least-once: the one request in flight at the kill was performed and is performed again
     assert counts == [1, 1, 2]
-
-
+@pytest.mark.pooler
 def test_sigterm_finishes_the_row_in_hand_puts_the_rest_back_and_exits_0(pg_db, sandbox):
     url, eng = pg_db
     with eng.begin() as conn:

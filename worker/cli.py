@@ -82,6 +82,7 @@ class Worker:
         self.stop = threading.Event()
         self.health = None  # worker.metrics_server.Health when --metrics-port is given
         self.no_watchdog = no_watchdog
+        self.schema_ready = False
         self._signals = 0
 
     def on_signal(self, signum, _frame) -> None:
@@ -97,12 +98,17 @@ class Worker:
         signal.signal(signal.SIGINT, self.on_signal)
 
     def init(self) -> None:
+        """init_db (safe alongside other workers and app replicas starting at once); a database that
+        is not reachable yet is initialised before the next tick instead."""
         try:
             init_db(self.engine)
-        except Exception as exc:  # noqa: BLE001 - a down DB or a concurrent init must not stop the worker
+            self.schema_ready = True
+        except Exception as exc:  # noqa: BLE001 - a down DB must not stop the worker
             log.warning("database init skipped: %s", str(getattr(exc, "orig", None) or exc).splitlines()[0][:300])
 
     def tick(self):
+        if not self.schema_ready:
+            self.init()
         if self.health is not None:
             self.health.tick_started()
         began = time.monotonic()

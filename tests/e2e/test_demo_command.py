@@ -1,6 +1,7 @@
 """The README's first command: scripts/demo seeds an empty database, serves the app with the
 sandbox stack, and Ctrl-C (SIGINT to its process group) stops everything it started."""
 import os
+import re
 import signal
 import subprocess
 import time
@@ -12,7 +13,8 @@ from playwright.sync_api import expect
 
 from lib.db import make_engine
 from lib.heartbeats import agent_statuses
-from lib.schema import instagram_business_accounts, worker_ticks
+from lib.schema import post_queue, worker_ticks
+from lib.sse import ChatStream, build_chat_request, open_chat
 from lib.timeutil import utcnow
 from tests.e2e.conftest import wait_idle
 from tests.support.pg import free_port
@@ -59,17 +61,34 @@ def test_demo_command_runs_and_ctrl_c_stops_everything(tmp_path, page):
             with eng.connect() as conn:
                 ticks = conn.execute(sa.select(sa.func.count()).select_from(worker_ticks)
                                      .where(worker_ticks.c.finished_at.is_not(None))).scalar()
-                account = conn.execute(sa.select(instagram_business_accounts.c.id)).scalars().first()
             if ticks:
                 break
             time.sleep(1)
         assert ticks >= 1
+        def dlq_of(account):  # plain SQL, not the backend's tool
+            with eng.connect() as conn:
+                return conn.execute(sa.select(sa.func.count()).select_from(post_queue).where(
+                    post_queue.c.status == "dlq", post_queue.c.business_account_id == account)).scalar()
+
+        with eng.connect() as conn:  # the account with the most dead-lettered rows
+            n = sa.func.count().label("n")
+            account = conn.execute(sa.select(post_queue.c.business_account_id).where(post_queue.c.status == "dlq")
+                                   .group_by(post_queue.c.business_account_id).order_by(n.desc()).limit(1)).scalar()
+        dlq_before = dlq_of(account)
+        assert dlq_before > 0
+        req = build_chat_request(f"http://127.0.0.1:{env['OVERSIGHT_PORT']}", "/api/instagram/oversight/chat",
+                                 user_id="t", business_account_id=str(account),
+                                 question="how many items are in the dlq?", chat_history=[])
+        stream = ChatStream.from_response(open_chat(req, connect_timeout_s=5, read_timeout_s=30), max_duration_s=60)
+        stream.drain()
+        # an answer that ended with its done event, not an error event or a dropped stream
+        assert (stream.outcome, stream.error) == ("done", None), (stream.outcome, stream.error, stream.text)
+        assert stream.tools_used == ["get_dlq_summary"]
+        # the true count for this account (the demo worker only ever adds to the DLQ meanwhile)
+        said = re.match(r"There are (\d+) items in the DLQ", stream.text)
+        assert said, stream.text
+        assert dlq_before <= int(said.group(1)) <= dlq_of(account), (dlq_before, stream.text)
         eng.dispose()
-        r = requests.post(f"http://127.0.0.1:{env['OVERSIGHT_PORT']}/api/instagram/oversight/chat",
-                          json={"question": "how many items are in the dlq?", "stream": True, "chat_history": [],
-                                "business_account_id": str(account), "user_id": "t"},
-                          headers={"Accept": "text/event-stream", "X-User-ID": "t"}, timeout=30)
-        assert r.status_code == 200 and "data:" in r.text
         # the worker routes alert notifications to the local sink (seeded open alerts are recent)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

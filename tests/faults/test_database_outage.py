@@ -92,11 +92,14 @@ def test_postgres_outage_and_recovery(own_pg, start_app, page, tmp_path):
 
         own_pg.start()
         outage_end = utcnow()
-        for path in pages:  # same app process: no restart
+        for path, title in zip(pages, [p.title for p in existing_pages()]):  # same app process: no restart
             page.goto(server.url + path)
             wait_idle(page)
             expect(page.get_by_text("Database unavailable")).to_have_count(0)
             assert page.locator("[data-testid='stException']").count() == 0, path
+            # the page itself is back, not a blank one: the guard passed (it stops on a dead database) and drew it
+            expect(page.get_by_role("heading", name=title, level=1)).to_be_visible()
+            expect(page.get_by_test_id("stSidebar").get_by_text("Business account")).to_be_visible()
 
         # the worker recovers on its own: ticks after the outage, and the queue drains
         deadline = time.monotonic() + 60

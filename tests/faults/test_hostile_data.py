@@ -24,6 +24,7 @@ from lib.timeutil import utcnow
 from lib.ui.nav import existing_pages
 from tests.e2e.conftest import wait_idle
 from tests.support.hostile import SCRIPT, USERNAME, add_hostile
+from tests.support.search_targets import decoy_of, plant_search_targets
 
 pytestmark = pytest.mark.e2e
 IDLE_MS = 45_000  # a page with hostile rows must still finish its run (2 shared cores)
@@ -101,12 +102,22 @@ def test_every_page_shows_hostile_data_as_text(start_app, hostile_db, page):
     expect(detail).to_contain_text("more characters not shown")  # the 100 KB error and the payload, shortened
     expect(detail).not_to_contain_text("END-OF-LONG-TEXT")
 
-    # Queue Monitor and Activity Feed searches with an injection attempt: a literal search, no error
+    # Queue Monitor and Activity Feed searches with an injection attempt: a literal search, no error.
+    # Exactly the planted row matches; its decoy (what unescaped % _ \\ would also match) does not.
+    plant_search_targets(make_engine(url), INJECTION, username=USERNAME, now=utcnow())
+    total_rows += 2  # the two planted queue rows
     page.goto(f"{server.url}/queue_monitor?qm_search={urllib.parse.quote(INJECTION)}")
     _check(page, "queue_search", dialogs)
+    expect(page.get_by_role("button", name="Retry all 1 matching")).to_be_visible()
+    grid = page.get_by_test_id("stDataFrame").filter(has_text="Retries").first
+    expect(grid).to_contain_text(f"Graph said: {INJECTION} (end)")  # the id column is off-screen: the error text
+    expect(grid).not_to_contain_text(f"Graph said: {decoy_of(INJECTION)} (end)")
     page.goto(f"{server.url}/activity_feed?feed_q={urllib.parse.quote(INJECTION)}")
     _check(page, "feed_search", dialogs)
     expect(page.get_by_text("Search", exact=True).first).to_be_visible()
+    expect(page.get_by_text("1 rows shown · 1 matching")).to_be_visible()
+    expect(page.get_by_test_id("stExpander").first).to_contain_text("audit_hit")
+    expect(page.get_by_test_id("stExpander").filter(has_text="audit_decoy")).to_have_count(0)
 
     # Activity Feed: open the hostile event (newest) with its 100 KB error and nested details
     page.goto(f"{server.url}/activity_feed?account={acct}")

@@ -20,6 +20,8 @@ from lib.timeutil import utcnow
 from lib.ui.nav import existing_pages
 from tests.app.conftest import run_page  # noqa: F401  (the AppTest fixture)
 from tests.support.hostile import SCRIPT, USERNAME, add_hostile
+from tests.support.search_targets import plant_search_targets
+from lib.ui.text import md_escape
 
 pytestmark = pytest.mark.slow
 INJECTION = "x'); DROP TABLE post_queue; -- %_\\ <script>alert(1)</script>"
@@ -49,6 +51,8 @@ def _texts(at) -> list[str]:
 
 def test_every_page_on_postgresql_with_hostile_rows(run_page, hostile_pg):
     url, hostile, total = hostile_pg
+    targets = plant_search_targets(make_engine(url), INJECTION, username=USERNAME, now=utcnow())
+    total += 2
     for p in existing_pages():
         at = run_page(url, p.path)  # asserts no exception
         at.selectbox(key="account").select(USERNAME).run()
@@ -59,9 +63,17 @@ def test_every_page_on_postgresql_with_hostile_rows(run_page, hostile_pg):
             assert any(SCRIPT in t for t in texts) or any(SCRIPT in str(df.value.to_dict()) for df in at.dataframe)
             at.text_input(key="qm_search").input(INJECTION).run()
             assert not at.exception, [e.value for e in at.exception]
+            # literal: exactly the planted row, not its decoy that unescaped % _ \\ would also match
+            shown = {i for df in at.dataframe if "id" in df.value.columns for i in df.value["id"]}
+            assert str(targets["queue_hit"]) in shown and str(targets["queue_decoy"]) not in shown, shown
+            assert "Retry all 1 matching" in [b.label for b in at.button]
         if p.path.endswith("activity_feed.py"):
             at.text_input(key="feed_q").input(INJECTION).run()
             assert not at.exception, [e.value for e in at.exception]
+            assert any("1 rows shown · 1 matching" in t for t in _texts(at)), _texts(at)
+            labels = [e.label for e in at.expander]
+            assert any(md_escape("audit_hit") in x for x in labels), labels
+            assert not any(md_escape("audit_decoy") in x for x in labels), labels
             at.text_input(key="feed_q").input("<script>").run()  # matches the hostile rows literally
             assert not at.exception and any("matching" in t for t in _texts(at))
     eng = make_engine(url)

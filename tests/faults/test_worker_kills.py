@@ -128,8 +128,7 @@ def _dlq_rows(acc, now, prefix, count, *, status, marker=""):
                       payload={"recipient_id": "1", "message_text": f"#key:{prefix}{i} {marker}".strip()})
         rows.append(r)
     return rows
-
-
+@pytest.mark.pooler
 def test_bulk_retry_racing_four_workers_executes_each_reset_exactly_once(pg_db, sandbox):
     url, eng = pg_db
     now = datetime.now(timezone.utc)

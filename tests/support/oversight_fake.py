@@ -45,6 +45,8 @@ class _Handler(SSEHandler):
         for i in range(self.server.tokens):
             self.send_event({"token": f"word{i} "})
             self.server.sent = i + 1
+            if i == 0 and self.server.gate is not None:
+                self.server.gate.wait(10)  # hold the rest back until the test has seen token 0
             time.sleep(self.server.delay_s)
         self.send_event({"done": True, "latency_ms": 999})
         self.end_stream()
@@ -92,9 +94,12 @@ class _Handler(SSEHandler):
 
 
 class FakeOversight(BackgroundServer):
-    def __init__(self, behaviour: str = "normal", *, tokens: int = 200, delay_s: float = 0.05):
+    def __init__(self, behaviour: str = "normal", *, tokens: int = 200, delay_s: float = 0.05,
+                 gate: threading.Event | None = None):
+        """`gate` (slow): after the first token the server sends nothing more until the gate is set
+        (or 10 s passed), so a test can look at what the client has while the rest is unsent."""
         super().__init__(_Handler, requests=[], behaviour=behaviour, tokens=tokens, delay_s=delay_s, sent=0,
-                         finished=threading.Event())
+                         finished=threading.Event(), gate=gate)
 
     @property
     def requests(self) -> list[dict[str, Any]]:
