@@ -24,8 +24,7 @@ _SEVERITY = {
     "content_violation": "ERROR",
     "sync_failure": "ERROR",
     "rate_limit": "WARNING",
-    "token_expiring": "WARNING",
-}
+}  # anything else (token_expiring, metric_anomaly, types of other writers) is WARNING
 
 
 def severity(alert_type: str | None) -> str:
