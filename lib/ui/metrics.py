@@ -14,10 +14,10 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from lib import analytics as an
-from lib.export import frame_to_csv
+from lib.export import frame_export
 from lib.timeutil import utcnow
 from lib.ui.charts import Fig, plain
-from lib.ui.export import csv_download
+from lib.ui.export import export_control
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
 from lib.ui.text import md_escape
 
@@ -135,7 +135,7 @@ def load_details(db_url: str, report_ids: tuple[str, ...]) -> list[an.Report]:
         return [an.parse_report(r) for r in an.fetch_reports_by_id(conn, report_ids)]
 
 
-def build_reports_csv(db_url: str, ms: MetricsScope, names: dict[str, str]) -> bytes:
+def build_reports_csv(db_url: str, ms: MetricsScope, names: dict[str, str], fmt: str = "csv") -> bytes:
     """The reports in scope, flattened (dotted columns), built when the button is clicked."""
     start, end = an.day_bounds(ms.first or date(1970, 1, 1), ms.last)
     with get_engine(db_url).connect() as conn:
@@ -143,7 +143,7 @@ def build_reports_csv(db_url: str, ms: MetricsScope, names: dict[str, str]) -> b
                                 start=None if ms.first is None else start, end=end, limit=EXPORT_CAP)
     df = an.csv_columns(an.reports_frame([an.parse_report(r) for r in rows]))
     df.insert(2, "account", df["business_account_id"].map(lambda v: names.get(str(v), v)))
-    return frame_to_csv(df)
+    return frame_export(df, fmt)
 
 
 # --------------------------------------------------------------------------- text helpers
@@ -176,8 +176,8 @@ def show_summary(data: ReportSet, ms: MetricsScope, scope: Scope) -> None:
                  f"{ms.label} (report dates, UTC)")
     with right:
         all_names = {str(a.id): a.username for a in scope.accounts} | names
-        csv_download("Reports (CSV)", lambda: build_reports_csv(scope.db_url, ms, all_names),
-                     file_name=f"analytics_reports_{ms.report_type}_{ms.last.isoformat()}.csv", key="csv_reports",
+        export_control("Reports", lambda fmt: build_reports_csv(scope.db_url, ms, all_names, fmt),
+                       file_stem=f"analytics_reports_{ms.report_type}_{ms.last.isoformat()}", key="csv_reports",
                      help="One row per report, flattened: instagram_metrics.reach, revenue_metrics.conversion_rate, …")
     note = data.problems.note
     if note:
@@ -308,7 +308,8 @@ def _one_legend_entry_per_name(fig: Fig, show: bool = True) -> None:
 def _chart(fig: Fig, key: str, data: pd.DataFrame, file_name: str) -> None:
     st.plotly_chart(fig.to_dict(), theme="streamlit", width="stretch", key=key, config={"displaylogo": False})
     data = data.drop(columns=[c for c in ("business_account_id",) if c in data and "account" in data])
-    csv_download("Chart data (CSV)", lambda: frame_to_csv(data), file_name=file_name, key=f"csv_{key}")
+    export_control("Chart data", lambda fmt: frame_export(data, fmt), file_stem=file_name.removesuffix(".csv"),
+                   key=f"csv_{key}")
 
 
 def show_charts(data: ReportSet, scope: Scope, ms: MetricsScope) -> None:
@@ -599,5 +600,5 @@ def show_comparison(data: ReportSet, periods, scope: Scope, ms: MetricsScope) ->
         "change_pct": st.column_config.NumberColumn("Change %", format="%+.1f %%"),
     })
     out = table.drop(columns=["business_account_id"])
-    csv_download("Comparison (CSV)", lambda: frame_to_csv(out), file_name=f"period_comparison_{ms.report_type}.csv",
-                 key="csv_comparison")
+    export_control("Comparison", lambda fmt: frame_export(out, fmt), file_stem=f"period_comparison_{ms.report_type}",
+                   key="csv_comparison")
