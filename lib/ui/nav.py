@@ -41,6 +41,7 @@ PAGES = (
     PageSpec("Monitor", "pages/accounts.py", "Accounts", ":material/manage_accounts:"),
     PageSpec("Analyze", "pages/activity_feed.py", "Activity Feed", ":material/timeline:"),
     PageSpec("Analyze", "pages/metrics.py", "Metrics", ":material/insights:"),
+    PageSpec("Analyze", "pages/posts.py", "Posts", ":material/photo_library:"),
     PageSpec("Interact", "pages/oversight_chat.py", "Oversight Chat", ":material/forum:"),
 )
 
