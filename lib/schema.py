@@ -256,3 +256,108 @@ SPEC_TABLES = (
     system_alerts,
     analytics_reports,
 )
+
+# -- Alert notifications (lib/notify.py, docs/notifications.md): our own tables, keyed by the
+# ids of system_alerts rows; system_alerts itself gets no column.
+
+# One incident per (alert_type, account, agent) while any of its alerts is open: the unit that gets
+# one "opened" message, at most one digest of repeats per interval and one "resolved" message.
+notify_incidents = sa.Table(
+    "notify_incidents",
+    metadata,
+    _id(),
+    sa.Column("group_key", sa.Text, nullable=False),
+    sa.Column("alert_type", sa.Text, nullable=False),
+    sa.Column("severity", sa.Text, nullable=False),
+    sa.Column("business_account_id", sa.Uuid(as_uuid=True)),
+    sa.Column("agent_id", sa.Text),
+    sa.Column("first_alert_id", sa.Uuid(as_uuid=True), nullable=False),
+    sa.Column("state", sa.Text, nullable=False, default="open"),  # open | resolved
+    sa.Column("opened_sent", sa.Boolean, nullable=False, default=False),
+    sa.Column("routes", JSONType),  # route ids that got the opening (the resolve goes there too)
+    sa.Column("silence_id", sa.Uuid(as_uuid=True)),  # the silence that held the opening back, if any
+    sa.Column("repeats_total", sa.Integer, nullable=False, default=0),
+    sa.Column("repeats_pending", sa.Integer, nullable=False, default=0),  # since the last message
+    _ts("pending_since"),
+    sa.Column("digests", sa.Integer, nullable=False, default=0),
+    _ts("first_seen"),
+    _ts("opened_at", nullable=False),
+    _ts("last_message_at"),
+    _ts("resolved_at"),
+    sa.Column("resolved_by", sa.Text),
+    _ts("updated_at"),
+    sa.Index("ix_notify_incidents_state_group_key", "state", "group_key"),
+    sa.Index("ix_notify_incidents_opened_at", "opened_at"),
+)
+
+# The system_alerts rows detection has seen: new rows, count changes and resolutions show as diffs.
+notify_alert_rows = sa.Table(
+    "notify_alert_rows",
+    metadata,
+    sa.Column("alert_id", sa.Uuid(as_uuid=True), primary_key=True),
+    sa.Column("incident_id", sa.Uuid(as_uuid=True), nullable=False),
+    sa.Column("last_count", sa.Integer, nullable=False, default=1),
+    _ts("last_updated_at"),
+    sa.Column("resolved", sa.Boolean, nullable=False, default=False),
+    _ts("seen_at"),
+    sa.Index("ix_notify_alert_rows_resolved", "resolved"),
+    sa.Index("ix_notify_alert_rows_incident_id", "incident_id"),
+)
+
+# The outbox: one row per message per route, written in the detection's transaction and delivered
+# by any worker (claims with SKIP LOCKED). Holds the route's id and masked label, never its URL.
+notification_outbox = sa.Table(
+    "notification_outbox",
+    metadata,
+    _id(),
+    sa.Column("dedupe_key", sa.Text, nullable=False, unique=True),
+    sa.Column("incident_id", sa.Uuid(as_uuid=True)),
+    sa.Column("alert_id", sa.Uuid(as_uuid=True)),
+    sa.Column("kind", sa.Text, nullable=False),  # opened | digest | resolved | test
+    sa.Column("route_id", sa.Text, nullable=False),
+    sa.Column("route_label", sa.Text),
+    sa.Column("severity", sa.Text),
+    sa.Column("alert_type", sa.Text),
+    sa.Column("business_account_id", sa.Uuid(as_uuid=True)),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("notify_type", sa.Text, nullable=False, default="info"),
+    sa.Column("status", sa.Text, nullable=False, default="pending"),  # pending|sending|failed|sent|gave_up
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    _ts("next_attempt_at"),
+    _ts("claimed_at"),
+    sa.Column("last_error", sa.Text),
+    _ts("created_at", nullable=False),
+    _ts("updated_at"),
+    _ts("sent_at"),
+    sa.Index("ix_notification_outbox_status_next_attempt_at", "status", "next_attempt_at"),
+    sa.Index("ix_notification_outbox_created_at", "created_at"),
+)
+
+alert_silences = sa.Table(
+    "alert_silences",
+    metadata,
+    _id(),
+    sa.Column("alert_type", sa.Text),  # NULL = any type; at least one matcher is set
+    sa.Column("business_account_id", sa.Uuid(as_uuid=True)),
+    sa.Column("agent_id", sa.Text),
+    _ts("starts_at", nullable=False),
+    _ts("ends_at", nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("created_by", sa.Text, nullable=False),
+    _ts("created_at"),
+    _ts("ended_early_at"),
+    sa.Column("ended_by", sa.Text),
+    sa.Index("ix_alert_silences_ends_at", "ends_at"),
+)
+
+alert_acknowledgements = sa.Table(
+    "alert_acknowledgements",
+    metadata,
+    _id(),
+    sa.Column("alert_id", sa.Uuid(as_uuid=True), nullable=False),
+    sa.Column("acknowledged_by", sa.Text, nullable=False),
+    _ts("acknowledged_at", nullable=False),
+    sa.Column("note", sa.Text),
+    sa.Index("ix_alert_acknowledgements_alert_id", "alert_id"),
+)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -72,6 +72,16 @@ class Settings:
     # Instagram content publishing (issue 12, docs/worker.md)
     container_timeout_s: int = 1800  # a container still IN_PROGRESS this long after its creation is a failed attempt
     container_check_interval_s: int = 60  # a waiting row reads its container's status about once a minute
+    # Alert notifications (docs/notifications.md): Apprise URLs carry secrets, so never in repr/logs
+    alert_notify_urls: str = field(default="", repr=False)  # every alert
+    alert_notify_urls_critical: str = field(default="", repr=False)  # extra routes for one severity
+    alert_notify_urls_error: str = field(default="", repr=False)
+    alert_notify_urls_warning: str = field(default="", repr=False)
+    alert_repeat_interval_s: int = 3600  # at most one digest of repeats per alert per interval
+    dashboard_url: str = ""  # public base URL, for links in messages
+    alert_notify_timeout_s: float = 10.0  # one delivery (Apprise call) at most
+    alert_notify_max_attempts: int = 12  # then the delivery is given up (shown on the page)
+    alert_notify_interval_s: float = 15.0  # the worker service delivers this often between ticks
     # Analysts (Metrics anomaly flags, weekly digest; docs/metrics.md)
     anomaly_threshold: float = 3.5  # |robust z| beyond this flags a day (median/MAD of the previous 28 days)
     anomaly_alerts: str = "off"  # on: flags are raised as metric_anomaly alerts (the worker, and operators by hand)

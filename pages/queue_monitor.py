@@ -4,7 +4,7 @@ from lib.timeutil import floor_time, utcnow
 from lib.ui import live_caption, page_guard
 from lib.ui.queue_monitor import (
     confirm_retry_all, filters, load_groups, load_health, load_summary, load_waiting, load_worker, show_counts,
-    show_groups, show_metrics, show_table, show_waiting, show_worker, view_picker,
+    pause_control, show_groups, show_metrics, show_pauses, show_table, show_waiting, show_worker, view_picker,
 )
 
 scope = page_guard("Queue Monitor")
@@ -15,6 +15,7 @@ def overview():
     now = floor_time(utcnow(), 10)
     show_worker(load_worker(scope.db_url, now, scope.settings.worker_cron), now, scope.tz)
     summary = load_summary(scope.db_url, scope.account_id, now)
+    show_pauses(scope, now)
     show_metrics(summary, load_health(scope.db_url, scope.account_id, now, scope.settings.processing_lease_s))
     show_counts(summary, scope)
     show_waiting(load_waiting(scope.db_url, scope.account_id, now), now, scope.tz)
@@ -22,6 +23,7 @@ def overview():
 
 overview()
 
+pause_control(scope)
 st.subheader("Triage")
 view = view_picker()
 table_filter, group_filter = filters(scope, view)

@@ -2,6 +2,7 @@ import streamlit as st
 
 from lib.timeutil import floor_time, utcnow
 from lib.ui import live_caption, page_guard
+from lib.ui.notifications import ack_actions, badges, silence_panel
 from lib.ui.system_alerts import (
     STATES, alert_filters, alerts_export, chart_bucket, empty_state, load_alerts, load_counts, load_summary,
     resolve_actions, show_chart, show_list, show_result, show_summary,
@@ -26,8 +27,10 @@ def live_panel():
     head.subheader("Alerts")
     with export:
         alerts_export(scope.db_url, view.filters, now.strftime("%Y%m%d-%H%M"))
-    selected, open_selected = show_list(alerts, view, scope, now)
+    selected, open_selected = show_list(alerts, view, scope, now, badges(scope.db_url, alerts, now))
     resolve_actions(scope, view.filters, selected, open_selected)
+    ack_actions(scope, selected, {a.id for a in alerts if not a.resolved})
+    silence_panel(scope, alerts, selected, now)
     live_caption(scope, now, paused_hint=" (sidebar)")
 
 

@@ -64,9 +64,13 @@ def test_queue_covers_every_status_and_action_type(seeded):
     assert all(k == idempotency_key(r["business_account_id"], r["action_type"], r["payload"]) for k, r in zip(keys, rows))
     payload_keys = {"reply_comment": {"comment_id", "reply_text", "post_id"}, "reply_dm": {"conversation_id", "message_text"},
                     "send_dm": {"recipient_id", "message_text"},
-                    "publish_post": {"image_url", "caption", "media_type", "scheduled_post_id", "creation_id"},
+                    "publish_post": {"caption", "media_type", "scheduled_post_id", "creation_id"},
                     "repost_ugc": {"permission_id", "creation_id", "media_url"}}  # + the media the worker reposts
-    assert all(set(r["payload"]) == payload_keys[r["action_type"]] for r in rows)
+    media_key = {"IMAGE": "image_url", "VIDEO": "video_url", "CAROUSEL_ALBUM": "children"}  # what Instagram needs
+    assert all(set(r["payload"]) == payload_keys[r["action_type"]] | (
+        {media_key[r["payload"]["media_type"]]} if r["action_type"] == "publish_post" else set()) for r in rows)
+    from lib.payload_rules import media_spec
+    assert all(media_spec("publish_post", r["payload"]) for r in rows if r["action_type"] == "publish_post")
 
     dlq = [r for r in rows if r["status"] == "dlq"]
     assert {r["error_category"] for r in dlq} == set(ERROR_CATEGORIES)

@@ -24,6 +24,7 @@ from croniter import croniter
 
 from lib.db import UNAVAILABLE_ERRORS, init_db, make_engine
 from lib.instagram import GraphClient
+from lib.notify import notify_tick
 from lib.redact import install_log_redaction
 from lib.settings import SettingsError, load_settings
 from lib.timeutil import utcnow
@@ -114,6 +115,21 @@ class Worker:
         except Exception:  # noqa: BLE001 - keep watching; the next pass retries
             log.exception("watchdog failed")
 
+    def notify_once(self) -> None:
+        """Alert notifications (lib/notify.py): detect what changed in system_alerts, deliver what is due."""
+        try:
+            report = notify_tick(self.engine, self.settings)
+            if report.detect.queued or report.delivery.claimed:
+                log.info("%s", report.line())
+        except UNAVAILABLE_ERRORS as exc:
+            log.error("notify: database unavailable: %s", str(getattr(exc, "orig", None) or exc).splitlines()[0][:300])
+        except Exception:  # noqa: BLE001 - keep going; the next pass retries
+            log.exception("notify failed")
+
+    def notify_loop(self) -> None:
+        while not self.stop.wait(self.settings.alert_notify_interval_s):
+            self.notify_once()
+
     def watchdog_loop(self) -> None:
         while not self.stop.is_set():
             self.watchdog_once()
@@ -154,15 +170,18 @@ def main(argv=None) -> int:
             failed = failed or result is None or bool(result.error)
             if not args.until_empty or result is None or result.error or result.claimed == 0:
                 break
+        w.notify_once()  # deliver what is due at the end of the tick
         return 1 if failed and not w.stop.is_set() else 0
     if not args.no_watchdog:
         threading.Thread(target=w.watchdog_loop, name="watchdog", daemon=True).start()
     last_tick = utcnow()
+    threading.Thread(target=w.notify_loop, name="notify", daemon=True).start()  # every ALERT_NOTIFY_INTERVAL_S
     while not w.stop.is_set():
         due = w.next_wake(interval_s=args.interval_seconds, last_tick=last_tick)
         if w.stop.wait(max(0.0, (due - utcnow()).total_seconds())):
             break
         last_tick = utcnow()
         w.tick()  # a failed tick is logged inside; the next one tries again
+        w.notify_once()
     log.info("worker stopped")
     return 0

@@ -49,6 +49,7 @@ def queue_block(scope: Scope, now: datetime) -> None:
         b.metric("Due", f"{health['due_now']:,}")
         c.metric("Failed", f"{by_status.get('failed', 0):,}")
         d.metric("DLQ", f"{by_status.get('dlq', 0):,}")
+        queue_monitor.show_pauses(scope, now, controls=False)
         notes = []
         if health["stuck"]:
             notes.append(f":orange-badge[{health['stuck']} stuck in processing]")

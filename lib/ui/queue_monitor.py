@@ -19,11 +19,12 @@ from lib.queue import (
     count_rows, error_groups, group_filter, iter_export_rows, matching_ids, queue_health, queue_rows, retry,
     row_detail, status_summary, summary_matrix, waiting_rows,
 )
+from lib.queue_control import QueueControlError, active_pauses, discard, edit_and_retry, editable_fields, pause, resume
 from lib.timeutil import fmt_ago, fmt_duration, fmt_local, utcnow
 from lib.ui.charts import Fig, plain
 from lib.ui.export import export_control
 from lib.ui.auth import current_actor
-from lib.ui.feedback import Confirmation, guarded_write, show_flash
+from lib.ui.feedback import Confirmation, flash, guarded_write, show_flash
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
 from lib.text import clip, clip_json
 from lib.ui.text import md_escape
@@ -141,7 +142,7 @@ def load_detail(db_url: str, queue_id: str) -> dict[str, Any] | None:
 def clear_caches() -> None:
     """After a write: the next run reads fresh data everywhere on the page."""
     for fn in (load_summary, load_health, load_waiting, load_rows, load_count, load_groups, load_group_filter,
-               load_detail):
+               load_detail, load_pauses):
         fn.clear()
 
 
@@ -336,7 +337,20 @@ def run_retry(scope: Scope, ids: list, label: str) -> None:
                             lambda conn: retry(conn, ids, actor=current_actor(scope.settings), now=utcnow()))
     if results is None:  # refused: the flash says why, nothing changed
         return
-    st.session_state[Keys.RESULTS] = {"label": label, "results": [r.as_response() for r in results]}
+    st.session_state[Keys.RESULTS] = {"label": label, "verb": "moved back to pending; the worker picks them up on "
+                                      "its next tick", "results": [r.as_response() for r in results]}
+    clear_selection()
+    clear_caches()
+
+
+def run_discard(scope: Scope, ids: list, label: str) -> None:
+    """Delete failed/dlq rows (lib.queue_control.discard): each row's columns go to audit_log first."""
+    results = guarded_write(Keys.FLASH, label, scope.engine,
+                            lambda conn: discard(conn, ids, actor=current_actor(scope.settings), now=utcnow()))
+    if results is None:
+        return
+    st.session_state[Keys.RESULTS] = {"label": label, "verb": "discarded (each kept whole in the audit log)",
+                                      "results": [dataclasses.asdict(r) for r in results]}
     clear_selection()
     clear_caches()
 
@@ -355,14 +369,12 @@ def show_results() -> None:
     refused = len(results) - ok
     noun = "row" if ok == 1 else "rows"
     if ok:
-        st.success(f"{last['label']}: {ok} {noun} moved back to pending; the worker picks them up on its next tick.",
-                   icon=":material/replay:")
+        st.success(f"{last['label']}: {ok} {noun} {last.get('verb', 'changed')}.", icon=":material/task_alt:")
     if refused:
         st.warning(f"{last['label']}: {refused} row(s) were not changed (see the messages below).",
                    icon=":material/block:")
-    with st.expander(f"Retry results ({len(results)})", expanded=bool(refused) and len(results) <= 20):
-        st.dataframe(pd.DataFrame(results, columns=["success", "queue_id", "action_type", "previous_retry_count",
-                                                    "message"]), hide_index=True, width="stretch", key="qm_results_df")
+    with st.expander(f"Results ({len(results)})", expanded=bool(refused) and len(results) <= 20):
+        st.dataframe(pd.DataFrame(results), hide_index=True, width="stretch", key="qm_results_df")
     st.button("Dismiss", key="qm_dismiss", on_click=_dismiss_results, type="tertiary", icon=":material/close:")
 
 
@@ -503,6 +515,18 @@ def _draw_actions(scope: Scope, view: str, filt: QueueFilter, total: int, select
     # always drawn (disabled when idle): a stable layout keeps the live panel's reruns clean
     c.button("Clear selection", key="qm_clear", on_click=clear_selection, icon=":material/deselect:",
              disabled=not selected)
+    e, f, _ = st.columns([1.2, 1.6, 2.2], vertical_alignment="center")
+    if e.button(f"Discard {len(selected)} selected" if selected else "Discard selected", key="qm_discard_selected",
+                disabled=not selected or not can_write, icon=":material/delete:",
+                help=why_not or "Deletes the rows after keeping each one whole in the audit log; asks first."):
+        CONFIRM_ALL.ask({"action": "discard", "ids": list(selected), "count": len(selected), "matching": len(selected),
+                         "filter": filt})
+        st.rerun()
+    if f.button(f"Discard all {n_match:,} matching", key="qm_discard_all", disabled=not can_write or not total,
+                icon=":material/delete_sweep:",
+                help=why_not or f"Asks for confirmation first; at most {MAX_BULK_RETRY:,} rows per click."):
+        CONFIRM_ALL.ask({"action": "discard", "filter": filt, "count": n_match, "matching": total})
+        st.rerun()
     with d:
         db_url = scope.db_url
         export_control(VIEWS[view], lambda fmt: export_file(db_url, filt, fmt), file_stem=f"post_queue_{view}",
@@ -528,6 +552,12 @@ def show_detail(scope: Scope, queue_id: str, now: datetime) -> None:
                          help=None if scope.user.is_operator else "Operators only: your role is viewer."):
             run_retry(scope, [d["id"]], "Retry")
             st.rerun()
+        if action.button("Discard this row", key="qm_discard_one", icon=":material/delete:",
+                         disabled=not scope.user.is_operator or d["status"] not in ("failed", "dlq"),
+                         help=None if scope.user.is_operator else "Operators only: your role is viewer."):
+            CONFIRM_ALL.ask({"action": "discard", "ids": [d["id"]], "count": 1, "matching": 1,
+                             "filter": QueueFilter(d["status"] if d["status"] in VIEWS else "dlq")})
+            st.rerun()
         facts = {
             "Status": d["status"], "Account": scope.account_name(d["business_account_id"]),
             "Error category": d["error_category"] or "—", "Retries": d["retry_count"],
@@ -539,6 +569,7 @@ def show_detail(scope: Scope, queue_id: str, now: datetime) -> None:
                      width="stretch", key="qm_detail_facts")
         st.markdown("**Error**")
         st.code(clip(d["error"]) or "(no error text)", language=None, wrap_lines=True)
+        show_edit_form(scope, d)
         left, right = st.columns(2)
         with left:
             st.markdown("**Payload** (token-like fields redacted)")
@@ -558,26 +589,39 @@ def show_detail(scope: Scope, queue_id: str, now: datetime) -> None:
 
 
 def confirm_retry_all(scope: Scope) -> None:
-    """Opened from the main script (never inside the ticking panel) when a confirmation is pending."""
+    """Opened from the main script (never inside the ticking panel) when a confirmation is pending:
+    retry all matching, or discard selected / all matching; the count is stated before anything runs."""
     pending = CONFIRM_ALL.pending
     if not pending:
         return
+    discarding = pending.get("action") == "discard"
 
-    @st.dialog("Retry all matching rows", on_dismiss=CONFIRM_ALL.cancel)
+    @st.dialog("Discard rows" if discarding else "Retry all matching rows", on_dismiss=CONFIRM_ALL.cancel)
     def dialog():
         filt: QueueFilter = pending["filter"]
         n, total = pending["count"], pending["matching"]
         what = VIEWS[filt.status].lower()
-        st.markdown(f"Move **{n:,}** row(s) of the {md_escape(what)} back to **pending**?")
+        if discarding:
+            st.markdown(f"Delete **{n:,}** row(s) of the {md_escape(what)}?")
+            st.caption("Each row is first written whole (every column, tokens redacted) to one audit_log row "
+                       "(queue_item_discarded) under your name, so it can be read back. Rows the worker holds or "
+                       "that are not failed/dlq are reported, not touched.")
+        else:
+            st.markdown(f"Move **{n:,}** row(s) of the {md_escape(what)} back to **pending**?")
+            st.caption("Each row restarts with retry_count 0; rows the worker holds or that are already pending are "
+                       "reported, not changed. Every change is written to audit_log under your name.")
         if total > n:
-            st.caption(f"{total:,} rows match; one click retries at most {MAX_BULK_RETRY:,} (the first in table order).")
-        st.caption("Each row restarts with retry_count 0; rows the worker holds or that are already pending are "
-                   "reported, not changed. Every change is written to audit_log under your name.")
+            st.caption(f"{total:,} rows match; one click acts on at most {MAX_BULK_RETRY:,} (the first in table order).")
         ok, no = st.columns(2)
-        if ok.button(f"Retry {n:,} rows", type="primary", key="qm_confirm_ok", icon=":material/replay:"):
-            with scope.engine.connect() as conn:
-                ids = matching_ids(conn, filt=filt, limit=n)
-            run_retry(scope, ids, f"Retry all matching ({len(ids):,})")
+        verb = "Discard" if discarding else "Retry"
+        if ok.button(f"{verb} {n:,} rows", type="primary", key="qm_confirm_ok",
+                     icon=":material/delete:" if discarding else ":material/replay:"):
+            ids = pending.get("ids")
+            if ids is None:
+                with scope.engine.connect() as conn:
+                    ids = matching_ids(conn, filt=filt, limit=n)
+            label = f"{verb} {'selected' if pending.get('ids') is not None else 'all matching'} ({len(ids):,})"
+            (run_discard if discarding else run_retry)(scope, ids, label)
             CONFIRM_ALL.cancel()
             st.rerun()
         if no.button("Cancel", key="qm_confirm_cancel"):
@@ -585,3 +629,105 @@ def confirm_retry_all(scope: Scope) -> None:
             st.rerun()
 
     dialog()
+
+
+# -- edit and retry ------------------------------------------------------------------------------
+
+def show_edit_form(scope: Scope, d: dict[str, Any]) -> None:
+    """A form for the row's text fields (lib.queue_control.edit_and_retry validates and audits)."""
+    fields = editable_fields(d["action_type"])
+    if not fields or d["status"] not in ("failed", "dlq"):
+        return
+    can = scope.user.is_operator
+    payload = d["payload"] or {}
+    with st.expander("Edit and retry", icon=":material/edit:"):
+        with st.form(f"qm_edit_{d['id']}", border=False):
+            values = {}
+            for name in fields:
+                current = payload.get(name)
+                text = "" if current is None else str(current)
+                if name.endswith("_url"):
+                    values[name] = st.text_input(name, value=text, disabled=not can)
+                else:
+                    values[name] = st.text_area(name, value=text, disabled=not can, height=100)
+            st.caption("Checked before saving: the spec's keys and Instagram's limits (caption 2,200 characters, "
+                       "30 hashtags, 20 @ tags; DM text 1,000 bytes; http(s) media URLs). A new image or video "
+                       "gets a new container. The change is audited; the row goes back to pending.")
+            if st.form_submit_button("Save and retry", type="primary", disabled=not can,
+                                     help=None if can else "Operators only: your role is viewer."):
+                changes = {k: v for k, v in values.items() if v != ("" if payload.get(k) is None else str(payload.get(k)))}
+                try:
+                    with scope.engine.begin() as conn:
+                        res = edit_and_retry(conn, d["id"], changes, actor=current_actor(scope.settings), now=utcnow())
+                except QueueControlError as exc:
+                    st.error(f"Not saved: {md_escape(exc)}", icon=":material/error:")
+                    return
+                except Exception as exc:  # noqa: BLE001 - PermissionDenied / a busy database: say so, keep the form
+                    from lib.ui.feedback import refusal_message
+                    st.error(f"Not saved: {refusal_message(exc)}", icon=":material/error:")
+                    return
+                flash(Keys.FLASH, "success", md_escape(res.message))
+                clear_selection()
+                clear_caches()
+                st.rerun()
+
+
+# -- pauses ----------------------------------------------------------------------------------------
+
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=32, show_spinner=False)
+def load_pauses(db_url: str, account_id: uuid.UUID | None, now: datetime):
+    with get_engine(db_url).connect() as conn:
+        return active_pauses(conn, now=now, account_id=account_id)
+
+
+def _pause_label(p, scope: Scope) -> str:
+    what = p.action_type or "every action type"
+    who = "every account" if p.business_account_id is None else scope.account_name(p.business_account_id)
+    return f"{what} of {who}"
+
+
+def _on_resume(scope: Scope, pause_id) -> None:
+    guarded_write(Keys.FLASH, "Resume", scope.engine,
+                  lambda conn: resume(conn, pause_id, actor=current_actor(scope.settings), now=utcnow()))
+    load_pauses.clear()
+    clear_caches()
+
+
+def show_pauses(scope: Scope, now: datetime, *, controls: bool = True) -> None:
+    """What is paused, by whom, since when, how many due rows wait behind it; Resume for operators."""
+    pauses = load_pauses(scope.db_url, scope.account_id, now)
+    for p in pauses:
+        note = f" — “{md_escape(clip(p.reason, 200))}”" if p.reason else ""
+        row = st.columns([5, 1], vertical_alignment="center") if controls else [st.container()]
+        row[0].warning(f"Paused: {md_escape(_pause_label(p, scope))}, by {md_escape(p.paused_by)} "
+                       f"{fmt_ago(p.paused_at, now)}{note} · {p.waiting:,} due rows wait", icon=":material/pause_circle:")
+        if controls:
+            row[1].button("Resume", key=f"qm_resume_{p.id}", on_click=_on_resume, args=(scope, p.id),
+                          disabled=not scope.user.is_operator, icon=":material/play_arrow:",
+                          help=None if scope.user.is_operator else "Operators only: your role is viewer.")
+
+
+def _on_pause(scope: Scope) -> None:
+    action = st.session_state.get("qm_pause_action")
+    reason = st.session_state.get("qm_pause_reason") or None
+    done = guarded_write(Keys.FLASH, "Pause", scope.engine, lambda conn: pause(
+        conn, actor=current_actor(scope.settings), now=utcnow(), business_account_id=scope.account_id,
+        action_type=None if action in (None, ALL) else action, reason=reason))
+    if done is not None:
+        flash(Keys.FLASH, "success", "Paused: the worker claims none of these rows until you resume.")
+    load_pauses.clear()
+    clear_caches()
+
+
+def pause_control(scope: Scope) -> None:
+    """Pause an action type (of the sidebar's account, or of every account); accounts as a whole are
+    paused on the Accounts page."""
+    can = scope.user.is_operator
+    with st.expander("Pause the queue", icon=":material/pause:"):
+        options = [ALL, *ACTION_TYPES] if scope.account_id is not None else list(ACTION_TYPES)
+        st.selectbox("Action type", options, key="qm_pause_action", disabled=not can,
+                     format_func=lambda a: "every action type" if a == ALL else a)
+        st.text_input("Reason (optional)", key="qm_pause_reason", max_chars=500, disabled=not can)
+        where = scope.account_name(scope.account_id) if scope.account_id else "every account"
+        st.button(f"Pause for {where}", key="qm_pause", on_click=_on_pause, args=(scope,), disabled=not can,
+                  help=None if can else "Operators only: your role is viewer.")

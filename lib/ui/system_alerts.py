@@ -21,6 +21,7 @@ from lib.ui.auth import current_actor
 from lib.ui.charts import bucketed_bar_chart
 from lib.ui.export import export_control
 from lib.ui.feedback import Confirmation, flash, guarded_write, show_flash
+from lib.ui.notifications import badge_columns
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
 from lib.text import clip, clip_json
 from lib.ui.text import md_escape
@@ -192,6 +193,8 @@ COLUMNS = {
     "resolved_by": "Resolved by",
     "resolved_at": "Resolved at",
     "details": st.column_config.JsonColumn("Details", width="large"),
+    "silenced": st.column_config.TextColumn("Silenced", width="small", help="Matched by an active silence: listed, not notified"),
+    "on_it": st.column_config.TextColumn("On it", help="Acknowledged by (repeat digests stop)"),
 }
 
 
@@ -207,8 +210,10 @@ def _on_select(table_key: str) -> None:
     st.session_state[Keys.SELECTED] = [str(i) for r in rows if r < len(id_sets) for i in id_sets[r]]
 
 
-def show_list(alerts: list[Alert], view: AlertsView, scope: Scope, now: datetime) -> tuple[list[uuid.UUID], int]:
+def show_list(alerts: list[Alert], view: AlertsView, scope: Scope, now: datetime,
+              badges: dict | None = None) -> tuple[list[uuid.UUID], int]:
     """The list with row selection -> (ids behind the selected rows, how many of them are open).
+    `badges` (lib.notify alert badges by id) adds the "silenced" and "on it" columns.
 
     The selection is kept as ids (Keys.SELECTED); while rows are selected the list stays as it was
     drawn, so no live refresh reorders it under the operator's selection (security item 6)."""
@@ -227,6 +232,10 @@ def show_list(alerts: list[Alert], view: AlertsView, scope: Scope, now: datetime
     else:
         frame, id_sets = alert_frame(alerts, scope, now), [(str(a.id),) for a in alerts]
         key = Keys.EACH_TABLE
+    if badges is not None:  # after severity, type and account
+        uuid_sets = [tuple(uuid.UUID(i) for i in ids) for ids in id_sets]
+        for i, (name, values) in enumerate(badge_columns(badges, uuid_sets).items()):
+            frame.insert(3 + i, name, values)
     st.session_state[Keys.SHOWN] = {"tag": tag, "id_sets": id_sets, "alerts": alerts}
     st.dataframe(_styled(frame), hide_index=True, width="stretch", key=key, on_select=lambda: _on_select(key),
                  selection_mode="multi-row", column_config=COLUMNS)

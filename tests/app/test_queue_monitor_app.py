@@ -200,3 +200,85 @@ def test_worker_last_tick_and_missed_schedule(run_page, sqlite_url):
     assert not any("missed its schedule" in w.value for w in at.warning)
     assert "Worker: last tick 1 min ago" in captions(at)
     assert any("database is locked" in c.value for c in at.code)
+
+
+# -- queue control (issue 16) ------------------------------------------------------------------------
+
+def _control_db(tmp_path):
+    import uuid as _uuid
+
+    from lib.db import init_db, make_engine
+    from lib.queue import enqueue
+    from lib.schema import instagram_business_accounts, post_queue
+    from lib.timeutil import utcnow
+
+    url = f"sqlite:///{tmp_path}/qc.sqlite"
+    eng = make_engine(url)
+    init_db(eng)
+    acc = _uuid.UUID("aaaaaaaa-0000-0000-0000-00000000000a")
+    with eng.begin() as conn:
+        conn.execute(sa.insert(instagram_business_accounts).values(id=acc, username="acme", is_connected=True))
+        ids = [enqueue(conn, business_account_id=acc, action_type="publish_post",
+                       payload={"image_url": f"https://x/{i}.jpg", "caption": f"c{i}"}, now=utcnow()) for i in range(3)]
+        conn.execute(sa.update(post_queue).values(status="dlq", retry_count=5, error="HTTP 400 bad", updated_at=utcnow()))
+    return url, eng, acc, ids
+
+
+def test_discard_all_matching_asks_with_the_count_then_keeps_the_rows_in_audit_log(run_page, tmp_path):
+    from lib.schema import audit_log, post_queue
+
+    url, eng, _, ids = _control_db(tmp_path)
+    at = run_page(url, PAGE)
+    at.button(key="qm_discard_all").click().run()
+    assert any("Delete **3** row(s)" in m.value for m in at.markdown)
+    at.button(key="qm_confirm_ok").click().run()
+    with eng.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(post_queue)).scalar() == 0
+        assert conn.execute(sa.select(sa.func.count()).select_from(audit_log)
+                            .where(audit_log.c.event_type == "queue_item_discarded")).scalar() == 3
+    assert any("3 rows discarded" in s.value for s in at.success)
+
+
+def test_pause_an_action_type_shows_who_and_resume_ends_it(run_page, tmp_path):
+    from lib.schema import queue_pauses
+
+    url, eng, _, _ = _control_db(tmp_path)
+    at = run_page(url, PAGE)
+    at.selectbox(key="qm_pause_action").set_value("send_dm")
+    at.text_input(key="qm_pause_reason").input("maintenance")
+    at.button(key="qm_pause").click().run()
+    assert any("Paused: send\\_dm of every account, by local" in w.value and "maintenance" in w.value
+               for w in at.warning), [w.value for w in at.warning]
+    with eng.connect() as conn:
+        (pid,) = conn.execute(sa.select(queue_pauses.c.id)).scalars().all()
+    at.button(key=f"qm_resume_{pid}").click().run()
+    with eng.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(queue_pauses)).scalar() == 0
+
+
+def test_viewers_cannot_discard_or_pause(run_page, tmp_path):
+    url, _, _, _ = _control_db(tmp_path)
+    at = run_page(url, PAGE, env={"OPERATOR_EMAILS": "other@example.com"})
+    assert at.button(key="qm_discard_all").disabled and at.button(key="qm_pause").disabled
+
+
+def test_edit_and_retry_form_validates_then_saves(run_page, tmp_path):
+    from lib.schema import post_queue
+
+    url, eng, _, ids = _control_db(tmp_path)
+    at = run_page(url, PAGE)
+    at.session_state[Keys.SELECTED] = [str(ids[0])]
+    at.run()
+    caption = [t for t in at.text_area if t.label == "caption"][0]
+    caption.input("x" * 2201)
+    [b for b in at.button if b.label == "Save and retry"][0].click().run()
+    assert any("Not saved" in e.value and "2,200" in e.value for e in at.error), [e.value for e in at.error]
+    with eng.connect() as conn:
+        assert conn.execute(sa.select(post_queue.c.status).where(post_queue.c.id == ids[0])).scalar() == "dlq"
+    caption = [t for t in at.text_area if t.label == "caption"][0]
+    caption.input("fixed caption")
+    [b for b in at.button if b.label == "Save and retry"][0].click().run()
+    with eng.connect() as conn:
+        r = conn.execute(sa.select(post_queue).where(post_queue.c.id == ids[0])).one()
+    assert (r.status, r.retry_count, r.payload["caption"]) == ("pending", 0, "fixed caption")
+    assert any("Saved and moved back to pending" in s.value for s in at.success)

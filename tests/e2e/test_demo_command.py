@@ -30,7 +30,7 @@ def test_demo_command_runs_and_ctrl_c_stops_everything(tmp_path, page):
     url = f"sqlite:///{tmp_path / 'demo.sqlite'}"
     port = free_port()
     env = {**os.environ, "DATABASE_URL": url, "PORT": str(port), "GRAPH_PORT": str(free_port()),
-           "OVERSIGHT_PORT": str(free_port())}
+           "OVERSIGHT_PORT": str(free_port()), "NOTIFY_SINK_PORT": str(free_port())}
     log = open(tmp_path / "demo.log", "w+")
     proc = subprocess.Popen(["bash", "scripts/demo"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
@@ -70,6 +70,15 @@ def test_demo_command_runs_and_ctrl_c_stops_everything(tmp_path, page):
                                 "business_account_id": str(account), "user_id": "t"},
                           headers={"Accept": "text/event-stream", "X-User-ID": "t"}, timeout=30)
         assert r.status_code == 200 and "data:" in r.text
+        # the worker routes alert notifications to the local sink (seeded open alerts are recent)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            got = requests.get(f"http://127.0.0.1:{env['NOTIFY_SINK_PORT']}/messages", timeout=5).json()
+            if got:
+                break
+            time.sleep(1)
+        assert got and all(m["title"].startswith("[") for m in got)
+        assert any(f"http://127.0.0.1:{port}/system_alerts?" in m["message"] for m in got)
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         try:
