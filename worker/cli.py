@@ -25,6 +25,7 @@ from croniter import croniter
 from lib.db import UNAVAILABLE_ERRORS, init_db, make_engine
 from lib.instagram import GraphClient
 from lib.notify import notify_tick
+from lib.digest import queue_due_digests
 from lib.redact import install_log_redaction
 from lib.settings import SettingsError, load_settings
 from lib.timeutil import utcnow
@@ -118,6 +119,7 @@ class Worker:
     def notify_once(self) -> None:
         """Alert notifications (lib/notify.py): detect what changed in system_alerts, deliver what is due."""
         try:
+            queue_due_digests(self.engine, self.settings, now=utcnow())  # the weekly digest (lib/digest.py)
             report = notify_tick(self.engine, self.settings)
             if report.detect.queued or report.delivery.claimed:
                 log.info("%s", report.line())
