@@ -173,3 +173,24 @@ def raise_anomaly_alerts(conn: sa.Connection, flags: pd.DataFrame, *, actor, now
                   resource_id=str(alert_id), now=now, user_id=actor.name, success=True,
                   details={"alert_type": ALERT_TYPE, "flags": int(len(flags))})
     return ids
+
+
+def worker_pass(conn: sa.Connection, *, now: datetime, threshold: float) -> list[uuid.UUID]:
+    """What the worker does when ANOMALY_ALERTS is on (at most hourly): the flags of the newest daily
+    reports (yesterday's or today's) become metric_anomaly alerts, once per account and day (an open
+    alert that already speaks of that day is left alone, so no repeat count grows)."""
+    from lib.schema import instagram_business_accounts, system_alerts
+
+    today = now.date()
+    flags = load_flags(conn, account_ids=None, first=today - timedelta(days=1), last=today, threshold=threshold)
+    if flags.empty:
+        return []
+    day = flags["day"].max().date()
+    t = system_alerts
+    done = {str(r.business_account_id) for r in conn.execute(
+        sa.select(t.c.business_account_id, t.c.details).where(t.c.alert_type == ALERT_TYPE, t.c.resolved.is_(False)))
+        if isinstance(r.details, dict) and r.details.get("day") == day.isoformat()}
+    todo = flags[(flags["day"].dt.date == day) & ~flags["business_account_id"].astype(str).isin(done)]
+    a = instagram_business_accounts
+    names = {str(r.id): r.username for r in conn.execute(sa.select(a.c.id, a.c.username))}
+    return raise_alerts(conn, todo, now=now, names=names, day=day)

@@ -106,3 +106,20 @@ def test_metric_anomaly_alerts_operator_only_and_audited(engine):
     assert "Reach of @acme" in alerts[0]["message"] and "unusually high" in alerts[0]["message"]
     assert alerts[0]["details"]["count"] == 2 and alerts[0]["details"]["anomalies"][0]["metric"] == "reach"
     assert len(audits) == 2 and {a["user_id"] for a in audits} == {"ops@example.com"}
+
+
+def test_worker_pass_raises_once_per_account_and_day(engine):
+    with engine.begin() as conn:
+        (acc,) = add_accounts(conn, "acme")
+        last = NOW.date() - timedelta(days=1)  # the daily report dated today covers yesterday
+        rows = [report(acc, "daily", last - timedelta(days=k), reach=1000 + (k % 5) * 10 + (5000 if k == 0 else 0),
+                       comparison=None) for k in range(40)]
+        add_reports(conn, rows)
+    for _ in range(2):
+        with engine.begin() as conn:
+            anomalies.worker_pass(conn, now=NOW, threshold=3.5)
+    with engine.connect() as conn:
+        alerts = conn.execute(sa.select(system_alerts)).mappings().all()
+    assert len(alerts) == 1 and alerts[0]["alert_type"] == "metric_anomaly"
+    assert alerts[0]["details"]["count"] == 1  # the second pass left it alone
+    assert alerts[0]["details"]["day"] == NOW.date().isoformat()
