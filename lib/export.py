@@ -169,6 +169,11 @@ def rows_to_xlsx(columns: Sequence[str], chunks: Iterable[Sequence[Sequence[Any]
     bold = book.add_format({"bold": True})
     for c, name in enumerate(columns):
         sheet.write_string(0, c, str(csv_safe(str(name))), bold)
+    # xlsxwriter's public write_* go through a decorator that also accepts "A1" notation; with row and
+    # column numbers the undecorated methods of the pinned version do the same work in half the time
+    w_str = getattr(sheet, "_write_string", None) or (lambda r, c, v, f=None: sheet.write_string(r, c, v, f))
+    w_num = getattr(sheet, "_write_number", None) or (lambda r, c, v, f=None: sheet.write_number(r, c, v, f))
+    w_bool = getattr(sheet, "_write_boolean", None) or (lambda r, c, v, f=None: sheet.write_boolean(r, c, v, f))
     r = 0
     truncated = False
     for chunk, done in _capped(chunks, cap):
@@ -178,17 +183,25 @@ def rows_to_xlsx(columns: Sequence[str], chunks: Iterable[Sequence[Sequence[Any]
         for row in chunk:
             r += 1
             for c, raw in enumerate(row):
+                t = type(raw)
+                if raw is None:
+                    continue
+                if t is str:  # the common case first
+                    w_str(r, c, (("'" + raw) if raw.startswith(FORMULA_STARTS) else raw)[:XLSX_MAX_TEXT], None)
+                    continue
                 v = export_value(raw)
                 if v is None:
                     continue
                 if isinstance(v, bool):
-                    sheet.write_boolean(r, c, v)
+                    w_bool(r, c, v, None)
                 elif isinstance(v, (int, float)):
-                    sheet.write_number(r, c, v)
+                    if v != v or v in (float("inf"), float("-inf")):
+                        continue
+                    w_num(r, c, v, None)
                 elif isinstance(v, _dt.datetime):
                     sheet.write_datetime(r, c, v.replace(tzinfo=None), stamp)  # UTC wall time
                 else:
-                    sheet.write_string(r, c, str(csv_safe(str(v)))[:XLSX_MAX_TEXT])
+                    w_str(r, c, str(csv_safe(str(v)))[:XLSX_MAX_TEXT], None)
     sheet.freeze_panes(1, 0)
     book.close()
     return out.getvalue(), r, truncated
