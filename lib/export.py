@@ -92,6 +92,7 @@ FORMATS: dict[str, dict[str, str]] = {
 }
 XLSX_MAX_ROWS = 1_048_575  # Excel's sheet limit, header excluded
 XLSX_MAX_TEXT = 32_767  # Excel's cell text limit
+PARQUET_HOLD_ROWS = 10_000  # rows held back at most while a column has no value yet (then it is text)
 
 
 def export_value(value: Any) -> Any:
@@ -251,8 +252,8 @@ def _fits(value: Any, typ) -> Any:
 def rows_to_parquet(columns: Sequence[str], chunks: Iterable[Sequence[Sequence[Any]]],
                     cap: int | None = None) -> tuple[bytes, int, bool]:
     """Parquet, one row group per chunk. Column types come from the first chunk that has a value in
-    the column (the chunks before it are held until every column's type is known); a column with
-    no value at all is text."""
+    the column (the chunks before it are held until every column's type is known, at most
+    PARQUET_HOLD_ROWS rows); a column with no value by then is text."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -281,7 +282,7 @@ def rows_to_parquet(columns: Sequence[str], chunks: Iterable[Sequence[Sequence[A
                 if types[i] is None:
                     types[i] = _arrow_type(v)
             held.append(cols)
-            if any(t is None for t in types) and sum(len(h[0]) if h else 0 for h in held) < 50_000:
+            if any(t is None for t in types) and sum(len(h[0]) if h else 0 for h in held) < PARQUET_HOLD_ROWS:
                 continue
             types = [t or pa.string() for t in types]
             for i, t in enumerate(types):  # widen int to float where a held chunk had floats
