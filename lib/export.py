@@ -161,7 +161,7 @@ def rows_to_xlsx(columns: Sequence[str], chunks: Iterable[Sequence[Sequence[Any]
     cap = XLSX_MAX_ROWS if cap is None else min(cap, XLSX_MAX_ROWS)
     out = io.BytesIO()
     book = xlsxwriter.Workbook(out, {
-        "constant_memory": True, "in_memory": True,  # row by row; no temp files
+        "constant_memory": True, "in_memory": False,  # row by row, the sheet data in a temp file, not in RAM
         "strings_to_formulas": False, "strings_to_urls": False, "strings_to_numbers": False,
         "nan_inf_to_errors": True,
     })
