@@ -312,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
             db = {"data": info}
             t = time.perf_counter()
             db.update(probe(kind, url, args))
+            from bench import analysts_bench  # the analysts' targets: Metrics/Posts cold, Parquet/Excel exports
+            db["analysts"] = analysts_bench.run_for(kind, url, args.runs)
             log(f"  app probe done in {time.perf_counter() - t:.0f} s; peak RSS {db['rss_peak_mb']:.0f} MB")
             for page, p in db["pages"].items():
                 log(f"  {page:<16} cold {p['cold_s']:6.3f} s  warm {p['warm_s']:6.3f} s  "
@@ -336,6 +338,10 @@ def main(argv: list[str] | None = None) -> int:
     stem = "small" if args.small else "latest" if full else "partial"
     (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     md = markdown(result)
+    from bench import analysts_bench
+    analysts = {k: d["analysts"] for k, d in result["databases"].items() if "analysts" in d}
+    if analysts:
+        md += "\n### Analysts' targets\n\n" + analysts_bench.markdown(analysts, (result["load_before"], result["load_after"]))
     (RESULTS / f"{stem}.md").write_text(md)
     print()
     print(md)

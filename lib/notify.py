@@ -619,7 +619,8 @@ class SendResult:
     elapsed_s: float = 0.0
 
 
-def send(route: Route, *, title: str, body: str, notify_type: str, timeout_s: float) -> SendResult:
+def send(route: Route, *, title: str, body: str, notify_type: str, timeout_s: float,
+         body_format: str = "text") -> SendResult:
     """One Apprise call to one route, limited to `timeout_s`; errors come back scrubbed of secrets."""
     import time
 
@@ -630,7 +631,7 @@ def send(route: Route, *, title: str, body: str, notify_type: str, timeout_s: fl
         ap = apprise.Apprise()
         if not ap.add(route.url):
             return SendResult(False, "Apprise does not understand this URL", 0.0)
-        result = ap.notify(body=body, title=title, notify_type=notify_type, body_format="text", timeout=timeout_s)
+        result = ap.notify(body=body, title=title, notify_type=notify_type, body_format=body_format, timeout=timeout_s)
         elapsed = time.monotonic() - started
         if result:
             return SendResult(True, None, elapsed)
@@ -707,7 +708,8 @@ def _deliver_rows(engine: Engine, settings: Settings, rows, by_id: dict, rep: De
             status = _record(engine, row, now, SendResult(False, route.problem), max_attempts=1)
         else:
             result = send(route, title=row.title, body=row.body, notify_type=row.notify_type,
-                          timeout_s=settings.alert_notify_timeout_s)
+                          timeout_s=settings.alert_notify_timeout_s,
+                          body_format="html" if row.kind == "weekly_digest" else "text")  # lib/digest.py
             status = _record(engine, row, now, result, max_attempts=max(1, settings.alert_notify_max_attempts))
             level = logging.INFO if result.ok else logging.WARNING
             log.log(level, "notification %s %s to %s -> %s%s (%.2fs)", row.kind, row.id, route.label, status,

@@ -80,6 +80,8 @@ post_queue = sa.Table(
     sa.Index("ix_post_queue_business_account_id", "business_account_id"),
     sa.Index("ix_post_queue_status_updated_at", "status", "updated_at"),
     sa.Index("ix_post_queue_action_type_status", "action_type", "status"),  # status_summary: index-only GROUP BY
+    sa.Index("ix_post_queue_instagram_id", "instagram_id"),  # Posts: the join with the reports' media ids
+    sa.Index("ix_post_queue_action_type_status_updated_at", "action_type", "status", "updated_at"),  # Posts: count in a range
 )
 
 agent_heartbeats = sa.Table(

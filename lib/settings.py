@@ -82,6 +82,15 @@ class Settings:
     alert_notify_timeout_s: float = 10.0  # one delivery (Apprise call) at most
     alert_notify_max_attempts: int = 12  # then the delivery is given up (shown on the page)
     alert_notify_interval_s: float = 15.0  # the worker service delivers this often between ticks
+    # Analysts (Metrics anomaly flags, weekly digest; docs/metrics.md)
+    anomaly_threshold: float = 3.5  # |robust z| beyond this flags a day (median/MAD of the previous 28 days)
+    anomaly_alerts: str = "off"  # on: flags are raised as metric_anomaly alerts (the worker, and operators by hand)
+    digest_cron: str = "0 8 * * 1"  # the weekly digest: Monday 08:00 UTC
+    digest_scope: str = "all"  # all: one digest for every account; per_account: one digest per account
+
+    @property
+    def anomaly_alerts_on(self) -> bool:
+        return self.anomaly_alerts.strip().lower() in ("1", "on", "true", "yes")
 
     @property
     def is_sqlite(self) -> bool:
@@ -165,6 +174,10 @@ def load_settings(env: Mapping[str, str] | None = None, secrets: Mapping[str, An
     settings = Settings(**values)
     if settings.instagram_api not in GRAPH_HOSTS:
         raise SettingsError(f"INSTAGRAM_API must be one of {', '.join(GRAPH_HOSTS)} (got {settings.instagram_api!r})")
+    if settings.anomaly_threshold <= 0:
+        raise SettingsError(f"ANOMALY_THRESHOLD must be a positive number (got {settings.anomaly_threshold!r})")
+    if settings.digest_scope not in ("all", "per_account"):
+        raise SettingsError(f"DIGEST_SCOPE must be all or per_account (got {settings.digest_scope!r})")
     return replace(settings, database_url=normalize_database_url(settings.database_url))
 
 

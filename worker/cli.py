@@ -29,6 +29,7 @@ from lib.db import UNAVAILABLE_ERRORS, init_db, make_engine
 from lib.instagram import GraphClient
 from lib.logs import configure_logging, fields
 from lib.notify import notify_tick
+from lib.digest import queue_due_digests
 from lib.redact import install_log_redaction
 from lib.settings import SettingsError, load_settings
 from lib.timeutil import utcnow
@@ -147,9 +148,26 @@ class Worker:
         except Exception:  # noqa: BLE001 - keep watching; the next pass retries
             log.exception("watchdog failed")
 
+    def anomaly_pass(self) -> None:
+        if not self.settings.anomaly_alerts_on:
+            return
+        now = utcnow()
+        last = getattr(self, "_anomaly_pass_at", None)
+        if last is not None and now - last < timedelta(hours=1):
+            return
+        self._anomaly_pass_at = now
+        from lib.anomalies import worker_pass
+
+        with self.engine.begin() as conn:
+            raised = worker_pass(conn, now=now, threshold=self.settings.anomaly_threshold)
+        if raised:
+            log.info("metric_anomaly alerts raised or updated: %d", len(raised))
+
     def notify_once(self) -> None:
         """Alert notifications (lib/notify.py): detect what changed in system_alerts, deliver what is due."""
         try:
+            queue_due_digests(self.engine, self.settings, now=utcnow())  # the weekly digest (lib/digest.py)
+            self.anomaly_pass()  # ANOMALY_ALERTS=on: metric_anomaly alerts (lib/anomalies.py), at most hourly
             report = notify_tick(self.engine, self.settings)
             if report.detect.queued or report.delivery.claimed:
                 log.info("%s", report.line())

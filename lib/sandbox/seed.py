@@ -697,8 +697,13 @@ class DayStats:
     touchpoints: Counter = field(default_factory=Counter)
 
 
-def daily_series(rng: random.Random, acc: DemoAccount, first: date, last: date) -> dict[date, DayStats]:
-    """Day-by-day metrics: compound follower growth, weekend seasonality, noise, rare viral days and dips."""
+def daily_series(rng: random.Random, acc: DemoAccount, first: date, last: date,
+                 published: dict[date, list[tuple[str, str | None]]] | None = None) -> dict[date, DayStats]:
+    """Day-by-day metrics: compound follower growth, weekend seasonality, noise, rare viral days and dips.
+
+    `published`: per UTC day the (instagram_id, caption) of the queue's sent publish_post/repost_ugc
+    rows of this account; the day's first posts take those media ids (and captions), so the reports
+    speak about the media the queue published (the Posts view joins on them)."""
     p = acc.profile
     n = (last - first).days + 1
     followers = p.followers / (1 + p.growth) ** n
@@ -730,6 +735,9 @@ def daily_series(rng: random.Random, acc: DemoAccount, first: date, last: date) 
                 hours=rng.choice((8, 11, 13, 17, 19)), minutes=rng.randint(0, 59))
             caption = rng.choice(p.captions)
             media_id = _num_id(rng, 17, "179")
+            queued = (published or {}).get(d) or []
+            if j < len(queued):  # the same rng draws either way: the rest of the data set is unchanged
+                media_id, caption = queued[j][0], queued[j][1] or caption
             posts.append({"media_id": media_id, "media_type": mt, "caption": caption, "likes": likes,
                           "comments": comments, "saves": saves, "shares": shares, "reach": post_reach,
                           "engagement": engagement, "engagement_rate": round(engagement / post_reach * 100, 2),
@@ -920,7 +928,7 @@ def _report_row(rng: random.Random, acc: DemoAccount, report_type: str, report_d
 
 
 def report_rows(rng: random.Random, accounts: list[DemoAccount], now: datetime, *, days: int,
-                weeks: int) -> Iterator[dict]:
+                weeks: int, published: dict | None = None) -> Iterator[dict]:
     """Per account the `days` latest daily reports (02:00 UTC, covering the day before) and the
     `weeks` latest weekly reports (Monday 08:00 UTC, covering Monday-Sunday before)."""
     today = now.date()
@@ -931,7 +939,8 @@ def report_rows(rng: random.Random, accounts: list[DemoAccount], now: datetime, 
         monday -= timedelta(days=7)
     first_needed = min(last_daily - timedelta(days=days + 1), monday - timedelta(days=7 * (weeks + 1)))
     for acc in accounts:
-        series = daily_series(rng, acc, first_needed, last_daily - timedelta(days=1))
+        series = daily_series(rng, acc, first_needed, last_daily - timedelta(days=1),
+                              published=(published or {}).get(acc.id))
         for k in range(days - 1, -1, -1):
             rd = last_daily - timedelta(days=k)
             covered = rd - timedelta(days=1)
@@ -1112,9 +1121,15 @@ def _seed(engine: Engine, *, now: datetime, seed: int, v: Volumes, chunk: int = 
         linked += insert_rows(conn, schema.audit_log, alert_audit_rows(audit_rng, alerts) +
                               disconnect_audit_rows(audit_rng, accounts, now), chunk=chunk)
         del alerts
+    published: dict = {}  # account -> UTC day -> [(instagram_id, caption)] of sent publish rows
     with engine.begin() as conn:
         queue_n = 0
         for batch in _chunks(queue_rows(_rng(seed, "queue"), accounts, now, counts=v.queue, days=v.queue_days), chunk):
+            for q, _ in batch:
+                if q["status"] == "sent" and q["action_type"] in ("publish_post", "repost_ugc") and q["instagram_id"]:
+                    published.setdefault(q["business_account_id"], {}).setdefault(
+                        q["updated_at"].astimezone(timezone.utc).date(), []).append(
+                        (q["instagram_id"], (q["payload"] or {}).get("caption")))
             queue_n += insert_rows(conn, schema.post_queue, (q for q, _ in batch), chunk=chunk)
             linked += insert_rows(conn, schema.audit_log, [a for _, audits in batch for a in audits], chunk=chunk)
         counts["post_queue"] = queue_n
@@ -1124,7 +1139,8 @@ def _seed(engine: Engine, *, now: datetime, seed: int, v: Volumes, chunk: int = 
         counts["audit_log"] = linked + background
     with engine.begin() as conn:
         counts["analytics_reports"] = insert_rows(conn, schema.analytics_reports, report_rows(
-            _rng(seed, "reports"), accounts, now, days=v.report_days, weeks=v.report_weeks), chunk=min(chunk, 2_000))
+            _rng(seed, "reports"), accounts, now, days=v.report_days, weeks=v.report_weeks, published=published),
+            chunk=min(chunk, 2_000))
     with engine.begin() as conn:
         counts["oversight_chat_sessions"] = insert_rows(conn, schema.oversight_chat_sessions, chat_rows(
             _rng(seed, "chat"), accounts, now, n=v.chat_sessions, days=v.audit_days), chunk=chunk)

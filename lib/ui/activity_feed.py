@@ -12,11 +12,11 @@ from lib.audit import (
     EXPORT_CAP, EXPORT_COLUMNS, PAGE_SIZES, SEARCH_WINDOW, AuditFilter, Cursor, FeedPage, count_matching, distinct_event_types,
     distinct_resource_types, event_counts, export_chunks, feed_page,
 )
-from lib.export import rows_to_csv
+from lib.export import build_export
 from lib.timebuckets import bucket_for_range
 from lib.timeutil import fmt_ago, fmt_local
 from lib.ui.charts import bucketed_bar_chart
-from lib.ui.export import csv_download
+from lib.ui.export import export_control
 from lib.ui.shell import CACHE_TTL_S, get_engine
 from lib.text import clip, clip_json
 from lib.ui.text import md_escape
@@ -282,13 +282,14 @@ def chart_bucket(view: FeedView, now: datetime) -> str:
 
 
 def feed_export(db_url: str, filters: AuditFilter, total: int | None, file_stamp: str) -> None:
-    def build() -> bytes:
+    def build(fmt: str) -> bytes:
         with get_engine(db_url).connect() as conn:
-            data, _written, _truncated = rows_to_csv(EXPORT_COLUMNS, export_chunks(conn, filters=filters), cap=EXPORT_CAP)
+            data, _written, _truncated = build_export(fmt, EXPORT_COLUMNS, export_chunks(conn, filters=filters),
+                                                      cap=EXPORT_CAP)
         return data
 
-    csv_download(
-        "Export CSV", build, file_name=f"activity_feed_{file_stamp}.csv", key="feed-export",
+    export_control(
+        "Export", build, file_stem=f"activity_feed_{file_stamp}", key="feed-export",
         help=f"Every row the filter matches (not only this page), newest first, at most {EXPORT_CAP:,} rows.",
     )
     if total is not None and total > EXPORT_CAP:

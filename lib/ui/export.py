@@ -1,9 +1,15 @@
-"""A CSV download that is built only when clicked (download_button with a callable)."""
+"""Downloads that are built only when clicked (download_button with a callable).
+
+export_control is the one export control of the app: a format choice (CSV, Excel, Parquet) and a
+download button; the file is built by `build(fmt)` when the button is clicked.
+"""
 from __future__ import annotations
 
 from typing import Callable
 
 import streamlit as st
+
+from lib.export import FORMATS
 
 
 def csv_download(label: str, build: Callable[[], bytes], file_name: str, key: str, help: str | None = None) -> None:
@@ -17,3 +23,24 @@ def csv_download(label: str, build: Callable[[], bytes], file_name: str, key: st
         icon=":material/download:",
         help=help,
     )
+
+
+def export_control(label: str, build: Callable[[str], bytes], file_stem: str, key: str,
+                   help: str | None = None) -> None:
+    """'<label> CSV|Excel|Parquet': a small format picker beside one download button (key `key`;
+    the picker is `<key>_fmt`). Same columns in every format; built when clicked."""
+    pick, button = st.columns([1, 1.4], gap="small", vertical_alignment="bottom")
+    fmt = pick.selectbox("Format", list(FORMATS), format_func=lambda f: FORMATS[f]["label"], key=f"{key}_fmt",
+                         label_visibility="collapsed", help="CSV, Excel (.xlsx) or Parquet: the same columns") or "csv"
+    spec = FORMATS[fmt]
+    with button:
+        st.download_button(
+            f"{label} {spec['label']}",
+            data=lambda: build(fmt),
+            file_name=f"{file_stem}.{spec['ext']}",
+            mime=spec["mime"],
+            key=key,
+            on_click="ignore",
+            icon=":material/download:",
+            help=help,
+        )

@@ -14,10 +14,11 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from lib import analytics as an
-from lib.export import frame_to_csv
+from lib import anomalies
+from lib.export import frame_export
 from lib.timeutil import utcnow
 from lib.ui.charts import Fig, plain
-from lib.ui.export import csv_download
+from lib.ui.export import export_control
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
 from lib.ui.text import md_escape
 
@@ -48,7 +49,9 @@ MEDIA = {"Avg likes per post": "media_metrics.avg_likes", "Avg comments per post
          "Avg reach per post": "media_metrics.avg_reach", "Posts published": "instagram_metrics.posts_published"}
 MEDIA_TYPE_FIELDS = {"count": "Posts", "avg_engagement_rate": "Avg engagement rate (%)", "avg_likes": "Avg likes",
                      "avg_comments": "Avg comments", "avg_reach": "Avg reach"}
-CHART_TABS = ("Instagram metrics", "Engagement", "Media", "By media type", "Revenue")
+CHART_TABS = ("Instagram metrics", "Engagement", "Media", "By media type", "Revenue", "Anomalies")
+ANOMALY_COLOR = "#d62728"
+IG_TO_ANOMALY = {label: col for label, (col, _) in IG_METRICS.items() if col in anomalies.METRICS}
 
 
 # --------------------------------------------------------------------------- scope
@@ -135,7 +138,7 @@ def load_details(db_url: str, report_ids: tuple[str, ...]) -> list[an.Report]:
         return [an.parse_report(r) for r in an.fetch_reports_by_id(conn, report_ids)]
 
 
-def build_reports_csv(db_url: str, ms: MetricsScope, names: dict[str, str]) -> bytes:
+def build_reports_csv(db_url: str, ms: MetricsScope, names: dict[str, str], fmt: str = "csv") -> bytes:
     """The reports in scope, flattened (dotted columns), built when the button is clicked."""
     start, end = an.day_bounds(ms.first or date(1970, 1, 1), ms.last)
     with get_engine(db_url).connect() as conn:
@@ -143,7 +146,7 @@ def build_reports_csv(db_url: str, ms: MetricsScope, names: dict[str, str]) -> b
                                 start=None if ms.first is None else start, end=end, limit=EXPORT_CAP)
     df = an.csv_columns(an.reports_frame([an.parse_report(r) for r in rows]))
     df.insert(2, "account", df["business_account_id"].map(lambda v: names.get(str(v), v)))
-    return frame_to_csv(df)
+    return frame_export(df, fmt)
 
 
 # --------------------------------------------------------------------------- text helpers
@@ -176,8 +179,8 @@ def show_summary(data: ReportSet, ms: MetricsScope, scope: Scope) -> None:
                  f"{ms.label} (report dates, UTC)")
     with right:
         all_names = {str(a.id): a.username for a in scope.accounts} | names
-        csv_download("Reports (CSV)", lambda: build_reports_csv(scope.db_url, ms, all_names),
-                     file_name=f"analytics_reports_{ms.report_type}_{ms.last.isoformat()}.csv", key="csv_reports",
+        export_control("Reports", lambda fmt: build_reports_csv(scope.db_url, ms, all_names, fmt),
+                       file_stem=f"analytics_reports_{ms.report_type}_{ms.last.isoformat()}", key="csv_reports",
                      help="One row per report, flattened: instagram_metrics.reach, revenue_metrics.conversion_rate, …")
     note = data.problems.note
     if note:
@@ -308,7 +311,8 @@ def _one_legend_entry_per_name(fig: Fig, show: bool = True) -> None:
 def _chart(fig: Fig, key: str, data: pd.DataFrame, file_name: str) -> None:
     st.plotly_chart(fig.to_dict(), theme="streamlit", width="stretch", key=key, config={"displaylogo": False})
     data = data.drop(columns=[c for c in ("business_account_id",) if c in data and "account" in data])
-    csv_download("Chart data (CSV)", lambda: frame_to_csv(data), file_name=file_name, key=f"csv_{key}")
+    export_control("Chart data", lambda fmt: frame_export(data, fmt), file_stem=file_name.removesuffix(".csv"),
+                   key=f"csv_{key}")
 
 
 def show_charts(data: ReportSet, scope: Scope, ms: MetricsScope) -> None:
@@ -316,7 +320,19 @@ def show_charts(data: ReportSet, scope: Scope, ms: MetricsScope) -> None:
     names = _account_names(scope, df)
     accounts = ordered_accounts(df, names)
     tabs = st.tabs(list(CHART_TABS), key="metrics_chart_tab", on_change="rerun")
-    renderers = (_ig_chart, _engagement_chart, _media_chart, _media_type_chart, _revenue_chart)
+    threshold = scope.settings.anomaly_threshold
+
+    def ig(df, accounts, names, ms):
+        flags = None
+        if ms.report_type == "daily":  # flags are on daily reports: markers on the daily chart
+            flags = load_flags(scope.db_url, ms.account_ids, ms.first or df["report_date"].min().date(), ms.last,
+                               threshold)
+        _ig_chart(df, accounts, names, ms, flags)
+
+    def anomaly_tab(df, accounts, names, ms):
+        show_anomalies(scope, ms, names, threshold)
+
+    renderers = (ig, _engagement_chart, _media_chart, _media_type_chart, _revenue_chart, anomaly_tab)
     for tab, render in zip(tabs, renderers):
         if tab.open is False:  # lazy tabs: only the open one is computed and sent
             continue
@@ -324,7 +340,7 @@ def show_charts(data: ReportSet, scope: Scope, ms: MetricsScope) -> None:
             render(df, accounts, names, ms)
 
 
-def _ig_chart(df, accounts, names, ms):
+def _ig_chart(df, accounts, names, ms, flags: pd.DataFrame | None = None):
     chosen = st.multiselect("Metrics", list(IG_METRICS), default=DEFAULT_IG, key="metrics_ig_choice",
                             help="Counts on the left axis, rates (%) on the right axis.")
     if not chosen:
@@ -340,11 +356,122 @@ def _ig_chart(df, accounts, names, ms):
     rates = {m: c for m, c in metrics.items() if IG_METRICS[m][1] == "rate"}
     _series_traces(fig, long, counts, accounts, names, secondary=False, hover_fmt=",.0f")
     _series_traces(fig, long, rates, accounts, names, secondary=True, hover_fmt=".2f", color_offset=len(counts))
+    if flags is not None and not flags.empty:
+        _anomaly_markers(fig, flags, chosen, names, several=len(accounts) > 1)
     _layout(fig)
     fig.layout_fig.update_yaxes(title_text="count" if counts else None, secondary_y=False, rangemode="tozero")
     fig.layout_fig.update_yaxes(title_text="rate (%)" if rates else None, secondary_y=True, showgrid=False,
                                 rangemode="tozero")
     _chart(fig, "chart_ig", _with_names(long, names), f"instagram_metrics_{ms.report_type}.csv")
+
+
+def _anomaly_markers(fig: Fig, flags: pd.DataFrame, chosen: list[str], names: dict[str, str], several: bool) -> None:
+    """One marker trace per shown metric: the flagged days (red x), hover with the deviation."""
+    shown = False
+    for label in chosen:
+        col = IG_TO_ANOMALY.get(label)
+        if col is None:
+            continue
+        part = flags[flags["metric"] == anomalies.METRICS[col][1]]
+        if part.empty:
+            continue
+        text = [f"{plain(names.get(a, a)) + ' · ' if several else ''}{plain(label)}: {v:,.6g}<br>"
+                f"28-day median {b:,.6g} · deviation {d:+.1f}"
+                for a, v, b, d in zip(part["business_account_id"], part["value"], part["baseline"], part["deviation"])]
+        fig.add(dict(type="scatter", mode="markers", name="Anomaly", legendgroup="anomaly", showlegend=not shown,
+                     x=part["report_date"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(),
+                     y=part["value"].to_numpy(), text=text, hovertemplate="%{text}<extra>anomaly</extra>",
+                     marker=dict(symbol="x", size=11, color=ANOMALY_COLOR, line=dict(width=1))),
+                secondary_y=IG_METRICS[label][1] == "rate")
+        shown = True
+
+
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=32, show_spinner=False)
+def load_flags(db_url: str, account_ids: tuple[str, ...] | None, first: date, last: date,
+               threshold: float) -> pd.DataFrame:
+    with get_engine(db_url).connect() as conn:
+        return anomalies.load_flags(conn, account_ids=account_ids, first=first, last=last, threshold=threshold)
+
+
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=32, show_spinner=False)
+def load_report_anomalies(db_url: str, account_ids: tuple[str, ...] | None, first: date, last: date) -> pd.DataFrame:
+    """The reports' own insights.anomalies (daily reports of the range), newest first."""
+    start, end = an.day_bounds(first, last)
+    with get_engine(db_url).connect() as conn:
+        rows = an.fetch_reports(conn, account_ids=account_ids, report_type="daily", start=start, end=end,
+                                sections=("insights",))
+    out = []
+    for r in rows:
+        rep = an.parse_report(r)
+        for item in (rep.sections.get("insights") or {}).get("anomalies") or []:
+            out.append({"business_account_id": rep.business_account_id, "report_date": rep.report_date,
+                        "anomaly": str(item)})
+    df = pd.DataFrame(out, columns=["business_account_id", "report_date", "anomaly"])
+    return df.iloc[::-1].reset_index(drop=True)
+
+
+def show_anomalies(scope: Scope, ms: MetricsScope, names: dict[str, str], threshold: float) -> None:
+    first = ms.first or (ms.last - timedelta(days=365))
+    flags = load_flags(scope.db_url, ms.account_ids, first, ms.last, threshold)
+    theirs = load_report_anomalies(scope.db_url, ms.account_ids, first, ms.last)
+    st.caption(f"Daily reports, {first} to {ms.last}: a day is flagged when a metric lies more than {threshold:g} "
+               "robust deviations (median and MAD of the previous 28 days) from its baseline "
+               "(setting ANOMALY_THRESHOLD)." + ("" if ms.first else " “All” shows the last year."))
+    left, right = st.columns([3, 2], gap="large")
+    with left:
+        st.markdown(f"**Flags** ({len(flags):,})")
+        if flags.empty:
+            st.caption("No day beyond the threshold.")
+        else:
+            table = flags.assign(account=flags["business_account_id"].map(lambda a: names.get(a, a)))
+            table = table[["day", "account", "label", "value", "baseline", "deviation", "change_pct", "direction"]]
+            st.dataframe(table, hide_index=True, width="stretch", key="metrics_anomaly_flags", column_config={
+                "day": st.column_config.DateColumn("Day (UTC)"),
+                "label": st.column_config.TextColumn("Metric"),
+                "value": st.column_config.NumberColumn("Value", format="localized"),
+                "baseline": st.column_config.NumberColumn("28-day median", format="localized"),
+                "deviation": st.column_config.NumberColumn("Deviation", format="%+.1f",
+                                                           help="(value - median) / (1.4826 × MAD)"),
+                "change_pct": st.column_config.NumberColumn("vs median %", format="%+.1f %%"),
+            })
+            export_control("Flags", lambda fmt: frame_export(table, fmt), file_stem=f"anomaly_flags_{ms.last}",
+                           key="csv_anomaly_flags")
+            if scope.settings.anomaly_alerts_on:
+                _raise_button(scope, flags, names)
+    with right:
+        st.markdown(f"**The reports' own anomalies** ({len(theirs):,})")
+        if theirs.empty:
+            st.caption("No insights.anomalies in these reports.")
+        else:
+            shown = theirs.assign(account=theirs["business_account_id"].map(lambda a: names.get(a, a)))
+            st.dataframe(shown[["report_date", "account", "anomaly"]], hide_index=True, width="stretch",
+                         key="metrics_report_anomalies", column_config={
+                             "report_date": st.column_config.DatetimeColumn("Report", timezone=str(scope.tz),
+                                                                            format="YYYY-MM-DD"),
+                             "anomaly": st.column_config.TextColumn("insights.anomalies", width="large")})
+
+
+def _raise_alerts(db_url: str, flags: pd.DataFrame, names: dict[str, str], settings) -> None:
+    from lib.timeutil import utcnow as _now
+    from lib.ui.auth import current_actor
+    from lib.ui.feedback import flash, guarded_write
+
+    ids = guarded_write("metrics", "Raise alerts", get_engine(db_url), lambda conn: anomalies.raise_anomaly_alerts(
+        conn, flags, actor=current_actor(settings), now=_now(), names=names))
+    if ids is not None:
+        flash("metrics", "success", f"Raised or updated {len(ids)} metric_anomaly alert{'s' if len(ids) != 1 else ''}.")
+
+
+def _raise_button(scope: Scope, flags: pd.DataFrame, names: dict[str, str]) -> None:
+    from lib.ui.feedback import show_flash
+
+    show_flash("metrics")
+    newest = flags["day"].max().date()
+    st.button(f"Raise the flags of {newest} as alerts", key="metrics_raise_anomalies", icon=":material/campaign:",
+              disabled=not scope.user.is_operator, on_click=_raise_alerts,
+              args=(scope.db_url, flags, names, scope.settings),
+              help="Operators only: one metric_anomaly alert per account (ANOMALY_ALERTS is on)."
+              if scope.user.is_operator else "Operators only: your role is viewer.")
 
 
 def _engagement_chart(df, accounts, names, ms):
@@ -599,5 +726,5 @@ def show_comparison(data: ReportSet, periods, scope: Scope, ms: MetricsScope) ->
         "change_pct": st.column_config.NumberColumn("Change %", format="%+.1f %%"),
     })
     out = table.drop(columns=["business_account_id"])
-    csv_download("Comparison (CSV)", lambda: frame_to_csv(out), file_name=f"period_comparison_{ms.report_type}.csv",
-                 key="csv_comparison")
+    export_control("Comparison", lambda fmt: frame_export(out, fmt), file_stem=f"period_comparison_{ms.report_type}",
+                   key="csv_comparison")

@@ -42,6 +42,8 @@ PAGES = (
     PageSpec("Monitor", "pages/notifications.py", "Notifications", ":material/campaign:"),
     PageSpec("Analyze", "pages/activity_feed.py", "Activity Feed", ":material/timeline:"),
     PageSpec("Analyze", "pages/metrics.py", "Metrics", ":material/insights:"),
+    PageSpec("Analyze", "pages/posts.py", "Posts", ":material/photo_library:"),
+    PageSpec("Analyze", "pages/digest.py", "Weekly digest", ":material/mark_email_read:"),
     PageSpec("Interact", "pages/oversight_chat.py", "Oversight Chat", ":material/forum:"),
 )
 

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from lib.export import frame_to_csv, rows_to_csv
+from lib.export import build_export, frame_export
 from lib.queue import (
     ACTION_TYPES, ERROR_CATEGORIES, EXPORT_COLUMNS, GROUP_ROW_CAP, MAX_BULK_RETRY, WAIT_KINDS, QueueFilter,
     count_rows, error_groups, group_filter, iter_export_rows, matching_ids, queue_health, queue_rows, retry,
@@ -22,7 +22,7 @@ from lib.queue import (
 from lib.queue_control import QueueControlError, active_pauses, discard, edit_and_retry, editable_fields, pause, resume
 from lib.timeutil import fmt_ago, fmt_duration, fmt_local, utcnow
 from lib.ui.charts import Fig, plain
-from lib.ui.export import csv_download
+from lib.ui.export import export_control
 from lib.ui.auth import current_actor
 from lib.ui.feedback import Confirmation, flash, guarded_write, show_flash
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
@@ -226,7 +226,7 @@ def show_counts(summary: dict[str, Any], scope: Scope) -> None:
     with left:
         st.dataframe(df, hide_index=True, width="stretch", key="qm_counts",
                      column_config={"action_type": st.column_config.TextColumn("Action type", pinned=True)})
-        csv_download("Counts CSV", lambda: frame_to_csv(df), file_name="queue_counts.csv", key="qm_counts_csv")
+        export_control("Counts", lambda fmt: frame_export(df, fmt), file_stem="queue_counts", key="qm_counts_csv")
     with right:
         body = df[df["action_type"] != "total"]
         fig = Fig()
@@ -529,13 +529,13 @@ def _draw_actions(scope: Scope, view: str, filt: QueueFilter, total: int, select
         st.rerun()
     with d:
         db_url = scope.db_url
-        csv_download(f"{VIEWS[view]} CSV", lambda: export_csv(db_url, filt), file_name=f"post_queue_{view}.csv",
+        export_control(VIEWS[view], lambda fmt: export_file(db_url, filt, fmt), file_stem=f"post_queue_{view}",
                      key=f"qm_export_{view}", help=f"All rows matching the filters (up to {EXPORT_CAP:,}); built when clicked.")
 
 
-def export_csv(db_url: str, filt: QueueFilter) -> bytes:
+def export_file(db_url: str, filt: QueueFilter, fmt: str = "csv") -> bytes:
     with get_engine(db_url).connect() as conn:
-        data, _, _ = rows_to_csv(EXPORT_COLUMNS, iter_export_rows(conn, filt=filt), cap=EXPORT_CAP)
+        data, _, _ = build_export(fmt, EXPORT_COLUMNS, iter_export_rows(conn, filt=filt), cap=EXPORT_CAP)
     return data
 
 

@@ -14,12 +14,12 @@ from lib.alerts import (
     ALERT_TYPES, ALL_TYPES, LIST_CAP, SEVERITIES, Alert, AlertFilter, AlertGroup, alert_counts, alert_summary,
     EXPORT_COLUMNS, export_chunks, group_alerts, list_alerts, matching_ids, resolve,
 )
-from lib.export import rows_to_csv
+from lib.export import build_export
 from lib.timebuckets import bucket_for_range
 from lib.timeutil import fmt_ago, fmt_local, utcnow
 from lib.ui.auth import current_actor
 from lib.ui.charts import bucketed_bar_chart
-from lib.ui.export import csv_download
+from lib.ui.export import export_control
 from lib.ui.feedback import Confirmation, flash, guarded_write, show_flash
 from lib.ui.notifications import badge_columns
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
@@ -333,11 +333,11 @@ def resolve_actions(scope: Scope, filters: AlertFilter, selected_ids: list, open
 
 
 def alerts_export(db_url: str, filters: AlertFilter, stamp: str) -> None:
-    def build() -> bytes:
+    def build(fmt: str) -> bytes:
         with get_engine(db_url).connect() as conn:  # a server-side cursor: never a list of every alert
-            return rows_to_csv(EXPORT_COLUMNS, export_chunks(conn, filters=filters))[0]
+            return build_export(fmt, EXPORT_COLUMNS, export_chunks(conn, filters=filters))[0]
 
-    csv_download("Export CSV", build, file_name=f"system_alerts_{stamp}.csv", key="alerts-export",
+    export_control("Export", build, file_stem=f"system_alerts_{stamp}", key="alerts-export",
                  help="Every alert the filter matches, with severity and who resolved it.")
 
 

@@ -1,0 +1,88 @@
+"""Weekly digest page: a preview of what the worker sends (DIGEST_CRON), and Send now for operators.
+
+The preview is built from the same lib.digest.Digest as the message; untrusted text (captions, alert
+messages, names) is shown in dataframes and a code block, never as HTML.
+"""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from lib import digest as dg
+from lib.identity import PermissionDenied
+from lib.notify import routes
+from lib.text import md_escape
+from lib.timeutil import floor_time, utcnow
+from lib.ui.feedback import flash, show_flash
+from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
+
+WHERE = "digest"
+
+
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=16, show_spinner=False)
+def load_preview(db_url: str, _settings, account_id, now) -> dg.Digest:
+    with get_engine(db_url).connect() as conn:
+        return dg.build_digest(conn, _settings, now=now, account_id=account_id)
+
+
+def show_schedule(scope: Scope) -> None:
+    s = scope.settings
+    now = utcnow()
+    nxt = __import__("croniter").croniter(s.digest_cron, now).get_next(type(now))
+    n_routes = len(routes(s))
+    st.caption(f"Sent by the worker on `{md_escape(s.digest_cron)}` (DIGEST_CRON, UTC) — next {nxt:%Y-%m-%d %H:%M} UTC — "
+               f"{'one digest per account' if s.digest_scope == 'per_account' else 'one digest for all accounts'} "
+               f"(DIGEST_SCOPE), through {n_routes} notification route{'s' if n_routes != 1 else ''} "
+               "(ALERT_NOTIFY_URLS; e-mail routes get HTML).")
+
+
+def _send(db_url: str, settings, account_id) -> None:
+    from lib.ui.auth import current_actor
+
+    try:
+        outcomes = dg.send_now(get_engine(db_url), settings, actor=current_actor(settings), now=utcnow(),
+                               account_id=account_id)
+    except PermissionDenied as exc:
+        flash(WHERE, "error", f"Send now failed: {md_escape(exc)}")
+        return
+    sent = sum(o == "sent" for o in outcomes)
+    kind = "success" if sent == len(outcomes) else "warning"
+    flash(WHERE, kind, f"Digest sent to {sent} of {len(outcomes)} route{'s' if len(outcomes) != 1 else ''}."
+          + ("" if sent == len(outcomes) else " " + md_escape("; ".join(o for o in outcomes if o != "sent"))))
+
+
+def send_button(scope: Scope) -> None:
+    n_routes = len(routes(scope.settings))
+    why = None if scope.user.is_operator else "Operators only: your role is viewer."
+    if n_routes == 0:
+        why = why or "No notification route is configured (ALERT_NOTIFY_URLS)."
+    st.button("Send now", key="digest_send_now", icon=":material/send:", type="primary", disabled=why is not None,
+              help=why or "Send this digest to every notification route now (audited).",
+              on_click=_send, args=(scope.db_url, scope.settings, scope.account_id))
+    show_flash(WHERE)
+
+
+def show_preview(scope: Scope) -> None:
+    now = floor_time(utcnow(), 60)
+    d = load_preview(scope.db_url, scope.settings, scope.account_id, now)
+    st.subheader(d.title)
+    st.markdown("**KPIs** (latest weekly report, change vs the one before)")
+    st.dataframe(pd.DataFrame(d.kpis, columns=["account", "label", "value", "delta"]), hide_index=True,
+                 width="stretch", key="digest_kpis")
+    st.markdown("**Top posts** (published this week, by engagement)")
+    st.dataframe(pd.DataFrame(d.top_posts, columns=["account", "instagram_id", "engagement", "likes", "reach", "caption"]),
+                 hide_index=True, width="stretch", key="digest_posts")
+    st.markdown("**Anomalies** (daily reports of the week)")
+    st.dataframe(pd.DataFrame(d.anomalies, columns=["day", "account", "label", "value", "baseline", "deviation",
+                                                    "direction"]), hide_index=True, width="stretch", key="digest_flags")
+    q = d.queue
+    a, b, c, e = st.columns(4)
+    a.metric("Sent this week", f"{q['sent']:,}")
+    b.metric("Failed this week", f"{q['failed']:,}")
+    c.metric("Dead-lettered this week", f"{q['dlq']:,}")
+    e.metric("In the DLQ now", f"{q['dlq_now']:,}")
+    st.markdown("**Open alerts** " + md_escape(", ".join(f"{n} {s}" for s, n in d.alerts.items()) or "none"))
+    if d.alert_items:
+        st.dataframe(pd.DataFrame(d.alert_items), hide_index=True, width="stretch", key="digest_alerts")
+    with st.expander("The message as text"):
+        st.code(dg.render_text(d), language=None, wrap_lines=True)

@@ -1,0 +1,7 @@
+from lib.ui import page_guard
+from lib.ui import digest as ui
+
+scope = page_guard("Weekly digest")
+ui.show_schedule(scope)
+ui.send_button(scope)
+ui.show_preview(scope)

@@ -1,0 +1,21 @@
+"""Weekly digest page through AppTest: the preview on the demo data; Send now disabled for viewers
+without routes, and for an operator (local mode) it delivers to a json:// receiver on 127.0.0.1."""
+from lib.sandbox.notify_sink import NotifySink
+
+PAGE = "pages/digest.py"
+
+
+def test_preview_on_the_demo_data_and_send_now(run_page, demo_url):
+    at = run_page(demo_url, PAGE)
+    assert not at.exception
+    assert at.subheader[0].value.startswith("Weekly digest · all accounts")
+    assert at.button(key="digest_send_now").disabled  # no route configured
+    assert len(at.dataframe) >= 3 and not at.dataframe[0].value.empty  # KPIs of the demo's weekly reports
+    with NotifySink() as sink:
+        at = run_page(demo_url, PAGE, env={"ALERT_NOTIFY_URLS": sink.apprise_url()})  # local mode: an operator
+        button = at.button(key="digest_send_now")
+        assert not button.disabled
+        button.click().run()
+        assert not at.exception
+        assert any("Digest sent to 1 of 1 route" in s.value for s in at.success)
+        assert [m["title"] for m in sink.received() if m["title"].startswith("Weekly digest")]
