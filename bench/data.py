@@ -230,9 +230,16 @@ def _extend(url: str, base_counts: dict, spec: dict, seeded_at: str, log) -> dic
 
     end_at = datetime.fromisoformat(seeded_at.replace("Z", "+00:00")) - timedelta(days=spec["recent_days"])
     span = f"{spec['days'] - spec['recent_days']} days"
+    from lib.db import TRIGRAM_INDEXES
+
     engine = make_engine(url)
     added = {}
     try:
+        with engine.begin() as conn:  # GIN indexes build much faster at once than row by row: init_db remakes them
+            for index in TRIGRAM_INDEXES:
+                conn.execute(sa.text(f"DROP INDEX IF EXISTS {index}"))
+            dbname = sa.engine.make_url(url).database
+            conn.execute(sa.text(f'ALTER DATABASE "{dbname}" SET maintenance_work_mem = \'512MB\''))
         for table, sql, total, key in (("post_queue", _QUEUE_SQL, spec["queue_rows"], "post_queue"),
                                        ("audit_log", _AUDIT_SQL, spec["audit_rows"], "audit_log"),
                                        ("agent_heartbeats", _BEATS_SQL, spec["heartbeats"], "agent_heartbeats")):

@@ -137,3 +137,15 @@ def test_the_active_counts_use_the_partial_index(engine):
             sql = str(stmt.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
             plan = "\n".join(str(r[-1]) for r in conn.execute(sa.text("EXPLAIN QUERY PLAN " + sql)))
         assert "ix_post_queue_active" in plan, plan
+
+
+def test_the_worker_refreshes_the_rollup_at_most_every_few_minutes(engine):
+    from worker.tick import refresh_rollup
+
+    with engine.begin() as conn:
+        _history(conn, n=100)
+    assert refresh_rollup(engine, now=NOW)
+    assert not refresh_rollup(engine, now=NOW + timedelta(minutes=1))
+    with engine.connect() as conn:
+        assert rollup_state(conn)["refreshed_at"] == NOW
+        assert status_summary(conn, now=NOW)["summary"] == direct(conn)
