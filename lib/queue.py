@@ -185,16 +185,25 @@ def status_summary(conn: sa.Connection, *, account_id: uuid.UUID | None = None, 
         add(action_type, status, n)
 
     day, week = now - timedelta(hours=24), now - timedelta(days=7)
+    # two parts, each an index range on ix_post_queue_sent_updated_at (an OR of both would read it whole):
+    # rows sent since min(closed_until, 7 d ago), and rows without updated_at (someone else's tool)
     lo = week if closed_until is None else min(week, closed_until)
-    live_since = sa.true() if closed_until is None else sa.or_(q.c.updated_at >= closed_until, q.c.updated_at.is_(None))
-    window = sa.true() if closed_until is None else sa.or_(q.c.updated_at >= lo, q.c.updated_at.is_(None))
-    sent = (sa.select(q.c.action_type, sa.func.count().filter(live_since), sa.func.count().filter(q.c.updated_at >= day),
-                      sa.func.count().filter(q.c.updated_at >= week))
-            .where(_sent_clause(), window).group_by(q.c.action_type))
+    recent = sa.select(q.c.action_type.label("action_type"),
+                       sa.func.count().filter(sa.true() if closed_until is None else q.c.updated_at >= closed_until)
+                       .label("live"),
+                       sa.func.count().filter(q.c.updated_at >= day).label("day"),
+                       sa.func.count().filter(q.c.updated_at >= week).label("week"))
+    recent = recent.where(_sent_clause(), *([] if closed_until is None else [q.c.updated_at >= lo]))
+    undated = (sa.select(q.c.action_type, sa.func.count(), sa.literal(0), sa.literal(0))
+               .where(_sent_clause(), q.c.updated_at.is_(None)))
     if account_id is not None:
-        sent = sent.where(_account_clause(account_id))
+        recent = recent.where(_account_clause(account_id))
+        undated = undated.where(_account_clause(account_id))
+    parts = [recent.group_by(q.c.action_type)]
+    if closed_until is not None:  # before the first refresh `recent` counts every sent row already
+        parts.append(undated.group_by(q.c.action_type))
     sent_24h = sent_7d = 0
-    for action_type, n_live, n_day, n_week in conn.execute(sent):
+    for action_type, n_live, n_day, n_week in conn.execute(sa.union_all(*parts) if len(parts) > 1 else parts[0]):
         add(action_type, SENT, n_live)
         sent_24h += int(n_day or 0)
         sent_7d += int(n_week or 0)
