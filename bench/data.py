@@ -283,6 +283,13 @@ def ensure_history(server: BenchPostgres, base_info: dict, *, name: str = "histo
         url = server.url_for(name)
         init_db_only(url)
         added = _extend(url, base_info["counts"], spec, base_info["seeded_at"], log)
+        engine = make_engine(url)
+        try:  # the copy's rollup predates the history rows (old updated_at): start it again, as on a new database
+            with engine.begin() as conn:
+                conn.execute(sa.text("DELETE FROM post_queue_rollup_state"))
+                conn.execute(sa.text("DELETE FROM post_queue_sent_daily"))
+        finally:
+            engine.dispose()
         _apply_schema(url)  # the rollup's first refresh counts the whole history once, then ANALYZE
         seconds = round(time.perf_counter() - t0, 1)
         log(f"  history volume {name} built in {seconds} s")
