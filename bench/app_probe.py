@@ -101,18 +101,24 @@ def run_pages(pages: list[str], runs: int, log: QueryLog) -> dict:
     return out
 
 
-def plan_nodes(node: dict):
+def plan_nodes(node: dict, under_limit: bool = False):
+    """Every node of a plan; each gets "_under_limit": its parent is a Limit, which stops the scan early."""
+    node["_under_limit"] = under_limit
     yield node
     for child in node.get("Plans", ()):
-        yield from plan_nodes(child)
+        yield from plan_nodes(child, node.get("Node Type") == "Limit")
 
 
 def explain(engine, log: QueryLog) -> dict:
-    """EXPLAIN every SELECT a page ran cold; report sequential scans of large tables."""
+    """EXPLAIN every SELECT a page ran cold; report whole-table scans of large tables: sequential scans, and
+    index scans with no index condition on an index that is not partial (they read every row's entry)."""
     with engine.connect() as conn:
         sizes = dict(conn.execute(sa.text(
             "SELECT relname, reltuples::bigint FROM pg_class WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace"
         )).all())
+        partial = set(conn.execute(sa.text(
+            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indpred IS NOT NULL"
+        )).scalars())
     raw = engine.raw_connection()
     out = {}
     try:
@@ -135,8 +141,12 @@ def explain(engine, log: QueryLog) -> dict:
                 checked += 1
                 for node in plan_nodes(plan):
                     rel = node.get("Relation Name")
-                    if node.get("Node Type") == "Seq Scan" and sizes.get(rel, 0) >= LARGE_TABLE_ROWS:
+                    kind = node.get("Node Type")
+                    whole_index = (kind in ("Index Scan", "Index Only Scan") and not node.get("Index Cond")
+                                   and node.get("Index Name") not in partial and not node["_under_limit"])
+                    if (kind == "Seq Scan" or whole_index) and sizes.get(rel, 0) >= LARGE_TABLE_ROWS:
                         scans.append({"table": rel, "table_rows": sizes[rel], "plan_rows": node.get("Plan Rows"),
+                                      "node": kind if kind == "Seq Scan" else f"{kind} on {node.get('Index Name')}",
                                       "filter": node.get("Filter"), "sql": " ".join(statement.split())[:600]})
             out[page] = {"queries": checked, "seq_scans": scans}
         raw.rollback()

@@ -72,12 +72,38 @@ class BenchPostgres(ThrowawayPostgres):
 
 
 def _apply_schema(url: str) -> None:
-    """A reused database gets the indexes the code added since it was built (init_db creates what is missing)."""
+    """A reused database gets the indexes the code added since it was built (init_db creates what is missing),
+    fresh planner statistics (ANALYZE: the plan check must not depend on when statistics were last taken) and
+    the worker's sent rollup brought up to date (prepare_steady_state)."""
+    engine = make_engine(url)
+    try:
+        init_db(engine)
+        prepare_steady_state(engine)
+    finally:
+        engine.dispose()
+
+
+def init_db_only(url: str) -> None:
     engine = make_engine(url)
     try:
         init_db(engine)
     finally:
         engine.dispose()
+
+
+def prepare_steady_state(engine) -> None:
+    """What a running worker and autovacuum keep true: the sent rollup refreshed (as the worker does at most
+    every 5 minutes), then ANALYZE, so the run's plans see the statistics of the data as it is now."""
+    from lib.queue import refresh_sent_rollup
+
+    with engine.begin() as conn:
+        refresh_sent_rollup(conn, now=utcnow(), force=True)
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(sa.text("ANALYZE"))
+    else:
+        with engine.begin() as conn:
+            conn.execute(sa.text("ANALYZE"))
 
 
 def _marker_ok(marker: Path, volumes: dict) -> dict | None:
@@ -100,9 +126,7 @@ def _seed(url: str, volumes: dict, log) -> dict:
         if engine.dialect.name == "postgresql":
             with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 conn.execute(sa.text("VACUUM ANALYZE"))
-        else:
-            with engine.begin() as conn:
-                conn.execute(sa.text("ANALYZE"))
+        prepare_steady_state(engine)
         seconds = round(time.perf_counter() - t0, 1)
     finally:
         engine.dispose()
@@ -147,3 +171,132 @@ def ensure_postgres(name: str, volumes: dict, *, rebuild: bool, log=print) -> tu
         log(f"reusing PostgreSQL {folder.relative_to(ROOT)} (built {info['seeded_at']})")
         _apply_schema(server.url_for("bench"))
     return server, server.url_for("bench"), info
+
+
+# --------------------------------------------------------------------------- the --history volume
+# A year of traffic on top of the --scale volume (which covers the last 90 days at its own rate): the
+# extra rows lie in [now - 365 d, now - 7 d], so the last week carries the same traffic as the scale
+# volume and what differs between the two is history only. Built in SQL on the server (generate_series)
+# from a copy of database `bench`, in the same PostgreSQL data directory (data/bench/pg-scale/).
+HISTORY = dict(queue_rows=5_000_000, audit_rows=5_000_000, heartbeats=4_000_000, days=365, recent_days=7,
+               dlq_share=0.05)
+HISTORY_1M = dict(HISTORY, queue_rows=1_000_000, audit_rows=1_000_000, heartbeats=1_000_000)
+HISTORY_CHUNK = 500_000
+
+_QUEUE_SQL = """
+WITH acc AS (SELECT array_agg(id ORDER BY id) AS ids FROM instagram_business_accounts)
+INSERT INTO post_queue (id, business_account_id, action_type, payload, idempotency_key, status, retry_count, error,
+                        error_category, instagram_id, next_retry_at, created_at, updated_at)
+SELECT gen_random_uuid(), acc.ids[1 + g % cardinality(acc.ids)],
+       (ARRAY['reply_comment','reply_dm','send_dm','publish_post','repost_ugc'])[1 + g % 5],
+       jsonb_build_object('message', 'history row ' || g), 'history-' || g,
+       CASE WHEN g % :dlq_every = 0 THEN 'dlq' ELSE 'sent' END,
+       CASE WHEN g % :dlq_every = 0 THEN 5 ELSE 0 END,
+       CASE WHEN g % :dlq_every = 0 THEN '(#100) Invalid parameter: media ' || g END,
+       CASE WHEN g % :dlq_every = 0 THEN 'permanent' END,
+       CASE WHEN g % :dlq_every = 0 THEN NULL ELSE (17900000000000000 + g)::text END,
+       NULL, t - interval '3 minutes', t
+FROM acc, generate_series(:lo, :hi) AS g,
+     LATERAL (SELECT CAST(:end_at AS timestamptz) - (g::float8 / :n) * CAST(:span AS interval) AS t) AS tt
+"""
+
+_AUDIT_SQL = """
+WITH acc AS (SELECT array_agg(id ORDER BY id) AS ids FROM instagram_business_accounts)
+INSERT INTO audit_log (id, event_type, action, resource_type, resource_id, user_id, success, error_message, details,
+                       ip_address, user_agent, created_at)
+SELECT gen_random_uuid(), (ARRAY['post_published','comment_replied','dm_sent','ugc_reposted','post_failed_permanent'])[1 + g % 5],
+       (ARRAY['publish','reply','send','repost','publish'])[1 + g % 5],
+       (ARRAY['instagram_post','instagram_comment','instagram_dm','ugc_content','post_queue'])[1 + g % 5],
+       'hist-' || g, NULL, g % 5 <> 4,
+       CASE WHEN g % 5 = 4 THEN '(#100) Invalid parameter' END,
+       jsonb_build_object('business_account_id', acc.ids[1 + g % cardinality(acc.ids)]::text, 'queue_id', 'hist-' || g,
+                          'note', 'history event ' || g),
+       NULL, NULL, CAST(:end_at AS timestamptz) - (g::float8 / :n) * CAST(:span AS interval)
+FROM acc, generate_series(:lo, :hi) AS g
+"""
+
+_BEATS_SQL = """
+WITH agents AS (SELECT array_agg(DISTINCT agent_id ORDER BY agent_id) AS ids FROM agent_heartbeats)
+INSERT INTO agent_heartbeats (id, agent_id, status, last_beat_at, created_at, updated_at)
+SELECT gen_random_uuid(), agents.ids[1 + g % cardinality(agents.ids)], 'alive', t, t, t
+FROM agents, generate_series(:lo, :hi) AS g,
+     LATERAL (SELECT CAST(:end_at AS timestamptz) - (g::float8 / :n) * CAST(:span AS interval) AS t) AS tt
+"""
+
+
+def _extend(url: str, base_counts: dict, spec: dict, seeded_at: str, log) -> dict:
+    """Add the rows that take the --scale volume to `spec`'s totals, then VACUUM ANALYZE."""
+    from datetime import datetime, timedelta
+
+    end_at = datetime.fromisoformat(seeded_at.replace("Z", "+00:00")) - timedelta(days=spec["recent_days"])
+    span = f"{spec['days'] - spec['recent_days']} days"
+    from lib.db import TRIGRAM_INDEXES
+
+    engine = make_engine(url)
+    added = {}
+    try:
+        with engine.begin() as conn:  # GIN indexes build much faster at once than row by row: init_db remakes them
+            for index in TRIGRAM_INDEXES:
+                conn.execute(sa.text(f"DROP INDEX IF EXISTS {index}"))
+            dbname = sa.engine.make_url(url).database
+            conn.execute(sa.text(f'ALTER DATABASE "{dbname}" SET maintenance_work_mem = \'512MB\''))
+        for table, sql, total, key in (("post_queue", _QUEUE_SQL, spec["queue_rows"], "post_queue"),
+                                       ("audit_log", _AUDIT_SQL, spec["audit_rows"], "audit_log"),
+                                       ("agent_heartbeats", _BEATS_SQL, spec["heartbeats"], "agent_heartbeats")):
+            n = max(0, total - int(base_counts.get(key, 0)))
+            t = time.perf_counter()
+            for lo in range(1, n + 1, HISTORY_CHUNK):
+                with engine.begin() as conn:
+                    conn.execute(sa.text(sql), {"lo": lo, "hi": min(n, lo + HISTORY_CHUNK - 1), "n": n,
+                                                "end_at": end_at, "span": span,
+                                                "dlq_every": round(1 / spec["dlq_share"])})
+            added[table] = n
+            log(f"  {table}: +{n:,} rows in {time.perf_counter() - t:.0f} s")
+        t = time.perf_counter()
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(sa.text("VACUUM ANALYZE"))
+        log(f"  VACUUM ANALYZE in {time.perf_counter() - t:.0f} s")
+    finally:
+        engine.dispose()
+    return added
+
+
+def ensure_history(server: BenchPostgres, base_info: dict, *, name: str = "history", spec: dict = HISTORY,
+                   rebuild: bool, log=print) -> tuple[str, dict]:
+    """Database `name` on the --scale server: a copy of `bench` extended to `spec` (built once, reused)."""
+    marker = DATA / f"pg-scale-{name}.json"
+    info = None if rebuild else _marker_ok(marker, spec)
+    if info is not None and info.get("base_seeded_at") != base_info["seeded_at"]:
+        info = None  # the base volume was rebuilt since
+    if info is None or not server.database_exists(name):
+        log(f"building PostgreSQL database {name} (history volume) from bench ...")
+        marker.unlink(missing_ok=True)
+        server.drop_database(name)
+        import psycopg2
+
+        t0 = time.perf_counter()
+        conn = psycopg2.connect(host="127.0.0.1", port=server.port, user="postgres", dbname="postgres")
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}" TEMPLATE bench')
+        conn.close()
+        url = server.url_for(name)
+        init_db_only(url)
+        added = _extend(url, base_info["counts"], spec, base_info["seeded_at"], log)
+        engine = make_engine(url)
+        try:  # the copy's rollup predates the history rows (old updated_at): start it again, as on a new database
+            with engine.begin() as conn:
+                conn.execute(sa.text("DELETE FROM post_queue_rollup_state"))
+                conn.execute(sa.text("DELETE FROM post_queue_sent_daily"))
+        finally:
+            engine.dispose()
+        _apply_schema(url)  # the rollup's first refresh counts the whole history once, then ANALYZE
+        seconds = round(time.perf_counter() - t0, 1)
+        log(f"  history volume {name} built in {seconds} s")
+        info = {"volumes": spec, "added": added, "base_seeded_at": base_info["seeded_at"],
+                "seeded_at": base_info["seeded_at"], "seed_seconds": seconds}
+        marker.write_text(json.dumps(info, indent=2))
+    else:
+        log(f"reusing PostgreSQL database {name} (built on the base of {info['base_seeded_at']})")
+        _apply_schema(server.url_for(name))
+    return server.url_for(name), info

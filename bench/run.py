@@ -37,7 +37,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from bench.app_probe import PAGES
-from bench.data import DATA, FULL, ROOT, SMALL, ensure_postgres, ensure_sqlite
+from bench.data import DATA, FULL, HISTORY, HISTORY_1M, ROOT, SMALL, ensure_history, ensure_postgres, ensure_sqlite
 from lib.audit import AuditFilter, count_matching, event_counts, feed_page
 from lib.db import make_engine
 from lib.queue import queue_health, status_summary
@@ -187,6 +187,18 @@ def sse_cost(tokens: int, runs: int) -> dict:
     return out
 
 
+def growth(url_200k: str, url_1m: str, url_5m: str, runs: int) -> dict:
+    from bench import growth as g
+
+    load0 = os.getloadavg()[0]
+    vols = {}
+    for label, url in (("200k", url_200k), ("1M", url_1m), ("5M", url_5m)):
+        log(f"  growth at {label}:")
+        vols[label] = g.measure(url, max(runs, 5), log=log)
+    load = (load0, os.getloadavg()[0])
+    return {"volumes": vols, "load": load, "markdown": g.markdown(vols, load)}
+
+
 # --------------------------------------------------------------------------- report
 def verdicts(result: dict) -> list[str]:
     """Plain sentences for every missed target."""
@@ -205,7 +217,8 @@ def verdicts(result: dict) -> list[str]:
         for page, e in db.get("explain", {}).items():
             for scan in e["seq_scans"]:
                 if "table" in scan:
-                    missed.append(f"{kind}: {page} seq scan on {scan['table']} ({scan['table_rows']:,} rows)")
+                    missed.append(f"{kind}: {page} {scan.get('node', 'Seq Scan')} on {scan['table']} "
+                                  f"({scan['table_rows']:,} rows)")
                 else:
                     missed.append(f"{kind}: {page} query could not be explained: {scan['error']}")
     return missed
@@ -266,6 +279,8 @@ def markdown(result: dict) -> str:
         lines += ["", f"SSE client, {s['tokens']:,} tokens from a local server: {s['raw_us_per_token']:.1f} µs/token for "
                       f"requests + sseclient-py alone, {s['client_us_per_token']:.1f} µs/token through lib.sse "
                       f"(coalescing + escaping), {s['write_stream_us_per_token']:.1f} µs/token with st.write_stream (AppTest)."]
+    if result.get("growth"):
+        lines += ["", result["growth"]["markdown"]]
     missed = result["missed"]
     lines += ["", "Targets (PostgreSQL ≤ 1.0 s cold, ≤ 0.3 s warm; SQLite within 2×; RSS ≤ 500 MB; no whole-table "
                   "scan): " + ("all met." if not missed else "missed: " + "; ".join(missed) + ".")]
@@ -282,6 +297,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-worker", action="store_true")
     ap.add_argument("--skip-sse", action="store_true")
     ap.add_argument("--worker-rows", type=int, default=None, help="rows per worker run (default 2000, --small 300)")
+    ap.add_argument("--history", action="store_true",
+                    help="PostgreSQL at the history volume (a year: 5M queue rows, 5M audit rows, 4M heartbeats; "
+                         "built once from the scale volume, reused); SQLite stays at the scale volume")
+    ap.add_argument("--growth", action="store_true",
+                    help="with --history: the database time of the live loaders at 200k / 1M / 5M queue rows")
     ap.add_argument("--browser", action="store_true",
                     help="page times in a real browser against a bare-Streamlit floor (bench/browser.py)")
     ap.add_argument("--volumes", choices=("demo", "small", "scale"), default="demo",
@@ -296,8 +316,12 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown pages: {', '.join(sorted(unknown))}")
     name, volumes = ("small", SMALL) if args.small else ("scale", FULL)
+    if args.growth and not args.history:
+        ap.error("--growth needs --history")
     kinds = [args.only] if args.only else ["postgresql", "sqlite"]
-    result = {"measured_at": iso(utcnow()), "machine": machine(), "volume_name": name, "volumes": volumes,
+    result = {"measured_at": iso(utcnow()), "machine": machine(),
+              "volume_name": "history (PostgreSQL; SQLite at scale)" if args.history else name,
+              "volumes": HISTORY if args.history else volumes,
               "runs": args.runs, "load_before": os.getloadavg()[0], "databases": {}}
     log(f"machine: {result['machine']['nproc']} CPUs, {result['machine']['cpu']}, {result['machine']['ram_gb']} GB; "
         f"load {result['load_before']:.1f}")
@@ -309,6 +333,16 @@ def main(argv: list[str] | None = None) -> int:
                 url, info = ensure_sqlite(name, volumes, rebuild=args.rebuild, log=log)
             else:
                 server, url, info = ensure_postgres(name, volumes, rebuild=args.rebuild, log=log)
+                if args.history:
+                    t = time.perf_counter()
+                    base_url, base_info = url, info
+                    url, info = ensure_history(server, base_info, rebuild=args.rebuild, log=log)
+                    if args.growth:
+                        url_1m, _ = ensure_history(server, base_info, name="history1m", spec=HISTORY_1M,
+                                                   rebuild=args.rebuild, log=log)
+                    log(f"  history volumes ready in {time.perf_counter() - t:.0f} s")
+                    if args.growth:
+                        result["growth"] = growth(base_url, url_1m, url, args.runs)
             db = {"data": info}
             t = time.perf_counter()
             db.update(probe(kind, url, args))
@@ -319,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"  {page:<16} cold {p['cold_s']:6.3f} s  warm {p['warm_s']:6.3f} s  "
                     f"queries {p['queries_cold']:.0f}/{p['queries_warm']:.0f}"
                     + (f"  next page {p['next_page_s']:.3f} s" if "next_page_s" in p else ""))
-            db["baseline"] = baselines(url, args.runs)
+            if not args.history:  # the naive baseline loads whole tables into pandas: not at 5M rows
+                db["baseline"] = baselines(url, args.runs)
             result["databases"][kind] = db
         if server is not None and not args.skip_worker:
             log("== worker ==")
@@ -335,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     # only a full run at production volume replaces the table the README shows
     full = not args.only and set(args.pages.split(",")) == set(PAGES) and not (args.skip_worker or args.skip_sse)
-    stem = "small" if args.small else "latest" if full else "partial"
+    stem = "small" if args.small else ("history" if args.history else "latest") if full else "partial"
     (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     md = markdown(result)
     from bench import analysts_bench

@@ -83,7 +83,7 @@ def agent_statuses(conn: sa.Connection, *, now: datetime, threshold: timedelta =
     """One status per agent_id, down agents first, then by id."""
     latest = conn.execute(latest_beats_query()).all()
     window_7d = now - timedelta(days=7)
-    beats = beats_by_agent(conn, since=window_7d - threshold, until=now)
+    beats = beats_by_agent(conn, since=window_7d - threshold, until=now, agent_ids=[r.agent_id for r in latest])
     out = []
     for row in latest:
         last = _utc(row.last)
@@ -111,20 +111,26 @@ def latest_beats_query() -> sa.Select:
     agents = distinct_values_cte(hb.c.agent_id, "agents")
     last = sa.select(sa.func.max(hb.c.last_beat_at)).where(hb.c.agent_id == agents.c.v).scalar_subquery()
     # more than one row <=> a second-newest row exists: at most two index entries read per agent
-    second = (sa.select(hb.c.id).where(hb.c.agent_id == agents.c.v)
+    second = (sa.select(hb.c.last_beat_at).where(hb.c.agent_id == agents.c.v)  # index-only, like `last`
               .order_by(hb.c.last_beat_at.desc()).limit(1).offset(1).correlate(agents).scalar_subquery())
     history = second.is_not(None)
     return sa.select(agents.c.v.label("agent_id"), last.label("last"), history.label("history")).where(
         agents.c.v.is_not(None))
 
 
-def beats_by_agent(conn: sa.Connection, *, since: datetime, until: datetime) -> dict[str, list[datetime]]:
-    """Sorted beat times per agent in [since, until]."""
-    rows = conn.execute(
-        sa.select(hb.c.agent_id, hb.c.last_beat_at)
-        .where(hb.c.last_beat_at >= since, hb.c.last_beat_at <= until)
-        .order_by(hb.c.agent_id, hb.c.last_beat_at)
-    )
+def beats_by_agent(conn: sa.Connection, *, since: datetime, until: datetime,
+                   agent_ids: Sequence[str] | None = None) -> dict[str, list[datetime]]:
+    """Sorted beat times per agent in [since, until].
+
+    With `agent_ids` (agent_statuses passes the ones latest_beats_query found) the read is an index range
+    per agent on ix_agent_heartbeats_agent_id_last_beat_at (agent_id = ANY(...) AND last_beat_at in the
+    window, index-only): it reads the window's beats and nothing of the history before it."""
+    if agent_ids is not None and not agent_ids:
+        return {}
+    stmt = sa.select(hb.c.agent_id, hb.c.last_beat_at).where(hb.c.last_beat_at >= since, hb.c.last_beat_at <= until)
+    if agent_ids is not None:
+        stmt = stmt.where(hb.c.agent_id.in_(list(agent_ids)))
+    rows = conn.execute(stmt.order_by(hb.c.agent_id, hb.c.last_beat_at))
     out: dict[str, list[datetime]] = {}
     for agent_id, beat in rows:
         out.setdefault(agent_id, []).append(_utc(beat))

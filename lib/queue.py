@@ -20,13 +20,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 from lib.audit import audit_row
 from lib.identity import require_operator
 from lib.redact import REDACTED, is_secret_key, redact, redact_text  # noqa: F401  (re-exported)
-from lib.schema import audit_log, graph_usage, instagram_business_accounts, post_queue, post_queue_state
+from lib.schema import (audit_log, graph_usage, instagram_business_accounts, post_queue, post_queue_rollup_state,
+                        post_queue_sent_daily, post_queue_state)
 from lib.timeutil import as_utc, iso
 
 ACTION_TYPES = ("reply_comment", "reply_dm", "send_dm", "publish_post", "repost_ugc")
 CONTENT_ACTIONS = ("publish_post", "repost_ugc")  # the ones that make Instagram media containers
 STATUSES = ("pending", "processing", "sent", "failed", "dlq")
 PENDING, PROCESSING, SENT, FAILED, DLQ = STATUSES
+ACTIVE_STATUSES = (PENDING, PROCESSING, FAILED, DLQ)  # the rows ix_post_queue_active holds
 RETRYABLE_STATUSES = (FAILED, DLQ)  # manual retry, DESIGN decision 3
 ERROR_CATEGORIES = ("auth_failure", "permanent", "rate_limit", "transient", "unknown")
 
@@ -133,22 +135,176 @@ def _account_clause(account_id):
     return None if account_id is None else post_queue.c.business_account_id == account_id
 
 
-def status_summary(conn: sa.Connection, *, account_id: uuid.UUID | None = None, now: datetime) -> dict[str, Any]:
-    """GET /post-queue/status (spec 1.5): counts by action_type x status, computed by GROUP BY.
+def _active_clause():
+    """status IN ('pending', 'processing', 'failed', 'dlq') with the values as SQL literals, written as
+    the partial indexes' predicate is: SQLite uses a partial index only when the query's WHERE names its
+    terms, which a bound parameter cannot prove."""
+    return post_queue.c.status.in_([sa.literal_column(f"'{s}'") for s in ACTIVE_STATUSES])
 
-    {"success": True, "summary": {"publish_post::pending": 5, ...}, "total": 178, "timestamp": "...Z"}
+
+def _sent_clause():
+    return post_queue.c.status == sa.literal_column(f"'{SENT}'")
+
+
+def rollup_state(conn: sa.Connection) -> dict[str, Any] | None:
+    """{closed_until, verify_cursor, refreshed_at} of the sent rollup, or None before its first refresh."""
+    row = conn.execute(sa.select(post_queue_rollup_state).where(post_queue_rollup_state.c.id == 1)).first()
+    if row is None:
+        return None
+    return {k: as_utc(getattr(row, k)) for k in ("closed_until", "verify_cursor", "refreshed_at")}
+
+
+def status_summary(conn: sa.Connection, *, account_id: uuid.UUID | None = None, now: datetime) -> dict[str, Any]:
+    """GET /post-queue/status (spec 1.5): counts by action_type x status.
+
+    {"success": True, "summary": {"publish_post::pending": 5, ...}, "total": 178, "timestamp": "...Z",
+     "sent_24h": 1200, "sent_7d": 8000, "sent_as_of": datetime | None, "sent_exact_since": datetime | None}
     Only combinations that occur are listed (as the endpoint does).
+
+    The cost does not grow with the history of sent rows: the active statuses are counted from
+    ix_post_queue_active (it holds only those rows); `sent` is the rollup's closed days
+    (post_queue_sent_daily, refreshed by the worker, see refresh_sent_rollup) plus the rows sent
+    since its last closed day, counted live from ix_post_queue_sent_updated_at, as are sent_24h and
+    sent_7d. sent_as_of: when the rollup was last refreshed (None: never; then every sent row is
+    counted live). sent_exact_since: sent rows whose updated_at is at or after this time are counted
+    exactly; older ones as of the rollup's last recount of their day (see refresh_sent_rollup).
     """
     q = post_queue
-    stmt = sa.select(q.c.action_type, q.c.status, sa.func.count().label("n")).group_by(q.c.action_type, q.c.status)
+    state = rollup_state(conn)
+    closed_until = state["closed_until"] if state else None
+    cells: dict[tuple[str, str], int] = {}
+
+    def add(action_type, status, n):
+        if n:
+            cells[(action_type, status)] = cells.get((action_type, status), 0) + int(n)
+
+    active = sa.select(q.c.action_type, q.c.status, sa.func.count()).where(_active_clause())
     if account_id is not None:
-        stmt = stmt.where(_account_clause(account_id))
+        active = active.where(_account_clause(account_id))
+    for action_type, status, n in conn.execute(active.group_by(q.c.action_type, q.c.status)):
+        add(action_type, status, n)
+
+    day, week = now - timedelta(hours=24), now - timedelta(days=7)
+    # two parts, each an index range on ix_post_queue_sent_updated_at (an OR of both would read it whole):
+    # rows sent since min(closed_until, 7 d ago), and rows without updated_at (someone else's tool)
+    lo = week if closed_until is None else min(week, closed_until)
+    recent = sa.select(q.c.action_type.label("action_type"),
+                       sa.func.count().filter(sa.true() if closed_until is None else q.c.updated_at >= closed_until)
+                       .label("live"),
+                       sa.func.count().filter(q.c.updated_at >= day).label("day"),
+                       sa.func.count().filter(q.c.updated_at >= week).label("week"))
+    recent = recent.where(_sent_clause(), *([] if closed_until is None else [q.c.updated_at >= lo]))
+    undated = (sa.select(q.c.action_type, sa.func.count(), sa.literal(0), sa.literal(0))
+               .where(_sent_clause(), q.c.updated_at.is_(None)))
+    if account_id is not None:
+        recent = recent.where(_account_clause(account_id))
+        undated = undated.where(_account_clause(account_id))
+    parts = [recent.group_by(q.c.action_type)]
+    if closed_until is not None:  # before the first refresh `recent` counts every sent row already
+        parts.append(undated.group_by(q.c.action_type))
+    sent_24h = sent_7d = 0
+    for action_type, n_live, n_day, n_week in conn.execute(sa.union_all(*parts) if len(parts) > 1 else parts[0]):
+        add(action_type, SENT, n_live)
+        sent_24h += int(n_day or 0)
+        sent_7d += int(n_week or 0)
+
+    if closed_until is not None:
+        d = post_queue_sent_daily
+        rolled = sa.select(d.c.action_type, sa.func.sum(d.c.sent)).where(d.c.day < closed_until)
+        if account_id is not None:
+            rolled = rolled.where(d.c.business_account_id == account_id)
+        for action_type, n in conn.execute(rolled.group_by(d.c.action_type)):
+            add(action_type, SENT, n)
+
     summary: dict[str, int] = {}
-    total = 0
-    for action_type, status, n in conn.execute(stmt.order_by(q.c.action_type, q.c.status)):
-        summary[f"{action_type}::{status}"] = int(n)
-        total += int(n)
-    return {"success": True, "summary": summary, "total": total, "timestamp": iso(now)}
+    for action_type, status in sorted(cells):
+        summary[f"{action_type}::{status}"] = cells[(action_type, status)]
+    return {"success": True, "summary": summary, "total": sum(summary.values()), "timestamp": iso(now),
+            "sent_24h": sent_24h, "sent_7d": sent_7d, "sent_as_of": state["refreshed_at"] if state else None,
+            "sent_exact_since": closed_until}
+
+
+ROLLUP_EVERY_S = 300  # the worker refreshes the sent rollup at most this often
+ROLLUP_VERIFY_DAYS = 7  # closed days recounted per refresh (the walk back through history)
+ROLLUP_RECENT_DAYS = 2  # closed days recounted on every refresh (late writes land there most)
+
+
+def _day(t: datetime) -> datetime:
+    return t.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _recount_days(conn: sa.Connection, lo: datetime | None, hi: datetime) -> int:
+    """Replace the rollup's rows for the days in [lo, hi) (lo None: everything before hi) by a count of
+    post_queue now. Returns the number of sent rows counted."""
+    from lib.timebuckets import bucket_expr, bucket_value
+
+    q, d = post_queue, post_queue_sent_daily
+    b = bucket_expr(q.c.updated_at, "day", conn.dialect.name).label("b")
+    where = [_sent_clause(), q.c.updated_at < hi] + ([] if lo is None else [q.c.updated_at >= lo])
+    rows = conn.execute(sa.select(b, q.c.business_account_id, q.c.action_type, sa.func.count())
+                        .where(*where).group_by(b, q.c.business_account_id, q.c.action_type)).all()
+    conn.execute(sa.delete(d).where(d.c.day < hi, *([] if lo is None else [d.c.day >= lo])))
+    values = [{"day": bucket_value(r[0]), "business_account_id": r[1], "action_type": r[2], "sent": int(r[3])}
+              for r in rows]
+    for start in range(0, len(values), 5000):
+        conn.execute(sa.insert(d), values[start:start + 5000])
+    return sum(v["sent"] for v in values)
+
+
+def refresh_sent_rollup(conn: sa.Connection, *, now: datetime, every_s: int = ROLLUP_EVERY_S,
+                        verify_days: int = ROLLUP_VERIFY_DAYS, force: bool = False) -> bool:
+    """Bring post_queue_sent_daily up to the start of today (UTC) and recount some closed days again;
+    the worker calls it every tick, it works at most every `every_s` seconds. Returns True if it ran.
+
+    What "right" means, with no trigger or column on post_queue (other programs write it: the agents
+    enqueue, the user's backend may update or delete rows):
+    * status_summary's `sent` = the rollup's days before closed_until + a live count of the sent rows
+      with updated_at >= closed_until (or NULL). Every row that becomes sent with updated_at set to
+      the time of the write (the worker, a retry, any writer that maintains updated_at) is counted
+      exactly at once, as are inserts of sent rows with a current updated_at.
+    * A change that does not move updated_at into the live window -- a sent row deleted, or changed
+      without touching updated_at, or a sent row inserted with an old updated_at -- is reflected when
+      its day is recounted: the last ROLLUP_RECENT_DAYS closed days on every refresh, and older days
+      by a walk back through history, `verify_days` per refresh, wrapping round when it passes the
+      oldest sent row. With the defaults (every 5 min, 7 days per refresh) a year is re-verified in
+      about 52 refreshes (~4.5 h). A sent row of an old day that another program updates (updated_at
+      now) is counted twice (its old day and the live window) until that day's recount.
+    Residual staleness is shown as sent_as_of (refreshed_at) on the pages.
+
+    Runs in the caller's transaction; the state row is locked (FOR UPDATE on PostgreSQL) so two workers
+    do not refresh at once.
+    """
+    from lib.db import take_write_lock
+
+    s = post_queue_rollup_state
+    take_write_lock(conn)
+    row = conn.execute(sa.select(s).where(s.c.id == 1).with_for_update()).first()
+    if row is not None and not force and (now - as_utc(row.refreshed_at)).total_seconds() < every_s:
+        return False
+    today = _day(now)
+    closed = None if row is None else as_utc(row.closed_until)
+    if closed is None:
+        _recount_days(conn, None, today)  # the first refresh counts all history once
+        cursor = today
+    else:
+        if today > closed:
+            _recount_days(conn, closed, today)  # the days closed since the last refresh
+        _recount_days(conn, min(closed, today) - timedelta(days=ROLLUP_RECENT_DAYS), min(closed, today))
+        cursor = as_utc(row.verify_cursor) or today
+        oldest = as_utc(conn.execute(sa.select(sa.func.min(post_queue.c.updated_at)).where(_sent_clause())).scalar())
+        oldest_rolled = as_utc(conn.execute(sa.select(sa.func.min(post_queue_sent_daily.c.day))).scalar())
+        floor = min([t for t in (oldest, oldest_rolled) if t is not None], default=today)
+        if cursor <= _day(floor):
+            cursor = today  # wrap round: start the walk again from the newest closed day
+        lo = cursor - timedelta(days=verify_days)
+        _recount_days(conn, None if lo <= _day(floor) else lo, cursor)  # the oldest step takes all before it
+        cursor = lo
+    values = {"closed_until": today, "verify_cursor": cursor, "refreshed_at": now}
+    if row is None:
+        conn.execute(sa.insert(s).values(id=1, **values))
+    else:
+        conn.execute(sa.update(s).where(s.c.id == 1).values(**values))
+    return True
 
 
 def summary_matrix(summary: dict[str, int]) -> tuple[list[str], list[str], dict[tuple[str, str], int]]:

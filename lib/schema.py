@@ -82,6 +82,14 @@ post_queue = sa.Table(
     sa.Index("ix_post_queue_action_type_status", "action_type", "status"),  # status_summary: index-only GROUP BY
     sa.Index("ix_post_queue_instagram_id", "instagram_id"),  # Posts: the join with the reports' media ids
     sa.Index("ix_post_queue_action_type_status_updated_at", "action_type", "status", "updated_at"),  # Posts: count in a range
+    # status_summary's active counts: a partial index that holds only the rows not sent (issue: scale
+    # with history), so counting them costs the same after a year of sent rows as on day one
+    sa.Index("ix_post_queue_active", "status", "action_type", "business_account_id",
+             postgresql_where=sa.text("status IN ('pending', 'processing', 'failed', 'dlq')"),
+             sqlite_where=sa.text("status IN ('pending', 'processing', 'failed', 'dlq')")),
+    # status_summary's live part of `sent` (since the rollup's last closed day, and 24 h / 7 d): index-only
+    sa.Index("ix_post_queue_sent_updated_at", "updated_at", "action_type", "business_account_id",
+             postgresql_where=sa.text("status = 'sent'"), sqlite_where=sa.text("status = 'sent'")),
 )
 
 agent_heartbeats = sa.Table(
@@ -247,6 +255,30 @@ queue_pauses = sa.Table(
     sa.Column("reason", sa.Text),
     _ts("paused_at", nullable=False),
     sa.Index("ix_queue_pauses_scope", "business_account_id", "action_type"),
+)
+
+# Our own (scale with history): sent rows per UTC day of updated_at, account and action type, counted
+# by the worker (lib.queue.refresh_sent_rollup) for the days before `closed_until`; status_summary adds
+# the rows sent since then, counted live. No trigger or column on post_queue: see refresh_sent_rollup.
+post_queue_sent_daily = sa.Table(
+    "post_queue_sent_daily",
+    metadata,
+    _ts("day", nullable=False),
+    sa.Column("business_account_id", sa.Uuid(as_uuid=True)),
+    sa.Column("action_type", sa.Text, nullable=False),
+    sa.Column("sent", sa.Integer, nullable=False),
+    sa.Index("ix_post_queue_sent_daily_day", "day"),
+    sa.Index("ix_post_queue_sent_daily_account", "business_account_id", "action_type"),
+)
+
+# One row (id 1): how far post_queue_sent_daily reaches and where its re-verification walk stands.
+post_queue_rollup_state = sa.Table(
+    "post_queue_rollup_state",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    _ts("closed_until", nullable=False),  # the days before this are in post_queue_sent_daily
+    _ts("verify_cursor"),  # the next re-verification recounts the days just before this
+    _ts("refreshed_at", nullable=False),
 )
 
 SPEC_TABLES = (

@@ -50,7 +50,8 @@ def test_status_summary_has_the_endpoint_shape_and_counts(engine, two_accounts, 
     with engine.connect() as conn:
         s = status_summary(conn, now=now)
         only_b = status_summary(conn, account_id=b, now=now)
-    assert set(s) == {"success", "summary", "total", "timestamp"}
+    assert set(s) == {"success", "summary", "total", "timestamp",  # the spec's shape, plus the rollup's fields
+                      "sent_24h", "sent_7d", "sent_as_of", "sent_exact_since"}
     assert s["success"] is True and s["total"] == 11 and s["timestamp"].endswith("Z")
     assert s["summary"] == {"publish_post::pending": 5, "reply_comment::dlq": 3, "reply_comment::failed": 1,
                             "send_dm::sent": 2}

@@ -37,7 +37,7 @@ from lib.instagram import AccountCreds, GraphClient, InvalidPayload, Quota
 from lib.logs import fields
 from lib.publishing import ContainerFailed, ContainerState, ContainerTimedOut, Sent, Wait
 from lib.queue import (CONTENT_ACTIONS, DLQ, FAILED, PENDING, PROCESSING, SENT, SUCCESS_EVENT, claimable_clause,
-                       idempotency_key, stale_clause)
+                       idempotency_key, refresh_sent_rollup, stale_clause)
 from lib.redact import redact
 from lib.schema import instagram_business_accounts as accounts
 from lib.schema import post_queue as pq
@@ -480,6 +480,16 @@ class GraphBudget:
 
 # -- the tick --------------------------------------------------------------------------------
 
+def refresh_rollup(engine: Engine, *, now: datetime) -> bool:
+    """The Queue Monitor's sent rollup (lib.queue.refresh_sent_rollup), at most every few minutes.
+    Two workers creating its state row at once: the second one's insert conflicts and it skips."""
+    try:
+        with engine.begin() as conn:
+            return refresh_sent_rollup(conn, now=now)
+    except sa.exc.IntegrityError:
+        return False
+
+
 def run_tick(engine: Engine, settings: Settings, client: GraphClient, *, stop: threading.Event | None = None,
              now_fn: Callable[[], datetime] = utcnow) -> TickResult:
     """One tick. Never raises for a lost database: the result carries the error instead."""
@@ -503,6 +513,8 @@ def run_tick(engine: Engine, settings: Settings, client: GraphClient, *, stop: t
         budget.flush()
         if not stop.is_set():
             check_tokens(engine, settings, client, now=now_fn())
+        if not stop.is_set():
+            refresh_rollup(engine, now=now_fn())
     except UNAVAILABLE_ERRORS as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
         result.error = f"database unavailable at {mask_url(settings.database_url)}: {reason}"

@@ -50,7 +50,7 @@ def queue_block(scope: Scope, now: datetime) -> None:
         c.metric("Failed", f"{by_status.get('failed', 0):,}")
         d.metric("DLQ", f"{by_status.get('dlq', 0):,}")
         queue_monitor.show_pauses(scope, now, controls=False)
-        notes = []
+        notes = [f"sent in 24 h {summary.get('sent_24h', 0):,}"]
         if health["stuck"]:
             notes.append(f":orange-badge[{health['stuck']} stuck in processing]")
         if health["oldest_pending_age_s"] is not None:

@@ -215,6 +215,15 @@ def show_metrics(summary: dict[str, Any], health: dict[str, Any]) -> None:
                    "attempts; if that does not happen, the worker is not running.", icon=":material/hourglass_bottom:")
 
 
+def sent_note(summary: dict[str, Any], tz) -> str:
+    """How fresh the `sent` column is: the live windows, and the rollup's "as of" time."""
+    line = f"Sent in the last 24 h: {summary.get('sent_24h', 0):,}; in 7 days: {summary.get('sent_7d', 0):,} (live)."
+    if summary.get("sent_as_of") is None:
+        return line + " All-time sent: counted live (the worker has not built its rollup yet)."
+    return (line + f" All-time sent: live since {fmt_local(summary['sent_exact_since'], tz, with_seconds=False)}, "
+            f"earlier days as of the worker's rollup at {fmt_local(summary['sent_as_of'], tz)}.")
+
+
 def show_counts(summary: dict[str, Any], scope: Scope) -> None:
     if not summary["total"]:
         st.info("The queue is empty" + (" for this account" if scope.account_id else "") +
@@ -227,6 +236,7 @@ def show_counts(summary: dict[str, Any], scope: Scope) -> None:
         st.dataframe(df, hide_index=True, width="stretch", key="qm_counts",
                      column_config={"action_type": st.column_config.TextColumn("Action type", pinned=True)})
         export_control("Counts", lambda fmt: frame_export(df, fmt), file_stem="queue_counts", key="qm_counts_csv")
+        st.caption(sent_note(summary, scope.tz))  # our own text: counts and times
     with right:
         body = df[df["action_type"] != "total"]
         fig = Fig()
