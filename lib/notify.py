@@ -715,6 +715,10 @@ def _deliver_rows(engine: Engine, settings: Settings, rows, by_id: dict, rep: De
             log.log(level, "notification %s %s to %s -> %s%s (%.2fs)", row.kind, row.id, route.label, status,
                     f" error={result.error}" if result.error else "", result.elapsed_s)
         rep.outcomes[row.id] = status
+        if status in ("sent", "failed", "gave_up"):
+            from lib.metrics import count_notification  # agent_dashboard_notifications_total{outcome}
+
+            count_notification(status)
         if status == "sent":
             rep.sent += 1
         elif status == "failed":

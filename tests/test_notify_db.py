@@ -393,3 +393,17 @@ def test_history_older_than_the_window_is_pruned_open_work_stays(engine, sink):
         left = dict(conn.execute(sa.select(notification_outbox.c.kind, notification_outbox.c.status)).all())
     assert n >= 1  # the sent opening (and nothing that still waits)
     assert left == {"resolved": "failed", "opened": "failed"}
+
+
+def test_deliveries_are_counted_in_the_prometheus_counter(engine, sink):
+    from lib.metrics import NOTIFICATIONS
+
+    def sent_so_far():
+        return NOTIFICATIONS.labels("sent")._value.get()
+
+    before = sent_so_far()
+    settings = cfg(engine, sink.apprise_url())
+    with engine.begin() as conn:
+        _auth_failure(conn, add_account(conn, username="counted"), T0)
+    assert tick(engine, settings, T0 + timedelta(seconds=5)).delivery.sent == 1
+    assert sent_so_far() == before + 1  # agent_dashboard_notifications_total{outcome="sent"}
