@@ -18,10 +18,9 @@ import socket
 import threading
 import time
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import requests
 import sqlalchemy as sa
@@ -30,7 +29,7 @@ from sqlalchemy.engine import Engine
 from lib import graph_usage, metrics, publishing
 from lib.alerts import open_or_update_alert
 from lib.audit import log_audit
-from lib.db import UNAVAILABLE_ERRORS
+from lib.db import UNAVAILABLE_ERRORS, write_transaction
 from lib.ig_errors import (QUOTA, SPAM, Category, GraphError, account_usage, app_usage, categorize_ig_error,
                            is_content_rejection, next_attempt)
 from lib.instagram import AccountCreds, GraphClient, InvalidPayload, Quota
@@ -93,23 +92,10 @@ class TickResult:
         return text + (f" error={self.error}" if self.error else "")
 
 
-@contextmanager
-def write_txn(engine: Engine) -> Iterator[sa.Connection]:
-    """A transaction that holds the write lock from its first read.
-
-    PostgreSQL: row locks come from FOR UPDATE SKIP LOCKED in the queries. SQLite has no row
-    locks: BEGIN IMMEDIATE takes the database write lock first, so the read-then-update of a
-    claim cannot interleave with another worker's.
-    """
-    with engine.connect() as conn:
-        if conn.dialect.name == "sqlite":
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-        try:
-            yield conn
-            conn.commit()
-        except BaseException:
-            conn.rollback()
-            raise
+# A transaction that holds the write lock from its first read: PostgreSQL's row locks come from
+# FOR UPDATE SKIP LOCKED in the queries; on SQLite, BEGIN IMMEDIATE takes the database write lock
+# first, so the read-then-update of a claim cannot interleave with another worker's. One home:
+write_txn = write_transaction
 
 
 def _mine(row: Claimed):
