@@ -119,7 +119,9 @@ def test_live_refresh_keeps_the_selection_and_the_open_dialog(start_app, dlq_db,
     page.set_viewport_size({"width": 1500, "height": 1400})
     page.goto(server.url + "/queue_monitor")
     wait_idle(page)
-    box = dlq_table(page).bounding_box()
+    table = dlq_table(page)
+    table.scroll_into_view_if_needed()  # the page has more above the triage table now (throughput, pauses)
+    box = table.bounding_box()
     page.mouse.click(box["x"] + 17, box["y"] + HEADER_PX + ROW_PX / 2)  # the first row's checkbox
     expect(page.get_by_text("refresh paused while 1 row(s) are selected")).to_be_visible(timeout=20_000)
     detail = page.locator(".st-key-qm_detail")
