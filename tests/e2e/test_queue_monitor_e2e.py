@@ -168,7 +168,7 @@ def test_metric_values_fit_their_cards(start_app, sqlite_url, page, width):
     wait_idle(page)
     values = page.locator(".st-key-qm_metrics [data-testid='stMetricValue']")
     expect(values).to_have_count(7)
-    expect(values.nth(3)).to_have_text("9 h 59 min")
+    expect(values.nth(3)).to_have_text(re.compile(r"^9 h 5\d min$"))  # whole (its last minute depends on timing)
     expect(values.nth(0)).to_have_text("100,501")
     cut = values.evaluate_all("els => els.filter(e => [e, ...e.querySelectorAll('*')]"
                               ".some(x => x.scrollWidth > x.clientWidth + 1)).map(e => e.innerText)")
