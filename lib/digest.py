@@ -19,11 +19,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import pandas as pd
 import sqlalchemy as sa
 
-from lib import analytics as an
-from lib import anomalies, posts
 from lib.alerts import severity
 from lib.schema import instagram_business_accounts, notification_outbox, post_queue, system_alerts
 from lib.settings import Settings
@@ -59,6 +56,13 @@ def _names(conn) -> dict[str, str]:
 
 def build_digest(conn: sa.Connection, settings: Settings, *, now: datetime,
                  account_id: uuid.UUID | None = None) -> Digest:
+    # pandas and the analytics modules load here, not at import: the worker imports this module and
+    # would otherwise pay ~1 s of start-up per process for a digest it builds once a week.
+    import pandas as pd
+
+    from lib import analytics as an
+    from lib import anomalies, posts
+
     names = _names(conn)
     end = now
     start = now - timedelta(days=7)
