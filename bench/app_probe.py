@@ -34,6 +34,7 @@ PAGES = {  # name -> script (None: the home page, what app.py runs by default)
     "activity_feed": "pages/activity_feed.py",
     "metrics": "pages/metrics.py",
     "oversight_chat": "pages/oversight_chat.py",
+    "accounts": "pages/accounts.py",
 }
 LARGE_TABLE_ROWS = 10_000  # a sequential scan of a table with fewer (estimated) rows is not reported
 

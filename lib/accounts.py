@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from lib.graph_usage import usage_rows
 from lib.queue import ACTION_TYPES, DLQ, FAILED, PENDING, PROCESSING, SENT, claimable_clause, due_clause
+from lib.queue import _active_clause as active_clause
 from lib.queue_control import Pause, active_pauses
 from lib.schema import audit_log, instagram_business_accounts as accounts, post_queue as pq
 from lib.timeutil import as_utc
@@ -90,7 +91,8 @@ def account_health(conn: sa.Connection, *, now: datetime, account_id: uuid.UUID 
     if not found:
         return []
     ids = [a.id for a in found]
-    scope = pq.c.business_account_id.in_(ids)
+    # every account (the default view): no id list, so the partial index of active rows serves the counts
+    scope = pq.c.business_account_id.in_(ids) if account_id is not None else sa.true()
 
     counts: dict[Any, dict[str, int]] = {a: {} for a in ids}
     for r in conn.execute(
@@ -101,35 +103,51 @@ def account_health(conn: sa.Connection, *, now: datetime, account_id: uuid.UUID 
                   sa.func.count().filter(pq.c.status == FAILED).label("failed"),
                   sa.func.count().filter(pq.c.status == DLQ).label("dlq"),
                   sa.func.count().filter(pq.c.status == PROCESSING).label("processing"))
-        .where(scope, pq.c.status.in_((PENDING, FAILED, DLQ, PROCESSING)))
+        .where(scope, active_clause())
         .group_by(pq.c.business_account_id)
     ):
-        counts[r.business_account_id] = {"pending": r.pending, "due": r.due, "held_back": r.due_any - r.due,
-                                         "failed": r.failed, "dlq": r.dlq, "processing": r.processing}
+        if r.business_account_id in counts:
+            counts[r.business_account_id] = {"pending": r.pending, "due": r.due, "held_back": r.due_any - r.due,
+                                             "failed": r.failed, "dlq": r.dlq, "processing": r.processing}
 
+    # The last success and the last failure per (account, action type): one index probe each
+    # (ix_post_queue_account_outcome, newest first, LIMIT 1) instead of a GROUP BY over every sent row.
+    def newest(action_type: str, *status_terms):
+        return (sa.select(pq.c.id, pq.c.updated_at)
+                .where(pq.c.business_account_id == accounts.c.id, pq.c.action_type == action_type, *status_terms)
+                .order_by(pq.c.updated_at.desc(), pq.c.id.desc()).limit(1))
+
+    probes = []
+    for t in ACTION_TYPES:
+        probes.append(newest(t, pq.c.status == SENT).with_only_columns(pq.c.updated_at)
+                      .scalar_subquery().label(f"s_{t}"))
+        probes.append(newest(t, pq.c.status.in_((FAILED, DLQ))).with_only_columns(pq.c.id)
+                      .scalar_subquery().label(f"f_{t}"))
     last_success: dict[Any, dict[str, datetime]] = {a: {} for a in ids}
-    for r in conn.execute(
-        sa.select(pq.c.business_account_id, pq.c.action_type, sa.func.max(pq.c.updated_at).label("at"))
-        .where(scope, pq.c.status == SENT).group_by(pq.c.business_account_id, pq.c.action_type)
-    ):
-        last_success[r.business_account_id][r.action_type] = as_utc(r.at)
-
-    ranked = (sa.select(pq.c.business_account_id, pq.c.action_type, pq.c.updated_at, pq.c.error, pq.c.status,
-                        sa.func.row_number().over(partition_by=(pq.c.business_account_id, pq.c.action_type),
-                                                  order_by=(pq.c.updated_at.desc(), pq.c.id.desc())).label("rn"))
-              .where(scope, pq.c.status.in_((FAILED, DLQ))).subquery())
+    failure_ids: dict[Any, tuple[Any, str]] = {}
+    for r in conn.execute(sa.select(accounts.c.id, *probes).where(accounts.c.id.in_(ids))):
+        for t in ACTION_TYPES:
+            if r._mapping[f"s_{t}"] is not None:
+                last_success[r.id][t] = as_utc(r._mapping[f"s_{t}"])
+            if r._mapping[f"f_{t}"] is not None:
+                failure_ids[r._mapping[f"f_{t}"]] = (r.id, t)
     last_failure: dict[Any, dict[str, tuple]] = {a: {} for a in ids}
-    for r in conn.execute(sa.select(ranked).where(ranked.c.rn == 1)):
-        last_failure[r.business_account_id][r.action_type] = (as_utc(r.updated_at), r.error, r.status)
+    if failure_ids:
+        for r in conn.execute(sa.select(pq.c.id, pq.c.updated_at, pq.c.error, pq.c.status)
+                              .where(pq.c.id.in_(list(failure_ids)))):
+            acc_id, t = failure_ids[r.id]
+            last_failure[acc_id][t] = (as_utc(r.updated_at), r.error, r.status)
 
     disconnect: dict[str, tuple[datetime, str | None]] = {}
+    # why (and since when) only for the accounts that are disconnected: usually none, so no query
+    disconnected = [str(a_.id) for a_ in found if a_.is_connected is False]
     a = audit_log
     d_ranked = (sa.select(a.c.resource_id, a.c.created_at, a.c.error_message,
                           sa.func.row_number().over(partition_by=a.c.resource_id,
                                                     order_by=a.c.created_at.desc()).label("rn"))
                 .where(a.c.event_type == "auth_failure", a.c.resource_type == "instagram_business_accounts",
-                       a.c.resource_id.in_([str(i) for i in ids])).subquery())
-    for r in conn.execute(sa.select(d_ranked).where(d_ranked.c.rn == 1)):
+                       a.c.resource_id.in_(disconnected)).subquery())
+    for r in (conn.execute(sa.select(d_ranked).where(d_ranked.c.rn == 1)) if disconnected else ()):
         disconnect[r.resource_id] = (as_utc(r.created_at), r.error_message)
 
     usage = usage_rows(conn)

@@ -90,6 +90,8 @@ post_queue = sa.Table(
     # status_summary's live part of `sent` (since the rollup's last closed day, and 24 h / 7 d): index-only
     sa.Index("ix_post_queue_sent_updated_at", "updated_at", "action_type", "business_account_id",
              postgresql_where=sa.text("status = 'sent'"), sqlite_where=sa.text("status = 'sent'")),
+    # Accounts page: the newest sent / failed row of one account and action type is one probe
+    sa.Index("ix_post_queue_account_outcome", "business_account_id", "action_type", "status", "updated_at"),
 )
 
 agent_heartbeats = sa.Table(

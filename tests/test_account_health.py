@@ -75,3 +75,29 @@ def test_token_expiry_is_read_with_the_app_token_and_raises_then_resolves_one_al
         assert conn.execute(sa.select(system_alerts.c.resolved)
                             .where(system_alerts.c.alert_type == TOKEN_EXPIRING)).scalar() is True
     assert never
+
+
+def test_last_outcomes_are_the_newest_row_of_each_account_and_action_type(engine):
+    """The per-(account, action type) probes: newest sent and newest failed/dlq row, each account on its own."""
+    from tests.support.queue_rows import add_account as add_plain_account, insert_rows, queue_row
+
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    with engine.begin() as conn:
+        a, b = add_plain_account(conn, "alpha", now), add_plain_account(conn, "beta", now)
+        rows = [queue_row(account=a, now=now, status="sent", retry_count=0, action_type="send_dm", age_min=m)
+                for m in (30, 5, 60)]
+        rows += [queue_row(account=a, now=now, status="failed", retry_count=1, action_type="send_dm", age_min=20,
+                           error="newer failure"),
+                 queue_row(account=a, now=now, status="dlq", action_type="send_dm", age_min=40, error="older dlq"),
+                 queue_row(account=b, now=now, status="dlq", action_type="publish_post", age_min=1, error="beta's"),
+                 queue_row(account=b, now=now, status="pending", retry_count=0, action_type="send_dm", age_min=0)]
+        insert_rows(conn, rows)
+    with engine.connect() as conn:
+        cards = {c.name: c for c in account_health(conn, now=now)}
+        (only_b,) = account_health(conn, now=now, account_id=b)
+    assert cards["alpha"].last_success == {"send_dm": now - timedelta(minutes=5)}
+    assert cards["alpha"].last_failure == {"send_dm": (now - timedelta(minutes=20), "newer failure", "failed")}
+    assert cards["beta"].last_success == {} and only_b.last_success == {}
+    assert only_b.last_failure == {"publish_post": (now - timedelta(minutes=1), "beta's", "dlq")}
+    assert (only_b.counts["pending"], only_b.counts["dlq"]) == (1, 1)
+    assert (cards["alpha"].counts["failed"], cards["alpha"].counts["dlq"], cards["alpha"].counts["pending"]) == (1, 1, 0)

@@ -275,10 +275,17 @@ def filters(scope: Scope, view: str) -> tuple[QueueFilter, QueueFilter]:
                        error_category=None if category == ALL else category, search=(search or "").strip() or None)
     groups = load_groups(scope.db_url, base)
     by_key = {group_key(g): g for g in groups}
+    # Streamlit's selectbox travels as its label, and our labels carry counts. Read before the widget,
+    # the state is still decoded with the labels the browser was shown, so this is the group key the
+    # operator chose; handing it back every run makes the browser hold today's label (with today's
+    # count). Without that, a label whose count changed is one the next run cannot decode: choice lost.
     chosen = st.session_state.get(Keys.GROUP)
+    if chosen is None or (chosen != ALL and "|" not in chosen):  # nothing chosen yet, or undecodable
+        chosen = ALL
     options = [ALL, *by_key]
-    if chosen and chosen != ALL and chosen not in by_key:  # keep the operator's choice even when it has emptied out
+    if chosen != ALL and chosen not in by_key:  # keep the operator's choice even when it has emptied out
         options.insert(1, chosen)
+    st.session_state[Keys.GROUP] = chosen
     choice = st.selectbox(
         "Error group", options, key=Keys.GROUP,
         format_func=lambda k: f"All errors ({sum(g['count'] for g in groups):,} rows)" if k == ALL
@@ -286,10 +293,6 @@ def filters(scope: Scope, view: str) -> tuple[QueueFilter, QueueFilter]:
         else f"0 × {k.replace('|', ' · ', 1)}",
     )
     group = by_key.get(choice) if choice != ALL else None
-    if choice is not None and "|" not in choice:
-        # Streamlit keeps a selectbox's value as its label: once the counts in the labels change
-        # (rows retried), it hands back the old label; that choice is gone, show all errors
-        choice = ALL
     if choice not in (ALL, None) and group is None:
         group = {"error_category": choice.split("|", 1)[0], "error_group": choice.split("|", 1)[1], "count": 0,
                  "errors": ()}
