@@ -114,17 +114,20 @@ def _retry_newest(page, url: str, rows_shown: int, row_id) -> None:
     assert row_id not in status and len(status) == rows_shown - 1, status  # that row, and only it
 
 
-def _resolve_first(page) -> None:
+def _resolve_first(page, shots: Path) -> None:
     """Tick the first alert's checkbox (clicked again if the click was lost in a refresh), resolve it."""
     button = page.locator(".st-key-alerts-resolve-selected").get_by_role("button")
-    for _ in range(4):
+    for _ in range(6):
         if "Resolve selected (1)" in button.inner_text():
             break
+        wait_idle(page, timeout=60_000)  # between two refreshes: nothing moves under the mouse
         _click_first_row(page, _alerts(page), 16)  # the row-marker checkbox
         try:
-            expect(button).to_contain_text("Resolve selected (1)", timeout=15_000)
+            expect(button).to_contain_text("Resolve selected (1)", timeout=20_000)
         except AssertionError:
             continue
+    if "Resolve selected (1)" not in button.inner_text():
+        page.screenshot(path=str(shots / "resolve-not-selected.png"), full_page=True)
     expect(button).to_contain_text("Resolve selected (1)", timeout=SEEN_MS)
     button.click()
     expect(page.get_by_text("Resolved 1 alert.")).to_be_visible(timeout=SEEN_MS)
@@ -179,11 +182,11 @@ def test_two_apps_and_four_workers_started_together_on_a_fresh_database(pg_serve
             p.goto(app.url + "/system_alerts")
             wait_idle(p, timeout=60_000)
         expect(_alerts(page_b)).to_contain_text("[alert0]", timeout=SEEN_MS)
-        _resolve_first(page_a)
+        _resolve_first(page_a, tmp_path)
         expect(_alerts(page_a)).not_to_contain_text("[alert0]", timeout=SEEN_MS)
         expect(_alerts(page_b)).not_to_contain_text("[alert0]", timeout=SEEN_MS)
         expect(_alerts(page_b)).to_contain_text("[alert1]", timeout=SEEN_MS)
-        _resolve_first(page_b)
+        _resolve_first(page_b, tmp_path)
         expect(_alerts(page_a)).not_to_contain_text("[alert1]", timeout=SEEN_MS)
         expect(_alerts(page_a)).to_contain_text("[alert2]", timeout=SEEN_MS)
         for p in (page_a, page_b):
