@@ -10,8 +10,8 @@ listing in turn. The same for alerts."""
 from __future__ import annotations
 
 import re
-import time
 import subprocess
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
@@ -26,7 +26,7 @@ from lib.schema import post_queue, system_alerts
 from tests.e2e.conftest import wait_idle
 from tests.support.queue_rows import insert_rows, queue_row
 from tests.support.servers import ROOT, StreamlitServer
-from tests.support.worker import add_account, add_row, sandbox, statuses, worker_command, worker_env  # noqa: F401
+from tests.support.worker import add_account, add_row, sandbox, worker_command, worker_env  # noqa: F401 (sandbox: a fixture)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
