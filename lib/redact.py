@@ -72,9 +72,11 @@ def redact_text(text: str | None) -> str | None:
 # any other cell gets Python's own re check.
 
 # every name _SECRET_KEY_RE knows, the token values of _SECRET_VALUE_RE and _SECRET_IN_TEXT_RE, and
-# JSON's \u escapes (a key spelled "\u0074oken" is "token" once parsed)
+# the JSON escapes of characters that can spell them once parsed ("\u0074oken" is "token"): ASCII,
+# and the four letters Python's re.I folds to ASCII (U+0130, U+0131, U+017F long s, U+212A Kelvin);
+# not the escapes of other characters (emoji in captions: most of SQLite's JSON text)
 _SUSPECT_JSON_PATTERN = (r"token|secret|passw|authoriz|api_?key|apikey|cookie|signature|credential|private_?key|"
-                         r"bearer|EAA[A-Za-z0-9]{20}|IG[A-Za-z0-9]{40}|\\u")
+                         r"bearer|EAA[A-Za-z0-9]{20}|IG[A-Za-z0-9]{40}|\\u00[0-7]|\\u013[01]|\\u017f|\\u212a")
 # the three rules of redact_text: scheme://user:pw@, password/pwd/secret pairs, access_token=, EAA..., Bearer
 _SUSPECT_TEXT_PATTERN = r"://|passw|pwd|secret|access_token=|EAA[A-Za-z0-9]{20}|bearer"
 _SUSPECT_JSON_PY = re.compile(_SUSPECT_JSON_PATTERN, re.I)

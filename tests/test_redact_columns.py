@@ -33,6 +33,7 @@ DOCS = [
     {"value": TOKEN}, {"value": IG_TOKEN}, {"client-secret": "s"}, {"x_cookie": "c"},
     {"paſſword": "hunter2"}, {"Private_Key": "pk"}, {"note": "ünïcödé 🎉", "ok": True},
     {"refresh_token": "", "token": None}, [{"signature": "sig"}], "just a string", 12,
+    {"api_\u212aey": "k3"}, {"ap\u0130_key": "k4"}, {"cookıe": "c2"},  # Kelvin sign, dotted/dotless i
 ]
 
 
@@ -81,7 +82,7 @@ def test_json_column_is_redact_of_every_cell():
 
 
 def test_cells_without_a_suspect_stay_as_they_are():
-    cells = [json.dumps({"n": i, "caption": f"post {i}"}) for i in range(100)]
+    cells = [json.dumps({"n": i, "caption": f"post {i} \u27a1\ufe0f ünï"}) for i in range(100)]  # escaped emoji
     assert redact_json_texts(cells) == cells  # the database's own JSON text, not re-serialised
     texts = [f"(#100) Invalid parameter {i}" for i in range(100)] + [None]
     assert redact_texts(texts) == texts
