@@ -67,9 +67,9 @@ def redact_text(text: str | None) -> str | None:
 #
 # An export redacts whole columns: a vectorised pre-check (pyarrow's RE2, one pass over the column)
 # picks the few cells that may hold a credential, and only those go through redact / redact_text.
-# Each pre-check pattern is a superset of what its function changes (tests/test_redact.py checks
-# it on every rule's example); RE2 runs on ASCII cells only, where its case folding is Python's:
-# any other cell gets Python's own re check.
+# Each pre-check pattern is a superset of what its function changes (tests/test_redact_columns.py
+# checks it on every rule's example); RE2's case folding of the patterns' ASCII letters equals
+# Python's except for four characters (_RE_I_FOLDS): cells holding one get Python's re check too.
 
 # every name _SECRET_KEY_RE knows, the token values of _SECRET_VALUE_RE and _SECRET_IN_TEXT_RE, and
 # the JSON escapes of characters that can spell them once parsed ("\u0074oken" is "token"): ASCII,
@@ -79,6 +79,7 @@ _SUSPECT_JSON_PATTERN = (r"token|secret|passw|authoriz|api_?key|apikey|cookie|si
                          r"bearer|EAA[A-Za-z0-9]{20}|IG[A-Za-z0-9]{40}|\\u00[0-7]|\\u013[01]|\\u017f|\\u212a")
 # the three rules of redact_text: scheme://user:pw@, password/pwd/secret pairs, access_token=, EAA..., Bearer
 _SUSPECT_TEXT_PATTERN = r"://|passw|pwd|secret|access_token=|EAA[A-Za-z0-9]{20}|bearer"
+_RE_I_FOLDS = "[\u0130\u0131\u017f\u212a]"  # İ ı ſ K: match i, i, s, k under Python's re.I
 _SUSPECT_JSON_PY = re.compile(_SUSPECT_JSON_PATTERN, re.I)
 _SUSPECT_TEXT_PY = re.compile(_SUSPECT_TEXT_PATTERN, re.I)
 
@@ -98,11 +99,13 @@ def _suspects(values: list, pattern: str, py_re: re.Pattern) -> list[int]:
         arr = pa.array(values, type=pa.string())
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):  # not all text: every non-empty cell
         return [i for i, v in enumerate(values) if v not in (None, "")]
-    ascii_ = pc.fill_null(pc.string_is_ascii(arr), True)
     hit = pc.fill_null(pc.match_substring_regex(arr, pattern, ignore_case=True), False)
     out = set(np.flatnonzero(hit.to_numpy(zero_copy_only=False)).tolist())
-    for i in np.flatnonzero(~ascii_.to_numpy(zero_copy_only=False)).tolist():
-        if py_re.search(values[i]):
+    # the only characters Python's re.I matches to the patterns' ASCII letters beside ASCII's own
+    # (its documentation): a cell with one of them gets Python's own check as well
+    folds = pc.fill_null(pc.match_substring_regex(arr, _RE_I_FOLDS), False)
+    for i in np.flatnonzero(folds.to_numpy(zero_copy_only=False)).tolist():
+        if i not in out and py_re.search(values[i]):
             out.add(i)
     return sorted(out)
 

@@ -90,3 +90,15 @@ def test_cells_without_a_suspect_stay_as_they_are():
 
 def test_a_column_that_is_not_all_text():
     assert redact_texts([None, 5, f"access_token={TOKEN}"]) == [None, "5", "access_token=" + REDACTED]
+
+
+def test_the_four_characters_python_folds_to_ascii_letters():
+    # the column pre-check relies on it: RE2 and Python's re.I agree on every other character
+    import re
+    import sys
+
+    from lib import redact as r
+
+    letter = re.compile("[a-z]", re.I)
+    found = {chr(c) for c in range(128, sys.maxunicode + 1) if letter.match(chr(c))}
+    assert found == set(r._RE_I_FOLDS.strip("[]"))
