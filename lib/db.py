@@ -9,6 +9,7 @@ from typing import Iterator
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlalchemy.ext.compiler import compiles
 
 from lib.schema import metadata
 from lib.settings import mask_url, normalize_database_url
@@ -241,3 +242,24 @@ def distinct_values_cte(column, name: str = "distinct_values"):
     values = first.cte(name, recursive=True)
     following = sa.select(sa.select(sa.func.min(column)).where(column > values.c.v).scalar_subquery())
     return values.union_all(following.where(values.c.v.is_not(None)))
+
+
+class uuid_text(sa.sql.functions.FunctionElement):
+    """A Uuid column as its canonical text (8-4-4-4-12, lower case), made by the database: a big
+    export reads plain strings instead of building a uuid.UUID per row and printing it again."""
+
+    type = sa.Text()
+    name = "uuid_text"
+    inherit_cache = True
+
+
+@compiles(uuid_text)
+def _uuid_text_default(element, compiler, **kw):  # PostgreSQL: uuid::text is the canonical form
+    return f"CAST({compiler.process(element.clauses, **kw)} AS TEXT)"
+
+
+@compiles(uuid_text, "sqlite")
+def _uuid_text_sqlite(element, compiler, **kw):  # SQLAlchemy stores a Uuid on SQLite as 32 hex digits
+    x = compiler.process(element.clauses, **kw)
+    parts = " || '-' || ".join(f"substr({x}, {a}, {n})" for a, n in ((1, 8), (9, 4), (13, 4), (17, 4), (21, 12)))
+    return f"CASE WHEN length({x}) = 32 THEN lower({parts}) ELSE lower({x}) END"

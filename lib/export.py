@@ -1,6 +1,7 @@
 """CSV building, pure: from a DataFrame or from row chunks (a server-side cursor), with a cap."""
 from __future__ import annotations
 
+import collections.abc as _abc
 import csv
 import io
 import json
@@ -38,6 +39,58 @@ def _cell(value: Any) -> Any:
     return csv_safe(value)
 
 
+class Columns(_abc.Sequence):
+    """A chunk of rows held as one list per column (what a column-wise reader such as
+    lib.audit.export_chunks yields): it reads as a sequence of row tuples, and the writers take its
+    columns as they are instead of taking rows apart again."""
+
+    __slots__ = ("columns", "_rows")
+
+    def __init__(self, columns: Sequence[Sequence[Any]]) -> None:
+        self.columns = [list(c) for c in columns]
+        self._rows: list[tuple] | None = None
+
+    def rows(self) -> list[tuple]:
+        if self._rows is None:
+            self._rows = list(zip(*self.columns))
+        return self._rows
+
+    def __len__(self) -> int:
+        return len(self.columns[0]) if self.columns else 0
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return Columns([c[i] for c in self.columns])
+        return self.rows()[i]
+
+    def __iter__(self):
+        return iter(self.rows())
+
+    def __eq__(self, other) -> bool:
+        return list(self) == list(other)
+
+
+def chunk_columns(chunk: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    """The columns of a chunk (a Columns or a list of row tuples)."""
+    if isinstance(chunk, Columns):
+        return chunk.columns
+    return [list(c) for c in zip(*chunk)] if len(chunk) else [[] for _ in range(width)]
+
+
+_NONE = type(None)
+_AS_IS = {_NONE, int, float, bool}  # cells every writer takes as they are
+
+
+def _csv_column(values: Sequence[Any]) -> Sequence[Any]:
+    """One column's cells as _cell makes them, the common column types without a call per cell."""
+    kinds = set(map(type, values))
+    if kinds <= _AS_IS:
+        return values
+    if kinds <= {str, _NONE}:
+        return [("'" + v) if v is not None and v.startswith(FORMULA_STARTS) else v for v in values]
+    return [_cell(v) for v in values]
+
+
 def rows_to_csv(columns: Sequence[str], chunks: Iterable[Sequence[Sequence[Any]]], cap: int | None = None) -> tuple[bytes, int, bool]:
     """CSV of the rows in `chunks` (lists of row tuples), at most `cap` rows.
 
@@ -52,12 +105,12 @@ def rows_to_csv(columns: Sequence[str], chunks: Iterable[Sequence[Sequence[Any]]
     written = 0
     truncated = False
     for chunk in chunks:
-        for row in chunk:
-            if cap is not None and written >= cap:
-                truncated = True
-                break
-            writer.writerow([_cell(v) for v in row])
-            written += 1
+        chunk = chunk if isinstance(chunk, Columns) else list(chunk)
+        if cap is not None and written + len(chunk) > cap:
+            chunk, truncated = chunk[: cap - written], True
+        if len(chunk):
+            writer.writerows(zip(*[_csv_column(c) for c in chunk_columns(chunk, len(columns))]))
+            written += len(chunk)
         if truncated:
             break
     buf.flush()
@@ -127,6 +180,17 @@ def export_value(value: Any) -> Any:
     return value
 
 
+def plain_column(values: list[Any]) -> list[Any]:
+    """export_value of every cell of a column; text, numbers, booleans and datetimes without a call
+    per cell (datetimes stay as they are: naive ones are UTC, and pyarrow reads them so)."""
+    kinds = set(map(type, values))
+    if kinds <= _AS_IS | {str, _dt.datetime}:
+        if float in kinds and any(v != v for v in values if type(v) is float):  # NaN -> missing
+            return [None if type(v) is float and v != v else v for v in values]
+        return values
+    return [export_value(v) for v in values]
+
+
 def build_export(fmt: str, columns: Sequence[str], chunks: Iterable[Sequence[Sequence[Any]]],
                  cap: int | None = None) -> tuple[bytes, int, bool]:
     """The rows in `chunks` (lists of tuples, e.g. from a server-side cursor) as `fmt`, at most `cap`
@@ -144,7 +208,7 @@ def _capped(chunks: Iterable[Sequence[Sequence[Any]]], cap: int | None):
     """Chunks cut at `cap` rows; the last item yielded is (None, truncated)."""
     written = 0
     for chunk in chunks:
-        chunk = list(chunk)
+        chunk = chunk if isinstance(chunk, Columns) else list(chunk)
         if cap is not None and written + len(chunk) > cap:
             yield chunk[: cap - written], None
             yield None, True
@@ -211,7 +275,7 @@ def rows_to_xlsx(columns: Sequence[str], chunks: Iterable[Sequence[Sequence[Any]
 def _arrow_type(values: list[Any]):
     import pyarrow as pa
 
-    seen = {type(v) for v in values if v is not None}
+    seen = set(map(type, values)) - {_NONE}
     if not seen:
         return None
     if seen == {bool}:
@@ -228,15 +292,20 @@ def _arrow_type(values: list[Any]):
 def _arrow_column(values: list[Any], typ):
     import pyarrow as pa
 
-    if pa.types.is_string(typ):
-        values = [None if v is None else (v.isoformat() if isinstance(v, _dt.datetime) else str(v)) for v in values]
-    elif pa.types.is_floating(typ):
+    kinds = set(map(type, values))
+    if pa.types.is_string(typ) and not kinds <= {str, _NONE}:
+        values = [None if v is None else (_iso_utc(v) if isinstance(v, _dt.datetime) else str(v)) for v in values]
+    elif pa.types.is_floating(typ) and not kinds <= {float, int, _NONE}:
         values = [None if v is None else float(v) for v in values]
     try:
         return pa.array(values, type=typ)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
         # a value that does not fit the column's type (rare: the columns are typed in SQL)
         return pa.array([_fits(v, typ) for v in values], type=typ)
+
+
+def _iso_utc(value: _dt.datetime) -> str:
+    return export_value(value).isoformat()  # naive datetimes are UTC
 
 
 def _fits(value: Any, typ) -> Any:
@@ -275,7 +344,7 @@ def rows_to_parquet(columns: Sequence[str], chunks: Iterable[Sequence[Sequence[A
         if chunk is None:
             truncated = bool(done)
             break
-        cols = [[export_value(row[i]) for row in chunk] for i in range(len(names))]
+        cols = [plain_column(c) for c in chunk_columns(chunk, len(names))]
         written += len(chunk)
         if writer is None:
             for i, v in enumerate(cols):

@@ -5,6 +5,7 @@ CSV exports, worker_ticks.error and log records all go through these functions.
 """
 from __future__ import annotations
 
+import json
 import logging
 import re
 from typing import Any
@@ -62,15 +63,72 @@ def redact_text(text: str | None) -> str | None:
     return _SECRET_IN_TEXT_RE.sub(lambda m: (m.group(1) or "") + REDACTED, text)
 
 
-_SUSPECT_JSON_RE = re.compile(
-    r"token|secret|passw|authoriz|api_?key|apikey|cookie|signature|credential|private_?key|bearer|EAA[A-Za-z0-9]{20}",
-    re.I,
-)
+# -- columns (exports) ----------------------------------------------------------------------------
+#
+# An export redacts whole columns: a vectorised pre-check (pyarrow's RE2, one pass over the column)
+# picks the few cells that may hold a credential, and only those go through redact / redact_text.
+# Each pre-check pattern is a superset of what its function changes (tests/test_redact_columns.py
+# checks it on every rule's example); RE2's case folding of the patterns' ASCII letters equals
+# Python's except for four characters (_RE_I_FOLDS): cells holding one get Python's re check too.
+
+# every name _SECRET_KEY_RE knows, the token values of _SECRET_VALUE_RE and _SECRET_IN_TEXT_RE, and
+# the JSON escapes of characters that can spell them once parsed ("\u0074oken" is "token"): ASCII,
+# and the four letters Python's re.I folds to ASCII (U+0130, U+0131, U+017F long s, U+212A Kelvin);
+# not the escapes of other characters (emoji in captions: most of SQLite's JSON text)
+_SUSPECT_JSON_PATTERN = (r"token|secret|passw|authoriz|api_?key|apikey|cookie|signature|credential|private_?key|"
+                         r"bearer|EAA[A-Za-z0-9]{20}|IG[A-Za-z0-9]{40}|\\u00[0-7]|\\u013[01]|\\u017f|\\u212a")
+# the three rules of redact_text: scheme://user:pw@, password/pwd/secret pairs, access_token=, EAA..., Bearer
+_SUSPECT_TEXT_PATTERN = r"://|passw|pwd|secret|access_token=|EAA[A-Za-z0-9]{20}|bearer"
+_RE_I_FOLDS = "[\u0130\u0131\u017f\u212a]"  # İ ı ſ K: match i, i, s, k under Python's re.I
+_SUSPECT_JSON_PY = re.compile(_SUSPECT_JSON_PATTERN, re.I)
+_SUSPECT_TEXT_PY = re.compile(_SUSPECT_TEXT_PATTERN, re.I)
 
 
 def may_hold_secret(json_text: str | None) -> bool:
-    """Cheap pre-check for JSON text (exports): only texts that match are parsed and redacted."""
-    return bool(json_text) and bool(_SUSPECT_JSON_RE.search(json_text))
+    """Cheap pre-check for one JSON text: only texts that match are parsed and redacted."""
+    return bool(json_text) and bool(_SUSPECT_JSON_PY.search(json_text))
+
+
+def _suspects(values: list, pattern: str, py_re: re.Pattern) -> list[int]:
+    """Indexes of the text cells that may match `pattern` (case-insensitive)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        arr = pa.array(values, type=pa.string())
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):  # not all text: every non-empty cell
+        return [i for i, v in enumerate(values) if v not in (None, "")]
+    hit = pc.fill_null(pc.match_substring_regex(arr, pattern, ignore_case=True), False)
+    out = set(np.flatnonzero(hit.to_numpy(zero_copy_only=False)).tolist())
+    # the only characters Python's re.I matches to the patterns' ASCII letters beside ASCII's own
+    # (its documentation): a cell with one of them gets Python's own check as well
+    folds = pc.fill_null(pc.match_substring_regex(arr, _RE_I_FOLDS), False)
+    for i in np.flatnonzero(folds.to_numpy(zero_copy_only=False)).tolist():
+        if i not in out and py_re.search(values[i]):
+            out.add(i)
+    return sorted(out)
+
+
+def redact_json_texts(texts: list[str | None]) -> list[str | None]:
+    """A column of JSON texts (audit_log.details as the database's text) with token-like fields
+    redacted, as redact() would: cells that may hold a secret are parsed, redacted and written back
+    as JSON (sorted keys); a cell that is not JSON is redacted as text. The others stay as they are."""
+    out = list(texts)
+    for i in _suspects(out, _SUSPECT_JSON_PATTERN, _SUSPECT_JSON_PY):
+        try:
+            out[i] = json.dumps(redact(json.loads(out[i])), ensure_ascii=False, sort_keys=True)
+        except ValueError:
+            out[i] = redact_text(out[i])
+    return out
+
+
+def redact_texts(texts: list[str | None]) -> list[str | None]:
+    """A column of free texts (error messages), each as redact_text() would make it."""
+    out = [None if v is None else str(v) for v in texts]
+    for i in _suspects(out, _SUSPECT_TEXT_PATTERN, _SUSPECT_TEXT_PY):
+        out[i] = redact_text(out[i])
+    return out
 
 
 # -- logs -------------------------------------------------------------------------------------------
