@@ -61,6 +61,7 @@ class Keys:
     IG_CHOICE, MEDIA_FIELD = "metrics_ig_choice", "metrics_media_field"  # the metrics / measure plotted
     DETAIL_PERIOD, DETAIL_ACCOUNT = "metrics_detail_period", "metrics_detail_account"  # the details shown
     COMPARISON = "metrics_comparison"  # the period comparison table
+    DETAILS, COMPARE = "metrics_details_open", "metrics_compare_open"  # the lazy sections: True while open
     ANOMALY_FLAGS, REPORT_ANOMALIES = "metrics_anomaly_flags", "metrics_report_anomalies"  # the Anomalies tab's tables
     RAISE_ANOMALIES = "metrics_raise_anomalies"  # the "raise the flags as alerts" button
     CSV_REPORTS, CSV_COMPARISON, CSV_FLAGS = "csv_reports", "csv_comparison", "csv_anomaly_flags"  # export controls
@@ -587,6 +588,12 @@ def _small_multiples(df, accounts, names, metrics: dict[str, str], key: str, fil
 
 
 # --------------------------------------------------------------------------- report details
+
+def section(label: str, key: str, icon: str):
+    """A lazy section below the fold: closed, its content is neither computed nor sent; opening it
+    reruns the page (cached loaders) and draws it. It stays open for the session."""
+    return st.expander(label, icon=icon, key=key, on_change="rerun")
+
 
 def period_choices(df: pd.DataFrame) -> dict[str, tuple[str, ...]]:
     """Report periods in scope, newest first -> the ids of the reports of that period."""

@@ -49,7 +49,11 @@ def test_kpis_and_deltas_for_one_account(run_page, sqlite_url):
     assert "2 weekly reports · 1 account" in captions
     assert "computed against the account’s previous report" in captions
     assert not at.warning  # no broken reports
-    # the details of the latest report: its insights, as text
+    # the details of the latest report: its insights, as text, drawn once their section is opened
+    assert "Reach was 1200" not in " ".join(m.value for m in at.markdown)  # lazy: closed, not sent
+    assert len(at.get("plotly_chart")) == 1  # the open chart tab only
+    at.session_state[Keys.DETAILS] = True  # open the section, as a click does
+    at.run()
     shown = " ".join(m.value for m in at.markdown)
     assert "Reach was 1200 in the period\\." in shown  # Markdown-escaped: rendered as plain text
     assert "Post more reels\\." in shown
@@ -111,6 +115,8 @@ def test_details_of_many_accounts_show_one_picked_account(run_page, sqlite_url):
     eng.dispose()
     at = run_page(sqlite_url, PAGE)
     assert len([m for m in at.metric if m.label == "Reach"]) == 4  # KPIs: all four side by side
+    at.session_state[Keys.DETAILS] = True
+    at.run()
     picker = at.selectbox(key=Keys.DETAIL_ACCOUNT)
     assert picker.value == str(ids[0])
 
