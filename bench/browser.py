@@ -45,7 +45,7 @@ READY_JS = """title => {
 }"""
 
 
-def _ready(page, title: str, timeout_ms: float = 60_000) -> None:
+def _ready(page, title: str, timeout_ms: float = 180_000) -> None:  # a loaded 2-CPU machine: minutes
     page.wait_for_function(READY_JS, arg=title, polling="raf", timeout=timeout_ms)
 
 
