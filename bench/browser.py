@@ -6,7 +6,8 @@ Two ways of opening each page, median of --runs:
   when opening a shared link; timed from the navigation to "ready";
 * menu switch: a click in the sidebar menu from another page in the same tab, to "ready".
 "Ready": the script is idle, the page's title is shown, no skeleton placeholder is left, every
-Plotly chart has drawn its SVG and every dataframe its canvas. The app's data caches are as a
+Plotly chart has drawn its SVG and every dataframe its canvas (those displayed: not in a closed
+expander or another tab, which are never drawn). The app's data caches are as a
 running server has them (the first open of a page fills them; the median of 3 is a warm one).
 Volumes: --volumes demo (the demo data set, seeded fresh), small or scale (bench/data.py's SQLite
 databases, built once: ~2 min for scale). Only SQLite: the browser's share does not depend on it.
@@ -39,13 +40,15 @@ READY_JS = """title => {
   const h1 = [...document.querySelectorAll("h1")].some(h => h.innerText.trim() === title);
   if (!h1) return false;
   if (document.querySelector("[data-testid='stSkeleton'], [data-testid='stSkeletonElement'], [data-testid='stAppSkeleton']")) return false;
-  if ([...document.querySelectorAll("[data-testid='stPlotlyChart']")].some(c => !c.querySelector(".main-svg"))) return false;
-  if ([...document.querySelectorAll("[data-testid='stDataFrame']")].some(d => !d.querySelector("canvas"))) return false;
+  // only what is displayed: a chart or table in a closed expander or another tab is never drawn
+  const shown = el => el.getClientRects().length > 0;
+  if ([...document.querySelectorAll("[data-testid='stPlotlyChart']")].some(c => shown(c) && !c.querySelector(".main-svg"))) return false;
+  if ([...document.querySelectorAll("[data-testid='stDataFrame']")].some(d => shown(d) && !d.querySelector("canvas"))) return false;
   return true;
 }"""
 
 
-def _ready(page, title: str, timeout_ms: float = 60_000) -> None:
+def _ready(page, title: str, timeout_ms: float = 180_000) -> None:  # a loaded 2-CPU machine: minutes
     page.wait_for_function(READY_JS, arg=title, polling="raf", timeout=timeout_ms)
 
 

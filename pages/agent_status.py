@@ -3,11 +3,11 @@ import streamlit as st
 from lib.timeutil import floor_time
 from lib.ui import live_caption, page_guard
 from lib.ui.agent_status import (
-    WINDOWS, load_agent_statuses, load_runs, show_banner, show_cards, show_timeline, status_time,
+    DEFAULT_WINDOW, WINDOWS, Keys, load_agent_statuses, load_runs, show_banner, show_cards, show_timeline, status_time,
 )
 
 scope = page_guard("Agent Status")
-window = st.segmented_control("Timeline window", list(WINDOWS), default="24 h", key="beat_window") or "24 h"
+window = st.segmented_control("Timeline window", list(WINDOWS), default=DEFAULT_WINDOW, key=Keys.WINDOW) or DEFAULT_WINDOW
 
 
 @st.fragment(run_every=scope.run_every)

@@ -14,13 +14,18 @@ if ms is not None:
         ui.show_kpis(data, scope)
         st.subheader("Trends")
         ui.show_charts(data, scope, ms)
-        st.subheader("Report details")
-        report_ids = ui.pick_details(data.frame, scope)
-        if report_ids:
-            ui.show_details(ui.load_details(scope.db_url, report_ids), scope, ms.report_type)
-        st.subheader("Period comparison")
-        periods = ui.comparison_periods(ms)
-        if periods is not None:
-            first, last = min(periods[0][0], periods[1][0]), max(periods[0][1], periods[1][1])
-            compared = ui.load_report_set(scope.db_url, ms.account_ids, ms.report_type, first, last)
-            ui.show_comparison(compared, periods, scope, ms)
+        # below the fold, lazy: computed and sent only while open (they doubled the page's open time)
+        details = ui.section("Report details: insights, changes, posts", ui.Keys.DETAILS, ":material/article:")
+        if details.open is not False:
+            with details:
+                report_ids = ui.pick_details(data.frame, scope)
+                if report_ids:
+                    ui.show_details(ui.load_details(scope.db_url, report_ids), scope, ms.report_type)
+        comparison = ui.section("Period comparison", ui.Keys.COMPARE, ":material/compare_arrows:")
+        if comparison.open is not False:
+            with comparison:
+                periods = ui.comparison_periods(ms)
+                if periods is not None:
+                    first, last = min(periods[0][0], periods[1][0]), max(periods[0][1], periods[1][1])
+                    compared = ui.load_report_set(scope.db_url, ms.account_ids, ms.report_type, first, last)
+                    ui.show_comparison(compared, periods, scope, ms)

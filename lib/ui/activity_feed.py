@@ -29,6 +29,10 @@ class Keys:
     CURSORS = "feed_cursors"  # keyset cursors of the pages before the current one
     TAB = "feed_tab"  # Timeline / Table / Chart (lazy tabs)
 
+    @staticmethod
+    def event(event_id) -> str:  # a timeline entry's lazy expander: True while it is open
+        return f"feed_event_{event_id}"
+
 
 RANGES = {"1h": "Last hour", "24h": "Last 24 h", "7d": "Last 7 days", "30d": "Last 30 days", "custom": "Custom"}
 RANGE_DELTAS = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
@@ -209,7 +213,13 @@ def show_timeline(rows: list[dict], now: datetime, tz) -> None:
             f" · {md_escape(row['user_id'] or 'no user')}"
             f" · {md_escape(fmt_local(row['created_at'], tz))} ({fmt_ago(row['created_at'], now)})"
         )
-        with st.expander(label, icon=icon):
+        # lazy: a closed entry sends only its line; opening one reruns the page (cached loaders) and
+        # draws its details. Drawing 50 entries' JSON and code up front made the page ~2x slower
+        # to open in the browser.
+        entry = st.expander(label, icon=icon, key=Keys.event(row["id"]), on_change="rerun")
+        if entry.open is False:
+            continue
+        with entry:
             a, b = st.columns([1, 1])
             a.caption(f"**When:** {md_escape(fmt_local(row['created_at'], tz))} ({fmt_ago(row['created_at'], now)})")
             a.caption(f"**User:** {md_escape(row['user_id'] or '—')}")

@@ -13,6 +13,20 @@ from lib.ui.shell import CACHE_TTL_S, get_engine
 from lib.ui.text import md_escape
 
 WINDOWS = {"1 h": timedelta(hours=1), "24 h": timedelta(hours=24), "7 d": timedelta(days=7)}
+DEFAULT_WINDOW = "24 h"
+
+
+class Keys:
+    """The page's session-state and element keys (tests use these names too)."""
+    WINDOW = "beat_window"  # the heartbeat timeline's window (a key of WINDOWS)
+
+    @staticmethod
+    def card(agent_id: str) -> str:  # an agent's status card
+        return f"agent-card-{agent_id}"
+
+    @staticmethod
+    def timeline(window: str) -> str:  # the heartbeat timeline chart of a window
+        return f"beats_{window}"
 
 
 def status_time() -> datetime:
@@ -56,7 +70,7 @@ def _pct(value: float | None) -> str:
 def show_cards(statuses: list[AgentStatus], now: datetime, tz) -> None:
     cols = st.columns(min(len(statuses), 4) or 1)
     for i, s in enumerate(statuses):
-        with cols[i % len(cols)].container(border=True, key=f"agent-card-{s.agent_id}"):
+        with cols[i % len(cols)].container(border=True, key=Keys.card(s.agent_id)):
             st.markdown(f"**{md_escape(s.agent_id)}**")
             if s.alive:
                 st.badge("alive", icon=":material/check_circle:", color="green")
@@ -97,5 +111,5 @@ def show_timeline(runs: pd.DataFrame, window: str, now: datetime, tz) -> None:
         xaxis_title=None,
         barmode="overlay",
     )
-    st.plotly_chart(fig.to_dict(), width="stretch", key=f"beats_{window}", theme="streamlit")
+    st.plotly_chart(fig.to_dict(), width="stretch", key=Keys.timeline(window), theme="streamlit")
     st.caption("Green: unbroken runs of heartbeats. Gaps: no beat for more than 60 s (counted as down).")

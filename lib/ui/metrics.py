@@ -54,6 +54,46 @@ ANOMALY_COLOR = "#d62728"
 IG_TO_ANOMALY = {label: col for label, (col, _) in IG_METRICS.items() if col in anomalies.METRICS}
 
 
+class Keys:
+    """The page's session-state and element keys (tests use these names too)."""
+    TYPE, RANGE, CUSTOM_RANGE = "metrics_type", "metrics_range", "metrics_custom_range"  # type and range: in the URL
+    CHART_TAB = "metrics_chart_tab"  # the open chart tab (lazy tabs: only that one is computed)
+    IG_CHOICE, MEDIA_FIELD = "metrics_ig_choice", "metrics_media_field"  # the metrics / measure plotted
+    DETAIL_PERIOD, DETAIL_ACCOUNT = "metrics_detail_period", "metrics_detail_account"  # the details shown
+    COMPARISON = "metrics_comparison"  # the period comparison table
+    DETAILS, COMPARE = "metrics_details_open", "metrics_compare_open"  # the lazy sections: True while open
+    ANOMALY_FLAGS, REPORT_ANOMALIES = "metrics_anomaly_flags", "metrics_report_anomalies"  # the Anomalies tab's tables
+    RAISE_ANOMALIES = "metrics_raise_anomalies"  # the "raise the flags as alerts" button
+    CSV_REPORTS, CSV_COMPARISON, CSV_FLAGS = "csv_reports", "csv_comparison", "csv_anomaly_flags"  # export controls
+    CHART_IG, CHART_ENGAGEMENT, CHART_MEDIA, CHART_MEDIA_TYPE = "chart_ig", "chart_engagement", "chart_media", "chart_media_type"
+    CHART_REVENUE, CHART_CHANGES = "chart_revenue", "chart_changes"
+    FLASH = "metrics"  # lib.ui.feedback's flash messages of this page
+
+    @staticmethod
+    def accounts(sidebar_account) -> str:  # the account picker: a fresh one when the sidebar's account changes
+        return f"metrics_accounts_{sidebar_account or 'all'}"
+
+    @staticmethod
+    def comparison_period(which: str, report_type: str) -> str:  # which: "a" or "b"
+        return f"metrics_cmp_{which}_{report_type}"
+
+    @staticmethod
+    def chart_csv(chart: str) -> str:  # a chart's "Chart data" export
+        return f"csv_{chart}"
+
+    @staticmethod
+    def kpis(account_id: str) -> str:  # an account's KPI card
+        return f"kpis-{account_id}"
+
+    @staticmethod
+    def insights(kind: str, report_id: str) -> str:  # a report's box of key_findings / recommendations / anomalies
+        return f"insights-{kind}-{report_id}"
+
+    @staticmethod
+    def posts(which: str, report_id: str) -> str:  # which: "top", "best_post" or "worst_post"
+        return f"{which}-{report_id}"
+
+
 # --------------------------------------------------------------------------- scope
 
 @dataclass(frozen=True)
@@ -80,7 +120,7 @@ def scope_controls(scope: Scope) -> MetricsScope | None:
         names = {str(acc.id): acc.username for acc in scope.accounts}
         chosen = a.multiselect(
             "Accounts", options, default=default, format_func=lambda v: names.get(v, v),
-            key=f"metrics_accounts_{scope.account_id or 'all'}",  # follows the sidebar's account
+            key=Keys.accounts(scope.account_id),  # follows the sidebar's account
             help="Several accounts are shown side by side. Defaults to the sidebar's account.",
             placeholder="Pick one or more accounts",
         )
@@ -90,14 +130,14 @@ def scope_controls(scope: Scope) -> MetricsScope | None:
         account_ids = None if len(chosen) == len(options) else tuple(chosen)
     else:
         a.caption("No business accounts are registered; showing every report.")
-    report_type = b.segmented_control("Report type", an.REPORT_TYPES, default="weekly", key="metrics_type",
+    report_type = b.segmented_control("Report type", an.REPORT_TYPES, default="weekly", key=Keys.TYPE,
                                       format_func=str.capitalize, bind="query-params") or "weekly"
-    preset = c.segmented_control("Date range", list(RANGE_PRESETS), default=DEFAULT_RANGE, key="metrics_range",
+    preset = c.segmented_control("Date range", list(RANGE_PRESETS), default=DEFAULT_RANGE, key=Keys.RANGE,
                                  bind="query-params") or DEFAULT_RANGE
     days = RANGE_PRESETS[preset]
     if days == -1:
         picked = st.date_input("Custom range", value=(today - timedelta(days=90), today), max_value=today,
-                               key="metrics_custom_range")
+                               key=Keys.CUSTOM_RANGE)
         if not isinstance(picked, (tuple, list)) or len(picked) != 2:
             st.info("Pick the end date of the range.", icon=":material/date_range:")
             return None
@@ -180,7 +220,7 @@ def show_summary(data: ReportSet, ms: MetricsScope, scope: Scope) -> None:
     with right:
         all_names = {str(a.id): a.username for a in scope.accounts} | names
         export_control("Reports", lambda fmt: build_reports_csv(scope.db_url, ms, all_names, fmt),
-                       file_stem=f"analytics_reports_{ms.report_type}_{ms.last.isoformat()}", key="csv_reports",
+                       file_stem=f"analytics_reports_{ms.report_type}_{ms.last.isoformat()}", key=Keys.CSV_REPORTS,
                      help="One row per report, flattened: instagram_metrics.reach, revenue_metrics.conversion_rate, …")
     note = data.problems.note
     if note:
@@ -217,7 +257,7 @@ def show_kpis(data: ReportSet, scope: Scope) -> None:
             previous = prior.iloc[-1].to_dict() if not prior.empty else None
         kpis = an.kpi_deltas(latest, previous)
         period = an.period_text(latest.get("start_date"), latest.get("end_date")) or _day_text(latest.get("report_date"))
-        with st.container(border=True, key=f"kpis-{acc}"):
+        with st.container(border=True, key=Keys.kpis(acc)):
             st.markdown(f"**{md_escape(names.get(acc, acc))}** · latest {latest.get('report_type') or ''} report: "
                         f"{md_escape(period)}")
             cols = st.columns(4) + st.columns(4)
@@ -312,14 +352,14 @@ def _chart(fig: Fig, key: str, data: pd.DataFrame, file_name: str) -> None:
     st.plotly_chart(fig.to_dict(), theme="streamlit", width="stretch", key=key, config={"displaylogo": False})
     data = data.drop(columns=[c for c in ("business_account_id",) if c in data and "account" in data])
     export_control("Chart data", lambda fmt: frame_export(data, fmt), file_stem=file_name.removesuffix(".csv"),
-                   key=f"csv_{key}")
+                   key=Keys.chart_csv(key))
 
 
 def show_charts(data: ReportSet, scope: Scope, ms: MetricsScope) -> None:
     df = data.frame
     names = _account_names(scope, df)
     accounts = ordered_accounts(df, names)
-    tabs = st.tabs(list(CHART_TABS), key="metrics_chart_tab", on_change="rerun")
+    tabs = st.tabs(list(CHART_TABS), key=Keys.CHART_TAB, on_change="rerun")
     threshold = scope.settings.anomaly_threshold
 
     def ig(df, accounts, names, ms):
@@ -341,7 +381,7 @@ def show_charts(data: ReportSet, scope: Scope, ms: MetricsScope) -> None:
 
 
 def _ig_chart(df, accounts, names, ms, flags: pd.DataFrame | None = None):
-    chosen = st.multiselect("Metrics", list(IG_METRICS), default=DEFAULT_IG, key="metrics_ig_choice",
+    chosen = st.multiselect("Metrics", list(IG_METRICS), default=DEFAULT_IG, key=Keys.IG_CHOICE,
                             help="Counts on the left axis, rates (%) on the right axis.")
     if not chosen:
         st.info("Choose one or more metrics to plot.")
@@ -362,7 +402,7 @@ def _ig_chart(df, accounts, names, ms, flags: pd.DataFrame | None = None):
     fig.layout_fig.update_yaxes(title_text="count" if counts else None, secondary_y=False, rangemode="tozero")
     fig.layout_fig.update_yaxes(title_text="rate (%)" if rates else None, secondary_y=True, showgrid=False,
                                 rangemode="tozero")
-    _chart(fig, "chart_ig", _with_names(long, names), f"instagram_metrics_{ms.report_type}.csv")
+    _chart(fig, Keys.CHART_IG, _with_names(long, names), f"instagram_metrics_{ms.report_type}.csv")
 
 
 def _anomaly_markers(fig: Fig, flags: pd.DataFrame, chosen: list[str], names: dict[str, str], several: bool) -> None:
@@ -425,7 +465,7 @@ def show_anomalies(scope: Scope, ms: MetricsScope, names: dict[str, str], thresh
         else:
             table = flags.assign(account=flags["business_account_id"].map(lambda a: names.get(a, a)))
             table = table[["day", "account", "label", "value", "baseline", "deviation", "change_pct", "direction"]]
-            st.dataframe(table, hide_index=True, width="stretch", key="metrics_anomaly_flags", column_config={
+            st.dataframe(table, hide_index=True, width="stretch", key=Keys.ANOMALY_FLAGS, column_config={
                 "day": st.column_config.DateColumn("Day (UTC)"),
                 "label": st.column_config.TextColumn("Metric"),
                 "value": st.column_config.NumberColumn("Value", format="localized"),
@@ -435,7 +475,7 @@ def show_anomalies(scope: Scope, ms: MetricsScope, names: dict[str, str], thresh
                 "change_pct": st.column_config.NumberColumn("vs median %", format="%+.1f %%"),
             })
             export_control("Flags", lambda fmt: frame_export(table, fmt), file_stem=f"anomaly_flags_{ms.last}",
-                           key="csv_anomaly_flags")
+                           key=Keys.CSV_FLAGS)
             if scope.settings.anomaly_alerts_on:
                 _raise_button(scope, flags, names)
     with right:
@@ -445,7 +485,7 @@ def show_anomalies(scope: Scope, ms: MetricsScope, names: dict[str, str], thresh
         else:
             shown = theirs.assign(account=theirs["business_account_id"].map(lambda a: names.get(a, a)))
             st.dataframe(shown[["report_date", "account", "anomaly"]], hide_index=True, width="stretch",
-                         key="metrics_report_anomalies", column_config={
+                         key=Keys.REPORT_ANOMALIES, column_config={
                              "report_date": st.column_config.DatetimeColumn("Report", timezone=str(scope.tz),
                                                                             format="YYYY-MM-DD"),
                              "anomaly": st.column_config.TextColumn("insights.anomalies", width="large")})
@@ -456,18 +496,18 @@ def _raise_alerts(db_url: str, flags: pd.DataFrame, names: dict[str, str], setti
     from lib.ui.auth import current_actor
     from lib.ui.feedback import flash, guarded_write
 
-    ids = guarded_write("metrics", "Raise alerts", get_engine(db_url), lambda conn: anomalies.raise_anomaly_alerts(
+    ids = guarded_write(Keys.FLASH, "Raise alerts", get_engine(db_url), lambda conn: anomalies.raise_anomaly_alerts(
         conn, flags, actor=current_actor(settings), now=_now(), names=names))
     if ids is not None:
-        flash("metrics", "success", f"Raised or updated {len(ids)} metric_anomaly alert{'s' if len(ids) != 1 else ''}.")
+        flash(Keys.FLASH, "success", f"Raised or updated {len(ids)} metric_anomaly alert{'s' if len(ids) != 1 else ''}.")
 
 
 def _raise_button(scope: Scope, flags: pd.DataFrame, names: dict[str, str]) -> None:
     from lib.ui.feedback import show_flash
 
-    show_flash("metrics")
+    show_flash(Keys.FLASH)
     newest = flags["day"].max().date()
-    st.button(f"Raise the flags of {newest} as alerts", key="metrics_raise_anomalies", icon=":material/campaign:",
+    st.button(f"Raise the flags of {newest} as alerts", key=Keys.RAISE_ANOMALIES, icon=":material/campaign:",
               disabled=not scope.user.is_operator, on_click=_raise_alerts,
               args=(scope.db_url, flags, names, scope.settings),
               help="Operators only: one metric_anomaly alert per account (ANOMALY_ALERTS is on)."
@@ -488,11 +528,11 @@ def _engagement_chart(df, accounts, names, ms):
     _layout(fig, height=max(380, 160 * n), barmode="stack")
     if n > 1:  # keep the legend clear of the first panel's title
         fig.layout_fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.06, x=0), margin=dict(t=40))
-    _chart(fig, "chart_engagement", _with_names(long, names), f"engagement_{ms.report_type}.csv")
+    _chart(fig, Keys.CHART_ENGAGEMENT, _with_names(long, names), f"engagement_{ms.report_type}.csv")
 
 
 def _media_chart(df, accounts, names, ms):
-    _small_multiples(df, accounts, names, MEDIA, "chart_media", f"media_metrics_{ms.report_type}.csv",
+    _small_multiples(df, accounts, names, MEDIA, Keys.CHART_MEDIA, f"media_metrics_{ms.report_type}.csv",
                      "The reports in scope have no media metrics.")
 
 
@@ -503,7 +543,7 @@ def _media_type_chart(df, accounts, names, ms):
         return
     fields = [f for f in MEDIA_TYPE_FIELDS if f in set(breakdown["field"])] + sorted(
         set(breakdown["field"]) - set(MEDIA_TYPE_FIELDS))
-    field = st.segmented_control("Measure", fields, default=fields[0], key="metrics_media_field",
+    field = st.segmented_control("Measure", fields, default=fields[0], key=Keys.MEDIA_FIELD,
                                  format_func=lambda f: MEDIA_TYPE_FIELDS.get(f, f)) or fields[0]
     part = breakdown[breakdown["field"] == field]
     fig = Fig()
@@ -518,11 +558,11 @@ def _media_type_chart(df, accounts, names, ms):
     _layout(fig, height=380, barmode="group")
     fig.layout_fig.update_yaxes(title_text=MEDIA_TYPE_FIELDS.get(field, field))
     st.caption("Over all reports in scope: posts are summed, averages weighted by each report's post count.")
-    _chart(fig, "chart_media_type", _with_names(breakdown, names), f"by_media_type_{ms.report_type}.csv")
+    _chart(fig, Keys.CHART_MEDIA_TYPE, _with_names(breakdown, names), f"by_media_type_{ms.report_type}.csv")
 
 
 def _revenue_chart(df, accounts, names, ms):
-    _small_multiples(df, accounts, names, REVENUE, "chart_revenue", f"revenue_metrics_{ms.report_type}.csv",
+    _small_multiples(df, accounts, names, REVENUE, Keys.CHART_REVENUE, f"revenue_metrics_{ms.report_type}.csv",
                      "The reports in scope have no revenue metrics.")
 
 
@@ -549,6 +589,12 @@ def _small_multiples(df, accounts, names, metrics: dict[str, str], key: str, fil
 
 # --------------------------------------------------------------------------- report details
 
+def section(label: str, key: str, icon: str):
+    """A lazy section below the fold: closed, its content is neither computed nor sent; opening it
+    reruns the page (cached loaders) and draws it. It stays open for the session."""
+    return st.expander(label, icon=icon, key=key, on_change="rerun")
+
+
 def period_choices(df: pd.DataFrame) -> dict[str, tuple[str, ...]]:
     """Report periods in scope, newest first -> the ids of the reports of that period."""
     if df.empty:
@@ -572,12 +618,12 @@ def pick_details(df: pd.DataFrame, scope: Scope) -> tuple[str, ...]:
     names = _account_names(scope, df)
     accounts = ordered_accounts(df, names)
     left, right = st.columns([2, 1]) if len(accounts) > DETAILS_SIDE_BY_SIDE else (st.container(), None)
-    period = left.selectbox("Report period", list(choices), index=0, key="metrics_detail_period",
+    period = left.selectbox("Report period", list(choices), index=0, key=Keys.DETAIL_PERIOD,
                             help="Newest first. The insights, changes and posts below belong to this period.")
     ids = choices[period]
     if right is not None:
         account = right.selectbox("Account", accounts, format_func=lambda a: names.get(a, a),
-                                  key="metrics_detail_account")
+                                  key=Keys.DETAIL_ACCOUNT)
         by_id = dict(zip(df["id"], df["business_account_id"]))
         ids = tuple(i for i in ids if by_id.get(i) == account)
         if not ids:
@@ -618,7 +664,7 @@ def show_insights(report: an.Report, account: str | None) -> None:
         items = insights.get(kind) or []
         if not items:
             continue
-        with st.container(border=True, key=f"insights-{kind}-{report.id}"):
+        with st.container(border=True, key=Keys.insights(kind, report.id)):
             st.markdown(f"{icon} **{title}**")
             st.markdown("\n".join(f"- {md_escape(item)}" for item in items))
 
@@ -655,7 +701,7 @@ def show_changes(reports: list[an.Report], names: dict, report_type: str) -> Non
     fig.layout_fig.update_xaxes(title_text="change %", zeroline=True, zerolinewidth=2)
     fig.layout_fig.update_yaxes(categoryorder="array", categoryarray=list(dict.fromkeys(
         _label(m) for m in data.sort_values("change_pct")["metric"])))
-    _chart(fig, "chart_changes", data, f"historical_comparison_changes_{report_type}.csv")
+    _chart(fig, Keys.CHART_CHANGES, data, f"historical_comparison_changes_{report_type}.csv")
 
 
 def show_posts(report: an.Report, account: str | None) -> None:
@@ -672,7 +718,7 @@ def show_posts(report: an.Report, account: str | None) -> None:
         if posts.empty:
             st.caption("—")
         else:
-            st.dataframe(posts, hide_index=True, width="stretch", key=f"top-{report.id}", column_config={
+            st.dataframe(posts, hide_index=True, width="stretch", key=Keys.posts("top", report.id), column_config={
                 "media_id": st.column_config.TextColumn("Media id"),
                 "engagement": st.column_config.NumberColumn("Engagement", format="localized"),
                 "caption_snippet": st.column_config.TextColumn("Caption", width="large"),
@@ -684,7 +730,7 @@ def show_posts(report: an.Report, account: str | None) -> None:
             if fields.empty:
                 st.caption("—")
             else:
-                st.dataframe(fields, hide_index=True, width="stretch", key=f"{key}-{report.id}")
+                st.dataframe(fields, hide_index=True, width="stretch", key=Keys.posts(key, report.id))
 
 
 # --------------------------------------------------------------------------- period comparison
@@ -694,8 +740,8 @@ def comparison_periods(ms: MetricsScope) -> tuple[tuple[date, date], tuple[date,
     b_default = (ms.last - timedelta(days=span - 1), ms.last)
     a_default = (b_default[0] - timedelta(days=span), b_default[0] - timedelta(days=1))
     c1, c2 = st.columns(2)
-    a = c1.date_input("Period A", value=a_default, key=f"metrics_cmp_a_{ms.report_type}")
-    b = c2.date_input("Period B", value=b_default, key=f"metrics_cmp_b_{ms.report_type}")
+    a = c1.date_input("Period A", value=a_default, key=Keys.comparison_period("a", ms.report_type))
+    b = c2.date_input("Period B", value=b_default, key=Keys.comparison_period("b", ms.report_type))
     if not (isinstance(a, (tuple, list)) and len(a) == 2 and isinstance(b, (tuple, list)) and len(b) == 2):
         st.info("Pick a start and an end date for both periods.", icon=":material/date_range:")
         return None
@@ -717,7 +763,7 @@ def show_comparison(data: ReportSet, periods, scope: Scope, ms: MetricsScope) ->
     shown = table.drop(columns=["business_account_id", "how", "reports_a", "reports_b"])
     if table["account"].nunique() == 1:
         shown = shown.drop(columns=["account"])
-    st.dataframe(shown, hide_index=True, width="stretch", key="metrics_comparison", column_config={
+    st.dataframe(shown, hide_index=True, width="stretch", key=Keys.COMPARISON, column_config={
         "account": st.column_config.TextColumn("Account"),
         "metric": st.column_config.TextColumn("Metric"),
         "a": st.column_config.NumberColumn("Period A", format="localized"),
@@ -727,4 +773,4 @@ def show_comparison(data: ReportSet, periods, scope: Scope, ms: MetricsScope) ->
     })
     out = table.drop(columns=["business_account_id"])
     export_control("Comparison", lambda fmt: frame_export(out, fmt), file_stem=f"period_comparison_{ms.report_type}",
-                   key="csv_comparison")
+                   key=Keys.CSV_COMPARISON)

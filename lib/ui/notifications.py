@@ -16,6 +16,7 @@ from lib.ui.auth import current_actor
 from lib.ui.shell import Scope, get_engine
 
 ANY = "__any__"
+SILENCE_PANEL = "sa-sil-open"  # System Alerts' lazy "Silence alerts…" expander: True while open
 STATUS_LOOK = {"sent": "sent", "pending": "pending", "sending": "sending", "failed": "failed, retrying",
                "gave_up": "gave up"}  # plain words: the grid's canvas has no emoji font here
 
@@ -180,7 +181,11 @@ def _use_alert(prefix: str, alert: Alert, account_name: str | None) -> None:
 def silence_panel(scope: Scope, alerts: list[Alert], selected_ids: list, now: datetime) -> None:
     """On System Alerts: create a silence (optionally matching the selected alert); the list of
     silences and ending one early are on the Notifications page."""
-    with st.expander("Silence alerts…", icon=":material/notifications_paused:"):
+    # lazy: closed, its form (selects, date and time inputs) is neither built nor sent
+    panel = st.expander("Silence alerts…", icon=":material/notifications_paused:", key=SILENCE_PANEL, on_change="rerun")
+    if panel.open is False:
+        return
+    with panel:
         show_flash("alerts_silence_flash")
         picked = next((a for a in alerts if selected_ids and a.id == selected_ids[0]), None)
         if picked is not None:

@@ -13,6 +13,7 @@ from lib.ui.shell import Scope, get_engine
 
 SERIES = (("sent", "sent", "#3f9c6d"), ("failed", "failed (retry scheduled)", "#e4572e"),
           ("dlq", "dead-lettered", "#a31621"))
+PANEL = "qm_throughput_open"  # the lazy Throughput section: True while open
 
 
 @st.cache_data(ttl=25, max_entries=16, show_spinner=False)
@@ -38,7 +39,17 @@ def throughput_figure(rows: list[dict[str, Any]], tz) -> go.Figure:
 
 
 def show_throughput(scope: Scope) -> None:
-    st.subheader("Throughput")
+    # lazy, between the queue's state and the triage table the operator came for: closed, neither
+    # the query nor the chart runs
+    panel = st.expander("Throughput: rows and tick durations per hour", icon=":material/speed:", key=PANEL,
+                        on_change="rerun")
+    if panel.open is False:
+        return
+    with panel:
+        _throughput(scope)
+
+
+def _throughput(scope: Scope) -> None:
     window = st.segmented_control("Window", list(WINDOWS), default="24h", key="qm_throughput_window",
                                   format_func=lambda w: {"24h": "24 h", "7d": "7 d"}[w],
                                   label_visibility="collapsed") or "24h"

@@ -86,6 +86,10 @@ def test_literal_search_and_untrusted_text(run_page, sqlite_url):
     at.text_input(key=Keys.SEARCH).set_value("'; drop table").run()
     assert len(at.expander) == 1
     assert "drop table audit_log" in labels(at)[0]
+    assert not at.code  # entries are lazy: a closed one sends only its line
+    [event_key] = [k for k in at.session_state if k.startswith(Keys.event(""))]
+    at.session_state[event_key] = True  # open it, as a click does
+    at.run()
     assert [c.value for c in at.code] == ["*not bold* <b>x</b>"]  # shown as text, not Markdown/HTML
     at.text_input(key=Keys.SEARCH).set_value("%_").run()
     assert not at.expander

@@ -8,6 +8,7 @@ from lib.heartbeats import record_beat
 from lib.schema import agent_heartbeats
 from lib.timeutil import utcnow
 from lib.text import md_escape
+from lib.ui.agent_status import Keys
 
 PAGE = "pages/agent_status.py"
 
@@ -61,6 +62,14 @@ def test_one_row_per_agent_table(run_page, sqlite_url):
     assert [e.value for e in at.error] == ["1 of 2 agents down: " + md_escape("stale")]
     captions = " ".join(c.value for c in at.caption)
     assert "Only the latest beat is stored" in captions
+
+
+def test_timeline_window_follows_the_picker(run_page, sqlite_url):
+    seed_beats(sqlite_url, {"old-agent": 120}, history_minutes=180)  # beats from 3 h to 2 h ago
+    at = run_page(sqlite_url, PAGE)
+    assert not at.info  # the default 24 h window holds the beats
+    at.button_group(key=Keys.WINDOW).set_value("1 h").run()
+    assert [i.value for i in at.info] == ["No heartbeats in the last 1 h."]
 
 
 def test_empty_state(run_page, sqlite_url):

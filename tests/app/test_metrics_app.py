@@ -4,6 +4,7 @@ from datetime import timedelta
 
 from lib.db import init_db, make_engine
 from lib.timeutil import utcnow
+from lib.ui.metrics import Keys
 from tests.support.reports import add_accounts, add_raw_json, add_reports, report
 
 PAGE = "pages/metrics.py"
@@ -48,7 +49,11 @@ def test_kpis_and_deltas_for_one_account(run_page, sqlite_url):
     assert "2 weekly reports · 1 account" in captions
     assert "computed against the account’s previous report" in captions
     assert not at.warning  # no broken reports
-    # the details of the latest report: its insights, as text
+    # the details of the latest report: its insights, as text, drawn once their section is opened
+    assert "Reach was 1200" not in " ".join(m.value for m in at.markdown)  # lazy: closed, not sent
+    assert len(at.get("plotly_chart")) == 1  # the open chart tab only
+    at.session_state[Keys.DETAILS] = True  # open the section, as a click does
+    at.run()
     shown = " ".join(m.value for m in at.markdown)
     assert "Reach was 1200 in the period\\." in shown  # Markdown-escaped: rendered as plain text
     assert "Post more reels\\." in shown
@@ -61,7 +66,7 @@ def test_all_accounts_side_by_side_and_daily(run_page, sqlite_url):
     assert [m.value for m in at.metric if m.label == "Reach"] == ["1,200", "77"]
     beta_reach = [m for m in at.metric if m.label == "Reach"][1]
     assert beta_reach.proto.delta == ""  # no comparison and no previous report: no delta
-    at.button_group(key="metrics_type").set_value("daily").run()
+    at.button_group(key=Keys.TYPE).set_value("daily").run()
     assert not at.exception
     assert [m.value for m in at.metric if m.label == "Reach"] == ["10"]  # the latest daily report of alpha
     assert "3 daily reports · 1 account" in " ".join(c.value for c in at.caption)
@@ -87,7 +92,7 @@ def test_empty_states(run_page, sqlite_url):
     # accounts exist but the user deselects them all
     seed(sqlite_url)
     at = run_page(sqlite_url, PAGE)
-    at.multiselect(key="metrics_accounts_all").set_value([]).run()
+    at.multiselect(key=Keys.accounts(None)).set_value([]).run()
     assert "Pick one or more accounts" in at.info[0].value
     assert not at.metric
 
@@ -110,7 +115,9 @@ def test_details_of_many_accounts_show_one_picked_account(run_page, sqlite_url):
     eng.dispose()
     at = run_page(sqlite_url, PAGE)
     assert len([m for m in at.metric if m.label == "Reach"]) == 4  # KPIs: all four side by side
-    picker = at.selectbox(key="metrics_detail_account")
+    at.session_state[Keys.DETAILS] = True
+    at.run()
+    picker = at.selectbox(key=Keys.DETAIL_ACCOUNT)
     assert picker.value == str(ids[0])
 
     def findings():
@@ -173,7 +180,7 @@ def test_rows_with_nothing_usable_do_not_break_the_page(run_page, sqlite_url):
             id=uuid.uuid4(), business_account_id=acc, report_type="weekly", report_date=utcnow() - timedelta(days=5)))
     eng.dispose()
     at = run_page(sqlite_url, PAGE)
-    at.button_group(key="metrics_range").set_value("All").run()
+    at.button_group(key=Keys.RANGE).set_value("All").run()
     assert not at.exception
     assert at.warning[0].value.startswith("1 of 3 reports had unusable values")  # the NULL-dated row is in no range
     assert [m.value for m in at.metric if m.label == "Reach"] == ["1,000"]  # the newest good report

@@ -12,6 +12,7 @@ from lib.identity import OPERATOR, Actor
 from lib.sandbox.notify_sink import NotifySink
 from lib.schema import audit_log, instagram_business_accounts, system_alerts
 from lib.timeutil import utcnow
+from lib.ui.notifications import SILENCE_PANEL
 from lib.ui.system_alerts import Keys
 
 PAGE = "pages/notifications.py"
@@ -127,6 +128,9 @@ def test_system_alerts_silences_like_the_selected_alert(run_page, sqlite_url):
     eng, ids = seed(sqlite_url)
     at = run_page(sqlite_url, ALERTS)
     at.session_state[Keys.SELECTED] = list(at.session_state[Keys.SHOWN]["id_sets"][0])  # the first row: auth_failure
+    at.run()
+    assert not any(b.key == "sa-sil-use" for b in at.button)  # the silence panel is lazy: closed, not drawn
+    at.session_state[SILENCE_PANEL] = True  # open it, as a click does
     at.run()
     at.button(key="sa-sil-use").click().run()
     assert at.selectbox(key="sa-sil-type").value == "auth_failure" and at.selectbox(key="sa-sil-account").value == "acme"

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from lib.db import init_db, make_engine
 from lib.timeutil import utcnow
+from lib.ui.metrics import Keys as MetricsKeys
 from tests.support.reports import add_accounts, add_reports, report
 
 PAGE = "pages/posts.py"
@@ -43,7 +44,7 @@ def test_metrics_daily_chart_has_anomaly_markers(run_page, sqlite_url, pg_server
     for url in (sqlite_url, pg_server.create_database("posts_" + uuid.uuid4().hex[:8])):
         _daily(url)
         at = run_page(url, "pages/metrics.py")
-        at.button_group(key="metrics_type").set_value("daily").run()
+        at.button_group(key=MetricsKeys.TYPE).set_value("daily").run()
         assert not at.exception, [e.value for e in at.exception]
         charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
         names = [t.get("name") for c in charts for t in c["data"]]

@@ -7,6 +7,7 @@ from playwright.sync_api import expect
 from lib.db import init_db, make_engine
 from lib.heartbeats import record_beat
 from lib.timeutil import utcnow
+from lib.ui.agent_status import Keys
 from lib.ui.nav import MENU_KEY, existing_pages
 from tests.e2e.conftest import wait_idle
 
@@ -28,7 +29,7 @@ def beats_db(sqlite_url):
 
 
 def assert_card(page, agent_id, state):
-    card = page.locator(f".st-key-agent-card-{agent_id}")
+    card = page.locator(f".st-key-{Keys.card(agent_id)}")
     expect(card).to_contain_text(state)
     expect(card).not_to_contain_text({"alive": "down", "down": "alive"}[state])
 

@@ -10,6 +10,7 @@ from playwright.sync_api import expect
 
 from lib.db import init_db, make_engine
 from lib.timeutil import utcnow
+from lib.ui.metrics import Keys
 from tests.e2e.conftest import wait_idle
 from tests.support.reports import add_accounts, add_reports, report
 
@@ -61,7 +62,7 @@ def test_charts_follow_report_type_and_account(start_app, reports_db, page):
     assert "Reach · alpha" in weekly["names"] and "Reach · beta" in weekly["names"]
     assert set(weekly["points"]) == {6}
 
-    page.locator(".st-key-metrics_type").get_by_text("Daily").click()
+    page.locator(f".st-key-{Keys.TYPE}").get_by_text("Daily").click()
     wait_idle(page)
     expect(page.get_by_text("40 daily reports · 2 accounts")).to_be_visible()
     daily = reach_chart(page, lambda c: set(c["points"]) == {20})
@@ -82,7 +83,7 @@ def test_reports_csv_has_flattened_columns(start_app, reports_db, page):
     page.goto(server.url + "/metrics")
     wait_idle(page)
     with page.expect_download() as info:
-        page.locator(".st-key-csv_reports").get_by_role("button").click()
+        page.locator(f".st-key-{Keys.CSV_REPORTS}").get_by_role("button").click()
     text = open(info.value.path(), encoding="utf-8").read()
     rows = list(csv.DictReader(io.StringIO(text)))
     assert len(rows) == 12  # the weekly reports of the default range, both accounts
