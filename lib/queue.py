@@ -142,6 +142,12 @@ def _active_clause():
     return post_queue.c.status.in_([sa.literal_column(f"'{s}'") for s in ACTIVE_STATUSES])
 
 
+def _other_clause():
+    """status NOT IN (the spec's five): rows some other writer left with its own status, counted from
+    ix_post_queue_other_status (same literal form as _active_clause, for the same reason)."""
+    return post_queue.c.status.not_in([sa.literal_column(f"'{s}'") for s in STATUSES])
+
+
 def _sent_clause():
     return post_queue.c.status == sa.literal_column(f"'{SENT}'")
 
@@ -159,10 +165,12 @@ def status_summary(conn: sa.Connection, *, account_id: uuid.UUID | None = None, 
 
     {"success": True, "summary": {"publish_post::pending": 5, ...}, "total": 178, "timestamp": "...Z",
      "sent_24h": 1200, "sent_7d": 8000, "sent_as_of": datetime | None, "sent_exact_since": datetime | None}
-    Only combinations that occur are listed (as the endpoint does).
+    Only combinations that occur are listed (as the endpoint does), statuses outside the spec's five
+    (another program's writer) included.
 
     The cost does not grow with the history of sent rows: the active statuses are counted from
-    ix_post_queue_active (it holds only those rows); `sent` is the rollup's closed days
+    ix_post_queue_active (it holds only those rows; any other status from ix_post_queue_other_status);
+    their cost grows with the backlog of those rows, not with history. `sent` is the rollup's closed days
     (post_queue_sent_daily, refreshed by the worker, see refresh_sent_rollup) plus the rows sent
     since its last closed day, counted live from ix_post_queue_sent_updated_at, as are sent_24h and
     sent_7d. sent_as_of: when the rollup was last refreshed (None: never; then every sent row is
@@ -178,10 +186,13 @@ def status_summary(conn: sa.Connection, *, account_id: uuid.UUID | None = None, 
         if n:
             cells[(action_type, status)] = cells.get((action_type, status), 0) + int(n)
 
-    active = sa.select(q.c.action_type, q.c.status, sa.func.count()).where(_active_clause())
-    if account_id is not None:
-        active = active.where(_account_clause(account_id))
-    for action_type, status, n in conn.execute(active.group_by(q.c.action_type, q.c.status)):
+    not_sent = []
+    for clause in (_active_clause(), _other_clause()):  # each from its own partial index, one statement
+        part = sa.select(q.c.action_type, q.c.status, sa.func.count()).where(clause)
+        if account_id is not None:
+            part = part.where(_account_clause(account_id))
+        not_sent.append(part.group_by(q.c.action_type, q.c.status))
+    for action_type, status, n in conn.execute(sa.union_all(*not_sent)):
         add(action_type, status, n)
 
     day, week = now - timedelta(hours=24), now - timedelta(days=7)

@@ -87,6 +87,10 @@ post_queue = sa.Table(
     sa.Index("ix_post_queue_active", "status", "action_type", "business_account_id",
              postgresql_where=sa.text("status IN ('pending', 'processing', 'failed', 'dlq')"),
              sqlite_where=sa.text("status IN ('pending', 'processing', 'failed', 'dlq')")),
+    # status_summary's rows of any other status (someone else's writer): usually none, so this stays empty
+    sa.Index("ix_post_queue_other_status", "status", "action_type", "business_account_id",
+             postgresql_where=sa.text("status NOT IN ('pending', 'processing', 'sent', 'failed', 'dlq')"),
+             sqlite_where=sa.text("status NOT IN ('pending', 'processing', 'sent', 'failed', 'dlq')")),
     # status_summary's live part of `sent` (since the rollup's last closed day, and 24 h / 7 d): index-only
     sa.Index("ix_post_queue_sent_updated_at", "updated_at", "action_type", "business_account_id",
              postgresql_where=sa.text("status = 'sent'"), sqlite_where=sa.text("status = 'sent'")),
