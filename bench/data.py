@@ -241,9 +241,15 @@ def _extend(url: str, base_counts: dict, spec: dict, seeded_at: str, log) -> dic
     engine = make_engine(url)
     added = {}
     try:
-        with engine.begin() as conn:  # GIN indexes build much faster at once than row by row: init_db remakes them
+        from lib.schema import agent_heartbeats, audit_log, post_queue
+
+        with engine.begin() as conn:  # indexes build much faster at once than row by row: init_db remakes them
             for index in TRIGRAM_INDEXES:
                 conn.execute(sa.text(f"DROP INDEX IF EXISTS {index}"))
+            for table in (post_queue, audit_log, agent_heartbeats):  # the plain ones; keys and unique stay
+                for index in table.indexes:
+                    if not index.unique:
+                        conn.execute(sa.text(f'DROP INDEX IF EXISTS "{index.name}"'))
             dbname = sa.engine.make_url(url).database
             conn.execute(sa.text(f'ALTER DATABASE "{dbname}" SET maintenance_work_mem = \'512MB\''))
         for table, sql, total, key in (("post_queue", _QUEUE_SQL, spec["queue_rows"], "post_queue"),
@@ -294,9 +300,10 @@ def ensure_history(server: BenchPostgres, base_info: dict, *, name: str = "histo
             with engine.begin() as conn:
                 conn.execute(sa.text("DELETE FROM post_queue_rollup_state"))
                 conn.execute(sa.text("DELETE FROM post_queue_sent_daily"))
+                conn.execute(sa.text("DELETE FROM post_queue_sent_totals"))
         finally:
             engine.dispose()
-        _apply_schema(url)  # the rollup's first refresh counts the whole history once, then ANALYZE
+        _apply_schema(url)  # the dropped indexes again, the rollup's first refresh (all history once), VACUUM ANALYZE
         seconds = round(time.perf_counter() - t0, 1)
         log(f"  history volume {name} built in {seconds} s")
         info = {"volumes": spec, "added": added, "base_seeded_at": base_info["seeded_at"],

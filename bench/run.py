@@ -374,7 +374,11 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     # only a full run at production volume replaces the table the README shows
     full = not args.only and set(args.pages.split(",")) == set(PAGES) and not (args.skip_worker or args.skip_sse)
-    stem = "small" if args.small else ("history" if args.history else "latest") if full else "partial"
+    # the history volume is PostgreSQL's: its results are whole with every page measured there (the worker's
+    # throughput and the SSE client do not depend on history; the json says which parts ran)
+    full_history = args.history and args.only in (None, "postgresql") and set(args.pages.split(",")) == set(PAGES)
+    stem = ("history" if full_history else "partial") if args.history else (
+        "small" if args.small else "latest") if full else "partial"
     (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     md = markdown(result)
     from bench import analysts_bench

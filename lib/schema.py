@@ -275,6 +275,17 @@ post_queue_sent_daily = sa.Table(
     sa.Index("ix_post_queue_sent_daily_account", "business_account_id", "action_type"),
 )
 
+# Our own: post_queue_sent_daily summed per account and action type (a few dozen rows), rewritten by the
+# same refresh in the same transaction, so status_summary's `sent` reads these instead of a year of days.
+post_queue_sent_totals = sa.Table(
+    "post_queue_sent_totals",
+    metadata,
+    sa.Column("business_account_id", sa.Uuid(as_uuid=True)),
+    sa.Column("action_type", sa.Text, nullable=False),
+    sa.Column("sent", sa.BigInteger, nullable=False),
+    sa.Index("ix_post_queue_sent_totals_account", "business_account_id", "action_type"),
+)
+
 # One row (id 1): how far post_queue_sent_daily reaches and where its re-verification walk stands.
 post_queue_rollup_state = sa.Table(
     "post_queue_rollup_state",

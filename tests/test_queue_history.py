@@ -166,3 +166,24 @@ def test_the_worker_refreshes_the_rollup_at_most_every_few_minutes(engine):
     with engine.connect() as conn:
         assert rollup_state(conn)["refreshed_at"] == NOW
         assert status_summary(conn, now=NOW)["summary"] == direct(conn)
+
+
+def test_the_totals_are_the_daily_rollup_summed_and_a_database_without_them_still_counts_right(engine):
+    """status_summary reads the closed days' sum (post_queue_sent_totals, a few dozen rows) that each refresh
+    rewrites with the days; a database whose totals are not written yet (the table added to an existing
+    rollup) sums the days instead, so the count is never short."""
+    from lib.schema import post_queue_sent_daily as d, post_queue_sent_totals as t
+
+    with engine.begin() as conn:
+        _history(conn)
+        refresh_sent_rollup(conn, now=NOW, force=True)
+        summed = {(a, b): int(n) for a, b, n in conn.execute(
+            sa.select(d.c.business_account_id, d.c.action_type, sa.func.sum(d.c.sent))
+            .group_by(d.c.business_account_id, d.c.action_type))}
+        totals = {(a, b): int(n) for a, b, n in conn.execute(sa.select(t.c.business_account_id, t.c.action_type, t.c.sent))}
+        assert totals == summed and sum(totals.values()) > 0
+        conn.execute(sa.delete(t))
+        assert status_summary(conn, now=NOW)["summary"] == direct(conn)
+        assert status_summary(conn, account_id=ACCOUNTS[0], now=NOW)["summary"] == direct(conn, ACCOUNTS[0])
+        refresh_sent_rollup(conn, now=NOW + timedelta(minutes=10), force=True)
+        assert conn.execute(sa.select(sa.func.count()).select_from(t)).scalar() == len(summed)
