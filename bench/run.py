@@ -196,7 +196,11 @@ def growth(url_200k: str, url_1m: str, url_5m: str, runs: int) -> dict:
         log(f"  growth at {label}:")
         vols[label] = g.measure(url, max(runs, 5), log=log)
     load = (load0, os.getloadavg()[0])
-    return {"volumes": vols, "load": load, "markdown": g.markdown(vols, load)}
+    log("  dead-letter backlog at 5M:")
+    backlog = g.dlq_backlog(url_5m, max(runs, 5), log=log)
+    load_b = (load[1], os.getloadavg()[0])
+    return {"volumes": vols, "load": load, "backlog": backlog, "backlog_load": load_b,
+            "markdown": g.markdown(vols, load) + "\n" + g.backlog_markdown(backlog, load_b)}
 
 
 # --------------------------------------------------------------------------- report
@@ -370,7 +374,11 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     # only a full run at production volume replaces the table the README shows
     full = not args.only and set(args.pages.split(",")) == set(PAGES) and not (args.skip_worker or args.skip_sse)
-    stem = "small" if args.small else ("history" if args.history else "latest") if full else "partial"
+    # the history volume is PostgreSQL's: its results are whole with every page measured there (the worker's
+    # throughput and the SSE client do not depend on history; the json says which parts ran)
+    full_history = args.history and args.only in (None, "postgresql") and set(args.pages.split(",")) == set(PAGES)
+    stem = ("history" if full_history else "partial") if args.history else (
+        "small" if args.small else "latest") if full else "partial"
     (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     md = markdown(result)
     from bench import analysts_bench
@@ -378,6 +386,11 @@ def main(argv: list[str] | None = None) -> int:
     if analysts:
         md += "\n### Analysts' targets\n\n" + analysts_bench.markdown(analysts, (result["load_before"], result["load_after"]))
     (RESULTS / f"{stem}.md").write_text(md)
+    if result.get("growth"):  # the growth table on its own (README's table comes from it)
+        gr = result["growth"]
+        (RESULTS / "growth.json").write_text(json.dumps({k: v for k, v in gr.items() if k != "markdown"},
+                                                        indent=2, default=str) + "\n")
+        (RESULTS / "growth.md").write_text(gr["markdown"])
     print()
     print(md)
     log(f"written bench/results/{stem}.json and bench/results/{stem}.md")

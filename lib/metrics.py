@@ -30,7 +30,7 @@ from prometheus_client.registry import Collector
 
 from lib.alerts import ALERT_TYPES, severity
 from lib.heartbeats import latest_beats_query
-from lib.queue import ACTION_TYPES, PENDING, STATUSES, claimable_clause
+from lib.queue import ACTION_TYPES, PENDING, STATUSES, claimable_clause, status_summary
 from lib.schema import UTCDateTime, graph_usage, instagram_business_accounts, post_queue, system_alerts
 from lib.timeutil import as_utc, utcnow
 
@@ -107,7 +107,7 @@ def count_notification(outcome: str) -> None:
 
 @dataclass
 class Snapshot:
-    """What the database gauges show, read by one statement."""
+    """What the database gauges show (read_snapshot: status_summary's statements and one more)."""
 
     rows: dict[tuple[str, str], int] = field(default_factory=dict)  # (status, action_type) -> n
     due: int = 0
@@ -120,7 +120,6 @@ class Snapshot:
 def snapshot_query(now: datetime) -> sa.CompoundSelect:
     """One statement, one row per value: (metric, a, b, n, t).
 
-    rows:  a=status, b=action_type, n=count         (GROUP BY, index-only on ix_post_queue_action_type_status)
     due:   n=count of lib.queue.claimable_clause     (the worker's own rule)
     oldest: t=min(created_at) of pending rows
     alerts: a=alert_type, n=unresolved count
@@ -134,10 +133,8 @@ def snapshot_query(now: datetime) -> sa.CompoundSelect:
         return sa.literal(name, sa.Text).label("metric")
 
     parts = [
-        sa.select(lit("rows"), q.c.status.label("a"), q.c.action_type.label("b"),
-                  sa.cast(sa.func.count(), sa.Float).label("n"), no_t.label("t"))
-        .group_by(q.c.status, q.c.action_type),
-        sa.select(lit("due"), no_text, no_text, sa.func.count(), no_t).where(claimable_clause(now)),
+        sa.select(lit("due"), sa.cast(no_text, sa.Text).label("a"), sa.cast(no_text, sa.Text).label("b"),
+                  sa.cast(sa.func.count(), sa.Float).label("n"), no_t.label("t")).where(claimable_clause(now)),
         sa.select(lit("oldest"), no_text, no_text, no_n, sa.func.min(q.c.created_at)).where(q.c.status == PENDING),
         sa.select(lit("alerts"), al.c.alert_type, no_text, sa.func.count(), no_t)
         .where(al.c.resolved.is_(False)).group_by(al.c.alert_type),
@@ -154,11 +151,15 @@ def snapshot_query(now: datetime) -> sa.CompoundSelect:
 
 
 def read_snapshot(conn: sa.Connection, *, now: datetime) -> Snapshot:
+    """The gauges' values. The queue rows come from lib.queue.status_summary (the same counts as the
+    pages: active statuses live from their partial index, `sent` from the rollup plus a live count since
+    its last closed day), not a GROUP BY over post_queue, whose cost grows with every row ever sent."""
     snap = Snapshot()
+    for key, n in status_summary(conn, now=now)["summary"].items():
+        action_type, _, status = key.partition("::")
+        snap.rows[(status, action_type)] = int(n)
     for metric, a, b, n, t in conn.execute(snapshot_query(now)):
-        if metric == "rows":
-            snap.rows[(a, b)] = int(n)
-        elif metric == "due":
+        if metric == "due":
             snap.due = int(n or 0)
         elif metric == "oldest":
             snap.oldest_pending_at = as_utc(t)
@@ -173,7 +174,8 @@ def read_snapshot(conn: sa.Connection, *, now: datetime) -> Snapshot:
 
 
 def families(snap: Snapshot, now: datetime) -> list[GaugeMetricFamily]:
-    rows = GaugeMetricFamily(PREFIX + "queue_rows", "Rows of post_queue by status and action type.",
+    rows = GaugeMetricFamily(PREFIX + "queue_rows", "Rows of post_queue by status and action type (sent: the worker's "
+                             "rollup of closed days plus a live count since; see lib.queue.status_summary).",
                              labels=["status", "action_type"])
     cells = {(s, a): 0 for s in STATUSES for a in ACTION_TYPES}  # known combinations as 0, so rates start at 0
     cells.update(snap.rows)
@@ -211,7 +213,8 @@ def families(snap: Snapshot, now: datetime) -> list[GaugeMetricFamily]:
 
 
 class DatabaseCollector(Collector):
-    """The database gauges, computed at scrape time from one statement, cached CACHE_S seconds.
+    """The database gauges, computed at scrape time by read_snapshot (a fixed handful of statements,
+    none of whose cost grows with the sent history), cached CACHE_S seconds.
 
     A database error leaves the database gauges out of that scrape (the process's counters are
     still served; /readyz says the database is gone) and is logged once per failure streak."""

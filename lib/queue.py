@@ -21,7 +21,7 @@ from lib.audit import audit_row
 from lib.identity import require_operator
 from lib.redact import REDACTED, is_secret_key, redact, redact_text  # noqa: F401  (re-exported)
 from lib.schema import (audit_log, graph_usage, instagram_business_accounts, post_queue, post_queue_rollup_state,
-                        post_queue_sent_daily, post_queue_state)
+                        post_queue_sent_daily, post_queue_sent_totals, post_queue_state)
 from lib.timeutil import as_utc, iso
 
 ACTION_TYPES = ("reply_comment", "reply_dm", "send_dm", "publish_post", "repost_ugc")
@@ -142,6 +142,12 @@ def _active_clause():
     return post_queue.c.status.in_([sa.literal_column(f"'{s}'") for s in ACTIVE_STATUSES])
 
 
+def _other_clause():
+    """status NOT IN (the spec's five): rows some other writer left with its own status, counted from
+    ix_post_queue_other_status (same literal form as _active_clause, for the same reason)."""
+    return post_queue.c.status.not_in([sa.literal_column(f"'{s}'") for s in STATUSES])
+
+
 def _sent_clause():
     return post_queue.c.status == sa.literal_column(f"'{SENT}'")
 
@@ -159,11 +165,14 @@ def status_summary(conn: sa.Connection, *, account_id: uuid.UUID | None = None, 
 
     {"success": True, "summary": {"publish_post::pending": 5, ...}, "total": 178, "timestamp": "...Z",
      "sent_24h": 1200, "sent_7d": 8000, "sent_as_of": datetime | None, "sent_exact_since": datetime | None}
-    Only combinations that occur are listed (as the endpoint does).
+    Only combinations that occur are listed (as the endpoint does), statuses outside the spec's five
+    (another program's writer) included.
 
     The cost does not grow with the history of sent rows: the active statuses are counted from
-    ix_post_queue_active (it holds only those rows); `sent` is the rollup's closed days
-    (post_queue_sent_daily, refreshed by the worker, see refresh_sent_rollup) plus the rows sent
+    ix_post_queue_active (it holds only those rows; any other status from ix_post_queue_other_status);
+    their cost grows with the backlog of those rows, not with history. `sent` is the rollup's closed days
+    (post_queue_sent_daily, refreshed by the worker, see refresh_sent_rollup; read from its per-account
+    sum post_queue_sent_totals, which the same refresh rewrites) plus the rows sent
     since its last closed day, counted live from ix_post_queue_sent_updated_at, as are sent_24h and
     sent_7d. sent_as_of: when the rollup was last refreshed (None: never; then every sent row is
     counted live). sent_exact_since: sent rows whose updated_at is at or after this time are counted
@@ -178,10 +187,13 @@ def status_summary(conn: sa.Connection, *, account_id: uuid.UUID | None = None, 
         if n:
             cells[(action_type, status)] = cells.get((action_type, status), 0) + int(n)
 
-    active = sa.select(q.c.action_type, q.c.status, sa.func.count()).where(_active_clause())
-    if account_id is not None:
-        active = active.where(_account_clause(account_id))
-    for action_type, status, n in conn.execute(active.group_by(q.c.action_type, q.c.status)):
+    not_sent = []
+    for clause in (_active_clause(), _other_clause()):  # each from its own partial index, one statement
+        part = sa.select(q.c.action_type, q.c.status, sa.func.count()).where(clause)
+        if account_id is not None:
+            part = part.where(_account_clause(account_id))
+        not_sent.append(part.group_by(q.c.action_type, q.c.status))
+    for action_type, status, n in conn.execute(sa.union_all(*not_sent)):
         add(action_type, status, n)
 
     day, week = now - timedelta(hours=24), now - timedelta(days=7)
@@ -209,12 +221,19 @@ def status_summary(conn: sa.Connection, *, account_id: uuid.UUID | None = None, 
         sent_7d += int(n_week or 0)
 
     if closed_until is not None:
-        d = post_queue_sent_daily
-        rolled = sa.select(d.c.action_type, sa.func.sum(d.c.sent)).where(d.c.day < closed_until)
-        if account_id is not None:
-            rolled = rolled.where(d.c.business_account_id == account_id)
-        for action_type, n in conn.execute(rolled.group_by(d.c.action_type)):
-            add(action_type, SENT, n)
+        # the closed days' sum, kept by the refresh (a few dozen rows however long the history); a database
+        # that had the daily rollup before the totals existed sums the days until its next refresh
+        for d in (post_queue_sent_totals, post_queue_sent_daily):
+            rolled = sa.select(d.c.action_type, sa.func.sum(d.c.sent))
+            if d is post_queue_sent_daily:
+                rolled = rolled.where(d.c.day < closed_until)
+            if account_id is not None:
+                rolled = rolled.where(d.c.business_account_id == account_id)
+            found = conn.execute(rolled.group_by(d.c.action_type)).all()
+            for action_type, n in found:
+                add(action_type, SENT, n)
+            if found or not _totals_missing(conn):
+                break
 
     summary: dict[str, int] = {}
     for action_type, status in sorted(cells):
@@ -231,6 +250,23 @@ ROLLUP_RECENT_DAYS = 2  # closed days recounted on every refresh (late writes la
 
 def _day(t: datetime) -> datetime:
     return t.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _totals_missing(conn: sa.Connection) -> bool:
+    """True when post_queue_sent_totals is empty but the daily rollup is not (totals not written yet)."""
+    t, d = post_queue_sent_totals, post_queue_sent_daily
+    return (conn.execute(sa.select(t.c.sent).limit(1)).first() is None
+            and conn.execute(sa.select(d.c.sent).limit(1)).first() is not None)
+
+
+def _write_totals(conn: sa.Connection) -> None:
+    """post_queue_sent_totals := post_queue_sent_daily summed per account and action type."""
+    t, d = post_queue_sent_totals, post_queue_sent_daily
+    conn.execute(sa.delete(t))
+    conn.execute(sa.insert(t).from_select(
+        ["business_account_id", "action_type", "sent"],
+        sa.select(d.c.business_account_id, d.c.action_type, sa.func.sum(d.c.sent))
+        .group_by(d.c.business_account_id, d.c.action_type)))
 
 
 def _recount_days(conn: sa.Connection, lo: datetime | None, hi: datetime) -> int:
@@ -299,6 +335,7 @@ def refresh_sent_rollup(conn: sa.Connection, *, now: datetime, every_s: int = RO
         lo = cursor - timedelta(days=verify_days)
         _recount_days(conn, None if lo <= _day(floor) else lo, cursor)  # the oldest step takes all before it
         cursor = lo
+    _write_totals(conn)  # same transaction: status_summary never sees days and totals disagree
     values = {"closed_until": today, "verify_cursor": cursor, "refreshed_at": now}
     if row is None:
         conn.execute(sa.insert(s).values(id=1, **values))

@@ -87,6 +87,10 @@ post_queue = sa.Table(
     sa.Index("ix_post_queue_active", "status", "action_type", "business_account_id",
              postgresql_where=sa.text("status IN ('pending', 'processing', 'failed', 'dlq')"),
              sqlite_where=sa.text("status IN ('pending', 'processing', 'failed', 'dlq')")),
+    # status_summary's rows of any other status (someone else's writer): usually none, so this stays empty
+    sa.Index("ix_post_queue_other_status", "status", "action_type", "business_account_id",
+             postgresql_where=sa.text("status NOT IN ('pending', 'processing', 'sent', 'failed', 'dlq')"),
+             sqlite_where=sa.text("status NOT IN ('pending', 'processing', 'sent', 'failed', 'dlq')")),
     # status_summary's live part of `sent` (since the rollup's last closed day, and 24 h / 7 d): index-only
     sa.Index("ix_post_queue_sent_updated_at", "updated_at", "action_type", "business_account_id",
              postgresql_where=sa.text("status = 'sent'"), sqlite_where=sa.text("status = 'sent'")),
@@ -271,6 +275,17 @@ post_queue_sent_daily = sa.Table(
     sa.Column("sent", sa.Integer, nullable=False),
     sa.Index("ix_post_queue_sent_daily_day", "day"),
     sa.Index("ix_post_queue_sent_daily_account", "business_account_id", "action_type"),
+)
+
+# Our own: post_queue_sent_daily summed per account and action type (a few dozen rows), rewritten by the
+# same refresh in the same transaction, so status_summary's `sent` reads these instead of a year of days.
+post_queue_sent_totals = sa.Table(
+    "post_queue_sent_totals",
+    metadata,
+    sa.Column("business_account_id", sa.Uuid(as_uuid=True)),
+    sa.Column("action_type", sa.Text, nullable=False),
+    sa.Column("sent", sa.BigInteger, nullable=False),
+    sa.Index("ix_post_queue_sent_totals_account", "business_account_id", "action_type"),
 )
 
 # One row (id 1): how far post_queue_sent_daily reaches and where its re-verification walk stands.

@@ -1,5 +1,5 @@
 """The database gauges (lib.metrics.DatabaseCollector) against the database, on SQLite and PostgreSQL:
-every gauge equals what the tables hold, one statement per scrape, cached 10 s, no token or row id
+every gauge equals what the tables hold, a fixed number of statements per scrape, cached 10 s, no token or row id
 in any label value."""
 from __future__ import annotations
 
@@ -140,22 +140,23 @@ def test_every_gauge_equals_the_database(engine):
     assert ratios[(APP_ACCOUNT, "call_count")] == pytest.approx(0.12)
 
 
-def test_one_statement_per_scrape_cached_for_ten_seconds(engine):
+def test_one_read_per_scrape_cached_for_ten_seconds(engine):
     now = utcnow()
     seed(engine, now)
     clock = Clock()
     collector = DatabaseCollector(engine, now_fn=lambda: now, clock=clock)
     statements = count_statements(engine)
     first = scrape(collector)
-    assert len(statements) == 1
+    per_read = len(statements)
+    assert 1 <= per_read <= 5  # status_summary's few statements and the snapshot's one; not per row or account
     with engine.begin() as conn:  # a change within the cache window is not seen yet ...
         conn.execute(sa.delete(post_queue).where(post_queue.c.status == "dlq"))
     clock.t += 9.9
     assert scrape(collector) == first
-    assert len(statements) == 1
-    clock.t += 0.2  # ... and is after 10 s, with one more statement
+    assert len(statements) == per_read
+    clock.t += 0.2  # ... and is after 10 s, with one more read
     after = scrape(collector)
-    assert len(statements) == 2
+    assert len(statements) == 2 * per_read
     assert sum(s.value for s in after["agent_dashboard_queue_rows"] if s.labels["status"] == "dlq") == 0
 
 

@@ -11,6 +11,7 @@ import random
 import uuid
 from datetime import datetime, timedelta, timezone
 
+import pytest
 import sqlalchemy as sa
 
 from lib.queue import ACTION_TYPES, STATUSES, refresh_sent_rollup, rollup_state, status_summary
@@ -118,13 +119,16 @@ def test_refresh_runs_at_most_every_few_minutes(engine):
         assert refresh_sent_rollup(conn, now=NOW + timedelta(seconds=300), every_s=300)
 
 
-def test_the_active_counts_use_the_partial_index(engine):
-    """The active statuses are counted from ix_post_queue_active, not from the whole table."""
+@pytest.mark.parametrize("clause, index", [("_active_clause", "ix_post_queue_active"),
+                                           ("_other_clause", "ix_post_queue_other_status")])
+def test_the_not_sent_counts_use_the_partial_indexes(engine, clause, index):
+    """The active statuses are counted from ix_post_queue_active, any other status from
+    ix_post_queue_other_status: neither reads the whole table."""
     from sqlalchemy.dialects import postgresql, sqlite
 
-    from lib.queue import _active_clause
+    import lib.queue
 
-    stmt = (sa.select(q.c.action_type, q.c.status, sa.func.count()).where(_active_clause())
+    stmt = (sa.select(q.c.action_type, q.c.status, sa.func.count()).where(getattr(lib.queue, clause)())
             .group_by(q.c.action_type, q.c.status))
     with engine.begin() as conn:
         _history(conn)
@@ -136,7 +140,20 @@ def test_the_active_counts_use_the_partial_index(engine):
         else:
             sql = str(stmt.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
             plan = "\n".join(str(r[-1]) for r in conn.execute(sa.text("EXPLAIN QUERY PLAN " + sql)))
-        assert "ix_post_queue_active" in plan, plan
+        assert index in plan, plan
+
+
+def test_a_status_outside_the_spec_is_counted_too(engine):
+    """Another program's writer may leave its own status: the summary (and so the Queue Monitor, the
+    Overview and the metrics gauge) still equals a direct count, before and after a refresh."""
+    with engine.begin() as conn:
+        _history(conn, n=100)
+        conn.execute(sa.insert(q), [_row("on_hold", NOW - timedelta(days=3)), _row("on_hold", NOW)])
+        assert status_summary(conn, now=NOW)["summary"] == direct(conn)
+        refresh_sent_rollup(conn, now=NOW, force=True)
+        got = status_summary(conn, now=NOW)
+        assert got["summary"] == direct(conn)
+        assert sum(n for k, n in got["summary"].items() if k.endswith("::on_hold")) == 2
 
 
 def test_the_worker_refreshes_the_rollup_at_most_every_few_minutes(engine):
@@ -149,3 +166,24 @@ def test_the_worker_refreshes_the_rollup_at_most_every_few_minutes(engine):
     with engine.connect() as conn:
         assert rollup_state(conn)["refreshed_at"] == NOW
         assert status_summary(conn, now=NOW)["summary"] == direct(conn)
+
+
+def test_the_totals_are_the_daily_rollup_summed_and_a_database_without_them_still_counts_right(engine):
+    """status_summary reads the closed days' sum (post_queue_sent_totals, a few dozen rows) that each refresh
+    rewrites with the days; a database whose totals are not written yet (the table added to an existing
+    rollup) sums the days instead, so the count is never short."""
+    from lib.schema import post_queue_sent_daily as d, post_queue_sent_totals as t
+
+    with engine.begin() as conn:
+        _history(conn)
+        refresh_sent_rollup(conn, now=NOW, force=True)
+        summed = {(a, b): int(n) for a, b, n in conn.execute(
+            sa.select(d.c.business_account_id, d.c.action_type, sa.func.sum(d.c.sent))
+            .group_by(d.c.business_account_id, d.c.action_type))}
+        totals = {(a, b): int(n) for a, b, n in conn.execute(sa.select(t.c.business_account_id, t.c.action_type, t.c.sent))}
+        assert totals == summed and sum(totals.values()) > 0
+        conn.execute(sa.delete(t))
+        assert status_summary(conn, now=NOW)["summary"] == direct(conn)
+        assert status_summary(conn, account_id=ACCOUNTS[0], now=NOW)["summary"] == direct(conn, ACCOUNTS[0])
+        refresh_sent_rollup(conn, now=NOW + timedelta(minutes=10), force=True)
+        assert conn.execute(sa.select(sa.func.count()).select_from(t)).scalar() == len(summed)
