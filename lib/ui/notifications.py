@@ -13,7 +13,7 @@ from lib.identity import PermissionDenied
 from lib.text import clip
 from lib.timeutil import floor_time, fmt_local, utcnow
 from lib.ui.auth import current_actor
-from lib.ui.shell import Scope, get_engine
+from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
 
 ANY = "__any__"
 SILENCE_PANEL = "sa-sil-open"  # System Alerts' lazy "Silence alerts…" expander: True while open
@@ -36,7 +36,7 @@ def load_silences(db_url: str, now: datetime) -> list[notify.Silence]:
         return notify.list_silences(conn, now=now)
 
 
-@st.cache_data(ttl=25, max_entries=16, show_spinner=False)
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=16, show_spinner=False)
 def load_marks(db_url: str, now: datetime) -> tuple[list[notify.Silence], dict]:
     """Active silences and acknowledgements, for the System Alerts badges (two queries per interval)."""
     with get_engine(db_url).connect() as conn:

@@ -9,14 +9,14 @@ import streamlit as st
 
 from lib.throughput import WINDOWS, throughput_history
 from lib.timeutil import floor_time, utcnow
-from lib.ui.shell import Scope, get_engine
+from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
 
 SERIES = (("sent", "sent", "#3f9c6d"), ("failed", "failed (retry scheduled)", "#e4572e"),
           ("dlq", "dead-lettered", "#a31621"))
 PANEL = "qm_throughput_open"  # the lazy Throughput section: True while open
 
 
-@st.cache_data(ttl=25, max_entries=16, show_spinner=False)
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=16, show_spinner=False)
 def load_throughput(db_url: str, window: str, now: datetime) -> list[dict[str, Any]]:
     with get_engine(db_url).connect() as conn:
         return throughput_history(conn, now=now, window=window)
