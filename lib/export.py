@@ -87,7 +87,7 @@ def _csv_column(values: Sequence[Any]) -> Sequence[Any]:
     if kinds <= _AS_IS:
         return values
     if kinds <= {str, _NONE}:
-        return [("'" + v) if v is not None and v.startswith(FORMULA_STARTS) else v for v in values]
+        return [csv_safe(v) for v in values]
     return [_cell(v) for v in values]
 
 
@@ -104,15 +104,13 @@ def rows_to_csv(columns: Sequence[str], chunks: Iterable[Sequence[Sequence[Any]]
     writer.writerow([csv_safe(c) for c in columns])
     written = 0
     truncated = False
-    for chunk in chunks:
-        chunk = chunk if isinstance(chunk, Columns) else list(chunk)
-        if cap is not None and written + len(chunk) > cap:
-            chunk, truncated = chunk[: cap - written], True
+    for chunk, done in _capped(chunks, cap):
+        if chunk is None:
+            truncated = bool(done)
+            break
         if len(chunk):
             writer.writerows(zip(*[_csv_column(c) for c in chunk_columns(chunk, len(columns))]))
             written += len(chunk)
-        if truncated:
-            break
     buf.flush()
     data = raw.getvalue()
     buf.detach()
@@ -252,7 +250,7 @@ def rows_to_xlsx(columns: Sequence[str], chunks: Iterable[Sequence[Sequence[Any]
                 if raw is None:
                     continue
                 if t is str:  # the common case first
-                    w_str(r, c, (("'" + raw) if raw.startswith(FORMULA_STARTS) else raw)[:XLSX_MAX_TEXT], None)
+                    w_str(r, c, csv_safe(raw)[:XLSX_MAX_TEXT], None)
                     continue
                 v = export_value(raw)
                 if v is None:
