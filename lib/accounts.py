@@ -15,8 +15,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from lib.graph_usage import usage_rows
-from lib.queue import ACTION_TYPES, DLQ, FAILED, PENDING, PROCESSING, SENT, claimable_clause, due_clause
-from lib.queue import _active_clause as active_clause
+from lib.queue import (ACTION_TYPES, DLQ, FAILED, PENDING, PROCESSING, SENT, active_clause, claimable_clause,
+                       due_clause)
 from lib.queue_control import Pause, active_pauses
 from lib.schema import audit_log, instagram_business_accounts as accounts, post_queue as pq
 from lib.timeutil import as_utc

@@ -135,7 +135,7 @@ def _account_clause(account_id):
     return None if account_id is None else post_queue.c.business_account_id == account_id
 
 
-def _active_clause():
+def active_clause():
     """status IN ('pending', 'processing', 'failed', 'dlq') with the values as SQL literals, written as
     the partial indexes' predicate is: SQLite uses a partial index only when the query's WHERE names its
     terms, which a bound parameter cannot prove."""
@@ -144,7 +144,7 @@ def _active_clause():
 
 def _other_clause():
     """status NOT IN (the spec's five): rows some other writer left with its own status, counted from
-    ix_post_queue_other_status (same literal form as _active_clause, for the same reason)."""
+    ix_post_queue_other_status (same literal form as active_clause, for the same reason)."""
     return post_queue.c.status.not_in([sa.literal_column(f"'{s}'") for s in STATUSES])
 
 
@@ -188,7 +188,7 @@ def status_summary(conn: sa.Connection, *, account_id: uuid.UUID | None = None, 
             cells[(action_type, status)] = cells.get((action_type, status), 0) + int(n)
 
     not_sent = []
-    for clause in (_active_clause(), _other_clause()):  # each from its own partial index, one statement
+    for clause in (active_clause(), _other_clause()):  # each from its own partial index, one statement
         part = sa.select(q.c.action_type, q.c.status, sa.func.count()).where(clause)
         if account_id is not None:
             part = part.where(_account_clause(account_id))

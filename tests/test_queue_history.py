@@ -119,7 +119,7 @@ def test_refresh_runs_at_most_every_few_minutes(engine):
         assert refresh_sent_rollup(conn, now=NOW + timedelta(seconds=300), every_s=300)
 
 
-@pytest.mark.parametrize("clause, index", [("_active_clause", "ix_post_queue_active"),
+@pytest.mark.parametrize("clause, index", [("active_clause", "ix_post_queue_active"),
                                            ("_other_clause", "ix_post_queue_other_status")])
 def test_the_not_sent_counts_use_the_partial_indexes(engine, clause, index):
     """The active statuses are counted from ix_post_queue_active, any other status from
