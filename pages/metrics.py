@@ -1,6 +1,6 @@
 import streamlit as st
 
-from lib.ui import page_guard
+from lib.ui import lazy_expander, page_guard
 from lib.ui import metrics as ui
 
 scope = page_guard("Metrics")
@@ -15,14 +15,15 @@ if ms is not None:
         st.subheader("Trends")
         ui.show_charts(data, scope, ms)
         # below the fold, lazy: computed and sent only while open (they doubled the page's open time)
-        details = ui.section("Report details: insights, changes, posts", ui.Keys.DETAILS, ":material/article:")
-        if details.open is not False:
+        details = lazy_expander("Report details: insights, changes, posts", key=ui.Keys.DETAILS,
+                                icon=":material/article:")
+        if details is not None:
             with details:
                 report_ids = ui.pick_details(data.frame, scope)
                 if report_ids:
                     ui.show_details(ui.load_details(scope.db_url, report_ids), scope, ms.report_type)
-        comparison = ui.section("Period comparison", ui.Keys.COMPARE, ":material/compare_arrows:")
-        if comparison.open is not False:
+        comparison = lazy_expander("Period comparison", key=ui.Keys.COMPARE, icon=":material/compare_arrows:")
+        if comparison is not None:
             with comparison:
                 periods = ui.comparison_periods(ms)
                 if periods is not None:

@@ -2,4 +2,4 @@
 
 Only this package imports streamlit; everything below lib/ui renders what lib/ returns.
 """
-from lib.ui.shell import Scope, get_engine, live_caption, page_guard  # noqa: F401
+from lib.ui.shell import Scope, get_engine, lazy_expander, live_caption, page_guard  # noqa: F401

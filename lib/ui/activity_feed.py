@@ -17,7 +17,7 @@ from lib.timebuckets import bucket_for_range
 from lib.timeutil import fmt_ago, fmt_local
 from lib.ui.charts import bucketed_bar_chart
 from lib.ui.export import export_control
-from lib.ui.shell import CACHE_TTL_S, get_engine
+from lib.ui.shell import CACHE_TTL_S, get_engine, lazy_expander
 from lib.text import clip, clip_json
 from lib.ui.text import md_escape
 
@@ -216,8 +216,8 @@ def show_timeline(rows: list[dict], now: datetime, tz) -> None:
         # lazy: a closed entry sends only its line; opening one reruns the page (cached loaders) and
         # draws its details. Drawing 50 entries' JSON and code up front made the page ~2x slower
         # to open in the browser.
-        entry = st.expander(label, icon=icon, key=Keys.event(row["id"]), on_change="rerun")
-        if entry.open is False:
+        entry = lazy_expander(label, key=Keys.event(row["id"]), icon=icon)
+        if entry is None:
             continue
         with entry:
             a, b = st.columns([1, 1])

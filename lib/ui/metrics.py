@@ -589,12 +589,6 @@ def _small_multiples(df, accounts, names, metrics: dict[str, str], key: str, fil
 
 # --------------------------------------------------------------------------- report details
 
-def section(label: str, key: str, icon: str):
-    """A lazy section below the fold: closed, its content is neither computed nor sent; opening it
-    reruns the page (cached loaders) and draws it. It stays open for the session."""
-    return st.expander(label, icon=icon, key=key, on_change="rerun")
-
-
 def period_choices(df: pd.DataFrame) -> dict[str, tuple[str, ...]]:
     """Report periods in scope, newest first -> the ids of the reports of that period."""
     if df.empty:

@@ -13,7 +13,7 @@ from lib.identity import PermissionDenied
 from lib.text import clip
 from lib.timeutil import floor_time, fmt_local, utcnow
 from lib.ui.auth import current_actor
-from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
+from lib.ui.shell import CACHE_TTL_S, Scope, get_engine, lazy_expander
 
 ANY = "__any__"
 SILENCE_PANEL = "sa-sil-open"  # System Alerts' lazy "Silence alerts…" expander: True while open
@@ -182,8 +182,8 @@ def silence_panel(scope: Scope, alerts: list[Alert], selected_ids: list, now: da
     """On System Alerts: create a silence (optionally matching the selected alert); the list of
     silences and ending one early are on the Notifications page."""
     # lazy: closed, its form (selects, date and time inputs) is neither built nor sent
-    panel = st.expander("Silence alerts…", icon=":material/notifications_paused:", key=SILENCE_PANEL, on_change="rerun")
-    if panel.open is False:
+    panel = lazy_expander("Silence alerts…", key=SILENCE_PANEL, icon=":material/notifications_paused:")
+    if panel is None:
         return
     with panel:
         show_flash("alerts_silence_flash")

@@ -196,3 +196,12 @@ def navigation_run():
         yield
     except UNAVAILABLE_ERRORS as exc:
         show_database_error(get_settings().database_url, exc)
+
+
+def lazy_expander(label: str, *, key: str, icon: str | None = None):
+    """An expander whose content is computed and sent only while it is open (Streamlit draws a
+    closed expander's content otherwise: below the fold that was most of a page's browser time).
+    Opening it reruns the page (cached loaders) and it stays open for the session.
+    Returns the expander to draw into, or None while it is closed."""
+    panel = st.expander(label, icon=icon, key=key, on_change="rerun")
+    return None if panel.open is False else panel

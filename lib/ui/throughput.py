@@ -9,7 +9,7 @@ import streamlit as st
 
 from lib.throughput import WINDOWS, throughput_history
 from lib.timeutil import floor_time, utcnow
-from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
+from lib.ui.shell import CACHE_TTL_S, Scope, get_engine, lazy_expander
 
 SERIES = (("sent", "sent", "#3f9c6d"), ("failed", "failed (retry scheduled)", "#e4572e"),
           ("dlq", "dead-lettered", "#a31621"))
@@ -41,9 +41,8 @@ def throughput_figure(rows: list[dict[str, Any]], tz) -> go.Figure:
 def show_throughput(scope: Scope) -> None:
     # lazy, between the queue's state and the triage table the operator came for: closed, neither
     # the query nor the chart runs
-    panel = st.expander("Throughput: rows and tick durations per hour", icon=":material/speed:", key=PANEL,
-                        on_change="rerun")
-    if panel.open is False:
+    panel = lazy_expander("Throughput: rows and tick durations per hour", key=PANEL, icon=":material/speed:")
+    if panel is None:
         return
     with panel:
         _throughput(scope)
