@@ -30,13 +30,16 @@ PAGES = {"metrics": "pages/metrics.py", "posts": "pages/posts.py"}
 TARGETS = {"page_cold_s": 1.0, "parquet_s": 1.0, "xlsx_s": 15.0, "rss_mb": 500}
 
 
-def measure_exports(engine, rows: int = 100_000) -> dict:
+def measure_exports(engine, rows: int = 100_000, repeats: int = 3) -> dict:
     from lib import audit
     from lib.export import build_export
 
     # wall time and this process's CPU time (all threads): on a machine shared with other work the
-    # CPU time is the steadier figure; a database server's own time is in the wall time only
-    out = {"rows": rows}
+    # CPU time is the steadier figure; a database server's own time is in the wall time only.
+    # Each format: the first export in the process (it also loads the writer's library and may find
+    # the rows on disk, not in memory) apart, then the median of `repeats` more: what a user waits
+    # for on an app that has run an export before.
+    out = {"rows": rows, "repeats": repeats}
     with engine.connect() as conn:  # the read alone (server-side cursor, redaction): what every format pays
         t, c = time.perf_counter(), time.process_time()
         for _ in audit.export_chunks(conn, filters=audit.AuditFilter(), cap=rows):
@@ -44,15 +47,21 @@ def measure_exports(engine, rows: int = 100_000) -> dict:
         out["read_s"] = round(time.perf_counter() - t, 3)
         out["read_cpu_s"] = round(time.process_time() - c, 3)
     for fmt in ("parquet", "xlsx", "csv"):
-        with engine.connect() as conn:
-            t, c = time.perf_counter(), time.process_time()
-            data, written, _ = build_export(fmt, audit.EXPORT_COLUMNS,
-                                            audit.export_chunks(conn, filters=audit.AuditFilter(), cap=rows), cap=rows)
-            out[f"{fmt}_s"] = round(time.perf_counter() - t, 3)
-            out[f"{fmt}_cpu_s"] = round(time.process_time() - c, 3)
+        walls, cpus = [], []
+        for _ in range(1 + repeats):
+            with engine.connect() as conn:
+                t, c = time.perf_counter(), time.process_time()
+                data, written, _ = build_export(fmt, audit.EXPORT_COLUMNS,
+                                                audit.export_chunks(conn, filters=audit.AuditFilter(), cap=rows),
+                                                cap=rows)
+                walls.append(time.perf_counter() - t)
+                cpus.append(time.process_time() - c)
             out[f"{fmt}_bytes"] = len(data)
             out["written"] = written
-        del data
+            del data
+        out[f"{fmt}_first_s"] = round(walls[0], 3)
+        out[f"{fmt}_s"] = round(statistics.median(walls[1:]), 3)
+        out[f"{fmt}_cpu_s"] = round(statistics.median(cpus[1:]), 3)
     return out
 
 
@@ -130,16 +139,21 @@ def markdown(results: dict, load: tuple[float, float]) -> str:
         value = d["exports"].get(f"{key}_cpu_s")
         return "" if value is None else f", CPU {value:.2f} s"
 
-    row("Parquet export, 100,000 audit rows (≤ 1 s)", lambda d: f"{d['exports']['parquet_s']:.2f} s"
+    def first(d, key):
+        value = d["exports"].get(f"{key}_first_s")
+        return "" if value is None else f"; first in the process {value:.2f} s"
+
+    row("Parquet export, 100,000 audit rows (≤ 1 s), median of the repeats", lambda d: f"{d['exports']['parquet_s']:.2f} s"
         f"{mark(d['exports']['parquet_s'], TARGETS['parquet_s'])} ({d['exports']['parquet_bytes'] / 1e6:.1f} MB"
-        f"{cpu(d, 'parquet')})")
-    row("Excel export, 100,000 audit rows (≤ 15 s)", lambda d: f"{d['exports']['xlsx_s']:.2f} s"
-        f"{mark(d['exports']['xlsx_s'], TARGETS['xlsx_s'])} ({d['exports']['xlsx_bytes'] / 1e6:.1f} MB{cpu(d, 'xlsx')})")
-    row("of which reading the rows (server-side cursor + redaction, as for CSV)",
+        f"{cpu(d, 'parquet')}{first(d, 'parquet')})")
+    row("Excel export, 100,000 audit rows (≤ 15 s), median of the repeats", lambda d: f"{d['exports']['xlsx_s']:.2f} s"
+        f"{mark(d['exports']['xlsx_s'], TARGETS['xlsx_s'])} ({d['exports']['xlsx_bytes'] / 1e6:.1f} MB{cpu(d, 'xlsx')}"
+        f"{first(d, 'xlsx')})")
+    row("reading the rows alone, first time in the process (server-side cursor + redaction)",
         lambda d: f"{d['exports']['read_s']:.2f} s" + (f" (CPU {d['exports']['read_cpu_s']:.2f} s)"
                                                        if "read_cpu_s" in d["exports"] else ""))
-    row("CSV export, same rows (for comparison)", lambda d: f"{d['exports']['csv_s']:.2f} s "
-        f"({d['exports']['csv_bytes'] / 1e6:.1f} MB{cpu(d, 'csv')})")
+    row("CSV export, same rows (for comparison), median of the repeats", lambda d: f"{d['exports']['csv_s']:.2f} s "
+        f"({d['exports']['csv_bytes'] / 1e6:.1f} MB{cpu(d, 'csv')}{first(d, 'csv')})")
     row("app peak RSS incl. the exports (≤ 500 MB)", lambda d: f"{d['rss_peak_mb']:.0f} MB"
         f"{mark(d['rss_peak_mb'], TARGETS['rss_mb'])}")
     row("anomaly flags, 1 year of daily reports, all accounts", lambda d: f"{d['flags']['seconds']:.2f} s "

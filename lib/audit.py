@@ -8,7 +8,7 @@ from typing import Any, Iterator
 
 import sqlalchemy as sa
 
-from lib.db import distinct_values_cte, uuid_text
+from lib.db import distinct_values_cte, stream_rows, uuid_text
 from lib.redact import redact, redact_json_texts, redact_text, redact_texts
 from lib.schema import UTCDateTime, audit_log
 from lib.timebuckets import bucket_expr, bucket_value
@@ -228,33 +228,43 @@ def export_chunks(
     """Rows of everything the filter matches (at most cap + 1, so a caller can tell it was capped),
     newest first, read from a server-side cursor in chunks of `chunk_size` (lib.export.Columns: they
     read as row tuples)."""
-    from lib.export import Columns  # here: lib.export brings pandas, which the worker's writes do not need
+    from lib.export import prefetched  # here: lib.export brings pandas, which the worker's writes do not need
 
-    result = conn.execution_options(stream_results=True, yield_per=chunk_size).execute(
-        feed_query(filters, limit=cap + 1)
-    )
-    try:
-        d_at, e_at = EXPORT_COLUMNS.index("details"), EXPORT_COLUMNS.index("error_message")
-        t_at = EXPORT_COLUMNS.index("created_at")
-        for part in result.partitions(chunk_size):
-            # redaction column by column (lib.redact: a vectorised pre-check, then only the few cells
-            # that may hold a credential are parsed): per-row regexes were most of a big export's time
-            cols = list(zip(*part))
-            cols[t_at] = _utc_column(cols[t_at])
-            cols[d_at] = redact_json_texts(list(cols[d_at]))
-            cols[e_at] = redact_texts(list(cols[e_at]))
-            yield Columns(cols)
-    finally:
-        result.close()
+    chunks = _export_chunks(conn, filters, cap, chunk_size)
+    # PostgreSQL: the server reads the next chunk while this one is written (the client waits on a
+    # socket, without the GIL); sqlite3 builds its rows holding the GIL, so a thread only adds switches
+    return prefetched(chunks) if conn.dialect.name == "postgresql" else chunks
+
+
+def _export_chunks(conn: sa.Connection, filters: AuditFilter, cap: int, chunk_size: int) -> Iterator["Columns"]:
+    from lib.export import Columns
+
+    d_at, e_at = EXPORT_COLUMNS.index("details"), EXPORT_COLUMNS.index("error_message")
+    t_at, s_at = EXPORT_COLUMNS.index("created_at"), EXPORT_COLUMNS.index("success")
+    # the driver's values (feed_query selects every column as text or as the driver reads it; only
+    # sqlite3's 0/1 for success is made a bool here), then redaction column by column (lib.redact: a
+    # vectorised pre-check, then only the few cells that may hold a credential are parsed)
+    for part in stream_rows(conn, feed_query(filters, limit=cap + 1), chunk_size):
+        cols = list(zip(*part))
+        cols[t_at] = _utc_column(cols[t_at])
+        cols[s_at] = [v if v is None or v is True or v is False else bool(v) for v in cols[s_at]]
+        cols[d_at] = redact_json_texts(list(cols[d_at]))
+        cols[e_at] = redact_texts(list(cols[e_at]))
+        yield Columns(cols)
 
 
 _to_utc = UTCDateTime().process_result_value  # the column type's own rule
+_fromiso = datetime.fromisoformat
 
 
 def _utc_column(values) -> list:
     """created_at as the driver gave it (SQLite: text, PostgreSQL: aware datetimes) as UTCDateTime
     would have made it (aware UTC datetimes), without its per-row call for the common forms."""
     if all(type(v) is str for v in values[:1]):  # SQLite: ISO text, naive UTC as SQLAlchemy writes it
+        try:  # one call per value: the offset appended to the text (a seventh of parse + replace)
+            return [None if v is None else _fromiso(v + "+00:00") for v in values]
+        except ValueError:  # a text with an offset of its own (not written by SQLAlchemy)
+            pass
         parsed = [None if v is None else datetime.fromisoformat(v) for v in values]
         return [v if v is None or v.tzinfo is timezone.utc else
                 v.replace(tzinfo=timezone.utc) if v.tzinfo is None else v.astimezone(timezone.utc) for v in parsed]

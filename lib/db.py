@@ -263,3 +263,26 @@ def _uuid_text_sqlite(element, compiler, **kw):  # SQLAlchemy stores a Uuid on S
     x = compiler.process(element.clauses, **kw)
     parts = " || '-' || ".join(f"substr({x}, {a}, {n})" for a, n in ((1, 8), (9, 4), (13, 4), (17, 4), (21, 12)))
     return f"CASE WHEN length({x}) = 32 THEN lower({parts}) ELSE lower({x}) END"
+
+
+def stream_rows(conn: sa.Connection, query, chunk_size: int = 5000) -> Iterator[list[tuple]]:
+    """The query's rows as the driver gives them (plain tuples, no SQLAlchemy result types applied:
+    the caller's columns must not need them), in lists of at most `chunk_size`. PostgreSQL reads
+    from a server-side cursor; sqlite3 steps its cursor lazily anyway. For big exports: SQLAlchemy's
+    Row objects were a fifth of the time of reading 100,000 rows."""
+    streamed = conn.dialect.name == "postgresql"
+    result = (conn.execution_options(stream_results=True, yield_per=chunk_size) if streamed else conn).execute(query)
+    try:
+        # with stream_results SQLAlchemy has taken the first row into its own buffer at execute:
+        # that one through the Result, the rest straight from the DBAPI cursor
+        first = [tuple(r) for r in result.fetchmany(1)] if streamed else []
+        cursor = result.cursor
+        while cursor is not None:
+            part = cursor.fetchmany(chunk_size - len(first))
+            if first:
+                part, first = first + part, []
+            if not part:
+                break
+            yield part
+    finally:
+        result.close()

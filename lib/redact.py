@@ -99,15 +99,11 @@ def _suspects(values: list, pattern: str, py_re: re.Pattern) -> list[int]:
         arr = pa.array(values, type=pa.string())
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):  # not all text: every non-empty cell
         return [i for i, v in enumerate(values) if v not in (None, "")]
-    hit = pc.fill_null(pc.match_substring_regex(arr, pattern, ignore_case=True), False)
-    out = set(np.flatnonzero(hit.to_numpy(zero_copy_only=False)).tolist())
-    # the only characters Python's re.I matches to the patterns' ASCII letters beside ASCII's own
-    # (its documentation): a cell with one of them gets Python's own check as well
-    folds = pc.fill_null(pc.match_substring_regex(arr, _RE_I_FOLDS), False)
-    for i in np.flatnonzero(folds.to_numpy(zero_copy_only=False)).tolist():
-        if i not in out and py_re.search(values[i]):
-            out.add(i)
-    return sorted(out)
+    # one scan for the pattern and for the only characters Python's re.I matches to the pattern's
+    # ASCII letters beside ASCII's own (its documentation); each hit is then checked by Python's
+    # own expression, the one that decides (there are few: a few hundred in 100,000 audit rows)
+    hit = pc.fill_null(pc.match_substring_regex(arr, f"(?i:{pattern})|{_RE_I_FOLDS}"), False)  # folds as they are
+    return [i for i in np.flatnonzero(hit.to_numpy(zero_copy_only=False)).tolist() if py_re.search(values[i])]
 
 
 def redact_json_texts(texts: list[str | None]) -> list[str | None]:
