@@ -22,6 +22,7 @@ The container lifecycle around these calls (wait, expire, quota) is lib/publishi
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -61,13 +62,28 @@ class Quota:
 Observer = Callable[[str, str, "int | None", float, dict], None]
 
 
+def graph_session(base_url: str) -> requests.Session:
+    """A Session that reads the environment once, here, instead of on every request: with requests'
+    default trust_env it scans os.environ twice per call for proxies and looks for a ~/.netrc, a
+    tenth of the worker's own time per row at benchmark rates. Kept: HTTPS_PROXY / NO_PROXY for the
+    Graph host and a CA bundle (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE). Dropped: .netrc credentials
+    (the token travels in its header, never from a file)."""
+    session = requests.Session()
+    session.proxies.update(requests.utils.get_environ_proxies(base_url))  # honours NO_PROXY
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle:
+        session.verify = bundle
+    session.trust_env = False
+    return session
+
+
 class GraphClient:
     def __init__(self, base_url: str, *, connect_timeout: float, read_timeout: float,
                  api: str = "facebook_login", session: requests.Session | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = (connect_timeout, read_timeout)
         self.api = api
-        self.session = session or requests.Session()
+        self.session = session or graph_session(self.base_url)
         self.observers: list[Observer] = []
 
     # -- transport -------------------------------------------------------------------------

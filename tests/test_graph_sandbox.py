@@ -436,3 +436,20 @@ def test_the_cli_serves_on_the_given_port():
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_graph_session_reads_the_environment_once(monkeypatch):
+    """lib.instagram.graph_session: the proxy for the Graph host and a CA bundle from the environment,
+    read when the client is made; NO_PROXY honoured; requests does not rescan it per call."""
+    from lib.instagram import graph_session
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    s = graph_session("https://graph.facebook.com/v25.0")
+    assert s.proxies.get("https") == "http://proxy.internal:3128"
+    assert s.verify == "/etc/ssl/certs/ca-certificates.crt"
+    assert s.trust_env is False
+    monkeypatch.setenv("NO_PROXY", "graph.facebook.com")
+    assert "https" not in graph_session("https://graph.facebook.com/v25.0").proxies
