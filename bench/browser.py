@@ -111,7 +111,10 @@ def _measure(context, app_url: str, floor_url: str, items: list[dict], floor_ite
 
 
 def _menu_link(title: str):
-    return lambda page: page.locator(f".st-key-{MENU_KEY}").get_by_test_id("stPageLink").filter(has_text=title).first
+    # the label exactly: a link's text also holds its icon's ligature name, and System Alerts'
+    # "notifications_active" contains "Notifications" (the bench waited on the wrong page forever)
+    return lambda page: (page.locator(f".st-key-{MENU_KEY}").get_by_test_id("stPageLink")
+                         .filter(has=page.get_by_text(title, exact=True)).first)
 
 
 def database(volumes: str, log) -> tuple[str, dict]:

@@ -19,7 +19,7 @@ total = load_count(scope.db_url, view.filters)
 if not page.rows:
     empty_state(view.filters)
 else:
-    head, export = st.columns([4, 1], vertical_alignment="bottom")
+    head, export = st.columns([2, 1], vertical_alignment="bottom")  # room for the format and its button
     head.subheader(f"Events{' in ' + md_escape(scope.account_name(scope.account_id)) if scope.account_id else ''}")
     with export:
         feed_export(scope.db_url, view.filters, total, now.strftime("%Y%m%d-%H%M"))

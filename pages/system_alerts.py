@@ -23,7 +23,7 @@ def live_panel():
     if not alerts:
         empty_state(view.filters)
         return
-    head, export = st.columns([4, 1], vertical_alignment="bottom")
+    head, export = st.columns([2, 1], vertical_alignment="bottom")  # room for the format and its button
     head.subheader("Alerts")
     with export:
         alerts_export(scope.db_url, view.filters, now.strftime("%Y%m%d-%H%M"))

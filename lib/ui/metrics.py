@@ -213,7 +213,7 @@ def ordered_accounts(df: pd.DataFrame, names: dict[str, str]) -> list[str]:
 def show_summary(data: ReportSet, ms: MetricsScope, scope: Scope) -> None:
     df = data.frame
     names = _account_names(scope, df)
-    left, right = st.columns([4, 1], vertical_alignment="center")
+    left, right = st.columns([2, 1], vertical_alignment="center")  # room for the format and its button
     n_acc = df["business_account_id"].nunique()
     left.caption(f"{len(df):,} {ms.report_type} reports · {n_acc} account{'s' if n_acc != 1 else ''} · "
                  f"{ms.label} (report dates, UTC)")
@@ -258,8 +258,9 @@ def show_kpis(data: ReportSet, scope: Scope) -> None:
         kpis = an.kpi_deltas(latest, previous)
         period = an.period_text(latest.get("start_date"), latest.get("end_date")) or _day_text(latest.get("report_date"))
         with st.container(border=True, key=Keys.kpis(acc)):
+            before = _previous_text(kpis, previous)
             st.markdown(f"**{md_escape(names.get(acc, acc))}** · latest {latest.get('report_type') or ''} report: "
-                        f"{md_escape(period)}")
+                        f"{md_escape(period)}" + (f" · previous report: {before}" if before else ""))
             cols = st.columns(4) + st.columns(4)
             for col, k in zip(cols, kpis):
                 sources.add(k.source or "none")
@@ -271,8 +272,10 @@ def show_kpis(data: ReportSet, scope: Scope) -> None:
                     desc = "vs " + _comparison_label(latest)
                 elif k.source == an.FROM_PREVIOUS:
                     desc = "vs previous report"
+                # no help icon per card: each is a popover of its own (24 on three accounts, a fifth of the
+                # page's drawing); the delta's source is its description, the caption below says the rest
                 col.metric(k.label, an.fmt_value(k.value, k.kind), delta, delta_description=desc,
-                           delta_color="normal", help=_kpi_help(k, previous))
+                           delta_color="normal")
     parts = []
     if an.FROM_COMPARISON in sources:
         parts.append("“vs …” deltas are the report’s own historical_comparison")
@@ -290,13 +293,12 @@ def _comparison_label(row: dict) -> str:
     return "previous period"
 
 
-def _kpi_help(k: an.Kpi, previous: dict | None) -> str:
-    if k.source == an.FROM_COMPARISON:
-        return "Delta from the report's historical_comparison."
-    if k.source == an.FROM_PREVIOUS and previous is not None:
-        p = an.period_text(previous.get("start_date"), previous.get("end_date"))
-        return f"Delta computed against the previous report ({md_escape(p)})."
-    return "No comparison in the report and no previous report to compare with."
+def _previous_text(kpis: list[an.Kpi], previous: dict | None) -> str:
+    """The previous report's period, when a delta of this account's cards was computed against it."""
+    if previous is None or not any(k.source == an.FROM_PREVIOUS for k in kpis):
+        return ""
+    return md_escape(an.period_text(previous.get("start_date"), previous.get("end_date"))
+                     or _day_text(previous.get("report_date")))
 
 
 # --------------------------------------------------------------------------- charts
