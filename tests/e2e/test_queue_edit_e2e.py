@@ -16,7 +16,7 @@ from lib.queue import enqueue, idempotency_key
 from lib.queue_control import pause
 from lib.schema import audit_log, post_queue
 from lib.timeutil import utcnow
-from tests.e2e.conftest import wait_idle
+from tests.e2e.conftest import click_until, wait_idle
 from tests.support.queue_rows import add_account, insert_rows, queue_row
 
 pytestmark = pytest.mark.e2e
@@ -66,8 +66,14 @@ def test_error_group_choice_survives_a_changed_count_in_its_label(start_app, gro
     page.goto(server.url + "/queue_monitor")
     wait_idle(page)
     picker = page.locator(".st-key-qm_group").get_by_role("combobox")
-    picker.click()
-    page.get_by_role("option", name=re.compile(r"^2 × permanent · \(#36003\)")).click()
+    choice = re.compile(r"^2 × permanent · \(#36003\)")
+
+    def pick():
+        if not choice.search(picker.input_value() or ""):
+            picker.click()
+            page.get_by_role("option", name=choice).click(timeout=10_000)
+
+    click_until(page, pick, lambda ms: expect(picker).to_have_value(choice, timeout=ms))
     wait_idle(page)
     expect(page.get_by_text("Rows 1–2 of 2")).to_be_visible()
     more_of_the_group(url, acc, 2)  # its label now says 4

@@ -22,7 +22,7 @@ from lib.sandbox.seed import seed_demo
 from lib.schema import post_queue
 from lib.timeutil import utcnow
 from lib.ui.nav import existing_pages
-from tests.e2e.conftest import wait_idle
+from tests.e2e.conftest import open_expander, wait_idle
 from tests.support.hostile import SCRIPT, USERNAME, add_hostile
 from tests.support.search_targets import decoy_of, plant_search_targets
 
@@ -123,9 +123,7 @@ def test_every_page_shows_hostile_data_as_text(start_app, hostile_db, page):
     # Activity Feed: open the hostile event (newest) with its 100 KB error and nested details
     page.goto(f"{server.url}/activity_feed?account={acct}")
     wait_idle(page)
-    first = page.get_by_test_id("stExpander").first
-    first.locator("summary").click()
-    expect(first).to_contain_text("more characters not shown", timeout=20_000)
+    open_expander(page, page.get_by_test_id("stExpander").first, "more characters not shown")
     _check(page, "feed_detail", dialogs)
 
     # System Alerts: open each hostile alert's details (the 100 KB sync_failure; the rate_limit
