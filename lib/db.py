@@ -316,7 +316,7 @@ def stream_rows(conn: sa.Connection, query, chunk_size: int = 5000) -> Iterator[
         # with stream_results SQLAlchemy has taken the first row into its own buffer at execute:
         # that one through the Result, the rest straight from the DBAPI cursor
         first = [tuple(r) for r in result.fetchmany(1)] if streamed else []
-        cursor = result.cursor
+        cursor = result.cursor  # None when that fetch found no row and closed the result
         while cursor is not None:
             part = cursor.fetchmany(chunk_size - len(first))
             if first:

@@ -251,10 +251,15 @@ def _capped(chunks: Iterable[Sequence[Sequence[Any]]], cap: int | None):
             written += len(chunk)
             yield chunk, None
     finally:
-        close = getattr(chunks, "close", None)
-        if close is not None:
-            close()
+        close_source(chunks)
     yield None, truncated
+
+
+def close_source(chunks: Any) -> None:
+    """Close an iterator of chunks if it can be closed (a generator over a cursor, a read-ahead)."""
+    close = getattr(chunks, "close", None)
+    if close is not None:
+        close()
 
 
 def rows_to_xlsx(columns: Sequence[str], chunks: Iterable[Sequence[Sequence[Any]]],
@@ -423,7 +428,6 @@ def prefetched(chunks: Iterable[Any], depth: int = 2) -> Iterable[Any]:
     closed, on that thread only (a database connection under it is used by one thread at a time);
     its errors are raised here; closing this generator stops the source and waits for it."""
     import queue
-    import threading
 
     pipe: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
@@ -447,9 +451,7 @@ def prefetched(chunks: Iterable[Any], depth: int = 2) -> Iterable[Any]:
         except BaseException as exc:  # handed to the reader, raised there
             put(("error", exc))
         finally:
-            close = getattr(source, "close", None)
-            if close is not None:
-                close()
+            close_source(source)
 
     thread = threading.Thread(target=produce, name="export-prefetch", daemon=True)
     thread.start()

@@ -68,8 +68,9 @@ def redact_text(text: str | None) -> str | None:
 # An export redacts whole columns: a vectorised pre-check (pyarrow's RE2, one pass over the column)
 # picks the few cells that may hold a credential, and only those go through redact / redact_text.
 # Each pre-check pattern is a superset of what its function changes (tests/test_redact_columns.py
-# checks it on every rule's example); RE2's case folding of the patterns' ASCII letters equals
-# Python's except for four characters (_RE_I_FOLDS): cells holding one get Python's re check too.
+# checks it on every rule's example). RE2's case folding of the patterns' ASCII letters equals
+# Python's except for four characters (_RE_I_FOLDS), so the scan also picks cells holding one, and
+# Python's re, the one that decides, checks every cell the scan picked.
 
 # every name _SECRET_KEY_RE knows, the token values of _SECRET_VALUE_RE and _SECRET_IN_TEXT_RE, and
 # the JSON escapes of characters that can spell them once parsed ("\u0074oken" is "token"): ASCII,
@@ -84,13 +85,8 @@ _SUSPECT_JSON_PY = re.compile(_SUSPECT_JSON_PATTERN, re.I)
 _SUSPECT_TEXT_PY = re.compile(_SUSPECT_TEXT_PATTERN, re.I)
 
 
-def may_hold_secret(json_text: str | None) -> bool:
-    """Cheap pre-check for one JSON text: only texts that match are parsed and redacted."""
-    return bool(json_text) and bool(_SUSPECT_JSON_PY.search(json_text))
-
-
 def _suspects(values: list, pattern: str, py_re: re.Pattern) -> list[int]:
-    """Indexes of the text cells that may match `pattern` (case-insensitive)."""
+    """Indexes of the text cells that match `pattern` case-insensitively as Python's re reads it."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc

@@ -200,6 +200,11 @@ def _day_text(value) -> str:
     return "unknown period" if value is None or pd.isna(value) else str(value.date())
 
 
+def _report_period(start, end, day) -> str:
+    """A report's period as text: its start-end range, else the day it is for."""
+    return an.period_text(start, end) or _day_text(day)
+
+
 def _account_names(scope: Scope, df: pd.DataFrame) -> dict[str, str]:
     return {str(a): scope.account_name(a) for a in df["business_account_id"].dropna().unique()}
 
@@ -256,7 +261,7 @@ def show_kpis(data: ReportSet, scope: Scope) -> None:
             prior = data.before[data.before["business_account_id"] == acc]
             previous = prior.iloc[-1].to_dict() if not prior.empty else None
         kpis = an.kpi_deltas(latest, previous)
-        period = an.period_text(latest.get("start_date"), latest.get("end_date")) or _day_text(latest.get("report_date"))
+        period = _report_period(latest.get("start_date"), latest.get("end_date"), latest.get("report_date"))
         with st.container(border=True, key=Keys.kpis(acc)):
             before = _previous_text(kpis, previous)
             st.markdown(f"**{md_escape(names.get(acc, acc))}** · latest {latest.get('report_type') or ''} report: "
@@ -297,8 +302,7 @@ def _previous_text(kpis: list[an.Kpi], previous: dict | None) -> str:
     """The previous report's period, when a delta of this account's cards was computed against it."""
     if previous is None or not any(k.source == an.FROM_PREVIOUS for k in kpis):
         return ""
-    return md_escape(an.period_text(previous.get("start_date"), previous.get("end_date"))
-                     or _day_text(previous.get("report_date")))
+    return md_escape(_report_period(previous.get("start_date"), previous.get("end_date"), previous.get("report_date")))
 
 
 # --------------------------------------------------------------------------- charts
@@ -595,7 +599,7 @@ def period_choices(df: pd.DataFrame) -> dict[str, tuple[str, ...]]:
     """Report periods in scope, newest first -> the ids of the reports of that period."""
     if df.empty:
         return {}
-    periods = [an.period_text(s, e) or _day_text(d) for s, e, d in zip(df["start_date"], df["end_date"], df["report_date"])]
+    periods = [_report_period(s, e, d) for s, e, d in zip(df["start_date"], df["end_date"], df["report_date"])]
     work = pd.DataFrame({"period": periods, "report_date": df["report_date"], "id": df["id"]})
     groups = work.groupby("period", sort=False).agg(report_date=("report_date", "max"), ids=("id", tuple))
     groups = groups.sort_values("report_date", ascending=False, kind="stable")
