@@ -25,6 +25,10 @@ SPEC_EVENT_TYPES = (
 OPERATOR_EVENT_TYPES = ("queue_item_retried", "alert_resolved")
 
 
+AUDIT_ROW_COLUMNS = ("id", "event_type", "action", "resource_type", "resource_id", "user_id", "success",
+                     "error_message", "details", "created_at")  # the keys of audit_row()
+
+
 def audit_row(
     *,
     event_type: str,

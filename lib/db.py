@@ -225,6 +225,15 @@ def write_transaction(engine: Engine) -> Iterator[sa.Connection]:
         except BaseException:
             conn.rollback()
             raise
+def index_names(conn: sa.Connection, table: str, inspector=None) -> set[str]:
+    """The names of a table's indexes. On SQLite from sqlite_master: SQLAlchemy's reflection leaves
+    out expression indexes (ix_post_queue_due), and init would then create it again on every start."""
+    if conn.dialect.name == "sqlite":
+        return set(conn.execute(sa.text("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = :t "
+                                        "AND sql IS NOT NULL"), {"t": table}).scalars())
+    return {i["name"] for i in (inspector or sa.inspect(conn)).get_indexes(table)}
+
+
 def _create_missing(conn: sa.Connection, report: InitReport) -> None:
     inspector = sa.inspect(conn)
     existing = set(inspector.get_table_names())
@@ -238,7 +247,7 @@ def _create_missing(conn: sa.Connection, report: InitReport) -> None:
         if missing:
             report.missing_columns[table.name] = missing
             continue  # an index over a missing column would fail; say so instead
-        have_idx = {i["name"] for i in inspector.get_indexes(table.name)}
+        have_idx = index_names(conn, table.name, inspector)
         for index in table.indexes:
             if index.name not in have_idx:
                 index.create(conn)

@@ -30,6 +30,7 @@ STATUSES = ("pending", "processing", "sent", "failed", "dlq")
 PENDING, PROCESSING, SENT, FAILED, DLQ = STATUSES
 ACTIVE_STATUSES = (PENDING, PROCESSING, FAILED, DLQ)  # the rows ix_post_queue_active holds
 RETRYABLE_STATUSES = (FAILED, DLQ)  # manual retry, DESIGN decision 3
+DUE_STATUSES = (PENDING, FAILED)  # the rows ix_post_queue_due holds: what the worker may take
 ERROR_CATEGORIES = ("auth_failure", "permanent", "rate_limit", "transient", "unknown")
 
 # Spec 4.2: the audit event written when an action of each type succeeds.
@@ -95,7 +96,15 @@ def due_clause(now: datetime):
     next_retry_at waits on purpose (a container being processed, the publishing quota); a failed
     row without one, written by someone else's tool, is due."""
     q = post_queue
-    return sa.and_(q.c.status.in_((PENDING, FAILED)), sa.or_(q.c.next_retry_at.is_(None), q.c.next_retry_at <= now))
+    # literal statuses, as in active_clause: SQLite uses the partial ix_post_queue_due only then
+    return sa.and_(q.c.status.in_([sa.literal_column(f"'{s}'") for s in DUE_STATUSES]),
+                   sa.or_(q.c.next_retry_at.is_(None), q.c.next_retry_at <= now))
+
+
+def due_order():
+    """The order the worker takes due rows in, oldest due first: ix_post_queue_due's columns."""
+    q = post_queue
+    return (sa.func.coalesce(q.c.next_retry_at, q.c.created_at), q.c.created_at, q.c.id)
 
 
 def held_back_clause(now: datetime):

@@ -13,7 +13,7 @@ from collections import Counter
 import pytest
 import sqlalchemy as sa
 
-from lib.db import TRIGRAM_INDEXES, init_db, make_engine
+from lib.db import TRIGRAM_INDEXES, index_names, init_db, make_engine
 from lib.schema import metadata
 from tests.support.servers import ROOT
 
@@ -27,9 +27,9 @@ def schema_of(url: str) -> dict[str, set[str]]:
     """{table: {index names}} of our tables as the database has them."""
     eng = make_engine(url)
     try:
-        insp = sa.inspect(eng)
-        have = set(insp.get_table_names())
-        return {t.name: {i["name"] for i in insp.get_indexes(t.name)} for t in metadata.sorted_tables if t.name in have}
+        with eng.connect() as conn:
+            have = set(sa.inspect(conn).get_table_names())
+            return {t.name: index_names(conn, t.name) for t in metadata.sorted_tables if t.name in have}
     finally:
         eng.dispose()
 

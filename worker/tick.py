@@ -28,7 +28,7 @@ from sqlalchemy.engine import Engine
 
 from lib import graph_usage, metrics, publishing
 from lib.alerts import open_or_update_alert
-from lib.audit import log_audit
+from lib.audit import AUDIT_ROW_COLUMNS, audit_row, log_audit
 from lib.db import UNAVAILABLE_ERRORS, write_transaction
 from lib.ig_errors import (QUOTA, SPAM, Category, GraphError, account_usage, app_usage, categorize_ig_error,
                            is_content_rejection, next_attempt)
@@ -36,8 +36,9 @@ from lib.instagram import AccountCreds, GraphClient, InvalidPayload, Quota
 from lib.logs import fields
 from lib.publishing import ContainerFailed, ContainerState, ContainerTimedOut, Sent, Wait
 from lib.queue import (CONTENT_ACTIONS, DLQ, FAILED, PENDING, PROCESSING, SENT, SUCCESS_EVENT, claimable_clause,
-                       idempotency_key, refresh_sent_rollup, stale_clause)
+                       due_order, idempotency_key, refresh_sent_rollup, stale_clause)
 from lib.redact import redact
+from lib.schema import audit_log
 from lib.schema import instagram_business_accounts as accounts
 from lib.schema import post_queue as pq
 from lib.schema import post_queue_state as pqs
@@ -162,17 +163,21 @@ def rescue_stale(engine: Engine, *, now: datetime, lease_s: int, max_retries: in
 
 # -- claim -----------------------------------------------------------------------------------
 
+def claim_query(now: datetime, batch_size: int):
+    """The claim's SELECT: claimable rows in ix_post_queue_due's order, so the database reads the
+    index's first entries instead of sorting every due row; locked rows are skipped, not waited for."""
+    return (sa.select(pq.c.id, pq.c.business_account_id, pq.c.action_type, pq.c.payload, pq.c.idempotency_key,
+                      pq.c.retry_count, pq.c.status, pq.c.updated_at)
+            .where(claimable_clause(now))
+            .order_by(*due_order())
+            .limit(batch_size)
+            .with_for_update(skip_locked=True, of=pq))
+
+
 def claim(engine: Engine, *, now: datetime, batch_size: int) -> list[Claimed]:
     """Up to batch_size claimable rows (lib.queue.claimable_clause), oldest due first -> processing."""
     with write_txn(engine) as conn:
-        rows = conn.execute(
-            sa.select(pq.c.id, pq.c.business_account_id, pq.c.action_type, pq.c.payload, pq.c.idempotency_key,
-                      pq.c.retry_count, pq.c.status, pq.c.updated_at)
-            .where(claimable_clause(now))
-            .order_by(sa.func.coalesce(pq.c.next_retry_at, pq.c.created_at), pq.c.created_at, pq.c.id)
-            .limit(batch_size)
-            .with_for_update(skip_locked=True, of=pq)
-        ).all()
+        rows = conn.execute(claim_query(now, batch_size)).all()
         if not rows:
             return []
         ids = [r.id for r in rows]
@@ -293,22 +298,54 @@ def renew_claim(engine: Engine, row: Claimed, *, now: datetime) -> bool:
     return bool(done)
 
 
+_SENT_STATEMENTS: dict[str, tuple[Any, Any, Any]] = {}
+
+
+def _sent_statements(dialect: str) -> tuple[Any, Any, Any]:
+    """record_sent's statements, built once per dialect with bind parameters (b_* for the row, a_* for
+    the audit row): a sent row is the worker's most frequent write, and building a statement costs
+    more Python than executing it. -> (update, audit insert, update + audit insert in one statement
+    or None). The one-statement form (PostgreSQL: the UPDATE ... RETURNING as a CTE that the INSERT
+    selects from) saves a round trip per row and writes the audit row only if the update took."""
+    if dialect not in _SENT_STATEMENTS:
+        mine = sa.and_(pq.c.id == sa.bindparam("b_id"), pq.c.status == PROCESSING,
+                       pq.c.updated_at == sa.bindparam("b_token"))
+        update = sa.update(pq).where(mine).values(
+            status=SENT, instagram_id=sa.bindparam("b_instagram_id"), error=None, error_category=None,
+            next_retry_at=None, updated_at=sa.bindparam("b_now"))
+        audit_values = [sa.bindparam("a_" + c, type_=audit_log.c[c].type) for c in AUDIT_ROW_COLUMNS]
+        insert = sa.insert(audit_log).values(dict(zip(AUDIT_ROW_COLUMNS, audit_values)))
+        both = None
+        if dialect == "postgresql":
+            sent_row = update.returning(pq.c.id).cte("sent_row")
+            both = (sa.insert(audit_log)
+                    .from_select(list(AUDIT_ROW_COLUMNS), sa.select(*audit_values).select_from(sent_row))
+                    .add_cte(sent_row))
+        _SENT_STATEMENTS[dialect] = (update, insert, both)
+    return _SENT_STATEMENTS[dialect]
+
+
 def record_sent(engine: Engine, row: Claimed, instagram_id: str | None, *, now: datetime, twin: bool = False,
                 note: str | None = None) -> bool:
+    params = {"b_id": row.id, "b_token": row.token, "b_instagram_id": instagram_id, "b_now": now}
+    audit = None
+    if not twin:  # a twin's success was audited when the twin was sent
+        event_type, action, resource_type = SUCCESS_EVENT[row.action_type]
+        extra = {"note": note} if note else {}
+        audit = {"a_" + k: v for k, v in audit_row(
+            event_type=event_type, action=action, resource_type=resource_type, resource_id=instagram_id,
+            now=now, success=True, details=_details(row, instagram_id=instagram_id, retry_count=row.retry_count,
+                                                    payload=redact(row.payload), **extra)).items()}
     with write_txn(engine) as conn:
-        done = conn.execute(
-            sa.update(pq).where(_mine(row)).values(status=SENT, instagram_id=instagram_id, error=None,
-                                                   error_category=None, next_retry_at=None, updated_at=now)
-        ).rowcount
+        update, insert, both = _sent_statements(conn.dialect.name)
+        if audit is not None and both is not None:
+            done = conn.execute(both, {**params, **audit}).rowcount  # the audit row exists iff the update took
+        else:
+            done = conn.execute(update, params).rowcount
+            if done and audit is not None:
+                conn.execute(insert, audit)
         if done and row.has_state:  # a sent row needs no state of ours (most rows never had any)
             conn.execute(sa.delete(pqs).where(pqs.c.queue_id == row.id))
-        if done and not twin:  # a twin's success was audited when the twin was sent
-            event_type, action, resource_type = SUCCESS_EVENT[row.action_type]
-            extra = {"note": note} if note else {}
-            log_audit(conn, event_type=event_type, action=action, resource_type=resource_type,
-                      resource_id=instagram_id, now=now, success=True,
-                      details=_details(row, instagram_id=instagram_id, retry_count=row.retry_count,
-                                       payload=redact(row.payload), **extra))
     if done:
         metrics.count_action(row.action_type, SENT)
     return bool(done)
@@ -476,6 +513,44 @@ def refresh_rollup(engine: Engine, *, now: datetime) -> bool:
         return False
 
 
+# What a batch could not write because the database went away mid-batch, by database: claimed rows
+# this process never attempted, and rows Instagram accepted whose `sent` was not recorded. The next
+# tick that reaches the database finishes them, instead of leaving them in processing until the lease
+# (10 min) expires and marks them uncertain, which for a DM means sending it again. A never-attempted
+# row made no Graph call, so putting it back is safe; a failed or waiting attempt whose record was lost
+# is left to the lease (docs/worker.md). Both are kept only in this process: if it ends, the lease rules.
+@dataclass
+class _LeftOver:
+    untried: list[Claimed] = field(default_factory=list)
+    sent: list[tuple[Claimed, Sent, datetime]] = field(default_factory=list)
+
+
+_LEFT_OVER: dict[str, _LeftOver] = {}
+
+
+def _left_over(engine: Engine) -> _LeftOver:
+    return _LEFT_OVER.setdefault(engine.url.render_as_string(hide_password=True), _LeftOver())
+
+
+def _finish_left_over(engine: Engine) -> tuple[int, int]:
+    """-> (rows put back, sent rows recorded) of what the last batch left when the database went away."""
+    left = _left_over(engine)
+    put_back = release(engine, left.untried) if left.untried else 0
+    left.untried = []
+    recorded = 0
+    while left.sent:
+        row, outcome, at = left.sent[0]
+        if record_sent(engine, row, outcome.instagram_id, now=at, note=outcome.note):
+            recorded += 1
+            log.info("row %s %s -> sent instagram_id=%s (recorded after the database came back)", row.id,
+                     row.action_type, outcome.instagram_id, extra=fields(row_id=row.id, action_type=row.action_type,
+                                                                        outcome=SENT))
+        left.sent.pop(0)
+    if put_back:
+        log.warning("%d rows claimed before the database went away, never attempted, put back", put_back)
+    return put_back, recorded
+
+
 def run_tick(engine: Engine, settings: Settings, client: GraphClient, *, stop: threading.Event | None = None,
              now_fn: Callable[[], datetime] = utcnow) -> TickResult:
     """One tick. Never raises for a lost database: the result carries the error instead."""
@@ -486,14 +561,21 @@ def run_tick(engine: Engine, settings: Settings, client: GraphClient, *, stop: t
     try:
         with engine.begin() as conn:
             tick_id = record_tick_start(conn, now=now_fn(), host=socket.gethostname(), pid=os.getpid())
+        put_back, recorded = _finish_left_over(engine)
+        result.released += put_back
+        result.sent += recorded
         result.rescued = rescue_stale(engine, now=now_fn(), lease_s=settings.processing_lease_s,
                                       max_retries=settings.max_retries)
         rows = [] if stop.is_set() else claim(engine, now=now_fn(), batch_size=settings.batch_size)
         result.claimed = len(rows)
         budget = GraphBudget(engine, client, now_fn)
         client.observers.append(budget.observe)
+        attempted: set[uuid.UUID] = set()
         try:
-            _execute_batch(engine, settings, client, budget, rows, result, stop, now_fn)
+            _execute_batch(engine, settings, client, budget, rows, result, stop, now_fn, attempted)
+        except UNAVAILABLE_ERRORS:
+            _left_over(engine).untried.extend(r for r in rows if r.id not in attempted)
+            raise
         finally:
             client.observers.remove(budget.observe)
         budget.flush()
@@ -519,7 +601,7 @@ def run_tick(engine: Engine, settings: Settings, client: GraphClient, *, stop: t
     return result
 
 
-def _execute_batch(engine, settings, client, budget, rows, result, stop, now_fn) -> None:
+def _execute_batch(engine, settings, client, budget, rows, result, stop, now_fn, attempted: set) -> None:
     twins = sent_twins(engine, rows)
     blocked: dict[Any, str] = {}  # account id -> why we stop using it in this tick
     for i, row in enumerate(rows):
@@ -550,6 +632,7 @@ def _execute_batch(engine, settings, client, budget, rows, result, stop, now_fn)
                                                                outcome=SENT))
             continue
         budget.account = row.account
+        attempted.add(row.id)  # from here a Graph call may reach Instagram
         status = _execute_one(engine, settings, client, budget, row, now_fn)
         if status is None:
             continue
@@ -616,7 +699,12 @@ def _execute_one(engine, settings, client, budget: GraphBudget, row: Claimed, no
     now = now_fn()
     if isinstance(outcome, Wait):
         return _waiting(engine, budget, row, outcome, now)
-    if record_sent(engine, row, outcome.instagram_id, now=now, note=outcome.note):
+    try:
+        done = record_sent(engine, row, outcome.instagram_id, now=now, note=outcome.note)
+    except UNAVAILABLE_ERRORS:
+        _left_over(engine).sent.append((row, outcome, now))  # Instagram has it: record it, never send again
+        raise
+    if done:
         if row.action_type in CONTENT_ACTIONS and row.account is not None:
             budget.published(row.account)
         log.info("row %s %s -> sent instagram_id=%s%s", row.id, row.action_type, outcome.instagram_id,
