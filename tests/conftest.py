@@ -38,6 +38,15 @@ def pg_cluster():
     server.cleanup()
 
 
+@pytest.fixture
+def own_pg():
+    """A PostgreSQL of the test's own, which it may stop and start (outage tests)."""
+    server = ThrowawayPostgres()
+    server.start()
+    yield server
+    server.cleanup()
+
+
 @pytest.fixture(scope="session")
 def pgbouncer(pg_cluster):
     """PgBouncer (transaction mode) in front of pg_cluster, started the first time a test needs it."""

@@ -6,22 +6,12 @@ from __future__ import annotations
 
 import time
 
-import pytest
 import sqlalchemy as sa
 
 from lib.db import init_db, make_engine
 from lib.schema import audit_log, post_queue as pq
-from tests.support.pg import ThrowawayPostgres
 from tests.support.worker import add_account, add_row, client_for, sandbox, statuses, worker_settings  # noqa: F401
 from worker.tick import run_tick
-
-
-@pytest.fixture
-def own_pg():
-    server = ThrowawayPostgres()
-    server.start()
-    yield server
-    server.cleanup()
 
 
 def test_a_batch_cut_by_a_database_loss_is_finished_when_it_returns(own_pg, sandbox):

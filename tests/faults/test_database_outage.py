@@ -21,18 +21,9 @@ from lib.schema import post_queue, worker_ticks
 from lib.timeutil import utcnow
 from lib.ui.nav import existing_pages
 from tests.e2e.conftest import wait_idle
-from tests.support.pg import ThrowawayPostgres
 from tests.support.servers import ROOT
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def own_pg():
-    server = ThrowawayPostgres()
-    server.start()
-    yield server
-    server.cleanup()
 
 
 def _page_paths():
