@@ -25,10 +25,6 @@ SPEC_EVENT_TYPES = (
 OPERATOR_EVENT_TYPES = ("queue_item_retried", "alert_resolved")
 
 
-AUDIT_ROW_COLUMNS = ("id", "event_type", "action", "resource_type", "resource_id", "user_id", "success",
-                     "error_message", "details", "created_at")  # the keys of audit_row()
-
-
 def audit_row(
     *,
     event_type: str,
@@ -54,6 +50,11 @@ def audit_row(
         "details": None if details is None else redact(details),  # tokens never reach audit_log.details
         "created_at": now,
     }
+
+
+# The columns audit_row() fills, taken from it so that a prebuilt INSERT (worker.tick) cannot miss one.
+AUDIT_ROW_COLUMNS = tuple(audit_row(event_type="", action="", resource_type="", resource_id=None,
+                                    now=datetime.now(timezone.utc)))
 
 
 def log_audit(conn: sa.Connection, **kwargs: Any) -> None:

@@ -225,6 +225,8 @@ def write_transaction(engine: Engine) -> Iterator[sa.Connection]:
         except BaseException:
             conn.rollback()
             raise
+
+
 def index_names(conn: sa.Connection, table: str, inspector=None) -> set[str]:
     """The names of a table's indexes. On SQLite from sqlite_master: SQLAlchemy's reflection leaves
     out expression indexes (ix_post_queue_due), and init would then create it again on every start."""

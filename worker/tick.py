@@ -99,8 +99,13 @@ class TickResult:
 write_txn = write_transaction
 
 
+def _mine_clause(row_id, token):
+    """Still ours: processing with our claim time as its token (values or bind parameters)."""
+    return sa.and_(pq.c.id == row_id, pq.c.status == PROCESSING, pq.c.updated_at == token)
+
+
 def _mine(row: Claimed):
-    return sa.and_(pq.c.id == row.id, pq.c.status == PROCESSING, pq.c.updated_at == row.token)
+    return _mine_clause(row.id, row.token)
 
 
 def _upsert_state(conn: sa.Connection, queue_id: uuid.UUID, values: dict[str, Any]) -> None:
@@ -308,9 +313,7 @@ def _sent_statements(dialect: str) -> tuple[Any, Any, Any]:
     or None). The one-statement form (PostgreSQL: the UPDATE ... RETURNING as a CTE that the INSERT
     selects from) saves a round trip per row and writes the audit row only if the update took."""
     if dialect not in _SENT_STATEMENTS:
-        mine = sa.and_(pq.c.id == sa.bindparam("b_id"), pq.c.status == PROCESSING,
-                       pq.c.updated_at == sa.bindparam("b_token"))
-        update = sa.update(pq).where(mine).values(
+        update = sa.update(pq).where(_mine_clause(sa.bindparam("b_id"), sa.bindparam("b_token"))).values(
             status=SENT, instagram_id=sa.bindparam("b_instagram_id"), error=None, error_category=None,
             next_retry_at=None, updated_at=sa.bindparam("b_now"))
         audit_values = [sa.bindparam("a_" + c, type_=audit_log.c[c].type) for c in AUDIT_ROW_COLUMNS]
