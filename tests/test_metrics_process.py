@@ -5,6 +5,7 @@ database; LOG_FORMAT=json writes one JSON object per line and never a token."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -211,6 +212,23 @@ def test_healthz_turns_503_when_a_tick_is_stuck_and_when_the_loop_stops(engine, 
     assert w.proc.wait(30) == 0
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).where(pq.c.status == "sent")).scalar() == 2
+
+
+def _blocked_signals(pid, tid) -> int:
+    status = open(f"/proc/{pid}/task/{tid}/status").read()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigBlk:")), 16)
+
+
+def test_stop_signals_reach_the_main_thread_not_a_helper_thread(engine, db_url, sandbox, start_worker):
+    # Taken by the metrics, watchdog or notify thread, a SIGTERM waited for the main thread's Graph call
+    # to return before the loop saw it (the healthz test above then missed "not running" now and then).
+    w = start_worker(db_url, "--interval-seconds", "1")
+    pid, stop_bits = w.proc.pid, (1 << (signal.SIGTERM - 1)) | (1 << (signal.SIGINT - 1))
+    tids = wait_for(lambda: (t := [int(x) for x in os.listdir(f"/proc/{pid}/task")]) and len(t) >= 4
+                    and t, what="the metrics, watchdog and notify threads", proc=w.proc, log=w.log_path)
+    assert _blocked_signals(pid, pid) & stop_bits == 0
+    helpers = [t for t in tids if t != pid]
+    assert helpers and all(_blocked_signals(pid, t) & stop_bits == stop_bits for t in helpers)
 
 
 def test_readyz_follows_the_database_and_metrics_still_serve_counters(sandbox, start_worker):

@@ -19,6 +19,7 @@ import signal
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
@@ -37,6 +38,20 @@ from lib.watchdog import sync_agent_down_alerts
 from worker.tick import next_wait_due, run_tick
 
 log = logging.getLogger("worker")
+
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
+@contextmanager
+def signals_to_main_thread():
+    """Threads started inside (metrics server, watchdog, notify) block SIGTERM/SIGINT, so the kernel
+    delivers a stop signal to the main thread. Taken by another thread, it waited until the main
+    thread's Graph call returned (up to GRAPH_READ_TIMEOUT_S) before the loop or /healthz saw it."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 MIN_WAKE_S = 5  # at most one early wake-up per 5 s, however many rows wait
 
@@ -216,8 +231,9 @@ def main(argv=None) -> int:
         w.health = Health(cron=settings.worker_cron, interval_s=args.interval_seconds, stopping=w.stop.is_set)
         w.health.loop_started()
         try:
-            start_metrics_server(w.engine, address=args.metrics_address, port=args.metrics_port,
-                                          health=w.health)
+            with signals_to_main_thread():
+                start_metrics_server(w.engine, address=args.metrics_address, port=args.metrics_port,
+                                     health=w.health)
         except OSError as exc:
             log.error("metrics server on %s:%s: %s", args.metrics_address, args.metrics_port, exc)
             return 2
@@ -232,11 +248,12 @@ def main(argv=None) -> int:
                 break
         w.notify_once()  # deliver what is due at the end of the tick
         return 1 if failed and not w.stop.is_set() else 0
-    if not args.no_watchdog:
-        threading.Thread(target=w.watchdog_loop, name="watchdog", daemon=True).start()
+    with signals_to_main_thread():
+        if not args.no_watchdog:
+            threading.Thread(target=w.watchdog_loop, name="watchdog", daemon=True).start()
+        threading.Thread(target=w.notify_loop, name="notify", daemon=True).start()  # every ALERT_NOTIFY_INTERVAL_S
     # no tick yet: rows that came due while no service ran are woken for at once, not at the next cron tick
     last_tick = datetime.fromtimestamp(0, timezone.utc)
-    threading.Thread(target=w.notify_loop, name="notify", daemon=True).start()  # every ALERT_NOTIFY_INTERVAL_S
     while not w.stop.is_set():
         due = w.next_wake(interval_s=args.interval_seconds, last_tick=last_tick)
         if w.stop.wait(max(0.0, (due - utcnow()).total_seconds())):
