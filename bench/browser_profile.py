@@ -1,7 +1,9 @@
 """Where a page's browser time goes: a CPU profile of Chromium's renderer while a page opens in a
 new tab (warm browser cache, warm app caches), self time summed by script chunk and by function.
 
-    .venv/bin/python -m bench.browser_profile --pages metrics,activity_feed [--volumes demo|small|scale]
+    .venv/bin/python -m bench.browser_profile --pages metrics,activity_feed [--volumes demo|small|scale] [--switch]
+
+--switch profiles a menu switch instead (from the page bench.browser starts its switches on).
 
 Streamlit loads each element type's code as its own chunk (PlotlyChart.*.js, DataFrame.*.js,
 StreamlitMarkdown.*.js, StreamlitSyntaxHighlighter.*.js for st.code, reactJsonViewCompat.*.js for
@@ -15,7 +17,7 @@ import collections
 import os
 import time
 
-from bench.browser import CHROMIUM_ARGS, READY_JS, _FloorServer, database
+from bench.browser import CHROMIUM_ARGS, READY_JS, _FloorServer, _menu_link, database
 from lib.ui.nav import existing_pages
 from tests.support.servers import StreamlitServer
 
@@ -27,14 +29,23 @@ def _open(context, url: str, title: str) -> None:
     page.close()
 
 
-def profile(context, url: str, title: str, top: int = 8) -> str:
+def profile(context, url: str, title: str, top: int = 8, switch_from: tuple[str, str, object] | None = None) -> str:
+    """A new tab of `url`, or with switch_from=(origin url, origin title, link) a click on the menu
+    link from the origin page."""
     page = context.new_page()
+    if switch_from is not None:
+        page.goto(switch_from[0])
+        page.wait_for_function(READY_JS, arg=switch_from[1], polling=200, timeout=180_000)
+        page.wait_for_timeout(300)
     cdp = context.new_cdp_session(page)
     cdp.send("Profiler.enable")
     cdp.send("Profiler.setSamplingInterval", {"interval": 500})  # µs
     cdp.send("Profiler.start")
     t = time.perf_counter()
-    page.goto(url, wait_until="commit")
+    if switch_from is None:
+        page.goto(url, wait_until="commit")
+    else:
+        switch_from[2](page).click()
     page.wait_for_function(READY_JS, arg=title, polling=200, timeout=180_000)
     wall = time.perf_counter() - t
     prof = cdp.send("Profiler.stop")["profile"]
@@ -57,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.browser_profile", description=__doc__.splitlines()[0])
     ap.add_argument("--pages", required=True, help="comma-separated url paths (overview for /)")
     ap.add_argument("--volumes", choices=("demo", "small", "scale"), default="demo")
+    ap.add_argument("--switch", action="store_true", help="profile a menu switch instead of a new tab")
     args = ap.parse_args(argv)
     url, _info = database(args.volumes, print)
     specs = {(p.url_path or "overview"): p for p in existing_pages()}
@@ -67,12 +79,16 @@ def main(argv: list[str] | None = None) -> int:
             context = browser.new_context(viewport={"width": 1440, "height": 900})
             _open(context, app.url + "/", "Overview")  # normal mode, static files cached
             _open(context, floor.url + "/floor", "Floor")
-            print(profile(context, floor.url + "/floor", "Floor"), flush=True)
+            floor_from = (floor.url + "/other", "Other", lambda page: page.get_by_test_id("stSidebarNav")
+                          .get_by_text("Floor", exact=True)) if args.switch else None
+            origin = specs["oversight_chat"]
+            print(profile(context, floor.url + "/floor", "Floor", switch_from=floor_from), flush=True)
             for name in args.pages.split(","):
                 spec = specs[name]
                 _open(context, f"{app.url}/{spec.url_path}", spec.title)  # fills the app's data caches
-                print(profile(context, f"{app.url}/{spec.url_path}", spec.title), flush=True)
-            print(profile(context, floor.url + "/floor", "Floor"), flush=True)
+                page_from = (f"{app.url}/{origin.url_path}", origin.title, _menu_link(spec.title)) if args.switch else None
+                print(profile(context, f"{app.url}/{spec.url_path}", spec.title, switch_from=page_from), flush=True)
+            print(profile(context, floor.url + "/floor", "Floor", switch_from=floor_from), flush=True)
             browser.close()
     finally:
         app.stop()

@@ -19,11 +19,12 @@ from lib.export import frame_export
 from lib.timeutil import utcnow
 from lib.ui.charts import Fig, plain
 from lib.ui.export import export_control
-from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
+from lib.ui.shell import CACHE_TTL_S, Scope, get_engine, lazy_expander
 from lib.ui.text import md_escape
 
 RANGE_PRESETS = {"7 days": 7, "30 days": 30, "90 days": 90, "1 year": 365, "All": None, "Custom": -1}
 DEFAULT_RANGE = "90 days"
+KPI_CARDS_SHOWN = 3  # accounts whose KPI cards are drawn at once; the others open on demand
 EXPORT_CAP = 100_000
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
@@ -39,6 +40,13 @@ IG_METRICS = {  # instagram_metrics chart: name -> (column, axis)
     "Avg engagement rate (%)": ("instagram_metrics.avg_engagement_rate", "rate"),
 }
 DEFAULT_IG = ["Reach", "Impressions", "Avg engagement rate (%)"]
+
+
+def default_ig_metrics(n_accounts: int) -> list[str]:
+    """The metrics chosen at first: one line per account and metric, so with more accounts than
+    KPI_CARDS_SHOWN only Reach (ten accounts drew 30 lines, measured the slowest part of the page)."""
+    return DEFAULT_IG if n_accounts <= KPI_CARDS_SHOWN else DEFAULT_IG[:1]
+
 ENGAGEMENT = {"Likes": "instagram_metrics.total_likes", "Comments": "instagram_metrics.total_comments",
               "Saves": "instagram_metrics.total_saves", "Shares": "instagram_metrics.total_shares"}
 REVENUE = {"Attributed revenue ($)": "revenue_metrics.attributed_revenue",
@@ -62,6 +70,7 @@ class Keys:
     DETAIL_PERIOD, DETAIL_ACCOUNT = "metrics_detail_period", "metrics_detail_account"  # the details shown
     COMPARISON = "metrics_comparison"  # the period comparison table
     DETAILS, COMPARE = "metrics_details_open", "metrics_compare_open"  # the lazy sections: True while open
+    MORE_KPIS = "metrics_more_kpis_open"  # the lazy KPI cards of the accounts past KPI_CARDS_SHOWN
     ANOMALY_FLAGS, REPORT_ANOMALIES = "metrics_anomaly_flags", "metrics_report_anomalies"  # the Anomalies tab's tables
     RAISE_ANOMALIES = "metrics_raise_anomalies"  # the "raise the flags as alerts" button
     CSV_REPORTS, CSV_COMPARISON, CSV_FLAGS = "csv_reports", "csv_comparison", "csv_anomaly_flags"  # export controls
@@ -250,37 +259,23 @@ def latest_ids(df: pd.DataFrame) -> tuple[str, ...]:
 
 
 def show_kpis(data: ReportSet, scope: Scope) -> None:
+    """Eight KPI cards per account. Past KPI_CARDS_SHOWN accounts the others are in a lazy expander:
+    ten accounts drew 80 cards, a third of the Metrics page's browser time, mostly below the fold."""
     df = data.frame
     names = _account_names(scope, df)
-    sources: set[str] = set()
     full = {r.business_account_id: an.flatten_report(r, lists=False) for r in load_details(scope.db_url, latest_ids(df))}
-    for acc in ordered_accounts(df, names):
-        latest, previous = an.latest_and_previous(df, acc)
-        latest = full.get(acc, latest)  # with historical_comparison.changes
-        if previous is None and not data.before.empty:
-            prior = data.before[data.before["business_account_id"] == acc]
-            previous = prior.iloc[-1].to_dict() if not prior.empty else None
-        kpis = an.kpi_deltas(latest, previous)
-        period = _report_period(latest.get("start_date"), latest.get("end_date"), latest.get("report_date"))
-        with st.container(border=True, key=Keys.kpis(acc)):
-            before = _previous_text(kpis, previous)
-            st.markdown(f"**{md_escape(names.get(acc, acc))}** · latest {latest.get('report_type') or ''} report: "
-                        f"{md_escape(period)}" + (f" · previous report: {before}" if before else ""))
-            cols = st.columns(4) + st.columns(4)
-            for col, k in zip(cols, kpis):
-                sources.add(k.source or "none")
-                delta = an.fmt_delta(k)
-                if k.delta == 0:
-                    delta = 0
-                desc = None
-                if k.source == an.FROM_COMPARISON:
-                    desc = "vs " + _comparison_label(latest)
-                elif k.source == an.FROM_PREVIOUS:
-                    desc = "vs previous report"
-                # no help icon per card: each is a popover of its own (24 on three accounts, a fifth of the
-                # page's drawing); the delta's source is its description, the caption below says the rest
-                col.metric(k.label, an.fmt_value(k.value, k.kind), delta, delta_description=desc,
-                           delta_color="normal")
+    accounts = ordered_accounts(df, names)
+    sources: set[str] = set()
+    for acc in accounts[:KPI_CARDS_SHOWN]:
+        sources |= _kpi_cards(data, acc, full, names)
+    rest = accounts[KPI_CARDS_SHOWN:]
+    if rest:
+        more = lazy_expander(f"KPI cards of {len(rest)} more account{'s' if len(rest) != 1 else ''}",
+                             key=Keys.MORE_KPIS, icon=":material/view_module:")
+        if more is not None:
+            with more:
+                for acc in rest:
+                    sources |= _kpi_cards(data, acc, full, names)
     parts = []
     if an.FROM_COMPARISON in sources:
         parts.append("“vs …” deltas are the report’s own historical_comparison")
@@ -289,6 +284,38 @@ def show_kpis(data: ReportSet, scope: Scope) -> None:
     if "none" in sources:
         parts.append("no delta: neither is available")
     st.caption("; ".join(parts) + ".")
+
+
+def _kpi_cards(data: ReportSet, acc: str, full: dict[str, dict], names: dict[str, str]) -> set[str]:
+    """One account's box of cards; returns where its deltas came from (for the caption)."""
+    df, sources = data.frame, set()
+    latest, previous = an.latest_and_previous(df, acc)
+    latest = full.get(acc, latest)  # with historical_comparison.changes
+    if previous is None and not data.before.empty:
+        prior = data.before[data.before["business_account_id"] == acc]
+        previous = prior.iloc[-1].to_dict() if not prior.empty else None
+    kpis = an.kpi_deltas(latest, previous)
+    period = _report_period(latest.get("start_date"), latest.get("end_date"), latest.get("report_date"))
+    with st.container(border=True, key=Keys.kpis(acc)):
+        before = _previous_text(kpis, previous)
+        st.markdown(f"**{md_escape(names.get(acc, acc))}** · latest {latest.get('report_type') or ''} report: "
+                    f"{md_escape(period)}" + (f" · previous report: {before}" if before else ""))
+        cols = st.columns(4) + st.columns(4)
+        for col, k in zip(cols, kpis):
+            sources.add(k.source or "none")
+            delta = an.fmt_delta(k)
+            if k.delta == 0:
+                delta = 0
+            desc = None
+            if k.source == an.FROM_COMPARISON:
+                desc = "vs " + _comparison_label(latest)
+            elif k.source == an.FROM_PREVIOUS:
+                desc = "vs previous report"
+            # no help icon per card: each is a popover of its own (24 on three accounts, a fifth of the
+            # page's drawing); the delta's source is its description, the caption below says the rest
+            col.metric(k.label, an.fmt_value(k.value, k.kind), delta, delta_description=desc,
+                       delta_color="normal")
+    return sources
 
 
 def _comparison_label(row: dict) -> str:
@@ -387,8 +414,12 @@ def show_charts(data: ReportSet, scope: Scope, ms: MetricsScope) -> None:
 
 
 def _ig_chart(df, accounts, names, ms, flags: pd.DataFrame | None = None):
-    chosen = st.multiselect("Metrics", list(IG_METRICS), default=DEFAULT_IG, key=Keys.IG_CHOICE,
-                            help="Counts on the left axis, rates (%) on the right axis.")
+    several = len(accounts) > KPI_CARDS_SHOWN
+    chosen = st.multiselect("Metrics", list(IG_METRICS), default=default_ig_metrics(len(accounts)),
+                            key=Keys.IG_CHOICE,
+                            help="Counts on the left axis, rates (%) on the right axis."
+                                 + (f" With more than {KPI_CARDS_SHOWN} accounts in scope only Reach is chosen at "
+                                    "first (one line per account and metric); add others here." if several else ""))
     if not chosen:
         st.info("Choose one or more metrics to plot.")
         return

@@ -42,6 +42,7 @@ class Keys:
     TABLE_VER = "qm_table_ver"  # bumped after each retry: a fresh table widget, i.e. an empty selection
     VIEW, ACTION, CATEGORY, SEARCH, GROUP = "qm_view", "qm_action", "qm_category", "qm_search", "qm_group"
     FLASH = "queue_monitor"  # lib.ui.feedback's flash messages of this page
+    COUNTS_TAB = "qm_counts_tab"  # the counts' Table | Chart tabs (lazy: the chart is drawn while its tab is open)
 
     @staticmethod
     def page(view: str) -> str:  # the table's page number (st.pagination)
@@ -231,22 +232,30 @@ def show_counts(summary: dict[str, Any], scope: Scope) -> None:
                 icon=":material/inbox:")
         return
     df = counts_frame(summary)
-    left, right = st.columns([1, 1])
-    with left:
+    # the chart shows the table's numbers again: a lazy tab, so opening the page draws no Plotly chart
+    # (its first chart was the largest single cost of the page in the browser)
+    table_tab, chart_tab = st.tabs(["Table", "Chart"], key=Keys.COUNTS_TAB, on_change="rerun")
+    with table_tab:
         st.dataframe(df, hide_index=True, width="stretch", key="qm_counts",
                      column_config={"action_type": st.column_config.TextColumn("Action type", pinned=True)})
         export_control("Counts", lambda fmt: frame_export(df, fmt), file_stem="queue_counts", key="qm_counts_csv")
         st.caption(sent_note(summary, scope.tz))  # our own text: counts and times
-    with right:
-        body = df[df["action_type"] != "total"]
-        fig = Fig()
-        for status in [c for c in df.columns if c not in ("action_type", "total")]:
-            if body[status].sum():
-                fig.add(dict(type="bar", name=plain(status), x=[plain(a) for a in body["action_type"]], y=body[status].to_numpy(),
-                             marker=dict(color=STATUS_COLORS.get(status))))
-        fig.layout_fig.update_layout(barmode="stack", height=300, margin=dict(l=0, r=0, t=10, b=0),
-                                     legend=dict(orientation="h", y=-0.15), yaxis_title="rows")
-        st.plotly_chart(fig.to_dict(), width="stretch", key="qm_counts_chart", theme="streamlit")
+    if chart_tab.open:
+        with chart_tab:
+            st.plotly_chart(counts_chart(df).to_dict(), width="stretch", key="qm_counts_chart", theme="streamlit")
+
+
+def counts_chart(df: pd.DataFrame) -> Fig:
+    """Rows per action type, stacked by status (the counts table without its total row)."""
+    body = df[df["action_type"] != "total"]
+    fig = Fig()
+    for status in [c for c in df.columns if c not in ("action_type", "total")]:
+        if body[status].sum():
+            fig.add(dict(type="bar", name=plain(status), x=[plain(a) for a in body["action_type"]], y=body[status].to_numpy(),
+                         marker=dict(color=STATUS_COLORS.get(status))))
+    fig.layout_fig.update_layout(barmode="stack", height=300, margin=dict(l=0, r=0, t=10, b=0),
+                                 legend=dict(orientation="h", y=-0.15), yaxis_title="rows")
+    return fig
 
 
 # -- filters ------------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ def test_kpis_and_deltas_for_one_account(run_page, sqlite_url):
     assert not at.exception
     got = {label: (value, delta, desc) for label, value, delta, desc in metric_rows(at)}
     assert len(at.metric) == 8  # one account: one KPI card
+    assert at.multiselect(key=Keys.IG_CHOICE).value == ["Reach", "Impressions", "Avg engagement rate (%)"]
     assert got["Reach"] == ("1,200", "+100 (+11.1 %)", "vs last 7d")  # historical_comparison.reach_delta
     assert got["Impressions"] == ("2,000", "-200 (-9.1 %)", "vs last 7d")  # historical_comparison.changes
     assert got["Attributed revenue"] == ("$150.00", "+$50.00 (+50.0 %)", "vs previous report")  # computed
@@ -114,7 +115,15 @@ def test_details_of_many_accounts_show_one_picked_account(run_page, sqlite_url):
         add_reports(conn, [report(acc, "weekly", today - timedelta(days=1), reach=1000 + i) for i, acc in enumerate(ids)])
     eng.dispose()
     at = run_page(sqlite_url, PAGE)
-    assert len([m for m in at.metric if m.label == "Reach"]) == 4  # KPIs: all four side by side
+    # KPIs: the first KPI_CARDS_SHOWN accounts side by side, the fourth on demand
+    assert [m.value for m in at.metric if m.label == "Reach"] == ["1,000", "1,001", "1,002"]
+    more = [e for e in at.expander if e.label == "KPI cards of 1 more account"]
+    assert len(more) == 1 and not [m for m in more[0].metric]  # closed: not drawn
+    at.session_state[Keys.MORE_KPIS] = True  # opened, as a click does
+    at.run()
+    assert [m.value for m in at.metric if m.label == "Reach"] == ["1,000", "1,001", "1,002", "1,003"]
+    # four accounts: the Instagram chart starts with Reach alone (one line per account and metric)
+    assert at.multiselect(key=Keys.IG_CHOICE).value == ["Reach"]
     at.session_state[Keys.DETAILS] = True
     at.run()
     picker = at.selectbox(key=Keys.DETAIL_ACCOUNT)

@@ -68,8 +68,11 @@ def test_counts_matrix_and_metrics(run_page, queue_db):
     counts = at.dataframe[0].value.set_index("action_type")
     assert counts.loc["reply_comment", "dlq"] == 4 and counts.loc["publish_post", "dlq"] == 2
     assert counts.loc["send_dm", "sent"] == 3 and counts.loc["total", "total"] == 12
-    assert len(at.get("plotly_chart")) == 1
+    assert len(at.get("plotly_chart")) == 0  # the chart tab is lazy: closed, not drawn
     assert "Rows 1–6 of 6" in captions(at)
+    at.session_state[Keys.COUNTS_TAB] = "Chart"  # opened, as a click does
+    at.run()
+    assert len(at.get("plotly_chart")) == 1
 
 
 def test_dlq_filters_and_grouping(run_page, queue_db):

@@ -103,6 +103,9 @@ def test_resolve_alert_by_clicking_and_export(start_app, demo_db, page):
 
     page.locator(".st-key-alert_state").get_by_text("All").click()
     wait_idle(page)
+    # the rerun may not have started when wait_idle looks: wait for the resolved alert to be listed again
+    expect(grid).to_contain_text("agent_down")
+    wait_idle(page)
     with page.expect_download() as info:
         page.get_by_test_id("stDownloadButton").get_by_role("button").click()
     rows = list(csv.DictReader(io.StringIO(open(info.value.path(), encoding="utf-8").read())))
