@@ -12,6 +12,7 @@ from lib.db import init_db, make_engine
 from lib.schema import agent_heartbeats, system_alerts
 from lib.text import md_escape, plotly_text
 from lib.timeutil import utcnow
+from lib.ui.queue_monitor import Keys as QueueKeys
 from tests.support.queue_rows import add_account, insert_rows, queue_row
 
 TAG = "<b>x</b><a href='javascript:alert(1)'>y</a>"
@@ -84,6 +85,9 @@ def test_action_types_are_escaped_in_the_queue_chart(run_page, sqlite_url):
         insert_rows(conn, [queue_row(account=acc, now=now, action_type=TAG)])
     eng.dispose()
     at = run_page(sqlite_url, "pages/queue_monitor.py")
+    at.session_state[QueueKeys.COUNTS_TAB] = "Chart"  # the counts chart's lazy tab, opened
+    at.run()
     text = "\n".join(json.dumps(json.loads(s).get("data")) for s in specs(at))
+    assert text
     assert json.dumps(plotly_text(TAG))[1:-1] in text
     assert "<b>" not in text and "<a " not in text
