@@ -4,7 +4,7 @@ from lib.timeutil import floor_time, utcnow
 from lib.ui import live_caption, page_guard
 from lib.ui.notifications import ack_actions, badges, silence_panel
 from lib.ui.system_alerts import (
-    STATES, alert_filters, alerts_export, chart_bucket, empty_state, load_alerts, load_counts, load_summary,
+    STATES, alert_filters, alerts_export, chart_bucket, empty_state, load_alerts, load_summary,
     resolve_actions, show_chart, show_list, show_result, show_summary,
 )
 
@@ -17,8 +17,7 @@ def live_panel():
     now = floor_time(utcnow(), 5)
     show_result()
     show_summary(load_summary(scope.db_url, view.filters), STATES[{False: "open", True: "resolved", None: "all"}[view.filters.resolved]])
-    bucket = chart_bucket(view, now)
-    show_chart(load_counts(scope.db_url, view.filters, bucket), bucket, scope.tz)
+    show_chart(scope, view.filters, chart_bucket(view, now))
     alerts = load_alerts(scope.db_url, view.filters)
     if not alerts:
         empty_state(view.filters)

@@ -22,7 +22,7 @@ from lib.ui.charts import bucketed_bar_chart
 from lib.ui.export import export_control
 from lib.ui.feedback import Confirmation, flash, guarded_write, show_flash
 from lib.ui.notifications import badge_columns
-from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
+from lib.ui.shell import CACHE_TTL_S, Scope, get_engine, lazy_expander
 from lib.text import clip, clip_json
 from lib.ui.text import md_escape
 
@@ -35,6 +35,7 @@ class Keys:
     CONFIRM_ALL = "alerts_confirm_all"  # ids that "resolve all matching" asks about
     CONFIRM_FILTER = "alerts_confirm_filter"  # the filter those ids belong to
     FLASH = "system_alerts"  # lib.ui.feedback's flash messages of this page
+    CHART = "alerts_chart_open"  # the lazy "Alerts over time" expander: True while open
 
 
 CONFIRM_ALL = Confirmation(Keys.CONFIRM_ALL)
@@ -124,11 +125,19 @@ def show_summary(summary: dict, state_label: str) -> None:
         st.caption("By type: " + " · ".join(f"{md_escape(t)} {n}" for t, n in summary["type"].items()))
 
 
-def show_chart(counts: list[dict], bucket: str, tz) -> None:
-    if not counts:
+def show_chart(scope: Scope, filters: AlertFilter, bucket: str) -> None:
+    """Alerts over time by type, in a lazy expander: it stood between the counts and the list people
+    open the page for, and its Plotly chart was the page's largest cost in the browser."""
+    panel = lazy_expander("Alerts over time", key=Keys.CHART, icon=":material/bar_chart:")
+    if panel is None:
         return
-    bucketed_bar_chart(counts, bucket=bucket, tz=tz, series="alert_type", colors=TYPE_COLOURS, key="alerts-chart",
-                       y_title=f"alerts per {bucket}", height=230, order=TYPE_COLOURS)
+    with panel:
+        counts = load_counts(scope.db_url, filters, bucket)
+        if not counts:
+            st.caption("No alerts in this view.")
+            return
+        bucketed_bar_chart(counts, bucket=bucket, tz=scope.tz, series="alert_type", colors=TYPE_COLOURS,
+                           key="alerts-chart", y_title=f"alerts per {bucket}", height=230, order=TYPE_COLOURS)
 
 
 def chart_bucket(view: AlertsView, now: datetime) -> str:

@@ -13,6 +13,7 @@ from lib.schema import agent_heartbeats, system_alerts
 from lib.text import md_escape, plotly_text
 from lib.timeutil import utcnow
 from lib.ui.queue_monitor import Keys as QueueKeys
+from lib.ui.system_alerts import Keys as AlertKeys
 from tests.support.queue_rows import add_account, insert_rows, queue_row
 
 TAG = "<b>x</b><a href='javascript:alert(1)'>y</a>"
@@ -71,7 +72,10 @@ def test_alert_types_are_escaped_in_the_chart(run_page, sqlite_url):
                                                      created_at=now, updated_at=now))
     eng.dispose()
     at = run_page(sqlite_url, "pages/system_alerts.py")
+    at.session_state[AlertKeys.CHART] = True  # the lazy "Alerts over time" expander, opened
+    at.run()
     text = "\n".join(json.dumps(json.loads(s).get("data")) for s in specs(at))
+    assert text
     assert json.dumps(plotly_text(TAG))[1:-1] in text
     assert "<b>" not in text and "<a " not in text
 

@@ -63,6 +63,19 @@ def test_default_grouped_unresolved_by_severity(run_page, sqlite_url):
     assert "token *expired* <script>" in list(df["message"])  # a dataframe cell: plain text
 
 
+def test_alerts_over_time_chart_is_drawn_only_while_its_expander_is_open(run_page, sqlite_url):
+    seed(sqlite_url)
+    at = run_page(sqlite_url, PAGE)
+    chart = [e for e in at.expander if e.label == "Alerts over time"]
+    assert len(chart) == 1 and not at.get("plotly_chart")  # closed: nothing computed or sent
+    at.session_state[Keys.CHART] = True  # opened, as a click does
+    at.run()
+    assert len(at.get("plotly_chart")) == 1
+    spec = at.get("plotly_chart")[0].proto.spec
+    assert "rate_limit" in spec and "sync_failure" not in spec  # the unresolved view's alerts, by type
+    assert list(frame(at)["alert_type"]) == ["agent_down", "auth_failure", "rate_limit"]  # the list unchanged
+
+
 def test_filters_and_each_view(run_page, sqlite_url):
     seed(sqlite_url)
     at = run_page(sqlite_url, PAGE)

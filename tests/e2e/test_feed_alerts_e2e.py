@@ -15,7 +15,7 @@ from lib.audit import audit_row
 from lib.db import init_db, make_engine
 from lib.schema import audit_log, system_alerts
 from lib.timeutil import utcnow
-from tests.e2e.conftest import wait_idle
+from tests.e2e.conftest import open_expander, wait_idle
 
 pytestmark = pytest.mark.e2e
 
@@ -114,6 +114,11 @@ def test_resolve_alert_by_clicking_and_export(start_app, demo_db, page):
     assert by_type["agent_down"]["resolved"] == "True" and by_type["agent_down"]["resolved_by"] == "local"
     assert by_type["agent_down"]["severity"] == "CRITICAL"
     assert by_type["rate_limit"]["resolved"] == "False"
+    # the chart is behind the lazy "Alerts over time" expander: opening it draws it, by type
+    chart = expanders(page).filter(has_text="Alerts over time")
+    expect(chart.get_by_test_id("stPlotlyChart")).to_have_count(0)
+    open_expander(page, chart, "agent_down")
+    expect(chart.get_by_test_id("stPlotlyChart").locator(".main-svg").first).to_be_visible()
     assert page.locator("[data-testid='stException']").count() == 0
 
 
