@@ -556,6 +556,20 @@ def fmt_delta(kpi: Kpi) -> str | None:
     return " ".join(parts)
 
 
+def kpi_table(rows: list[tuple[str, str, list[Kpi]]]) -> pd.DataFrame:
+    """One row per account (name, latest report's period, its KPIs): each KPI's value and its change
+    in % (`<label> Δ %`, the same delta as its card), numbers so the table sorts."""
+    out = []
+    for name, period, kpis in rows:
+        row: dict[str, Any] = {"account": name, "latest report": period}
+        for k in kpis:
+            row[k.label] = k.value
+            row[f"{k.label} Δ %"] = k.delta_pct
+        out.append(row)
+    columns = ["account", "latest report"] + [c for d in KPIS for c in (d.label, f"{d.label} Δ %")]
+    return pd.DataFrame(out, columns=columns)
+
+
 # --------------------------------------------------------------------------- pure: long data for charts
 
 def long_series(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:

@@ -3,6 +3,7 @@ import json
 import math
 from datetime import date, datetime, timezone
 
+import pandas as pd
 import pytest
 
 from lib import analytics as an
@@ -212,6 +213,17 @@ def kpi(kpis, key):
 def test_delta_from_explicit_comparison_field():
     k = kpi(an.kpi_deltas(flat(), None), "reach")
     assert (k.value, k.delta, k.delta_pct, k.source) == (1200.0, 200.0, 20.0, an.FROM_COMPARISON)
+
+
+def test_kpi_table_one_row_per_account_with_values_and_changes():
+    table = an.kpi_table([("acme", "1–7 Dec", an.kpi_deltas(flat(), None)),
+                          ("beta", "—", an.kpi_deltas(flat(instagram_metrics={}, historical_comparison=None), None))])
+    assert table.columns[:4].tolist() == ["account", "latest report", "Followers", "Followers Δ %"]
+    assert len(table.columns) == 2 + 2 * len(an.KPIS)
+    assert table.loc[0, "Reach"] == 1200 and table.loc[0, "Reach Δ %"] == 20.0
+    assert table["account"].tolist() == ["acme", "beta"]
+    assert pd.isna(table.loc[1, "Reach"]) and pd.isna(table.loc[1, "Reach Δ %"])  # no data: empty, not 0
+    assert an.kpi_table([]).empty
 
 
 def test_delta_from_changes_when_no_explicit_field():

@@ -24,7 +24,7 @@ from lib.ui.text import md_escape
 
 RANGE_PRESETS = {"7 days": 7, "30 days": 30, "90 days": 90, "1 year": 365, "All": None, "Custom": -1}
 DEFAULT_RANGE = "90 days"
-KPI_CARDS_SHOWN = 3  # accounts whose KPI cards are drawn at once; the others open on demand
+KPI_CARDS_SHOWN = 3  # up to this many accounts: KPI cards; more: one table, the cards on demand
 EXPORT_CAP = 100_000
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
@@ -70,7 +70,8 @@ class Keys:
     DETAIL_PERIOD, DETAIL_ACCOUNT = "metrics_detail_period", "metrics_detail_account"  # the details shown
     COMPARISON = "metrics_comparison"  # the period comparison table
     DETAILS, COMPARE = "metrics_details_open", "metrics_compare_open"  # the lazy sections: True while open
-    MORE_KPIS = "metrics_more_kpis_open"  # the lazy KPI cards of the accounts past KPI_CARDS_SHOWN
+    MORE_KPIS = "metrics_more_kpis_open"  # the lazy KPI cards when more than KPI_CARDS_SHOWN accounts are in scope
+    KPI_TABLE = "metrics_kpi_table"  # the KPI table (one row per account) shown instead of their cards
     ANOMALY_FLAGS, REPORT_ANOMALIES = "metrics_anomaly_flags", "metrics_report_anomalies"  # the Anomalies tab's tables
     RAISE_ANOMALIES = "metrics_raise_anomalies"  # the "raise the flags as alerts" button
     CSV_REPORTS, CSV_COMPARISON, CSV_FLAGS = "csv_reports", "csv_comparison", "csv_anomaly_flags"  # export controls
@@ -259,23 +260,26 @@ def latest_ids(df: pd.DataFrame) -> tuple[str, ...]:
 
 
 def show_kpis(data: ReportSet, scope: Scope) -> None:
-    """Eight KPI cards per account. Past KPI_CARDS_SHOWN accounts the others are in a lazy expander:
-    ten accounts drew 80 cards, a third of the Metrics page's browser time, mostly below the fold."""
+    """Eight KPI cards per account, up to KPI_CARDS_SHOWN accounts. With more, one table with a row
+    per account, and the cards in a lazy expander: ten accounts drew 80 cards, a third of the
+    Metrics page's browser time, and a table compares accounts better."""
     df = data.frame
     names = _account_names(scope, df)
     full = {r.business_account_id: an.flatten_report(r, lists=False) for r in load_details(scope.db_url, latest_ids(df))}
     accounts = ordered_accounts(df, names)
-    sources: set[str] = set()
-    for acc in accounts[:KPI_CARDS_SHOWN]:
-        sources |= _kpi_cards(data, acc, full, names)
-    rest = accounts[KPI_CARDS_SHOWN:]
-    if rest:
-        more = lazy_expander(f"KPI cards of {len(rest)} more account{'s' if len(rest) != 1 else ''}",
-                             key=Keys.MORE_KPIS, icon=":material/view_module:")
-        if more is not None:
-            with more:
-                for acc in rest:
-                    sources |= _kpi_cards(data, acc, full, names)
+    kpis = {acc: _account_kpis(data, acc, full) for acc in accounts}
+    sources = {k.source or "none" for _, _, ks in kpis.values() for k in ks}
+    if len(accounts) <= KPI_CARDS_SHOWN:
+        for acc in accounts:
+            _kpi_cards(acc, *kpis[acc], names)
+    else:
+        _kpi_table(accounts, kpis, names)
+        cards = lazy_expander(f"KPI cards of the {len(accounts)} accounts", key=Keys.MORE_KPIS,
+                              icon=":material/view_module:")
+        if cards is not None:
+            with cards:
+                for acc in accounts:
+                    _kpi_cards(acc, *kpis[acc], names)
     parts = []
     if an.FROM_COMPARISON in sources:
         parts.append("“vs …” deltas are the report’s own historical_comparison")
@@ -286,15 +290,34 @@ def show_kpis(data: ReportSet, scope: Scope) -> None:
     st.caption("; ".join(parts) + ".")
 
 
-def _kpi_cards(data: ReportSet, acc: str, full: dict[str, dict], names: dict[str, str]) -> set[str]:
-    """One account's box of cards; returns where its deltas came from (for the caption)."""
-    df, sources = data.frame, set()
-    latest, previous = an.latest_and_previous(df, acc)
-    latest = full.get(acc, latest)  # with historical_comparison.changes
+def _account_kpis(data: ReportSet, acc: str, full: dict[str, dict]) -> tuple[dict, dict | None, list[an.Kpi]]:
+    """An account's latest report (with historical_comparison.changes), the one before it (also from
+    before the range), and its KPIs."""
+    latest, previous = an.latest_and_previous(data.frame, acc)
+    latest = full.get(acc, latest)
     if previous is None and not data.before.empty:
         prior = data.before[data.before["business_account_id"] == acc]
         previous = prior.iloc[-1].to_dict() if not prior.empty else None
-    kpis = an.kpi_deltas(latest, previous)
+    return latest, previous, an.kpi_deltas(latest, previous)
+
+
+def _kpi_table(accounts: list[str], kpis: dict, names: dict[str, str]) -> None:
+    rows = [(names.get(acc, acc), _report_period(latest.get("start_date"), latest.get("end_date"),
+                                                 latest.get("report_date")), ks)
+            for acc in accounts for latest, _, ks in [kpis[acc]]]
+    config: dict = {"account": st.column_config.TextColumn("Account", pinned=True),
+                    "latest report": st.column_config.TextColumn("Latest report")}
+    for d in an.KPIS:
+        fmt = {"rate": "%.2f %%", "money": "dollar"}.get(d.kind, "localized")
+        config[d.label] = st.column_config.NumberColumn(d.label, format=fmt)
+        config[f"{d.label} Δ %"] = st.column_config.NumberColumn(
+            "Δ %", format="%+.1f %%", help=f"{d.label}: change in % against the report's historical_comparison, "
+                                           "else the account's previous report")
+    st.dataframe(an.kpi_table(rows), hide_index=True, width="stretch", key=Keys.KPI_TABLE, column_config=config)
+
+
+def _kpi_cards(acc: str, latest: dict, previous: dict | None, kpis: list[an.Kpi], names: dict[str, str]) -> None:
+    """One account's box of eight cards."""
     period = _report_period(latest.get("start_date"), latest.get("end_date"), latest.get("report_date"))
     with st.container(border=True, key=Keys.kpis(acc)):
         before = _previous_text(kpis, previous)
@@ -302,7 +325,6 @@ def _kpi_cards(data: ReportSet, acc: str, full: dict[str, dict], names: dict[str
                     f"{md_escape(period)}" + (f" · previous report: {before}" if before else ""))
         cols = st.columns(4) + st.columns(4)
         for col, k in zip(cols, kpis):
-            sources.add(k.source or "none")
             delta = an.fmt_delta(k)
             if k.delta == 0:
                 delta = 0
@@ -315,7 +337,6 @@ def _kpi_cards(data: ReportSet, acc: str, full: dict[str, dict], names: dict[str
             # page's drawing); the delta's source is its description, the caption below says the rest
             col.metric(k.label, an.fmt_value(k.value, k.kind), delta, delta_description=desc,
                        delta_color="normal")
-    return sources
 
 
 def _comparison_label(row: dict) -> str:

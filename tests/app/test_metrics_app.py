@@ -115,10 +115,13 @@ def test_details_of_many_accounts_show_one_picked_account(run_page, sqlite_url):
         add_reports(conn, [report(acc, "weekly", today - timedelta(days=1), reach=1000 + i) for i, acc in enumerate(ids)])
     eng.dispose()
     at = run_page(sqlite_url, PAGE)
-    # KPIs: the first KPI_CARDS_SHOWN accounts side by side, the fourth on demand
-    assert [m.value for m in at.metric if m.label == "Reach"] == ["1,000", "1,001", "1,002"]
-    more = [e for e in at.expander if e.label == "KPI cards of 1 more account"]
-    assert len(more) == 1 and not [m for m in more[0].metric]  # closed: not drawn
+    # KPIs of more than KPI_CARDS_SHOWN accounts: one table, a row per account; the cards on demand
+    table = next(d.value for d in at.dataframe if "Reach Δ %" in d.value.columns)
+    assert table["account"].tolist() == ["a1", "a2", "a3", "a4"]
+    assert table["Reach"].tolist() == [1000, 1001, 1002, 1003]
+    assert not [m for m in at.metric if m.label == "Reach"]
+    cards = [e for e in at.expander if e.label == "KPI cards of the 4 accounts"]
+    assert len(cards) == 1 and not [m for m in cards[0].metric]  # closed: not drawn
     at.session_state[Keys.MORE_KPIS] = True  # opened, as a click does
     at.run()
     assert [m.value for m in at.metric if m.label == "Reach"] == ["1,000", "1,001", "1,002", "1,003"]
