@@ -25,6 +25,7 @@ from lib.ui.text import md_escape
 RANGE_PRESETS = {"7 days": 7, "30 days": 30, "90 days": 90, "1 year": 365, "All": None, "Custom": -1}
 DEFAULT_RANGE = "90 days"
 KPI_CARDS_SHOWN = 3  # up to this many accounts: KPI cards; more: one table, the cards on demand
+CHART_ALL_UP_TO = 3  # up to this many accounts the Instagram chart starts with DEFAULT_IG; more: Reach alone
 EXPORT_CAP = 100_000
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
@@ -44,8 +45,8 @@ DEFAULT_IG = ["Reach", "Impressions", "Avg engagement rate (%)"]
 
 def default_ig_metrics(n_accounts: int) -> list[str]:
     """The metrics chosen at first: one line per account and metric, so with more accounts than
-    KPI_CARDS_SHOWN only Reach (ten accounts drew 30 lines, measured the slowest part of the page)."""
-    return DEFAULT_IG if n_accounts <= KPI_CARDS_SHOWN else DEFAULT_IG[:1]
+    CHART_ALL_UP_TO only Reach (ten accounts drew 30 lines, measured the slowest part of the page)."""
+    return DEFAULT_IG if n_accounts <= CHART_ALL_UP_TO else DEFAULT_IG[:1]
 
 ENGAGEMENT = {"Likes": "instagram_metrics.total_likes", "Comments": "instagram_metrics.total_comments",
               "Saves": "instagram_metrics.total_saves", "Shares": "instagram_metrics.total_shares"}
@@ -385,7 +386,10 @@ def _series_traces(fig: Fig, long: pd.DataFrame, metrics: dict[str, str], accoun
                 trace.update(type="bar", marker=dict(color=color))
             else:
                 dash = DASHES[j % len(DASHES)] if color_by == "metric" else "solid"
-                trace.update(type="scatter", mode="lines+markers" if len(part) <= 60 else "lines",
+                # markers only for one account's lines (several accounts' markers were a tenth of the
+                # page's browser time) and for a line of up to 3 points, which is hard to see without them
+                markers = len(part) <= 3 or (not several and len(part) <= 60)
+                trace.update(type="scatter", mode="lines+markers" if markers else "lines",
                              line=dict(color=color, dash=dash, width=2), marker=dict(size=5))
             fig.add(trace, row=row, col=col, secondary_y=secondary)
 
@@ -435,11 +439,11 @@ def show_charts(data: ReportSet, scope: Scope, ms: MetricsScope) -> None:
 
 
 def _ig_chart(df, accounts, names, ms, flags: pd.DataFrame | None = None):
-    several = len(accounts) > KPI_CARDS_SHOWN
+    several = len(accounts) > CHART_ALL_UP_TO
     chosen = st.multiselect("Metrics", list(IG_METRICS), default=default_ig_metrics(len(accounts)),
                             key=Keys.IG_CHOICE,
                             help="Counts on the left axis, rates (%) on the right axis."
-                                 + (f" With more than {KPI_CARDS_SHOWN} accounts in scope only Reach is chosen at "
+                                 + (f" With more than {CHART_ALL_UP_TO} accounts in scope only Reach is chosen at "
                                     "first (one line per account and metric); add others here." if several else ""))
     if not chosen:
         st.info("Choose one or more metrics to plot.")
@@ -449,17 +453,18 @@ def _ig_chart(df, accounts, names, ms, flags: pd.DataFrame | None = None):
     if long.empty:
         st.info("The reports in scope have none of these metrics.")
         return
-    fig = Fig(make_subplots(specs=[[{"secondary_y": True}]]))
     counts = {m: c for m, c in metrics.items() if IG_METRICS[m][1] == "count"}
     rates = {m: c for m, c in metrics.items() if IG_METRICS[m][1] == "rate"}
+    # a right axis only when a rate is plotted (an empty second axis is drawn all the same)
+    fig = Fig(make_subplots(specs=[[{"secondary_y": bool(rates)}]]))
     _series_traces(fig, long, counts, accounts, names, secondary=False, hover_fmt=",.0f")
     _series_traces(fig, long, rates, accounts, names, secondary=True, hover_fmt=".2f", color_offset=len(counts))
     if flags is not None and not flags.empty:
         _anomaly_markers(fig, flags, chosen, names, several=len(accounts) > 1)
     _layout(fig)
     fig.layout_fig.update_yaxes(title_text="count" if counts else None, secondary_y=False, rangemode="tozero")
-    fig.layout_fig.update_yaxes(title_text="rate (%)" if rates else None, secondary_y=True, showgrid=False,
-                                rangemode="tozero")
+    if rates:
+        fig.layout_fig.update_yaxes(title_text="rate (%)", secondary_y=True, showgrid=False, rangemode="tozero")
     _chart(fig, Keys.CHART_IG, _with_names(long, names), f"instagram_metrics_{ms.report_type}.csv")
 
 

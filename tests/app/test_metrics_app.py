@@ -196,3 +196,28 @@ def test_rows_with_nothing_usable_do_not_break_the_page(run_page, sqlite_url):
     assert not at.exception
     assert at.warning[0].value.startswith("1 of 3 reports had unusable values")  # the NULL-dated row is in no range
     assert [m.value for m in at.metric if m.label == "Reach"] == ["1,000"]  # the newest good report
+
+
+def test_trend_lines_have_markers_for_one_account_or_a_short_line(run_page, sqlite_url):
+    """Markers on one account's lines; several accounts' lines without them (their markers were a
+    tenth of the page's browser time), except a line of up to 3 points, hard to see without."""
+    import json
+
+    eng = make_engine(sqlite_url)
+    init_db(eng)
+    today = utcnow().date()
+    with eng.begin() as conn:
+        a, b = add_accounts(conn, "a", "b")
+        rows = [report(a, "weekly", today - timedelta(days=1 + 7 * w), reach=100 + w) for w in range(5)]
+        rows += [report(b, "weekly", today - timedelta(days=1 + 7 * w), reach=50 + w) for w in range(2)]
+        add_reports(conn, rows)
+    eng.dispose()
+
+    def modes(at):
+        traces = json.loads(at.get("plotly_chart")[0].proto.spec)["data"]
+        return {t["name"]: t["mode"] for t in traces if t.get("type") == "scatter"}
+
+    at = run_page(sqlite_url, PAGE)
+    assert modes(at)["Reach · a"] == "lines" and modes(at)["Reach · b"] == "lines+markers"  # 5 points / 2
+    at.sidebar.selectbox(key="account").set_value(str(a)).run()
+    assert set(modes(at).values()) == {"lines+markers"}
