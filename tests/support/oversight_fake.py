@@ -43,8 +43,8 @@ class _Handler(SSEHandler):
     def b_slow(self) -> None:
         self.start_stream()
         for i in range(self.server.tokens):
+            self.server.sent = i + 1  # counted before the write: the client may read it before this thread runs on
             self.send_event({"token": f"word{i} "})
-            self.server.sent = i + 1
             if i == 0 and self.server.gate is not None:
                 self.server.gate.wait(10)  # hold the rest back until the test has seen token 0
             time.sleep(self.server.delay_s)
