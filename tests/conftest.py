@@ -115,7 +115,7 @@ def demo_url(sqlite_url):
 # Browser tests: pytest-playwright driving Debian's chromium (no `playwright install` here).
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Playwright's 5 s for an expectation is too short for a fresh server's first run on a busy machine: the
-# CI of stop 25 (its suite 40 % slower than here) lost two System Alerts tests waiting for the grid's
+# CI of stop 25 (its suite twice as slow as here) lost two System Alerts tests waiting for the grid's
 # first rows. A longer wait only slows a test that is failing anyway.
 expect.set_options(timeout=20_000)
 
