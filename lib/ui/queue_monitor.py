@@ -86,8 +86,8 @@ def show_waiting(rows: list[dict[str, Any]], now: datetime, tz) -> None:
     """Rows that wait on Instagram rather than on a failure, with why and until when."""
     if not rows:
         return
-    st.markdown(f"**Waiting on Instagram** · {len(rows)}{'+' if len(rows) >= 50 else ''} rows "
-                "(not failures: each moves on by itself)")
+    n = f"{len(rows)}{'+' if len(rows) >= 50 else ''} row{'' if len(rows) == 1 else 's'}"
+    st.markdown(f"**Waiting on Instagram** · {n} (not failures: each moves on by itself)")
     frame = pd.DataFrame([{
         "action": r["action_type"],
         "waiting for": WAIT_KINDS.get(r["wait_kind"], r["wait_kind"]),

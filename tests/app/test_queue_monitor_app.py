@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -285,3 +286,29 @@ def test_edit_and_retry_form_validates_then_saves(run_page, tmp_path):
         r = conn.execute(sa.select(post_queue).where(post_queue.c.id == ids[0])).one()
     assert (r.status, r.retry_count, r.payload["caption"]) == ("pending", 0, "fixed caption")
     assert any("Saved and moved back to pending" in s.value for s in at.success)
+
+
+def test_rows_waiting_on_instagram_are_listed_with_reason_and_next_check(run_page, sqlite_url):
+    """Issue 12: a row whose container Instagram is still processing waits (pending, next_retry_at
+    set): the page lists it apart from failures, with the reason, how long and when it is checked."""
+    from lib.schema import post_queue_state
+
+    eng = make_engine(sqlite_url)
+    init_db(eng)
+    now = utcnow()
+    with eng.begin() as conn:
+        acc = add_account(conn, "alpha", now)
+        row = queue_row(account=acc, now=now, status="pending", retry_count=0, action_type="publish_post",
+                        next_retry_in_min=1, payload={"media_type": "REELS", "video_url": "https://x/r.mp4"})
+        insert_rows(conn, [row])
+        conn.execute(sa.insert(post_queue_state).values(
+            queue_id=row["id"], creation_id="1789", wait_kind="container",
+            wait_reason="Instagram is processing the REELS container", waiting_since=now - timedelta(minutes=10)))
+    eng.dispose()
+    at = run_page(sqlite_url, PAGE)
+    assert any(m.value.startswith("**Waiting on Instagram** · 1 row (") for m in at.markdown)
+    waiting = next(df.value for df in at.dataframe if "waiting for" in df.value.columns)
+    assert waiting.iloc[0][["action", "waiting for", "reason", "id"]].tolist() == [
+        "publish_post", "container processing", "Instagram is processing the REELS container", str(row["id"])]
+    assert waiting.iloc[0]["since"] in ("9 min", "10 min")  # the page's clock is floored to its refresh step
+    assert waiting.iloc[0]["next check"].startswith("in ")
