@@ -24,7 +24,7 @@ from lib.ui.text import md_escape
 
 RANGE_PRESETS = {"7 days": 7, "30 days": 30, "90 days": 90, "1 year": 365, "All": None, "Custom": -1}
 DEFAULT_RANGE = "90 days"
-KPI_CARDS_SHOWN = 3  # up to this many accounts: KPI cards; more: one table, the cards on demand
+KPI_CARDS_UP_TO = 3  # up to this many accounts: KPI cards; more: one table, the cards on demand
 CHART_ALL_UP_TO = 3  # up to this many accounts the Instagram chart starts with DEFAULT_IG; more: Reach alone
 EXPORT_CAP = 100_000
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
@@ -41,13 +41,6 @@ IG_METRICS = {  # instagram_metrics chart: name -> (column, axis)
     "Avg engagement rate (%)": ("instagram_metrics.avg_engagement_rate", "rate"),
 }
 DEFAULT_IG = ["Reach", "Impressions", "Avg engagement rate (%)"]
-
-
-def default_ig_metrics(n_accounts: int) -> list[str]:
-    """The metrics chosen at first: one line per account and metric, so with more accounts than
-    CHART_ALL_UP_TO only Reach (ten accounts drew 30 lines, measured the slowest part of the page)."""
-    return DEFAULT_IG if n_accounts <= CHART_ALL_UP_TO else DEFAULT_IG[:1]
-
 ENGAGEMENT = {"Likes": "instagram_metrics.total_likes", "Comments": "instagram_metrics.total_comments",
               "Saves": "instagram_metrics.total_saves", "Shares": "instagram_metrics.total_shares"}
 REVENUE = {"Attributed revenue ($)": "revenue_metrics.attributed_revenue",
@@ -71,7 +64,7 @@ class Keys:
     DETAIL_PERIOD, DETAIL_ACCOUNT = "metrics_detail_period", "metrics_detail_account"  # the details shown
     COMPARISON = "metrics_comparison"  # the period comparison table
     DETAILS, COMPARE = "metrics_details_open", "metrics_compare_open"  # the lazy sections: True while open
-    MORE_KPIS = "metrics_more_kpis_open"  # the lazy KPI cards when more than KPI_CARDS_SHOWN accounts are in scope
+    MORE_KPIS = "metrics_more_kpis_open"  # the lazy KPI cards when more than KPI_CARDS_UP_TO accounts are in scope
     KPI_TABLE = "metrics_kpi_table"  # the KPI table (one row per account) shown instead of their cards
     ANOMALY_FLAGS, REPORT_ANOMALIES = "metrics_anomaly_flags", "metrics_report_anomalies"  # the Anomalies tab's tables
     RAISE_ANOMALIES = "metrics_raise_anomalies"  # the "raise the flags as alerts" button
@@ -216,6 +209,11 @@ def _report_period(start, end, day) -> str:
     return an.period_text(start, end) or _day_text(day)
 
 
+def _period_of(report: dict) -> str:
+    """A flattened report's period as text (start – end, else its day)."""
+    return _report_period(report.get("start_date"), report.get("end_date"), report.get("report_date"))
+
+
 def _account_names(scope: Scope, df: pd.DataFrame) -> dict[str, str]:
     return {str(a): scope.account_name(a) for a in df["business_account_id"].dropna().unique()}
 
@@ -261,7 +259,7 @@ def latest_ids(df: pd.DataFrame) -> tuple[str, ...]:
 
 
 def show_kpis(data: ReportSet, scope: Scope) -> None:
-    """Eight KPI cards per account, up to KPI_CARDS_SHOWN accounts. With more, one table with a row
+    """Eight KPI cards per account, up to KPI_CARDS_UP_TO accounts. With more, one table with a row
     per account, and the cards in a lazy expander: ten accounts drew 80 cards, a third of the
     Metrics page's browser time, and a table compares accounts better."""
     df = data.frame
@@ -270,7 +268,7 @@ def show_kpis(data: ReportSet, scope: Scope) -> None:
     accounts = ordered_accounts(df, names)
     kpis = {acc: _account_kpis(data, acc, full) for acc in accounts}
     sources = {k.source or "none" for _, _, ks in kpis.values() for k in ks}
-    if len(accounts) <= KPI_CARDS_SHOWN:
+    if len(accounts) <= KPI_CARDS_UP_TO:
         for acc in accounts:
             _kpi_cards(acc, *kpis[acc], names)
     else:
@@ -303,9 +301,7 @@ def _account_kpis(data: ReportSet, acc: str, full: dict[str, dict]) -> tuple[dic
 
 
 def _kpi_table(accounts: list[str], kpis: dict, names: dict[str, str]) -> None:
-    rows = [(names.get(acc, acc), _report_period(latest.get("start_date"), latest.get("end_date"),
-                                                 latest.get("report_date")), ks)
-            for acc in accounts for latest, _, ks in [kpis[acc]]]
+    rows = [(names.get(acc, acc), _period_of(kpis[acc][0]), kpis[acc][2]) for acc in accounts]
     config: dict = {"account": st.column_config.TextColumn("Account", pinned=True),
                     "latest report": st.column_config.TextColumn("Latest report")}
     for d in an.KPIS:
@@ -319,11 +315,10 @@ def _kpi_table(accounts: list[str], kpis: dict, names: dict[str, str]) -> None:
 
 def _kpi_cards(acc: str, latest: dict, previous: dict | None, kpis: list[an.Kpi], names: dict[str, str]) -> None:
     """One account's box of eight cards."""
-    period = _report_period(latest.get("start_date"), latest.get("end_date"), latest.get("report_date"))
     with st.container(border=True, key=Keys.kpis(acc)):
         before = _previous_text(kpis, previous)
         st.markdown(f"**{md_escape(names.get(acc, acc))}** · latest {latest.get('report_type') or ''} report: "
-                    f"{md_escape(period)}" + (f" · previous report: {before}" if before else ""))
+                    f"{md_escape(_period_of(latest))}" + (f" · previous report: {before}" if before else ""))
         cols = st.columns(4) + st.columns(4)
         for col, k in zip(cols, kpis):
             delta = an.fmt_delta(k)
@@ -351,7 +346,7 @@ def _previous_text(kpis: list[an.Kpi], previous: dict | None) -> str:
     """The previous report's period, when a delta of this account's cards was computed against it."""
     if previous is None or not any(k.source == an.FROM_PREVIOUS for k in kpis):
         return ""
-    return md_escape(_report_period(previous.get("start_date"), previous.get("end_date"), previous.get("report_date")))
+    return md_escape(_period_of(previous))
 
 
 # --------------------------------------------------------------------------- charts
@@ -438,13 +433,19 @@ def show_charts(data: ReportSet, scope: Scope, ms: MetricsScope) -> None:
             render(df, accounts, names, ms)
 
 
+def default_ig_metrics(n_accounts: int) -> list[str]:
+    """The metrics chosen at first: one line per account and metric, so with more accounts than
+    CHART_ALL_UP_TO only Reach (ten accounts drew 30 lines, measured the slowest part of the page)."""
+    return DEFAULT_IG if n_accounts <= CHART_ALL_UP_TO else DEFAULT_IG[:1]
+
+
 def _ig_chart(df, accounts, names, ms, flags: pd.DataFrame | None = None):
-    several = len(accounts) > CHART_ALL_UP_TO
+    reach_only = len(accounts) > CHART_ALL_UP_TO
     chosen = st.multiselect("Metrics", list(IG_METRICS), default=default_ig_metrics(len(accounts)),
                             key=Keys.IG_CHOICE,
                             help="Counts on the left axis, rates (%) on the right axis."
                                  + (f" With more than {CHART_ALL_UP_TO} accounts in scope only Reach is chosen at "
-                                    "first (one line per account and metric); add others here." if several else ""))
+                                    "first (one line per account and metric); add others here." if reach_only else ""))
     if not chosen:
         st.info("Choose one or more metrics to plot.")
         return

@@ -115,7 +115,7 @@ def test_details_of_many_accounts_show_one_picked_account(run_page, sqlite_url):
         add_reports(conn, [report(acc, "weekly", today - timedelta(days=1), reach=1000 + i) for i, acc in enumerate(ids)])
     eng.dispose()
     at = run_page(sqlite_url, PAGE)
-    # KPIs of more than KPI_CARDS_SHOWN accounts: one table, a row per account; the cards on demand
+    # KPIs of more than KPI_CARDS_UP_TO accounts: one table, a row per account; the cards on demand
     table = next(d.value for d in at.dataframe if "Reach Δ %" in d.value.columns)
     assert table["account"].tolist() == ["a1", "a2", "a3", "a4"]
     assert table["Reach"].tolist() == [1000, 1001, 1002, 1003]
