@@ -22,6 +22,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from lib.schema import analytics_reports as reports_table
+from lib.text import md_escape
 from lib.timeutil import as_utc
 
 REPORT_TYPES = ("daily", "weekly")
@@ -556,18 +557,36 @@ def fmt_delta(kpi: Kpi) -> str | None:
     return " ".join(parts)
 
 
-def kpi_table(rows: list[tuple[str, str, list[Kpi]]]) -> pd.DataFrame:
-    """One row per account (name, latest report's period, its KPIs): each KPI's value and its change
-    in % (`<label> Δ %`, the same delta as its card), numbers so the table sorts."""
-    out = []
+NBSP = "\u00a0"
+
+
+def _board_cell(k: Kpi) -> str:
+    """A KPI's value and, in small type, its change (in %, else absolute), green up / red down as on
+    its card. Non-breaking spaces: a narrow column wraps between the value and the change only."""
+    value = md_escape(fmt_value(k.value, k.kind)).replace(" ", NBSP)
+    if k.delta is None and k.delta_pct is None:
+        return value
+    change = f"{k.delta_pct:+.1f} %" if k.delta_pct is not None else fmt_delta(k) or ""
+    sign = k.delta_pct if k.delta_pct is not None else k.delta
+    color = "green" if sign > 0 else ("red" if sign < 0 else "gray")
+    return f"{value} :small[:{color}[{md_escape(change).replace(' ', NBSP)}]]"
+
+
+def kpi_board(rows: list[tuple[str, str, list[Kpi]]], with_period: bool = True) -> str:
+    """Several accounts' KPIs as one Markdown table: a row per account (name, the latest report's
+    period when `with_period`, each KPI with its change). Untrusted names and periods are escaped
+    (a `|` cannot end a cell). An empty string for no rows."""
+    if not rows:
+        return ""
+    head = ["Account"] + (["Latest report"] if with_period else []) + [d.label for d in KPIS]
+    lines = ["| " + " | ".join(md_escape(h) for h in head) + " |",
+             "|" + ":---|" * (2 if with_period else 1) + "---:|" * len(KPIS)]
     for name, period, kpis in rows:
-        row: dict[str, Any] = {"account": name, "latest report": period}
-        for k in kpis:
-            row[k.label] = k.value
-            row[f"{k.label} Δ %"] = k.delta_pct
-        out.append(row)
-    columns = ["account", "latest report"] + [c for d in KPIS for c in (d.label, f"{d.label} Δ %")]
-    return pd.DataFrame(out, columns=columns)
+        cells = [f"**{md_escape(name)}**"] + ([md_escape(period)] if with_period else [])
+        by_key = {k.key: k for k in kpis}
+        cells += [_board_cell(by_key[d.key]) if d.key in by_key else "—" for d in KPIS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- pure: long data for charts

@@ -215,15 +215,40 @@ def test_delta_from_explicit_comparison_field():
     assert (k.value, k.delta, k.delta_pct, k.source) == (1200.0, 200.0, 20.0, an.FROM_COMPARISON)
 
 
-def test_kpi_table_one_row_per_account_with_values_and_changes():
-    table = an.kpi_table([("acme", "1–7 Dec", an.kpi_deltas(flat(), None)),
+def test_kpi_board_one_row_per_account_with_values_and_coloured_changes():
+    kpis = an.kpi_deltas(flat(), None)
+    board = an.kpi_board([("acme", "1–7 Dec", kpis),
                           ("beta", "—", an.kpi_deltas(flat(instagram_metrics={}, historical_comparison=None), None))])
-    assert table.columns[:4].tolist() == ["account", "latest report", "Followers", "Followers Δ %"]
-    assert len(table.columns) == 2 + 2 * len(an.KPIS)
-    assert table.loc[0, "Reach"] == 1200 and table.loc[0, "Reach Δ %"] == 20.0
-    assert table["account"].tolist() == ["acme", "beta"]
-    assert pd.isna(table.loc[1, "Reach"]) and pd.isna(table.loc[1, "Reach Δ %"])  # no data: empty, not 0
-    assert an.kpi_table([]).empty
+    head, rule, acme, beta = board.splitlines()
+    assert head == "| Account | Latest report | " + " | ".join(d.label for d in an.KPIS) + " |"
+    assert rule == "|:---|:---|" + "---:|" * len(an.KPIS)
+    cells = acme.strip("| ").split(" | ")
+    assert cells[0] == "**acme**" and len(cells) == 2 + len(an.KPIS)
+    reach = cells[2 + [d.key for d in an.KPIS].index("reach")]
+    assert reach == "1,200 :small[:green[\\+20\\.0\u00a0%]]"  # +20 % from historical_comparison, escaped
+    assert beta.strip("| ").split(" | ")[2:] == ["—"] * (len(an.KPIS) - 1) + ["\\$250\\.00"]  # no data: a dash
+    assert an.kpi_board([]) == ""
+    assert an.kpi_board([("acme", "1–7 Dec", kpis)], with_period=False).splitlines()[0].startswith(
+        "| Account | Followers |")
+
+
+def test_kpi_board_changes_down_and_flat_and_without_percent():
+    def k(delta, pct, kind="count"):
+        return an.Kpi("reach", "Reach", kind, 10.0, delta, pct, an.FROM_PREVIOUS)
+
+    assert an._board_cell(k(-5.0, -33.3)).endswith(":small[:red[\\-33\\.3\u00a0%]]")
+    assert ":small[:gray[" in an._board_cell(k(0.0, 0.0))
+    assert an._board_cell(k(5.0, None)) == "10 :small[:green[\\+5]]"  # previous was 0: no %, the change itself
+    assert an._board_cell(k(None, None)) == "10"
+    assert an._board_cell(an.Kpi("r", "Rate", "rate", 6.5, None, None, None)) == "6\\.50\u00a0%"
+
+
+def test_kpi_board_escapes_untrusted_names_and_periods():
+    """A name cannot end its cell early, start a formula-like link or inject Markdown."""
+    board = an.kpi_board([("evil|**x**[y](http://e)", "a|b", an.kpi_deltas(flat(), None))])
+    row = board.splitlines()[2]
+    assert row.startswith("| **evil\\|\\*\\*x\\*\\*\\[y\\]\\(http\\:\u200b//e\\)** | a\\|b | ")
+    assert row.count(" | ") == 1 + len(an.KPIS)  # every | of the data is escaped
 
 
 def test_delta_from_changes_when_no_explicit_field():

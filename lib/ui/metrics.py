@@ -24,7 +24,6 @@ from lib.ui.text import md_escape
 
 RANGE_PRESETS = {"7 days": 7, "30 days": 30, "90 days": 90, "1 year": 365, "All": None, "Custom": -1}
 DEFAULT_RANGE = "90 days"
-KPI_CARDS_UP_TO = 3  # up to this many accounts: KPI cards; more: one table, the cards on demand
 CHART_ALL_UP_TO = 3  # up to this many accounts the Instagram chart starts with DEFAULT_IG; more: Reach alone
 EXPORT_CAP = 100_000
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
@@ -64,8 +63,8 @@ class Keys:
     DETAIL_PERIOD, DETAIL_ACCOUNT = "metrics_detail_period", "metrics_detail_account"  # the details shown
     COMPARISON = "metrics_comparison"  # the period comparison table
     DETAILS, COMPARE = "metrics_details_open", "metrics_compare_open"  # the lazy sections: True while open
-    MORE_KPIS = "metrics_more_kpis_open"  # the lazy KPI cards when more than KPI_CARDS_UP_TO accounts are in scope
-    KPI_TABLE = "metrics_kpi_table"  # the KPI table (one row per account) shown instead of their cards
+    MORE_KPIS = "metrics_more_kpis_open"  # the lazy KPI cards when several accounts are in scope
+    KPI_BOARD = "metrics_kpi_board"  # the KPI board (a row per account) shown instead of their cards
     ANOMALY_FLAGS, REPORT_ANOMALIES = "metrics_anomaly_flags", "metrics_report_anomalies"  # the Anomalies tab's tables
     RAISE_ANOMALIES = "metrics_raise_anomalies"  # the "raise the flags as alerts" button
     CSV_REPORTS, CSV_COMPARISON, CSV_FLAGS = "csv_reports", "csv_comparison", "csv_anomaly_flags"  # export controls
@@ -259,26 +258,33 @@ def latest_ids(df: pd.DataFrame) -> tuple[str, ...]:
 
 
 def show_kpis(data: ReportSet, scope: Scope) -> None:
-    """Eight KPI cards per account, up to KPI_CARDS_UP_TO accounts. With more, one table with a row
-    per account, and the cards in a lazy expander: ten accounts drew 80 cards, a third of the
-    Metrics page's browser time, and a table compares accounts better."""
+    """One account: its eight KPI cards. Several: one board, a row per account, and their cards in a
+    lazy expander. The board is a Markdown table: cards (24 for three accounts) or a dataframe
+    (whose grid code is loaded for it) cost the page a sixth of its time in the browser, and a
+    board compares accounts at a glance."""
     df = data.frame
     names = _account_names(scope, df)
     full = {r.business_account_id: an.flatten_report(r, lists=False) for r in load_details(scope.db_url, latest_ids(df))}
     accounts = ordered_accounts(df, names)
     kpis = {acc: _account_kpis(data, acc, full) for acc in accounts}
     sources = {k.source or "none" for _, _, ks in kpis.values() for k in ks}
-    if len(accounts) <= KPI_CARDS_UP_TO:
-        for acc in accounts:
-            _kpi_cards(acc, *kpis[acc], names)
-    else:
-        _kpi_table(accounts, kpis, names)
-        cards = lazy_expander(f"KPI cards of the {len(accounts)} accounts", key=Keys.MORE_KPIS,
-                              icon=":material/view_module:")
-        if cards is not None:
-            with cards:
-                for acc in accounts:
-                    _kpi_cards(acc, *kpis[acc], names)
+    if len(accounts) == 1:
+        _kpi_cards(accounts[0], *kpis[accounts[0]], names)
+        _sources_caption(sources)
+        return
+    _kpi_board(accounts, kpis, names)
+    st.caption("Changes in % against each report’s own historical_comparison, else the account’s previous "
+               "report; the cards say which, with the absolute change.")
+    cards = lazy_expander(f"KPI cards of the {len(accounts)} accounts", key=Keys.MORE_KPIS, icon=":material/view_module:")
+    if cards is not None:
+        with cards:
+            for acc in accounts:
+                _kpi_cards(acc, *kpis[acc], names)
+            _sources_caption(sources)
+
+
+def _sources_caption(sources: set[str]) -> None:
+    """Where the cards' deltas come from (an.FROM_COMPARISON, an.FROM_PREVIOUS, "none")."""
     parts = []
     if an.FROM_COMPARISON in sources:
         parts.append("“vs …” deltas are the report’s own historical_comparison")
@@ -300,17 +306,14 @@ def _account_kpis(data: ReportSet, acc: str, full: dict[str, dict]) -> tuple[dic
     return latest, previous, an.kpi_deltas(latest, previous)
 
 
-def _kpi_table(accounts: list[str], kpis: dict, names: dict[str, str]) -> None:
+def _kpi_board(accounts: list[str], kpis: dict, names: dict[str, str]) -> None:
     rows = [(names.get(acc, acc), _period_of(kpis[acc][0]), kpis[acc][2]) for acc in accounts]
-    config: dict = {"account": st.column_config.TextColumn("Account", pinned=True),
-                    "latest report": st.column_config.TextColumn("Latest report")}
-    for d in an.KPIS:
-        fmt = {"rate": "%.2f %%", "money": "dollar"}.get(d.kind, "localized")
-        config[d.label] = st.column_config.NumberColumn(d.label, format=fmt)
-        config[f"{d.label} Δ %"] = st.column_config.NumberColumn(
-            "Δ %", format="%+.1f %%", help=f"{d.label}: change in % against the report's historical_comparison, "
-                                           "else the account's previous report")
-    st.dataframe(an.kpi_table(rows), hide_index=True, width="stretch", key=Keys.KPI_TABLE, column_config=config)
+    periods = sorted({period for _, period, _ in rows})
+    report_type = next((kpis[acc][0].get("report_type") for acc in accounts if kpis[acc][0].get("report_type")), "")
+    with st.container(key=Keys.KPI_BOARD):
+        if len(periods) == 1:  # the usual case: said once above the board, not in every row
+            st.caption(f"Latest {md_escape(report_type)} report of each account: {md_escape(periods[0])}")
+        st.markdown(an.kpi_board(rows, with_period=len(periods) > 1))
 
 
 def _kpi_cards(acc: str, latest: dict, previous: dict | None, kpis: list[an.Kpi], names: dict[str, str]) -> None:

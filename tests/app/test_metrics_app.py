@@ -1,4 +1,5 @@
 """Metrics page through AppTest: KPIs and deltas, the broken-report note, empty states, PostgreSQL."""
+import re
 import uuid
 from datetime import timedelta
 
@@ -33,6 +34,35 @@ def metric_rows(at):
     return [(m.label, m.value, m.proto.delta, m.proto.delta_description) for m in at.metric]
 
 
+def _plain(cell: str) -> str:
+    return re.sub(r"\\(.)", r"\1", cell).replace("\u200b", "").replace("\u00a0", " ").strip()
+
+
+def board(at) -> dict[str, dict[str, tuple[str, str | None, str | None]]]:
+    """The KPI board of several accounts: account -> KPI label -> (value, colour, change), as read
+    from its Markdown table (the only Markdown table of the page)."""
+    (table,) = [m.value for m in at.markdown if m.value.startswith("| Account |")]
+    lines = table.splitlines()
+    head = [_plain(c) for c in lines[0].strip("|").split(" | ")]
+    out = {}
+    for line in lines[2:]:
+        cells = dict(zip(head, line.strip().strip("|").split(" | ")))
+        name = _plain(cells.pop("Account")).strip("*")
+        cells.pop("Latest report", None)
+        row = {}
+        for label, cell in cells.items():
+            m = re.fullmatch(r"(.*?)(?: :small\[:(\w+)\[(.*)\]\])?", cell.strip())
+            row[label] = (_plain(m.group(1)), m.group(2), _plain(m.group(3)) if m.group(3) else None)
+        out[name] = row
+    return out
+
+
+def open_cards(at):
+    at.session_state[Keys.MORE_KPIS] = True  # the lazy "KPI cards of the N accounts", opened as a click does
+    at.run()
+    assert not at.exception
+
+
 def test_kpis_and_deltas_for_one_account(run_page, sqlite_url):
     alpha, _ = seed(sqlite_url)
     at = run_page(sqlite_url, PAGE)
@@ -64,6 +94,16 @@ def test_kpis_and_deltas_for_one_account(run_page, sqlite_url):
 def test_all_accounts_side_by_side_and_daily(run_page, sqlite_url):
     seed(sqlite_url)
     at = run_page(sqlite_url, PAGE)
+    # several accounts: one board, a row per account (no cards until they are opened)
+    kpis = board(at)
+    assert list(kpis) == ["alpha", "beta"]
+    assert kpis["alpha"]["Reach"] == ("1,200", "green", "+11.1 %")
+    assert kpis["alpha"]["Impressions"] == ("2,000", "red", "-9.1 %")
+    assert kpis["alpha"]["Attributed revenue"] == ("$150.00", "green", "+50.0 %")  # against the previous report
+    assert kpis["beta"]["Reach"] == ("77", None, None)  # no comparison and no previous report: no change
+    assert not at.metric
+    assert "Latest weekly report of each account:" in " ".join(c.value for c in at.caption)
+    open_cards(at)
     assert [m.value for m in at.metric if m.label == "Reach"] == ["1,200", "77"]
     beta_reach = [m for m in at.metric if m.label == "Reach"][1]
     assert beta_reach.proto.delta == ""  # no comparison and no previous report: no delta
@@ -81,7 +121,7 @@ def test_broken_reports_note(run_page, sqlite_url):
     assert notes[0].startswith("1 of 4 reports had unusable values")
     assert "malformed JSON" in notes[0] and "not a number" in notes[0]
     # the rest of the page still works: both accounts' KPIs are shown
-    assert [m.value for m in at.metric if m.label == "Reach"] == ["1,200", "77"]
+    assert [row["Reach"][0] for row in board(at).values()] == ["1,200", "77"]
 
 
 def test_empty_states(run_page, sqlite_url):
@@ -102,7 +142,7 @@ def test_works_on_postgresql(run_page, pg_server):
     url = pg_server.create_database("metrics_" + uuid.uuid4().hex[:8])
     seed(url, broken=True)
     at = run_page(url, PAGE)
-    assert [m.value for m in at.metric if m.label == "Reach"] == ["1,200", "77"]
+    assert [row["Reach"][0] for row in board(at).values()] == ["1,200", "77"]
     assert at.warning[0].value.startswith("1 of 4 reports had unusable values")
 
 
@@ -115,15 +155,14 @@ def test_details_of_many_accounts_show_one_picked_account(run_page, sqlite_url):
         add_reports(conn, [report(acc, "weekly", today - timedelta(days=1), reach=1000 + i) for i, acc in enumerate(ids)])
     eng.dispose()
     at = run_page(sqlite_url, PAGE)
-    # KPIs of more than KPI_CARDS_UP_TO accounts: one table, a row per account; the cards on demand
-    table = next(d.value for d in at.dataframe if "Reach Δ %" in d.value.columns)
-    assert table["account"].tolist() == ["a1", "a2", "a3", "a4"]
-    assert table["Reach"].tolist() == [1000, 1001, 1002, 1003]
+    # KPIs of several accounts: one board, a row per account; the cards on demand
+    kpis = board(at)
+    assert list(kpis) == ["a1", "a2", "a3", "a4"]
+    assert [row["Reach"][0] for row in kpis.values()] == ["1,000", "1,001", "1,002", "1,003"]
     assert not [m for m in at.metric if m.label == "Reach"]
     cards = [e for e in at.expander if e.label == "KPI cards of the 4 accounts"]
     assert len(cards) == 1 and not [m for m in cards[0].metric]  # closed: not drawn
-    at.session_state[Keys.MORE_KPIS] = True  # opened, as a click does
-    at.run()
+    open_cards(at)
     assert [m.value for m in at.metric if m.label == "Reach"] == ["1,000", "1,001", "1,002", "1,003"]
     # four accounts: the Instagram chart starts with Reach alone (one line per account and metric)
     assert at.multiselect(key=Keys.IG_CHOICE).value == ["Reach"]
@@ -160,6 +199,9 @@ def test_demo_seed_renders_with_report_deltas(run_page, sqlite_url):
     latest = {r.business_account_id: r for r in newest}  # the last one per account wins
     at = run_page(sqlite_url, PAGE)
     assert not at.warning
+    assert sorted(row["Reach"][0] for row in board(at).values()) == sorted(
+        f"{r.instagram_metrics['reach']:,}" for r in latest.values())
+    open_cards(at)
     reach = [m for m in at.metric if m.label == "Reach"]
     assert len(reach) == len(latest)
     expected = sorted(f"{r.instagram_metrics['reach']:,}" for r in latest.values())
