@@ -94,7 +94,8 @@ def activity_block(scope: Scope, now: datetime) -> None:
 
 
 def metrics_block(scope: Scope, now: datetime) -> None:
-    """The latest daily report per account with its deltas: the Metrics page's KPI cards."""
+    """The latest daily report per account with its changes: the Metrics page's KPIs (one account's cards, or
+    the board of several)."""
     today = now.date()
     account_ids = None if scope.account_id is None else (str(scope.account_id),)
     data = metrics.load_report_set(scope.db_url, account_ids, "daily", today - timedelta(days=6), today)

@@ -10,6 +10,7 @@ from lib.heartbeats import record_beat
 from lib.sandbox.seed import seed_demo
 from lib.schema import system_alerts
 from lib.timeutil import utcnow
+from lib.ui.metrics import Keys as MetricsKeys
 from lib.ui.text import md_escape
 from tests.support.queue_rows import add_account, insert_rows, queue_row
 
@@ -44,9 +45,17 @@ def test_overview_with_demo_data(run_page, sqlite_url):
     assert m["Failed"] == f"{by_status['failed']:,}"
     assert int(m["Critical"]) + int(m["Error"]) + int(m["Warning"]) == open_alerts
     assert m["Critical"] != "0"  # the seeded open agent_down and auth_failure
-    assert len(at.expander) == 10  # the last 10 audit events
+    events = [e for e in at.expander if not e.label.startswith("KPI cards")]
+    assert len(events) == 10  # the last 10 audit events
     assert any(md_escape("ugc-discovery") in md.value for md in at.markdown)  # the down agent is named
-    # latest daily metrics: one KPI card per account, with a delta
+    # latest daily metrics of the three accounts: the Metrics page's KPI board, a row per account
+    # with each change; the cards on demand
+    (board,) = [md.value for md in at.markdown if md.value.startswith("| Account |")]
+    rows = board.splitlines()[2:]
+    assert len(rows) == 3 and all(":small[:" in row for row in rows)
+    assert "Followers" not in [x.label for x in at.metric]
+    at.session_state[MetricsKeys.MORE_KPIS] = True  # opened, as a click does
+    at.run()
     followers = [x for x in at.metric if x.label == "Followers"]
     assert len(followers) == 3 and all(x.delta for x in followers)
     assert not at.error
