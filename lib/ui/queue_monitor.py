@@ -238,7 +238,8 @@ def show_counts(summary: dict[str, Any], scope: Scope) -> None:
     with table_tab:
         st.dataframe(df, hide_index=True, width="stretch", key="qm_counts",
                      column_config={"action_type": st.column_config.TextColumn("Action type", pinned=True)})
-        export_control("Counts", lambda fmt: frame_export(df, fmt), file_stem="queue_counts", key="qm_counts_csv")
+        with st.columns([2, 3])[0]:  # the picker and its button at their size, not spread over the tab
+            export_control("Counts", lambda fmt: frame_export(df, fmt), file_stem="queue_counts", key="qm_counts_csv")
         st.caption(sent_note(summary, scope.tz))  # our own text: counts and times
     if chart_tab.open:
         with chart_tab:
