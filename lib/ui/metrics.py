@@ -312,7 +312,8 @@ def _kpi_board(accounts: list[str], kpis: dict, names: dict[str, str]) -> None:
     report_type = next((kpis[acc][0].get("report_type") for acc in accounts if kpis[acc][0].get("report_type")), "")
     with st.container(key=Keys.KPI_BOARD):
         if len(periods) == 1:  # the usual case: said once above the board, not in every row
-            st.caption(f"Latest {md_escape(report_type)} report of each account: {md_escape(periods[0])}")
+            kind = f"{md_escape(report_type)} " if report_type else ""
+            st.caption(f"Latest {kind}report of each account: {md_escape(periods[0])}")
         st.markdown(an.kpi_board(rows, with_period=len(periods) > 1))
 
 
