@@ -1,10 +1,13 @@
 """Shared fixtures: a throwaway PostgreSQL for the session (and a PgBouncer in front of it, started
-when a test needs it), and `db_url`/`engine` fixtures that run each data test on SQLite and on
-PostgreSQL (a fresh database per test) -- tests marked `pooler` also through PgBouncer."""
+when a test needs it), and `db_url`/`engine` fixtures that run each data test on SQLite, on
+PostgreSQL with our schema, and on PostgreSQL with the user's own DDL (tests/support/supabase.sql:
+NOT NULL where the spec's type has no "| null", no defaults for status or counts) -- a fresh database
+per test; tests marked `pooler` also through PgBouncer."""
 from __future__ import annotations
 
 import shutil
 import uuid
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
@@ -25,7 +28,8 @@ def pytest_generate_tests(metafunc):
     A pooler test that takes pg_server without db_url runs direct and through PgBouncer."""
     pooled = metafunc.definition.get_closest_marker("pooler") is not None
     if "db_url" in metafunc.fixturenames:
-        metafunc.parametrize("db_url", ["sqlite", "postgresql"] + (["pgbouncer"] if pooled else []), indirect=True)
+        metafunc.parametrize("db_url", ["sqlite", "postgresql", "userschema"] + (["pgbouncer"] if pooled else []),
+                             indirect=True)
     elif pooled and "pg_server" in metafunc.fixturenames:
         metafunc.parametrize("pg_route", ["direct", "pgbouncer"], indirect=True)
 
@@ -76,11 +80,37 @@ def pg_server(request, pg_route):
     return request.getfixturevalue("pgbouncer" if pg_route == "pgbouncer" else "pg_cluster")
 
 
+USER_SCHEMA_SQL = Path(__file__).parent / "support" / "supabase.sql"
+
+
+@pytest.fixture(scope="session")
+def user_schema_template(pg_cluster):
+    """A template database holding the user's own tables (their DDL, as their Supabase project has
+    them); each [userschema] test gets a copy of it, and init_db adds only our tables and indexes."""
+    import psycopg2
+
+    conn = psycopg2.connect(host="127.0.0.1", port=pg_cluster.port, user="postgres", dbname="postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute('CREATE DATABASE "user_schema_template"')
+    conn.close()
+    conn = psycopg2.connect(host="127.0.0.1", port=pg_cluster.port, user="postgres", dbname="user_schema_template")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(USER_SCHEMA_SQL.read_text())
+    conn.close()
+    return "user_schema_template"
+
+
 @pytest.fixture
 def db_url(request, tmp_path):
-    """An empty database URL of each kind (tables not created)."""
+    """An empty database URL of each kind (our tables not created; [userschema]: the user's are)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'test.sqlite'}"
+    if request.param == "userschema":
+        template = request.getfixturevalue("user_schema_template")
+        server = request.getfixturevalue("pg_cluster")
+        return server.create_database("u_" + uuid.uuid4().hex[:12], template=template)
     server = request.getfixturevalue("pg_server")
     return server.create_database("t_" + uuid.uuid4().hex[:12])
 
