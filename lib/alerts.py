@@ -24,6 +24,7 @@ _SEVERITY = {
     "content_violation": "ERROR",
     "sync_failure": "ERROR",
     "rate_limit": "WARNING",
+    "account_restricted": "ERROR",  # Instagram holds an account's queue (lib.account_holds)
 }  # anything else (token_expiring, metric_anomaly, types of other writers) is WARNING
 
 

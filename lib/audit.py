@@ -30,14 +30,17 @@ def audit_row(
     event_type: str,
     action: str,
     resource_type: str,
-    resource_id: str | None,
+    resource_id: str,
     now: datetime,
     user_id: str | None = None,
     success: bool | None = None,
     error_message: str | None = None,
     details: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The values of one audit_log row (for bulk inserts)."""
+    """The values of one audit_log row (for bulk inserts). resource_id is required: the column is
+    NOT NULL in the user's own table, so a missing id is a bug caught here, on every database."""
+    if resource_id is None or resource_id == "":
+        raise ValueError(f"audit_log.resource_id is required ({event_type}/{action})")
     return {
         "id": uuid.uuid4(),
         "event_type": event_type,
@@ -53,7 +56,7 @@ def audit_row(
 
 
 # The columns audit_row() fills, taken from it so that a prebuilt INSERT (worker.tick) cannot miss one.
-AUDIT_ROW_COLUMNS = tuple(audit_row(event_type="", action="", resource_type="", resource_id=None,
+AUDIT_ROW_COLUMNS = tuple(audit_row(event_type="", action="", resource_type="", resource_id="-",
                                     now=datetime.now(timezone.utc)))
 
 

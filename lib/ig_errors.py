@@ -13,8 +13,15 @@ Decisions (DESIGN decisions 1 and 2):
   HTTP 400 and would otherwise be dead-lettered as permanent.
 * Graph's `is_transient: true` (codes 1 and 2 carry it) makes an otherwise permanent/unknown
   error transient.
-* 400 with any other code -> permanent; 5xx and network timeouts/connection errors -> transient;
-  anything else -> unknown (retryable).
+* Account-level answers hold the whole account back instead of failing rows one by one
+  (action HOLD: no retry is used, the row waits with the account): 368 "temporarily blocked for
+  policy violations" (wait, then try again), 25/2207050 (the account is restricted: its owner must
+  sign in to the Instagram app), 4/2207051 (spam restriction), 10/1893063 (messaging restricted).
+* Codes decide, not the HTTP status: Meta sends the same error as 400 or 403 depending on the
+  login type (the Send API's 10/2018278 arrives as 403 10/2534022 with Instagram Login), so a
+  documented code or (code, subcode) gives the same outcome under either status.
+* any other 400/403 with a code -> permanent; 5xx and network timeouts/connection errors ->
+  transient; anything else -> unknown (retryable).
 """
 from __future__ import annotations
 
@@ -41,9 +48,12 @@ RETRY = "retry"                    # the schedule (backoff) decides
 NEW_CONTAINER = "new_container"    # drop the stored creation_id; the next attempt makes a new container
 WAIT_CONTAINER = "wait_container"  # the container is not ready: wait, no attempt used up
 QUOTA = "quota"                    # the publishing limit: wait until the 24 h window allows, never DLQ
-SPAM = "spam"                      # a spam restriction: stop, do not retry (retrying deepens it)
+SPAM = "spam"                      # (kept for callers that test it) a spam restriction
+HOLD = "hold"                      # the account must wait (or its owner act): hold its rows, use no retry
 
 _ERRORS_DOC = "https://developers.facebook.com/docs/instagram-platform/instagram-graph-api/reference/error-codes"
+_MESSENGER_DOC = "https://developers.facebook.com/docs/messenger-platform/error-codes"
+_GRAPH_ERRORS_DOC = "https://developers.facebook.com/docs/graph-api/guides/error-handling"
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,8 @@ class ErrorRule:
     error_category: str
     action: str
     doc: str  # the table row this comes from, quoted
+    hold: timedelta | None = None  # action HOLD: how long the account waits (None: until an operator resumes)
+    owner_must: str | None = None  # action HOLD: what the account's owner must do, for the alert
 
 
 # Instagram's own error table by (code, subcode); it takes precedence over the spec's rules where
@@ -73,9 +85,30 @@ IG_ERROR_TABLE: dict[tuple[int, int], ErrorRule] = {
                              "use it to try again.'"),
     (1, 2207057): ErrorRule(False, "permanent", RETRY,
                             f"{_ERRORS_DOC} 1/2207057: 'Thumbnail offset must be ... less than video duration'"),
-    (4, 2207051): ErrorRule(False, "permanent", SPAM,
+    (4, 2207051): ErrorRule(False, "permanent", HOLD,
                             f"{_ERRORS_DOC} 4/2207051: 'We restrict certain activity to protect our community.' "
-                            "(the publishing action is suspected to be spam)"),
+                            "(the publishing action is suspected to be spam)",
+                            hold=timedelta(hours=24),
+                            owner_must="check the account in the Instagram app (Account Status) and tell Instagram "
+                                       "if it made a mistake; publishing is held, since each attempt deepens it"),
+    (25, 2207050): ErrorRule(False, "permanent", HOLD,
+                             f"{_ERRORS_DOC} 25/2207050: 'The Instagram account is restricted.' -> 'The app user "
+                             "must log in to the Instagram app to resolve the restriction.'",
+                             hold=None,
+                             owner_must="sign in to the Instagram app to lift the restriction, then resume the "
+                                        "account here"),
+    (10, 2018278): ErrorRule(False, "permanent", RETRY,
+                             f"{_MESSENGER_DOC} 10/2018278: 'Message sent outside of allowed window' (the 24-hour "
+                             "messaging window has closed; no retry can send it)"),
+    (10, 2534022): ErrorRule(False, "permanent", RETRY,
+                             f"{_MESSENGER_DOC} 10/2534022: the same 'outside of allowed window' answer as Instagram "
+                             "Login sends it (HTTP 403)"),
+    (10, 1893063): ErrorRule(False, "permanent", HOLD,
+                             f"{_MESSENGER_DOC} 10/1893063: 'Pages temporarily restricted from messaging' -> wait "
+                             "until the restriction ends",
+                             hold=timedelta(hours=24),
+                             owner_must="check the Page's and Instagram account's messaging status in Meta "
+                                        "Business Suite; messages are held until then"),
     (9, 2207042): ErrorRule(True, "rate_limit", QUOTA,
                             f"{_ERRORS_DOC} 9/2207042: 'You reached maximum number of posts that is allowed to be "
                             "published by Content Publishing API' (the 24 h publishing limit)"),
@@ -86,7 +119,30 @@ IG_ERROR_TABLE: dict[tuple[int, int], ErrorRule] = {
                                f"{_ERRORS_DOC} 9007/2207027: the media is not ready for publishing, please wait"),
 }
 
+# Rows keyed by code alone: they apply to every subcode the (code, subcode) table does not name.
+IG_CODE_TABLE: dict[int, ErrorRule] = {
+    368: ErrorRule(True, "rate_limit", HOLD,
+                   f"{_GRAPH_ERRORS_DOC} 368: 'Temporarily blocked for policies violations' -> 'Wait and retry the "
+                   "operation.'",
+                   hold=timedelta(hours=1),
+                   owner_must="wait: Instagram has temporarily blocked this account's actions; calls during the "
+                              "block can lengthen it"),
+    10: ErrorRule(False, "permanent", RETRY,
+                  f"{_GRAPH_ERRORS_DOC} 10: 'API Permission Denied' -> 'Permission is either not granted or has been "
+                  "removed.' (no retry can change it)"),
+    200: ErrorRule(False, "permanent", RETRY,
+                   f"{_GRAPH_ERRORS_DOC} 200-299: 'API Permission (Multiple values depending on permission)' -> "
+                   "'Permission is either not granted or has been removed.'"),
+}
+
 BACKOFF_CAP = timedelta(minutes=60)
+
+
+def rule_for(code: int | None, subcode: int | None) -> ErrorRule | None:
+    """The table row for an answer: (code, subcode) first, then the code alone."""
+    if code is None:
+        return None
+    return IG_ERROR_TABLE.get((code, subcode)) or IG_CODE_TABLE.get(code)
 
 
 @dataclass(eq=False)  # exceptions stay hashable
@@ -124,6 +180,7 @@ class Category:
     retry_after: timedelta | None = None  # from the usage headers, when Graph says so
     action: str = RETRY
     doc: str | None = None
+    rule: ErrorRule | None = None  # the table row that decided, if any
 
 
 def _int(value: Any) -> int | None:
@@ -140,23 +197,63 @@ def categorize_ig_error(error: BaseException, *, business_id: str | None = None)
         error = GraphError(str(error), exc=error)
     status, code = error.status, error.code
     retry_after = regain_access_after(error.headers, business_id=business_id)
-    rule = IG_ERROR_TABLE.get((code, error.subcode)) if code is not None else None
+    rule = rule_for(code, error.subcode)
     if rule is not None:
         return Category(rule.retryable, rule.error_category, retry_after if rule.retryable else None,
-                        rule.action, rule.doc)
+                        rule.action, rule.doc, rule)
     if code in AUTH_CODES:
         return Category(False, "auth_failure")
     if code in RATE_LIMIT_CODES or status == 429:
         return Category(True, "rate_limit", retry_after)
     if error.error.get("is_transient") is True:
         return Category(True, "transient")
-    if status == 400 and code is not None:
+    if status in (400, 403) and code is not None:
         return Category(False, "permanent")
     if status is not None and status >= 500:
         return Category(True, "transient")
     if status is None and isinstance(error.exc, (requests.Timeout, requests.ConnectionError)):
         return Category(True, "transient")
     return Category(True, "unknown")
+
+
+def container_error_subcode(status_text: str | None) -> int | None:
+    """The error subcode in an IG Container's `status` ("If status_code is ERROR, this value will be an
+    error subcode"): Instagram writes it as text (e.g. "Error: ... error code 2207053"), so the last
+    7-digit 2207xxx number in it, or None when it names none."""
+    import re
+
+    found = re.findall(r"\b(22070\d\d)\b", status_text or "")
+    return int(found[-1]) if found else None
+
+
+def container_error_rule(status_text: str | None) -> ErrorRule | None:
+    """The error table's row for a container's ERROR subcode (any code: the table is keyed by both)."""
+    sub = container_error_subcode(status_text)
+    if sub is None:
+        return None
+    return next((r for (c, s), r in IG_ERROR_TABLE.items() if s == sub), None)
+
+
+def maybe_performed(error: BaseException) -> bool:
+    """Could Instagram have acted on a call that got no answer? A read timeout or a connection
+    broken after the request went out: yes (uncertain). A refused or timed-out connection: no."""
+    exc = error.exc if isinstance(error, GraphError) else error
+    if exc is None or isinstance(exc, requests.ConnectTimeout):
+        return False
+    if isinstance(exc, requests.Timeout):
+        return True
+    if isinstance(exc, requests.ConnectionError):
+        seen, cause = set(), exc
+        while cause is not None and id(cause) not in seen:  # walk the chain urllib3 wraps
+            seen.add(id(cause))
+            if type(cause).__name__ in ("NewConnectionError", "NameResolutionError", "ConnectionRefusedError"):
+                return False
+            inner = getattr(cause, "reason", None) or getattr(cause, "__cause__", None) or getattr(cause, "__context__", None)
+            if inner is None and cause.args and isinstance(cause.args[0], BaseException):
+                inner = cause.args[0]
+            cause = inner
+        return True
+    return isinstance(exc, requests.exceptions.ChunkedEncodingError)
 
 
 def is_content_rejection(error: BaseException) -> bool:

@@ -8,7 +8,10 @@ included) and no error message can carry it; messages name the Graph path, never
 
 Calls (INSTAGRAM_API picks the host, lib.settings.GRAPH_HOSTS; ids from instagram_business_accounts):
   reply_comment     POST /{ig-comment-id}/replies message=...                 -> reply id
-  comment_replies   GET  /{ig-comment-id}/replies?fields=id,text,username,from
+  comment_replies   GET  /{ig-comment-id}/replies?fields=id,text,username,from  (every page: paging.next)
+  comment_parent    GET  /{ig-comment-id}?fields=parent_id  (a reply's replies sit under its top-level comment)
+  recent_messages   GET  /{conversation-id}?fields=messages, then GET /{message-id}?fields=id,message,from,created_time
+  conversation_with GET  /me/conversations?platform=instagram&user_id=<IGSID>  (send_dm: the conversation)
   send_message      POST /me/messages (facebook_login: the Page of the token) or
                     POST /{ig-user-id}/messages (instagram_login)
                     recipient={"id": IGSID} message={"text": ...}              -> message_id
@@ -145,10 +148,46 @@ class GraphClient:
         body = self._call("POST", path, account.access_token, {"message": text}, template="/{ig-comment-id}/replies")
         return self._id(body, "id", path)
 
-    def comment_replies(self, comment_id: str, account: AccountCreds) -> list[dict[str, Any]]:
-        body = self._call("GET", f"{comment_id}/replies", account.access_token,
-                          {"fields": "id,text,username,from,timestamp"}, template="/{ig-comment-id}/replies")
-        return [r for r in (body.get("data") or []) if isinstance(r, dict)]
+    def comment_replies(self, comment_id: str, account: AccountCreds, *, max_pages: int = 50) -> list[dict[str, Any]]:
+        """Every reply of a comment, following the cursor pages (paging.cursors.after) to the end."""
+        out: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"fields": "id,text,username,from,timestamp", "limit": 100}
+        for _ in range(max_pages):
+            body = self._call("GET", f"{comment_id}/replies", account.access_token, params,
+                              template="/{ig-comment-id}/replies")
+            out += [r for r in (body.get("data") or []) if isinstance(r, dict)]
+            paging = body.get("paging") if isinstance(body.get("paging"), dict) else {}
+            after = (paging.get("cursors") or {}).get("after") if isinstance(paging.get("cursors"), dict) else None
+            if not paging.get("next") or not after:
+                return out
+            params = {**params, "after": after}
+        raise GraphError(f"/{comment_id}/replies has more than {max_pages} pages; not read to the end")
+
+    def comment_parent(self, comment_id: str, account: AccountCreds) -> str | None:
+        """The top-level comment of a reply (IG Comment `parent_id`), None for a top-level comment."""
+        body = self._call("GET", str(comment_id), account.access_token, {"fields": "id,parent_id"},
+                          template="/{ig-comment-id}")
+        return str(body["parent_id"]) if body.get("parent_id") else None
+
+    def conversation_with(self, user_id: str, account: AccountCreds) -> str | None:
+        """The conversation id with one Instagram user (Conversations API: user_id=<IGSID>)."""
+        node = f"{self._ig_user(account)}/conversations" if self.api == "instagram_login" else "me/conversations"
+        body = self._call("GET", node, account.access_token, {"platform": "instagram", "user_id": str(user_id)},
+                          template="/me/conversations")
+        data = [c for c in (body.get("data") or []) if isinstance(c, dict) and c.get("id")]
+        return str(data[0]["id"]) if data else None
+
+    def recent_messages(self, conversation_id: str, account: AccountCreds, *, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest messages of a conversation with their text and sender (the Conversations API
+        gives details of the 20 most recent messages only)."""
+        body = self._call("GET", str(conversation_id), account.access_token, {"fields": "messages"},
+                          template="/{conversation-id}")
+        ids = [m.get("id") for m in ((body.get("messages") or {}).get("data") or []) if isinstance(m, dict)]
+        out = []
+        for mid in [i for i in ids if i][:limit]:
+            out.append(self._call("GET", str(mid), account.access_token, {"fields": "id,message,from,created_time"},
+                                  template="/{message-id}"))
+        return out
 
     # -- messages --------------------------------------------------------------------------
     def send_message(self, recipient_id: str, text: str, account: AccountCreds) -> str:

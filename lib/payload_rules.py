@@ -11,6 +11,12 @@ Limits (Meta's docs, quoted in docs/worker.md):
 * carousel: 2 to 10 images and/or videos (Content Publishing, "Carousel posts");
 * media URLs must be public http(s) URLs Instagram can fetch (IG User Media, image_url/video_url).
 
+repost_ugc: Instagram has no repost endpoint; a repost is a new container made from the UGC's
+media URL that the agent obtained with the owner's permission: `media_url` (or image_url /
+video_url), optional `media_type`, `caption`, and `permission_id` (kept in the audit row). A row
+holding only a `creation_id` is published from that container while it lives; once it expired
+nothing can rebuild it and the row fails permanently with a message that says so.
+
 Media types: IMAGE (image_url), REELS (video_url; VIDEO is sent as REELS, as Meta retired
 feed VIDEO), STORIES (image_url or video_url), CAROUSEL / CAROUSEL_ALBUM from `children`: a list
 of {"image_url": ...} or {"video_url": ...} objects, the caption on the carousel itself.
@@ -45,6 +51,19 @@ TEXT_FIELDS = {  # the payload's text fields per action type (what an edit form 
     "repost_ugc": ("caption", "image_url", "video_url"),
 }
 MEDIA_TYPES = ("IMAGE", "REELS", "VIDEO", "STORIES", "CAROUSEL", "CAROUSEL_ALBUM")
+
+# Optional container fields Meta documents for POST /{ig-user-id}/media, by the kind that takes
+# them (IG User Media reference). Present in a payload they are validated and passed on; one the
+# kind does not take is refused, never dropped silently.
+OPTIONAL_FIELDS = {
+    "IMAGE": ("user_tags", "collaborators", "location_id", "alt_text"),
+    "REELS": ("user_tags", "collaborators", "location_id", "share_to_feed", "cover_url", "thumb_offset",
+              "audio_name"),
+    "STORIES": ("user_tags",),
+    "CAROUSEL": ("collaborators", "location_id"),
+}
+ALL_OPTIONAL_FIELDS = tuple(sorted({f for fs in OPTIONAL_FIELDS.values() for f in fs}))
+COLLABORATORS_MAX = 3  # "up to 3 Instagram usernames"
 
 _HASHTAG = re.compile(r"(?<![\w&])#\w+")
 _MENTION = re.compile(r"(?<![\w@])@[\w.]+")
@@ -117,9 +136,10 @@ def media_spec(action_type: str, payload: dict[str, Any]) -> MediaSpec:
     video_keys = ("video_url", "media_url") if action_type == "repost_ugc" else ("video_url",)
     if media_type in ("CAROUSEL", "CAROUSEL_ALBUM"):
         items = _carousel_items(children, problems)
+        extra = optional_fields("CAROUSEL", p, problems)
         if problems:
             raise InvalidPayload("; ".join(problems))
-        return MediaSpec("CAROUSEL", {"media_type": "CAROUSEL", **caption}, items)
+        return MediaSpec("CAROUSEL", {"media_type": "CAROUSEL", **caption, **extra}, items)
     if media_type == "IMAGE":
         key, url = _url(p, *image_keys)
         fields = {"image_url": url}
@@ -141,7 +161,58 @@ def media_spec(action_type: str, payload: dict[str, Any]) -> MediaSpec:
     if problems:
         raise InvalidPayload("; ".join(problems))
     kind = "REELS" if media_type == "VIDEO" else media_type
-    return MediaSpec(kind, {**fields, **caption})
+    extra = optional_fields(kind, p, problems)
+    if problems:
+        raise InvalidPayload("; ".join(problems))
+    return MediaSpec(kind, {**fields, **caption, **extra})
+
+
+def optional_fields(kind: str, p: dict[str, Any], problems: list[str]) -> dict[str, Any]:
+    """The documented optional fields present in the payload, checked and in Graph's form."""
+    out: dict[str, Any] = {}
+    for name in ALL_OPTIONAL_FIELDS:
+        value = p.get(name)
+        if value in (None, "", []):
+            continue
+        if name not in OPTIONAL_FIELDS.get(kind, ()):
+            problems.append(f"{name} is not taken by a {kind} post (Instagram would ignore or refuse it)")
+            continue
+        if name == "user_tags":
+            tags = value if isinstance(value, list) else None
+            ok = tags is not None and all(isinstance(t, dict) and t.get("username") for t in tags) and all(
+                all(isinstance(t.get(c, 0), (int, float)) and 0 <= t.get(c, 0) <= 1 for c in ("x", "y"))
+                for t in tags)
+            if not ok:
+                problems.append("user_tags must be a list of {\"username\", \"x\", \"y\"} with x and y from 0 to 1")
+                continue
+        elif name == "collaborators":
+            if not (isinstance(value, list) and all(isinstance(u, str) and u for u in value)
+                    and len(value) <= COLLABORATORS_MAX):
+                problems.append(f"collaborators must be a list of up to {COLLABORATORS_MAX} Instagram usernames")
+                continue
+        elif name == "location_id":
+            if not str(value).isdigit():
+                problems.append("location_id must be a Facebook Page id (digits)")
+                continue
+            value = str(value)
+        elif name == "share_to_feed":
+            if not isinstance(value, bool):
+                problems.append("share_to_feed must be true or false")
+                continue
+            value = "true" if value else "false"
+        elif name == "cover_url":
+            if not is_http_url(value):
+                problems.append("cover_url must be an http(s) URL Instagram can fetch")
+                continue
+        elif name == "thumb_offset":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                problems.append("thumb_offset must be a whole number of milliseconds, 0 or more")
+                continue
+        elif not isinstance(value, str):  # audio_name, alt_text
+            problems.append(f"{name} must be text")
+            continue
+        out[name] = value
+    return out
 
 
 def _carousel_items(children: Any, problems: list[str]) -> tuple[tuple[str, dict[str, Any]], ...]:
@@ -174,7 +245,8 @@ def payload_problems(action_type: str, payload: dict[str, Any]) -> list[str]:
     if action_type in ("send_dm", "reply_dm"):
         out += dm_problems(p.get("message_text"))
     if action_type in ("publish_post", "repost_ugc"):
-        if p.get("creation_id"):  # the stored container is read first; its media need not be rebuilt
+        if p.get("creation_id") and not any(p.get(k) for k in ("image_url", "video_url", "media_url", "children")):
+            # only a container id: it is read first; if it expired nothing can rebuild it
             out += caption_problems(p.get("caption"))
             out += [f"{k} must be an http(s) URL Instagram can fetch" for k in ("image_url", "video_url", "media_url")
                     if p.get(k) not in (None, "") and not is_http_url(p[k])]

@@ -8,7 +8,10 @@ Quotes and URLs: docs/worker.md and docs/graph-api.md. One attempt here:
 * a stored creation_id is always read first (GET /{container}?fields=status_code,status):
   PUBLISHED -> the post is live, never publish again (this settles a publish that timed out);
   FINISHED -> publish; IN_PROGRESS -> wait (Wait), or a failed attempt once the container is
-  older than CONTAINER_TIMEOUT_S; ERROR -> permanent, with Instagram's `status` reason;
+  older than CONTAINER_TIMEOUT_S; ERROR -> read the error subcode in its `status` ("If status_code
+  is ERROR, this value will be an error subcode"): a subcode whose documented solution is to try
+  again or make a new container (2207053, 2207003, 2207001, ...) drops the container and counts a
+  failed attempt (ContainerRetryable); any other -> permanent with Instagram's text;
   EXPIRED -> a new container.
 * before creating a container, the account's publishing quota (content_publishing_limit) must
   leave room; otherwise the row waits (Wait, kind "quota") and no container is made.
@@ -26,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
-from lib.ig_errors import NEW_CONTAINER, WAIT_CONTAINER, GraphError, categorize_ig_error
+from lib.ig_errors import NEW_CONTAINER, WAIT_CONTAINER, GraphError, categorize_ig_error, container_error_rule
 from lib.instagram import AccountCreds, GraphClient
 from lib.payload_rules import InvalidPayload, media_spec
 from lib.timeutil import as_utc
@@ -61,11 +64,28 @@ class Wait:
 
 
 class ContainerFailed(Exception):
-    """Instagram could not process the media (status_code ERROR): permanent."""
+    """Instagram could not process the media (status_code ERROR, a subcode with no retry): permanent."""
 
 
-class ContainerTimedOut(Exception):
-    """Still IN_PROGRESS long after creation: a failed attempt; the next one makes a new container."""
+class ContainerRetryable(Exception):
+    """The container cannot be published but a new one may be: a failed attempt (retry schedule);
+    the stored container was dropped, so the next attempt makes a new one."""
+
+
+class ContainerTimedOut(ContainerRetryable):
+    """Still IN_PROGRESS long after creation."""
+
+
+def _container_error(what: str, cid: str, detail: str | None, state: ContainerState,
+                     save: Callable[[ContainerState], None]) -> Exception:
+    """The exception for a container in ERROR, by the subcode in its status (the error table)."""
+    rule = container_error_rule(detail)
+    text = f"Instagram could not process {what} {cid}: status {detail or 'ERROR'}"
+    if rule is not None and rule.retryable:
+        save(replace(state, creation_id=None, created_at=None, children=()))
+        return ContainerRetryable(f"{text}; Meta says to try again with a new container, which the next "
+                                  "attempt makes")
+    return ContainerFailed(text)
 
 
 def _age(created_at: datetime | None, now: datetime) -> timedelta | None:
@@ -94,13 +114,16 @@ def publish(client: GraphClient, action_type: str, payload: dict[str, Any], acco
         if code == WORKING:
             return _still_working(cid, "media", created, now, timeout_s, interval_s, state, save)
         if code == FAILED:
-            raise ContainerFailed(f"Instagram could not process container {cid}: status {detail or 'ERROR'}")
+            raise _container_error("container", cid, detail, state, save)
         # EXPIRED, gone, or a status we do not know: this container will never be published.
         state = replace(state, creation_id=None, created_at=None)
         save(state)
+        if not any(p.get(k) for k in ("image_url", "video_url", "media_url", "children")):
+            raise InvalidPayload(f"container {cid} is {code or 'gone'} and the payload holds no media URL to make "
+                                 "a new one (image_url / video_url / media_url)")
     elif action_type == "repost_ugc" and not any(p.get(k) for k in ("image_url", "video_url", "media_url", "children")):
-        raise InvalidPayload("repost_ugc needs creation_id or the permission's media (image_url / video_url / "
-                             "media_url) in the payload")
+        raise InvalidPayload("repost_ugc needs creation_id or the UGC's media URL (media_url / image_url / "
+                             "video_url) in the payload: Instagram has no repost call, a repost is a new post")
     spec = media_spec(action_type, p)
     left = quota_left()
     if left is not None and left <= 0:
@@ -121,7 +144,7 @@ def publish(client: GraphClient, action_type: str, payload: dict[str, Any], acco
     if code == READY:
         return _publish(client, cid, account, state, save, interval_s, now, now)
     if code == FAILED:
-        raise ContainerFailed(f"Instagram could not process container {cid}: status {detail or 'ERROR'}")
+        raise _container_error("container", cid, detail, state, save)
     return Wait("container", f"Instagram is processing the {spec.kind} container", interval_s)
 
 
@@ -175,8 +198,7 @@ def _carousel_items(client, spec, account, state, now, timeout_s, save):
     for i, item in enumerate(items):
         code, detail = _status(client, item["id"], account)
         if code == FAILED:
-            raise ContainerFailed(f"Instagram could not process carousel item {i + 1} ({item['id']}): "
-                                  f"status {detail or 'ERROR'}")
+            raise _container_error(f"carousel item {i + 1}", item["id"], detail, state, save)
         if code == WORKING:
             age = _age(datetime.fromisoformat(item["created_at"]), now)
             if age.total_seconds() > timeout_s:

@@ -109,15 +109,16 @@ def due_order():
 
 def held_back_clause(now: datetime):
     """Due rows the worker leaves alone: a disconnected account (auth failure), an account (or
-    the whole app) that Graph throttled until later (graph_usage.regain_at), or what an operator
-    paused (queue_pauses)."""
+    the whole app) that Graph throttled until later (graph_usage.regain_at), an account Instagram
+    holds back (account_holds: a block or restriction), or what an operator paused (queue_pauses)."""
+    from lib.account_holds import held_clause
     from lib.queue_control import paused_clause
 
     q, acc, gu = post_queue, instagram_business_accounts, graph_usage
     disconnected = sa.exists().where(acc.c.id == q.c.business_account_id, acc.c.is_connected.is_(False))
     throttled = sa.exists().where(gu.c.regain_at > now, sa.or_(gu.c.scope == "app",
                                                                gu.c.business_account_id == q.c.business_account_id))
-    return sa.or_(disconnected, throttled, paused_clause())
+    return sa.or_(disconnected, throttled, held_clause(now), paused_clause())
 
 
 def claimable_clause(now: datetime):

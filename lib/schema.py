@@ -34,7 +34,10 @@ class UTCDateTime(sa.types.TypeDecorator):
         if value is None:
             return None
         if isinstance(value, str):  # a SQLite row written by someone else's tool
-            value = datetime.fromisoformat(value)
+            try:
+                value = datetime.fromisoformat(value)
+            except ValueError:  # unreadable: shown as unknown rather than stopping every read of the table
+                return None
         if value.tzinfo is None:
             return value.replace(tzinfo=timezone.utc)
         return value.astimezone(timezone.utc)
@@ -254,6 +257,43 @@ graph_usage = sa.Table(
     _ts("quota_seen_at"),
     _ts("token_expires_at"),  # debug_token's expires_at (issue 16); NULL: unknown or never
     _ts("token_checked_at"),
+)
+
+# Our own: an account (or, scope 'app', every account) that Instagram itself holds back -- a temporary
+# block (368), a restricted account (25/2207050), a spam restriction (4/2207051), messaging restricted
+# (10/1893063). While a row is active (held_until in the future, or NULL: until an operator resumes)
+# the worker claims none of the account's rows and uses none of their retries. Written by the worker
+# (lib.account_holds.hold); an operator's resume deletes it (audit_log keeps the history).
+account_holds = sa.Table(
+    "account_holds",
+    metadata,
+    sa.Column("scope", sa.Text, primary_key=True),  # str(business_account_id)
+    sa.Column("business_account_id", sa.Uuid(as_uuid=True)),
+    sa.Column("kind", sa.Text, nullable=False),  # temporary_block | restricted | spam | messaging_restricted
+    sa.Column("reason", sa.Text, nullable=False),  # Instagram's answer, redacted
+    sa.Column("owner_must", sa.Text),
+    sa.Column("error_code", sa.Integer),
+    sa.Column("error_subcode", sa.Integer),
+    _ts("held_at", nullable=False),
+    _ts("held_until"),
+)
+
+# Our own: every attempt the worker made on a queue row (time, outcome, category, error), newest
+# read first by the Queue Monitor's row detail. Kept 30 days (pruned by the worker).
+post_queue_attempts = sa.Table(
+    "post_queue_attempts",
+    metadata,
+    _id(),
+    sa.Column("queue_id", sa.Uuid(as_uuid=True), nullable=False),
+    _ts("attempted_at", nullable=False),
+    sa.Column("outcome", sa.Text, nullable=False),  # sent | failed | dlq | waiting | held
+    sa.Column("error_category", sa.Text),
+    sa.Column("error", sa.Text),
+    sa.Column("error_code", sa.Integer),
+    sa.Column("error_subcode", sa.Integer),
+    sa.Column("retry_count", sa.Integer),
+    sa.Index("ix_post_queue_attempts_queue", "queue_id", "attempted_at"),
+    sa.Index("ix_post_queue_attempts_at", "attempted_at"),
 )
 
 # Our own (issue 16): an operator's pause of an account, an action type, or both. While a row

@@ -7,7 +7,9 @@ so the worker and the tests get the same answer without importing streamlit (and
 from __future__ import annotations
 
 import os
+import re
 import tomllib
+from datetime import date
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -17,13 +19,47 @@ DEFAULT_SQLITE_PATH = PROJECT_ROOT / "data" / "dashboard.sqlite"
 SECRETS_FILES = (PROJECT_ROOT / ".streamlit" / "secrets.toml", Path.home() / ".streamlit" / "secrets.toml")
 
 
+# Graph API versions and the day each stops working, as Meta's changelog lists them ("Available
+# Until"; None: not announced yet). The default is the newest one. One home for this table: the
+# worker warns (log and one alert) when the configured version is within GRAPH_VERSION_WARN_DAYS.
+GRAPH_VERSIONS: dict[str, date | None] = {
+    "v26.0": None,
+    "v25.0": date(2028, 7, 29),
+    "v24.0": date(2028, 2, 18),
+    "v23.0": date(2027, 10, 8),
+    "v22.0": date(2027, 5, 20),
+    "v21.0": date(2027, 1, 21),
+    "v20.0": date(2026, 9, 24),
+    "v19.0": date(2026, 5, 21),
+}
+GRAPH_VERSION = "v26.0"
+GRAPH_VERSION_WARN_DAYS = 60
 # Meta: Instagram API with Facebook Login is served by graph.facebook.com, with Instagram Login
 # by graph.instagram.com (IG Container reference, "Host URL").
-GRAPH_VERSION = "v21.0"
 GRAPH_HOSTS = {
     "facebook_login": f"https://graph.facebook.com/{GRAPH_VERSION}",
     "instagram_login": f"https://graph.instagram.com/{GRAPH_VERSION}",
 }
+
+
+def graph_version_of(url: str) -> str | None:
+    """'v25.0' from a Graph base URL such as https://graph.facebook.com/v25.0 (None without one)."""
+    m = re.search(r"/(v\d+\.\d+)(?:/|$)", url or "")
+    return m.group(1) if m else None
+
+
+def graph_version_warning(url: str, today: date) -> str | None:
+    """A warning when the URL's Graph version ends within GRAPH_VERSION_WARN_DAYS (or has ended)."""
+    version = graph_version_of(url)
+    end = GRAPH_VERSIONS.get(version or "")
+    if end is None:
+        return None
+    left = (end - today).days
+    if left > GRAPH_VERSION_WARN_DAYS:
+        return None
+    when = f"ended on {end:%B %d, %Y}" if left < 0 else f"is available until {end:%B %d, %Y} ({left} days)"
+    return (f"Graph API {version} {when}: set INSTAGRAM_GRAPH_URL to {GRAPH_VERSION} "
+            f"(or unset it to use the default, {GRAPH_VERSION})")
 
 
 class SettingsError(ValueError):

@@ -241,11 +241,11 @@ def test_the_documented_rows_the_worker_cares_about():
 
 def test_old_markers_keep_working(sb):
     cases = {"auth": (400, 190), "rate": (400, 4), "5xx": (500, 2), "permanent": (400, 100), "content": (400, 368),
-             "unknown": (403, 10), "spam": (400, 4)}
+             "unknown": (403, None), "spam": (400, 4)}
     for kind, (http, code) in cases.items():
         resp = post(sb, f"{IG}/messages", recipient=json.dumps({"id": "1"}),
                     message=json.dumps({"text": f"{kind} #fail:{kind}"}))
-        assert (resp.status_code, resp.json()["error"]["code"]) == (http, code), kind
+        assert (resp.status_code, resp.json()["error"].get("code")) == (http, code), kind
     assert post(sb, f"{IG}/messages", recipient=json.dumps({"id": "1"}),
                 message=json.dumps({"text": "spam #fail:spam"})).json()["error"]["error_subcode"] == 2207051
     started = time.monotonic()

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 import requests
 
-from lib.ig_errors import (IG_ERROR_TABLE, NEW_CONTAINER, QUOTA, SPAM, WAIT_CONTAINER, account_usage, app_usage,
+from lib.ig_errors import (IG_ERROR_TABLE, HOLD, NEW_CONTAINER, QUOTA, WAIT_CONTAINER, account_usage, app_usage,
                            Category, GraphError, backoff_delay, categorize_ig_error, is_content_rejection,
                            next_attempt, regain_access_after)
 
@@ -23,9 +23,11 @@ def test_auth_codes_are_auth_failure_whatever_the_status(code, status):
     assert categorize_ig_error(err(status, code)) == Category(False, "auth_failure")
 
 
-@pytest.mark.parametrize("code", [1, 2, 10, 100, 200, 368, 9007])
-def test_other_codes_with_400_are_permanent(code):
-    assert categorize_ig_error(err(400, code)) == Category(False, "permanent")
+@pytest.mark.parametrize("code", [1, 2, 10, 100, 200, 9007])
+@pytest.mark.parametrize("status", [400, 403])
+def test_other_codes_with_400_or_403_are_permanent(code, status):
+    got = categorize_ig_error(err(status, code))
+    assert (got.retryable, got.error_category) == (False, "permanent")
 
 
 @pytest.mark.parametrize("code", [4, 17, 32, 613, 80002])
@@ -54,7 +56,7 @@ def test_network_timeouts_and_connection_errors_are_transient(exc):
 
 
 def test_unknown_is_retryable():
-    assert categorize_ig_error(err(403, 10)) == Category(True, "unknown")
+    assert categorize_ig_error(err(403, 12345)) == Category(False, "permanent")  # a 403 with a code: by the code
     assert categorize_ig_error(err(400)) == Category(True, "unknown")  # a 400 without a Graph code
     assert categorize_ig_error(err(200, None)) == Category(True, "unknown")
     assert categorize_ig_error(ValueError("odd")) == Category(True, "unknown")
@@ -123,7 +125,11 @@ def test_not_retryable_goes_to_dlq_at_once_and_rate_limit_waits_for_the_headers(
     (-1, 2207001, "transient", "retry"),
     (-1, 2207032, "transient", NEW_CONTAINER),
     (-1, 2207053, "transient", NEW_CONTAINER),
-    (4, 2207051, "permanent", SPAM),          # not a rate limit, although code 4 is one
+    (4, 2207051, "permanent", HOLD),          # not a rate limit, although code 4 is one: the account is held
+    (25, 2207050, "permanent", HOLD),         # a restricted account: its owner must sign in
+    (10, 1893063, "permanent", HOLD),         # messaging restricted
+    (10, 2018278, "permanent", "retry"),      # outside the 24-hour window: never retried
+    (10, 2534022, "permanent", "retry"),
     (9, 2207042, "rate_limit", QUOTA),        # the daily posts limit, not permanent
     (9007, 2207027, "transient", WAIT_CONTAINER),
     (24, 2207008, "transient", NEW_CONTAINER),
@@ -135,7 +141,7 @@ def test_error_table_rows_take_precedence(code, subcode, category, action):
 
 
 def test_every_table_row_quotes_the_error_codes_page():
-    assert all("error-codes" in rule.doc for rule in IG_ERROR_TABLE.values())
+    assert all("error-codes" in rule.doc or "error-handling" in rule.doc for rule in IG_ERROR_TABLE.values())
 
 
 def test_throttle_codes_are_rate_limits_and_transient_codes_follow_is_transient():
@@ -162,3 +168,65 @@ def test_usage_is_read_for_this_account_and_for_the_app():
     assert account_usage(headers, "222").exhausted and account_usage(headers, "333") is None
     app = app_usage(headers)
     assert app.exhausted and app.peak == 100
+
+
+# -- round 2: codes decide whatever the HTTP status, account-level holds, container subcodes ------------
+
+@pytest.mark.parametrize("status", [400, 403])
+def test_messaging_window_and_permission_errors_are_permanent_at_once_under_400_and_403(status):
+    for code, sub in ((10, 2018278), (10, 2534022), (200, None), (10, None)):
+        got = categorize_ig_error(err(status, code, error_subcode=sub))
+        assert (got.retryable, got.error_category) == (False, "permanent"), (status, code, sub)
+        assert got.doc and "developers.facebook.com" in got.doc
+
+
+def test_a_temporary_block_368_is_a_hold_of_an_hour_not_a_content_rejection():
+    got = categorize_ig_error(err(400, 368))
+    assert (got.retryable, got.error_category, got.action) == (True, "rate_limit", HOLD)
+    assert got.rule.hold == timedelta(hours=1) and "wait" in got.rule.owner_must.lower()
+
+
+def test_restricted_account_holds_until_an_operator_resumes():
+    got = categorize_ig_error(err(403, 25, error_subcode=2207050))
+    assert got.action == HOLD and got.rule.hold is None and "sign in" in got.rule.owner_must
+
+
+def test_container_error_subcode_is_read_from_the_status_text():
+    from lib.ig_errors import container_error_rule, container_error_subcode
+
+    assert container_error_subcode("Error: Media upload has failed with error code 2207053") == 2207053
+    assert container_error_subcode("ERROR") is None and container_error_subcode(None) is None
+    assert container_error_rule("Error: ... 2207053").retryable  # "generate a new container and try again"
+    assert container_error_rule("Error: ... 2207003").retryable  # "try again"
+    assert container_error_rule("Error: ... 2207001").retryable
+    assert container_error_rule("Error: ... 2207057").retryable is False  # thumbnail offset: permanent
+    assert container_error_rule("Error: unknown reason") is None
+
+
+def test_maybe_performed_tells_a_lost_answer_from_a_call_that_never_left():
+    import urllib3
+
+    from lib.ig_errors import GraphError, maybe_performed
+
+    assert maybe_performed(GraphError("t", exc=requests.ReadTimeout()))
+    assert not maybe_performed(GraphError("t", exc=requests.ConnectTimeout()))
+    reset = requests.ConnectionError(urllib3.exceptions.ProtocolError("Connection aborted.", ConnectionResetError(104)))
+    assert maybe_performed(GraphError("reset", exc=reset))
+    refused = requests.ConnectionError(urllib3.exceptions.MaxRetryError(
+        None, "/x", urllib3.exceptions.NewConnectionError(None, "refused")))
+    assert not maybe_performed(GraphError("refused", exc=refused))
+    assert not maybe_performed(GraphError("http 500", status=500, body={}))
+
+
+def test_graph_version_table_warns_within_60_days_of_the_end():
+    from datetime import date
+
+    from lib.settings import GRAPH_VERSION, GRAPH_VERSIONS, graph_version_warning
+
+    assert GRAPH_VERSIONS["v21.0"] == date(2027, 1, 21)
+    assert GRAPH_VERSION in GRAPH_VERSIONS and GRAPH_VERSION >= "v25.0"
+    assert graph_version_warning("https://graph.facebook.com/v21.0", date(2026, 11, 21)) is None  # 61 days left
+    text = graph_version_warning("https://graph.facebook.com/v21.0", date(2026, 12, 6))
+    assert "v21.0" in text and "January 21, 2027" in text and "46 days" in text
+    assert "ended" in graph_version_warning("https://graph.facebook.com/v20.0", date(2026, 12, 6))
+    assert graph_version_warning(f"https://graph.facebook.com/{GRAPH_VERSION}", date(2026, 12, 6)) is None

@@ -82,9 +82,9 @@ def test_permanent_error_dead_letters_without_alert(engine, db_url, sandbox):
 def test_rejected_content_of_a_publish_raises_content_violation(engine, db_url, sandbox):
     with engine.begin() as conn:
         acc = add_account(conn)
-        r1 = add_row(conn, acc, "publish_post", {"image_url": "https://x/a.jpg", "caption": "bad #fail:content"})
+        r1 = add_row(conn, acc, "publish_post", {"image_url": "https://x/a.jpg", "caption": "bad #fail:sub=2207004"})
         r2 = add_row(conn, acc, "repost_ugc", {"permission_id": "p", "image_url": "https://x/b.jpg",
-                                               "caption": "bad too #fail:content@media_publish"})
+                                               "caption": "bad too #fail:sub=2207026@media_publish"})
     assert _tick(engine, db_url, sandbox).dlq == 2
     with engine.connect() as conn:
         assert row(conn, r1).status == row(conn, r2).status == "dlq"

@@ -288,7 +288,7 @@ def test_the_daily_limit_answer_waits_for_the_window_never_the_dlq(engine, db_ur
         assert len(alerts(conn, "rate_limit")) == 1
 
 
-def test_a_spam_restriction_is_not_retried_and_raises_content_violation(engine, db_url, sb, clock):
+def test_a_spam_restriction_holds_the_account_without_using_retries(engine, db_url, sb, clock):
     with engine.begin() as conn:
         acc, _ = account(conn, sb)
         spam = add_row(conn, acc, "publish_post", {"image_url": "https://x/a.jpg", "caption": "buy #fail:spam@media_publish"},
@@ -296,12 +296,17 @@ def test_a_spam_restriction_is_not_retried_and_raises_content_violation(engine, 
         later = add_row(conn, acc, "publish_post", {"image_url": "https://x/b.jpg", "caption": "next"},
                         now=clock.now() + timedelta(seconds=1))
     result = tick(engine, db_url, sb, clock)
-    assert (result.dlq, result.released) == (1, 1)  # the account's next post is not pushed into the restriction
+    assert (result.dlq, result.released) == (0, 1)  # the account's next post is not pushed into the restriction
     with engine.connect() as conn:
         r = row(conn, spam)
-        assert (r.status, r.error_category) == ("dlq", "permanent") and "2207051" in r.error
-        assert len(alerts(conn, "content_violation")) == 1 and not alerts(conn, "rate_limit")
+        assert (r.status, r.retry_count) == ("pending", 0) and "2207051" in r.error and r.error.startswith("held: ")
+        (alert,) = alerts(conn, "account_restricted")
+        assert "Account Status" in alert.message and not alerts(conn, "content_violation")
         assert row(conn, later).status == "pending"
+    requests_before = sb.stats()["requests"]
+    clock.advance(3600)  # an hour later the hold (24 h) still stands: no call is made for the account
+    assert tick(engine, db_url, sb, clock).claimed == 0
+    assert sb.stats()["requests"] == requests_before
 
 
 # -- usage headers ------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """Scenario: 50 publish rows through the worker against the documented sandbox with fast time
 (one clock for worker and sandbox), on SQLite and PostgreSQL. Images, reels that take 20-90 s
 to process, a story, a carousel with a video item, two rows whose stored containers expired,
-an account at its publishing limit, one spam-restricted post.
+an account at its publishing limit, one spam-restricted account.
 
-What must hold: no row Instagram would accept ends in the DLQ; no container is published twice
+What must hold: no row Instagram would accept ends in the DLQ (the spam-restricted account's rows
+are held, not dead-lettered); no container is published twice
 and no post is made twice; every row ends sent, or waits with a stated reason."""
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ def test_fifty_publish_rows_end_sent_or_waiting_never_twice(engine, db_url, sb, 
     with engine.begin() as conn:
         main, main_ig = account(conn, sb, username="main")
         full, full_ig = account(conn, sb, username="full")
+        spammy, _ = account(conn, sb, username="spammy")
         keys: dict[str, str] = {}  # row id -> caption key
         def add(acc, payload):
             rid = add_row(conn, acc, "publish_post", payload, now=clock.now())
@@ -40,7 +42,7 @@ def test_fifty_publish_rows_end_sent_or_waiting_never_twice(engine, db_url, sb, 
         for i in range(2):  # containers made yesterday and never published: expired
             old = sb.add_container(main_ig, caption=f"#key:expired{i} old", created_at=clock.epoch() - 25 * 3600)
             add(main, {"image_url": f"https://x/old{i}.jpg", "caption": f"#key:expired{i} old", "creation_id": old})
-        spam = add(main, {"image_url": "https://x/spam.jpg", "caption": "#key:spam buy now #fail:spam@media_publish"})
+        spam = add(spammy, {"image_url": "https://x/spam.jpg", "caption": "#key:spam buy now #fail:spam@media_publish"})
         waiting_quota = [add(full, {"image_url": f"https://x/f{i}.jpg", "caption": f"#key:full{i} full"})
                          for i in range(3)]
     sb.set_quota_usage(full_ig, 100)
@@ -58,9 +60,10 @@ def test_fifty_publish_rows_end_sent_or_waiting_never_twice(engine, db_url, sb, 
     by_status: dict[str, list[str]] = {}
     for rid, r in rows.items():
         by_status.setdefault(r.status, []).append(rid)
-    assert by_status.get("dlq") == [str(spam)]  # Instagram refused it; nothing else is dead-lettered
-    assert sorted(by_status.get("pending", [])) == sorted(map(str, waiting_quota))
-    for rid in by_status["pending"]:  # each waits with its reason, and says until when
+    assert "dlq" not in by_status  # the spam restriction holds its account instead of dead-lettering
+    assert sorted(by_status.get("pending", [])) == sorted(map(str, waiting_quota + [spam]))
+    assert rows[str(spam)].error.startswith("held: ") and rows[str(spam)].retry_count == 0
+    for rid in map(str, waiting_quota):  # each waits with its reason, and says until when
         r = rows[rid]
         assert r.error.startswith("waiting: ") and "publishing limit" in r.error and r.next_retry_at is not None
         assert states[rid].wait_kind == "quota"

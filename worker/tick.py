@@ -12,6 +12,7 @@ retry publishes the same container (Graph refuses to publish a container twice).
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -19,30 +20,31 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 import requests
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from lib import graph_usage, metrics, publishing
-from lib.alerts import open_or_update_alert
+from lib import account_holds, graph_usage, metrics, publishing
+from lib.alerts import auto_resolve, open_or_update_alert
 from lib.audit import AUDIT_ROW_COLUMNS, audit_row, log_audit
 from lib.db import UNAVAILABLE_ERRORS, write_transaction
-from lib.ig_errors import (QUOTA, SPAM, Category, GraphError, account_usage, app_usage, categorize_ig_error,
-                           is_content_rejection, next_attempt)
+from lib.ig_errors import (HOLD, QUOTA, Category, GraphError, account_usage, app_usage, categorize_ig_error,
+                           is_content_rejection, maybe_performed, next_attempt)
 from lib.instagram import AccountCreds, GraphClient, InvalidPayload, Quota
 from lib.logs import fields
-from lib.publishing import ContainerFailed, ContainerState, ContainerTimedOut, Sent, Wait
+from lib.publishing import ContainerFailed, ContainerRetryable, ContainerState, Sent, Wait
 from lib.queue import (CONTENT_ACTIONS, DLQ, FAILED, PENDING, PROCESSING, SENT, SUCCESS_EVENT, claimable_clause,
                        due_order, idempotency_key, refresh_sent_rollup, stale_clause)
 from lib.redact import redact
 from lib.schema import audit_log
+from lib.schema import post_queue_attempts as pqa
 from lib.schema import instagram_business_accounts as accounts
 from lib.schema import post_queue as pq
 from lib.schema import post_queue_state as pqs
-from lib.settings import Settings, mask_url
+from lib.settings import Settings, graph_version_warning, mask_url
 from lib.timeutil import as_utc, iso, utcnow
 from lib.worker_ticks import prune_ticks, record_tick_finish, record_tick_start
 
@@ -71,6 +73,7 @@ class Claimed:
     waiting_since: datetime | None = None
     has_state: bool = False  # a post_queue_state row exists (claimed with one, or written since)
     blocked_reason: str | None = None  # set when this row's failure stops the account for this tick
+    settled: bool = False  # an uncertain earlier attempt was looked up this attempt (the look-first read answered)
 
 
 @dataclass
@@ -168,26 +171,89 @@ def rescue_stale(engine: Engine, *, now: datetime, lease_s: int, max_retries: in
 
 # -- claim -----------------------------------------------------------------------------------
 
-def claim_query(now: datetime, batch_size: int):
+def claim_query(now: datetime, batch_size: int, *, raw: bool = False):
     """The claim's SELECT: claimable rows in ix_post_queue_due's order, so the database reads the
-    index's first entries instead of sorting every due row; locked rows are skipped, not waited for."""
-    return (sa.select(pq.c.id, pq.c.business_account_id, pq.c.action_type, pq.c.payload, pq.c.idempotency_key,
-                      pq.c.retry_count, pq.c.status, pq.c.updated_at)
+    index's first entries instead of sorting every due row; locked rows are skipped, not waited for.
+    raw (SQLite): the payload and the times as stored text, so that one row someone else's tool
+    wrote badly is read (and dead-lettered) alone instead of failing the whole claim."""
+    def text(col):
+        return sa.type_coerce(col, sa.Text).label(col.name) if raw else col
+
+    cols = [pq.c.id, pq.c.business_account_id, pq.c.action_type, text(pq.c.payload), pq.c.idempotency_key,
+            pq.c.retry_count, pq.c.status, text(pq.c.updated_at)]
+    if raw:
+        cols += [text(pq.c.created_at), text(pq.c.next_retry_at)]
+    return (sa.select(*cols)
             .where(claimable_clause(now))
             .order_by(*due_order())
             .limit(batch_size)
             .with_for_update(skip_locked=True, of=pq))
 
 
-def claim(engine: Engine, *, now: datetime, batch_size: int) -> list[Claimed]:
-    """Up to batch_size claimable rows (lib.queue.claimable_clause), oldest due first -> processing."""
+def _read_row(r, raw: bool) -> tuple[dict[str, Any] | None, datetime | None, str | None]:
+    """(payload, updated_at, why it cannot be read) of a claimed row."""
+    payload = r.payload
+    if raw and isinstance(payload, str):
+        try:
+            payload = json.loads(payload)
+        except ValueError:
+            return None, None, "payload is not valid JSON"
+    if payload is None:
+        payload = {}
+    if not isinstance(payload, dict):
+        return None, None, f"payload is a JSON {type(payload).__name__.replace('str', 'string')}, not an object"
+    updated = r.updated_at
+    if raw:
+        for name in ("created_at", "updated_at", "next_retry_at"):
+            value = getattr(r, name)
+            if value in (None, ""):
+                continue
+            try:
+                parsed = datetime.fromisoformat(str(value))
+            except ValueError:
+                return None, None, f"{name} {str(value)[:40]!r} is not a timestamp"
+            if name == "updated_at":
+                updated = parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return payload, as_utc(updated), None
+
+
+def dead_letter_unreadable(engine: Engine, row_id: uuid.UUID, account_id, action_type: str, why: str, *,
+                           token: datetime, now: datetime) -> bool:
+    """A claimed row that cannot be read goes to the DLQ alone, in its own transaction, with a clear
+    error; nothing is sent for it and the rest of the batch goes on."""
+    message = f"the row cannot be read: {why}; fix it (Queue Monitor: edit) or discard it"
     with write_txn(engine) as conn:
-        rows = conn.execute(claim_query(now, batch_size)).all()
+        done = conn.execute(sa.update(pq).where(_mine_clause(row_id, token)).values(
+            status=DLQ, error=message, error_category="permanent", next_retry_at=None, updated_at=now)).rowcount
+        if done:
+            _audit_dlq(conn, row_id, account_id, action_type, "permanent", message, None, None, now)
+            _record_attempt(conn, row_id, now, DLQ, category="permanent", error=message)
+    if done:
+        log.warning("row %s %s -> dlq: %s", row_id, action_type, message,
+                    extra=fields(row_id=row_id, action_type=action_type, outcome=DLQ))
+    return bool(done)
+
+
+def claim(engine: Engine, *, now: datetime, batch_size: int) -> list[Claimed]:
+    """Up to batch_size claimable rows (lib.queue.claimable_clause), oldest due first -> processing.
+    Rows that cannot be read are dead-lettered one by one after the claim (dead_letter_unreadable)."""
+    unreadable: list[tuple[Any, Any, str, str]] = []
+    with write_txn(engine) as conn:
+        raw = conn.dialect.name == "sqlite"
+        rows = conn.execute(claim_query(now, batch_size, raw=raw)).all()
         if not rows:
             return []
         ids = [r.id for r in rows]
         conn.execute(sa.update(pq).where(pq.c.id.in_(ids)).values(status=PROCESSING, updated_at=now))
-        account_ids = {r.business_account_id for r in rows if r.business_account_id is not None}
+        readable = []
+        for r in rows:
+            payload, updated, why = _read_row(r, raw)
+            if why is not None:
+                unreadable.append((r.id, r.business_account_id, r.action_type, why))
+            else:
+                readable.append((r, payload, updated))
+        rows = readable
+        account_ids = {r.business_account_id for r, _, _ in rows if r.business_account_id is not None}
         creds = {
             a.id: AccountCreds(a.id, a.instagram_business_id, a.access_token, a.username)
             for a in conn.execute(
@@ -197,13 +263,15 @@ def claim(engine: Engine, *, now: datetime, batch_size: int) -> list[Claimed]:
             )
         } if account_ids else {}
         states = {s.queue_id: s for s in conn.execute(sa.select(pqs).where(pqs.c.queue_id.in_(ids)))}
+    for row_id, account_id, action_type, why in unreadable:
+        dead_letter_unreadable(engine, row_id, account_id, action_type, why, token=now, now=now)
     out = []
-    for r in rows:
+    for r, payload, updated in rows:
         st = states.get(r.id)
         state = ContainerState(st.creation_id, as_utc(st.container_created_at), tuple(st.children or ()),
                                bool(st.uncertain)) if st is not None else ContainerState()
-        out.append(Claimed(r.id, r.business_account_id, r.action_type, dict(r.payload or {}), r.idempotency_key,
-                           r.retry_count or 0, r.status, r.updated_at, now, creds.get(r.business_account_id),
+        out.append(Claimed(r.id, r.business_account_id, r.action_type, payload, r.idempotency_key,
+                           r.retry_count or 0, r.status, updated, now, creds.get(r.business_account_id),
                            state, as_utc(st.waiting_since) if st is not None else None, st is not None))
     return out
 
@@ -216,7 +284,8 @@ def release(engine: Engine, rows: list[Claimed]) -> int:
     with write_txn(engine) as conn:
         for row in rows:
             n += conn.execute(
-                sa.update(pq).where(_mine(row)).values(status=row.prev_status, updated_at=row.prev_updated_at)
+                sa.update(pq).where(_mine(row)).values(status=row.prev_status,
+                                                       updated_at=row.prev_updated_at or row.token)
             ).rowcount
     return n
 
@@ -267,6 +336,19 @@ def _details(row: Claimed, **extra: Any) -> dict[str, Any]:
             "queue_id": str(row.id), "action_type": row.action_type, **extra}
 
 
+def _record_attempt(conn, queue_id, at: datetime, outcome: str, *, category: str | None = None,
+                    error: str | None = None, code: int | None = None, subcode: int | None = None,
+                    retry_count: int | None = None) -> None:
+    """One post_queue_attempts row: what this attempt of the row ended in (the row detail's history)."""
+    conn.execute(sa.insert(pqa).values(id=uuid.uuid4(), queue_id=queue_id, attempted_at=at, outcome=outcome,
+                                       error_category=category, error=error, error_code=code,
+                                       error_subcode=subcode, retry_count=retry_count))
+
+
+def prune_attempts(conn: sa.Connection, *, before: datetime) -> int:
+    return conn.execute(sa.delete(pqa).where(pqa.c.attempted_at < before)).rowcount
+
+
 def _audit_dlq(conn, queue_id, account_id, action_type, category, message, retry_count, code, now) -> None:
     log_audit(conn, event_type="post_failed_permanent", action="post_queue_dlq", resource_type="post_queue",
               resource_id=str(queue_id), now=now, success=False, error_message=message,
@@ -303,50 +385,67 @@ def renew_claim(engine: Engine, row: Claimed, *, now: datetime) -> bool:
     return bool(done)
 
 
-_SENT_STATEMENTS: dict[str, tuple[Any, Any, Any]] = {}
+_SENT_STATEMENTS: dict[str, tuple[Any, Any, Any, Any]] = {}
 
 
-def _sent_statements(dialect: str) -> tuple[Any, Any, Any]:
+def _sent_statements(dialect: str) -> tuple[Any, Any, Any, Any]:
     """record_sent's statements, built once per dialect with bind parameters (b_* for the row, a_* for
-    the audit row): a sent row is the worker's most frequent write, and building a statement costs
-    more Python than executing it. -> (update, audit insert, update + audit insert in one statement
-    or None). The one-statement form (PostgreSQL: the UPDATE ... RETURNING as a CTE that the INSERT
-    selects from) saves a round trip per row and writes the audit row only if the update took."""
+    the audit row, t_* for the attempt row): a sent row is the worker's most frequent write, and
+    building a statement costs more Python than executing it. -> (update, audit insert, attempt
+    insert, all three in one statement or None). The one-statement form (PostgreSQL: the UPDATE ...
+    RETURNING as a CTE that both INSERTs select from) saves round trips per row and writes the audit
+    and attempt rows only if the update took."""
     if dialect not in _SENT_STATEMENTS:
         update = sa.update(pq).where(_mine_clause(sa.bindparam("b_id"), sa.bindparam("b_token"))).values(
             status=SENT, instagram_id=sa.bindparam("b_instagram_id"), error=None, error_category=None,
             next_retry_at=None, updated_at=sa.bindparam("b_now"))
         audit_values = [sa.bindparam("a_" + c, type_=audit_log.c[c].type) for c in AUDIT_ROW_COLUMNS]
         insert = sa.insert(audit_log).values(dict(zip(AUDIT_ROW_COLUMNS, audit_values)))
+        attempt_cols = ("id", "queue_id", "attempted_at", "outcome", "retry_count")
+        attempt_values = [sa.bindparam("t_id", type_=pqa.c.id.type), sa.bindparam("b_id", type_=pq.c.id.type),
+                          sa.bindparam("b_now", type_=pqa.c.attempted_at.type), sa.literal(SENT),
+                          sa.bindparam("t_retry_count", type_=sa.Integer)]
+        attempt = sa.insert(pqa).values(dict(zip(attempt_cols, attempt_values)))
         both = None
         if dialect == "postgresql":
             sent_row = update.returning(pq.c.id).cte("sent_row")
+            attempt_row = (sa.insert(pqa).from_select(list(attempt_cols), sa.select(*attempt_values)
+                                                      .select_from(sent_row)).cte("attempt_row"))
             both = (sa.insert(audit_log)
                     .from_select(list(AUDIT_ROW_COLUMNS), sa.select(*audit_values).select_from(sent_row))
-                    .add_cte(sent_row))
-        _SENT_STATEMENTS[dialect] = (update, insert, both)
+                    .add_cte(sent_row).add_cte(attempt_row))
+        _SENT_STATEMENTS[dialect] = (update, insert, attempt, both)
     return _SENT_STATEMENTS[dialect]
 
 
 def record_sent(engine: Engine, row: Claimed, instagram_id: str | None, *, now: datetime, twin: bool = False,
                 note: str | None = None) -> bool:
+    """The row is sent. Its audit row names the media/reply/message id; where Instagram's answer was
+    lost and the id cannot be read back (a container found PUBLISHED), the container id (creation_id)
+    stands in, else the queue id: audit_log.resource_id is never empty."""
     params = {"b_id": row.id, "b_token": row.token, "b_instagram_id": instagram_id, "b_now": now}
+    attempt = {"t_id": uuid.uuid4(), "t_retry_count": row.retry_count}
     audit = None
     if not twin:  # a twin's success was audited when the twin was sent
         event_type, action, resource_type = SUCCESS_EVENT[row.action_type]
         extra = {"note": note} if note else {}
+        if row.payload.get("permission_id") is not None:
+            extra["permission_id"] = row.payload.get("permission_id")
+        resource_id = instagram_id or row.payload.get("creation_id") or str(row.id)
         audit = {"a_" + k: v for k, v in audit_row(
-            event_type=event_type, action=action, resource_type=resource_type, resource_id=instagram_id,
+            event_type=event_type, action=action, resource_type=resource_type, resource_id=str(resource_id),
             now=now, success=True, details=_details(row, instagram_id=instagram_id, retry_count=row.retry_count,
                                                     payload=redact(row.payload), **extra)).items()}
     with write_txn(engine) as conn:
-        update, insert, both = _sent_statements(conn.dialect.name)
+        update, insert, attempt_insert, both = _sent_statements(conn.dialect.name)
         if audit is not None and both is not None:
-            done = conn.execute(both, {**params, **audit}).rowcount  # the audit row exists iff the update took
+            done = conn.execute(both, {**params, **audit, **attempt}).rowcount  # audit/attempt iff the update took
         else:
             done = conn.execute(update, params).rowcount
             if done and audit is not None:
                 conn.execute(insert, audit)
+            if done:
+                conn.execute(attempt_insert, {**params, **attempt})
         if done and row.has_state:  # a sent row needs no state of ours (most rows never had any)
             conn.execute(sa.delete(pqs).where(pqs.c.queue_id == row.id))
     if done:
@@ -354,7 +453,7 @@ def record_sent(engine: Engine, row: Claimed, instagram_id: str | None, *, now: 
     return bool(done)
 
 
-def record_wait(engine: Engine, row: Claimed, wait: Wait, until: datetime, *, now: datetime,
+def record_wait(engine: Engine, row: Claimed, wait: Wait, until: datetime | None, *, now: datetime,
                 alert_message: str | None = None) -> bool:
     """The row waits on Instagram, not on a failure: pending with next_retry_at = when it is due
     again, retry_count unchanged, error 'waiting: <reason>', error_category NULL; why and since
@@ -370,6 +469,8 @@ def record_wait(engine: Engine, row: Claimed, wait: Wait, until: datetime, *, no
             return False
         _upsert_state(conn, row.id, {"wait_kind": wait.kind, "wait_reason": wait.reason, "waiting_since": since,
                                      "wait_until": until, "updated_at": now})
+        _record_attempt(conn, row.id, now, "held" if wait.kind == "hold" else "waiting", error=text,
+                        retry_count=row.retry_count)
         if alert_message and row.business_account_id is not None:
             open_or_update_alert(conn, alert_type="rate_limit", business_account_id=row.business_account_id, now=now,
                                  message=alert_message,
@@ -394,7 +495,11 @@ def record_failure(engine: Engine, row: Claimed, exc: BaseException, category: C
         ).rowcount
         if not done:
             return None
-        _upsert_state(conn, row.id, {"uncertain": uncertain, **_not_waiting(now)})
+        # An earlier attempt's uncertainty stays until a look-first read settled it this attempt.
+        still_uncertain = uncertain or (row.state.uncertain and not row.settled)
+        _upsert_state(conn, row.id, {"uncertain": still_uncertain, **_not_waiting(now)})
+        _record_attempt(conn, row.id, now, decision.status, category=category.error_category, error=message,
+                        code=code, subcode=subcode, retry_count=decision.retry_count)
         alert_details = {"queue_id": str(row.id), "action_type": row.action_type, "last_error": message,
                          "error_code": code, "error_subcode": subcode, "retry_count": decision.retry_count,
                          "occurred_at": iso(now), "source": "worker"}
@@ -418,9 +523,8 @@ def record_failure(engine: Engine, row: Claimed, exc: BaseException, category: C
             open_or_update_alert(conn, alert_type="rate_limit", business_account_id=account_id, now=now,
                                  message=f"{what}: {message}", details=alert_details)
         elif (category.error_category == "permanent" and row.action_type in CONTENT_ACTIONS
-              and (is_content_rejection(exc) or isinstance(exc, ContainerFailed) or category.action == SPAM)):
-            what = ("Instagram restricted the account's publishing as suspected spam"
-                    if category.action == SPAM else "Instagram rejected the content")
+              and (is_content_rejection(exc) or isinstance(exc, ContainerFailed))):
+            what = "Instagram rejected the content"
             open_or_update_alert(conn, alert_type="content_violation", business_account_id=account_id, now=now,
                                  message=f"{what}: {message}", details=alert_details)
         if decision.status == DLQ:
@@ -569,6 +673,9 @@ def run_tick(engine: Engine, settings: Settings, client: GraphClient, *, stop: t
         result.sent += recorded
         result.rescued = rescue_stale(engine, now=now_fn(), lease_s=settings.processing_lease_s,
                                       max_retries=settings.max_retries)
+        check_graph_version(engine, settings, now=now_fn())
+        with engine.begin() as conn:
+            account_holds.end_expired(conn, now=now_fn())
         rows = [] if stop.is_set() else claim(engine, now=now_fn(), batch_size=settings.batch_size)
         result.claimed = len(rows)
         budget = GraphBudget(engine, client, now_fn)
@@ -596,6 +703,7 @@ def run_tick(engine: Engine, settings: Settings, client: GraphClient, *, stop: t
                 record_tick_finish(conn, tick_id, now=now_fn(), claimed=result.claimed, sent=result.sent,
                                    failed=result.failed, dlq=result.dlq, rescued=result.rescued, error=result.error)
                 prune_ticks(conn, before=now_fn() - timedelta(days=7))
+                prune_attempts(conn, before=now_fn() - timedelta(days=30))
         except UNAVAILABLE_ERRORS:
             pass  # the tick line below already says the database went away
     (log.error if result.error else log.info)(result.line(), extra=fields(
@@ -670,22 +778,72 @@ def _attempt(client: GraphClient, settings: Settings, budget: GraphBudget, engin
     if problems:
         raise InvalidPayload("; ".join(problems))
     if row.action_type == "reply_comment":
-        if row.state.uncertain:  # the last attempt may have posted it: look before replying again
-            for reply in client.comment_replies(p["comment_id"], acct):
-                author = reply.get("from") or {}
-                ours = (str(author.get("id")) == str(acct.instagram_business_id)
-                        or (acct.username and str(reply.get("username") or author.get("username") or "").lower()
-                            == acct.username.lower()))
-                if ours and str(reply.get("text") or "") == str(p["reply_text"]):
-                    return Sent(str(reply.get("id")), "the reply was already there (an earlier attempt's "
-                                                      "answer was lost)")
+        if row.state.uncertain:  # an earlier attempt may have posted it: look before replying again
+            found = _look_first(row, lambda: _our_reply(client, acct, str(p["comment_id"]), str(p["reply_text"])))
+            if found is not None:
+                return found
         return Sent(client.reply_comment(p["comment_id"], p["reply_text"], acct))
     if row.action_type in ("send_dm", "reply_dm"):
         recipient = p.get("recipient_id")
         if not recipient:
             recipient = client.conversation_peer(p["conversation_id"], acct)
+        if row.state.uncertain:  # read the conversation back before sending again
+            found = _look_first(row, lambda: _our_message(client, acct, p.get("conversation_id"), str(recipient),
+                                                          str(p["message_text"])))
+            if found is not None:
+                return found
         return Sent(client.send_message(str(recipient), p["message_text"], acct))
     raise InvalidPayload(f"unknown action_type {row.action_type!r}")
+
+
+class LookFirstFailed(GraphError):
+    """The read that would tell whether an uncertain attempt reached Instagram failed: the row is
+    not sent again now (a failed attempt that keeps the uncertainty), never posted blind."""
+
+
+def _look_first(row: Claimed, read: Callable[[], Sent | None]) -> Sent | None:
+    """Run the look-first read of an uncertain row. Found -> Sent (no second call); not there ->
+    None and the row is settled (safe to send); the read failed -> LookFirstFailed."""
+    try:
+        found = read()
+    except GraphError as exc:
+        raise LookFirstFailed(f"could not check whether an earlier attempt already reached Instagram ({exc}); "
+                              "not sending again until it can be checked", status=exc.status, body=exc.body,
+                              headers=exc.headers, exc=exc.exc) from None
+    row.settled = True
+    return found
+
+
+def _is_ours(acct: AccountCreds, author: dict[str, Any], username: Any = None) -> bool:
+    return (str(author.get("id")) in {str(acct.instagram_business_id), str(acct.id)}
+            or bool(acct.username and str(username or author.get("username") or "").lower() == acct.username.lower()))
+
+
+def _our_reply(client: GraphClient, acct: AccountCreds, comment_id: str, text: str) -> Sent | None:
+    """Our reply with this text under the comment, if an earlier attempt posted it. A reply to a reply
+    is attached to the top-level comment (IG Comment Replies), so a reply's replies are read under
+    its parent_id; every page of replies is read."""
+    parent = client.comment_parent(comment_id, acct) or comment_id
+    for reply in client.comment_replies(parent, acct):
+        author = reply.get("from") if isinstance(reply.get("from"), dict) else {}
+        if _is_ours(acct, author, reply.get("username")) and str(reply.get("text") or "") == text:
+            return Sent(str(reply.get("id")), "the reply was already there (an earlier attempt's answer was lost)")
+    return None
+
+
+def _our_message(client: GraphClient, acct: AccountCreds, conversation_id: Any, recipient: str,
+                 text: str) -> Sent | None:
+    """Our message with this text among the conversation's newest messages, if an earlier attempt
+    sent it (Conversations API; send_dm finds the conversation by the recipient's id)."""
+    conv = str(conversation_id) if conversation_id else client.conversation_with(recipient, acct)
+    if conv is None:
+        return None  # no conversation with this person yet: nothing was sent
+    for message in client.recent_messages(conv, acct):
+        author = message.get("from") if isinstance(message.get("from"), dict) else {}
+        if _is_ours(acct, author) and str(message.get("message") or "") == text:
+            return Sent(str(message.get("id")), "the message was already in the conversation (an earlier "
+                                                "attempt's answer was lost)")
+    return None
 
 
 def _execute_one(engine, settings, client, budget: GraphBudget, row: Claimed, now_fn) -> str | None:
@@ -745,8 +903,11 @@ def _failed(engine, settings, budget: GraphBudget, row: Claimed, exc: BaseExcept
         category = Category(False, "permanent")
     elif isinstance(exc, ContainerFailed):
         category = Category(False, "permanent")
-    elif isinstance(exc, ContainerTimedOut):
+    elif isinstance(exc, ContainerRetryable):
         category = Category(True, "transient")
+    elif isinstance(exc, LookFirstFailed):  # whatever the read's error: retry later, never dead-letter blind
+        category = categorize_ig_error(exc, business_id=ig_id)
+        category = Category(True, category.error_category if category.retryable else "transient")
     elif isinstance(exc, GraphError):
         category = categorize_ig_error(exc, business_id=ig_id)
     else:  # a bug or an unexpected answer: retry per schedule rather than lose the row
@@ -757,22 +918,83 @@ def _failed(engine, settings, budget: GraphBudget, row: Claimed, exc: BaseExcept
             until = graph_usage.quota_free_at(conn, account_id=row.business_account_id,
                                               total=quota.total if quota else None, now=now_fn())
         category = Category(True, "rate_limit", until - now_fn(), QUOTA, category.doc)
-    known = isinstance(exc, (GraphError, InvalidPayload, ContainerFailed, ContainerTimedOut))
+    known = isinstance(exc, (GraphError, InvalidPayload, ContainerFailed, ContainerRetryable))
     message = redact(str(exc) if known else f"{type(exc).__name__}: {exc}", secrets=(token,))[:1000]
-    # A call that timed out after sending may have been performed: the next attempt looks first.
-    uncertain = isinstance(exc, GraphError) and isinstance(exc.exc, requests.Timeout)
+    if category.action == HOLD and row.business_account_id is not None and category.rule is not None:
+        return _held(engine, row, exc, category, message, now_fn())
+    # A call that got no answer after the request went out may have been performed: the next attempt
+    # looks first (and a failed look keeps the row uncertain: record_failure).
+    uncertain = isinstance(exc, GraphError) and not isinstance(exc, LookFirstFailed) and maybe_performed(exc)
     status = record_failure(engine, row, exc, category, message, now=now_fn(), max_retries=settings.max_retries,
                             uncertain=uncertain)
     if status is None:
         log.warning("row %s %s: no longer ours when recording the failure", row.id, row.action_type)
         return None
-    if category.error_category in ("auth_failure", "rate_limit") or category.action == SPAM:
+    if category.error_category in ("auth_failure", "rate_limit"):
         row.blocked_reason = f"hit {category.error_category} in this tick"
     retry = f" retry {row.retry_count + 1}/{settings.max_retries}" if status == FAILED else ""
     log.info("row %s %s -> %s (%s)%s: %s", row.id, row.action_type, status, category.error_category, retry, message,
              extra=fields(row_id=row.id, action_type=row.action_type, outcome=status,
                           error_category=category.error_category))
     return status
+
+
+def _held(engine, row: Claimed, exc: BaseException, category: Category, message: str, now: datetime) -> str | None:
+    """Instagram holds the whole account (a temporary block, a restricted account, a spam or messaging
+    restriction): the account is held in account_holds so no row of it is claimed until the hold
+    ends (or an operator resumes it); this row waits with it, its retries untouched; one alert says
+    what the owner must do and until when."""
+    rule = category.rule
+    until = now + rule.hold if rule.hold is not None else None
+    code = exc.code if isinstance(exc, GraphError) else None
+    subcode = exc.subcode if isinstance(exc, GraphError) else None
+    kind = account_holds.KIND_OF_RULE.get((code, subcode)) or account_holds.KIND_OF_RULE.get((code, None), "hold")
+    when = f"until {iso(until)}" if until else "until an operator resumes the account"
+    name = row.account.username if row.account and row.account.username else str(row.business_account_id)
+    alert = (f"{account_holds.KIND_TEXT.get(kind, 'Instagram holds this account')} ({name}): its queue is held "
+             f"{when}. What to do: {rule.owner_must}. Instagram said: {message}")
+    with write_txn(engine) as conn:
+        done = conn.execute(sa.update(pq).where(_mine(row)).values(
+            status=PENDING, next_retry_at=until, error=f"held: {message}"[:1000], error_category=None,
+            updated_at=now)).rowcount
+        if not done:
+            return None
+        _upsert_state(conn, row.id, {"wait_kind": "hold", "wait_reason": f"account held {when}",
+                                     "waiting_since": row.waiting_since or now, "wait_until": until,
+                                     "updated_at": now})
+        _record_attempt(conn, row.id, now, "held", category=category.error_category, error=message, code=code,
+                        subcode=subcode, retry_count=row.retry_count)
+        account_holds.hold(conn, business_account_id=row.business_account_id, kind=kind, reason=message,
+                           owner_must=rule.owner_must, until=until, code=code, subcode=subcode, now=now)
+        open_or_update_alert(conn, alert_type=account_holds.ALERT_TYPE, business_account_id=row.business_account_id,
+                             now=now, message=alert[:1000],
+                             details={"queue_id": str(row.id), "action_type": row.action_type, "kind": kind,
+                                      "error_code": code, "error_subcode": subcode,
+                                      "held_until": iso(until) if until else None, "owner_must": rule.owner_must,
+                                      "source": "worker"})
+    row.blocked_reason = f"held by Instagram {when}"
+    metrics.count_action(row.action_type, "held", category.error_category)
+    log.warning("row %s %s -> pending, account %s held %s: %s", row.id, row.action_type, name, when, message,
+                extra=fields(row_id=row.id, action_type=row.action_type, outcome="held"))
+    return PENDING
+
+
+def check_graph_version(engine: Engine, settings: Settings, *, now: datetime) -> str | None:
+    """A warning (logged, and one graph_api_version alert kept open) while the configured Graph
+    version is within its last days; the alert resolves itself once the version is changed."""
+    warning = graph_version_warning(settings.graph_url, now.date())
+    with engine.begin() as conn:
+        if warning:
+            open_or_update_alert(conn, alert_type=GRAPH_VERSION_ALERT, now=now, message=warning,
+                                 details={"source": "worker"})
+        else:
+            auto_resolve(conn, alert_type=GRAPH_VERSION_ALERT, now=now)
+    if warning:
+        log.warning(warning)
+    return warning
+
+
+GRAPH_VERSION_ALERT = "graph_api_version"
 
 
 # -- account tokens (issue 16) ------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
     python -m lib.sandbox.graph_api --port 8766 [--error-rate 0.1] [--seed 7] [--api instagram_login]
                                     [--reels-processing-s 45] [--publish-quota 100] [--timeout-sleep 35]
-    INSTAGRAM_GRAPH_URL=http://127.0.0.1:8766/v21.0 python -m worker ...
+    INSTAGRAM_GRAPH_URL=http://127.0.0.1:8766/v26.0 python -m worker ...
 
 It models what Meta's developer documentation says Instagram does, not what our worker assumes
 (DESIGN.md, "Fakes follow the real service's documentation"). docs/graph-api.md lists, per
@@ -45,7 +45,18 @@ behaviour, the page and the sentence it rests on, and what had to be guessed. In
   a DM to our own account answers 100/2018001 "No matching user found".
 * Comment replies (https://developers.facebook.com/docs/instagram-platform/instagram-graph-api/reference/ig-comment/replies):
   POST /{ig-comment-id}/replies?message= -> {"id"}; GET /{ig-comment-id}/replies lists them
-  ({"data": [{"id", "text", "username", "from": {"id", "username"}, "timestamp"}]}).
+  ({"data": [{"id", "text", "username", "from": {"id", "username"}, "timestamp"}]}) in pages of
+  `limit` (25 by default) with "paging": {"cursors": {"before", "after"}, "next"} while more follow.
+  "Replies to replies ... are attached to the top-level comment": a reply posted to a reply is
+  stored under the top-level comment; GET /{ig-comment-id}?fields=id,parent_id names the parent of
+  a reply (IG Comment reference: parent_id, "ID of the parent IG Comment if this comment was
+  created on another IG Comment").
+* Conversations (https://developers.facebook.com/docs/instagram-platform/instagram-api-with-instagram-login/conversations-api,
+  https://developers.facebook.com/docs/messenger-platform/instagram/features/conversations):
+  GET /me/conversations?platform=instagram&user_id=<IGSID> -> {"data": [{"id", "updated_time"}]};
+  GET /{conversation-id}?fields=messages -> {"messages": {"data": [{"id", "created_time"}]}} newest
+  first; GET /{message-id}?fields=id,created_time,from,to,message ("you can only get details about
+  the 20 most recent messages"). Every DM sent through the sandbox lands in its conversation.
 * Tokens: the access_token parameter or an "Authorization: Bearer <token>" (or "OAuth <token>")
   header, as in the docs' samples ("-H "Authorization: Bearer <ACCESS_TOKEN>""). Tokens starting
   with bad/expired/revoked answer code 190.
@@ -214,9 +225,9 @@ def graph_error(kind: str, arg: float | None = None) -> GraphAnswer:
         return table_error(2207051)
     if kind == "sub":
         return table_error(int(arg or 0))
-    # unknown: a 403 the spec's table does not classify
-    return GraphAnswer(403, {"message": "(#10) Application does not have permission for this action",
-                             "type": "OAuthException", "code": 10, "error_subcode": None})
+    # unknown: a 403 without a Graph error code (as a proxy or gateway in front of Graph answers), which no
+    # table classifies; a 403 with code 10 is "API Permission Denied" and is permanent
+    return GraphAnswer(403, {"message": "Forbidden", "type": "GatewayError"})
 
 
 def derived_ig_user_id(token: str) -> str:
@@ -301,6 +312,8 @@ class SandboxState:
             self.usage: dict[str, dict[str, Any]] = {}          # set_usage overrides
             self.app_usage: dict[str, Any] = {}
             self.conversations: dict[str, dict[str, Any]] = {}
+            self.reply_parent: dict[str, str] = {}              # reply id -> top-level comment id
+            self.messages: dict[str, dict[str, Any]] = {}       # message id -> message (conversations)
 
     # -- accounts -----------------------------------------------------------------------------
     def add_account(self, ig_user_id: str, access_token: str, *, page_id: str | None = None,
@@ -614,6 +627,8 @@ class Handler(BaseHTTPRequestHandler):
                 return "publishing_limit", self._get_publishing_limit
             if len(parts) == 2 and parts[1] == "replies":
                 return "comment_replies", self._get_replies
+            if len(parts) == 2 and parts[1] == "conversations":
+                return "conversations", self._get_conversations
             if parts == ["me"]:
                 return "me", self._get_me
             if parts == ["debug_token"]:
@@ -625,6 +640,12 @@ class Handler(BaseHTTPRequestHandler):
                     return "container_status", self._get_container
                 if "participants" in str(params.get("fields", "")):
                     return "conversation", self._get_conversation
+                if parts[0].startswith("aWdfZAG1faXRlbTo"):
+                    return "message", self._get_message
+                if "messages" in str(params.get("fields", "")):
+                    return "conversation_messages", self._get_conversation_messages
+                if "parent_id" in str(params.get("fields", "")):
+                    return "comment", self._get_comment
                 raise unsupported("get", parts[0])
         if method == "POST" and len(parts) <= 1:
             raise unsupported("post", parts[0] if parts else "")
@@ -734,7 +755,9 @@ class Handler(BaseHTTPRequestHandler):
         reply_id = st.new_id()
         with st.lock:
             now = st.now()
-            st.replies.setdefault(parts[0], []).append({
+            top = st.reply_parent.get(parts[0], parts[0])  # a reply to a reply goes under the top-level comment
+            st.reply_parent[reply_id] = top
+            st.replies.setdefault(top, []).append({
                 "id": reply_id, "text": text, "username": st.username_of(account),
                 "from": {"id": account, "username": st.username_of(account)}, "timestamp": _iso(now),
                 "key": key})
@@ -748,8 +771,65 @@ class Handler(BaseHTTPRequestHandler):
         fields = [f.strip() for f in str(params.get("fields") or "timestamp,text,id").split(",") if f.strip()]
         with st.lock:
             rows = [dict(r) for r in st.replies.get(parts[0], [])]
-        data = [{f: r[f] for f in fields if f in r} | {"id": r["id"]} for r in rows]
+        try:
+            limit = max(1, min(100, int(params.get("limit") or 25)))
+            start = int(params["after"]) if params.get("after") else 0
+        except ValueError:
+            raise param_error("Invalid cursor or limit") from None
+        page = rows[start:start + limit]
+        data = [{f: r[f] for f in fields if f in r} | {"id": r["id"]} for r in page]
+        body: dict[str, Any] = {"data": data}
+        if page:
+            body["paging"] = {"cursors": {"before": str(start), "after": str(start + len(page))}}
+            if start + len(page) < len(rows):
+                body["paging"]["next"] = f"/{parts[0]}/replies?after={start + len(page)}&limit={limit}"
+        return 200, body
+
+    def _get_comment(self, parts, params, **_):
+        st = self.state
+        with st.lock:
+            parent = st.reply_parent.get(parts[0])
+        return 200, ({"id": parts[0], "parent_id": parent} if parent else {"id": parts[0]})
+
+    # -- conversations ---------------------------------------------------------------------------
+    def conversation_id_of(self, account: str, customer: str) -> str:
+        st = self.state
+        with st.lock:
+            for cid, conv in st.conversations.items():
+                if conv["ig_user_id"] == account and conv["customer_id"] == customer:
+                    return cid
+        return "aWdfZAG06MTpJR01lc3NhZA2VUaHJlYWQ6" + _digits(f"conv:{account}:{customer}", 16)
+
+    def _get_conversations(self, parts, params, *, account, **_):
+        st = self.state
+        user = str(params.get("user_id") or "")
+        with st.lock:
+            planted = [cid for cid, c in st.conversations.items() if c["ig_user_id"] == account
+                       and (not user or c["customer_id"] == user)]
+            talked = {m["conversation_id"] for m in st.messages.values() if m["sender_id"] == account
+                      and (not user or m["recipient_id"] == user)}
+        data = [{"id": cid, "updated_time": _iso(st.now())} for cid in sorted(set(planted) | talked)]
         return 200, {"data": data}
+
+    def _get_conversation_messages(self, parts, params, **_):
+        st = self.state
+        with st.lock:
+            msgs = sorted((m for m in st.messages.values() if m["conversation_id"] == parts[0]),
+                          key=lambda m: m["time"], reverse=True)
+        return 200, {"id": parts[0], "messages": {"data": [{"id": m["id"], "created_time": _iso(m["time"])}
+                                                           for m in msgs]}}
+
+    def _get_message(self, parts, params, **_):
+        st = self.state
+        with st.lock:
+            m = st.messages.get(parts[0])
+            newest = sorted((x for x in st.messages.values() if m and x["conversation_id"] == m["conversation_id"]),
+                            key=lambda x: x["time"], reverse=True)[:20]
+        if m is None or m not in newest:  # only the 20 most recent messages can be read
+            raise unsupported("get", parts[0])
+        return 200, {"id": m["id"], "created_time": _iso(m["time"]), "message": m["text"],
+                     "from": {"id": m["sender_id"], "username": st.username_of(m["sender_id"])},
+                     "to": {"data": [{"id": m["recipient_id"]}]}}
 
     # -- messaging ---------------------------------------------------------------------------
     def _post_messages(self, parts, params, *, account, text, key, slow):
@@ -783,10 +863,14 @@ class Handler(BaseHTTPRequestHandler):
         if len(str(message.get("text") or "").encode("utf-8")) > MESSAGE_TEXT_MAX_BYTES:
             raise param_error(f"Length of param message[text] must be less than or equal to {MESSAGE_TEXT_MAX_BYTES}")
         message_id = "aWdfZAG1faXRlbTo" + st.new_id()
+        conversation = self.conversation_id_of(account, str(recipient_id))
         with st.lock:
             st.sent_messages.append({"message_id": message_id, "recipient_id": str(recipient_id),
                                      "sender_id": account, "node": node, "text": text, "key": key,
                                      "time": st.now()})
+            st.messages[message_id] = {"id": message_id, "conversation_id": conversation, "sender_id": account,
+                                       "recipient_id": str(recipient_id), "text": str(message.get("text") or ""),
+                                       "time": st.now()}
         self._effect(key, "messages")
         if slow:
             time.sleep(slow)
@@ -799,6 +883,10 @@ class Handler(BaseHTTPRequestHandler):
             planted = st.conversations.get(conv)
         ours = planted["ig_user_id"] if planted else account
         customer = planted["customer_id"] if planted else "9" + _digits("customer:" + conv, 15)
+        if not planted and ours:  # the conversation exists from now on: DMs to this customer land in it
+            with st.lock:
+                st.conversations.setdefault(conv, {"ig_user_id": ours, "customer_id": customer,
+                                                   "customer_username": f"customer_{customer[-4:]}"})
         people = [{"username": planted.get("customer_username") if planted else f"customer_{customer[-4:]}",
                    "id": customer},
                   {"username": st.username_of(ours), "id": ours}]
@@ -981,7 +1069,7 @@ class GraphSandbox:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v21.0"
+        return f"http://127.0.0.1:{self.port}/v26.0"
 
     def start(self) -> "GraphSandbox":
         self.thread.start()

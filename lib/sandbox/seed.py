@@ -523,7 +523,7 @@ def _background_event(rng: random.Random, event: str, acc: DemoAccount, t: datet
         if rng.random() < 0.03:  # the agent backends also log failed calls (spec 4.3 "on failure")
             category = rng.choice(("permanent", "rate_limit", "transient"))
             code, msg = _ig_error(rng, category, action)
-            return _audit(rng, event_type=event, action=verb, resource_type=resource, resource_id=None, now=t,
+            return _audit(rng, event_type=event, action=verb, resource_type=resource, resource_id=base["queue_id"], now=t,
                           success=False, error_message=msg,
                           details={**details, "error_code": code, "error_category": category})
         media_id = _num_id(rng, 17, "179")
