@@ -20,7 +20,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from lib.audit import audit_row
 from lib.identity import require_operator
 from lib.redact import REDACTED, is_secret_key, redact, redact_text  # noqa: F401  (re-exported)
-from lib.schema import (audit_log, graph_usage, instagram_business_accounts, post_queue, post_queue_rollup_state,
+from lib.schema import (audit_log, graph_usage, instagram_business_accounts, post_queue, post_queue_attempts,
+                        post_queue_rollup_state,
                         post_queue_sent_daily, post_queue_sent_totals, post_queue_state)
 from lib.timeutil import as_utc, iso
 
@@ -657,7 +658,17 @@ def row_detail(conn: sa.Connection, queue_id: uuid.UUID) -> dict[str, Any] | Non
     d["history"] = [
         {**dict(h._mapping), "created_at": as_utc(h.created_at), "details": redact(h.details)} for h in history
     ]
+    d["attempts"] = attempts(conn, queue_id)
     return d
+
+
+def attempts(conn: sa.Connection, queue_id: uuid.UUID, *, limit: int = 200) -> list[dict[str, Any]]:
+    """Every attempt the worker made on the row (post_queue_attempts), newest first."""
+    t = post_queue_attempts
+    rows = conn.execute(sa.select(t.c.attempted_at, t.c.outcome, t.c.error_category, t.c.error, t.c.error_code,
+                                  t.c.error_subcode, t.c.retry_count)
+                        .where(t.c.queue_id == queue_id).order_by(t.c.attempted_at.desc()).limit(limit))
+    return [{**dict(r._mapping), "attempted_at": as_utc(r.attempted_at)} for r in rows]
 
 
 # -- Queue Monitor: the manual retry (DESIGN decision 3) ----------------------------------------

@@ -21,6 +21,9 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "pooler: PostgreSQL tests that run once more through PgBouncer in transaction mode "
                    "(ids [pgbouncer]; select them with -k pgbouncer)")
+    config.addinivalue_line(
+        "markers", "own_schema(reason): a data test whose premise the user's DDL rules out (an empty database, "
+                   "rows it forbids): not run as [userschema]")
 
 
 def pytest_generate_tests(metafunc):
@@ -28,7 +31,8 @@ def pytest_generate_tests(metafunc):
     A pooler test that takes pg_server without db_url runs direct and through PgBouncer."""
     pooled = metafunc.definition.get_closest_marker("pooler") is not None
     if "db_url" in metafunc.fixturenames:
-        metafunc.parametrize("db_url", ["sqlite", "postgresql", "userschema"] + (["pgbouncer"] if pooled else []),
+        user = [] if metafunc.definition.get_closest_marker("own_schema") else ["userschema"]
+        metafunc.parametrize("db_url", ["sqlite", "postgresql", *user] + (["pgbouncer"] if pooled else []),
                              indirect=True)
     elif pooled and "pg_server" in metafunc.fixturenames:
         metafunc.parametrize("pg_route", ["direct", "pgbouncer"], indirect=True)

@@ -67,6 +67,7 @@ def _assert_complete(url: str) -> None:
         assert indexes <= have[table], (table, indexes - have[table])
 
 
+@pytest.mark.own_schema("starts from an empty database")
 def test_concurrent_init_on_an_empty_database(db_url):
     reports, errors = _race(db_url)
     assert errors == []
@@ -78,6 +79,7 @@ def test_concurrent_init_on_an_empty_database(db_url):
     _assert_complete(db_url)
 
 
+@pytest.mark.own_schema("starts from a partly initialised database")
 def test_concurrent_init_on_a_partly_initialised_database(db_url):
     tables = metadata.sorted_tables
     first_half = tables[: len(tables) // 2]

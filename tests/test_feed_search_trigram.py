@@ -20,6 +20,7 @@ def _index_names(conn) -> set[str]:
     return {i["name"] for i in sa.inspect(conn).get_indexes("audit_log")}
 
 
+@pytest.mark.own_schema("counts every table init creates")
 def test_init_without_the_extension_succeeds_and_creates_no_trigram_index(db_url, monkeypatch):
     monkeypatch.setattr(lib.db, "TRIGRAM_EXTENSION", "no_such_extension_here")
     engine = make_engine(db_url)

@@ -16,6 +16,8 @@ from lib.schema import oversight_chat_sessions, post_queue, system_alerts
 from lib.sse import AgentDown, ChatStream, build_chat_request, open_chat
 from lib.timeutil import utcnow
 
+pytestmark = pytest.mark.own_schema("chat sessions of accounts that do not exist")
+
 ACC = uuid.UUID("11111111-2222-4333-8444-555555555555")
 OTHER = uuid.UUID("99999999-2222-4333-8444-555555555555")
 

@@ -17,6 +17,8 @@ import sqlalchemy as sa
 from lib.queue import ACTION_TYPES, STATUSES, refresh_sent_rollup, rollup_state, status_summary
 from lib.schema import post_queue as q
 
+pytestmark = pytest.mark.own_schema("rows without an account or updated_at, which the user's DDL forbids")
+
 NOW = datetime(2026, 6, 15, 12, 30, tzinfo=timezone.utc)
 ACCOUNTS = [uuid.uuid4(), uuid.uuid4()]
 

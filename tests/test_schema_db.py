@@ -8,6 +8,9 @@ from lib.db import index_names, init_db, make_engine
 from lib.schema import SPEC_TABLES, agent_heartbeats, metadata
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+
+
+@pytest.mark.own_schema("starts from an empty database")
 @pytest.mark.pooler
 def test_init_creates_every_table_and_index_then_is_idempotent(db_url):
     eng = make_engine(db_url)
@@ -23,6 +26,7 @@ def test_init_creates_every_table_and_index_then_is_idempotent(db_url):
     eng.dispose()
 
 
+@pytest.mark.own_schema("writes a heartbeat without status")
 def test_times_come_back_aware_utc(engine):
     berlin = timezone(timedelta(hours=1))
     with engine.begin() as conn:

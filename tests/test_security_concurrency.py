@@ -20,6 +20,7 @@ NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 OPS = Actor("ops@example.com", OPERATOR)
 
 
+@pytest.mark.own_schema("chat sessions of an account that does not exist")
 def test_two_tabs_answering_in_one_session_lose_no_message(engine):
     with engine.begin() as conn:
         sid = create_session(conn, business_account_id=uuid.uuid4(), actor=OPS, now=NOW)

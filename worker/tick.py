@@ -234,9 +234,11 @@ def dead_letter_unreadable(engine: Engine, row_id: uuid.UUID, account_id, action
     return bool(done)
 
 
-def claim(engine: Engine, *, now: datetime, batch_size: int) -> list[Claimed]:
+def claim(engine: Engine, *, now: datetime, batch_size: int,
+          dead_lettered: list[uuid.UUID] | None = None) -> list[Claimed]:
     """Up to batch_size claimable rows (lib.queue.claimable_clause), oldest due first -> processing.
-    Rows that cannot be read are dead-lettered one by one after the claim (dead_letter_unreadable)."""
+    Rows that cannot be read are dead-lettered one by one after the claim (dead_letter_unreadable;
+    their ids are appended to `dead_lettered`)."""
     unreadable: list[tuple[Any, Any, str, str]] = []
     with write_txn(engine) as conn:
         raw = conn.dialect.name == "sqlite"
@@ -264,7 +266,9 @@ def claim(engine: Engine, *, now: datetime, batch_size: int) -> list[Claimed]:
         } if account_ids else {}
         states = {s.queue_id: s for s in conn.execute(sa.select(pqs).where(pqs.c.queue_id.in_(ids)))}
     for row_id, account_id, action_type, why in unreadable:
-        dead_letter_unreadable(engine, row_id, account_id, action_type, why, token=now, now=now)
+        if dead_letter_unreadable(engine, row_id, account_id, action_type, why, token=now, now=now) \
+                and dead_lettered is not None:
+            dead_lettered.append(row_id)
     out = []
     for r, payload, updated in rows:
         st = states.get(r.id)
@@ -676,8 +680,12 @@ def run_tick(engine: Engine, settings: Settings, client: GraphClient, *, stop: t
         check_graph_version(engine, settings, now=now_fn())
         with engine.begin() as conn:
             account_holds.end_expired(conn, now=now_fn())
-        rows = [] if stop.is_set() else claim(engine, now=now_fn(), batch_size=settings.batch_size)
-        result.claimed = len(rows)
+        unreadable: list[uuid.UUID] = []
+        rows = [] if stop.is_set() else claim(engine, now=now_fn(), batch_size=settings.batch_size,
+                                              dead_lettered=unreadable)
+        result.claimed = len(rows) + len(unreadable)
+        result.dlq += len(unreadable)
+        result.outcomes.update({str(i): DLQ for i in unreadable})
         budget = GraphBudget(engine, client, now_fn)
         client.observers.append(budget.observe)
         attempted: set[uuid.UUID] = set()

@@ -71,6 +71,11 @@ caption or media URL; media_publish and container reads use the container's capt
     #fail:auth  #fail:rate[=<minutes to regain access>]  #fail:5xx  #fail:permanent  #fail:content
     #fail:unknown  #fail:timeout  #fail:slow=<seconds> (succeeds, late)  #fail:spam (= 4/2207051)
     #fail:sub=<subcode> (that row of the error table, exactly)
+    #fail:buc[=<minutes>] (code 80002 and this account's usage at 100 %, the app's unchanged)
+    #fail:block (368, temporarily blocked)  #fail:restricted (25/2207050)  #fail:msgrestricted (10/1893063)
+    #fail:window (the 24-hour messaging window closed: 400 10/2018278 with Facebook Login,
+                  403 10/2534022 with Instagram Login)  #fail:permission (403, code 200)
+    #fail:reset (Instagram acts, then the connection drops before any answer)
     #fail:container_error[=<subcode>] (the container is made, then ends in ERROR, not FINISHED)
   optional suffixes: @<op> limits the marker to one op (replies, messages, media, media_publish,
   container_status, publishing_limit, conversation, comment_replies, me); *<n> applies it only to
@@ -111,7 +116,11 @@ KEY = re.compile(r"#key:([\w.:-]+)")
 PROC = re.compile(r"#proc=([\d.]+)")
 HASHTAG = re.compile(r"#(?!fail:|key:|proc=)\w+")
 VERSION = re.compile(r"^/v\d+(?:\.\d+)?(?=/|$)")
-DEMO_MIX = {"5xx": 0.45, "rate": 0.25, "permanent": 0.15, "content": 0.1, "timeout": 0.05}
+# The demo's random failures. A rate limit there is one account's Business Use Case throttle (80002,
+# that account's X-Business-Use-Case-Usage at 100 % for a minute), never the whole app: Meta computes
+# X-App-Usage from the app's calls in the last hour, which the sandbox reports as it is (it rises with
+# the calls and falls as the hour moves on), so the demo queue keeps moving.
+DEMO_MIX = {"5xx": 0.45, "buc": 0.25, "permanent": 0.15, "content": 0.1, "timeout": 0.05}
 POST_OPS = ("replies", "messages", "media", "media_publish")
 
 DAY_S = 86400.0
@@ -223,11 +232,37 @@ def graph_error(kind: str, arg: float | None = None) -> GraphAnswer:
                                  "error_user_title": "Content not allowed"})
     if kind == "spam":
         return table_error(2207051)
+    if kind == "buc":
+        return GraphAnswer(400, {"message": "(#80002) There have been too many calls to this Instagram account. "
+                                            "Wait a bit and try again.", "type": "OAuthException", "code": 80002,
+                                 "error_subcode": None, "is_transient": True})
+    if kind == "block":  # Graph API "Handling Errors": 368 "Temporarily blocked for policies violations"
+        return GraphAnswer(400, {"message": "You're temporarily blocked from performing this action",
+                                 "type": "OAuthException", "code": 368, "error_subcode": None,
+                                 "error_user_title": "Temporarily Blocked"})
+    if kind == "restricted":
+        return table_error(2207050)
+    if kind == "msgrestricted":  # Messenger Platform error codes: 10 / 1893063
+        return GraphAnswer(400, {"message": "(#10) Pages temporarily restricted from messaging", "type":
+                                 "OAuthException", "code": 10, "error_subcode": 1893063})
+    if kind == "permission":
+        return GraphAnswer(403, {"message": "(#200) Requires instagram_manage_messages permission",
+                                 "type": "OAuthException", "code": 200, "error_subcode": None})
     if kind == "sub":
         return table_error(int(arg or 0))
     # unknown: a 403 without a Graph error code (as a proxy or gateway in front of Graph answers), which no
     # table classifies; a 403 with code 10 is "API Permission Denied" and is permanent
     return GraphAnswer(403, {"message": "Forbidden", "type": "GatewayError"})
+
+
+def window_error(api: str) -> GraphAnswer:
+    """The Send API's answer outside the 24-hour messaging window: 400 10/2018278 ("Message sent
+    outside of allowed window") with Facebook Login; with Instagram Login 403, code 10/2534022."""
+    if api == "instagram_login":
+        return GraphAnswer(403, {"message": "(#10) This message is sent outside of allowed window.",
+                                 "type": "IGApiException", "code": 10, "error_subcode": 2534022})
+    return GraphAnswer(400, {"message": "(#10) This message is sent outside of allowed window.",
+                             "type": "OAuthException", "code": 10, "error_subcode": 2018278})
 
 
 def derived_ig_user_id(token: str) -> str:
@@ -312,6 +347,7 @@ class SandboxState:
             self.usage: dict[str, dict[str, Any]] = {}          # set_usage overrides
             self.app_usage: dict[str, Any] = {}
             self.conversations: dict[str, dict[str, Any]] = {}
+            self.forced: dict[str, list] = {}                   # op -> [kind, times left] (fail_next)
             self.reply_parent: dict[str, str] = {}              # reply id -> top-level comment id
             self.messages: dict[str, dict[str, Any]] = {}       # message id -> message (conversations)
 
@@ -595,7 +631,16 @@ class Handler(BaseHTTPRequestHandler):
                     time.sleep(st.timeout_sleep_s)
                     raise GraphAnswer(504, {"message": "Gateway timeout", "type": "OAuthException", "code": 2,
                                             "error_subcode": None, "is_transient": True})
-                answer = graph_error(kind, arg)
+                if kind == "reset":  # Instagram acts; the answer never arrives
+                    handler(parts, params, account=account, text=text, key=key, slow=0.0)
+                    self.close_connection = True
+                    return
+                answer = window_error(st.api) if kind == "window" else graph_error(kind, arg)
+                if kind == "buc" and account:
+                    with st.lock:
+                        entry = st.usage_entry(account, st.now())
+                        entry.update({"call_count": 100, "estimated_time_to_regain_access": int(arg or 1)})
+                        answer.headers["X-Business-Use-Case-Usage"] = json.dumps({account: [entry]})
                 if kind == "rate" and account:
                     with st.lock:
                         entry = st.usage_entry(account, st.now())
@@ -706,6 +751,11 @@ class Handler(BaseHTTPRequestHandler):
 
     def _scripted_failure(self, text: str, key: str, op: str, *, post: bool):
         st, slow = self.state, 0.0
+        with st.lock:
+            forced = st.forced.get(op)
+            if forced and forced[1] > 0:
+                forced[1] -= 1
+                return (forced[0], None), slow
         for m in MARKER.finditer(text):
             kind, arg, only_op, times = m.group(1), m.group(2), m.group(3), m.group(4)
             if kind == "container_error" or (only_op and only_op != op):
@@ -725,7 +775,7 @@ class Handler(BaseHTTPRequestHandler):
                 if roll < st.error_rate:
                     kinds = [k for k in st.mix if k != "content" or op in ("media", "media_publish")]
                     kind = st.rng.choices(kinds, weights=[st.mix[k] for k in kinds])[0]
-                    return (kind, 1.0 if kind == "rate" else None), slow
+                    return (kind, 1.0 if kind in ("rate", "buc") else None), slow
         return None, slow
 
     def _container_error_marker(self, text: str, key: str, url: str) -> int | None:
@@ -1145,6 +1195,11 @@ class GraphSandbox:
             elif code == "EXPIRED" and created_at is None:
                 c["created_at"] = st.now() - CONTAINER_TTL_S - 3600
         return cid
+
+    def fail_next(self, op: str, kind: str, times: int = 1) -> None:
+        """The next `times` requests of one op (e.g. comment_replies, messages) fail with `kind`."""
+        with self.state.lock:
+            self.state.forced[op] = [kind, int(times)]
 
     def set_container_status(self, container_id: str, status_code: str, *, error_subcode: int | None = None) -> None:
         """Force a container's state (IN_PROGRESS, FINISHED, ERROR; None to follow the clock again)."""
