@@ -108,8 +108,12 @@ class Hold:
 
     @property
     def headline(self) -> str:
+        return self.headline_with(lambda t: f"{t:%Y-%m-%d %H:%M} UTC")
+
+    def headline_with(self, fmt_time) -> str:
+        """'Instagram throttles this app until 14:32: 77 rows wait' with the time as fmt_time writes it."""
         who = "" if self.business_account_id is None else f" ({self.username or self.business_account_id})"
-        until = f" until {self.until:%Y-%m-%d %H:%M} UTC" if self.until else " until an operator resumes it"
+        until = f" until {fmt_time(self.until)}" if self.until else " until an operator resumes it"
         rows = f"{self.waiting} row{'' if self.waiting == 1 else 's'} wait"
         return f"{KIND_TEXT.get(self.kind, self.kind)}{who}{until}: {rows}"
 

@@ -9,11 +9,26 @@ import uuid
 from datetime import datetime, timezone
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import postgresql, sqlite
 
 metadata = sa.MetaData()
 
 JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+class _LenientSQLiteDateTime(sqlite.DATETIME):
+    """SQLite's DATETIME, except that a value it cannot parse (text someone else's tool wrote) reads
+    as NULL instead of failing the whole query: one bad row must not stop a page or a worker pass."""
+
+    def result_processor(self, dialect, coltype):
+        parse = super().result_processor(dialect, coltype)
+
+        def process(value):
+            try:
+                return parse(value) if parse else value
+            except (ValueError, TypeError):
+                return None
+        return process
 
 
 class UTCDateTime(sa.types.TypeDecorator):
@@ -21,6 +36,11 @@ class UTCDateTime(sa.types.TypeDecorator):
 
     impl = sa.DateTime(timezone=True)
     cache_ok = True
+
+    def load_dialect_impl(self, dialect):
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(_LenientSQLiteDateTime())
+        return dialect.type_descriptor(self.impl)
 
     def process_bind_param(self, value, dialect):
         if value is None:

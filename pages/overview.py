@@ -2,6 +2,7 @@ import streamlit as st
 
 from lib.timeutil import floor_time, utcnow
 from lib.ui import live_caption, page_guard
+from lib.ui.holds import show_holds
 from lib.ui.overview import activity_block, agents_block, alerts_block, metrics_block, queue_block
 
 scope = page_guard("Overview")
@@ -10,6 +11,7 @@ scope = page_guard("Overview")
 @st.fragment(run_every=scope.run_every)
 def live_panel():
     now = floor_time(utcnow(), 10)
+    show_holds(scope, now, controls=False)
     left, middle, right = st.columns([1, 1.6, 1.2])
     with left:
         agents_block(scope)

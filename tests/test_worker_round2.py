@@ -305,3 +305,25 @@ def test_the_sandbox_default_mix_throttles_one_account_not_the_app(sandbox):
     assert app["call_count"] < 100  # the app's usage is what its calls make it
     buc = json.loads(resp.headers["X-Business-Use-Case-Usage"])
     assert list(buc.values())[0][0]["call_count"] == 100
+
+
+def test_an_alert_with_an_unreadable_timestamp_never_stops_a_notification_pass(sqlite_url):
+    import uuid
+
+    from lib.db import init_db, make_engine
+    from lib.notify import notify_tick
+    from lib.settings import Settings
+
+    eng = make_engine(sqlite_url)
+    init_db(eng)
+    now = datetime.now(timezone.utc)
+    with eng.begin() as conn:
+        for i in range(3):
+            conn.execute(sa.insert(system_alerts).values(
+                id=uuid.uuid4(), alert_type="sync_failure", message=f"m{i}", resolved=False,
+                created_at=now - timedelta(minutes=i), updated_at=now, details={}))
+        conn.execute(sa.text("UPDATE system_alerts SET created_at = 'not a time', updated_at = '2026-13-99' "
+                             "WHERE message = 'm1'"))
+    report = notify_tick(eng, Settings(database_url=sqlite_url, alert_notify_urls="json://127.0.0.1:9/x"), now=now)
+    assert report.detect.new_rows == 3 and report.detect.opened == 1  # the pass ran over every row
+    eng.dispose()

@@ -598,6 +598,15 @@ def show_detail(scope: Scope, queue_id: str, now: datetime) -> None:
             st.markdown("**Payload** (token-like fields redacted)")
             st.json(d["payload"] if d["payload"] is not None else {}, expanded=True)
         with right:
+            st.markdown("**Attempts** (newest first)")
+            if not d.get("attempts"):
+                st.caption("The worker has not attempted this row yet.")
+            else:
+                st.dataframe(pd.DataFrame([{
+                    "when": fmt_local(a["attempted_at"], scope.tz), "outcome": a["outcome"],
+                    "category": a["error_category"] or "", "retries": a["retry_count"],
+                    "error": clip(a["error"] or "", 1_000),
+                } for a in d["attempts"]]), hide_index=True, width="stretch", key="qm_detail_attempts")
             st.markdown("**History** (audit_log)")
             if not d["history"]:
                 st.caption("No audit_log rows mention this queue row.")

@@ -1,0 +1,57 @@
+"""The Overview and the Queue Monitor say at the top what Instagram holds back (AppTest)."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from lib.account_holds import hold
+from lib.db import init_db, make_engine
+from lib.schema import account_holds, graph_usage
+from lib.timeutil import utcnow
+from tests.support.queue_rows import add_account, insert_rows, queue_row
+
+
+def _held_db(sqlite_url):
+    eng = make_engine(sqlite_url)
+    init_db(eng)
+    now = utcnow()
+    with eng.begin() as conn:
+        a, b = add_account(conn, "alpha", now), add_account(conn, "beta", now)
+        insert_rows(conn, [queue_row(account=a, now=now, status="pending", retry_count=0, age_min=i) for i in range(3)]
+                    + [queue_row(account=b, now=now, status="pending", retry_count=0, age_min=i) for i in range(2)])
+        conn.execute(sa.insert(graph_usage).values(scope="app", call_count=100.0, regain_at=now + timedelta(minutes=7),
+                                                   seen_at=now))
+        hold(conn, business_account_id=b, kind="restricted", reason="HTTP 400 code 25/2207050: restricted",
+             owner_must="sign in to the Instagram app to lift the restriction, then resume the account here",
+             until=None, code=25, subcode=2207050, now=now)
+    return eng, b
+
+
+def _banners(at):
+    """The banners' text as a person reads it (Markdown escapes and zero-width breaks removed)."""
+    return [v.replace("\u200b", "").replace("\\", "") for v in [w.value for w in at.warning] + [e.value for e in at.error]]
+
+
+def test_queue_monitor_says_what_is_held_and_an_operator_resumes_the_account(run_page, sqlite_url):
+    eng, beta = _held_db(sqlite_url)
+    at = run_page(sqlite_url, "pages/queue_monitor.py")
+    text = " | ".join(_banners(at))
+    assert "Instagram throttles this app until" in text and ": 5 rows wait" in text, text
+    assert "Instagram has restricted this account (beta) until an operator resumes it: 2 rows wait" in text
+    assert "sign in to the Instagram app" in text
+    resume = [b for b in at.button if b.label == "Resume account"][0]
+    assert not resume.disabled
+    resume.click().run()
+    with eng.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(account_holds)).scalar() == 0
+    assert not any("restricted this account" in t for t in _banners(at))
+
+
+def test_overview_says_it_too_and_a_viewer_cannot_resume(run_page, sqlite_url):
+    _held_db(sqlite_url)
+    at = run_page(sqlite_url, "pages/overview.py")
+    text = " | ".join(_banners(at))
+    assert "Instagram throttles this app until" in text and "(beta)" in text
+    at = run_page(sqlite_url, "pages/queue_monitor.py", env={"OPERATOR_EMAILS": "other@example.com"})
+    assert [b for b in at.button if b.label == "Resume account"][0].disabled
