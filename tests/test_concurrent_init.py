@@ -110,7 +110,7 @@ def _start_all(url: str, log_dir) -> list[tuple[str, subprocess.Popen, object]]:
     """4 workers (one tick each) and 2 `python -m lib.db`, all started before any is waited for."""
     env = {**os.environ, "DATABASE_URL": url, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1",
            # nothing is queued: the tick makes no Graph call; a closed port makes any call fail loudly
-           "INSTAGRAM_GRAPH_URL": "http://127.0.0.1:9/v21.0"}
+           "INSTAGRAM_GRAPH_URL": "http://127.0.0.1:9/v26.0"}
     commands = [("worker", [sys.executable, "-m", "worker", "--once"])] * 4 + \
                [("lib.db", [sys.executable, "-m", "lib.db"])] * 2
     started = []

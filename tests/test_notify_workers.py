@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 
 def _env(url: str, sink: NotifySink, **extra) -> dict[str, str]:
-    return {**os.environ, "DATABASE_URL": url, "INSTAGRAM_GRAPH_URL": "http://127.0.0.1:9/v21.0",
+    return {**os.environ, "DATABASE_URL": url, "INSTAGRAM_GRAPH_URL": "http://127.0.0.1:9/v26.0",
             "ALERT_NOTIFY_URLS": _secret_url(sink),
             "DASHBOARD_URL": "https://dash.example.com",
             "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), **{k: str(v) for k, v in extra.items()}}

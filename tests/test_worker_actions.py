@@ -157,7 +157,7 @@ def test_graph_errors_never_carry_the_access_token():
     from lib.ig_errors import GraphError, categorize_ig_error
     from tests.support.pg import free_port
 
-    client = GraphClient(f"http://127.0.0.1:{free_port()}/v21.0", connect_timeout=1, read_timeout=1)
+    client = GraphClient(f"http://127.0.0.1:{free_port()}/v26.0", connect_timeout=1, read_timeout=1)
     acc = AccountCreds("a", "1784", "secret-token-123")
     for call in (lambda: client.conversation_peer("c1", acc),  # a GET
                  lambda: client.send_message("1", "x", acc)):
