@@ -20,6 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from lib.audit import audit_row
 from lib.identity import require_operator
 from lib.redact import REDACTED, is_secret_key, redact, redact_text  # noqa: F401  (re-exported)
+from lib.text import clip
 from lib.schema import (audit_log, graph_usage, instagram_business_accounts, post_queue, post_queue_attempts,
                         post_queue_rollup_state,
                         post_queue_sent_daily, post_queue_sent_totals, post_queue_state)
@@ -108,18 +109,44 @@ def due_order():
     return (sa.func.coalesce(q.c.next_retry_at, q.c.created_at), q.c.created_at, q.c.id)
 
 
-def held_back_clause(now: datetime):
-    """Due rows the worker leaves alone: a disconnected account (auth failure), an account (or
-    the whole app) that Graph throttled until later (graph_usage.regain_at), an account Instagram
-    holds back (account_holds: a block or restriction), or what an operator paused (queue_pauses)."""
+def hold_conditions(now: datetime) -> list[tuple[Any, str]]:
+    """Why the worker leaves a due row alone, each as (SQL condition on post_queue, what a person is
+    told): a disconnected account (auth failure), an account Instagram holds back (account_holds: a
+    block or restriction), an account (or the whole app) that Graph throttled until later
+    (graph_usage.regain_at), or what an operator paused (queue_pauses)."""
     from lib.account_holds import held_clause
     from lib.queue_control import paused_clause
 
     q, acc, gu = post_queue, instagram_business_accounts, graph_usage
     disconnected = sa.exists().where(acc.c.id == q.c.business_account_id, acc.c.is_connected.is_(False))
-    throttled = sa.exists().where(gu.c.regain_at > now, sa.or_(gu.c.scope == "app",
-                                                               gu.c.business_account_id == q.c.business_account_id))
-    return sa.or_(disconnected, throttled, held_clause(now), paused_clause())
+    app_throttled = sa.exists().where(gu.c.regain_at > now, gu.c.scope == "app")
+    throttled = sa.exists().where(gu.c.regain_at > now, gu.c.business_account_id == q.c.business_account_id)
+    return [
+        (disconnected, "its account is disconnected: reconnect it (Accounts) before it can be sent"),
+        (held_clause(now), "Instagram holds its account back (see the banner at the top)"),
+        (app_throttled, "Instagram throttles this app for now; the worker resumes by itself"),
+        (throttled, "Instagram throttles its account for now; the worker resumes by itself"),
+        (paused_clause(), "an operator paused it (see Pauses)"),
+    ]
+
+
+def held_back_clause(now: datetime):
+    """Due rows the worker leaves alone (hold_conditions)."""
+    return sa.or_(*(cond for cond, _ in hold_conditions(now)))
+
+
+def hold_reasons(conn: sa.Connection, ids, *, now: datetime) -> dict[uuid.UUID, str]:
+    """{row id: why the worker will not take it now} for the rows among ids that are held back."""
+    ids = list(ids)
+    if not ids:
+        return {}
+    reason = sa.case(*[(cond, sa.literal(text)) for cond, text in hold_conditions(now)], else_=sa.null())
+    out = {}
+    for start in range(0, len(ids), _CHUNK):
+        for rid, why in conn.execute(sa.select(post_queue.c.id, reason).where(post_queue.c.id.in_(ids[start:start + _CHUNK]))):
+            if why:
+                out[rid] = why
+    return out
 
 
 def claimable_clause(now: datetime):
@@ -683,11 +710,13 @@ class RetryResult:
     previous_retry_count: int | None
     message: str
     previous_status: str | None = field(default=None, compare=False)
+    held: str | None = field(default=None, compare=False)  # why the worker will not take it at once
 
     def as_response(self) -> dict[str, Any]:
         """Exactly the endpoint's shape: {success, queue_id, action_type, previous_retry_count, message}."""
         d = asdict(self)
         d.pop("previous_status")
+        d.pop("held")
         return d
 
 
@@ -774,7 +803,21 @@ def retry(conn: sa.Connection, ids, *, actor, now: datetime) -> list[RetryResult
                                        r.status))
     if audits:
         conn.execute(sa.insert(audit_log), audits)
-    return results
+    held = hold_reasons(conn, reset, now=now)
+    return [_with_warnings(r, held.get(uuid.UUID(r.queue_id)), seen.get(uuid.UUID(r.queue_id))) if r.success else r
+            for r in results]
+
+
+def _with_warnings(result: "RetryResult", held: str | None, seen_row) -> "RetryResult":
+    """A reset row that will not run at once, or whose last error was permanent, says so."""
+    message = result.message
+    if held:
+        message = f"Moved from {result.previous_status} back to pending, but it waits: {held}."
+    if seen_row is not None and seen_row.error_category in ("permanent", "auth_failure"):
+        last = clip(seen_row.error or "", 160)
+        message += (f" Its last error was {seen_row.error_category} ({last}): "
+                    "unless its cause was fixed, it will fail the same way.")
+    return dataclasses.replace(result, message=message, held=held)
 
 
 EXPORT_COLUMNS = ("id", "account", "business_account_id", "action_type", "status", "error_category", "error",

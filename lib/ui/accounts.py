@@ -14,7 +14,8 @@ import streamlit as st
 from lib.accounts import USAGE_WARN, AccountHealth, account_health
 from lib.queue_control import pause, resume
 from lib.text import clip, md_escape
-from lib.timeutil import fmt_ago, fmt_duration, fmt_local, utcnow
+from lib.timeutil import fmt_duration, fmt_local, utcnow
+from lib.ui.text import ago
 from lib.ui.auth import current_actor
 from lib.ui.feedback import flash, guarded_write, show_flash
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
@@ -91,7 +92,7 @@ def show_pause(card: AccountHealth, scope: Scope, now: datetime) -> None:
         what = "everything" if p.action_type is None else md_escape(p.action_type)
         where = "this account" if p.business_account_id == card.id else "every account"
         note = f" — “{md_escape(clip(p.reason, 200))}”" if p.reason else ""
-        st.warning(f"Paused: {what} of {where}, by {md_escape(p.paused_by)} {fmt_ago(p.paused_at, now)}"
+        st.warning(f"Paused: {what} of {where}, by {md_escape(p.paused_by)} {ago(p.paused_at)}"
                    f"{note}; {p.waiting:,} due rows wait behind it.", icon=":material/pause_circle:")
     if own:
         st.button("Resume", key=f"acc_resume_{card.id}", disabled=not can, icon=":material/play_arrow:",
@@ -111,8 +112,8 @@ def show_outcomes(card: AccountHealth, scope: Scope, now: datetime) -> None:
         ok = card.last_success.get(action)
         bad = card.last_failure.get(action)
         rows.append({"action": action,
-                     "last success": fmt_ago(ok, now) if ok else "—",
-                     "last failure": f"{fmt_ago(bad[0], now)} ({bad[2]})" if bad else "—",
+                     "last success": ago(ok) if ok else "—",
+                     "last failure": f"{ago(bad[0])} ({bad[2]})" if bad else "—",
                      "error": clip(bad[1] or "", 160) if bad else ""})
     if rows:
         st.dataframe(rows, hide_index=True, width="stretch")
@@ -124,14 +125,14 @@ def show_usage(card: AccountHealth, scope: Scope, now: datetime) -> None:
     u = card.usage or {}
     parts = []
     if u.get("seen_at"):
-        parts.append(f"Graph usage ({fmt_ago(u['seen_at'], now)}): calls {_pct(u.get('call_count'))}, "
+        parts.append(f"Graph usage ({ago(u['seen_at'])}): calls {_pct(u.get('call_count'))}, "
                      f"CPU {_pct(u.get('total_cputime'))}, time {_pct(u.get('total_time'))}")
         if u.get("regain_at") and u["regain_at"] > now:
             parts.append(f"access back in {fmt_duration((u['regain_at'] - now).total_seconds())}")
     quota = card.quota
     if quota:
         used, total, seen = quota
-        parts.append(f"publishing quota {used} of {total or '?'} posts in 24 h ({fmt_ago(seen, now)})")
+        parts.append(f"publishing quota {used} of {total or '?'} posts in 24 h ({ago(seen)})")
     if u.get("token_checked_at"):
         exp = u.get("token_expires_at")
         parts.append("token never expires" if exp is None else f"token expires {fmt_local(exp, scope.tz)}")

@@ -14,12 +14,12 @@ from lib.audit import (
 )
 from lib.export import build_export
 from lib.timebuckets import bucket_for_range
-from lib.timeutil import fmt_ago, fmt_local
+from lib.timeutil import fmt_local
 from lib.ui.charts import bucketed_bar_chart
 from lib.ui.export import export_control
 from lib.ui.shell import CACHE_TTL_S, get_engine, lazy_expander
 from lib.text import clip, clip_json
-from lib.ui.text import md_escape
+from lib.ui.text import ago, md_escape
 
 class Keys:
     """The page's session-state keys (filters are bound to the URL under the same names)."""
@@ -211,7 +211,7 @@ def show_timeline(rows: list[dict], now: datetime, tz) -> None:
             f":{colour}[**{md_escape(row['event_type'] or 'event')}**] {_outcome_badge(row['success'])} "
             f"· {md_escape(row['action'] or '—')} · {md_escape(resource)[:80]}"
             f" · {md_escape(row['user_id'] or 'no user')}"
-            f" · {md_escape(fmt_local(row['created_at'], tz))} ({fmt_ago(row['created_at'], now)})"
+            f" · {md_escape(fmt_local(row['created_at'], tz))} ({ago(row['created_at'])})"
         )
         # lazy: a closed entry sends only its line; opening one reruns the page (cached loaders) and
         # draws its details. Drawing 50 entries' JSON and code up front made the page ~2x slower
@@ -221,7 +221,7 @@ def show_timeline(rows: list[dict], now: datetime, tz) -> None:
             continue
         with entry:
             a, b = st.columns([1, 1])
-            a.caption(f"**When:** {md_escape(fmt_local(row['created_at'], tz))} ({fmt_ago(row['created_at'], now)})")
+            a.caption(f"**When:** {md_escape(fmt_local(row['created_at'], tz))} ({ago(row['created_at'])})")
             a.caption(f"**User:** {md_escape(row['user_id'] or '—')}")
             b.caption(f"**Resource:** {md_escape(row['resource_type'] or '—')} / {md_escape(row['resource_id'] or '—')}")
             b.caption(f"**Event id:** {row['id']}")
@@ -237,7 +237,7 @@ def feed_frame(rows: list[dict], now: datetime, tz) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "time": [fmt_local(r["created_at"], tz) for r in rows],
-            "age": [fmt_ago(r["created_at"], now) for r in rows],
+            "age": [ago(r["created_at"]) for r in rows],
             "event_type": [r["event_type"] for r in rows],
             "outcome": [{True: "success", False: "failure"}.get(r["success"], "—") for r in rows],
             "action": [r["action"] for r in rows],

@@ -7,10 +7,10 @@ import pandas as pd
 import streamlit as st
 
 from lib.heartbeats import AgentStatus, agent_statuses, beat_runs, beats_by_agent
-from lib.timeutil import floor_time, fmt_ago, fmt_local, utcnow
+from lib.timeutil import floor_time, fmt_local, utcnow
 from lib.ui.charts import Fig, local_times, plain
 from lib.ui.shell import CACHE_TTL_S, get_engine
-from lib.ui.text import md_escape
+from lib.ui.text import ago, md_escape
 
 WINDOWS = {"1 h": timedelta(hours=1), "24 h": timedelta(hours=24), "7 d": timedelta(days=7)}
 DEFAULT_WINDOW = "24 h"
@@ -76,14 +76,14 @@ def show_cards(statuses: list[AgentStatus], now: datetime, tz) -> None:
                 st.badge("alive", icon=":material/check_circle:", color="green")
             else:
                 st.badge("down", icon=":material/error:", color="red")
-            st.metric("Last beat", fmt_ago(s.last_beat_at, now), help=fmt_local(s.last_beat_at, tz))
+            st.metric("Last beat", ago(s.last_beat_at), help=fmt_local(s.last_beat_at, tz))
             st.caption(f"Last beat: {fmt_local(s.last_beat_at, tz)}")
             if not s.history:
                 st.caption("Only the latest beat is stored for this agent: no uptime history.")
                 continue
             since = "—" if s.up_since is None else fmt_local(s.up_since, tz, with_seconds=False)
             prefix = "before " if s.up_since_before_window else ""
-            st.caption(f"Up since: {prefix}{since}" + ("" if s.up_since is None else f" ({fmt_ago(s.up_since, now)})"))
+            st.caption(f"Up since: {prefix}{since}" + ("" if s.up_since is None else f" ({ago(s.up_since)})"))
             st.markdown(f"Availability · 24 h **{_pct(s.availability_24h)}** · 7 d **{_pct(s.availability_7d)}**")
 
 

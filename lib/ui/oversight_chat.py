@@ -33,7 +33,8 @@ from lib.oversight import (
     unanswered,
 )
 from lib.sse import AgentDown, ChatStream, OversightError, build_chat_request, open_chat
-from lib.timeutil import as_utc, floor_time, fmt_ago, fmt_local, utcnow
+from lib.timeutil import as_utc, floor_time, fmt_local, utcnow
+from lib.ui.text import ago
 from lib.ui import feedback
 from lib.ui.auth import current_actor
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
@@ -250,7 +251,7 @@ def show_session_list(scope: Scope, sessions: list[SessionSummary], selected: uu
         return md(s.title if s else "Selected session")
 
     captions = [
-        (f"{fmt_ago(by_id[i].updated_at, now)} · {by_id[i].total_queries} "
+        (f"{ago(by_id[i].updated_at)} · {by_id[i].total_queries} "
          f"{'query' if by_id[i].total_queries == 1 else 'queries'}") if i in by_id else ""
         for i in ids
     ]
@@ -348,11 +349,11 @@ def _liveness_inner(db_url: str) -> None:
     now = utcnow()
     last = load_newest_beat(db_url, floor_time(now, 5))
     if is_alive(last, now):
-        st.badge(f"Agent alive · last beat {fmt_ago(last, now)}", icon=":material/check_circle:", color="green")
+        st.badge(f"Agent alive · last beat {ago(last)}", icon=":material/check_circle:", color="green")
     elif last is None:
         st.badge("Agent not responding · no heartbeat yet", icon=":material/error:", color="red")
     else:
-        st.badge(f"Agent not responding · last beat {fmt_ago(last, now)}", icon=":material/error:", color="red")
+        st.badge(f"Agent not responding · last beat {ago(last)}", icon=":material/error:", color="red")
 
 
 def question_input(scope: Scope) -> str | None:
@@ -442,7 +443,7 @@ def ask(scope: Scope, session_id: uuid.UUID | None, question: str, container) ->
             except AgentDown as exc:
                 last = as_utc(exc.last_beat_at) if exc.last_beat_at else load_newest_beat(scope.db_url, floor_time(utcnow(), 5))
                 when = "no heartbeat has been received" if last is None else \
-                    f"last beat {fmt_ago(last, utcnow())} ({fmt_local(last, scope.tz)})"
+                    f"last beat {ago(last)} ({fmt_local(last, scope.tz)})"
                 flash("error", f"The agent is not responding ({when}), so the Oversight Brain cannot answer. "
                                "Your question is kept in this session as unanswered; ask again when the agent is back.")
                 st.rerun()

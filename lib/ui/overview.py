@@ -9,10 +9,10 @@ import streamlit as st
 from lib.alerts import SEVERITIES, AlertFilter
 from lib.audit import AuditFilter
 from lib.heartbeats import AgentStatus
-from lib.timeutil import fmt_ago, fmt_duration
+from lib.timeutil import fmt_duration
 from lib.ui import activity_feed, agent_status, metrics, queue_monitor, system_alerts
 from lib.ui.shell import Scope
-from lib.ui.text import md_escape
+from lib.ui.text import ago, md_escape
 
 RECENT_EVENTS = 10
 
@@ -31,7 +31,7 @@ def agents_block(scope: Scope) -> None:
             if down:
                 for s in down:
                     st.markdown(f":red-badge[:material/error: down] {md_escape(s.agent_id)} · last beat "
-                                f"{fmt_ago(s.last_beat_at, now)}")
+                                f"{ago(s.last_beat_at)}")
             else:
                 st.markdown(":green-badge[:material/check_circle: all alive]")
         st.page_link("pages/agent_status.py", label="Agent Status", icon=":material/arrow_forward:")
@@ -58,7 +58,7 @@ def queue_block(scope: Scope, now: datetime) -> None:
         if worker.get("never_ran"):
             notes.append(":red-badge[worker never ran]")
         else:
-            notes.append(f"worker ticked {fmt_ago(worker['last_started_at'], now)}")
+            notes.append(f"worker ticked {ago(worker['last_started_at'])}")
             if worker.get("missed"):
                 notes.append(":red-badge[worker missed its schedule]")
             if worker.get("last_error"):

@@ -20,14 +20,14 @@ from lib.queue import (
     row_detail, status_summary, summary_matrix, waiting_rows,
 )
 from lib.queue_control import QueueControlError, active_pauses, discard, edit_and_retry, editable_fields, pause, resume
-from lib.timeutil import fmt_ago, fmt_duration, fmt_local, utcnow
+from lib.timeutil import fmt_duration, fmt_local, utcnow
 from lib.ui.charts import Fig, plain
 from lib.ui.export import export_control
 from lib.ui.auth import current_actor
 from lib.ui.feedback import Confirmation, flash, guarded_write, show_flash
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
 from lib.text import clip, clip_json
-from lib.ui.text import md_escape
+from lib.ui.text import ago, md_escape
 from lib.worker_ticks import worker_health
 
 
@@ -155,7 +155,7 @@ def show_worker(health: dict[str, Any], now: datetime, tz) -> None:
                    "Start it with `python -m worker`.", icon=":material/engineering:")
         return
     started = health["last_started_at"]
-    line = f"Worker: last tick {fmt_ago(started, now)} ({fmt_local(started, tz)})"
+    line = f"Worker: last tick {ago(started)} ({fmt_local(started, tz)})"
     if health.get("running"):
         line += " · running now"
     else:
@@ -360,8 +360,13 @@ def run_retry(scope: Scope, ids: list, label: str) -> None:
                             lambda conn: retry(conn, ids, actor=current_actor(scope.settings), now=utcnow()))
     if results is None:  # refused: the flash says why, nothing changed
         return
-    st.session_state[Keys.RESULTS] = {"label": label, "verb": "moved back to pending; the worker picks them up on "
-                                      "its next tick", "results": [r.as_response() for r in results]}
+    held = [r for r in results if r.success and r.held]
+    warned = [r for r in results if r.success and not r.held and "will fail the same way" in r.message]
+    st.session_state[Keys.RESULTS] = {
+        "label": label, "verb": "moved back to pending; the worker picks them up on its next tick"
+        if not held else f"moved back to pending; {len(held)} of them wait: {held[0].held}",
+        "warnings": [r.message for r in (held + warned)[:5]],
+        "results": [r.as_response() for r in results]}
     clear_selection()
     clear_caches()
 
@@ -392,7 +397,9 @@ def show_results() -> None:
     refused = len(results) - ok
     noun = "row" if ok == 1 else "rows"
     if ok:
-        st.success(f"{last['label']}: {ok} {noun} {last.get('verb', 'changed')}.", icon=":material/task_alt:")
+        st.success(f"{last['label']}: {ok} {noun} {md_escape(last.get('verb', 'changed'))}.", icon=":material/task_alt:")
+    for text in last.get("warnings", []):
+        st.warning(md_escape(text), icon=":material/hourglass_top:")
     if refused:
         st.warning(f"{last['label']}: {refused} row(s) were not changed (see the messages below).",
                    icon=":material/block:")
@@ -410,9 +417,9 @@ def _frame(rows: list[dict[str, Any]], scope: Scope, view: str, now: datetime) -
             "error_category": r["error_category"] or "—",
             "error": clip(r["error"] or "", 1_000),
             "retry_count": r["retry_count"],
-            **({"next_retry": fmt_ago(r["next_retry_at"], now)} if view == "failed" else {}),
+            **({"next_retry": ago(r["next_retry_at"])} if view == "failed" else {}),
             "created": fmt_local(r["created_at"], scope.tz, with_seconds=False),
-            "last_attempt": fmt_ago(r["updated_at"], now),
+            "last_attempt": ago(r["updated_at"]),
             "id": str(r["id"]),
         } for r in rows],
         columns=["retry", "action_type", "account", "error_category", "error", "retry_count",
@@ -585,7 +592,7 @@ def show_detail(scope: Scope, queue_id: str, now: datetime) -> None:
             "Status": d["status"], "Account": scope.account_name(d["business_account_id"]),
             "Error category": d["error_category"] or "—", "Retries": d["retry_count"],
             "Created": fmt_local(d["created_at"], scope.tz), "Last attempt": fmt_local(d["updated_at"], scope.tz),
-            "Next retry": fmt_local(d["next_retry_at"], scope.tz) + (f" ({fmt_ago(d['next_retry_at'], now)})" if d["next_retry_at"] else ""),
+            "Next retry": fmt_local(d["next_retry_at"], scope.tz) + (f" ({ago(d['next_retry_at'])})" if d["next_retry_at"] else ""),
             "Instagram id": d.get("instagram_id") or "—",
         }
         st.dataframe(pd.DataFrame([{k: str(v) for k, v in facts.items()}]), hide_index=True,
@@ -732,7 +739,7 @@ def show_pauses(scope: Scope, now: datetime, *, controls: bool = True) -> None:
         note = f" — “{md_escape(clip(p.reason, 200))}”" if p.reason else ""
         row = st.columns([5, 1], vertical_alignment="center") if controls else [st.container()]
         row[0].warning(f"Paused: {md_escape(_pause_label(p, scope))}, by {md_escape(p.paused_by)} "
-                       f"{fmt_ago(p.paused_at, now)}{note} · {p.waiting:,} due rows wait", icon=":material/pause_circle:")
+                       f"{ago(p.paused_at)}{note} · {p.waiting:,} due rows wait", icon=":material/pause_circle:")
         if controls:
             row[1].button("Resume", key=f"qm_resume_{p.id}", on_click=_on_resume, args=(scope, p.id),
                           disabled=not scope.user.is_operator, icon=":material/play_arrow:",

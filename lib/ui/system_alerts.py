@@ -16,7 +16,7 @@ from lib.alerts import (
 )
 from lib.export import build_export
 from lib.timebuckets import bucket_for_range
-from lib.timeutil import fmt_ago, fmt_local, utcnow
+from lib.timeutil import fmt_local, utcnow
 from lib.ui.auth import current_actor
 from lib.ui.charts import bucketed_bar_chart
 from lib.ui.export import export_control
@@ -24,7 +24,7 @@ from lib.ui.feedback import Confirmation, flash, guarded_write, show_flash
 from lib.ui.notifications import badge_columns
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine, lazy_expander
 from lib.text import clip, clip_json
-from lib.ui.text import md_escape
+from lib.ui.text import ago, md_escape
 
 class Keys:
     """The page's session-state keys (tests use these names too)."""
@@ -166,7 +166,7 @@ def group_frame(groups: list[AlertGroup], scope: Scope, now: datetime) -> pd.Dat
         "open": [g.unresolved for g in groups],
         "first_seen": [fmt_local(g.first_seen, scope.tz) for g in groups],
         "last_seen": [fmt_local(g.last_seen, scope.tz) for g in groups],
-        "age": [fmt_ago(g.last_seen, now) for g in groups],
+        "age": [ago(g.last_seen) for g in groups],
     })
 
 
@@ -176,7 +176,7 @@ def alert_frame(alerts: list[Alert], scope: Scope, now: datetime) -> pd.DataFram
         "alert_type": [a.alert_type for a in alerts],
         "account": [scope.account_name(a.business_account_id) for a in alerts],
         "message": [None if a.message is None else clip(a.message, 1_000) for a in alerts],
-        "age": [fmt_ago(a.created_at, now) for a in alerts],
+        "age": [ago(a.created_at) for a in alerts],
         "created": [fmt_local(a.created_at, scope.tz) for a in alerts],
         "count": [a.count for a in alerts],
         "status": ["resolved" if a.resolved else "open" for a in alerts],
