@@ -86,3 +86,15 @@ def test_works_on_postgresql(run_page, pg_server):
     seed_beats(url, {"pg-agent": 0})
     at = run_page(url, PAGE)
     assert [s.value for s in at.success] == ["All 1 agent alive"]
+
+
+def test_a_beat_just_now_is_never_shown_in_the_future(run_page, sqlite_url):
+    """The page rounds its cached 'now' down; relative times are taken from the real time."""
+    eng = make_engine(sqlite_url)
+    init_db(eng)
+    with eng.begin() as conn:
+        record_beat(conn, "fresh", now=utcnow())
+    eng.dispose()
+    at = run_page(sqlite_url, PAGE)
+    (last,) = [m.value for m in at.metric if m.label == "Last beat"]
+    assert last.endswith(" s ago") and not last.startswith("in ")
