@@ -327,3 +327,17 @@ def test_an_alert_with_an_unreadable_timestamp_never_stops_a_notification_pass(s
     report = notify_tick(eng, Settings(database_url=sqlite_url, alert_notify_urls="json://127.0.0.1:9/x"), now=now)
     assert report.detect.new_rows == 3 and report.detect.opened == 1  # the pass ran over every row
     eng.dispose()
+
+
+def test_the_demo_mix_rejects_media_by_the_error_table_and_never_blocks_an_account(sandbox):
+    import requests
+
+    sandbox.state.error_rate = 1.0  # every unmarked POST fails, drawn from the demo's mix
+    codes = set()
+    for i in range(60):
+        resp = requests.post(f"{sandbox.url}/1784000000002/media",
+                             data={"image_url": f"https://x/{i}.jpg", "access_token": "t"}, timeout=10)
+        if resp.status_code != 504:
+            codes.add(resp.json()["error"].get("code"))
+    assert 368 not in codes  # a 368 holds the whole account for an hour: never drawn at random
+    assert codes & {36000, 36003, 352}  # content rejections come from the error table

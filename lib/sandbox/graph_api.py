@@ -120,7 +120,10 @@ VERSION = re.compile(r"^/v\d+(?:\.\d+)?(?=/|$)")
 # that account's X-Business-Use-Case-Usage at 100 % for a minute), never the whole app: Meta computes
 # X-App-Usage from the app's calls in the last hour, which the sandbox reports as it is (it rises with
 # the calls and falls as the hour moves on), so the demo queue keeps moving.
-DEMO_MIX = {"5xx": 0.45, "buc": 0.25, "permanent": 0.15, "content": 0.1, "timeout": 0.05}
+# A content failure there is Instagram refusing the media itself (a row of the error table), not 368,
+# which blocks the whole account for a while and would stop a third of the demo for an hour.
+DEMO_MIX = {"5xx": 0.45, "buc": 0.25, "permanent": 0.15, "rejected": 0.1, "timeout": 0.05}
+REJECTED_SUBCODES = (2207004, 2207009, 2207026)  # image too large, aspect ratio, video format
 POST_OPS = ("replies", "messages", "media", "media_publish")
 
 DAY_S = 86400.0
@@ -773,8 +776,10 @@ class Handler(BaseHTTPRequestHandler):
             with st.lock:
                 roll = st.rng.random()
                 if roll < st.error_rate:
-                    kinds = [k for k in st.mix if k != "content" or op in ("media", "media_publish")]
+                    kinds = [k for k in st.mix if k not in ("content", "rejected") or op in ("media", "media_publish")]
                     kind = st.rng.choices(kinds, weights=[st.mix[k] for k in kinds])[0]
+                    if kind == "rejected":
+                        return ("sub", float(st.rng.choice(REJECTED_SUBCODES))), slow
                     return (kind, 1.0 if kind in ("rate", "buc") else None), slow
         return None, slow
 
