@@ -73,3 +73,16 @@ def test_the_bucket_forgets_refilled_keys_when_it_holds_too_many():
     t[0] = 120.0  # every bucket full again
     lim.take("d")
     assert set(lim._buckets) == {"d"}
+
+
+def test_the_api_and_poll_settings_and_their_defaults():
+    from lib.settings import SettingsError, load_settings
+
+    s = load_settings(env={}, secrets={})
+    assert (s.api_port, s.api_address, s.api_tokens, s.worker_poll_s) == (8600, "127.0.0.1", "", 5.0)
+    s = load_settings(env={"API_PORT": "9000", "WORKER_POLL_S": "0", "API_TOKENS": f"bot:agent:{TOK}"}, secrets={})
+    assert (s.api_port, s.worker_poll_s) == (9000, 0.0)
+    assert TOK not in repr(s)  # API_TOKENS is a secret
+    for env in ({"WORKER_POLL_S": "-1"}, {"WORKER_POLL_S": "soon"}, {"API_RATE_LIMIT_PER_MIN": "0"}):
+        with pytest.raises(SettingsError):
+            load_settings(env=env, secrets={})
