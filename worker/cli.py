@@ -175,7 +175,10 @@ class Worker:
         try:
             with self.engine.connect() as conn:
                 return came_due_since(conn, since=since, now=utcnow())
-        except Exception:  # noqa: BLE001 - a lost database is reported by the next tick, not by the poll
+        except UNAVAILABLE_ERRORS:  # a lost database is reported by the next tick, not by the poll
+            return False
+        except Exception as exc:  # noqa: BLE001 - the poll must not end the service; cron ticks go on
+            log.warning("poll for due rows failed: %s", str(exc).splitlines()[0][:300])
             return False
 
     def watchdog_once(self) -> None:
