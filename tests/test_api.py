@@ -2,9 +2,13 @@
 every route, every role, every refusal."""
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import subprocess
+import sys
+import time
 import uuid
-from datetime import timedelta
 
 import pytest
 import requests
@@ -17,6 +21,7 @@ from lib.schema import agent_heartbeats, audit_log, post_queue
 from lib.timeutil import utcnow
 from tests.support.api import TOKENS, ApiProcess, ApiThread, auth
 from tests.support.queue_rows import add_account, insert_rows, queue_row
+from tests.support.servers import ROOT
 
 # the body of one valid call per action route
 ACTIONS = {
@@ -270,7 +275,7 @@ def test_a_caller_over_its_rate_gets_429_with_retry_after_and_others_are_not_slo
 
 
 def test_the_process_logs_each_request_as_json_with_the_caller_and_never_the_token(sqlite_url, tmp_path):
-    hashed = __import__("hashlib").sha256(b"hashed-operator-token-42").hexdigest()
+    hashed = hashlib.sha256(b"hashed-operator-token-42").hexdigest()
     env = {"DATABASE_URL": sqlite_url, "LOG_FORMAT": "json",
            "API_TOKENS": f"bot:agent:{TOKENS['bot']}  root:operator:sha256:{hashed}"}
     proc = ApiProcess(env)
@@ -290,15 +295,32 @@ def test_the_process_logs_each_request_as_json_with_the_caller_and_never_the_tok
 
 
 def test_bad_api_tokens_stop_the_process_with_a_message_that_names_the_entry_not_its_token(sqlite_url):
-    import subprocess
-    import sys
-
-    from tests.support.servers import ROOT
-
     secret = "short"
     r = subprocess.run([sys.executable, "-m", "worker.api", "--port", "1"], cwd=ROOT, capture_output=True, text=True,
-                       env={**__import__("os").environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": sqlite_url,
+                       env={**os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": sqlite_url,
                             "API_TOKENS": f"bot:agent:{TOKENS['bot']},weak:agent:{secret}"}, timeout=60)
     assert r.returncode == 2
     assert "API_TOKENS entry 2 (weak)" in r.stderr and "at least 16" in r.stderr
     assert TOKENS["bot"] not in r.stderr and f":{secret}" not in r.stderr
+
+
+def test_a_lost_database_answers_503_with_retry_after_and_the_api_recovers_when_it_returns(own_pg):
+    url = own_pg.create_database("api_outage")
+    eng = make_engine(url)
+    init_db(eng)
+    eng.dispose()
+    api = ApiThread(url)
+    try:
+        beat = {"agent_id": "a1"}
+        assert requests.post(api.url + "/agent/heartbeat", headers=auth("bot"), json=beat).status_code == 200
+        own_pg.stop()
+        r = requests.post(api.url + "/agent/heartbeat", headers=auth("bot"), json=beat)
+        assert _refusal(r, 503)["error"] == "database unavailable; try again shortly"
+        assert r.headers["Retry-After"] == "5"
+        assert requests.get(api.url + "/healthz").status_code == 200  # the process is fine: no restart needed
+        own_pg.start()
+        deadline = time.monotonic() + 30
+        while requests.post(api.url + "/agent/heartbeat", headers=auth("bot"), json=beat).status_code != 200:
+            assert time.monotonic() < deadline, "the API did not recover"
+    finally:
+        api.stop()
