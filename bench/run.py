@@ -1,7 +1,7 @@
 """`python -m bench`: the dashboard's benchmark at production volumes (issue 9), on SQLite and PostgreSQL.
 
     .venv/bin/python -m bench [--only sqlite|postgresql] [--pages overview,queue_monitor,...] [--runs 3]
-                              [--small] [--rebuild] [--skip-worker] [--skip-sse] [--worker-rows 2000]
+                              [--small] [--rebuild] [--skip-worker] [--skip-sse] [--skip-api] [--worker-rows 2000]
 
 1. Builds the --scale volumes once (lib.sandbox.seed.seed_scale) and reuses them: data/bench/scale.sqlite
    and a PostgreSQL data directory data/bench/pg-scale/ that is started on a free port and stopped at the
@@ -16,6 +16,8 @@
 4. Worker rows/second with 1 and 4 processes against the sandbox Graph API (bench/worker_throughput.py,
    on the same PostgreSQL server, fresh databases dropped afterwards) and the SSE client's cost per
    token (bench/sse_client.py).
+5. The agents' API (bench/api_bench.py): enqueue-to-Graph-call latency with the worker as a service
+   (WORKER_POLL_S), heartbeat and status requests/s on both databases, the poll's cost at 5M sent rows.
 Prints a table and writes bench/results/latest.json and bench/results/latest.md (--small: small.*;
 runs limited by --only/--pages/--skip-*: partial.*).
 Nothing is asserted.
@@ -300,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rebuild", action="store_true", help="rebuild the databases even if they exist")
     ap.add_argument("--skip-worker", action="store_true")
     ap.add_argument("--skip-sse", action="store_true")
+    ap.add_argument("--skip-api", action="store_true", help="skip the agents' API and WORKER_POLL_S (bench/api_bench.py)")
     ap.add_argument("--worker-rows", type=int, default=None, help="rows per worker run (default 2000, --small 300)")
     ap.add_argument("--history", action="store_true",
                     help="PostgreSQL at the history volume (a year: 5M queue rows, 5M audit rows, 4M heartbeats; "
@@ -366,6 +369,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_sse:
             log("== SSE client ==")
             result["sse"] = sse_cost(1000 if args.small else 5000, args.runs)
+        if not args.skip_api:
+            from bench import api_bench  # the agents' API: enqueue -> Graph call latency, requests/s, the poll's cost
+            result["api"] = api_bench.run_all(kinds, samples=5 if args.small else 20, seconds=3 if args.small else 10,
+                                              history_rows=100_000 if args.small else 5_000_000)
     finally:
         if server is not None:
             server.stop()
@@ -373,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     result["missed"] = verdicts(result)
     RESULTS.mkdir(parents=True, exist_ok=True)
     # only a full run at production volume replaces the table the README shows
-    full = not args.only and set(args.pages.split(",")) == set(PAGES) and not (args.skip_worker or args.skip_sse)
+    full = not args.only and set(args.pages.split(",")) == set(PAGES) and not (args.skip_worker or args.skip_sse or args.skip_api)
     # the history volume is PostgreSQL's: its results are whole with every page measured there (the worker's
     # throughput and the SSE client do not depend on history; the json says which parts ran)
     full_history = args.history and args.only in (None, "postgresql") and set(args.pages.split(",")) == set(PAGES)
@@ -385,6 +392,9 @@ def main(argv: list[str] | None = None) -> int:
     analysts = {k: d["analysts"] for k, d in result["databases"].items() if "analysts" in d}
     if analysts:
         md += "\n### Analysts' targets\n\n" + analysts_bench.markdown(analysts, (result["load_before"], result["load_after"]))
+    if result.get("api"):
+        from bench import api_bench
+        md += "\n### The agents' API\n\n" + api_bench.markdown(result["api"])
     (RESULTS / f"{stem}.md").write_text(md)
     if result.get("growth"):  # the growth table on its own (README's table comes from it)
         gr = result["growth"]

@@ -43,6 +43,18 @@ REQUIRED_KEYS = {
     "publish_post": (),
     "repost_ugc": (),
 }
+# Every payload key an action understands: spec 1.2's, plus what the worker reads (reply_dm's
+# recipient_id, video_url and children for reels and carousels, repost_ugc's media). A key outside
+# these is a typo or a wrong action type; whoever takes payloads from outside refuses it.
+PAYLOAD_KEYS = {
+    "reply_comment": ("comment_id", "reply_text", "post_id"),
+    "reply_dm": ("conversation_id", "recipient_id", "message_text"),
+    "send_dm": ("recipient_id", "message_text"),
+    "publish_post": ("image_url", "video_url", "caption", "media_type", "children", "scheduled_post_id",
+                     "creation_id"),
+    "repost_ugc": ("permission_id", "creation_id", "image_url", "video_url", "media_url", "caption", "media_type",
+                   "children"),
+}
 TEXT_FIELDS = {  # the payload's text fields per action type (what an edit form offers)
     "reply_comment": ("reply_text",),
     "reply_dm": ("message_text",),

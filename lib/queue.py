@@ -154,6 +154,16 @@ def claimable_clause(now: datetime):
     return sa.and_(due_clause(now), ~held_back_clause(now))
 
 
+def came_due_since(conn: sa.Connection, *, since: datetime, now: datetime) -> bool:
+    """Is a row claimable now that the tick which started at `since` could not have taken: added,
+    reset (a manual retry) or come due after it? The worker service asks this every WORKER_POLL_S
+    between its cron ticks. One statement with LIMIT 1 over ix_post_queue_due (only pending and
+    failed rows), so its cost follows the backlog of due rows, never the history of sent ones."""
+    q = post_queue
+    changed = sa.or_(sa.func.coalesce(q.c.next_retry_at, q.c.created_at) > since, q.c.updated_at > since)
+    return conn.execute(sa.select(q.c.id).where(claimable_clause(now), changed).limit(1)).first() is not None
+
+
 def stale_clause(now: datetime, lease_s: int):
     """Rows left in processing longer than the lease (DESIGN decision 4), which the worker takes back."""
     q = post_queue

@@ -123,6 +123,13 @@ class Settings:
     anomaly_alerts: str = "off"  # on: flags are raised as metric_anomaly alerts (the worker, and operators by hand)
     digest_cron: str = "0 8 * * 1"  # the weekly digest: Monday 08:00 UTC
     digest_scope: str = "all"  # all: one digest for every account; per_account: one digest per account
+    # The agents' HTTP API (python -m worker.api, docs/api.md); API_TOKENS holds secrets: never in repr/logs
+    api_tokens: str = field(default="", repr=False)  # name:role:token or name:role:sha256:<hex>, comma/space separated
+    api_port: int = 8600
+    api_address: str = "127.0.0.1"
+    api_rate_limit_per_min: int = 600  # requests per minute per caller, then 429 with Retry-After
+    api_max_body_bytes: int = 65536  # a bigger request body is refused with 413 before it is parsed
+    worker_poll_s: float = 5.0  # the worker service looks for newly due rows this often between ticks; 0: off
 
     @property
     def anomaly_alerts_on(self) -> bool:
@@ -214,6 +221,10 @@ def load_settings(env: Mapping[str, str] | None = None, secrets: Mapping[str, An
         raise SettingsError(f"ANOMALY_THRESHOLD must be a positive number (got {settings.anomaly_threshold!r})")
     if settings.digest_scope not in ("all", "per_account"):
         raise SettingsError(f"DIGEST_SCOPE must be all or per_account (got {settings.digest_scope!r})")
+    if settings.worker_poll_s < 0:
+        raise SettingsError(f"WORKER_POLL_S must be 0 (off) or a positive number of seconds (got {settings.worker_poll_s!r})")
+    if settings.api_rate_limit_per_min < 1 or settings.api_max_body_bytes < 1024:
+        raise SettingsError("API_RATE_LIMIT_PER_MIN must be at least 1 and API_MAX_BODY_BYTES at least 1024")
     return replace(settings, database_url=normalize_database_url(settings.database_url))
 
 

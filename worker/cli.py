@@ -7,6 +7,9 @@
     python -m worker --interval-seconds 20   a fixed interval instead of cron (demo)
     python -m worker --metrics-port 9464     also serve /metrics, /healthz, /readyz (docs/observability.md)
 
+Between ticks the service looks every WORKER_POLL_S seconds (5; 0 = off) for rows added or come due
+since the last tick and ticks at once for them.
+
 SIGTERM/SIGINT: the row in hand finishes, the rest of the claimed batch is put back, exit 0.
 A second signal exits at once (rows left in processing are rescued after the lease).
 """
@@ -30,6 +33,7 @@ from lib.db import UNAVAILABLE_ERRORS, init_db, make_engine
 from lib.instagram import GraphClient
 from lib.logs import configure_logging, fields
 from lib.notify import notify_tick
+from lib.queue import came_due_since
 from lib.digest import queue_due_digests
 from lib.redact import install_log_redaction
 from lib.settings import SettingsError, load_settings
@@ -54,6 +58,9 @@ def signals_to_main_thread():
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 MIN_WAKE_S = 5  # at most one early wake-up per 5 s, however many rows wait
+# WORKER_POLL_S looks for rows changed since the last tick began, less this margin: a row committed
+# just after the tick's claim (or stamped by a host whose clock is a little behind) is still seen
+POLL_OVERLAP = timedelta(seconds=2)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -150,6 +157,30 @@ class Worker:
             return max(waiting, now + timedelta(seconds=MIN_WAKE_S))
         return due
 
+    def sleep_until(self, due: datetime, *, last_tick: datetime) -> bool:
+        """Wait until `due`. With WORKER_POLL_S > 0, look that often for a row that came due since
+        `last_tick` (lib.queue.came_due_since) and return early for it, so an action enqueued
+        between cron ticks is attempted within seconds. True when a stop signal came."""
+        poll = self.settings.worker_poll_s
+        while True:
+            left = (due - utcnow()).total_seconds()
+            if left <= 0:
+                return self.stop.is_set()
+            if self.stop.wait(min(left, poll) if poll > 0 else left):
+                return True
+            if poll > 0 and utcnow() < due and self.rows_came_due(last_tick - POLL_OVERLAP):
+                return False
+
+    def rows_came_due(self, since: datetime) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                return came_due_since(conn, since=since, now=utcnow())
+        except UNAVAILABLE_ERRORS:  # a lost database is reported by the next tick, not by the poll
+            return False
+        except Exception as exc:  # noqa: BLE001 - the poll must not end the service; cron ticks go on
+            log.warning("poll for due rows failed: %s", str(exc).splitlines()[0][:300])
+            return False
+
     def watchdog_once(self) -> None:
         try:
             with self.engine.begin() as conn:
@@ -220,10 +251,11 @@ def main(argv=None) -> int:
         return 2
     w = Worker(settings, no_watchdog=args.no_watchdog)
     w.install_signals()
-    log.info("worker start: database %s, graph %s, schedule %s, batch %d, max retries %d, lease %ds",
+    log.info("worker start: database %s, graph %s, schedule %s, batch %d, max retries %d, lease %ds, poll %s",
              settings.masked_database_url, f"{settings.graph_url} ({settings.instagram_api})",
              f"every {args.interval_seconds}s" if args.interval_seconds else settings.worker_cron,
-             settings.batch_size, settings.max_retries, settings.processing_lease_s)
+             settings.batch_size, settings.max_retries, settings.processing_lease_s,
+             f"{settings.worker_poll_s:g}s" if settings.worker_poll_s > 0 else "off")
     w.init()
     if args.metrics_port is not None:
         from worker.metrics_server import Health, start_metrics_server
@@ -256,7 +288,7 @@ def main(argv=None) -> int:
     last_tick = datetime.fromtimestamp(0, timezone.utc)
     while not w.stop.is_set():
         due = w.next_wake(interval_s=args.interval_seconds, last_tick=last_tick)
-        if w.stop.wait(max(0.0, (due - utcnow()).total_seconds())):
+        if w.sleep_until(due, last_tick=last_tick):
             break
         last_tick = utcnow()
         w.tick()  # a failed tick is logged inside; the next one tries again

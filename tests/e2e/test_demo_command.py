@@ -32,7 +32,7 @@ def test_demo_command_runs_and_ctrl_c_stops_everything(tmp_path, page):
     url = f"sqlite:///{tmp_path / 'demo.sqlite'}"
     port = free_port()
     env = {**os.environ, "DATABASE_URL": url, "PORT": str(port), "GRAPH_PORT": str(free_port()),
-           "OVERSIGHT_PORT": str(free_port()), "NOTIFY_SINK_PORT": str(free_port())}
+           "OVERSIGHT_PORT": str(free_port()), "NOTIFY_SINK_PORT": str(free_port()), "API_PORT": str(free_port())}
     log = open(tmp_path / "demo.log", "w+")
     proc = subprocess.Popen(["bash", "scripts/demo"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
@@ -55,6 +55,18 @@ def test_demo_command_runs_and_ctrl_c_stops_everything(tmp_path, page):
         with eng.connect() as conn:
             alive = {s.agent_id for s in agent_statuses(conn, now=utcnow()) if s.alive}
         assert alive == {"engagement-monitor", "content-scheduler", "oversight-brain"}
+        # ... through the agents' API, with the demo agent's own token; the operator token it printed works
+        api = f"http://127.0.0.1:{env['API_PORT']}"
+        deadline = time.monotonic() + 60
+        while 'caller="demo-agent",method="POST",route="/agent/heartbeat",status="200"' not in \
+                requests.get(api + "/metrics", timeout=5).text:
+            assert time.monotonic() < deadline, "no heartbeat of the demo agent through the API"
+            time.sleep(1)
+        log.seek(0)
+        operator_token = re.search(r"demo-operator \(operator\): (\S+)", log.read()).group(1)
+        status = requests.get(api + "/post-queue/status", headers={"Authorization": f"Bearer {operator_token}"},
+                              timeout=10)
+        assert status.status_code == 200 and status.json()["total"] > 0
         # the worker ticks against the sandbox Graph API, and the chat backend answers
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
