@@ -110,14 +110,15 @@ def due_order():
 def held_back_clause(now: datetime):
     """Due rows the worker leaves alone: a disconnected account (auth failure), an account (or
     the whole app) that Graph throttled until later (graph_usage.regain_at), or what an operator
-    paused (queue_pauses)."""
+    paused (queue_pauses), or what waits for a person's review (lib.review)."""
     from lib.queue_control import paused_clause
+    from lib.review import held_clause
 
     q, acc, gu = post_queue, instagram_business_accounts, graph_usage
     disconnected = sa.exists().where(acc.c.id == q.c.business_account_id, acc.c.is_connected.is_(False))
     throttled = sa.exists().where(gu.c.regain_at > now, sa.or_(gu.c.scope == "app",
                                                                gu.c.business_account_id == q.c.business_account_id))
-    return sa.or_(disconnected, throttled, paused_clause())
+    return sa.or_(disconnected, throttled, paused_clause(), held_clause(now))
 
 
 def claimable_clause(now: datetime):

@@ -87,6 +87,9 @@ class Settings:
     anomaly_alerts: str = "off"  # on: flags are raised as metric_anomaly alerts (the worker, and operators by hand)
     digest_cron: str = "0 8 * * 1"  # the weekly digest: Monday 08:00 UTC
     digest_scope: str = "all"  # all: one digest for every account; per_account: one digest per account
+    # Review before sending (docs/review.md)
+    review_actions: str = ""  # action types held for a person's approval unless a policy says otherwise
+    review_wait_alert_s: int = 3600  # a review_waiting alert when a row waits longer than this; 0: never
 
     @property
     def anomaly_alerts_on(self) -> bool:

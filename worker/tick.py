@@ -35,6 +35,7 @@ from lib.ig_errors import (QUOTA, SPAM, Category, GraphError, account_usage, app
 from lib.instagram import AccountCreds, GraphClient, InvalidPayload, Quota
 from lib.logs import fields
 from lib.publishing import ContainerFailed, ContainerState, ContainerTimedOut, Sent, Wait
+from lib.review import worker_pass as review_pass
 from lib.queue import (CONTENT_ACTIONS, DLQ, FAILED, PENDING, PROCESSING, SENT, SUCCESS_EVENT, claimable_clause,
                        due_order, idempotency_key, refresh_sent_rollup, stale_clause)
 from lib.redact import redact
@@ -569,6 +570,7 @@ def run_tick(engine: Engine, settings: Settings, client: GraphClient, *, stop: t
         result.sent += recorded
         result.rescued = rescue_stale(engine, now=now_fn(), lease_s=settings.processing_lease_s,
                                       max_retries=settings.max_retries)
+        review_pass(engine, settings, now=now_fn())  # DMs whose window closed in review: expired, never sent late
         rows = [] if stop.is_set() else claim(engine, now=now_fn(), batch_size=settings.batch_size)
         result.claimed = len(rows)
         budget = GraphBudget(engine, client, now_fn)

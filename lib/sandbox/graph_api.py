@@ -46,6 +46,16 @@ behaviour, the page and the sentence it rests on, and what had to be guessed. In
 * Comment replies (https://developers.facebook.com/docs/instagram-platform/instagram-graph-api/reference/ig-comment/replies):
   POST /{ig-comment-id}/replies?message= -> {"id"}; GET /{ig-comment-id}/replies lists them
   ({"data": [{"id", "text", "username", "from": {"id", "username"}, "timestamp"}]}).
+* Reading what a reviewer needs (https://developers.facebook.com/docs/instagram-platform/instagram-graph-api/reference/ig-comment,
+  .../reference/ig-media, https://developers.facebook.com/docs/messenger-platform/conversations and
+  .../instagram-api-with-instagram-login/conversations-api): GET /{ig-comment-id}?fields=id,text,username,
+  timestamp,media -> the comment, "media": {"id"}; GET /{ig-media-id}?fields=id,caption,media_type,media_url,
+  permalink,timestamp; GET /me/conversations?platform=instagram&user_id=<IGSID> -> {"data": [{"id",
+  "updated_time"}]}; GET /{conversation-id}?fields=messages -> {"messages": {"data": [{"id", "created_time"}]}}
+  newest first; GET /{message-id}?fields=id,created_time,from,to,message. "You can only get details about the
+  20 most recent messages in the conversation": an older message answers 100/33 (the subcode is a guess).
+  Comments, media and messages are planted with add_comment / add_message (or POST /_sandbox/comments,
+  /_sandbox/messages); an unknown id answers 100/33 "Unsupported get request", as Graph does.
 * Tokens: the access_token parameter or an "Authorization: Bearer <token>" (or "OAuth <token>")
   header, as in the docs' samples ("-H "Authorization: Bearer <ACCESS_TOKEN>""). Tokens starting
   with bad/expired/revoked answer code 190.
@@ -301,6 +311,9 @@ class SandboxState:
             self.usage: dict[str, dict[str, Any]] = {}          # set_usage overrides
             self.app_usage: dict[str, Any] = {}
             self.conversations: dict[str, dict[str, Any]] = {}
+            self.comments: dict[str, dict[str, Any]] = {}   # comment id -> {text, username, timestamp, media_id}
+            self.media: dict[str, dict[str, Any]] = {}      # media id -> {caption, media_type, media_url, ...}
+            self.messages: dict[str, dict[str, Any]] = {}   # message id -> {conversation_id, from, text, time}
 
     # -- accounts -----------------------------------------------------------------------------
     def add_account(self, ig_user_id: str, access_token: str, *, page_id: str | None = None,
@@ -540,6 +553,15 @@ class Handler(BaseHTTPRequestHandler):
                     st.conversations[str(p["conversation_id"])] = {
                         "ig_user_id": str(p["ig_user_id"]), "customer_id": str(p["customer_id"]),
                         "customer_username": p.get("customer_username") or f"customer_{str(p['customer_id'])[-4:]}"}
+            elif parts == ["comments"]:
+                GraphSandbox.add_comment_on(st, str(p["comment_id"]), text=str(p.get("text") or ""),
+                                            username=p.get("username"), media_id=p.get("media_id"),
+                                            caption=p.get("caption"), media_url=p.get("media_url"))
+            elif parts == ["messages"]:
+                mid = GraphSandbox.add_message_on(st, str(p["conversation_id"]), text=str(p.get("text") or ""),
+                                                  from_customer=_truthy(p.get("from_customer", True)),
+                                                  created_time=p.get("created_time"))
+                return self._send(200, {"id": mid})
             elif parts == ["containers"]:
                 kwargs = {k: p[k] for k in ("media_type", "caption", "created_at", "status_code", "children")
                           if k in p}
@@ -618,6 +640,8 @@ class Handler(BaseHTTPRequestHandler):
                 return "me", self._get_me
             if parts == ["debug_token"]:
                 return "debug_token", self._get_debug_token
+            if len(parts) == 2 and parts[1] == "conversations":
+                return "conversations", self._get_conversations
             if len(parts) == 1:
                 with st.lock:
                     is_container = parts[0] in st.containers
@@ -625,6 +649,12 @@ class Handler(BaseHTTPRequestHandler):
                     return "container_status", self._get_container
                 if "participants" in str(params.get("fields", "")):
                     return "conversation", self._get_conversation
+                with st.lock:
+                    kind = ("conversation_messages" if "messages" in str(params.get("fields", ""))
+                            and parts[0] in st.conversations else "message" if parts[0] in st.messages
+                            else "comment" if parts[0] in st.comments else "ig_media" if parts[0] in st.media else None)
+                if kind is not None:
+                    return kind, getattr(self, "_get_" + kind)
                 raise unsupported("get", parts[0])
         if method == "POST" and len(parts) <= 1:
             raise unsupported("post", parts[0] if parts else "")
@@ -805,6 +835,68 @@ class Handler(BaseHTTPRequestHandler):
         if int(_digits("order:" + conv, 3)) % 2:  # not always "customer first": pick by id
             people.reverse()
         return 200, {"participants": {"data": people}, "id": conv}
+
+    # -- reads for the reviewer: comments, media, conversations, messages ------------------------------
+    @staticmethod
+    def _fields(params, default: str) -> list[str]:
+        return [f.strip() for f in str(params.get("fields") or default).split(",") if f.strip()]
+
+    def _get_comment(self, parts, params, **_):
+        with self.state.lock:
+            c = dict(self.state.comments[parts[0]])
+        full = {"id": parts[0], "text": c["text"], "username": c["username"], "timestamp": _iso(c["time"]),
+                "from": {"id": c["from_id"], "username": c["username"]}}
+        if c.get("media_id"):
+            full["media"] = {"id": c["media_id"]}
+        return 200, {f: full[f] for f in self._fields(params, "id,text,timestamp") if f in full} | {"id": parts[0]}
+
+    def _get_ig_media(self, parts, params, **_):
+        with self.state.lock:
+            m = dict(self.state.media[parts[0]])
+        full = {"id": parts[0], "caption": m.get("caption") or "", "media_type": m.get("media_type") or "IMAGE",
+                "media_url": m.get("media_url"), "permalink": f"https://www.instagram.com/p/{parts[0][-8:]}/",
+                "timestamp": _iso(m["time"])}
+        return 200, {f: full[f] for f in self._fields(params, "id") if f in full and full[f] is not None} | {"id": parts[0]}
+
+    def _get_conversations(self, parts, params, *, account, **_):
+        st = self.state
+        user_id = str(params.get("user_id") or "")
+        with st.lock:
+            found = [(cid, c) for cid, c in st.conversations.items()
+                     if c["ig_user_id"] == account and (not user_id or c["customer_id"] == user_id)]
+            data = []
+            for cid, c in found:
+                times = [m["time"] for m in st.messages.values() if m["conversation_id"] == cid]
+                data.append({"id": cid, "updated_time": _iso(max(times)) if times else None})
+        return 200, {"data": data}
+
+    def _conversation_message_ids(self, conv: str) -> list[str]:
+        msgs = [(m["time"], mid) for mid, m in self.state.messages.items() if m["conversation_id"] == conv]
+        return [mid for _, mid in sorted(msgs, reverse=True)]
+
+    def _get_conversation_messages(self, parts, params, **_):
+        st = self.state
+        with st.lock:
+            ids = self._conversation_message_ids(parts[0])
+            data = [{"id": mid, "created_time": _iso(st.messages[mid]["time"])} for mid in ids]
+        return 200, {"messages": {"data": data}, "id": parts[0]}
+
+    def _get_message(self, parts, params, **_):
+        st = self.state
+        with st.lock:
+            m = dict(st.messages[parts[0]])
+            recent = self._conversation_message_ids(m["conversation_id"])[:20]
+            conv = st.conversations.get(m["conversation_id"]) or {}
+        if parts[0] not in recent:
+            raise GraphAnswer(400, {"message": "Unsupported get request. The message is not one of the 20 most "
+                                               "recent of its conversation.", "type": "GraphMethodException",
+                                    "code": 100, "error_subcode": 33})
+        ours = {"id": conv.get("ig_user_id"), "username": st.username_of(conv.get("ig_user_id") or "")}
+        customer = {"id": conv.get("customer_id"), "username": conv.get("customer_username")}
+        sender, receiver = (customer, ours) if m["from_customer"] else (ours, customer)
+        full = {"id": parts[0], "created_time": _iso(m["time"]), "from": sender, "to": {"data": [receiver]},
+                "message": m["text"]}
+        return 200, {f: full[f] for f in self._fields(params, "id,created_time") if f in full} | {"id": parts[0]}
 
     def _get_debug_token(self, parts, params, **_):
         """GET /debug_token?input_token=… with an app token (Graph API "Debug Token" reference:
@@ -1018,6 +1110,40 @@ class GraphSandbox:
             self.state.conversations[str(conversation_id)] = {
                 "ig_user_id": str(ig_user_id), "customer_id": str(customer_id),
                 "customer_username": customer_username or f"customer_{str(customer_id)[-4:]}"}
+
+    def add_comment(self, comment_id: str, *, text: str, username: str | None = None, media_id: str | None = None,
+                    caption: str | None = None, media_url: str | None = None) -> None:
+        """Plant a comment (and the post it is on) that GET /{comment-id} and GET /{media-id} answer."""
+        self.add_comment_on(self.state, comment_id, text=text, username=username, media_id=media_id,
+                            caption=caption, media_url=media_url)
+
+    @staticmethod
+    def add_comment_on(st: SandboxState, comment_id: str, *, text: str, username: str | None = None,
+                       media_id: str | None = None, caption: str | None = None, media_url: str | None = None) -> None:
+        with st.lock:
+            now = st.now()
+            st.comments[str(comment_id)] = {"text": text, "username": username or "customer",
+                                            "from_id": "9" + _digits("commenter:" + str(comment_id), 15),
+                                            "time": now, "media_id": str(media_id) if media_id else None}
+            if media_id:
+                st.media[str(media_id)] = {"caption": caption or "", "media_type": "IMAGE", "media_url": media_url,
+                                           "time": now - 3600}
+
+    def add_message(self, conversation_id: str, text: str, *, from_customer: bool = True,
+                    created_time: float | None = None) -> str:
+        """Plant a message in a conversation (add_conversation first); created_time: epoch seconds."""
+        return self.add_message_on(self.state, conversation_id, text=text, from_customer=from_customer,
+                                   created_time=created_time)
+
+    @staticmethod
+    def add_message_on(st: SandboxState, conversation_id: str, *, text: str, from_customer: bool = True,
+                       created_time: float | str | None = None) -> str:
+        mid = "aWdfZAG1faXRlbTo" + st.new_id()
+        with st.lock:
+            st.messages[mid] = {"conversation_id": str(conversation_id), "text": text,
+                                "from_customer": bool(from_customer),
+                                "time": float(created_time) if created_time not in (None, "") else st.now()}
+        return mid
 
     def add_container(self, ig_user_id: str, *, media_type: str = "IMAGE", caption: str = "",
                       created_at: float | None = None, status_code: str | None = None,
