@@ -808,3 +808,13 @@ def export_decisions(conn: sa.Connection, fmt: str, *, account_id: uuid.UUID | N
 
     data, _, _ = build_export(fmt, EXPORT_COLUMNS, export_chunks(conn, account_id=account_id))
     return data
+
+
+def stored_text_fields(conn: sa.Connection, queue_id: uuid.UUID) -> dict[str, str]:
+    """The row's editable text fields exactly as stored (an edit starts from these, never from a display copy)."""
+    q = post_queue
+    r = conn.execute(sa.select(q.c.action_type, q.c.payload).where(q.c.id == queue_id)).first()
+    if r is None:
+        return {}
+    payload = r.payload or {}
+    return {k: ("" if payload.get(k) is None else str(payload.get(k))) for k in TEXT_FIELDS.get(r.action_type, ())}
