@@ -179,9 +179,10 @@ def _policy_condition(p, q=post_queue):
     sent_count = (sa.select(sa.func.count()).select_from(s)
                   .where(s.c.business_account_id == q.c.business_account_id, s.c.action_type == q.c.action_type,
                          s.c.status == "sent")
-                  .scalar_subquery())
+                  .correlate(q, p).scalar_subquery())  # the queue row two levels up, not a new FROM
     matches = sa.exists().where(t.c.policy_id == p.c.id,
-                                _text_expr(q).ilike(sa.literal("%") + t.c.pattern + sa.literal("%"), escape="\\"))
+                                _text_expr(q).ilike(sa.literal("%") + t.c.pattern + sa.literal("%"), escape="\\")
+                                ).correlate(q, p)
     return sa.or_(p.c.mode == "always",
                   sa.and_(p.c.mode == "first_n", sent_count < sa.func.coalesce(p.c.first_n, 0)),
                   sa.and_(p.c.mode == "match", matches))
