@@ -41,7 +41,7 @@ def _held_ids(engine, actions=()):
         return {r[0] for r in conn.execute(sa.select(pq.c.id).where(held_clause(NOW, actions)))}
 
 
-def test_the_claim_holds_exactly_what_the_rule_says(engine):
+def test_the_claim_holds_exactly_what_the_rule_says(engine, monkeypatch):
     actions = ("publish_post",)
     with engine.begin() as conn:
         a, b = add_account(conn, username="alpha"), add_account(conn, username="beta")
@@ -93,12 +93,8 @@ def test_the_claim_holds_exactly_what_the_rule_says(engine):
                            text=review.action_text(r.action_type, r.payload), sent_count=sent)
         assert pure == (key in expected), (key, effective_policy)
     # the worker's claim takes everything due but the held rows
-    import os
-    os.environ["REVIEW_ACTIONS"] = ",".join(actions)
-    try:
-        claimed = {name[c.id] for c in claim(engine, now=NOW, batch_size=100)}
-    finally:
-        del os.environ["REVIEW_ACTIONS"]
+    monkeypatch.setenv("REVIEW_ACTIONS", ",".join(actions))
+    claimed = {name[c.id] for c in claim(engine, now=NOW, batch_size=100)}
     assert claimed == set(rows) - expected - {"sent_b"}
 
     # first_n: one more sent send_dm of beta and its pending one is released
@@ -301,3 +297,20 @@ def test_context_is_read_from_graph_cached_and_never_shows_the_token(engine, san
     assert bad.data is None and "Unsupported get request" in bad.error
     assert "tok-very-secret" not in repr(bad) and "tok-very-secret" not in repr(ctx)
     assert sandbox.stats()["requests"] == 0  # reads only: nothing was sent
+
+
+def test_a_row_written_by_another_program_is_held_the_moment_it_exists(engine, monkeypatch):
+    """The agents' backend inserts rows itself (its own INSERT, every column the user's schema requires)."""
+    monkeypatch.setenv("REVIEW_ACTIONS", "reply_dm")  # the claim reads the setting itself
+    with engine.begin() as conn:
+        a = add_account(conn)
+        rid = uuid.uuid4()
+        conn.execute(sa.insert(pq).values(id=rid, business_account_id=a, action_type="reply_dm",
+                                          payload={"conversation_id": "c9", "message_text": "from the backend"},
+                                          idempotency_key="backend-" + rid.hex, status="pending", retry_count=0,
+                                          created_at=NOW, updated_at=NOW))
+    assert claim(engine, now=NOW, batch_size=10) == []
+    with engine.begin() as conn:
+        assert [h.id for h in held_rows(conn, now=NOW)] == [rid]
+        approve(conn, rid, actor=OP, now=NOW)
+    assert [c.id for c in claim(engine, now=NOW, batch_size=10)] == [rid]
