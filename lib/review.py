@@ -235,7 +235,8 @@ def configured_review_actions() -> tuple[str, ...]:
 def held_clause(now: datetime, review_actions: tuple[str, ...] | None = None):
     """post_queue rows that wait for review (lib.queue.held_back_clause uses it)."""
     actions = configured_review_actions() if review_actions is None else review_actions
-    return sa.or_(sa.and_(untouched_clause(), policy_clause(actions)), late_approved_clause(now))
+    # the policy test first: with no policy and REVIEW_ACTIONS empty it is two probes of empty tables
+    return sa.or_(sa.and_(policy_clause(actions), untouched_clause()), late_approved_clause(now))
 
 
 # -- policies -----------------------------------------------------------------------------------------

@@ -82,3 +82,12 @@ def test_terms_and_their_like_patterns():
 def test_edit_distance():
     assert edit_distance("kitten", "sitting") == 3
     assert edit_distance("", "abc") == 3 and edit_distance("same", "same") == 0 and edit_distance(None, "") == 0
+
+
+def test_the_waiting_alert_links_to_the_review_page():
+    from lib.notify import alert_link
+    from lib.settings import Settings
+
+    assert alert_link(Settings(dashboard_url="https://dash.example/"), alert_type="review_waiting",
+                      account_name=None, state="open") == "https://dash.example/review"
+    assert alert_link(Settings(), alert_type="review_waiting", account_name=None, state="open") is None
