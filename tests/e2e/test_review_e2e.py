@@ -178,3 +178,43 @@ def test_viewers_see_the_queue_but_cannot_decide(start_app, review_db, sandbox, 
     expect(page.get_by_text("only operators decide")).to_be_visible()
     rows, audits, _ = _rows(url)
     assert audits == [] and {r.status for r in rows.values()} == {"pending"}
+
+
+def test_a_policy_set_on_the_page_holds_matching_rows_and_removing_it_releases_them(start_app, sqlite_url, page):
+    eng = make_engine(sqlite_url)
+    init_db(eng)
+    now = utcnow()
+    with eng.begin() as conn:
+        acc = add_account(conn, username="policy_shop")
+        match = enqueue(conn, business_account_id=acc, action_type="reply_comment", now=now,
+                        payload={"comment_id": "1", "reply_text": "Your REFUND is on its way"})
+        enqueue(conn, business_account_id=acc, action_type="reply_comment", now=now,
+                payload={"comment_id": "2", "reply_text": "Thanks for the love"})
+    server = start_app({"DATABASE_URL": sqlite_url, "INSTAGRAM_GRAPH_URL": "http://127.0.0.1:9/v21.0"})
+    page.set_viewport_size({"width": 1500, "height": 1600})
+    page.goto(server.url + "/review")
+    wait_idle(page)
+    expect(page.get_by_text("Nothing waits for review.")).to_be_visible()
+    panel = page.get_by_test_id("stExpander").filter(has_text="Review policies")
+    click_until(page, lambda: panel.locator("summary").click() if panel.locator("details").get_attribute("open") is None
+                else None, lambda ms: expect(panel.get_by_role("button", name="Save policy")).to_be_visible(timeout=ms))
+    form = panel.get_by_test_id("stForm")
+    form.get_by_text("Review only text that matches words or patterns").click()
+    form.get_by_label("Words or patterns (one per line; * matches anything)").fill("refund\ncancel*order")
+    form.get_by_role("button", name="Save policy").click()
+    expect(page.get_by_text("Policy saved.")).to_be_visible()
+    expect(page.get_by_text("1 row(s) wait for review")).to_be_visible()
+    expect(page.locator(".st-key-rv_open").get_by_role("combobox")).to_have_value(re.compile("REFUND"))
+
+    panel = page.get_by_test_id("stExpander").filter(has_text="Review policies")
+    panel.get_by_role("button", name="Remove policy").click()
+    expect(page.get_by_text("Policy removed.")).to_be_visible()
+    expect(page.get_by_text("Nothing waits for review.")).to_be_visible()
+    eng = make_engine(sqlite_url)
+    with eng.connect() as conn:
+        events = [(a.event_type, a.user_id) for a in conn.execute(
+            sa.select(audit_log).where(audit_log.c.resource_type == "review_policies").order_by(audit_log.c.created_at))]
+        assert conn.execute(sa.select(post_queue.c.status).where(post_queue.c.id == match)).scalar() == "pending"
+    eng.dispose()
+    assert events == [("review_policy_set", "local"), ("review_policy_removed", "local")]
+    assert page.locator("[data-testid='stException']").count() == 0
