@@ -314,3 +314,27 @@ def test_a_row_written_by_another_program_is_held_the_moment_it_exists(engine, m
         assert [h.id for h in held_rows(conn, now=NOW)] == [rid]
         approve(conn, rid, actor=OP, now=NOW)
     assert [c.id for c in claim(engine, now=NOW, batch_size=10)] == [rid]
+
+
+class _NoGraph:  # worker_settings reads only .url; no Graph call is made here
+    url = "http://127.0.0.1:9/v21.0"
+
+
+def test_the_waiting_alert_reaches_the_notification_routes_with_a_link_to_the_review_page(engine):
+    from lib import notify
+    from lib.sandbox.notify_sink import NotifySink
+
+    with NotifySink() as sink:
+        settings = worker_settings("sqlite://", _NoGraph, review_actions="send_dm",
+                                   review_wait_alert_s=60, dashboard_url="https://dash.example.com",
+                                   alert_notify_urls=sink.apprise_url(), alert_notify_timeout_s=5.0)
+        with engine.begin() as conn:
+            a = add_account(conn, username="dm_shop")
+            _add(conn, a, "send_dm", {"recipient_id": "1", "message_text": "waiting"}, age_min=5)
+        worker_pass(engine, settings, now=NOW)
+        rep = notify.notify_tick(engine, settings, now=NOW + timedelta(seconds=5))
+        assert rep.detect.opened == 1 and rep.delivery.sent == 1
+        [msg] = sink.received()
+    assert msg["title"] == "[WARNING] review_waiting · system"
+    assert "1 row(s) wait for review for more than 1 min" in msg["message"]
+    assert "Open in the dashboard: https://dash.example.com/review" in msg["message"]
