@@ -387,13 +387,6 @@ def held_count(conn: sa.Connection, *, now: datetime, older_than: datetime | Non
     return int(conn.execute(stmt).scalar() or 0)
 
 
-def is_held(conn: sa.Connection, queue_id: uuid.UUID, *, now: datetime,
-            review_actions: tuple[str, ...] | None = None) -> bool:
-    q = post_queue
-    return conn.execute(sa.select(q.c.id).where(q.c.id == queue_id, held_clause(now, review_actions))).first() \
-        is not None
-
-
 # -- decisions -----------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

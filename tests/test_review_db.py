@@ -16,8 +16,8 @@ from lib import review
 from lib.audit import audit_row
 from lib.identity import OPERATOR, Actor, PermissionDenied
 from lib.queue import enqueue, retry
-from lib.review import (EXPIRE_ERROR, Policy, ReviewError, approve, decide_many, decision_stats, expire_due,
-                        export_decisions, fetch_context, held_clause, held_count, held_rows, remove_policy, reject,
+from lib.review import (EXPIRE_ERROR, ReviewError, approve, decide_many, decision_stats, expire_due,
+                        export_decisions, fetch_context, held_clause, held_rows, remove_policy, reject,
                         set_policy, should_hold, worker_pass)
 from lib.schema import audit_log, post_queue as pq, post_queue_state, review_decisions, system_alerts
 from tests.support.worker import add_account, client_for, sandbox, worker_settings  # noqa: F401

@@ -12,7 +12,7 @@ from lib.identity import PermissionDenied
 from lib.instagram import GraphClient
 from lib.payload_rules import is_http_url
 from lib.queue import ACTION_TYPES, CONTENT_ACTIONS
-from lib.review import (DM_ACTIONS, MODE_LABELS, MODES, HeldRow, ReviewError, approve, decide_many,
+from lib.review import (MODE_LABELS, MODES, HeldRow, ReviewError, approve, decide_many,
                         decision_stats, export_decisions, fetch_context, held_rows, list_policies,
                         parse_review_actions, reject, remove_policy, set_policy, stored_text_fields, unknown_actions)
 from lib.text import clip
