@@ -59,6 +59,23 @@ def load_held(scope: Scope, action_type: str | None, oldest_first: bool, now: da
                          oldest_first=oldest_first, review_actions=parse_review_actions(scope.settings.review_actions))
 
 
+def arrivals(scope: Scope, action_type: str | None, shown: int) -> None:
+    """A live line (every POLL_INTERVAL_S; the list itself stays put, so a selection or a half-typed edit is
+    not disturbed): how many rows wait now, when that differs from the list on screen."""
+
+    @st.fragment(run_every=scope.run_every)
+    def panel():
+        now = utcnow()
+        with scope.engine.connect() as conn:
+            waiting = len(held_rows(conn, now=now, account_id=scope.account_id, action_type=action_type,
+                                    review_actions=parse_review_actions(scope.settings.review_actions)))
+        if waiting != shown:
+            st.info(f"{waiting:,} row(s) wait for review now; this list shows {shown:,}. Press Refresh to see them.",
+                    icon=":material/update:")
+
+    panel()
+
+
 def _when(row: HeldRow, now: datetime, scope: Scope) -> str:
     if row.window_ends_at is not None:
         left = (row.window_ends_at - now).total_seconds()

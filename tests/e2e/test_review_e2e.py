@@ -217,3 +217,25 @@ def test_a_policy_set_on_the_page_holds_matching_rows_and_removing_it_releases_t
     eng.dispose()
     assert events == [("review_policy_set", "local"), ("review_policy_removed", "local")]
     assert page.locator("[data-testid='stException']").count() == 0
+
+
+def test_rows_that_arrive_while_the_page_is_open_are_announced_without_redrawing_the_list(start_app, sqlite_url, page):
+    eng = make_engine(sqlite_url)
+    init_db(eng)
+    with eng.begin() as conn:
+        acc = add_account(conn, username="live_shop")
+        enqueue(conn, business_account_id=acc, action_type="send_dm", now=utcnow(),
+                payload={"recipient_id": "1", "message_text": "first"})
+    server = start_app({"DATABASE_URL": sqlite_url, "REVIEW_ACTIONS": "send_dm", "POLL_INTERVAL_S": "2",
+                        "INSTAGRAM_GRAPH_URL": "http://127.0.0.1:9/v21.0"})
+    page.goto(server.url + "/review")
+    wait_idle(page)
+    expect(page.get_by_text("1 row(s) wait for review")).to_be_visible()
+    with eng.begin() as conn:
+        enqueue(conn, business_account_id=acc, action_type="send_dm", now=utcnow(),
+                payload={"recipient_id": "2", "message_text": "second"})
+    eng.dispose()
+    expect(page.get_by_text("2 row(s) wait for review now; this list shows 1.")).to_be_visible()
+    page.get_by_role("button", name="Refresh").click()
+    expect(page.get_by_text("2 row(s) wait for review", exact=True)).to_be_visible()
+    expect(page.get_by_text(re.compile("wait for review now"))).to_have_count(0)
