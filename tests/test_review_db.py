@@ -228,8 +228,8 @@ def test_the_waiting_alert_opens_and_resolves(engine, sandbox):
     with engine.begin() as conn:
         a = add_account(conn)
         rid = _add(conn, a, "reply_comment", {"comment_id": "1", "reply_text": "waits"}, age_min=30)
-    worker_pass(engine, settings, now=NOW)
-    worker_pass(engine, settings, now=NOW)  # no change: no repeat
+    worker_pass(engine, settings, now=NOW, every=timedelta(0))
+    worker_pass(engine, settings, now=NOW, every=timedelta(0))  # no change: no repeat
     with engine.connect() as conn:
         (alert,) = conn.execute(sa.select(system_alerts)).all()
     assert alert.alert_type == "review_waiting" and not alert.resolved
@@ -237,7 +237,7 @@ def test_the_waiting_alert_opens_and_resolves(engine, sandbox):
     assert alert.details["count"] == 1
     with engine.begin() as conn:
         approve(conn, rid, actor=OP, now=NOW)
-    worker_pass(engine, settings, now=NOW)
+    worker_pass(engine, settings, now=NOW, every=timedelta(0))
     with engine.connect() as conn:
         assert conn.execute(sa.select(system_alerts.c.resolved)).scalar() is True
 
@@ -331,7 +331,7 @@ def test_the_waiting_alert_reaches_the_notification_routes_with_a_link_to_the_re
         with engine.begin() as conn:
             a = add_account(conn, username="dm_shop")
             _add(conn, a, "send_dm", {"recipient_id": "1", "message_text": "waiting"}, age_min=5)
-        worker_pass(engine, settings, now=NOW)
+        worker_pass(engine, settings, now=NOW, every=timedelta(0))
         rep = notify.notify_tick(engine, settings, now=NOW + timedelta(seconds=5))
         assert rep.detect.opened == 1 and rep.delivery.sent == 1
         [msg] = sink.received()
