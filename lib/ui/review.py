@@ -80,8 +80,9 @@ def _when(row: HeldRow, now: datetime, scope: Scope) -> str:
     if row.window_ends_at is not None:
         left = (row.window_ends_at - now).total_seconds()
         return "window closed" if left <= 0 else f"{fmt_duration(left)} left"
-    if row.next_retry_at is not None:
-        return f"due {fmt_local(row.next_retry_at, scope.tz, with_seconds=False)}"
+    due = row.next_retry_at or (row.created_at if row.action_type in CONTENT_ACTIONS else None)
+    if due is not None:  # a post keeps its schedule
+        return f"due {fmt_local(due, scope.tz, with_seconds=False)}"
     return "—"
 
 

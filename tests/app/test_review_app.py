@@ -36,6 +36,9 @@ def test_held_rows_are_listed_and_viewers_cannot_decide(run_page, sqlite_url):
     df = at.dataframe[0].value
     assert sorted(df["Action"]) == ["reply_comment", "send_dm"]
     assert df["Action"].iloc[0] == "send_dm"  # DMs first: their window runs out
+    assert "Thanks, *we* <b>love</b> it" in list(df["Text"])  # untrusted text as data, never Markdown/HTML
+    at.selectbox(key="rv_open").set_value(df["Queue id"].iloc[1]).run()
+    assert any(t.value == "Thanks, *we* <b>love</b> it" for t in at.text)
     assert any("could not be read from Instagram" in w.value for w in at.warning)
     assert all("tok-secret-value" not in str(e.value) for e in [*at.warning, *at.text, *at.caption])
 
