@@ -20,6 +20,9 @@ Calls (INSTAGRAM_API picks the host, lib.settings.GRAPH_HOSTS; ids from instagra
   container_status  GET  /{ig-container-id}?fields=status_code,status
   publish           POST /{ig-user-id}/media_publish creation_id=...           -> media id
   publishing_limit  GET  /{ig-user-id}/content_publishing_limit?fields=config,quota_usage
+Reads for the review page (the context of a held row): comment, media, conversation_with
+(GET /me/conversations?platform=instagram&user_id=), recent_messages (GET /{conversation-id}?fields=messages,
+then GET /{message-id}?fields=id,created_time,from,to,message).
 The container lifecycle around these calls (wait, expire, quota) is lib/publishing.py.
 """
 from __future__ import annotations
@@ -218,6 +221,35 @@ class GraphClient:
             return str(others[0].get("id"))
         raise InvalidPayload(f"conversation {conversation_id}: cannot tell the customer from our account among "
                              f"{len(people)} participants")
+
+    # -- reads for a reviewer (lib/review_context.py) ---------------------------------------------
+    def comment(self, comment_id: str, account: AccountCreds) -> dict[str, Any]:
+        """The comment an agent answers: {id, text, username, timestamp, media: {id}}."""
+        return self._call("GET", str(comment_id), account.access_token,
+                          {"fields": "id,text,username,timestamp,media"}, template="/{ig-comment-id}")
+
+    def media(self, media_id: str, account: AccountCreds) -> dict[str, Any]:
+        return self._call("GET", str(media_id), account.access_token,
+                          {"fields": "id,caption,media_type,media_url,permalink,timestamp"}, template="/{ig-media-id}")
+
+    def conversation_with(self, user_id: str, account: AccountCreds) -> str | None:
+        """The conversation id of our account with one Instagram-scoped user id, or None."""
+        body = self._call("GET", "me/conversations", account.access_token,
+                          {"platform": "instagram", "user_id": str(user_id)}, template="/me/conversations")
+        data = [c for c in (body.get("data") or []) if isinstance(c, dict) and c.get("id")]
+        return str(data[0]["id"]) if data else None
+
+    def recent_messages(self, conversation_id: str, account: AccountCreds, limit: int = 5) -> list[dict[str, Any]]:
+        """The conversation's newest `limit` messages, newest first: {id, created_time, from, to, message}.
+        Graph lists the message ids; each message's details are one more read (at most the 20 newest)."""
+        body = self._call("GET", str(conversation_id), account.access_token, {"fields": "messages"},
+                          template="/{conversation-id}")
+        ids = [m.get("id") for m in ((body.get("messages") or {}).get("data") or []) if isinstance(m, dict)]
+        out = []
+        for mid in [i for i in ids if i][:max(0, min(limit, 20))]:
+            out.append(self._call("GET", str(mid), account.access_token,
+                                  {"fields": "id,created_time,from,to,message"}, template="/{message-id}"))
+        return out
 
     # -- content publishing ----------------------------------------------------------------
     def create_container(self, fields: dict[str, Any], account: AccountCreds) -> str:

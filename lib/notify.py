@@ -175,6 +175,8 @@ def alert_link(settings: Settings, *, alert_type: str, account_name: str | None,
     base = (settings.dashboard_url or "").rstrip("/")
     if not base:
         return None
+    if alert_type == "review_waiting":  # rows waiting for review (lib/review.py): the review page itself
+        return f"{base}/review"
     query = [("alert_type", alert_type), ("alert_state", state), ("alert_view", "each")]
     if account_name:
         query.append(("account", account_name))

@@ -113,9 +113,11 @@ def hold_conditions(now: datetime) -> list[tuple[Any, str]]:
     """Why the worker leaves a due row alone, each as (SQL condition on post_queue, what a person is
     told): a disconnected account (auth failure), an account Instagram holds back (account_holds: a
     block or restriction), an account (or the whole app) that Graph throttled until later
-    (graph_usage.regain_at), or what an operator paused (queue_pauses)."""
-    from lib.account_holds import held_clause
+    (graph_usage.regain_at), what an operator paused (queue_pauses), or what waits for a person's
+    review (lib.review). Imported here: those modules import this one."""
+    from lib.account_holds import held_clause as instagram_hold
     from lib.queue_control import paused_clause
+    from lib.review import held_clause as review_hold
 
     q, acc, gu = post_queue, instagram_business_accounts, graph_usage
     disconnected = sa.exists().where(acc.c.id == q.c.business_account_id, acc.c.is_connected.is_(False))
@@ -123,10 +125,11 @@ def hold_conditions(now: datetime) -> list[tuple[Any, str]]:
     throttled = sa.exists().where(gu.c.regain_at > now, gu.c.business_account_id == q.c.business_account_id)
     return [
         (disconnected, "its account is disconnected: reconnect it (Accounts) before it can be sent"),
-        (held_clause(now), "Instagram holds its account back (see the banner at the top)"),
+        (instagram_hold(now), "Instagram holds its account back (see the banner at the top)"),
         (app_throttled, "Instagram throttles this app for now; the worker resumes by itself"),
         (throttled, "Instagram throttles its account for now; the worker resumes by itself"),
         (paused_clause(), "an operator paused it (see Pauses)"),
+        (review_hold(now), "it waits for a person's review (Review page)"),
     ]
 
 

@@ -478,3 +478,64 @@ alert_acknowledgements = sa.Table(
     sa.Column("note", sa.Text),
     sa.Index("ix_alert_acknowledgements_alert_id", "alert_id"),
 )
+
+# -- Review before sending (lib/review.py, docs/review.md): our own tables, keyed by account and
+# action type (policies) or by post_queue ids (decisions, context); post_queue gets no column.
+
+# Who reviews what: per account (NULL: every account) and action type, the mode always | first_n |
+# match | never. The most specific row wins; with none, REVIEW_ACTIONS decides.
+review_policies = sa.Table(
+    "review_policies",
+    metadata,
+    _id(),
+    sa.Column("business_account_id", sa.Uuid(as_uuid=True)),  # NULL: every account
+    sa.Column("action_type", sa.Text, nullable=False),
+    sa.Column("mode", sa.Text, nullable=False),
+    sa.Column("first_n", sa.Integer),  # first_n: hold until the account has sent this many of the type
+    sa.Column("terms", JSONType),  # match: the words/patterns as the operator typed them
+    sa.Column("updated_by", sa.Text, nullable=False),
+    _ts("updated_at", nullable=False),
+    sa.Index("ix_review_policies_scope", "action_type", "business_account_id"),
+)
+
+# A match policy's terms as LIKE patterns (lib.review.like_pattern), so the claim can test them in SQL.
+review_policy_terms = sa.Table(
+    "review_policy_terms",
+    metadata,
+    sa.Column("policy_id", sa.Uuid(as_uuid=True), nullable=False),
+    sa.Column("pattern", sa.Text, nullable=False),
+    sa.Index("ix_review_policy_terms_policy_id", "policy_id"),
+)
+
+# One decision per queue row: approved | rejected | expired, by whom, the text before and after.
+review_decisions = sa.Table(
+    "review_decisions",
+    metadata,
+    sa.Column("queue_id", sa.Uuid(as_uuid=True), primary_key=True),
+    sa.Column("business_account_id", sa.Uuid(as_uuid=True)),
+    sa.Column("action_type", sa.Text, nullable=False),
+    sa.Column("decision", sa.Text, nullable=False),
+    sa.Column("reviewer", sa.Text, nullable=False),  # the operator, or "worker" for an expiry
+    sa.Column("reason", sa.Text),
+    sa.Column("original_text", sa.Text),
+    sa.Column("final_text", sa.Text),
+    sa.Column("edited", sa.Boolean, nullable=False, default=False),
+    sa.Column("edit_distance", sa.Integer),
+    _ts("queued_at"),
+    _ts("decided_at", nullable=False),
+    _ts("window_ends_at"),  # a DM's 24-hour messaging window: an approved DM is never sent after it
+    sa.Index("ix_review_decisions_decided_at", "decided_at"),
+)
+
+# The context a reviewer reads (the comment and its post, the conversation's last messages), as read
+# from the Graph API when the row was opened; never a token. window_ends_at: the customer's last
+# message + 24 h, when the conversation could be read.
+review_context = sa.Table(
+    "review_context",
+    metadata,
+    sa.Column("queue_id", sa.Uuid(as_uuid=True), primary_key=True),
+    sa.Column("context", JSONType),
+    sa.Column("error", sa.Text),
+    _ts("window_ends_at"),
+    _ts("fetched_at", nullable=False),
+)

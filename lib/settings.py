@@ -130,6 +130,9 @@ class Settings:
     api_rate_limit_per_min: int = 600  # requests per minute per caller, then 429 with Retry-After
     api_max_body_bytes: int = 65536  # a bigger request body is refused with 413 before it is parsed
     worker_poll_s: float = 5.0  # the worker service looks for newly due rows this often between ticks; 0: off
+    # Review before sending (docs/review.md)
+    review_actions: str = ""  # action types held for a person's approval unless a policy says otherwise
+    review_wait_alert_s: int = 3600  # a review_waiting alert when a row waits longer than this; 0: never
 
     @property
     def anomaly_alerts_on(self) -> bool:

@@ -39,6 +39,7 @@ from lib.publishing import ContainerFailed, ContainerRetryable, ContainerState, 
 from lib.queue import (CONTENT_ACTIONS, DLQ, FAILED, PENDING, PROCESSING, SENT, SUCCESS_EVENT, claimable_clause,
                        due_order, idempotency_key, refresh_sent_rollup, stale_clause)
 from lib.redact import redact
+from lib.review import worker_pass as review_pass
 from lib.schema import audit_log
 from lib.schema import post_queue_attempts as pqa
 from lib.schema import instagram_business_accounts as accounts
@@ -680,6 +681,7 @@ def run_tick(engine: Engine, settings: Settings, client: GraphClient, *, stop: t
         check_graph_version(engine, settings, now=now_fn())
         with engine.begin() as conn:
             account_holds.end_expired(conn, now=now_fn())
+        review_pass(engine, settings, now=now_fn())  # DMs whose window closed in review: expired, never sent late
         unreadable: list[uuid.UUID] = []
         rows = [] if stop.is_set() else claim(engine, now=now_fn(), batch_size=settings.batch_size,
                                               dead_lettered=unreadable)

@@ -57,6 +57,16 @@ behaviour, the page and the sentence it rests on, and what had to be guessed. In
   GET /{conversation-id}?fields=messages -> {"messages": {"data": [{"id", "created_time"}]}} newest
   first; GET /{message-id}?fields=id,created_time,from,to,message ("you can only get details about
   the 20 most recent messages"). Every DM sent through the sandbox lands in its conversation.
+* Reading what a reviewer needs (https://developers.facebook.com/docs/instagram-platform/instagram-graph-api/reference/ig-comment,
+  .../reference/ig-media, https://developers.facebook.com/docs/messenger-platform/conversations and
+  .../instagram-api-with-instagram-login/conversations-api): GET /{ig-comment-id}?fields=id,text,username,
+  timestamp,media -> the comment, "media": {"id"}; GET /{ig-media-id}?fields=id,caption,media_type,media_url,
+  permalink,timestamp; GET /me/conversations?platform=instagram&user_id=<IGSID> -> {"data": [{"id",
+  "updated_time"}]}; GET /{conversation-id}?fields=messages -> {"messages": {"data": [{"id", "created_time"}]}}
+  newest first; GET /{message-id}?fields=id,created_time,from,to,message. "You can only get details about the
+  20 most recent messages in the conversation": an older message answers 100/33 (the subcode is a guess).
+  Comments, media and messages are planted with add_comment / add_message (or POST /_sandbox/comments,
+  /_sandbox/messages); an unknown id answers 100/33 "Unsupported get request", as Graph does.
 * Tokens: the access_token parameter or an "Authorization: Bearer <token>" (or "OAuth <token>")
   header, as in the docs' samples ("-H "Authorization: Bearer <ACCESS_TOKEN>""). Tokens starting
   with bad/expired/revoked answer code 190.
@@ -352,7 +362,10 @@ class SandboxState:
             self.conversations: dict[str, dict[str, Any]] = {}
             self.forced: dict[str, list] = {}                   # op -> [kind, times left] (fail_next)
             self.reply_parent: dict[str, str] = {}              # reply id -> top-level comment id
-            self.messages: dict[str, dict[str, Any]] = {}       # message id -> message (conversations)
+            self.comments: dict[str, dict[str, Any]] = {}   # comment id -> {text, username, timestamp, media_id}
+            self.media: dict[str, dict[str, Any]] = {}      # media id -> {caption, media_type, media_url, ...}
+            # message id -> {conversation_id, text, from_customer, time}: planted ones and every DM sent
+            self.messages: dict[str, dict[str, Any]] = {}
 
     # -- accounts -----------------------------------------------------------------------------
     def add_account(self, ig_user_id: str, access_token: str, *, page_id: str | None = None,
@@ -592,6 +605,15 @@ class Handler(BaseHTTPRequestHandler):
                     st.conversations[str(p["conversation_id"])] = {
                         "ig_user_id": str(p["ig_user_id"]), "customer_id": str(p["customer_id"]),
                         "customer_username": p.get("customer_username") or f"customer_{str(p['customer_id'])[-4:]}"}
+            elif parts == ["comments"]:
+                GraphSandbox.add_comment_on(st, str(p["comment_id"]), text=str(p.get("text") or ""),
+                                            username=p.get("username"), media_id=p.get("media_id"),
+                                            caption=p.get("caption"), media_url=p.get("media_url"))
+            elif parts == ["messages"]:
+                mid = GraphSandbox.add_message_on(st, str(p["conversation_id"]), text=str(p.get("text") or ""),
+                                                  from_customer=_truthy(p.get("from_customer", True)),
+                                                  created_time=p.get("created_time"))
+                return self._send(200, {"id": mid})
             elif parts == ["containers"]:
                 kwargs = {k: p[k] for k in ("media_type", "caption", "created_at", "status_code", "children")
                           if k in p}
@@ -681,6 +703,8 @@ class Handler(BaseHTTPRequestHandler):
                 return "me", self._get_me
             if parts == ["debug_token"]:
                 return "debug_token", self._get_debug_token
+            if len(parts) == 2 and parts[1] == "conversations":
+                return "conversations", self._get_conversations
             if len(parts) == 1:
                 with st.lock:
                     is_container = parts[0] in st.containers
@@ -688,12 +712,15 @@ class Handler(BaseHTTPRequestHandler):
                     return "container_status", self._get_container
                 if "participants" in str(params.get("fields", "")):
                     return "conversation", self._get_conversation
-                if parts[0].startswith("aWdfZAG1faXRlbTo"):
-                    return "message", self._get_message
-                if "messages" in str(params.get("fields", "")):
-                    return "conversation_messages", self._get_conversation_messages
-                if "parent_id" in str(params.get("fields", "")):
-                    return "comment", self._get_comment
+                with st.lock:
+                    fields = str(params.get("fields", ""))
+                    kind = ("conversation_messages" if "messages" in fields and parts[0] in st.conversations
+                            else "message" if parts[0] in st.messages
+                            else "comment" if parts[0] in st.comments or parts[0] in st.reply_parent
+                            or "parent_id" in fields
+                            else "ig_media" if parts[0] in st.media else None)
+                if kind is not None:
+                    return kind, getattr(self, "_get_" + kind)
                 raise unsupported("get", parts[0])
         if method == "POST" and len(parts) <= 1:
             raise unsupported("post", parts[0] if parts else "")
@@ -840,12 +867,6 @@ class Handler(BaseHTTPRequestHandler):
                 body["paging"]["next"] = f"/{parts[0]}/replies?after={start + len(page)}&limit={limit}"
         return 200, body
 
-    def _get_comment(self, parts, params, **_):
-        st = self.state
-        with st.lock:
-            parent = st.reply_parent.get(parts[0])
-        return 200, ({"id": parts[0], "parent_id": parent} if parent else {"id": parts[0]})
-
     # -- conversations ---------------------------------------------------------------------------
     def conversation_id_of(self, account: str, customer: str) -> str:
         st = self.state
@@ -855,38 +876,6 @@ class Handler(BaseHTTPRequestHandler):
                     return cid
         return "aWdfZAG06MTpJR01lc3NhZA2VUaHJlYWQ6" + _digits(f"conv:{account}:{customer}", 16)
 
-    def _get_conversations(self, parts, params, *, account, **_):
-        st = self.state
-        user = str(params.get("user_id") or "")
-        with st.lock:
-            planted = [cid for cid, c in st.conversations.items() if c["ig_user_id"] == account
-                       and (not user or c["customer_id"] == user)]
-            talked = {m["conversation_id"] for m in st.messages.values() if m["sender_id"] == account
-                      and (not user or m["recipient_id"] == user)}
-        data = [{"id": cid, "updated_time": _iso(st.now())} for cid in sorted(set(planted) | talked)]
-        return 200, {"data": data}
-
-    def _get_conversation_messages(self, parts, params, **_):
-        st = self.state
-        with st.lock:
-            msgs = sorted((m for m in st.messages.values() if m["conversation_id"] == parts[0]),
-                          key=lambda m: m["time"], reverse=True)
-        return 200, {"id": parts[0], "messages": {"data": [{"id": m["id"], "created_time": _iso(m["time"])}
-                                                           for m in msgs]}}
-
-    def _get_message(self, parts, params, **_):
-        st = self.state
-        with st.lock:
-            m = st.messages.get(parts[0])
-            newest = sorted((x for x in st.messages.values() if m and x["conversation_id"] == m["conversation_id"]),
-                            key=lambda x: x["time"], reverse=True)[:20]
-        if m is None or m not in newest:  # only the 20 most recent messages can be read
-            raise unsupported("get", parts[0])
-        return 200, {"id": m["id"], "created_time": _iso(m["time"]), "message": m["text"],
-                     "from": {"id": m["sender_id"], "username": st.username_of(m["sender_id"])},
-                     "to": {"data": [{"id": m["recipient_id"]}]}}
-
-    # -- messaging ---------------------------------------------------------------------------
     def _post_messages(self, parts, params, *, account, text, key, slow):
         st = self.state
         node = parts[0]
@@ -923,9 +912,11 @@ class Handler(BaseHTTPRequestHandler):
             st.sent_messages.append({"message_id": message_id, "recipient_id": str(recipient_id),
                                      "sender_id": account, "node": node, "text": text, "key": key,
                                      "time": st.now()})
-            st.messages[message_id] = {"id": message_id, "conversation_id": conversation, "sender_id": account,
-                                       "recipient_id": str(recipient_id), "text": str(message.get("text") or ""),
-                                       "time": st.now()}
+            st.conversations.setdefault(conversation, {
+                "ig_user_id": account, "customer_id": str(recipient_id),
+                "customer_username": f"customer_{str(recipient_id)[-4:]}"})
+            st.messages[message_id] = {"conversation_id": conversation, "text": str(message.get("text") or ""),
+                                       "from_customer": False, "time": st.now()}
         self._effect(key, "messages")
         if slow:
             time.sleep(slow)
@@ -948,6 +939,73 @@ class Handler(BaseHTTPRequestHandler):
         if int(_digits("order:" + conv, 3)) % 2:  # not always "customer first": pick by id
             people.reverse()
         return 200, {"participants": {"data": people}, "id": conv}
+
+    # -- reads for the reviewer: comments, media, conversations, messages ------------------------------
+    @staticmethod
+    def _fields(params, default: str) -> list[str]:
+        return [f.strip() for f in str(params.get("fields") or default).split(",") if f.strip()]
+
+    def _get_comment(self, parts, params, **_):
+        with self.state.lock:
+            c = dict(self.state.comments.get(parts[0]) or {})
+            parent = self.state.reply_parent.get(parts[0])
+        full: dict[str, Any] = {"id": parts[0]}
+        if c:
+            full.update({"text": c["text"], "username": c["username"], "timestamp": _iso(c["time"]),
+                         "from": {"id": c["from_id"], "username": c["username"]}})
+        if parent:  # a reply: its top-level comment
+            full["parent_id"] = parent
+        if c.get("media_id"):
+            full["media"] = {"id": c["media_id"]}
+        return 200, {f: full[f] for f in self._fields(params, "id,text,timestamp") if f in full} | {"id": parts[0]}
+
+    def _get_ig_media(self, parts, params, **_):
+        with self.state.lock:
+            m = dict(self.state.media[parts[0]])
+        full = {"id": parts[0], "caption": m.get("caption") or "", "media_type": m.get("media_type") or "IMAGE",
+                "media_url": m.get("media_url"), "permalink": f"https://www.instagram.com/p/{parts[0][-8:]}/",
+                "timestamp": _iso(m["time"])}
+        return 200, {f: full[f] for f in self._fields(params, "id") if f in full and full[f] is not None} | {"id": parts[0]}
+
+    def _get_conversations(self, parts, params, *, account, **_):
+        st = self.state
+        user_id = str(params.get("user_id") or "")
+        with st.lock:
+            found = [(cid, c) for cid, c in st.conversations.items()
+                     if c["ig_user_id"] == account and (not user_id or c["customer_id"] == user_id)]
+            data = []
+            for cid, c in found:
+                times = [m["time"] for m in st.messages.values() if m["conversation_id"] == cid]
+                data.append({"id": cid, "updated_time": _iso(max(times)) if times else None})
+        return 200, {"data": data}
+
+    def _conversation_message_ids(self, conv: str) -> list[str]:
+        msgs = [(m["time"], mid) for mid, m in self.state.messages.items() if m["conversation_id"] == conv]
+        return [mid for _, mid in sorted(msgs, reverse=True)]
+
+    def _get_conversation_messages(self, parts, params, **_):
+        st = self.state
+        with st.lock:
+            ids = self._conversation_message_ids(parts[0])
+            data = [{"id": mid, "created_time": _iso(st.messages[mid]["time"])} for mid in ids]
+        return 200, {"messages": {"data": data}, "id": parts[0]}
+
+    def _get_message(self, parts, params, **_):
+        st = self.state
+        with st.lock:
+            m = dict(st.messages[parts[0]])
+            recent = self._conversation_message_ids(m["conversation_id"])[:20]
+            conv = st.conversations.get(m["conversation_id"]) or {}
+        if parts[0] not in recent:
+            raise GraphAnswer(400, {"message": "Unsupported get request. The message is not one of the 20 most "
+                                               "recent of its conversation.", "type": "GraphMethodException",
+                                    "code": 100, "error_subcode": 33})
+        ours = {"id": conv.get("ig_user_id"), "username": st.username_of(conv.get("ig_user_id") or "")}
+        customer = {"id": conv.get("customer_id"), "username": conv.get("customer_username")}
+        sender, receiver = (customer, ours) if m["from_customer"] else (ours, customer)
+        full = {"id": parts[0], "created_time": _iso(m["time"]), "from": sender, "to": {"data": [receiver]},
+                "message": m["text"]}
+        return 200, {f: full[f] for f in self._fields(params, "id,created_time") if f in full} | {"id": parts[0]}
 
     def _get_debug_token(self, parts, params, **_):
         """GET /debug_token?input_token=… with an app token (Graph API "Debug Token" reference:
@@ -1161,6 +1219,40 @@ class GraphSandbox:
             self.state.conversations[str(conversation_id)] = {
                 "ig_user_id": str(ig_user_id), "customer_id": str(customer_id),
                 "customer_username": customer_username or f"customer_{str(customer_id)[-4:]}"}
+
+    def add_comment(self, comment_id: str, *, text: str, username: str | None = None, media_id: str | None = None,
+                    caption: str | None = None, media_url: str | None = None) -> None:
+        """Plant a comment (and the post it is on) that GET /{comment-id} and GET /{media-id} answer."""
+        self.add_comment_on(self.state, comment_id, text=text, username=username, media_id=media_id,
+                            caption=caption, media_url=media_url)
+
+    @staticmethod
+    def add_comment_on(st: SandboxState, comment_id: str, *, text: str, username: str | None = None,
+                       media_id: str | None = None, caption: str | None = None, media_url: str | None = None) -> None:
+        with st.lock:
+            now = st.now()
+            st.comments[str(comment_id)] = {"text": text, "username": username or "customer",
+                                            "from_id": "9" + _digits("commenter:" + str(comment_id), 15),
+                                            "time": now, "media_id": str(media_id) if media_id else None}
+            if media_id:
+                st.media[str(media_id)] = {"caption": caption or "", "media_type": "IMAGE", "media_url": media_url,
+                                           "time": now - 3600}
+
+    def add_message(self, conversation_id: str, text: str, *, from_customer: bool = True,
+                    created_time: float | None = None) -> str:
+        """Plant a message in a conversation (add_conversation first); created_time: epoch seconds."""
+        return self.add_message_on(self.state, conversation_id, text=text, from_customer=from_customer,
+                                   created_time=created_time)
+
+    @staticmethod
+    def add_message_on(st: SandboxState, conversation_id: str, *, text: str, from_customer: bool = True,
+                       created_time: float | str | None = None) -> str:
+        mid = "aWdfZAG1faXRlbTo" + st.new_id()
+        with st.lock:
+            st.messages[mid] = {"conversation_id": str(conversation_id), "text": text,
+                                "from_customer": bool(from_customer),
+                                "time": float(created_time) if created_time not in (None, "") else st.now()}
+        return mid
 
     def add_container(self, ig_user_id: str, *, media_type: str = "IMAGE", caption: str = "",
                       created_at: float | None = None, status_code: str | None = None,

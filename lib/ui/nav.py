@@ -37,6 +37,7 @@ PAGES = (
     PageSpec("Monitor", "pages/overview.py", "Overview", ":material/dashboard:", default=True),
     PageSpec("Monitor", "pages/agent_status.py", "Agent Status", ":material/monitor_heart:"),
     PageSpec("Monitor", "pages/queue_monitor.py", "Queue Monitor", ":material/queue:"),
+    PageSpec("Monitor", "pages/review.py", "Review", ":material/fact_check:"),
     PageSpec("Monitor", "pages/system_alerts.py", "System Alerts", ":material/notifications_active:"),
     PageSpec("Monitor", "pages/accounts.py", "Accounts", ":material/manage_accounts:"),
     PageSpec("Monitor", "pages/notifications.py", "Notifications", ":material/campaign:"),
