@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable, Mapping
 
+from lib.text import md_escape  # refusal messages are shown as Markdown: what the request carried is escaped
+
 VIEWER = "viewer"
 OPERATOR = "operator"
 
@@ -176,7 +178,7 @@ def header_identity(
         )
     if proxies and not client_is_trusted(client_ip, proxies):
         raise IdentityRefused(
-            f"This request did not come through the sign-in proxy (client address {client_ip or 'unknown'} "
+            f"This request did not come through the sign-in proxy (client address {md_escape(client_ip or 'unknown')} "
             "is not in TRUSTED_PROXY_IPS). Open the dashboard through its sign-in proxy."
         )
     values = [v for v in values if v is not None]
@@ -234,7 +236,7 @@ def oidc_identity(claims: Mapping[str, Any], *, verified_claim: str = "email_ver
         raise IdentityRefused("Your sign-in carries no email address, so the dashboard cannot tell who you are.")
     if not _true(claims.get(verified_claim)):
         raise IdentityRefused(
-            f"Your identity provider has not verified the email {email.strip()} (claim {verified_claim!r} is not "
+            f"Your identity provider has not verified the email {md_escape(email.strip())} (claim {verified_claim!r} is not "
             "true). Verify it with the provider, or ask the administrator."
         )
     return email.strip()

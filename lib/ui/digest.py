@@ -31,7 +31,7 @@ def show_schedule(scope: Scope) -> None:
     now = utcnow()
     nxt = __import__("croniter").croniter(s.digest_cron, now).get_next(type(now))
     n_routes = len(routes(s))
-    st.caption(f"Sent by the worker on `{md_escape(s.digest_cron)}` (DIGEST_CRON, UTC) — next {nxt:%Y-%m-%d %H:%M} UTC — "
+    st.caption(f"Sent by the worker on {md_escape(s.digest_cron)} (DIGEST_CRON, UTC) — next {nxt:%Y-%m-%d %H:%M} UTC — "
                f"{'one digest per account' if s.digest_scope == 'per_account' else 'one digest for all accounts'} "
                f"(DIGEST_SCOPE), through {n_routes} notification route{'s' if n_routes != 1 else ''} "
                "(ALERT_NOTIFY_URLS; e-mail routes get HTML).")
@@ -92,7 +92,7 @@ def confirm_send(scope: Scope, labels: list[str]) -> None:
 def show_preview(scope: Scope) -> None:
     now = floor_time(utcnow(), 60)
     d = load_preview(scope.db_url, scope.settings, scope.account_id, now)
-    st.subheader(d.title)
+    st.subheader(md_escape(d.title), anchor=False)  # the title names the account
     st.markdown("**KPIs** (latest weekly report, change vs the one before)")
     st.dataframe(pd.DataFrame(d.kpis, columns=["account", "label", "value", "delta"]), hide_index=True,
                  width="stretch", key="digest_kpis")

@@ -760,5 +760,5 @@ def pause_control(scope: Scope) -> None:
                      format_func=lambda a: "every action type" if a == ALL else a)
         st.text_input("Reason (optional)", key="qm_pause_reason", max_chars=500, disabled=not can)
         where = scope.account_name(scope.account_id) if scope.account_id else "every account"
-        st.button(f"Pause for {where}", key="qm_pause", on_click=_on_pause, args=(scope,), disabled=not can,
+        st.button(f"Pause for {md_escape(where)}", key="qm_pause", on_click=_on_pause, args=(scope,), disabled=not can,
                   help=None if can else "Operators only: your role is viewer.")
