@@ -9,7 +9,6 @@ import re
 from dataclasses import replace
 from datetime import datetime, timezone
 
-import pytest
 import sqlalchemy as sa
 
 from lib import notify
