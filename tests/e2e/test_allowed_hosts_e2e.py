@@ -29,12 +29,18 @@ def ws_upgrade_status(port: int, host: str) -> int:
     return int(head.split(" ", 2)[1])
 
 
-@pytest.mark.parametrize("mode", ["local", "header"])
-def test_a_websocket_with_a_foreign_host_is_refused_in_every_mode(start_app, demo_url, mode):
-    env = {"DATABASE_URL": demo_url}
+@pytest.mark.parametrize("mode", ["local", "header", "oidc"])
+def test_a_websocket_with_a_foreign_host_is_refused_in_every_mode(start_app, demo_url, mode, tmp_path):
+    env, args = {"DATABASE_URL": demo_url}, ()
     if mode == "header":
         env.update({"TRUSTED_USER_HEADER": "X-Forwarded-Email", "OPERATOR_EMAILS": "ops@example.com"})
-    server = start_app(env)
+    if mode == "oidc":  # a complete [auth] table (its provider is never asked: no one signs in here)
+        secrets = tmp_path / "secrets.toml"
+        secrets.write_text('[auth]\nredirect_uri = "http://127.0.0.1:1/oauth2callback"\n'
+                           'cookie_secret = "test-cookie-secret-0123456789abcdef"\nclient_id = "c"\n'
+                           'client_secret = "s"\nserver_metadata_url = "http://127.0.0.1:1/.well-known/openid-configuration"\n')
+        args = ("--secrets.files", str(secrets))
+    server = start_app(env, args=args)
     assert ws_upgrade_status(server.port, f"rebind.example:{server.port}") != 101
     assert ws_upgrade_status(server.port, f"127.0.0.1:{server.port}") == 101
     assert ws_upgrade_status(server.port, f"localhost:{server.port}") == 101
