@@ -6,6 +6,7 @@ import csv
 import gc
 import io
 import json
+import tempfile
 import threading
 from contextlib import contextmanager
 from typing import Any, Iterable, Sequence
@@ -14,12 +15,18 @@ import pandas as pd
 
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# What a spreadsheet skips before it looks for a formula: spaces, tabs, line breaks (and the
+# Unicode spaces Excel and LibreOffice also trim). "  =HYPERLINK(...)" and "\n=1+1" are formulas too.
+_LEADING_BLANKS = " \t\r\n\u00a0\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u200b\u202f\u205f\u3000\ufeff"
+_FORMULA_CHARS = ("=", "+", "-", "@")
 
 
 def csv_safe(value: Any) -> Any:
-    """A cell a spreadsheet will not run: text that begins with = + - @, a tab or a carriage return
-    gets a leading ' (OWASP, CSV injection). Numbers, booleans, dates and None are left alone."""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+    """A cell a spreadsheet will not run: text whose first character after any leading blanks
+    (spaces, tabs, line breaks) is = + - or @, or that begins with a tab or a carriage return, gets
+    a leading ' (OWASP, CSV injection). Numbers, booleans, dates and None are left alone."""
+    if isinstance(value, str) and value and (value.startswith(FORMULA_STARTS)
+                                             or value.lstrip(_LEADING_BLANKS).startswith(_FORMULA_CHARS)):
         return "'" + value
     return value
 
@@ -94,28 +101,48 @@ def _csv_column(values: Sequence[Any]) -> Sequence[Any]:
     return [_cell(v) for v in values]
 
 
-def rows_to_csv(columns: Sequence[str], chunks: Iterable[Sequence[Sequence[Any]]], cap: int | None = None) -> tuple[bytes, int, bool]:
-    """CSV of the rows in `chunks` (lists of row tuples), at most `cap` rows.
+def rows_to_csv(columns: Sequence[str], chunks: Iterable[Sequence[Sequence[Any]]], cap: int | None = None,
+                *, out=None, max_bytes: int | None = None) -> tuple[bytes | None, int, bool]:
+    """CSV of the rows in `chunks` (lists of row tuples), at most `cap` rows and `max_bytes` bytes
+    (whole rows: a chunk that would pass the byte cap is written only up to the last row that fits).
 
-    Returns (csv bytes, rows written, truncated).
-    """
+    Written into `out` (a binary file) when given, else into memory. Returns (the bytes, or None when
+    written to `out`; rows written; truncated)."""
     # bytes from the start: a StringIO of the same text can take up to 4 bytes per character
     # (one emoji is enough), and .getvalue().encode() would hold a second copy next to it
-    raw = io.BytesIO()
+    raw = io.BytesIO() if out is None else out
     buf = io.TextIOWrapper(raw, encoding="utf-8", newline="", write_through=True)
     writer = csv.writer(buf)
     writer.writerow([csv_safe(c) for c in columns])
     written = 0
     truncated = False
-    for chunk, done in _capped(chunks, cap):
+    pieces = _capped(chunks, cap)
+    for chunk, done in pieces:
         if chunk is None:
             truncated = bool(done)
             break
-        if len(chunk):
-            writer.writerows(zip(*[_csv_column(c) for c in chunk_columns(chunk, len(columns))]))
-            written += len(chunk)
+        if not len(chunk):
+            continue
+        rows = list(zip(*[_csv_column(c) for c in chunk_columns(chunk, len(columns))]))
+        start = raw.tell()
+        writer.writerows(rows)
+        if max_bytes is not None and raw.tell() > max_bytes:  # redo this chunk row by row up to the cap
+            raw.seek(start)
+            raw.truncate()
+            for row in rows:
+                before = raw.tell()
+                writer.writerow(row)
+                if raw.tell() > max_bytes:
+                    raw.seek(before)
+                    raw.truncate()
+                    break
+                written += 1
+            truncated = True
+            break
+        written += len(chunk)
+    pieces.close()  # the source is closed now, not when the garbage collector gets to it
     buf.flush()
-    data = raw.getvalue()
+    data = raw.getvalue() if out is None else None
     buf.detach()
     return data, written, truncated
 
@@ -195,15 +222,63 @@ def plain_column(values: list[Any]) -> tuple[list[Any], set]:
     return values, set(map(type, values))
 
 
+MAX_CONCURRENT_EXPORTS = 2  # exports built at once in one app process; the others wait for a turn
+EXPORT_WAIT_S = 30.0  # how long an export waits for its turn before it is refused
+EXPORT_MAX_BYTES = 100 * 1024 * 1024  # one export file at most (its rows are cut there, whole)
+BUSY_MESSAGE = (f"Another export is running: this app builds at most {MAX_CONCURRENT_EXPORTS} at once. "
+                "Try again in a minute.")
+
+_slots = threading.BoundedSemaphore(MAX_CONCURRENT_EXPORTS)
+_running_lock = threading.Lock()
+_running = 0
+
+
+class ExportBusy(RuntimeError):
+    """Every export slot stayed taken for the whole wait; nothing was built."""
+
+
+def exports_running() -> int:
+    """How many exports this process is building now."""
+    return _running
+
+
+@contextmanager
+def export_slot(wait_s: float = 0.0):
+    """One of the process's MAX_CONCURRENT_EXPORTS turns, waited for up to `wait_s` seconds, or
+    ExportBusy: a burst of exports (any viewer may start several) is built a few at a time, so the
+    memory they take together stays bounded."""
+    global _running
+    if not _slots.acquire(timeout=wait_s) if wait_s > 0 else not _slots.acquire(blocking=False):
+        raise ExportBusy(BUSY_MESSAGE)
+    with _running_lock:
+        _running += 1
+    try:
+        yield
+    finally:
+        with _running_lock:
+            _running -= 1
+        _slots.release()
+
+
 def build_export(fmt: str, columns: Sequence[str], chunks: Iterable[Sequence[Sequence[Any]]],
-                 cap: int | None = None) -> tuple[bytes, int, bool]:
+                 cap: int | None = None, *, max_bytes: int | None = EXPORT_MAX_BYTES,
+                 wait_s: float | None = None) -> tuple[bytes, int, bool]:
     """The rows in `chunks` (lists of tuples, e.g. from a server-side cursor) as `fmt`, at most `cap`
-    rows. Returns (file bytes, rows written, truncated)."""
+    rows and about `max_bytes` bytes, built in one of the process's export turns (export_slot).
+
+    The file is written to an unnamed temporary file as the rows arrive (never a second copy in
+    memory while it grows) and read back once at the end: Streamlit's download button takes the
+    finished file as bytes. Returns (file bytes, rows written, truncated by either cap)."""
     writers = {"csv": rows_to_csv, "xlsx": rows_to_xlsx, "parquet": rows_to_parquet}
     if fmt not in writers:
         raise ValueError(f"unknown export format {fmt!r}")
-    with fewer_gc_passes():
-        return writers[fmt](columns, chunks, cap=cap)
+    try:
+        with export_slot(EXPORT_WAIT_S if wait_s is None else wait_s), fewer_gc_passes(), tempfile.TemporaryFile(prefix="export-") as out:
+            _, written, truncated = writers[fmt](columns, chunks, cap=cap, out=out, max_bytes=max_bytes)
+            out.seek(0)
+            return out.read(), written, truncated
+    finally:
+        close_source(chunks)  # a busy slot or a failed writer: the cursor under `chunks` is closed too
 
 
 _gc_lock = threading.Lock()
@@ -263,12 +338,14 @@ def close_source(chunks: Any) -> None:
 
 
 def rows_to_xlsx(columns: Sequence[str], chunks: Iterable[Sequence[Sequence[Any]]],
-                 cap: int | None = None) -> tuple[bytes, int, bool]:
+                 cap: int | None = None, *, out=None, max_bytes: int | None = None) -> tuple[bytes | None, int, bool]:
+    """Excel, row by row. The byte cap counts the cells' text and numbers as written (the zipped
+    file comes out smaller): the rows stop at the first chunk that passes it."""
     import xlsxwriter
 
     cap = XLSX_MAX_ROWS if cap is None else min(cap, XLSX_MAX_ROWS)
-    out = io.BytesIO()
-    book = xlsxwriter.Workbook(out, {
+    target = io.BytesIO() if out is None else out
+    book = xlsxwriter.Workbook(target, {
         "constant_memory": True, "in_memory": False,  # row by row, the sheet data in a temp file, not in RAM
         "strings_to_formulas": False, "strings_to_urls": False, "strings_to_numbers": False,
         "nan_inf_to_errors": True,
@@ -284,18 +361,25 @@ def rows_to_xlsx(columns: Sequence[str], chunks: Iterable[Sequence[Sequence[Any]
     w_num = getattr(sheet, "_write_number", None) or (lambda r, c, v, f=None: sheet.write_number(r, c, v, f))
     w_bool = getattr(sheet, "_write_boolean", None) or (lambda r, c, v, f=None: sheet.write_boolean(r, c, v, f))
     r = 0
+    size = 0
     truncated = False
-    for chunk, done in _capped(chunks, cap):
+    pieces = _capped(chunks, cap)
+    for chunk, done in pieces:
         if chunk is None:
             truncated = bool(done)
             break
+        if max_bytes is not None and size > max_bytes:
+            truncated = True
+            break
         for row in chunk:
             r += 1
+            size += 8 * len(row)
             for c, raw in enumerate(row):
                 t = type(raw)
                 if raw is None:
                     continue
                 if t is str:  # the common case first
+                    size += len(raw)
                     w_str(r, c, csv_safe(raw)[:XLSX_MAX_TEXT], None)
                     continue
                 v = export_value(raw)
@@ -311,9 +395,10 @@ def rows_to_xlsx(columns: Sequence[str], chunks: Iterable[Sequence[Sequence[Any]
                     sheet.write_datetime(r, c, v.replace(tzinfo=None), stamp)  # UTC wall time
                 else:
                     w_str(r, c, str(csv_safe(str(v)))[:XLSX_MAX_TEXT], None)
+    pieces.close()
     sheet.freeze_panes(1, 0)
     book.close()
-    return out.getvalue(), r, truncated
+    return (target.getvalue() if out is None else None), r, truncated
 
 
 def _arrow_type(kinds: set):
@@ -369,7 +454,7 @@ def _repeating(names: list[str], first: list[tuple[list[Any], set]]) -> list[str
 
 
 def rows_to_parquet(columns: Sequence[str], chunks: Iterable[Sequence[Sequence[Any]]],
-                    cap: int | None = None) -> tuple[bytes, int, bool]:
+                    cap: int | None = None, *, out=None, max_bytes: int | None = None) -> tuple[bytes | None, int, bool]:
     """Parquet, one row group per chunk. Column types come from the first chunk that has a value in
     the column (the chunks before it are held until every column's type is known, at most
     PARQUET_HOLD_ROWS rows); a column with no value by then is text."""
@@ -379,7 +464,7 @@ def rows_to_parquet(columns: Sequence[str], chunks: Iterable[Sequence[Sequence[A
     names = [str(c) for c in columns]
     types: list[Any] = [None] * len(names)
     held: list[list[tuple[list[Any], set]]] = []  # chunks as (column, its types), before the schema is known
-    out = io.BytesIO()
+    target = io.BytesIO() if out is None else out
     writer = None
     written = 0
     truncated = False
@@ -391,9 +476,13 @@ def rows_to_parquet(columns: Sequence[str], chunks: Iterable[Sequence[Sequence[A
                                                    schema=schema))
 
     schema = None
-    for chunk, done in _capped(chunks, cap):
+    pieces = _capped(chunks, cap)
+    for chunk, done in pieces:
         if chunk is None:
             truncated = bool(done)
+            break
+        if max_bytes is not None and target.tell() > max_bytes:  # row groups are written as they come
+            truncated = True
             break
         cols = [plain_column(c) for c in chunk_columns(chunk, len(names))]  # (values, their types)
         written += len(chunk)
@@ -409,7 +498,7 @@ def rows_to_parquet(columns: Sequence[str], chunks: Iterable[Sequence[Sequence[A
                 if pa.types.is_integer(t) and any(float in h[i][1] for h in held):
                     types[i] = pa.float64()
             schema = pa.schema([pa.field(n, t) for n, t in zip(names, types)])
-            writer = pq.ParquetWriter(out, schema, compression="zstd", use_dictionary=_repeating(names, held[0]))
+            writer = pq.ParquetWriter(target, schema, compression="zstd", use_dictionary=_repeating(names, held[0]))
             flush(held)
             held = []
         else:
@@ -417,10 +506,11 @@ def rows_to_parquet(columns: Sequence[str], chunks: Iterable[Sequence[Sequence[A
     if writer is None:
         types = [t or pa.string() for t in types]
         schema = pa.schema([pa.field(n, t) for n, t in zip(names, types)])
-        writer = pq.ParquetWriter(out, schema, compression="zstd", use_dictionary=_repeating(names, held[0] if held else []))
+        writer = pq.ParquetWriter(target, schema, compression="zstd", use_dictionary=_repeating(names, held[0] if held else []))
         flush(held)
+    pieces.close()
     writer.close()
-    return out.getvalue(), written, truncated
+    return (target.getvalue() if out is None else None), written, truncated
 
 
 def prefetched(chunks: Iterable[Any], depth: int = 2) -> Iterable[Any]:

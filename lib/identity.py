@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable, Mapping
 
+from lib.text import md_escape  # refusal messages are shown as Markdown: what the request carried is escaped
+
 VIEWER = "viewer"
 OPERATOR = "operator"
 
@@ -132,17 +134,41 @@ def client_is_trusted(client_ip: str | None, trusted: Iterable) -> bool:
     return any(ip in net for net in trusted)
 
 
+def forwarded_trust_is_off(forwarded_allow_ips: str | None) -> bool:
+    """True when the app server takes the client address from the connection only.
+
+    Streamlit's server (uvicorn) replaces the client address with the X-Forwarded-For value on
+    connections from FORWARDED_ALLOW_IPS, which defaults to 127.0.0.1 and ::1 when unset: then a
+    caller on this machine chooses the address that TRUSTED_PROXY_IPS is checked against. Only an
+    explicitly empty FORWARDED_ALLOW_IPS trusts no forwarder."""
+    if forwarded_allow_ips is None:
+        return False
+    return not [item for item in forwarded_allow_ips.split(",") if item.strip()]
+
+
 def header_identity(
-    values: Iterable[str], *, header: str, bind_address: str | None, client_ip: str | None, trusted_proxy_ips: str
+    values: Iterable[str], *, header: str, bind_address: str | None, client_ip: str | None, trusted_proxy_ips: str,
+    forwarded_allow_ips: str | None = None,
 ) -> str:
     """The user a sign-in proxy names in `header`, or IdentityRefused.
 
     * Off loopback the header is trusted only from TRUSTED_PROXY_IPS: with the list empty nothing is
       served, whoever asks; with it set, only requests whose client address is listed.
     * On loopback with TRUSTED_PROXY_IPS set, the list is enforced all the same.
+    * With TRUSTED_PROXY_IPS set, nothing is served until FORWARDED_ALLOW_IPS (the environment
+      variable the app server reads) is set to an empty value: the address checked must be the
+      connection's, not one the caller wrote into X-Forwarded-For.
     * A header that arrives more than once (or two values folded into one with a comma) is refused.
     """
     proxies = parse_proxy_ips(trusted_proxy_ips)
+    if proxies and not forwarded_trust_is_off(forwarded_allow_ips):
+        raise IdentityRefused(
+            "Header identity is switched off: TRUSTED_PROXY_IPS is set, but the app server takes the client "
+            "address from X-Forwarded-For on connections from "
+            f"{'127.0.0.1 and ::1' if forwarded_allow_ips is None else 'FORWARDED_ALLOW_IPS'}, so a caller could "
+            "choose the address that is checked. Start the app with FORWARDED_ALLOW_IPS set to an empty value "
+            "(FORWARDED_ALLOW_IPS=) so that the address checked is the connection's own."
+        )
     if not is_loopback(bind_address) and not proxies:
         raise IdentityRefused(
             f"Header identity is switched off: the server listens on {bind_address or 'every interface'}, "
@@ -152,7 +178,7 @@ def header_identity(
         )
     if proxies and not client_is_trusted(client_ip, proxies):
         raise IdentityRefused(
-            f"This request did not come through the sign-in proxy (client address {client_ip or 'unknown'} "
+            f"This request did not come through the sign-in proxy (client address {md_escape(client_ip or 'unknown')} "
             "is not in TRUSTED_PROXY_IPS). Open the dashboard through its sign-in proxy."
         )
     values = [v for v in values if v is not None]
@@ -210,7 +236,7 @@ def oidc_identity(claims: Mapping[str, Any], *, verified_claim: str = "email_ver
         raise IdentityRefused("Your sign-in carries no email address, so the dashboard cannot tell who you are.")
     if not _true(claims.get(verified_claim)):
         raise IdentityRefused(
-            f"Your identity provider has not verified the email {email.strip()} (claim {verified_claim!r} is not "
+            f"Your identity provider has not verified the email {md_escape(email.strip())} (claim {verified_claim!r} is not "
             "true). Verify it with the provider, or ask the administrator."
         )
     return email.strip()

@@ -23,6 +23,7 @@ of its rows are resolved.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 import re
 import uuid
@@ -90,30 +91,62 @@ def route_id(url: str) -> str:
     return "r" + hashlib.sha256(url.encode()).hexdigest()[:10]
 
 
-_SAFE_QUERY_KEYS = {"format", "method", "overflow", "retry", "wait", "optional", "cto", "rto", "verify", "mode",
-                    "smtp", "from", "to", "name", "cc", "bcc", "tz", "emojis", "redirect"}
+_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]{0,31}$")
+_DNS_NAME = re.compile(r"^(?=.{4,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,62}$")
+
+
+def _label_host(url: str) -> str | None:
+    """The URL's host when it is one: an IP address, localhost or a dotted DNS name. Many Apprise
+    services put a credential where a host would be (ntfy://<topic>, tgram://<bot token>,
+    discord://<webhook id>/...): those are not host names and are never shown."""
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return None
+    if not host:
+        return None
+    if host == "localhost":
+        return host
+    try:
+        ip = ipaddress.ip_address(host)
+        return f"[{ip}]" if ip.version == 6 else str(ip)
+    except ValueError:
+        pass
+    return host if _DNS_NAME.match(host) else None
+
+
+def route_label(url: str, rid: str | None = None) -> str:
+    """How a route is shown, stored (notification_outbox.route_label, audit details) and logged:
+    scheme + host + a short fingerprint (the first digits of its route id), e.g.
+    `jsons://hooks.example.com #3f9a1c`. Never a user name, password, path segment, query value or
+    ntfy topic: Apprise's privacy mode keeps paths and topics, and those often are the credential."""
+    head, sep, _ = url.partition("://")
+    scheme = head.strip().lower() if sep and _SCHEME.match(head.strip().lower()) else "?"
+    fingerprint = (rid or route_id(url)).lstrip("r")[:6]
+    return f"{scheme}://{_label_host(url) or '…'} #{fingerprint}"
 
 
 def mask_notify_url(url: str) -> str:
-    """The URL as Apprise's privacy mode shows it (passwords and tokens cut to their first and last
-    character, per service), without Apprise's defaults, and with the value of every query parameter
-    the user gave that is not a harmless option (headers, tokens, keys) replaced by ***."""
-    scheme = url.split("://", 1)[0] if "://" in url else "?"
+    """The route's label (route_label): the one way a notification URL is ever shown."""
+    return route_label(url)
+
+
+def understood(url: str) -> bool:
+    """Apprise can build a notifier from this URL."""
     try:
         import apprise
 
-        obj = apprise.Apprise.instantiate(url)
-    except Exception:  # noqa: BLE001 - a URL Apprise chokes on is shown as its scheme only
-        obj = None
-    if obj is None:
-        return f"{scheme}://***"
-    base = obj.url(privacy=True).split("?", 1)[0]
-    try:
-        query = [p.partition("=") for p in urlsplit(url).query.split("&") if p]  # raw: "+Header" stays "+Header"
-    except ValueError:
-        query = []
-    parts = [f"{k}={v if k.lower() in _SAFE_QUERY_KEYS else '***'}" for k, _, v in query]
-    return base + ("?" + "&".join(parts) if parts else "")
+        return apprise.Apprise.instantiate(url) is not None
+    except Exception:  # noqa: BLE001 - a URL Apprise chokes on is not understood
+        return False
+
+
+def stored_label(label: str | None, rid: str | None) -> str | None:
+    """A route label read back from notification_outbox, in today's form: rows written before the
+    labels were cut to scheme + host may hold a path, a topic or a masked user name."""
+    if not label or label.startswith("("):  # "(route no longer configured)"
+        return label
+    return route_label(label.split(" #", 1)[0], rid)
 
 
 def _secret_parts(url: str) -> list[str]:
@@ -151,8 +184,8 @@ def routes(settings: Settings) -> list[Route]:
             wanted.setdefault(url, set()).add(sev)
     out = []
     for url, sevs in wanted.items():
-        label = mask_notify_url(url)
-        valid = not label.endswith("://***")
+        label = route_label(url)
+        valid = understood(url)
         out.append(Route(id=route_id(url), url=url, severities=tuple(s for s in SEVERITIES if s in sevs),
                          label=label, valid=valid,
                          problem=None if valid else "Apprise does not understand this URL (unknown scheme or bad syntax)"))
@@ -973,10 +1006,11 @@ class Delivery:
 
 def recent_deliveries(conn: sa.Connection, *, limit: int = DELIVERY_HISTORY) -> list[Delivery]:
     o = outbox
-    rows = conn.execute(sa.select(o.c.id, o.c.created_at, o.c.kind, o.c.route_label, o.c.title, o.c.status,
+    rows = conn.execute(sa.select(o.c.id, o.c.created_at, o.c.kind, o.c.route_label, o.c.route_id, o.c.title, o.c.status,
                                   o.c.attempts, o.c.last_error, o.c.sent_at, o.c.next_attempt_at)
                         .order_by(o.c.created_at.desc(), o.c.id.desc()).limit(limit)).all()
-    return [Delivery(r.id, as_utc(r.created_at), r.kind, r.route_label, r.title, r.status, r.attempts or 0,
+    return [Delivery(r.id, as_utc(r.created_at), r.kind, stored_label(r.route_label, r.route_id), r.title, r.status,
+                     r.attempts or 0,
                      r.last_error, as_utc(r.sent_at), as_utc(r.next_attempt_at)) for r in rows]
 
 

@@ -8,6 +8,7 @@ went into its `queue_item_discarded` audit row, so nothing is lost and it can be
 """
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,11 +20,24 @@ from lib.audit import audit_row
 from lib.identity import Actor, require_operator
 from lib.payload_rules import TEXT_FIELDS, payload_problems
 from lib.queue import (ACTION_TYPES, MAX_BULK_RETRY, RETRYABLE_STATUSES, due_clause, idempotency_key)
-from lib.redact import redact
+from lib.redact import REDACTED, redact
 from lib.schema import audit_log, post_queue, post_queue_state, queue_pauses
 from lib.timeutil import as_utc, iso
 
-MEDIA_FIELDS = ("image_url", "video_url", "media_url", "children")  # a change here means a new container
+PUBLISH_ACTIONS = ("publish_post", "repost_ugc")
+# What goes into a media container (IG User Media's parameters). The container holds them as they
+# were when it was made, so a change to any of them needs a new container; any other payload key of
+# a publish row is treated the same way, as a key we do not know may be one Instagram reads.
+CONTAINER_FIELDS = ("caption", "media_type", "children", "image_url", "video_url", "media_url", "cover_url",
+                    "thumb_offset", "share_to_feed", "location_id", "user_tags", "product_tags", "collaborators",
+                    "audio_name", "alt_text", "is_carousel_item", "trial_params")
+# The marks a display copy puts into text (lib.text.clip / clip_json, lib.redact): a value still
+# holding one was copied from the page, not from the row, and saving it would send the mark.
+DISPLAY_MARKS = (
+    re.compile(r"… \[[\d,]+ more (?:characters|keys|items) not shown\]"),
+    re.compile(r"\[(?:object|list) nested deeper than \d+ levels not shown\]"),
+    re.compile(re.escape(REDACTED)),
+)
 
 
 class QueueControlError(ValueError):
@@ -194,12 +208,40 @@ def editable_fields(action_type: str) -> tuple[str, ...]:
     return TEXT_FIELDS.get(action_type, ())
 
 
+def stored_values(conn: sa.Connection, queue_id: uuid.UUID) -> dict[str, str] | None:
+    """The editable fields of a row exactly as stored (never clipped, never redacted): what an
+    edit form starts from, so that an edit changes only what the operator changed. None when the
+    row is gone. Only operators see the form; the values are the row's own texts and URLs."""
+    q = post_queue
+    r = conn.execute(sa.select(q.c.action_type, q.c.payload).where(q.c.id == queue_id)).first()
+    if r is None:
+        return None
+    payload = r.payload if isinstance(r.payload, dict) else {}
+    return {k: "" if payload.get(k) is None else str(payload.get(k)) for k in editable_fields(r.action_type)}
+
+
+def display_marks(text: str) -> list[str]:
+    """The display marks (clipping notes, redaction placeholders) found in a text."""
+    return [m.group(0) for rx in DISPLAY_MARKS for m in rx.finditer(text)]
+
+
+def container_changed(action_type: str, before: dict[str, Any], after: dict[str, Any]) -> bool:
+    """A publish row's stored container no longer shows what the row asks for."""
+    if action_type not in PUBLISH_ACTIONS:
+        return False
+    keys = (set(before) | set(after)) - {"creation_id"}
+    return any(before.get(k) != after.get(k) for k in keys)
+
+
 def edit_and_retry(conn: sa.Connection, queue_id: uuid.UUID, changes: dict[str, Any], *, actor: Actor,
                    now: datetime) -> ControlResult:
     """Change a failed/dlq row's text fields and send it again: validated per action type
     (lib.payload_rules), idempotency_key recomputed (a clash with another row: nothing written),
-    creation_id dropped when the media changed, the before/after difference audited
-    (queue_item_edited), then pending with retry_count 0. A row the worker holds is refused."""
+    the before/after difference audited (queue_item_edited), then pending with retry_count 0.
+    A row the worker holds is refused; so is a value that still holds a display mark (a clipping
+    note or a redaction placeholder the stored value does not have). On a publish row, any change
+    to what goes into a media container drops the stored container (creation_id and our
+    post_queue_state row): the worker makes a new one, so what publishes is what was saved."""
     require_operator(actor, "edit queue rows")
     q = post_queue
     r = conn.execute(sa.select(q).where(q.c.id == queue_id).with_for_update()).first()
@@ -216,15 +258,22 @@ def edit_and_retry(conn: sa.Connection, queue_id: uuid.UUID, changes: dict[str, 
     after = dict(before)
     for k, v in changes.items():
         v = v.strip() if isinstance(v, str) else v
+        if isinstance(v, str):
+            stored = "" if before.get(k) is None else str(before.get(k))
+            marks = [m for m in dict.fromkeys(display_marks(v)) if v.count(m) > stored.count(m)]
+            if marks:
+                raise QueueControlError(
+                    f"{k} still holds {', '.join(repr(m) for m in marks)}: that is a mark of the shortened or "
+                    "redacted copy shown on the page, not part of the stored text. Edit the full text; "
+                    "nothing was saved.")
         if v in (None, ""):
             after.pop(k, None)
         else:
             after[k] = v
-    media_changed = any(before.get(k) != after.get(k) for k in MEDIA_FIELDS)
-    if media_changed:
+    new_container = container_changed(r.action_type, before, after)
+    if new_container:
         after.pop("creation_id", None)
-    problems = payload_problems(r.action_type, {k: v for k, v in after.items()
-                                                if k != "creation_id" or not media_changed})
+    problems = payload_problems(r.action_type, after)
     if problems:
         raise QueueControlError("; ".join(problems))
     diff = {k: {"before": before.get(k), "after": after.get(k)}
@@ -245,14 +294,17 @@ def edit_and_retry(conn: sa.Connection, queue_id: uuid.UUID, changes: dict[str, 
     ).rowcount
     if not done:
         raise QueueControlError("The row changed meanwhile (the worker took it); nothing changed.")
-    if media_changed:
-        conn.execute(sa.delete(post_queue_state).where(post_queue_state.c.queue_id == queue_id))
+    dropped_state = 0
+    if new_container:  # the worker reads creation_id and this row first: both must go
+        dropped_state = conn.execute(sa.delete(post_queue_state).where(post_queue_state.c.queue_id == queue_id)).rowcount
     conn.execute(sa.insert(audit_log), [audit_row(
         event_type="queue_item_edited", action="edit_retry", resource_type="post_queue", resource_id=str(queue_id),
         now=now, user_id=actor.name, success=True,
         details={"business_account_id": None if r.business_account_id is None else str(r.business_account_id),
                  "queue_id": str(queue_id), "action_type": r.action_type, "previous_status": r.status,
                  "previous_retry_count": r.retry_count, "previous_error": r.error,
-                 "changes": redact(diff), "new_container": media_changed})])
+                 "changes": redact(diff), "new_container": new_container,
+                 "dropped_container": before.get("creation_id") if new_container else None,
+                 "dropped_container_state": bool(dropped_state)})])
     return ControlResult(True, str(queue_id), "Saved and moved back to pending; the worker sends it on its next tick"
-                         + (" with a new media container." if media_changed else "."))
+                         + (" with a new media container." if new_container else "."))

@@ -14,10 +14,12 @@ def escape_markdown(text: str, at_line_start: bool = True) -> tuple[str, bool]:
     leading spaces kept (no code blocks). Works chunk by chunk: pass and keep `at_line_start`.
 
     A zero-width space follows every colon: Streamlit expands `:material/x:` icons and
-    `:emoji:` shortcodes even when the colons are backslash-escaped.
+    `:emoji:` shortcodes even when the colons are backslash-escaped. One follows every `@` and the
+    `www` of `www.` as well: GitHub-flavoured Markdown turns bare e-mail addresses and `www.` names
+    into links after the escapes are read (`http://` is already broken by the colon's).
     """
     out = []
-    for ch in text:
+    for i, ch in enumerate(text):
         if ch == "\n":
             out.append("  \n")
             at_line_start = True
@@ -27,7 +29,9 @@ def escape_markdown(text: str, at_line_start: bool = True) -> tuple[str, bool]:
             continue
         at_line_start = False
         escaped = _MD_SPECIAL.sub(r"\\\1", ch)
-        out.append(escaped + _ZWSP if ch == ":" else escaped)
+        if ch == "." and text[max(0, i - 3):i].lower() == "www":
+            escaped = _ZWSP + escaped
+        out.append(escaped + _ZWSP if ch in ":@" else escaped)
     return "".join(out), at_line_start
 
 

@@ -76,7 +76,8 @@ def test_header_mode_off_loopback_serves_nothing_without_trusted_proxies():
 
 
 def test_header_mode_off_loopback_trusts_only_the_listed_proxies():
-    kw = dict(header="X-Forwarded-Email", bind_address="0.0.0.0", trusted_proxy_ips="10.0.0.7, 192.168.1.0/24")
+    kw = dict(header="X-Forwarded-Email", bind_address="0.0.0.0", trusted_proxy_ips="10.0.0.7, 192.168.1.0/24",
+              forwarded_allow_ips="")
     assert header_identity(["x@example.com"], client_ip="10.0.0.7", **kw) == "x@example.com"
     assert header_identity(["x@example.com"], client_ip="192.168.1.200", **kw) == "x@example.com"
     assert header_identity(["x@example.com"], client_ip="::ffff:10.0.0.7", **kw) == "x@example.com"
@@ -89,7 +90,24 @@ def test_header_mode_on_loopback_enforces_a_configured_proxy_list():
     assert header_identity(["a@x.com"], header="H", bind_address="127.0.0.1", client_ip=None,
                            trusted_proxy_ips="") == "a@x.com"
     with pytest.raises(IdentityRefused):
-        header_identity(["a@x.com"], header="H", bind_address="127.0.0.1", client_ip=None, trusted_proxy_ips="10.0.0.7")
+        header_identity(["a@x.com"], header="H", bind_address="127.0.0.1", client_ip=None, trusted_proxy_ips="10.0.0.7",
+                        forwarded_allow_ips="")
+
+
+def test_a_proxy_list_needs_the_forwarded_address_trust_switched_off():
+    """The app server rewrites the client address from X-Forwarded-For on connections from
+    FORWARDED_ALLOW_IPS (127.0.0.1 and ::1 when unset): the address checked would be the caller's
+    choice. Header mode with a proxy list serves nothing until that trust is explicitly empty."""
+    kw = dict(header="X-Forwarded-Email", bind_address="0.0.0.0", trusted_proxy_ips="10.0.0.7")
+    for forwarded in (None, "127.0.0.1,::1", "*", "10.0.0.7", " , 10.0.0.8"):
+        with pytest.raises(IdentityRefused, match="FORWARDED_ALLOW_IPS"):
+            header_identity(["ops@example.com"], client_ip="10.0.0.7", forwarded_allow_ips=forwarded, **kw)
+    for forwarded in ("", " ", ","):
+        assert header_identity(["ops@example.com"], client_ip="10.0.0.7", forwarded_allow_ips=forwarded,
+                               **kw) == "ops@example.com"
+    # without a proxy list (loopback bind) no address is checked, so the setting does not matter
+    assert header_identity(["a@x.com"], header="H", bind_address="127.0.0.1", client_ip=None,
+                           trusted_proxy_ips="", forwarded_allow_ips=None) == "a@x.com"
 
 
 def test_a_repeated_header_is_refused():

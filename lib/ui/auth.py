@@ -8,6 +8,8 @@ unverified email, a header off loopback without TRUSTED_PROXY_IPS, a repeated he
 """
 from __future__ import annotations
 
+import os
+
 import streamlit as st
 
 from lib.identity import (
@@ -106,7 +108,9 @@ def _header_actor(settings: Settings) -> Actor:
     headers = st.context.headers
     header = settings.trusted_user_header
     name = header_identity(headers.get_all(header), header=header, bind_address=bind_address(),
-                           client_ip=st.context.ip_address, trusted_proxy_ips=settings.trusted_proxy_ips)
+                           client_ip=st.context.ip_address, trusted_proxy_ips=settings.trusted_proxy_ips,
+                           # what the app server (uvicorn) in this process read: environment only
+                           forwarded_allow_ips=os.environ.get("FORWARDED_ALLOW_IPS"))
     groups = ()
     if settings.trusted_groups_header:
         values = headers.get_all(settings.trusted_groups_header)

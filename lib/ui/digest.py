@@ -13,10 +13,11 @@ from lib.identity import PermissionDenied
 from lib.notify import routes
 from lib.text import md_escape
 from lib.timeutil import floor_time, utcnow
-from lib.ui.feedback import flash, show_flash
+from lib.ui.feedback import Confirmation, flash, show_flash
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
 
 WHERE = "digest"
+CONFIRM_SEND = Confirmation("digest_confirm_send")
 
 
 @st.cache_data(ttl=CACHE_TTL_S, max_entries=16, show_spinner=False)
@@ -30,7 +31,7 @@ def show_schedule(scope: Scope) -> None:
     now = utcnow()
     nxt = __import__("croniter").croniter(s.digest_cron, now).get_next(type(now))
     n_routes = len(routes(s))
-    st.caption(f"Sent by the worker on `{md_escape(s.digest_cron)}` (DIGEST_CRON, UTC) — next {nxt:%Y-%m-%d %H:%M} UTC — "
+    st.caption(f"Sent by the worker on {md_escape(s.digest_cron)} (DIGEST_CRON, UTC) — next {nxt:%Y-%m-%d %H:%M} UTC — "
                f"{'one digest per account' if s.digest_scope == 'per_account' else 'one digest for all accounts'} "
                f"(DIGEST_SCOPE), through {n_routes} notification route{'s' if n_routes != 1 else ''} "
                "(ALERT_NOTIFY_URLS; e-mail routes get HTML).")
@@ -52,20 +53,46 @@ def _send(db_url: str, settings, account_id) -> None:
 
 
 def send_button(scope: Scope) -> None:
-    n_routes = len(routes(scope.settings))
+    """Send now asks first, naming every route it goes to (masked labels)."""
+    route_list = routes(scope.settings)
     why = None if scope.user.is_operator else "Operators only: your role is viewer."
-    if n_routes == 0:
+    if not route_list:
         why = why or "No notification route is configured (ALERT_NOTIFY_URLS)."
-    st.button("Send now", key="digest_send_now", icon=":material/send:", type="primary", disabled=why is not None,
-              help=why or "Send this digest to every notification route now (audited).",
-              on_click=_send, args=(scope.db_url, scope.settings, scope.account_id))
+    st.button("Send now…", key="digest_send_now", icon=":material/send:", disabled=why is not None,
+              help=why or "Send this digest to every notification route now (asks first; audited).",
+              on_click=CONFIRM_SEND.ask, args=(True,))
     show_flash(WHERE)
+    if CONFIRM_SEND.pending and why is None:
+        confirm_send(scope, [r.label for r in route_list])
+
+
+def confirm_send(scope: Scope, labels: list[str]) -> None:
+    where = scope.account_name(scope.account_id) if scope.account_id else "all accounts"
+
+    @st.dialog("Send the weekly digest now", on_dismiss=CONFIRM_SEND.cancel)
+    def dialog():
+        st.markdown(f"Send the digest of **{md_escape(where)}** now to {len(labels)} "
+                    f"route{'s' if len(labels) != 1 else ''}:")
+        st.text("\n".join(labels))  # masked labels, as plain text
+        st.caption("Routes are shown as scheme, host and fingerprint. Every receiver gets it at once; the send is "
+                   "audited under your name.")
+        ok, no = st.columns(2)
+        if ok.button(f"Send to {len(labels)} route{'s' if len(labels) != 1 else ''}", type="primary",
+                     key="digest_confirm_ok", icon=":material/send:"):
+            CONFIRM_SEND.cancel()
+            _send(scope.db_url, scope.settings, scope.account_id)
+            st.rerun()
+        if no.button("Cancel", key="digest_confirm_cancel"):
+            CONFIRM_SEND.cancel()
+            st.rerun()
+
+    dialog()
 
 
 def show_preview(scope: Scope) -> None:
     now = floor_time(utcnow(), 60)
     d = load_preview(scope.db_url, scope.settings, scope.account_id, now)
-    st.subheader(d.title)
+    st.subheader(md_escape(d.title), anchor=False)  # the title names the account
     st.markdown("**KPIs** (latest weekly report, change vs the one before)")
     st.dataframe(pd.DataFrame(d.kpis, columns=["account", "label", "value", "delta"]), hide_index=True,
                  width="stretch", key="digest_kpis")

@@ -1,7 +1,8 @@
 """Downloads that are built only when clicked (download_button with a callable).
 
 export_control is the one export control of the app: a format choice (CSV, Excel, Parquet) and a
-download button; the file is built by `build(fmt)` when the button is clicked.
+download button; the file is built by `build(fmt)` when the button is clicked. Big exports take turns
+(lib.export.export_slot): while every turn is taken, the control says so.
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Callable
 
 import streamlit as st
 
-from lib.export import FORMATS
+from lib.export import BUSY_MESSAGE, EXPORT_MAX_BYTES, EXPORT_WAIT_S, FORMATS, MAX_CONCURRENT_EXPORTS, exports_running
 
 
 def csv_download(label: str, build: Callable[[], bytes], file_name: str, key: str, help: str | None = None) -> None:
@@ -42,5 +43,13 @@ def export_control(label: str, build: Callable[[str], bytes], file_stem: str, ke
             key=key,
             on_click="ignore",
             icon=":material/download:",
-            help=help,
+            help=(help + " " if help else "") + f"At most {EXPORT_MAX_BYTES // 2**20:,} MB per file.",
         )
+    busy_note()
+
+
+def busy_note() -> None:
+    """Said where an export can be started while this process builds as many as it allows."""
+    if exports_running() >= MAX_CONCURRENT_EXPORTS:
+        st.caption(f":material/hourglass_top: {BUSY_MESSAGE} A new export waits up to {EXPORT_WAIT_S:.0f} s for "
+                   "its turn, then fails.")

@@ -10,9 +10,10 @@ import streamlit as st
 from lib import notify
 from lib.alerts import ALERT_TYPES, Alert
 from lib.identity import PermissionDenied
-from lib.text import clip
+from lib.text import clip, md_escape
 from lib.timeutil import floor_time, fmt_local, utcnow
 from lib.ui.auth import current_actor
+from lib.ui.feedback import Confirmation
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine, lazy_expander
 
 ANY = "__any__"
@@ -55,8 +56,9 @@ def clear_caches() -> None:
 
 
 def show_flash(key: str) -> None:
+    """The messages of the last action, escaped whole: they quote labels, names and error texts."""
     for kind, text in st.session_state.pop(key, []):
-        (st.success if kind == "ok" else st.error)(text, icon=":material/task_alt:" if kind == "ok" else ":material/block:")
+        (st.success if kind == "ok" else st.error)(md_escape(text), icon=":material/task_alt:" if kind == "ok" else ":material/block:")
 
 
 def _flash(key: str, kind: str, text: str) -> None:
@@ -80,6 +82,33 @@ def _do_test(settings, route_id: str, label: str) -> None:
         _flash("notify_flash", "err", f"Test notification to {label} failed: {result.error}")
 
 
+CONFIRM_TEST = Confirmation("notify_confirm_test")
+
+
+def confirm_test(scope: Scope) -> None:
+    """Send test only after a confirmation that names the route (its label: scheme, host, fingerprint)."""
+    pending = CONFIRM_TEST.pending
+    if not pending:
+        return
+
+    @st.dialog("Send a test notification", on_dismiss=CONFIRM_TEST.cancel)
+    def dialog():
+        st.markdown("Send a test message now to this route:")
+        st.text(pending["label"])  # masked; plain text
+        st.caption("The receiver gets a message titled “[TEST] Agent Dashboard notification”. The send is recorded "
+                   "in the delivery history and in audit_log under your name.")
+        ok, no = st.columns(2)
+        if ok.button("Send test", type="primary", key="notify_confirm_ok", icon=":material/send:"):
+            CONFIRM_TEST.cancel()
+            _do_test(scope.settings, pending["id"], pending["label"])
+            st.rerun()
+        if no.button("Cancel", key="notify_confirm_cancel"):
+            CONFIRM_TEST.cancel()
+            st.rerun()
+
+    dialog()
+
+
 def show_routes(scope: Scope) -> None:
     st.subheader("Routes")
     route_list = notify.routes(scope.settings)
@@ -95,10 +124,11 @@ def show_routes(scope: Scope) -> None:
             a.text(r.label)  # masked; shown as plain text
             a.caption(("Severities: " + ", ".join(r.severities)) + ("" if r.valid else f" · ⚠ {r.problem}"))
             b.button("Send test notification", key=f"route-test-{i}", icon=":material/send:", disabled=not can,
-                     help=None if can else "Sending a test needs the operator role.", on_click=_do_test,
-                     args=(scope.settings, r.id, r.label), width="stretch")
+                     help=None if can else "Sending a test needs the operator role.", on_click=CONFIRM_TEST.ask,
+                     args=({"id": r.id, "label": r.label},), width="stretch")
     st.caption(f"Repeats: at most one digest per alert every {scope.settings.alert_repeat_interval_s} s · "
-               f"links: {scope.settings.dashboard_url or 'off (DASHBOARD_URL is empty)'}")
+               f"links: {md_escape(scope.settings.dashboard_url) or 'off (DASHBOARD_URL is empty)'}")
+    confirm_test(scope)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,7 +19,8 @@ from lib.queue import (
     count_rows, error_groups, group_filter, iter_export_rows, matching_ids, queue_health, queue_rows, retry,
     row_detail, status_summary, summary_matrix, waiting_rows,
 )
-from lib.queue_control import QueueControlError, active_pauses, discard, edit_and_retry, editable_fields, pause, resume
+from lib.queue_control import (QueueControlError, active_pauses, discard, edit_and_retry, editable_fields, pause, resume,
+                               stored_values)
 from lib.timeutil import fmt_duration, fmt_local, utcnow
 from lib.ui.charts import Fig, plain
 from lib.ui.export import export_control
@@ -673,28 +674,35 @@ def confirm_retry_all(scope: Scope) -> None:
 # -- edit and retry ------------------------------------------------------------------------------
 
 def show_edit_form(scope: Scope, d: dict[str, Any]) -> None:
-    """A form for the row's text fields (lib.queue_control.edit_and_retry validates and audits)."""
+    """A form for the row's text fields, filled from the stored values (never the clipped, redacted
+    copy shown beside it): lib.queue_control.edit_and_retry validates, refuses display marks and
+    audits. Only operators get the stored values; a viewer sees the form disabled and empty."""
     fields = editable_fields(d["action_type"])
     if not fields or d["status"] not in ("failed", "dlq"):
         return
     can = scope.user.is_operator
-    payload = d["payload"] or {}
+    stored: dict[str, str] = {}
+    if can:
+        with scope.engine.connect() as conn:
+            stored = stored_values(conn, uuid.UUID(str(d["id"]))) or {}
     with st.expander("Edit and retry", icon=":material/edit:"):
+        if not can:
+            st.caption("Operators only: your role is viewer.")
         with st.form(f"qm_edit_{d['id']}", border=False):
             values = {}
             for name in fields:
-                current = payload.get(name)
-                text = "" if current is None else str(current)
+                text = stored.get(name, "")
                 if name.endswith("_url"):
                     values[name] = st.text_input(name, value=text, disabled=not can)
-                else:
-                    values[name] = st.text_area(name, value=text, disabled=not can, height=100)
-            st.caption("Checked before saving: the spec's keys and Instagram's limits (caption 2,200 characters, "
-                       "30 hashtags, 20 @ tags; DM text 1,000 bytes; http(s) media URLs). A new image or video "
-                       "gets a new container. The change is audited; the row goes back to pending.")
+                else:  # the whole text, however long: the area grows with its content
+                    values[name] = st.text_area(name, value=text, disabled=not can, height="content")
+            st.caption("The stored text, whole. Checked before saving: the spec's keys and Instagram's limits "
+                       "(caption 2,200 characters, 30 hashtags, 20 @ tags; DM text 1,000 bytes; http(s) media "
+                       "URLs). On a post, any change makes a new media container, so what publishes is what you "
+                       "saved. The change is audited; the row goes back to pending.")
             if st.form_submit_button("Save and retry", type="primary", disabled=not can,
                                      help=None if can else "Operators only: your role is viewer."):
-                changes = {k: v for k, v in values.items() if v != ("" if payload.get(k) is None else str(payload.get(k)))}
+                changes = {k: v for k, v in values.items() if v != stored.get(k, "")}
                 try:
                     with scope.engine.begin() as conn:
                         res = edit_and_retry(conn, d["id"], changes, actor=current_actor(scope.settings), now=utcnow())
@@ -768,5 +776,5 @@ def pause_control(scope: Scope) -> None:
                      format_func=lambda a: "every action type" if a == ALL else a)
         st.text_input("Reason (optional)", key="qm_pause_reason", max_chars=500, disabled=not can)
         where = scope.account_name(scope.account_id) if scope.account_id else "every account"
-        st.button(f"Pause for {where}", key="qm_pause", on_click=_on_pause, args=(scope,), disabled=not can,
+        st.button(f"Pause for {md_escape(where)}", key="qm_pause", on_click=_on_pause, args=(scope,), disabled=not can,
                   help=None if can else "Operators only: your role is viewer.")

@@ -53,7 +53,8 @@ def test_a_missing_role_becomes_a_message(tmp_path):
     at, db = app(tmp_path, "viewer")
     at.button(key="go").click().run()
     assert at.session_state["result"] is None and rows(db) == 0
-    assert len(at.error) == 1 and at.error[0].value.startswith("Retry failed: v@x may not retry queue rows")
+    assert len(at.error) == 1
+    assert at.error[0].value.replace("\u200b", "").startswith("Retry failed: v@x may not retry queue rows")  # @ breaks autolinks
     at.run()
     assert not at.error  # a flash shows once
 

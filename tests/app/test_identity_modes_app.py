@@ -42,7 +42,8 @@ def test_header_mode_off_loopback_without_trusted_proxies_serves_nothing(run_pag
 def test_header_mode_off_loopback_refuses_a_client_that_is_not_the_proxy(run_page, demo_url, bind):
     bind("0.0.0.0")
     at = run_page(demo_url, "pages/system_alerts.py",
-                  env={"TRUSTED_USER_HEADER": "X-Forwarded-Email", "TRUSTED_PROXY_IPS": "10.1.2.3"})
+                  env={"TRUSTED_USER_HEADER": "X-Forwarded-Email", "TRUSTED_PROXY_IPS": "10.1.2.3",
+                       "FORWARDED_ALLOW_IPS": ""})
     assert "did not come through the sign-in proxy" in texts(at)
     assert not [b for b in at.button if b.label.startswith("Resolve")]
 

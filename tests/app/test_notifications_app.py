@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from lib import notify
 from lib.db import init_db, make_engine
 from lib.identity import OPERATOR, Actor
+from lib.notify import route_id
 from lib.sandbox.notify_sink import NotifySink
 from lib.schema import audit_log, instagram_business_accounts, system_alerts
 from lib.timeutil import utcnow
@@ -50,8 +51,10 @@ def test_routes_masked_test_send_and_delivery_history(run_page, sqlite_url):
         at = run_page(sqlite_url, PAGE, env={"ALERT_NOTIFY_URLS": url, "ALERT_NOTIFY_TIMEOUT_S": "5"})
         text = all_text(at)
         assert "S3cretPassw0rd" not in text and "K3yK3yK3y" not in text
-        assert f"json://bot:****@127.0.0.1:{sink.port}/notify?+X-Api-Key=***" in text
+        assert f"json://127.0.0.1 #{route_id(url)[1:7]}" in text  # scheme + host + fingerprint only
         at.button(key="route-test-0").click().run()
+        assert not at.exception and sink.received() == []  # it asks first
+        at.button(key="notify_confirm_ok").click().run()
         assert not at.exception
         assert [m["title"] for m in sink.received()] == ["[TEST] Agent Dashboard notification"]
         assert any("Test notification delivered" in s.value for s in at.success)

@@ -54,10 +54,31 @@ def test_a_request_that_did_not_come_from_the_trusted_proxy_is_refused(browser, 
     """Security item 1: with TRUSTED_PROXY_IPS set, a forged header from any other client address
     (here the browser on loopback) gets nothing, not even a disabled Retry button."""
     server = start_app({"DATABASE_URL": demo_url, **ENV, "OPERATOR_EMAILS": "ops@example.com",
-                        "TRUSTED_PROXY_IPS": "10.9.9.9"})
+                        "TRUSTED_PROXY_IPS": "10.9.9.9", "FORWARDED_ALLOW_IPS": ""})
     page = as_user(browser, "ops@example.com")
     page.goto(server.url + "/queue_monitor")
     wait_idle(page)
     expect(page.get_by_text("did not come through the sign-in proxy")).to_be_visible()
     expect(page.get_by_role("button", name="Retry all")).to_have_count(0)
     assert page.get_by_test_id("stDataFrame").count() == 0
+
+
+@pytest.mark.parametrize("forwarded", [None, ""], ids=["forwarded-trust-default", "forwarded-trust-off"])
+def test_a_forged_forwarded_address_is_refused(browser, start_app, demo_url, forwarded):
+    """A local caller names the proxy's address in X-Forwarded-For. With the app server's default
+    forwarded trust (loopback), that address would be the one checked: header mode with a proxy list
+    refuses to serve at all until FORWARDED_ALLOW_IPS is set empty; with it empty, the address
+    checked is the connection's (loopback), which is not the proxy."""
+    env = {"DATABASE_URL": demo_url, **ENV, "TRUSTED_PROXY_IPS": "10.0.0.7"}
+    if forwarded is not None:
+        env["FORWARDED_ALLOW_IPS"] = forwarded
+    server = start_app(env)
+    context = browser.new_context(extra_http_headers={"X-Forwarded-Email": "ops@example.com",
+                                                      "X-Forwarded-For": "10.0.0.7"})
+    page = context.new_page()
+    page.goto(server.url + "/queue_monitor")
+    wait_idle(page)
+    expect(page.get_by_text("FORWARDED_ALLOW_IPS" if forwarded is None
+                            else "did not come through the sign-in proxy").first).to_be_visible()
+    assert page.get_by_text("ops@example.com").count() == 0
+    expect(page.get_by_role("button", name="Retry all")).to_have_count(0)

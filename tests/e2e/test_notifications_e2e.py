@@ -48,9 +48,11 @@ def test_notifications_page_deep_link_test_send_silence_and_acknowledge(start_ap
         wait_idle(page)
         # the one menu (lib/ui/nav.py, drawn by the guard) lists the page even on a fresh server
         expect(page.locator(f".st-key-{MENU_KEY}")).to_contain_text("Notifications", timeout=30_000)
-        expect(page.get_by_text(f"json://bot:****@127.0.0.1:{sink.port}/notify")).to_be_visible()
+        label = f"json://127.0.0.1 #{notify.route_id(url)[1:7]}"
+        expect(page.get_by_text(label)).to_be_visible()
         assert "S3cretPassw0rd" not in page.content()
         page.locator(".st-key-route-test-0").get_by_role("button").click()
+        page.get_by_test_id("stDialog").get_by_role("button", name="Send test").click()  # it asks first
         wait_idle(page)
         expect(page.get_by_text("Test notification delivered")).to_be_visible()
         assert [m["title"] for m in sink.received()] == ["[TEST] Agent Dashboard notification"]

@@ -32,9 +32,20 @@ INJECTION = "x'); DROP TABLE post_queue; -- %_\\ <script>alert(1)</script>"
 SHOTS = os.environ.get("FAULT_SHOTS")  # a folder: save a screenshot of every step there (to look at)
 
 # an element that would run code: a script in the app (Streamlit's own are in <head>) or one that
-# mentions alert, an on* attribute, a javascript: link or source
+# mentions alert, an on* attribute, a javascript: link or source; and any link or image in the app
+# that points outside it (Markdown from data rendered as a phishing link or a tracking image)
 DANGEROUS_JS = """() => {
   const bad = [];
+  const root = document.querySelector('#root') || document.body;
+  for (const e of root.querySelectorAll('a[href], img[src], image, source[src], iframe[src], [srcset]')) {
+    for (const attr of ['href', 'src', 'srcset', 'xlink:href']) {
+      const v = e.getAttribute(attr);
+      if (!v) continue;
+      let u;
+      try { u = new URL(v.split(' ')[0], location.href); } catch (err) { bad.push(e.tagName + ' ' + v); continue; }
+      if (u.protocol !== 'data:' && u.protocol !== 'blob:' && u.origin !== location.origin) bad.push(e.tagName + ' ' + attr + '=' + v);
+    }
+  }
   for (const s of document.querySelectorAll('script')) if (s.closest('#root') || s.textContent.includes('alert')) bad.push('script');
   for (const e of document.querySelectorAll('*')) {
     for (const a of e.getAttributeNames()) {

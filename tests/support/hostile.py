@@ -29,11 +29,13 @@ from lib.timeutil import iso
 
 SCRIPT = "<script>alert(1)</script>"
 IMG = "<img src=x onerror=alert(1)>"
-MARKDOWN = "**bold** [link](javascript:alert(1)) :material/home: $x^2$"
+MARKDOWN = ("**bold** [link](javascript:alert(1)) :material/home: $x^2$ [Reset your password](https://evil.example/login) "
+            "![b](https://evil.example/beacon.png) www.evil.example ops@evil.example")
 RTL = "مرحبا بالعالم · שלום עולם"
 EMOJI = "🚀🔥👍🏽👨‍👩‍👧"
 HOSTILE = f"{SCRIPT} {IMG} {MARKDOWN} {RTL} {EMOJI}"
-USERNAME = f"متجر_shop {EMOJI[:2]}"  # what the sidebar's account picker shows (and binds to ?account=)
+# what the sidebar's account picker shows (and binds to ?account=): a phishing link and a tracking image too
+USERNAME = f"متجر_shop {EMOJI[:2]} [Reset your password](https://evil.example/login) ![b](https://evil.example/b.png)"
 AGENT_ID = f"agent-{SCRIPT}-وكيل"
 
 
