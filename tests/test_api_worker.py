@@ -125,3 +125,41 @@ def test_worker_poll_s_0_keeps_cron_ticks_only(sqlite_url, sandbox):
         out = _stop(service)
         eng.dispose()
     assert "tick claimed=" not in out and "poll off" in out
+
+
+@pytest.mark.slow
+def test_an_api_action_held_for_review_is_sent_once_within_seconds_of_its_approval(db_url, sandbox):
+    from lib.identity import Actor
+    from lib.review import approve
+
+    eng = make_engine(db_url)
+    init_db(eng)
+    with eng.begin() as conn:
+        acc = add_account(conn, sandbox=sandbox)
+    api = ApiProcess({"DATABASE_URL": db_url, "API_TOKENS": API_TOKENS, "REVIEW_ACTIONS": "send_dm"})
+    service = subprocess.Popen(worker_command("--cron", YEARLY, "--no-watchdog"), cwd=ROOT,
+                               env=worker_env(db_url, sandbox, WORKER_POLL_S=1, LOG_LEVEL="INFO",
+                                              REVIEW_ACTIONS="send_dm"),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        body = {"business_account_id": str(acc), "recipient_id": "9002", "message_text": "needs a person first"}
+        r = requests.post(api.url + "/send-dm", headers=auth("bot"), json=body)
+        assert r.status_code == 202, r.text
+        queue_id = uuid.UUID(r.json()["queue_id"])
+        time.sleep(4)  # several polls: the row is held for review, nothing reaches Instagram
+        assert sandbox.stats()["requests"] == 0
+        with eng.connect() as conn:
+            assert conn.execute(sa.select(pq.c.status).where(pq.c.id == queue_id)).scalar() == "pending"
+        with eng.begin() as conn:
+            approve(conn, queue_id, actor=Actor("reviewer@example.com", "operator"), now=utcnow())
+        deadline = time.monotonic() + 30  # bounds a failing test only: the next cron tick is months away
+        while "needs a person first" not in sandbox.stats()["effects"]:
+            assert service.poll() is None, service.stdout.read()
+            assert time.monotonic() < deadline, "the approved row was not picked up between cron ticks"
+            time.sleep(0.05)
+        time.sleep(1.5)
+        assert sandbox.stats()["effects"]["needs a person first"] == {"messages": 1}  # once
+    finally:
+        _stop(service)
+        api.stop()
+        eng.dispose()
