@@ -4,8 +4,7 @@
 
 A fresh database (SQLite in a temporary folder, or a throwaway PostgreSQL with --pg), the sandbox Graph
 API in this process, N reply_comment rows held by REVIEW_ACTIONS=reply_comment, and `python -m worker` as a
-service that looks for due rows every --poll-s seconds between its cron ticks (WORKER_POLL_S; a worker that
-does not know that setting is given `--interval-seconds` with the same value, which ticks as often). Rows are
+service that looks for due rows every --poll-s seconds between its cron ticks (WORKER_POLL_S). Rows are
 approved one at a time through lib.review.approve (what the page's Approve button calls), each after a random
 pause so approvals land at every phase of the worker's cycle; the latency is from the approval's commit to
 the row's status `sent` as read from the database (polled every 20 ms). Prints p50/p95/max and writes
@@ -41,11 +40,6 @@ from lib.schema import instagram_business_accounts as accounts  # noqa: E402
 from lib.schema import post_queue as pq  # noqa: E402
 
 
-def _worker_knows_poll() -> bool:
-    return "WORKER_POLL_S" in (ROOT / "worker" / "cli.py").read_text() or "worker_poll_s" in (
-        ROOT / "lib" / "settings.py").read_text()
-
-
 def run(url: str, rows: int, poll_s: float, seed: int = 7) -> dict:
     rng = random.Random(seed)
     sandbox = GraphSandbox().start()
@@ -60,8 +54,7 @@ def run(url: str, rows: int, poll_s: float, seed: int = 7) -> dict:
         sandbox.add_account("1784000000000009", "tok-bench", username="bench")
         ids = [enqueue(conn, business_account_id=acc, action_type="reply_comment", now=now,
                        payload={"comment_id": f"c{i}", "reply_text": f"#key:r{i} thanks"}) for i in range(rows)]
-    knows_poll = _worker_knows_poll()
-    args = [sys.executable, "-m", "worker", "--no-watchdog"] + ([] if knows_poll else ["--interval-seconds", str(poll_s)])
+    args = [sys.executable, "-m", "worker", "--no-watchdog"]
     env = {**os.environ, "DATABASE_URL": url, "INSTAGRAM_GRAPH_URL": sandbox.url, "REVIEW_ACTIONS": "reply_comment",
            "WORKER_POLL_S": str(poll_s), "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -101,9 +94,35 @@ def run(url: str, rows: int, poll_s: float, seed: int = 7) -> dict:
     def pct(p):
         return round(ordered[min(len(ordered) - 1, int(round(p * (len(ordered) - 1))))], 3)
 
-    return {"rows": rows, "poll_s": poll_s, "worker": "WORKER_POLL_S" if knows_poll else "--interval-seconds",
+    return {"rows": rows, "poll_s": poll_s, "worker": "WORKER_POLL_S",
             "p50_s": pct(0.5), "p95_s": pct(0.95), "max_s": round(ordered[-1], 3),
             "mean_s": round(sum(ordered) / len(ordered), 3)}
+
+
+def run_all(kinds, *, rows: int = 20, poll_s: float = 5.0) -> dict:
+    """Both databases (as python -m bench names them): {kind: result}."""
+    out = {}
+    for kind in kinds:
+        if kind == "postgresql":
+            from tests.support.pg import ThrowawayPostgres
+
+            pg = ThrowawayPostgres()
+            pg.start()
+            try:
+                out[kind] = run(pg.create_database("review_" + uuid.uuid4().hex[:8]), rows, poll_s)
+            finally:
+                pg.cleanup()
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                out[kind] = run(f"sqlite:///{tmp}/review.sqlite", rows, poll_s)
+    return out
+
+
+def markdown(results: dict) -> str:
+    lines = ["| database | rows | worker poll | p50 | p95 | max |", "|---|---:|---:|---:|---:|---:|"]
+    for kind, r in results.items():
+        lines.append(f"| {kind} | {r['rows']} | {r['poll_s']:g} s | {r['p50_s']} s | {r['p95_s']} s | {r['max_s']} s |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
@@ -128,7 +147,7 @@ def main(argv=None) -> int:
         result["database"] = "sqlite"
     result.update(machine=platform.machine(), cpus=os.cpu_count(),
                   measured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    print(f"approve -> sent ({result['database']}, worker poll {args.poll_s} s via {result['worker']}, "
+    print(f"approve -> sent ({result['database']}, worker poll {args.poll_s} s, "
           f"{args.rows} rows): p50 {result['p50_s']} s, p95 {result['p95_s']} s, max {result['max_s']} s")
     out = ROOT / "bench" / "results" / "review_latency.json"
     out.write_text(json.dumps(result, indent=2) + "\n")

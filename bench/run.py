@@ -303,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-worker", action="store_true")
     ap.add_argument("--skip-sse", action="store_true")
     ap.add_argument("--skip-api", action="store_true", help="skip the agents' API and WORKER_POLL_S (bench/api_bench.py)")
+    ap.add_argument("--skip-review", action="store_true", help="skip approve-to-sent latency (bench/review_latency.py)")
     ap.add_argument("--worker-rows", type=int, default=None, help="rows per worker run (default 2000, --small 300)")
     ap.add_argument("--history", action="store_true",
                     help="PostgreSQL at the history volume (a year: 5M queue rows, 5M audit rows, 4M heartbeats; "
@@ -373,6 +374,9 @@ def main(argv: list[str] | None = None) -> int:
             from bench import api_bench  # the agents' API: enqueue -> Graph call latency, requests/s, the poll's cost
             result["api"] = api_bench.run_all(kinds, samples=5 if args.small else 20, seconds=3 if args.small else 10,
                                               history_rows=100_000 if args.small else 5_000_000)
+        if not args.skip_review:
+            from bench import review_latency  # a held row: approve -> sent with the worker as a service
+            result["review"] = review_latency.run_all(kinds, rows=5 if args.small else 20)
     finally:
         if server is not None:
             server.stop()
@@ -380,7 +384,8 @@ def main(argv: list[str] | None = None) -> int:
     result["missed"] = verdicts(result)
     RESULTS.mkdir(parents=True, exist_ok=True)
     # only a full run at production volume replaces the table the README shows
-    full = not args.only and set(args.pages.split(",")) == set(PAGES) and not (args.skip_worker or args.skip_sse or args.skip_api)
+    full = not args.only and set(args.pages.split(",")) == set(PAGES) and not (args.skip_worker or args.skip_sse or args.skip_api
+                                                                              or args.skip_review)
     # the history volume is PostgreSQL's: its results are whole with every page measured there (the worker's
     # throughput and the SSE client do not depend on history; the json says which parts ran)
     full_history = args.history and args.only in (None, "postgresql") and set(args.pages.split(",")) == set(PAGES)
@@ -395,6 +400,9 @@ def main(argv: list[str] | None = None) -> int:
     if result.get("api"):
         from bench import api_bench
         md += "\n### The agents' API\n\n" + api_bench.markdown(result["api"])
+    if result.get("review"):
+        from bench import review_latency
+        md += "\n### Review: approve to sent\n\n" + review_latency.markdown(result["review"])
     (RESULTS / f"{stem}.md").write_text(md)
     if result.get("growth"):  # the growth table on its own (README's table comes from it)
         gr = result["growth"]
