@@ -1,6 +1,7 @@
 """The Overview and the Queue Monitor say at the top what Instagram holds back (AppTest)."""
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -55,3 +56,26 @@ def test_overview_says_it_too_and_a_viewer_cannot_resume(run_page, sqlite_url):
     assert "Instagram throttles this app until" in text and "(beta)" in text
     at = run_page(sqlite_url, "pages/queue_monitor.py", env={"OPERATOR_EMAILS": "other@example.com"})
     assert [b for b in at.button if b.label == "Resume account"][0].disabled
+
+
+def test_the_row_detail_lists_every_attempt_newest_first(run_page, sqlite_url):
+    from lib.schema import post_queue_attempts
+    from lib.ui.queue_monitor import Keys
+
+    eng = make_engine(sqlite_url)
+    init_db(eng)
+    now = utcnow()
+    with eng.begin() as conn:
+        acc = add_account(conn, "alpha", now)
+        (rid,) = insert_rows(conn, [queue_row(account=acc, now=now, retry_count=2, error="HTTP 500 third",
+                                              error_category="transient")])
+        conn.execute(sa.insert(post_queue_attempts), [
+            {"id": uuid.uuid4(), "queue_id": rid, "attempted_at": now - timedelta(minutes=m),
+             "outcome": outcome, "error_category": "transient", "error": f"HTTP 500 {label}", "retry_count": n}
+            for m, outcome, label, n in ((30, "failed", "first", 1), (20, "failed", "second", 2), (5, "dlq", "third", 2))])
+    at = run_page(sqlite_url, "pages/queue_monitor.py")
+    at.session_state[Keys.SELECTED] = [str(rid)]
+    at.run()
+    assert any(m.value == "**Attempts** (newest first)" for m in at.markdown)
+    frames = [d.value for d in at.dataframe if "outcome" in getattr(d.value, "columns", [])]
+    assert frames and list(frames[0]["error"]) == ["HTTP 500 third", "HTTP 500 second", "HTTP 500 first"]
