@@ -181,15 +181,16 @@ class GraphClient:
         return str(data[0]["id"]) if data else None
 
     def recent_messages(self, conversation_id: str, account: AccountCreds, *, limit: int = 20) -> list[dict[str, Any]]:
-        """The newest messages of a conversation with their text and sender (the Conversations API
-        gives details of the 20 most recent messages only)."""
+        """The conversation's newest `limit` messages, newest first: {id, created_time, from, to, message}.
+        Graph lists the message ids; each message's details are one more read, and only the 20 most
+        recent messages have details at all (Conversations API)."""
         body = self._call("GET", str(conversation_id), account.access_token, {"fields": "messages"},
                           template="/{conversation-id}")
         ids = [m.get("id") for m in ((body.get("messages") or {}).get("data") or []) if isinstance(m, dict)]
         out = []
-        for mid in [i for i in ids if i][:limit]:
-            out.append(self._call("GET", str(mid), account.access_token, {"fields": "id,message,from,created_time"},
-                                  template="/{message-id}"))
+        for mid in [i for i in ids if i][:max(0, min(limit, 20))]:
+            out.append(self._call("GET", str(mid), account.access_token,
+                                  {"fields": "id,created_time,from,to,message"}, template="/{message-id}"))
         return out
 
     # -- messages --------------------------------------------------------------------------
@@ -222,7 +223,7 @@ class GraphClient:
         raise InvalidPayload(f"conversation {conversation_id}: cannot tell the customer from our account among "
                              f"{len(people)} participants")
 
-    # -- reads for a reviewer (lib/review_context.py) ---------------------------------------------
+    # -- reads for a reviewer (lib/review.py) -----------------------------------------------------
     def comment(self, comment_id: str, account: AccountCreds) -> dict[str, Any]:
         """The comment an agent answers: {id, text, username, timestamp, media: {id}}."""
         return self._call("GET", str(comment_id), account.access_token,
@@ -231,25 +232,6 @@ class GraphClient:
     def media(self, media_id: str, account: AccountCreds) -> dict[str, Any]:
         return self._call("GET", str(media_id), account.access_token,
                           {"fields": "id,caption,media_type,media_url,permalink,timestamp"}, template="/{ig-media-id}")
-
-    def conversation_with(self, user_id: str, account: AccountCreds) -> str | None:
-        """The conversation id of our account with one Instagram-scoped user id, or None."""
-        body = self._call("GET", "me/conversations", account.access_token,
-                          {"platform": "instagram", "user_id": str(user_id)}, template="/me/conversations")
-        data = [c for c in (body.get("data") or []) if isinstance(c, dict) and c.get("id")]
-        return str(data[0]["id"]) if data else None
-
-    def recent_messages(self, conversation_id: str, account: AccountCreds, limit: int = 5) -> list[dict[str, Any]]:
-        """The conversation's newest `limit` messages, newest first: {id, created_time, from, to, message}.
-        Graph lists the message ids; each message's details are one more read (at most the 20 newest)."""
-        body = self._call("GET", str(conversation_id), account.access_token, {"fields": "messages"},
-                          template="/{conversation-id}")
-        ids = [m.get("id") for m in ((body.get("messages") or {}).get("data") or []) if isinstance(m, dict)]
-        out = []
-        for mid in [i for i in ids if i][:max(0, min(limit, 20))]:
-            out.append(self._call("GET", str(mid), account.access_token,
-                                  {"fields": "id,created_time,from,to,message"}, template="/{message-id}"))
-        return out
 
     # -- content publishing ----------------------------------------------------------------
     def create_container(self, fields: dict[str, Any], account: AccountCreds) -> str:
