@@ -68,7 +68,7 @@ def test_a_rebinding_page_gets_no_operator_session(playwright, start_app, demo_u
 
 
 def test_the_public_host_behind_a_proxy_is_listed_by_the_environment(start_app, demo_url):
-    """What the README tells a deployment behind a proxy or with OIDC to set."""
+    """What docs/configuration.md tells a deployment behind a proxy or with OIDC to set."""
     server = start_app({"DATABASE_URL": demo_url,
                         "STREAMLIT_SERVER_ALLOWED_HOSTS": "localhost 127.0.0.1 ::1 dashboard.example.com"})
     assert ws_upgrade_status(server.port, "dashboard.example.com") == 101
