@@ -478,3 +478,20 @@ alert_acknowledgements = sa.Table(
     sa.Column("note", sa.Text),
     sa.Index("ix_alert_acknowledgements_alert_id", "alert_id"),
 )
+
+# Our own: when each agent is expected to beat (lib.agent_schedules). No row: the default rule (a beat at
+# least every 60 s). A row holds either a period (an agent that beats every period_s seconds) or a cron
+# expression (an agent that runs at set times, e.g. nightly), plus the grace allowed after each expected
+# beat, and the availability the agent should reach. Set by operators on Agent Status; audit_log keeps
+# every change.
+agent_schedules = sa.Table(
+    "agent_schedules",
+    metadata,
+    sa.Column("agent_id", sa.Text, primary_key=True),
+    sa.Column("period_s", sa.Integer),  # NULL when cron is set
+    sa.Column("cron", sa.Text),  # five fields, UTC; NULL when period_s is set
+    sa.Column("grace_s", sa.Integer, nullable=False),
+    sa.Column("availability_target", sa.Float),  # 0-1, e.g. 0.995; NULL: no target
+    sa.Column("updated_by", sa.Text, nullable=False),
+    _ts("updated_at", nullable=False),
+)
