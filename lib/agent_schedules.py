@@ -128,8 +128,9 @@ def make_schedule(*, period_s: int | None = None, grace_s: int | None = 0, cron:
 
 
 def _from_row(r) -> Schedule:
-    return Schedule(period_s=r.period_s, grace_s=int(r.grace_s or 0), cron=r.cron,
-                    availability_target=r.availability_target)
+    """Checked again on read: a row someone else's tool wrote badly raises ScheduleError."""
+    return make_schedule(period_s=r.period_s, grace_s=r.grace_s, cron=r.cron,
+                         availability_target=r.availability_target)
 
 
 def load_schedules(conn: sa.Connection) -> dict[str, Schedule]:
@@ -138,8 +139,21 @@ def load_schedules(conn: sa.Connection) -> dict[str, Schedule]:
     for r in conn.execute(sa.select(sched_t)):
         try:
             out[r.agent_id] = _from_row(r)
-        except (ValueError, KeyError):  # a row someone else's tool broke: the agent keeps the default
+        except ValueError:  # a row someone else's tool broke: the agent keeps the default
             continue
+    return out
+
+
+def schedule_rows(conn: sa.Connection) -> list[dict]:
+    """The schedules operators set, for the page: agent, what it means, target, who set it and when."""
+    out = []
+    for r in conn.execute(sa.select(sched_t).order_by(sched_t.c.agent_id)):
+        try:
+            what = _from_row(r).describe()
+        except ValueError:
+            what = "unreadable (the default rule applies)"
+        out.append({"agent_id": r.agent_id, "schedule": what, "availability_target": r.availability_target,
+                    "updated_by": r.updated_by, "updated_at": as_utc(r.updated_at)})
     return out
 
 

@@ -2,6 +2,7 @@ import streamlit as st
 
 from lib.timeutil import floor_time
 from lib.ui import live_caption, page_guard
+from lib.ui.agent_schedules import show_schedules
 from lib.ui.agent_status import (
     DEFAULT_WINDOW, WINDOWS, Keys, load_agent_statuses, load_runs, show_banner, show_cards, show_timeline, status_time,
 )
@@ -29,3 +30,4 @@ def live_panel():
 
 
 live_panel()
+show_schedules(scope, sorted(s.agent_id for s in load_agent_statuses(scope.db_url, status_time())))

@@ -6,7 +6,8 @@ from datetime import datetime, timedelta
 import pandas as pd
 import streamlit as st
 
-from lib.heartbeats import AgentStatus, agent_statuses, beat_runs, beats_by_agent
+from lib.agent_schedules import load_schedules
+from lib.heartbeats import LIVENESS_THRESHOLD, AgentStatus, agent_statuses, beat_runs, beats_by_agent
 from lib.timeutil import floor_time, fmt_ago, fmt_local, utcnow
 from lib.ui.charts import Fig, local_times, plain
 from lib.ui.shell import CACHE_TTL_S, get_engine
@@ -42,22 +43,25 @@ def load_agent_statuses(db_url: str, now: datetime) -> list[AgentStatus]:
 
 @st.cache_data(ttl=CACHE_TTL_S, max_entries=32, show_spinner=False)
 def load_runs(db_url: str, window: str, now: datetime) -> pd.DataFrame:
-    """Unbroken runs of beats per agent in the window, one row per run."""
+    """Unbroken runs of beats per agent in the window (by each agent's schedule), one row per run."""
     with get_engine(db_url).connect() as conn:
         beats = beats_by_agent(conn, since=now - WINDOWS[window], until=now)
+        schedules = load_schedules(conn)
     rows = [
         {"agent_id": agent, "start": start, "end": end}
         for agent, times in beats.items()
-        for start, end in beat_runs(times)
+        for start, end in beat_runs(times, schedules.get(agent, LIVENESS_THRESHOLD))
     ]
     return pd.DataFrame(rows, columns=["agent_id", "start", "end"])
 
 
 def show_banner(statuses: list[AgentStatus]) -> None:
     down = [s.agent_id for s in statuses if not s.alive]
+    late = [s.agent_id for s in statuses if s.state == "late"]
     if not down:
         n = len(statuses)
-        st.success(f"All {n} agent{'s' if n != 1 else ''} alive", icon=":material/check_circle:")
+        note = f" · late (within grace): {', '.join(md_escape(a) for a in late)}" if late else ""
+        st.success(f"All {n} agent{'s' if n != 1 else ''} alive{note}", icon=":material/check_circle:")
     else:
         st.error(f"{len(down)} of {len(statuses)} agents down: {', '.join(md_escape(a) for a in down)}",
                  icon=":material/error:")
@@ -72,12 +76,15 @@ def show_cards(statuses: list[AgentStatus], now: datetime, tz) -> None:
     for i, s in enumerate(statuses):
         with cols[i % len(cols)].container(border=True, key=Keys.card(s.agent_id)):
             st.markdown(f"**{md_escape(s.agent_id)}**")
-            if s.alive:
+            if s.state == "up":
                 st.badge("alive", icon=":material/check_circle:", color="green")
+            elif s.state == "late":
+                st.badge("late", icon=":material/schedule:", color="orange")
             else:
                 st.badge("down", icon=":material/error:", color="red")
             st.metric("Last beat", fmt_ago(s.last_beat_at, now), help=fmt_local(s.last_beat_at, tz))
             st.caption(f"Last beat: {fmt_local(s.last_beat_at, tz)}")
+            st.caption(f"Schedule: {s.schedule.describe()} · next beat expected {fmt_ago(s.due_at, now)}")
             if not s.history:
                 st.caption("Only the latest beat is stored for this agent: no uptime history.")
                 continue
@@ -85,6 +92,12 @@ def show_cards(statuses: list[AgentStatus], now: datetime, tz) -> None:
             prefix = "before " if s.up_since_before_window else ""
             st.caption(f"Up since: {prefix}{since}" + ("" if s.up_since is None else f" ({fmt_ago(s.up_since, now)})"))
             st.markdown(f"Availability · 24 h **{_pct(s.availability_24h)}** · 7 d **{_pct(s.availability_7d)}**")
+            target = s.schedule.availability_target
+            if target is not None and s.availability_7d is not None:
+                if s.below_target:
+                    st.markdown(f":red-badge[below target] 7 d {_pct(s.availability_7d)} < {_pct(target)}")
+                else:
+                    st.markdown(f":green-badge[target met] 7 d ≥ {_pct(target)}")
 
 
 def show_timeline(runs: pd.DataFrame, window: str, now: datetime, tz) -> None:
@@ -112,4 +125,5 @@ def show_timeline(runs: pd.DataFrame, window: str, now: datetime, tz) -> None:
         barmode="overlay",
     )
     st.plotly_chart(fig.to_dict(), width="stretch", key=Keys.timeline(window), theme="streamlit")
-    st.caption("Green: unbroken runs of heartbeats. Gaps: no beat for more than 60 s (counted as down).")
+    st.caption("Green: unbroken runs of heartbeats. Gaps: no beat by the next expected beat + grace of the agent's "
+               "schedule (60 s without one), counted as down.")
