@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from lib.agent_schedules import DEFAULT_SCHEDULE, Schedule, as_schedule, deadlines, liveness, load_schedules
 from lib.db import distinct_values_cte
+from lib.maintenance import load_windows, maintenance_until
 from lib.schema import agent_heartbeats as hb
 from lib.timeutil import as_utc as _utc  # max() comes back untyped on SQLite
 
@@ -91,6 +92,7 @@ class AgentStatus:
     state: str = "up"  # up | late | down (lib.agent_schedules.liveness)
     schedule: Schedule = DEFAULT_SCHEDULE
     due_at: datetime | None = None  # the next beat is expected by then (late after, down after the grace)
+    maintenance_until: datetime | None = None  # a maintenance window covers the agent until then
 
     @property
     def below_target(self) -> bool:
@@ -108,6 +110,7 @@ def agent_statuses(conn: sa.Connection, *, now: datetime, threshold: Rule | None
         schedules = load_schedules(conn)
     default = as_schedule(threshold)
     rules = {r.agent_id: schedules.get(r.agent_id, default) for r in latest}
+    windows = load_windows(conn, now=now)
     window_7d = now - timedelta(days=7)
     lookback = max((rule.lookback(now) for rule in rules.values()), default=LIVENESS_THRESHOLD)
     beats = beats_by_agent(conn, since=window_7d - lookback, until=now, agent_ids=[r.agent_id for r in latest])
@@ -132,6 +135,7 @@ def agent_statuses(conn: sa.Connection, *, now: datetime, threshold: Rule | None
                 state=state,
                 schedule=rule,
                 due_at=None if last is None else rule.due(last),
+                maintenance_until=maintenance_until(windows, now, agent_id=row.agent_id),
             )
         )
     return sorted(out, key=lambda s: (s.alive, s.agent_id))

@@ -495,3 +495,24 @@ agent_schedules = sa.Table(
     sa.Column("updated_by", sa.Text, nullable=False),
     _ts("updated_at", nullable=False),
 )
+
+# Our own: maintenance windows (lib.maintenance). While one covers an agent, an account or (neither set)
+# everything, no agent_down or queue alert is raised for it and no notification goes out. One-off
+# (starts_at .. ends_at) or recurring (cron + duration_s, from starts_at until ends_at if set). An
+# operator ending one early sets ended_at; rows are kept so the timelines can show past windows.
+maintenance_windows = sa.Table(
+    "maintenance_windows",
+    metadata,
+    _id(),
+    sa.Column("agent_id", sa.Text),
+    sa.Column("business_account_id", sa.Uuid(as_uuid=True)),
+    _ts("starts_at", nullable=False),
+    _ts("ends_at"),
+    sa.Column("cron", sa.Text),
+    sa.Column("duration_s", sa.Integer),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("created_by", sa.Text, nullable=False),
+    _ts("created_at", nullable=False),
+    _ts("ended_at"),
+    sa.Column("ended_by", sa.Text),
+)

@@ -50,7 +50,7 @@ def sync_agent_down_alerts(conn: sa.Connection, *, now: datetime,
             continue
         if info["open"] or (info["newest"] is not None and last is not None and info["newest"] >= last):
             continue  # already raised for this down period
-        open_or_update_alert(
+        alert_id = open_or_update_alert(  # None: a maintenance window covers the agent
             conn, alert_type="agent_down", agent_id=agent_id, now=now,
             message=f"Agent {agent_id} has not sent a heartbeat since {iso(last) if last else 'ever'}",
             details={"last_beat_at": iso(last) if last else None,
@@ -58,5 +58,6 @@ def sync_agent_down_alerts(conn: sa.Connection, *, now: datetime,
                      "schedule": rule.describe(), "expected_by": iso(rule.due(last)) if last else None,
                      "source": "worker_watchdog", "occurred_at": iso(now)},
         )
-        raised.append(agent_id)
+        if alert_id is not None:
+            raised.append(agent_id)
     return {"raised": raised, "resolved": resolved}
