@@ -3,6 +3,7 @@ import streamlit as st
 from lib.timeutil import floor_time
 from lib.ui import live_caption, page_guard
 from lib.ui.agent_schedules import show_schedules
+from lib.ui.maintenance import show_maintenance, show_planner
 from lib.ui.agent_status import (
     DEFAULT_WINDOW, WINDOWS, Keys, load_agent_statuses, load_runs, show_banner, show_cards, show_timeline, status_time,
 )
@@ -22,6 +23,7 @@ def live_panel():
             icon=":material/hourglass_empty:",
         )
         return
+    show_maintenance(scope, now, agents=True)
     show_banner(statuses)
     show_cards(statuses, now, scope.tz)
     st.subheader("Heartbeats")
@@ -30,4 +32,6 @@ def live_panel():
 
 
 live_panel()
-show_schedules(scope, sorted(s.agent_id for s in load_agent_statuses(scope.db_url, status_time())))
+agent_ids = sorted(s.agent_id for s in load_agent_statuses(scope.db_url, status_time()))
+show_schedules(scope, agent_ids)
+show_planner(scope, agent_ids)

@@ -85,6 +85,9 @@ def show_cards(statuses: list[AgentStatus], now: datetime, tz) -> None:
             st.metric("Last beat", fmt_ago(s.last_beat_at, now), help=fmt_local(s.last_beat_at, tz))
             st.caption(f"Last beat: {fmt_local(s.last_beat_at, tz)}")
             st.caption(f"Schedule: {s.schedule.describe()} · next beat expected {fmt_ago(s.due_at, now)}")
+            if s.maintenance_until is not None:
+                st.badge(f"in maintenance until {fmt_local(s.maintenance_until, tz, with_seconds=False)}",
+                         icon=":material/construction:", color="blue")
             if not s.history:
                 st.caption("Only the latest beat is stored for this agent: no uptime history.")
                 continue
