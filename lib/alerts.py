@@ -26,6 +26,7 @@ _SEVERITY = {
     "sync_failure": "ERROR",
     "rate_limit": "WARNING",
     "account_restricted": "ERROR",  # Instagram holds an account's queue (lib.account_holds)
+    "slo_burn": "ERROR",  # replies go out too late too often (lib.service_levels)
 }  # anything else (token_expiring, metric_anomaly, types of other writers) is WARNING
 
 

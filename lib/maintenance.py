@@ -26,7 +26,7 @@ from lib.timeutil import as_utc, fmt_duration, iso
 # the agent and queue alert types a window mutes; the rest (token expiry, metric anomalies, the Graph
 # version warning) are about things a maintenance does not explain
 MUTED_TYPES = ("agent_down", "auth_failure", "rate_limit", "content_violation", "sync_failure",
-               "account_restricted")
+               "account_restricted", "slo_burn")
 MAX_ONE_OFF = timedelta(days=31)
 MIN_DURATION_S = 60
 MAX_DURATION_S = 7 * 86400

@@ -123,6 +123,10 @@ class Settings:
     anomaly_alerts: str = "off"  # on: flags are raised as metric_anomaly alerts (the worker, and operators by hand)
     digest_cron: str = "0 8 * * 1"  # the weekly digest: Monday 08:00 UTC
     digest_scope: str = "all"  # all: one digest for every account; per_account: one digest per account
+    # Service levels (docs/incidents.md): action_type:percent:duration, comma-separated (minutes without a unit)
+    slo_targets: str = "reply_comment:95:15m, reply_dm:95:15m, send_dm:95:60m, publish_post:95:60m, repost_ugc:95:60m"
+    slo_window_days: int = 7  # a target is met or missed over this many days
+    slo_burn_rate: float = 14.4  # an slo_burn alert when the last hour spends the budget this much faster than even
 
     @property
     def anomaly_alerts_on(self) -> bool:
@@ -214,6 +218,14 @@ def load_settings(env: Mapping[str, str] | None = None, secrets: Mapping[str, An
         raise SettingsError(f"ANOMALY_THRESHOLD must be a positive number (got {settings.anomaly_threshold!r})")
     if settings.digest_scope not in ("all", "per_account"):
         raise SettingsError(f"DIGEST_SCOPE must be all or per_account (got {settings.digest_scope!r})")
+    from lib.service_levels import parse_targets  # lazy: settings stay cheap to import
+
+    try:
+        parse_targets(settings.slo_targets)
+    except ValueError as exc:
+        raise SettingsError(f"SLO_TARGETS: {exc}") from exc
+    if settings.slo_window_days < 1 or settings.slo_burn_rate <= 0:
+        raise SettingsError("SLO_WINDOW_DAYS must be at least 1 and SLO_BURN_RATE positive")
     return replace(settings, database_url=normalize_database_url(settings.database_url))
 
 
