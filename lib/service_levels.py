@@ -194,12 +194,14 @@ def slo_statuses(conn: sa.Connection, targets: list[SloTarget], *, now: datetime
     return out
 
 
-def sync_slo_alerts(conn: sa.Connection, targets: list[SloTarget], *, now: datetime, window_days: int,
-                    burn_threshold: float) -> dict[str, list[str]]:
+def sync_slo_alerts(conn: sa.Connection, targets: list[SloTarget], *, now: datetime, burn_threshold: float) -> dict[str, list[str]]:
     """One open slo_burn alert while any target burns its budget faster than burn_threshold (over the last
     hour, with at least MIN_EVENTS rows); it is updated only when the set of burning targets changes and
     resolves itself when none burns. -> {"raised": [...action types], "resolved": [...]}"""
-    statuses = slo_statuses(conn, targets, now=now, window_days=window_days)
+    statuses = []
+    for t in targets:  # the last hour only: cheap enough for every watchdog pass
+        recent = compliance(conn, t, now=now, window=BURN_WINDOW)
+        statuses.append(SloStatus(t, recent, recent, burn_rate(recent, t)))
     burning = [s for s in statuses if s.burning(burn_threshold)]
     open_row = conn.execute(sa.select(system_alerts.c.details).where(
         system_alerts.c.alert_type == ALERT_TYPE, system_alerts.c.resolved.is_(False)).limit(1)).first()
@@ -222,3 +224,8 @@ def sync_slo_alerts(conn: sa.Connection, targets: list[SloTarget], *, now: datet
                               "threshold_s": s.target.threshold_s, "burn_rate": round(s.burn, 2),
                               "bad": s.recent.bad, "total": s.recent.total} for s in burning]})
     return {"raised": names if alert_id is not None else [], "resolved": []}
+
+
+def sync_from_settings(conn: sa.Connection, settings, *, now: datetime) -> dict[str, list[str]]:
+    """The worker's watchdog pass: SLO_TARGETS and SLO_BURN_RATE from the settings."""
+    return sync_slo_alerts(conn, parse_targets(settings.slo_targets), now=now, burn_threshold=settings.slo_burn_rate)

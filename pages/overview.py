@@ -4,6 +4,7 @@ from lib.timeutil import floor_time, utcnow
 from lib.ui import live_caption, page_guard
 from lib.ui.holds import show_holds
 from lib.ui.maintenance import show_maintenance
+from lib.ui.service_levels import overview_block as slo_block
 from lib.ui.overview import activity_block, agents_block, alerts_block, metrics_block, queue_block
 
 scope = page_guard("Overview")
@@ -21,6 +22,7 @@ def live_panel():
         queue_block(scope, now)
     with right:
         alerts_block(scope)
+    slo_block(scope, now)
     activity_block(scope, now)
     metrics_block(scope, now)
     live_caption(scope, utcnow())

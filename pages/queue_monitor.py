@@ -8,6 +8,7 @@ from lib.ui.queue_monitor import (
     confirm_retry_all, filters, load_groups, load_health, load_summary, load_waiting, load_worker, show_counts,
     pause_control, show_groups, show_metrics, show_pauses, show_table, show_waiting, show_worker, view_picker,
 )
+from lib.ui.service_levels import show_service_levels
 from lib.ui.throughput import show_throughput
 
 scope = page_guard("Queue Monitor")
@@ -28,6 +29,7 @@ def overview():
 
 overview()
 show_throughput(scope)
+show_service_levels(scope)
 
 pause_control(scope)
 st.subheader("Triage")

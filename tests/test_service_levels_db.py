@@ -78,7 +78,7 @@ def test_an_injected_delay_moves_the_slo_and_fires_exactly_one_alert(engine):
         while now < NOW:
             add(conn, acc, "reply_dm", now)
             now += 30 * S
-            r = sync_slo_alerts(conn, [DM], now=now, window_days=7, burn_threshold=14.4)
+            r = sync_slo_alerts(conn, [DM], now=now, burn_threshold=14.4)
             raised += r["raised"]
         (during,) = slo_statuses(conn, [DM], now=NOW, window_days=7)
         alerts = conn.execute(sa.select(system_alerts).where(system_alerts.c.alert_type == "slo_burn")).all()
@@ -94,6 +94,6 @@ def test_an_injected_delay_moves_the_slo_and_fires_exactly_one_alert(engine):
         while t < later:
             add(conn, acc, "reply_dm", t, sent_after=30 * S)
             t += 2 * M
-        assert sync_slo_alerts(conn, [DM], now=later, window_days=7, burn_threshold=14.4)["resolved"] == ["reply_dm"]
+        assert sync_slo_alerts(conn, [DM], now=later, burn_threshold=14.4)["resolved"] == ["reply_dm"]
         assert conn.execute(sa.select(system_alerts.c.resolved).where(
             system_alerts.c.alert_type == "slo_burn")).scalar() is True
