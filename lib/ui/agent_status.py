@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from lib.agent_schedules import load_schedules
+from lib.maintenance import load_windows
 from lib.heartbeats import LIVENESS_THRESHOLD, AgentStatus, agent_statuses, beat_runs, beats_by_agent
 from lib.timeutil import floor_time, fmt_ago, fmt_local, utcnow
 from lib.ui.charts import Fig, local_times, plain
@@ -52,6 +53,18 @@ def load_runs(db_url: str, window: str, now: datetime) -> pd.DataFrame:
         for agent, times in beats.items()
         for start, end in beat_runs(times, schedules.get(agent, LIVENESS_THRESHOLD))
     ]
+    return pd.DataFrame(rows, columns=["agent_id", "start", "end"])
+
+
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=32, show_spinner=False)
+def load_maintenance_spans(db_url: str, window: str, now: datetime, agent_ids: tuple[str, ...]) -> pd.DataFrame:
+    """The maintenance occurrences covering each agent in the window, one row per agent and occurrence."""
+    since = now - WINDOWS[window]
+    with get_engine(db_url).connect() as conn:
+        windows = load_windows(conn, now=now, since=since)
+    rows = [{"agent_id": agent, "start": max(start, since), "end": min(end, now)}
+            for w in windows for agent in agent_ids if w.covers(agent_id=agent)
+            for start, end in w.occurrences(since, now)]
     return pd.DataFrame(rows, columns=["agent_id", "start", "end"])
 
 
@@ -103,7 +116,7 @@ def show_cards(statuses: list[AgentStatus], now: datetime, tz) -> None:
                     st.markdown(f":green-badge[target met] 7 d ≥ {_pct(target)}")
 
 
-def show_timeline(runs: pd.DataFrame, window: str, now: datetime, tz) -> None:
+def show_timeline(runs: pd.DataFrame, window: str, now: datetime, tz, maintenance: pd.DataFrame | None = None) -> None:
     if runs.empty:
         st.info(f"No heartbeats in the last {window}.")
         return
@@ -116,6 +129,13 @@ def show_timeline(runs: pd.DataFrame, window: str, now: datetime, tz) -> None:
     fig.add(dict(type="bar", orientation="h", base=start.dt.strftime("%Y-%m-%d %H:%M:%S").to_numpy(),
                  x=((end - start).dt.total_seconds() * 1000).to_numpy(), y=[plain(a) for a in df["agent_id"]],
                  marker=dict(color="#3f9c6d"), hovertemplate="%{y}<br>%{base} → %{x}<extra></extra>", showlegend=False))
+    if maintenance is not None and not maintenance.empty:  # under the runs: planned downtime, in grey
+        m_start, m_end = local_times(maintenance["start"], tz), local_times(maintenance["end"], tz)
+        fig.add(dict(type="bar", orientation="h", base=m_start.dt.strftime("%Y-%m-%d %H:%M:%S").to_numpy(),
+                     x=((m_end - m_start).dt.total_seconds() * 1000).to_numpy(),
+                     y=[plain(a) for a in maintenance["agent_id"]], marker=dict(color="#b0b0b0", opacity=0.6),
+                     hovertemplate="maintenance<br>%{base} → %{x}<extra></extra>", showlegend=False))
+        fig.data.insert(0, fig.data.pop())
     window_start, window_end = (now - WINDOWS[window]).astimezone(tz), now.astimezone(tz)
     fig.layout_fig.update_layout(
         height=80 + 50 * df["agent_id"].nunique(),
@@ -129,4 +149,4 @@ def show_timeline(runs: pd.DataFrame, window: str, now: datetime, tz) -> None:
     )
     st.plotly_chart(fig.to_dict(), width="stretch", key=Keys.timeline(window), theme="streamlit")
     st.caption("Green: unbroken runs of heartbeats. Gaps: no beat by the next expected beat + grace of the agent's "
-               "schedule (60 s without one), counted as down.")
+               "schedule (60 s without one), counted as down. Grey: maintenance windows.")

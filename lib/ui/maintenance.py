@@ -75,9 +75,10 @@ def show_maintenance(scope: Scope, now: datetime, *, agents: bool = False) -> No
 
 def _clear() -> None:
     load_current_windows.clear()
-    from lib.ui.agent_status import load_agent_statuses  # its cards show "in maintenance until"
+    from lib.ui.agent_status import load_agent_statuses, load_maintenance_spans  # cards and timeline show windows
 
     load_agent_statuses.clear()
+    load_maintenance_spans.clear()
 
 
 def _on_create(scope: Scope) -> None:

@@ -1,5 +1,6 @@
 """Maintenance windows through AppTest: an operator plans one for an agent, the pages say "in maintenance
 until …", ending it is audited; a window without a reason is refused; viewers see the planner disabled."""
+import json
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -44,6 +45,8 @@ def test_an_operator_plans_a_window_and_the_page_says_until_when(run_page, sqlit
     with eng.connect() as conn:
         w = conn.execute(sa.select(maintenance_windows)).one()
     assert w.agent_id == "deployer" and w.ends_at - w.starts_at == timedelta(hours=1)
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)  # the heartbeat timeline shows the window in grey
+    assert [t["hovertemplate"].split("<br>")[0] for t in spec["data"]] == ["maintenance", "%{y}"]
     at.button(key=Keys.end(w.id)).click().run()
     assert not [i for i in at.info if i.value.startswith("In maintenance until")]
     with eng.connect() as conn:
