@@ -62,3 +62,20 @@ def test_viewers_see_the_editor_disabled(run_page, sqlite_url):
     at = run_page(sqlite_url, PAGE, env={"OPERATOR_EMAILS": "someone-else@example.com"})
     assert at.button(key=Keys.SAVE).disabled and at.button(key=Keys.CLEAR).disabled
     assert at.radio(key=Keys.KIND).disabled
+
+
+def test_a_late_agent_is_alive_and_named_late_on_both_pages(run_page, sqlite_url):
+    from lib.agent_schedules import make_schedule, set_schedule
+    from lib.identity import OPERATOR, Actor
+
+    eng = make_engine(sqlite_url)
+    init_db(eng)
+    now = utcnow()
+    with eng.begin() as conn:
+        for minutes in (16.5, 11, 5.5):  # every ~5 minutes; the last beat 5.5 minutes ago
+            record_beat(conn, "poller", now=now - timedelta(minutes=minutes))
+        set_schedule(conn, "poller", make_schedule(period_s=300, grace_s=120), actor=Actor("ops", OPERATOR), now=now)
+    at = run_page(sqlite_url, PAGE)
+    assert [s.value for s in at.success] == ["All 1 agent alive · late (within grace): poller"]
+    at = run_page(sqlite_url, "pages/overview.py")
+    assert any(m.value.startswith(":orange-badge[:material/schedule: late] poller") for m in at.markdown)
