@@ -69,3 +69,4 @@ def test_agent_stopped_acknowledged_with_a_comment_and_restarted(start_app, sqli
     assert kinds == ["cause", "opened", "acknowledged", "cause", "resolved"], rows
     assert "restarting the engagement agent" in rows[2]
     assert re.search(r"after a gap of [34] min", rows[3]), rows[3]  # three minutes, plus the test's own time
+
