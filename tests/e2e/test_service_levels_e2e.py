@@ -15,7 +15,7 @@ def test_queue_monitor_service_levels_30_days_on_demand(start_app, demo_url, pag
     page.goto(f"{server.url}/queue_monitor")
     wait_idle(page)
     expect(page.get_by_role("heading", name="Service levels")).to_be_visible()
-    expect(page.locator(".st-key-slo_table")).to_be_visible()
+    expect(page.get_by_text("Time to send: queued (created_at)")).to_be_visible()
     expander = page.locator(".st-key-slo_more")
     open_expander(page, expander, "")
     expect(expander.get_by_test_id("stDataFrame")).to_have_count(2)
