@@ -318,11 +318,12 @@ def postmortem_markdown(inc: Incident, *, now: datetime, account_name: str | Non
     from lib.text import md_escape
 
     s = inc.summary
-    zone = tz
+
     def when(t: datetime | None) -> str:
         if t is None:
             return "—"
-        return t.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z") if zone else f"{t:%Y-%m-%d %H:%M:%S} UTC"
+        return t.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z") if tz else f"{t:%Y-%m-%d %H:%M:%S} UTC"
+
     subject = s.agent_id or account_name or (str(s.business_account_id) if s.business_account_id else "")
     lines = [f"# Postmortem draft: {md_escape(s.alert_type)}" + (f" · {md_escape(subject)}" if subject else ""), "",
              f"- Severity: {s.severity}",
