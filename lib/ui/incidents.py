@@ -30,6 +30,7 @@ class Keys:
     PERIOD = "inc_period"
     TYPE = "inc_type"
     STATE = "inc_state"
+    AGENT = "inc_agent"
     TABLE = "inc_table"
     SELECTED = "inc_selected"  # the incident shown (an alert id, as text); also ?incident= in the URL
     ACK_NOTE = "inc_ack_note"
@@ -51,12 +52,17 @@ def load_incident(db_url: str, alert_id: str, now: datetime) -> Incident | None:
 
 
 def filters(scope: Scope, now: datetime) -> IncidentFilter:
-    a, b, c = st.columns(3)
+    from lib.ui.agent_status import load_agent_statuses, status_time  # the agents known by their beats
+
+    a, b, c, d = st.columns([1.4, 1, 1, 1])
     period = a.segmented_control("Opened in the last", list(PERIODS), default="7 d", key=Keys.PERIOD) or "7 d"
     kind = b.selectbox("Type", TYPES, key=Keys.TYPE)
     state = c.selectbox("State", STATES, key=Keys.STATE)
+    agents = sorted(s.agent_id for s in load_agent_statuses(scope.db_url, status_time()))
+    agent = d.selectbox("Agent", [ANY, *agents], key=Keys.AGENT)
     return IncidentFilter(since=now - PERIODS[period], alert_type=None if kind == ANY else kind,
-                          state=None if state == ANY else state, account_id=scope.account_id)
+                          state=None if state == ANY else state, account_id=scope.account_id,
+                          agent_id=None if agent == ANY else agent)
 
 
 def _td(td: timedelta | None) -> str:

@@ -42,6 +42,8 @@ def test_list_and_timeline_of_a_resolved_incident(run_page, sqlite_url):
     timeline = at.dataframe[-1].value
     assert timeline["kind"].tolist() == ["cause", "opened", "cause", "resolved"]
     assert not [b for b in at.button if b.key == Keys.ACK]  # nothing to acknowledge once resolved
+    at.selectbox(key=Keys.AGENT).set_value("engagement").run()
+    assert at.dataframe[0].value["about"].tolist() == ["agent engagement"]
     at.selectbox(key=Keys.STATE).set_value("open").run()
     assert [i.value for i in at.info] == ["No incident matches these filters."]
 
