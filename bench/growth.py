@@ -26,6 +26,8 @@ from lib.heartbeats import agent_statuses
 from lib.metrics import read_snapshot, snapshot_query
 from lib.queue import queue_health, status_summary
 from lib.schema import post_queue
+from lib.service_levels import WINDOWS, parse_targets, send_time_percentiles, slo_statuses, sync_slo_alerts
+from lib.settings import Settings
 from lib.timeutil import floor_time, utcnow
 from lib.worker_ticks import worker_health
 
@@ -76,6 +78,25 @@ def _scrape_before(conn, now):
     conn.execute(snapshot_query(now)).all()
 
 
+SLO_TARGETS = parse_targets(Settings.slo_targets)
+
+
+def _slo_percentiles(conn, now):
+    """The Queue Monitor's time to send: p50/p95 per action type over 24 h, 7 d and 30 d."""
+    for window in WINDOWS.values():
+        send_time_percentiles(conn, now=now, window=window)
+
+
+def _slo_targets(conn, now):
+    """Every default target's compliance over 7 d and the last hour (Queue Monitor and Overview)."""
+    slo_statuses(conn, SLO_TARGETS, now=now, window_days=7)
+
+
+def _slo_burn(conn, now):
+    """The worker's watchdog pass: the last hour of every target (rolled back by the caller)."""
+    sync_slo_alerts(conn, SLO_TARGETS, now=now, burn_threshold=14.4)
+
+
 MEASURES = {
     "queue summary before (GROUP BY over post_queue)": _old_summary,
     "queue summary (status_summary)": lambda c, n: status_summary(c, now=n),
@@ -87,6 +108,9 @@ MEASURES = {
     "Overview live refresh (all its loaders)": _overview,
     "metrics scrape before (GROUP BY over post_queue)": _scrape_before,
     "metrics scrape (lib.metrics.read_snapshot)": _scrape,
+    "service levels: time to send p50/p95, 24 h + 7 d + 30 d": _slo_percentiles,
+    "service levels: targets, 7 d + 1 h compliance": _slo_targets,
+    "service levels: slo_burn check (watchdog pass)": _slo_burn,
 }
 BACKLOG_MEASURES = ("queue summary (status_summary)", "Overview live refresh (all its loaders)",
                     "metrics scrape (lib.metrics.read_snapshot)")

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from lib.audit import audit_row
 from lib.redact import redact, redact_text
 from lib.identity import Actor, require_operator
+from lib.maintenance import MUTED_TYPES, in_maintenance
 from lib.schema import audit_log, system_alerts
 from lib.timebuckets import bucket_expr, bucket_value
 from lib.timeutil import iso
@@ -25,6 +26,7 @@ _SEVERITY = {
     "sync_failure": "ERROR",
     "rate_limit": "WARNING",
     "account_restricted": "ERROR",  # Instagram holds an account's queue (lib.account_holds)
+    "slo_burn": "ERROR",  # replies go out too late too often (lib.service_levels)
 }  # anything else (token_expiring, metric_anomaly, types of other writers) is WARNING
 
 
@@ -46,11 +48,15 @@ def open_or_update_alert(
     business_account_id: uuid.UUID | None = None,
     agent_id: str | None = None,
     details: dict[str, Any] | None = None,
-) -> uuid.UUID:
+) -> uuid.UUID | None:
     """At most one unresolved alert per (alert_type, account or agent): a repeat updates it.
 
     The repeat keeps first_seen, bumps count and last_seen, and takes the new message/details.
+    None, and nothing written, when a maintenance window covers the agent or account and mutes the type.
     """
+    if alert_type in MUTED_TYPES and in_maintenance(conn, now=now, agent_id=agent_id,
+                                                    business_account_id=business_account_id):
+        return None
     details = dict(details or {})
     if agent_id is not None:
         details["agent_id"] = agent_id

@@ -1,4 +1,6 @@
-"""Agent liveness (spec 2.4, DESIGN decision 7): alive when the newest beat is <= 60 s old.
+"""Agent liveness (spec 2.4, DESIGN decision 7): alive while the newest beat is within the agent's
+schedule (lib.agent_schedules): by default at most 60 s old; an agent with a period or a cron schedule
+is alive until its next expected beat plus its grace.
 
 The stored `status` column is never trusted. agent_heartbeats may hold one row per beat or one
 row per agent (updated in place); with only one row we know liveness and the last beat, not
@@ -13,29 +15,38 @@ from typing import Sequence
 
 import sqlalchemy as sa
 
+from lib.agent_schedules import DEFAULT_SCHEDULE, Schedule, as_schedule, deadlines, liveness, load_schedules
 from lib.db import distinct_values_cte
+from lib.maintenance import load_windows, maintenance_until
 from lib.schema import agent_heartbeats as hb
 from lib.timeutil import as_utc as _utc  # max() comes back untyped on SQLite
 
 LIVENESS_THRESHOLD = timedelta(seconds=60)
 
 
-def is_alive(last_beat_at: datetime | None, now: datetime, threshold: timedelta = LIVENESS_THRESHOLD) -> bool:
-    return last_beat_at is not None and now - last_beat_at <= threshold
+Rule = Schedule | timedelta  # a schedule, or a plain threshold (each beat covers that long)
 
 
-def beat_runs(beats: Sequence[datetime], threshold: timedelta = LIVENESS_THRESHOLD) -> list[tuple[datetime, datetime]]:
-    """Unbroken runs of sorted beats as (first beat, last beat); a gap > threshold starts a new run."""
+def is_alive(last_beat_at: datetime | None, now: datetime, threshold: Rule = LIVENESS_THRESHOLD) -> bool:
+    """Up or late (within grace): not down."""
+    return liveness(last_beat_at, now, as_schedule(threshold)) != "down"
+
+
+def beat_runs(beats: Sequence[datetime], threshold: Rule = LIVENESS_THRESHOLD) -> list[tuple[datetime, datetime]]:
+    """Unbroken runs of sorted beats as (first beat, last beat); a beat after the previous beat's
+    deadline (the threshold, or the schedule's next expected beat + grace) starts a new run."""
     runs: list[tuple[datetime, datetime]] = []
-    for beat in beats:
-        if runs and beat - runs[-1][1] <= threshold:
+    deadline = None
+    for beat, next_deadline in deadlines(beats, as_schedule(threshold)):
+        if runs and beat <= deadline:
             runs[-1] = (runs[-1][0], beat)
         else:
             runs.append((beat, beat))
+        deadline = next_deadline
     return runs
 
 
-def up_since(beats: Sequence[datetime], now: datetime, threshold: timedelta = LIVENESS_THRESHOLD) -> datetime | None:
+def up_since(beats: Sequence[datetime], now: datetime, threshold: Rule = LIVENESS_THRESHOLD) -> datetime | None:
     """Start of the current unbroken run of beats, or None when the agent is down."""
     runs = beat_runs(beats, threshold)
     if not runs or not is_alive(runs[-1][1], now, threshold):
@@ -43,14 +54,15 @@ def up_since(beats: Sequence[datetime], now: datetime, threshold: timedelta = LI
     return runs[-1][0]
 
 
-def availability(
-    beats: Sequence[datetime], window_start: datetime, now: datetime, threshold: timedelta = LIVENESS_THRESHOLD
-) -> float | None:
-    """Share of [window_start, now] during which the agent counted as alive.
+def availability(beats: Sequence[datetime], window_start: datetime, now: datetime,
+                 threshold: Rule = LIVENESS_THRESHOLD) -> float | None:
+    """Share of [window_start, now] during which the agent was not down.
 
-    Each beat covers the threshold after it, so gaps longer than the threshold count as down.
-    The window starts no earlier than the first beat we know of (a new agent is not "down"
-    before it existed). None when there is no beat to judge by.
+    Each beat covers the time until its deadline (the threshold after it, or the schedule's next
+    expected beat + grace), so a nightly agent asleep between its runs is not down, and one that
+    missed a run is down from the run's time + grace until it beats again. The window starts no
+    earlier than the first beat we know of (a new agent is not "down" before it existed). None when
+    there is no beat to judge by.
     """
     if not beats:
         return None
@@ -59,8 +71,8 @@ def availability(
         return 1.0 if is_alive(beats[-1], now, threshold) else 0.0
     covered = timedelta(0)
     cursor = start
-    for beat in beats:
-        lo, hi = max(beat, cursor), min(beat + threshold, now)
+    for beat, deadline in deadlines(beats, as_schedule(threshold)):
+        lo, hi = max(beat, cursor), min(deadline, now)
         if hi > lo:
             covered += hi - lo
             cursor = hi
@@ -71,35 +83,59 @@ def availability(
 class AgentStatus:
     agent_id: str
     last_beat_at: datetime | None
-    alive: bool
+    alive: bool  # up or late: not down
     up_since: datetime | None
     up_since_before_window: bool  # the current run began before the history we read
     availability_24h: float | None
     availability_7d: float | None
     history: bool  # False when the table keeps one row per agent
+    state: str = "up"  # up | late | down (lib.agent_schedules.liveness)
+    schedule: Schedule = DEFAULT_SCHEDULE
+    due_at: datetime | None = None  # the next beat is expected by then (late after, down after the grace)
+    maintenance_until: datetime | None = None  # a maintenance window covers the agent until then
+
+    @property
+    def below_target(self) -> bool:
+        """The 7-day availability misses the agent's target (False when there is no target or no history)."""
+        target = self.schedule.availability_target
+        return target is not None and self.availability_7d is not None and self.availability_7d < target
 
 
-def agent_statuses(conn: sa.Connection, *, now: datetime, threshold: timedelta = LIVENESS_THRESHOLD) -> list[AgentStatus]:
-    """One status per agent_id, down agents first, then by id."""
+def agent_statuses(conn: sa.Connection, *, now: datetime, threshold: Rule | None = None,
+                   schedules: dict[str, Schedule] | None = None) -> list[AgentStatus]:
+    """One status per agent_id, down agents first, then by id. Each agent is judged by its schedule
+    (read from agent_schedules unless given); agents without one by `threshold` (default: 60 s)."""
     latest = conn.execute(latest_beats_query()).all()
+    if schedules is None:
+        schedules = load_schedules(conn)
+    default = as_schedule(threshold)
+    rules = {r.agent_id: schedules.get(r.agent_id, default) for r in latest}
+    windows = load_windows(conn, now=now)
     window_7d = now - timedelta(days=7)
-    beats = beats_by_agent(conn, since=window_7d - threshold, until=now, agent_ids=[r.agent_id for r in latest])
+    lookback = max((rule.lookback(now) for rule in rules.values()), default=LIVENESS_THRESHOLD)
+    beats = beats_by_agent(conn, since=window_7d - lookback, until=now, agent_ids=[r.agent_id for r in latest])
     out = []
     for row in latest:
+        rule = rules[row.agent_id]
         last = _utc(row.last)
         mine = beats.get(row.agent_id, [])
         history = bool(row.history)
-        start = up_since(mine, now, threshold) if history else None
+        start = up_since(mine, now, rule) if history else None
+        state = liveness(last, now, rule)
         out.append(
             AgentStatus(
                 agent_id=row.agent_id,
                 last_beat_at=last,
-                alive=is_alive(last, now, threshold),
+                alive=state != "down",
                 up_since=start,
                 up_since_before_window=bool(start and mine and start == mine[0] and start <= window_7d),
-                availability_24h=availability(mine, now - timedelta(hours=24), now, threshold) if history else None,
-                availability_7d=availability(mine, window_7d, now, threshold) if history else None,
+                availability_24h=availability(mine, now - timedelta(hours=24), now, rule) if history else None,
+                availability_7d=availability(mine, window_7d, now, rule) if history else None,
                 history=history,
+                state=state,
+                schedule=rule,
+                due_at=None if last is None else rule.due(last),
+                maintenance_until=maintenance_until(windows, now, agent_id=row.agent_id),
             )
         )
     return sorted(out, key=lambda s: (s.alive, s.agent_id))

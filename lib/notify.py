@@ -41,6 +41,7 @@ from lib.alerts import SEVERITIES, resolved_by, severity
 from lib.audit import log_audit
 from lib.db import write_transaction
 from lib.identity import Actor, require_operator
+from lib.maintenance import load_windows
 from lib.schema import alert_acknowledgements as acks
 from lib.schema import alert_silences as silences_t
 from lib.schema import instagram_business_accounts as accounts_t
@@ -383,6 +384,18 @@ def load_silences(conn: sa.Connection, *, active_at: datetime | None = None, lim
                     r.reason, r.created_by, as_utc(r.created_at), as_utc(r.ended_early_at), r.ended_by) for r in rows]
 
 
+def maintenance_silences(conn: sa.Connection, *, now: datetime) -> list[Silence]:
+    """The maintenance windows active now, as silences of every type for what they cover: an incident
+    they cover gets no opening and no digest until the window is over."""
+    out = []
+    for w in load_windows(conn, now=now):
+        span = w.occurrence_at(now)
+        if span is not None:
+            out.append(Silence(w.id, None, w.business_account_id, w.agent_id, span[0], span[1],
+                               f"maintenance: {w.reason}", w.created_by, w.created_at))
+    return out
+
+
 def _account_names(conn: sa.Connection, ids) -> dict:
     ids = [i for i in set(ids) if i is not None]
     if not ids:
@@ -517,7 +530,7 @@ def detect(conn: sa.Connection, settings: Settings, *, now: datetime) -> DetectR
             last_count=max(count or 0, r.last_count + delta), last_updated_at=r.updated_at))
 
     names = _account_names(conn, [i["business_account_id"] for i in incidents.values()])
-    active = load_silences(conn, active_at=now)
+    active = load_silences(conn, active_at=now) + maintenance_silences(conn, now=now)
     acked = _acked_incidents(conn, [i for i in incidents if not incidents[i].get("_new")])
     messages: list[dict] = []
 

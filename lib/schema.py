@@ -119,6 +119,10 @@ post_queue = sa.Table(
              postgresql_where=sa.text("status = 'sent'"), sqlite_where=sa.text("status = 'sent'")),
     # Accounts page: the newest sent / failed row of one account and action type is one probe
     sa.Index("ix_post_queue_account_outcome", "business_account_id", "action_type", "status", "updated_at"),
+    # Service levels' time to send (updated_at - created_at of sent rows over 24 h / 7 d / 30 d): index-only,
+    # where the index above without created_at made PostgreSQL read the whole table for the 30 days
+    sa.Index("ix_post_queue_sent_latency", "updated_at", "action_type", "business_account_id", "created_at",
+             postgresql_where=sa.text("status = 'sent'"), sqlite_where=sa.text("status = 'sent'")),
 )
 # The worker's claim (worker.tick.claim_query): the due rows in the order it takes them, so a claim
 # reads the first few index entries instead of sorting every pending row. Partial: sent rows, the bulk
@@ -538,4 +542,42 @@ review_context = sa.Table(
     sa.Column("error", sa.Text),
     _ts("window_ends_at"),
     _ts("fetched_at", nullable=False),
+)
+
+# Our own: when each agent is expected to beat (lib.agent_schedules). No row: the default rule (a beat at
+# least every 60 s). A row holds either a period (an agent that beats every period_s seconds) or a cron
+# expression (an agent that runs at set times, e.g. nightly), plus the grace allowed after each expected
+# beat, and the availability the agent should reach. Set by operators on Agent Status; audit_log keeps
+# every change.
+agent_schedules = sa.Table(
+    "agent_schedules",
+    metadata,
+    sa.Column("agent_id", sa.Text, primary_key=True),
+    sa.Column("period_s", sa.Integer),  # NULL when cron is set
+    sa.Column("cron", sa.Text),  # five fields, UTC; NULL when period_s is set
+    sa.Column("grace_s", sa.Integer, nullable=False),
+    sa.Column("availability_target", sa.Float),  # 0-1, e.g. 0.995; NULL: no target
+    sa.Column("updated_by", sa.Text, nullable=False),
+    _ts("updated_at", nullable=False),
+)
+
+# Our own: maintenance windows (lib.maintenance). While one covers an agent, an account or (neither set)
+# everything, no agent_down or queue alert is raised for it and no notification goes out. One-off
+# (starts_at .. ends_at) or recurring (cron + duration_s, from starts_at until ends_at if set). An
+# operator ending one early sets ended_at; rows are kept so the timelines can show past windows.
+maintenance_windows = sa.Table(
+    "maintenance_windows",
+    metadata,
+    _id(),
+    sa.Column("agent_id", sa.Text),
+    sa.Column("business_account_id", sa.Uuid(as_uuid=True)),
+    _ts("starts_at", nullable=False),
+    _ts("ends_at"),
+    sa.Column("cron", sa.Text),
+    sa.Column("duration_s", sa.Integer),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("created_by", sa.Text, nullable=False),
+    _ts("created_at", nullable=False),
+    _ts("ended_at"),
+    sa.Column("ended_by", sa.Text),
 )

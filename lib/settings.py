@@ -133,6 +133,10 @@ class Settings:
     # Review before sending (docs/review.md)
     review_actions: str = ""  # action types held for a person's approval unless a policy says otherwise
     review_wait_alert_s: int = 3600  # a review_waiting alert when a row waits longer than this; 0: never
+    # Service levels (docs/incidents.md): action_type:percent:duration, comma-separated (minutes without a unit)
+    slo_targets: str = "reply_comment:95:15m, reply_dm:95:15m, send_dm:95:60m, publish_post:95:60m, repost_ugc:95:60m"
+    slo_window_days: int = 7  # a target is met or missed over this many days
+    slo_burn_rate: float = 14.4  # an slo_burn alert when the last hour spends the budget this much faster than even
 
     @property
     def anomaly_alerts_on(self) -> bool:
@@ -228,6 +232,14 @@ def load_settings(env: Mapping[str, str] | None = None, secrets: Mapping[str, An
         raise SettingsError(f"WORKER_POLL_S must be 0 (off) or a positive number of seconds (got {settings.worker_poll_s!r})")
     if settings.api_rate_limit_per_min < 1 or settings.api_max_body_bytes < 1024:
         raise SettingsError("API_RATE_LIMIT_PER_MIN must be at least 1 and API_MAX_BODY_BYTES at least 1024")
+    from lib.service_levels import parse_targets  # lazy: settings stay cheap to import
+
+    try:
+        parse_targets(settings.slo_targets)
+    except ValueError as exc:
+        raise SettingsError(f"SLO_TARGETS: {exc}") from exc
+    if settings.slo_window_days < 1 or settings.slo_burn_rate <= 0:
+        raise SettingsError("SLO_WINDOW_DAYS must be at least 1 and SLO_BURN_RATE positive")
     return replace(settings, database_url=normalize_database_url(settings.database_url))
 
 

@@ -3,10 +3,12 @@ import streamlit as st
 from lib.timeutil import floor_time, utcnow
 from lib.ui import live_caption, page_guard
 from lib.ui.holds import show_holds
+from lib.ui.maintenance import show_maintenance
 from lib.ui.queue_monitor import (
     confirm_retry_all, filters, load_groups, load_health, load_summary, load_waiting, load_worker, show_counts,
     pause_control, show_groups, show_metrics, show_pauses, show_table, show_waiting, show_worker, view_picker,
 )
+from lib.ui.service_levels import show_service_levels
 from lib.ui.throughput import show_throughput
 
 scope = page_guard("Queue Monitor")
@@ -16,6 +18,7 @@ scope = page_guard("Queue Monitor")
 def overview():
     now = floor_time(utcnow(), 10)
     show_holds(scope, now)
+    show_maintenance(scope, now)
     show_worker(load_worker(scope.db_url, now, scope.settings.worker_cron), now, scope.tz)
     summary = load_summary(scope.db_url, scope.account_id, now)
     show_pauses(scope, now)
@@ -26,6 +29,7 @@ def overview():
 
 overview()
 show_throughput(scope)
+show_service_levels(scope)
 
 pause_control(scope)
 st.subheader("Triage")

@@ -38,6 +38,7 @@ from lib.digest import queue_due_digests
 from lib.redact import install_log_redaction
 from lib.settings import SettingsError, load_settings
 from lib.timeutil import utcnow
+from lib.service_levels import sync_from_settings as sync_slo_from_settings
 from lib.watchdog import sync_agent_down_alerts
 from worker.tick import next_wait_due, run_tick
 
@@ -189,6 +190,10 @@ class Worker:
                 log.warning("agent_down raised for agent %s", agent)
             for agent in changes["resolved"]:
                 log.info("agent_down resolved for agent %s", agent)
+            with self.engine.begin() as conn:  # the error budget of the queue's service levels
+                slo = sync_slo_from_settings(conn, self.settings, now=utcnow())
+            if slo["raised"]:
+                log.warning("slo_burn raised for %s", ", ".join(slo["raised"]))
         except UNAVAILABLE_ERRORS as exc:
             log.error("watchdog: database unavailable: %s", str(getattr(exc, "orig", None) or exc).splitlines()[0][:300])
         except Exception:  # noqa: BLE001 - keep watching; the next pass retries

@@ -6,7 +6,9 @@ from datetime import datetime, timedelta
 import pandas as pd
 import streamlit as st
 
-from lib.heartbeats import AgentStatus, agent_statuses, beat_runs, beats_by_agent
+from lib.agent_schedules import load_schedules
+from lib.heartbeats import LIVENESS_THRESHOLD, AgentStatus, agent_statuses, beat_runs, beats_by_agent
+from lib.maintenance import load_windows
 from lib.timeutil import floor_time, fmt_local, utcnow
 from lib.ui.charts import Fig, local_times, plain
 from lib.ui.shell import CACHE_TTL_S, get_engine
@@ -42,22 +44,37 @@ def load_agent_statuses(db_url: str, now: datetime) -> list[AgentStatus]:
 
 @st.cache_data(ttl=CACHE_TTL_S, max_entries=32, show_spinner=False)
 def load_runs(db_url: str, window: str, now: datetime) -> pd.DataFrame:
-    """Unbroken runs of beats per agent in the window, one row per run."""
+    """Unbroken runs of beats per agent in the window (by each agent's schedule), one row per run."""
     with get_engine(db_url).connect() as conn:
         beats = beats_by_agent(conn, since=now - WINDOWS[window], until=now)
+        schedules = load_schedules(conn)
     rows = [
         {"agent_id": agent, "start": start, "end": end}
         for agent, times in beats.items()
-        for start, end in beat_runs(times)
+        for start, end in beat_runs(times, schedules.get(agent, LIVENESS_THRESHOLD))
     ]
+    return pd.DataFrame(rows, columns=["agent_id", "start", "end"])
+
+
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=32, show_spinner=False)
+def load_maintenance_spans(db_url: str, window: str, now: datetime, agent_ids: tuple[str, ...]) -> pd.DataFrame:
+    """The maintenance occurrences covering each agent in the window, one row per agent and occurrence."""
+    since = now - WINDOWS[window]
+    with get_engine(db_url).connect() as conn:
+        windows = load_windows(conn, now=now, since=since)
+    rows = [{"agent_id": agent, "start": max(start, since), "end": min(end, now)}
+            for w in windows for agent in agent_ids if w.covers(agent_id=agent)
+            for start, end in w.occurrences(since, now)]
     return pd.DataFrame(rows, columns=["agent_id", "start", "end"])
 
 
 def show_banner(statuses: list[AgentStatus]) -> None:
     down = [s.agent_id for s in statuses if not s.alive]
+    late = [s.agent_id for s in statuses if s.state == "late"]
     if not down:
         n = len(statuses)
-        st.success(f"All {n} agent{'s' if n != 1 else ''} alive", icon=":material/check_circle:")
+        note = f" · late (within grace): {', '.join(md_escape(a) for a in late)}" if late else ""
+        st.success(f"All {n} agent{'s' if n != 1 else ''} alive{note}", icon=":material/check_circle:")
     else:
         st.error(f"{len(down)} of {len(statuses)} agents down: {', '.join(md_escape(a) for a in down)}",
                  icon=":material/error:")
@@ -72,12 +89,18 @@ def show_cards(statuses: list[AgentStatus], now: datetime, tz) -> None:
     for i, s in enumerate(statuses):
         with cols[i % len(cols)].container(border=True, key=Keys.card(s.agent_id)):
             st.markdown(f"**{md_escape(s.agent_id)}**")
-            if s.alive:
+            if s.state == "up":
                 st.badge("alive", icon=":material/check_circle:", color="green")
+            elif s.state == "late":
+                st.badge("late", icon=":material/schedule:", color="orange")
             else:
                 st.badge("down", icon=":material/error:", color="red")
             st.metric("Last beat", ago(s.last_beat_at), help=fmt_local(s.last_beat_at, tz))
             st.caption(f"Last beat: {fmt_local(s.last_beat_at, tz)}")
+            st.caption(f"Schedule: {s.schedule.describe()} · next beat expected {ago(s.due_at)}")
+            if s.maintenance_until is not None:
+                st.badge(f"in maintenance until {fmt_local(s.maintenance_until, tz, with_seconds=False)}",
+                         icon=":material/construction:", color="blue")
             if not s.history:
                 st.caption("Only the latest beat is stored for this agent: no uptime history.")
                 continue
@@ -85,9 +108,15 @@ def show_cards(statuses: list[AgentStatus], now: datetime, tz) -> None:
             prefix = "before " if s.up_since_before_window else ""
             st.caption(f"Up since: {prefix}{since}" + ("" if s.up_since is None else f" ({ago(s.up_since)})"))
             st.markdown(f"Availability · 24 h **{_pct(s.availability_24h)}** · 7 d **{_pct(s.availability_7d)}**")
+            target = s.schedule.availability_target
+            if target is not None and s.availability_7d is not None:
+                if s.below_target:
+                    st.markdown(f":red-badge[below target] 7 d {_pct(s.availability_7d)} < {_pct(target)}")
+                else:
+                    st.markdown(f":green-badge[target met] 7 d ≥ {_pct(target)}")
 
 
-def show_timeline(runs: pd.DataFrame, window: str, now: datetime, tz) -> None:
+def show_timeline(runs: pd.DataFrame, window: str, now: datetime, tz, maintenance: pd.DataFrame | None = None) -> None:
     if runs.empty:
         st.info(f"No heartbeats in the last {window}.")
         return
@@ -100,6 +129,13 @@ def show_timeline(runs: pd.DataFrame, window: str, now: datetime, tz) -> None:
     fig.add(dict(type="bar", orientation="h", base=start.dt.strftime("%Y-%m-%d %H:%M:%S").to_numpy(),
                  x=((end - start).dt.total_seconds() * 1000).to_numpy(), y=[plain(a) for a in df["agent_id"]],
                  marker=dict(color="#3f9c6d"), hovertemplate="%{y}<br>%{base} → %{x}<extra></extra>", showlegend=False))
+    if maintenance is not None and not maintenance.empty:  # under the runs: planned downtime, in grey
+        m_start, m_end = local_times(maintenance["start"], tz), local_times(maintenance["end"], tz)
+        fig.add(dict(type="bar", orientation="h", base=m_start.dt.strftime("%Y-%m-%d %H:%M:%S").to_numpy(),
+                     x=((m_end - m_start).dt.total_seconds() * 1000).to_numpy(),
+                     y=[plain(a) for a in maintenance["agent_id"]], marker=dict(color="#b0b0b0", opacity=0.6),
+                     hovertemplate="maintenance<br>%{base} → %{x}<extra></extra>", showlegend=False))
+        fig.data.insert(0, fig.data.pop())
     window_start, window_end = (now - WINDOWS[window]).astimezone(tz), now.astimezone(tz)
     fig.layout_fig.update_layout(
         height=80 + 50 * df["agent_id"].nunique(),
@@ -112,4 +148,5 @@ def show_timeline(runs: pd.DataFrame, window: str, now: datetime, tz) -> None:
         barmode="overlay",
     )
     st.plotly_chart(fig.to_dict(), width="stretch", key=Keys.timeline(window), theme="streamlit")
-    st.caption("Green: unbroken runs of heartbeats. Gaps: no beat for more than 60 s (counted as down).")
+    st.caption("Green: unbroken runs of heartbeats. Gaps: no beat by the next expected beat + grace of the agent's "
+               "schedule (60 s without one), counted as down. Grey: maintenance windows.")

@@ -41,6 +41,7 @@ PAGES = (
     PageSpec("Monitor", "pages/system_alerts.py", "System Alerts", ":material/notifications_active:"),
     PageSpec("Monitor", "pages/accounts.py", "Accounts", ":material/manage_accounts:"),
     PageSpec("Monitor", "pages/notifications.py", "Notifications", ":material/campaign:"),
+    PageSpec("Monitor", "pages/incidents.py", "Incidents", ":material/crisis_alert:"),
     PageSpec("Analyze", "pages/activity_feed.py", "Activity Feed", ":material/timeline:"),
     PageSpec("Analyze", "pages/metrics.py", "Metrics", ":material/insights:"),
     PageSpec("Analyze", "pages/posts.py", "Posts", ":material/photo_library:"),

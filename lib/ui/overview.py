@@ -34,6 +34,10 @@ def agents_block(scope: Scope) -> None:
                                 f"{ago(s.last_beat_at)}")
             else:
                 st.markdown(":green-badge[:material/check_circle: all alive]")
+            for s in statuses:  # past the expected beat, within the schedule's grace
+                if s.state == "late":
+                    st.markdown(f":orange-badge[:material/schedule: late] {md_escape(s.agent_id)} · expected "
+                                f"{ago(s.due_at)}")
         st.page_link("pages/agent_status.py", label="Agent Status", icon=":material/arrow_forward:")
 
 
