@@ -245,7 +245,7 @@ def show_list(alerts: list[Alert], view: AlertsView, scope: Scope, now: datetime
         uuid_sets = [tuple(uuid.UUID(i) for i in ids) for ids in id_sets]
         for i, (name, values) in enumerate(badge_columns(badges, uuid_sets).items()):
             frame.insert(3 + i, name, values)
-    st.session_state[Keys.SHOWN] = {"tag": tag, "id_sets": id_sets, "alerts": alerts}
+    st.session_state[Keys.SHOWN] = {"tag": tag, "id_sets": id_sets, "alerts": alerts, "table": key}
     st.dataframe(_styled(frame), hide_index=True, width="stretch", key=key, on_select=lambda: _on_select(key),
                  selection_mode="multi-row", column_config=COLUMNS)
     if len(alerts) >= LIST_CAP:
@@ -283,9 +283,14 @@ def _do_resolve(db_url: str, ids: list, settings) -> None:
     if results is None:  # refused: the flash says why, nothing changed
         return
     clear_alert_caches()
-    # the ids go; the table keeps its key (a new key inside the live panel broke the CSV download
-    # button drawn in the same run: "Deferred file not found")
+    # the ids go, and so do the grid's ticks: its selection is positions, and the rows moved up into
+    # the resolved ones' places. The table keeps its key (a new key inside the live panel broke the CSV
+    # download button drawn in the same run) and its selection is emptied through session state, which
+    # the grid applies on the next run.
     st.session_state[Keys.SELECTED] = []
+    table = (st.session_state.get(Keys.SHOWN) or {}).get("table")
+    if table:
+        st.session_state[table] = {"selection": {"rows": [], "columns": [], "cells": []}}
     done = sum(1 for r in results if r.outcome == "resolved")
     noop = sum(1 for r in results if r.outcome == "already_resolved")
     gone = sum(1 for r in results if r.outcome == "not_found")
