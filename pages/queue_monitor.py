@@ -5,7 +5,7 @@ from lib.ui import live_caption, page_guard
 from lib.ui.holds import show_holds
 from lib.ui.queue_monitor import (
     confirm_retry_all, filters, load_groups, load_health, load_summary, load_waiting, load_worker, show_counts,
-    pause_control, show_groups, show_metrics, show_pauses, show_table, show_waiting, show_worker, view_picker,
+    pause_control, row_dialog, show_groups, show_metrics, show_pauses, show_table, show_waiting, show_worker, view_picker,
 )
 from lib.ui.throughput import show_throughput
 
@@ -42,3 +42,4 @@ def triage():
 
 triage()
 confirm_retry_all(scope)  # outside the live panels: a dialog must not live in a ticking fragment
+row_dialog(scope)

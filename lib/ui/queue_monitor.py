@@ -39,6 +39,7 @@ class Keys:
     SHOWN = "qm_shown"  # what the table shows: {tag, ids, rows}, to map positions and clicks to ids
     RESULTS = "qm_results"  # the last retry's results in the endpoint's response shape ({label, results})
     CONFIRM = "qm_confirm"  # the pending "retry all matching" confirmation ({filter, count, matching})
+    OPEN = "qm_open_id"  # the row whose story the dialog shows (its "Open" button was clicked)
     TABLE_VER = "qm_table_ver"  # bumped after each retry: a fresh table widget, i.e. an empty selection
     VIEW, ACTION, CATEGORY, SEARCH, GROUP = "qm_view", "qm_action", "qm_category", "qm_search", "qm_group"
     FLASH = "queue_monitor"  # lib.ui.feedback's flash messages of this page
@@ -51,6 +52,10 @@ class Keys:
     @staticmethod
     def click(view: str) -> str:  # the per-row Retry button column's click
         return f"qm_click_{view}"
+
+    @staticmethod
+    def open_click(view: str) -> str:  # the per-row Open button column's click
+        return f"qm_open_click_{view}"
 
 
 CONFIRM_ALL = Confirmation(Keys.CONFIRM)
@@ -351,6 +356,7 @@ def _on_select(table_key: str) -> None:
 
 def clear_selection() -> None:
     st.session_state[Keys.SELECTED] = []
+    st.session_state.pop(Keys.OPEN, None)  # the row changed or went: its dialog closes
     st.session_state[Keys.TABLE_VER] = st.session_state.get(Keys.TABLE_VER, 0) + 1
 
 
@@ -412,6 +418,7 @@ def _frame(rows: list[dict[str, Any]], scope: Scope, view: str, now: datetime) -
     return pd.DataFrame(
         [{
             "retry": "Retry now" if view == "failed" else "Retry",
+            "open": "Open",
             "action_type": r["action_type"],
             "account": scope.account_name(r["business_account_id"]),
             "error_category": r["error_category"] or "—",
@@ -422,7 +429,7 @@ def _frame(rows: list[dict[str, Any]], scope: Scope, view: str, now: datetime) -
             "last_attempt": ago(r["updated_at"]),
             "id": str(r["id"]),
         } for r in rows],
-        columns=["retry", "action_type", "account", "error_category", "error", "retry_count",
+        columns=["retry", "open", "action_type", "account", "error_category", "error", "retry_count",
                  *(["next_retry"] if view == "failed" else []), "created", "last_attempt", "id"],
     )
 
@@ -438,14 +445,16 @@ def show_table(scope: Scope, view: str, filt: QueueFilter) -> None:
     page, pages = _current_page(view, total)
     tag = _filter_tag(filt, page)
     _retry_clicked_row(scope, view, tag)
+    _open_clicked_row(view, tag)
     rows, selected, frozen = _rows_on_screen(scope, filt, page, tag)
     _draw_rows(scope, view, tag, rows, now)
     _draw_pager(view, page, pages, total, len(rows), len(selected) if frozen else 0)
     _draw_actions(scope, view, filt, total, selected)
-    if len(selected) == 1:
+    if len(selected) == 1 and not st.session_state.get(Keys.OPEN):  # (the dialog draws the same widgets)
         show_detail(scope, selected[0], now)
     elif not selected:
-        st.caption("Select one row to see its payload and history; select several to retry them together.")
+        st.caption("“Open” shows a row's error, every attempt, its payload and its actions; "
+                   "tick rows to retry or discard them together.")
 
 
 def _show_no_rows(view: str, filt: QueueFilter) -> None:
@@ -476,6 +485,29 @@ def _retry_clicked_row(scope: Scope, view: str, tag: str) -> None:
         st.rerun()
 
 
+def _open_clicked_row(view: str, tag: str) -> None:
+    """A click in the Open column opens that row's story in a dialog. The dialog is drawn by the
+    main script (row_dialog), never inside this ticking panel, hence the app rerun."""
+    shown = st.session_state.get(Keys.SHOWN) or {}
+    click = st.session_state.get(Keys.open_click(view))
+    if click is not None and shown.get("tag") == tag and click["row"] < len(shown.get("ids", [])):
+        st.session_state[Keys.OPEN] = shown["ids"][click["row"]]
+        st.rerun()
+
+
+def row_dialog(scope: Scope) -> None:
+    """The opened row's story: error, facts, every attempt, payload, history and its actions."""
+    queue_id = st.session_state.get(Keys.OPEN)
+    if not queue_id or CONFIRM_ALL.pending:
+        return
+
+    @st.dialog("Queue row", width="large", on_dismiss=lambda: st.session_state.pop(Keys.OPEN, None))
+    def dialog():
+        show_detail(scope, queue_id, utcnow())
+
+    dialog()
+
+
 def _rows_on_screen(scope: Scope, filt: QueueFilter, page: int, tag: str) -> tuple[list[dict], list[str], bool]:
     """(rows to show, selected ids, frozen). While rows are selected the table keeps the rows the
     operator selected on (a refresh must never move a checkbox onto another row)."""
@@ -500,6 +532,8 @@ def _draw_rows(scope: Scope, view: str, tag: str, rows: list[dict], now: datetim
             "retry": (st.column_config.ButtonColumn("", key=Keys.click(view), type="tertiary", width="small",
                                                     help="Move this row back to pending")
                       if scope.user.is_operator else None),
+            "open": st.column_config.ButtonColumn("", key=Keys.open_click(view), type="tertiary", width="small",
+                                                  help="Error, attempts, payload and actions of this row"),
             "action_type": st.column_config.TextColumn("Action type", width=115),
             "account": st.column_config.TextColumn("Account", width=110),
             "error_category": st.column_config.TextColumn("Category", width=100),
@@ -587,6 +621,7 @@ def show_detail(scope: Scope, queue_id: str, now: datetime) -> None:
                          help=None if scope.user.is_operator else "Operators only: your role is viewer."):
             CONFIRM_ALL.ask({"action": "discard", "ids": [d["id"]], "count": 1, "matching": 1,
                              "filter": QueueFilter(d["status"] if d["status"] in VIEWS else "dlq")})
+            st.session_state.pop(Keys.OPEN, None)  # one dialog at a time: the confirmation replaces it
             st.rerun()
         facts = {
             "Status": d["status"], "Account": scope.account_name(d["business_account_id"]),
