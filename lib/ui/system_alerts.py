@@ -21,7 +21,7 @@ from lib.ui.auth import current_actor
 from lib.ui.charts import bucketed_bar_chart
 from lib.ui.export import export_control
 from lib.ui.feedback import Confirmation, flash, guarded_write, show_flash
-from lib.ui.notifications import badge_columns
+from lib.ui.notifications import badge_columns, silence_selected
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine, lazy_expander
 from lib.text import clip, clip_json
 from lib.ui.text import ago, md_escape
@@ -312,10 +312,14 @@ def show_result() -> None:
     show_flash(Keys.FLASH)
 
 
-def resolve_actions(scope: Scope, filters: AlertFilter, selected_ids: list, open_selected: int) -> None:
+def resolve_actions(scope: Scope, filters: AlertFilter, selected_ids: list, open_selected: int,
+                    alerts: list[Alert] | None = None) -> None:
     can = scope.user.is_operator
     reason = None if can else "Resolving alerts needs the operator role."
-    c1, c2, _ = st.columns([2, 2, 3])
+    c1, c2, c3, _ = st.columns([2, 2, 1.4, 1.6])
+    if alerts is not None:
+        with c3:
+            silence_selected(scope, alerts, selected_ids)
     c1.button(
         f"Resolve selected ({open_selected})", key="alerts-resolve-selected", icon=":material/task_alt:",
         type="primary", disabled=not can or not selected_ids, help=reason or "Select rows in the list first.",
