@@ -11,6 +11,7 @@ from lib.audit import AuditFilter
 from lib.heartbeats import AgentStatus
 from lib.timeutil import fmt_duration
 from lib.ui import activity_feed, agent_status, metrics, queue_monitor, system_alerts
+from lib.ui.counts import SEVERITY_COLOURS, count_metric
 from lib.ui.shell import Scope
 from lib.ui.text import ago, md_escape
 
@@ -48,7 +49,7 @@ def queue_block(scope: Scope, now: datetime) -> None:
         a.metric("Pending", f"{by_status.get('pending', 0):,}")
         b.metric("Due", f"{health['due_now']:,}")
         c.metric("Failed", f"{by_status.get('failed', 0):,}")
-        d.metric("DLQ", f"{by_status.get('dlq', 0):,}")
+        count_metric("DLQ", by_status.get("dlq", 0), colour="red", note="needs an operator", where=d)
         queue_monitor.show_pauses(scope, now, controls=False)
         notes = [f"sent in 24 h {summary.get('sent_24h', 0):,}"]
         if health["stuck"]:
@@ -74,7 +75,7 @@ def alerts_block(scope: Scope) -> None:
         st.markdown("**Unresolved alerts**")
         cols = st.columns(len(SEVERITIES))
         for col, sev in zip(cols, SEVERITIES):
-            col.metric(sev.title(), by_severity.get(sev, 0))
+            count_metric(sev.title(), by_severity.get(sev, 0), colour=SEVERITY_COLOURS.get(sev), where=col)
         if summary["type"]:
             st.caption(" · ".join(f"{n} × {md_escape(t)}" for t, n in summary["type"].items()))
         else:

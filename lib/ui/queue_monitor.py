@@ -22,6 +22,7 @@ from lib.queue import (
 from lib.queue_control import QueueControlError, active_pauses, discard, edit_and_retry, editable_fields, pause, resume
 from lib.timeutil import fmt_duration, fmt_local, utcnow
 from lib.ui.charts import Fig, plain
+from lib.ui.counts import count_metric
 from lib.ui.export import export_control
 from lib.ui.auth import current_actor
 from lib.ui.feedback import Confirmation, flash, guarded_write, show_flash
@@ -213,7 +214,8 @@ def show_metrics(summary: dict[str, Any], health: dict[str, Any]) -> None:
         st.metric("Processing", f"{by_status.get('processing', 0):,}", border=True,
                   delta=f"{health['stuck']} stuck" if health["stuck"] else None, delta_color="inverse")
         st.metric("Failed", f"{by_status.get('failed', 0):,}", border=True, help="Retry scheduled by the worker.")
-        st.metric("DLQ", f"{by_status.get('dlq', 0):,}", border=True, help="Dead-letter queue: needs an operator.")
+        count_metric("DLQ", by_status.get("dlq", 0), colour="red", note="needs an operator", border=True,
+                     help="Dead-letter queue: needs an operator.")
     if health["stuck"]:
         lease = fmt_duration(health["lease_s"])
         st.warning(f"{health['stuck']} row(s) have been in processing for longer than the {lease} lease: "

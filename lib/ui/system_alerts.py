@@ -19,6 +19,7 @@ from lib.timebuckets import bucket_for_range
 from lib.timeutil import fmt_local, utcnow
 from lib.ui.auth import current_actor
 from lib.ui.charts import bucketed_bar_chart
+from lib.ui.counts import count_metric
 from lib.ui.export import export_control
 from lib.ui.feedback import Confirmation, flash, guarded_write, show_flash
 from lib.ui.notifications import badge_columns, silence_selected
@@ -120,7 +121,7 @@ def show_summary(summary: dict, state_label: str) -> None:
     cols[0].metric(f"{state_label} alerts", sum(sev.values()))
     for col, name in zip(cols[1:], SEVERITIES):
         icon, colour = SEVERITY_LOOK[name]
-        col.metric(f":{colour}[{icon} {name.title()}]", sev[name])
+        count_metric(f":{colour}[{icon} {name.title()}]", sev[name], colour=colour, where=col)
     if summary["type"]:
         st.caption("By type: " + " · ".join(f"{md_escape(t)} {n}" for t, n in summary["type"].items()))
 
