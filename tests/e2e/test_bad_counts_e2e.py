@@ -39,7 +39,7 @@ def test_overview_colours_dlq_and_critical(start_app, demo_url, page):
     wait_idle(page)
     dlq, critical, pending = metric(page, "DLQ"), metric(page, "Critical"), metric(page, "Pending")
     expect(dlq.get_by_test_id("stMetricValue")).not_to_have_text("0")  # the demo has dead-lettered rows
-    expect(dlq.get_by_test_id("stMetricDelta")).to_have_text("needs an operator")
+    expect(dlq.get_by_test_id("stMetricDelta")).to_have_text("triage")
     assert is_red(rgb(dlq.get_by_test_id("stMetricDelta")))
     expect(critical.get_by_test_id("stMetricDelta")).to_be_visible()
     assert is_red(rgb(critical.get_by_test_id("stMetricDelta")))
