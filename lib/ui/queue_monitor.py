@@ -427,12 +427,12 @@ def _frame(rows: list[dict[str, Any]], scope: Scope, view: str, now: datetime) -
             "error": clip(r["error"] or "", 1_000),
             "retry_count": r["retry_count"],
             **({"next_retry": ago(r["next_retry_at"])} if view == "failed" else {}),
-            "created": fmt_local(r["created_at"], scope.tz, with_seconds=False),
+            "created": r["created_at"].astimezone(scope.tz).strftime("%m-%d %H:%M") if r["created_at"] else "—",
             "last_attempt": ago(r["updated_at"]),
             "id": str(r["id"]),
         } for r in rows],
         columns=["retry", "open", "action_type", "account", "error_category", "error", "retry_count",
-                 *(["next_retry"] if view == "failed" else []), "created", "last_attempt", "id"],
+                 *(["next_retry"] if view == "failed" else []), "last_attempt", "created", "id"],
     )
 
 
@@ -531,19 +531,20 @@ def _draw_rows(scope: Scope, view: str, tag: str, rows: list[dict], now: datetim
         selection_mode="multi-row",
         column_order=[c for c in df.columns if c != "id"],
         column_config={
-            "retry": (st.column_config.ButtonColumn("", key=Keys.click(view), type="tertiary", width="small",
+            "retry": (st.column_config.ButtonColumn("", key=Keys.click(view), type="tertiary", width=64,
                                                     help="Move this row back to pending")
                       if scope.user.is_operator else None),
-            "open": st.column_config.ButtonColumn("", key=Keys.open_click(view), type="tertiary", width="small",
+            "open": st.column_config.ButtonColumn("", key=Keys.open_click(view), type="tertiary", width=56,
                                                   help="Error, attempts, payload and actions of this row"),
-            "action_type": st.column_config.TextColumn("Action type", width=115),
-            "account": st.column_config.TextColumn("Account", width=110),
-            "error_category": st.column_config.TextColumn("Category", width=100),
-            "error": st.column_config.TextColumn("Error", width="large"),
-            "retry_count": st.column_config.NumberColumn("Retries", width=65),
-            "next_retry": st.column_config.TextColumn("Next retry", width=95),
-            "created": st.column_config.TextColumn("Created", width=150),
-            "last_attempt": st.column_config.TextColumn("Last attempt", width=105),
+            # widths that keep every column on screen at 1440 px (the full error is one click away: Open)
+            "action_type": st.column_config.TextColumn("Action type", width=105),
+            "account": st.column_config.TextColumn("Account", width=135),
+            "error_category": st.column_config.TextColumn("Category", width=95),
+            "error": st.column_config.TextColumn("Error", width=225),
+            "retry_count": st.column_config.NumberColumn("Retries", width=60),
+            "next_retry": st.column_config.TextColumn("Next retry", width=90),
+            "created": st.column_config.TextColumn("Created", width=95, help=f"Month-day and time, {scope.tz.key}"),
+            "last_attempt": st.column_config.TextColumn("Last attempt", width=95),
         },
     )
 
@@ -595,7 +596,7 @@ def _draw_actions(scope: Scope, view: str, filt: QueueFilter, total: int, select
         st.rerun()
     with d:
         db_url = scope.db_url
-        export_control(VIEWS[view], lambda fmt: export_file(db_url, filt, fmt), file_stem=f"post_queue_{view}",
+        export_control("Export", lambda fmt: export_file(db_url, filt, fmt), file_stem=f"post_queue_{view}",
                      key=f"qm_export_{view}", help=f"All rows matching the filters (up to {EXPORT_CAP:,}); built when clicked.")
 
 

@@ -189,15 +189,15 @@ def alert_frame(alerts: list[Alert], scope: Scope, now: datetime) -> pd.DataFram
 
 
 COLUMNS = {
-    "severity": st.column_config.TextColumn("Severity", width="small"),
-    "alert_type": "Type",
-    "account": "Account",
-    "message": st.column_config.TextColumn("Message", width="large"),
-    "count": st.column_config.NumberColumn("Count", help="Occurrences, repeats included"),
-    "open": st.column_config.NumberColumn("Open", help="Unresolved alerts in the group"),
+    "severity": st.column_config.TextColumn("Severity", width=82),
+    "alert_type": st.column_config.TextColumn("Type", width=125),
+    "account": st.column_config.TextColumn("Account", width=140),
+    "message": st.column_config.TextColumn("Message", width=370),
+    "count": st.column_config.NumberColumn("Count", width=60, help="Occurrences, repeats included"),
+    "open": st.column_config.NumberColumn("Open", width=55, help="Unresolved alerts in the group"),
+    "age": st.column_config.TextColumn("Age", width=105),
     "first_seen": "First seen",
     "last_seen": "Last seen",
-    "age": "Age",
     "created": "Created",
     "status": "Status",
     "resolved_by": "Resolved by",
@@ -247,8 +247,11 @@ def show_list(alerts: list[Alert], view: AlertsView, scope: Scope, now: datetime
         for i, (name, values) in enumerate(badge_columns(badges, uuid_sets).items()):
             frame.insert(3 + i, name, values)
     st.session_state[Keys.SHOWN] = {"tag": tag, "id_sets": id_sets, "alerts": alerts, "table": key}
+    # what triage reads first fits 1440 px: severity, type, account, message, counts, age; then the rest
+    first = ["severity", "alert_type", "account", "message", "count", "open", "age", "status"]
+    order = [c for c in first if c in frame.columns] + [c for c in frame.columns if c not in first]
     st.dataframe(_styled(frame), hide_index=True, width="stretch", key=key, on_select=lambda: _on_select(key),
-                 selection_mode="multi-row", column_config=COLUMNS)
+                 selection_mode="multi-row", column_config=COLUMNS, column_order=order)
     if len(alerts) >= LIST_CAP:
         st.caption(f"Showing the first {LIST_CAP:,} matching alerts (most severe, newest first). Narrow the filter for the rest.")
     if frozen:
