@@ -77,6 +77,7 @@ class AgentStatus:
     availability_24h: float | None
     availability_7d: float | None
     history: bool  # False when the table keeps one row per agent
+    beats_since: datetime | None = None  # the first beat of the last 7 days: availability covers no more
 
 
 def agent_statuses(conn: sa.Connection, *, now: datetime, threshold: timedelta = LIVENESS_THRESHOLD) -> list[AgentStatus]:
@@ -100,6 +101,7 @@ def agent_statuses(conn: sa.Connection, *, now: datetime, threshold: timedelta =
                 availability_24h=availability(mine, now - timedelta(hours=24), now, threshold) if history else None,
                 availability_7d=availability(mine, window_7d, now, threshold) if history else None,
                 history=history,
+                beats_since=mine[0] if history and mine else None,
             )
         )
     return sorted(out, key=lambda s: (s.alive, s.agent_id))
