@@ -4,7 +4,7 @@ from lib.timeutil import floor_time, utcnow
 from lib.ui import live_caption, page_guard
 from lib.ui.holds import show_holds
 from lib.ui.queue_monitor import (
-    confirm_retry_all, filters, load_groups, load_health, load_summary, load_waiting, load_worker, show_counts,
+    confirm_retry_all, filters, find_sent, load_groups, load_health, load_summary, load_waiting, load_worker, show_counts,
     pause_control, row_dialog, show_groups, show_metrics, show_pauses, show_table, show_waiting, show_worker, view_picker,
 )
 from lib.ui.throughput import show_throughput
@@ -28,6 +28,7 @@ overview()
 show_throughput(scope)
 
 pause_control(scope)
+find_sent(scope)
 st.subheader("Triage")
 view = view_picker()
 table_filter, group_filter = filters(scope, view)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import uuid
 from datetime import datetime
 from typing import Any
@@ -17,7 +18,8 @@ from lib.export import build_export, frame_export
 from lib.queue import (
     ACTION_TYPES, ERROR_CATEGORIES, EXPORT_COLUMNS, GROUP_ROW_CAP, MAX_BULK_RETRY, WAIT_KINDS, QueueFilter,
     count_rows, error_groups, group_filter, iter_export_rows, matching_ids, queue_health, queue_rows, retry,
-    row_detail, status_summary, summary_matrix, waiting_rows,
+    row_detail, search_sent, status_summary, summary_matrix, waiting_rows, SENT_SEARCH_CAP, SENT_SEARCH_MIN_CHARS,
+    SentSearch,
 )
 from lib.queue_control import QueueControlError, active_pauses, discard, edit_and_retry, editable_fields, pause, resume
 from lib.timeutil import fmt_duration, fmt_local, utcnow
@@ -40,6 +42,8 @@ class Keys:
     SHOWN = "qm_shown"  # what the table shows: {tag, ids, rows}, to map positions and clicks to ids
     RESULTS = "qm_results"  # the last retry's results in the endpoint's response shape ({label, results})
     CONFIRM = "qm_confirm"  # the pending "retry all matching" confirmation ({filter, count, matching})
+    FIND = "qm_find"  # the search by what was sent (in the URL: a found row can be shared)
+    FIND_CLICK = "qm_find_open"  # the Open button column of its results
     OPEN = "qm_open_id"  # the row whose story the dialog shows (its "Open" button was clicked)
     TABLE_VER = "qm_table_ver"  # bumped after each retry: a fresh table widget, i.e. an empty selection
     VIEW, ACTION, CATEGORY, SEARCH, GROUP = "qm_view", "qm_action", "qm_category", "qm_search", "qm_group"
@@ -149,7 +153,7 @@ def load_detail(db_url: str, queue_id: str) -> dict[str, Any] | None:
 def clear_caches() -> None:
     """After a write: the next run reads fresh data everywhere on the page."""
     for fn in (load_summary, load_health, load_waiting, load_rows, load_count, load_groups, load_group_filter,
-               load_detail, load_pauses):
+               load_detail, load_pauses, load_sent_search):
         fn.clear()
 
 
@@ -495,6 +499,54 @@ def _open_clicked_row(view: str, tag: str) -> None:
     if click is not None and shown.get("tag") == tag and click["row"] < len(shown.get("ids", [])):
         st.session_state[Keys.OPEN] = shown["ids"][click["row"]]
         st.rerun()
+
+
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=32, show_spinner=False)
+def load_sent_search(db_url: str, text: str, account_id: uuid.UUID | None) -> SentSearch:
+    with get_engine(db_url).connect() as conn:
+        return search_sent(conn, text, account_id=account_id)
+
+
+def find_sent(scope: Scope) -> None:
+    """Find rows of any status by what was sent: a recipient, comment or conversation id, or words of
+    the text. Nothing is queried until something is typed; "Open" shows the row's story."""
+    text = st.text_input("Find a row by what was sent", key=Keys.FIND, bind="query-params", max_chars=200,
+                         icon=":material/search:",
+                         placeholder="recipient id, comment id, conversation id or words of the message",
+                         help="Searches the payload of every row, whatever its status (sent ones too).").strip()
+    if not text:
+        return
+    if len(text) < SENT_SEARCH_MIN_CHARS:
+        st.caption(f"Type at least {SENT_SEARCH_MIN_CHARS} characters.")
+        return
+    result = load_sent_search(scope.db_url, text, scope.account_id)
+    if not result.rows:
+        st.info(f"No row{' of ' + md_escape(scope.account_name(scope.account_id)) if scope.account_id else ''} "
+                f"has “{md_escape(text)}” in what it sends.", icon=":material/search_off:")
+        return
+    click = st.session_state.get(Keys.FIND_CLICK)
+    if click is not None and click["row"] < len(result.rows):
+        st.session_state[Keys.OPEN] = str(result.rows[click["row"]]["id"])  # row_dialog opens it in this run
+    frame = pd.DataFrame([{
+        "open": "Open", "status": r["status"], "action_type": r["action_type"],
+        "account": scope.account_name(r["business_account_id"]),
+        "payload": clip(json.dumps(r["payload"], ensure_ascii=False, sort_keys=True, default=str), 300),
+        "created": fmt_local(r["created_at"], scope.tz, with_seconds=False), "last_change": ago(r["updated_at"]),
+    } for r in result.rows])
+    st.container(key="qm_find_results").dataframe(frame, hide_index=True, width="stretch", key="qm_find_table", column_config={
+        "open": st.column_config.ButtonColumn("", key=Keys.FIND_CLICK, type="tertiary", width=56,
+                                              help="Error, attempts, payload and actions of this row"),
+        "status": st.column_config.TextColumn("Status", width=80),
+        "action_type": st.column_config.TextColumn("Action type", width=105),
+        "account": st.column_config.TextColumn("Account", width=135),
+        "payload": st.column_config.TextColumn("Payload", width=380),
+        "created": st.column_config.TextColumn("Created", width=140),
+        "last_change": st.column_config.TextColumn("Last change", width=100),
+    })
+    n = len(result.rows)
+    st.caption(f"More than {SENT_SEARCH_CAP} rows contain it: the newest {n} of the first {SENT_SEARCH_CAP} found "
+               "are listed. Type more of an id to narrow it." if result.more else
+               f"{n} row{'s' if n != 1 else ''}, newest first.")
 
 
 def row_dialog(scope: Scope) -> None:
