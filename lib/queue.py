@@ -882,7 +882,11 @@ def search_sent(conn: sa.Connection, text: str, *, account_id: uuid.UUID | None 
     if len(text) < SENT_SEARCH_MIN_CHARS:
         return SentSearch([], False)
     q = post_queue
-    cond = [payload_text().ilike(f"%{escape_like(text)}%", escape=LIKE_ESCAPE)]
+    match = payload_text().ilike(f"%{escape_like(text)}%", escape=LIKE_ESCAPE)
+    if not text.isascii():  # SQLite keeps JSON text as written, non-ASCII escaped ("caf\u00e9")
+        escaped = json.dumps(text)[1:-1]
+        match = sa.or_(match, payload_text().ilike(f"%{escape_like(escaped)}%", escape=LIKE_ESCAPE))
+    cond = [match]
     if account_id is not None:
         cond.append(q.c.business_account_id == account_id)
     found = (sa.select(q.c.id, q.c.status, q.c.action_type, q.c.business_account_id, q.c.payload, q.c.error,

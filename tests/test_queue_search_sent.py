@@ -52,6 +52,14 @@ def test_wildcards_are_literal_and_short_text_finds_nothing(engine, rows):
     assert found(engine, "zz").rows == [] and found(engine, "   ").rows == []
 
 
+def test_accented_words(engine):
+    now = utcnow()
+    with engine.begin() as conn:
+        acc = add_account(conn, "delta", now)
+        (rid,) = insert_rows(conn, [queue_row(account=acc, now=now, payload={"reply_text": "Merci, le café est offert"})])
+    assert [r["id"] for r in found(engine, "café est").rows] == [rid]
+
+
 def test_secrets_are_redacted_in_what_is_returned(engine, rows):
     ids, _, _ = rows
     (row,) = found(engine, "t_5550001").rows
