@@ -18,7 +18,7 @@ import streamlit as st
 from lib.db import write_transaction
 from lib.heartbeats import is_alive, newest_beat
 from lib.identity import PermissionDenied
-from lib.text import clip, escape_markdown
+from lib.text import clip, escape_markdown, escape_markdown_keep_lists
 from lib.oversight import (
     ChatSession,
     SessionNotFound,
@@ -305,7 +305,9 @@ def show_message(message: dict[str, Any], tz, *, unanswered_question: bool = Fal
     role = "user" if message.get("role") == "user" else "assistant"
     with st.chat_message(role):
         if message.get("content"):
-            st.markdown(md(clip(message.get("content"), ANSWER_DISPLAY_LIMIT)))
+            content = clip(message.get("content"), ANSWER_DISPLAY_LIMIT)
+            # the Brain writes lists in Markdown: they stay lists, everything else is shown literally
+            st.markdown(escape_markdown_keep_lists(content) if role == "assistant" else md(content))
         elif role == "assistant":
             st.caption("(no text received)")
         when = _when(message.get("timestamp"))
