@@ -191,8 +191,8 @@ def alert_frame(alerts: list[Alert], scope: Scope, now: datetime) -> pd.DataFram
 COLUMNS = {
     "severity": st.column_config.TextColumn("Severity", width=82),
     "alert_type": st.column_config.TextColumn("Type", width=125),
-    "account": st.column_config.TextColumn("Account", width=140),
-    "message": st.column_config.TextColumn("Message", width=370),
+    "account": st.column_config.TextColumn("Account", width=130),
+    "message": st.column_config.TextColumn("Message", width=260),
     "count": st.column_config.NumberColumn("Count", width=60, help="Occurrences, repeats included"),
     "open": st.column_config.NumberColumn("Open", width=55, help="Unresolved alerts in the group"),
     "age": st.column_config.TextColumn("Age", width=105),
@@ -203,8 +203,8 @@ COLUMNS = {
     "resolved_by": "Resolved by",
     "resolved_at": "Resolved at",
     "details": st.column_config.JsonColumn("Details", width="large"),
-    "silenced": st.column_config.TextColumn("Silenced", width="small", help="Matched by an active silence: listed, not notified"),
-    "on_it": st.column_config.TextColumn("On it", help="Acknowledged by (repeat digests stop)"),
+    "silenced": st.column_config.TextColumn("Silenced", width=70, help="Matched by an active silence: listed, not notified"),
+    "on_it": st.column_config.TextColumn("On it", width=60, help="Acknowledged by (repeat digests stop)"),
 }
 
 
@@ -247,8 +247,9 @@ def show_list(alerts: list[Alert], view: AlertsView, scope: Scope, now: datetime
         for i, (name, values) in enumerate(badge_columns(badges, uuid_sets).items()):
             frame.insert(3 + i, name, values)
     st.session_state[Keys.SHOWN] = {"tag": tag, "id_sets": id_sets, "alerts": alerts, "table": key}
-    # what triage reads first fits 1440 px: severity, type, account, message, counts, age; then the rest
-    first = ["severity", "alert_type", "account", "message", "count", "open", "age", "status"]
+    # what triage reads first fits 1440 px: severity, type, account, its silence and acknowledgement,
+    # message, counts, age; then the rest
+    first = ["severity", "alert_type", "account", "silenced", "on_it", "message", "count", "open", "age", "status"]
     order = [c for c in first if c in frame.columns] + [c for c in frame.columns if c not in first]
     st.dataframe(_styled(frame), hide_index=True, width="stretch", key=key, on_select=lambda: _on_select(key),
                  selection_mode="multi-row", column_config=COLUMNS, column_order=order)

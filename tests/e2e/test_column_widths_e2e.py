@@ -33,7 +33,7 @@ def test_important_columns_fit_1440(start_app, demo_url, page):
     grid = page.get_by_test_id("stDataFrame").first
     expect(grid).to_contain_text("CRITICAL")
     seen = headers(grid)
-    for name in ("Severity", "Type", "Account", "Message", "Count", "Open", "Age"):
+    for name in ("Severity", "Type", "Account", "Silenced", "On it", "Message", "Count", "Open", "Age"):
         assert name in seen, seen
 
     page.goto(server.url + "/posts")
