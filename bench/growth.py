@@ -24,7 +24,7 @@ from lib.audit import AuditFilter, count_matching, event_counts, feed_page
 from lib.db import make_engine
 from lib.heartbeats import agent_statuses
 from lib.metrics import read_snapshot, snapshot_query
-from lib.queue import queue_health, status_summary
+from lib.queue import queue_health, search_sent, status_summary
 from lib.schema import post_queue
 from lib.service_levels import WINDOWS, parse_targets, send_time_percentiles, slo_statuses, sync_slo_alerts
 from lib.settings import Settings
@@ -55,6 +55,15 @@ def _feed_next(conn, now):
 
 def _search_nothing(conn, now):
     feed_page(conn, filters=AuditFilter(since=now - timedelta(days=30), search=NOTHING), limit=50)
+
+
+def _sent_search_id(conn, now):
+    """The Queue Monitor's search by what was sent, for one history row's text (one match, or a few)."""
+    search_sent(conn, "history row 4321987")
+
+
+def _sent_search_nothing(conn, now):
+    search_sent(conn, NOTHING)
 
 
 def _overview(conn, now):
@@ -105,6 +114,8 @@ MEASURES = {
     "Activity Feed first page (24 h: page, count, chart)": _feed_first,
     "Activity Feed next page": _feed_next,
     "feed search matching nothing over 30 days": _search_nothing,
+    "queue search by what was sent: one row's text (search_sent)": _sent_search_id,
+    "queue search by what was sent: matching nothing": _sent_search_nothing,
     "Overview live refresh (all its loaders)": _overview,
     "metrics scrape before (GROUP BY over post_queue)": _scrape_before,
     "metrics scrape (lib.metrics.read_snapshot)": _scrape,

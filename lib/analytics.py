@@ -743,8 +743,12 @@ def aggregate_by_account(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def compare_periods(df: pd.DataFrame, a: tuple[date, date], b: tuple[date, date]) -> pd.DataFrame:
-    """Per account and metric: period A, period B, B - A and the percent change (None when A is 0 or missing)."""
-    cols = ["business_account_id", "metric", "how", "a", "b", "change", "change_pct", "reports_a", "reports_b"]
+    """Per account and metric: period A, period B, B - A and the percent change (None when A is 0 or missing).
+
+    When the periods hold different numbers of reports (a day without its daily report), a summed
+    metric's percent change compares the average per report instead of the totals, and `basis` says
+    so: 6 days against 7 would otherwise read as a fall of a seventh."""
+    cols = ["business_account_id", "metric", "how", "a", "b", "change", "change_pct", "basis", "reports_a", "reports_b"]
     if df.empty:
         return pd.DataFrame(columns=cols)
     pa, pb = in_period(df, *a), in_period(df, *b)
@@ -756,11 +760,15 @@ def compare_periods(df: pd.DataFrame, a: tuple[date, date], b: tuple[date, date]
         rb = vb.loc[acc] if acc in vb.index else None
         for col, label, how in COMPARE_METRICS:
             x, y = _num(ra, col), _num(rb, col)
+            n_a, n_b = int(na.get(acc, 0)), int(nb.get(acc, 0))
             change = None if x is None or y is None else y - x
-            pct = None if change is None or not x else change / abs(x) * 100
+            basis = "totals" if how == "sum" else {"mean": "average", "last": "end of period"}.get(how, how)
+            px, py = x, y
+            if how == "sum" and n_a and n_b and n_a != n_b and x is not None and y is not None:
+                px, py, basis = x / n_a, y / n_b, f"per report ({n_a} vs {n_b})"
+            pct = None if change is None or not px else (py - px) / abs(px) * 100
             rows.append({"business_account_id": acc, "metric": label, "how": how, "a": x, "b": y,
-                         "change": change, "change_pct": pct, "reports_a": int(na.get(acc, 0)),
-                         "reports_b": int(nb.get(acc, 0))})
+                         "change": change, "change_pct": pct, "basis": basis, "reports_a": n_a, "reports_b": n_b})
     return pd.DataFrame(rows, columns=cols)
 
 

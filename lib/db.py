@@ -161,6 +161,7 @@ TRIGRAM_INDEXES = {
     "ix_audit_log_error_message_trgm": "error_message",
     "ix_audit_log_details_trgm": "(CAST(details AS TEXT))",
 }
+QUEUE_TRIGRAM_INDEX = "ix_post_queue_payload_trgm"
 
 
 def ensure_trigram_indexes(conn: sa.Connection) -> list[str]:
@@ -196,6 +197,12 @@ def ensure_trigram_indexes(conn: sa.Connection) -> list[str]:
         if name not in have:
             conn.execute(sa.text(f"CREATE INDEX {name} ON audit_log USING gin ({expr} {opclass})"))
             created.append(name)
+    # the Queue Monitor's search by what was sent (lib.queue.search_sent): ILIKE over the payload's text
+    if "post_queue" in inspector.get_table_names() and "payload" in {c["name"] for c in inspector.get_columns("post_queue")}:
+        if QUEUE_TRIGRAM_INDEX not in {i["name"] for i in inspector.get_indexes("post_queue")}:
+            conn.execute(sa.text(f"CREATE INDEX {QUEUE_TRIGRAM_INDEX} ON post_queue USING gin "
+                                 f"((CAST(payload AS TEXT)) {opclass})"))
+            created.append(QUEUE_TRIGRAM_INDEX)
     return created
 
 

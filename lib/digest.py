@@ -127,6 +127,8 @@ def build_digest(conn: sa.Connection, settings: Settings, *, now: datetime,
         sev = severity(a.alert_type)
         d.alerts[sev] = d.alerts.get(sev, 0) + 1
     order = {"CRITICAL": 0, "ERROR": 1, "WARNING": 2}
+    # the counts in severity order (they were counted newest alert first): "2 CRITICAL, 1 WARNING"
+    d.alerts = dict(sorted(d.alerts.items(), key=lambda kv: order.get(kv[0], 3)))
     for a in sorted(open_alerts, key=lambda a: order.get(severity(a.alert_type), 3))[:MAX_ALERTS]:
         d.alert_items.append({"severity": severity(a.alert_type), "alert_type": a.alert_type,
                               "account": names.get(str(a.business_account_id)) if a.business_account_id else None,

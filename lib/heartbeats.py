@@ -93,6 +93,7 @@ class AgentStatus:
     schedule: Schedule = DEFAULT_SCHEDULE
     due_at: datetime | None = None  # the next beat is expected by then (late after, down after the grace)
     maintenance_until: datetime | None = None  # a maintenance window covers the agent until then
+    beats_since: datetime | None = None  # the first beat of the last 7 days: availability covers no more
 
     @property
     def below_target(self) -> bool:
@@ -136,6 +137,7 @@ def agent_statuses(conn: sa.Connection, *, now: datetime, threshold: Rule | None
                 schedule=rule,
                 due_at=None if last is None else rule.due(last),
                 maintenance_until=maintenance_until(windows, now, agent_id=row.agent_id),
+                beats_since=mine[0] if history and mine else None,
             )
         )
     return sorted(out, key=lambda s: (s.alive, s.agent_id))

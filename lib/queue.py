@@ -854,3 +854,53 @@ def iter_export_rows(conn: sa.Connection, *, filt: QueueFilter, chunk_size: int 
     for part in result.partitions(chunk_size):
         yield [tuple(iso(as_utc(v)) if isinstance(v, datetime) else redact_text(v) if c == "error" else v
                      for c, v in zip(EXPORT_COLUMNS, row)) for row in part]
+
+
+# -- find a row by what was sent ---------------------------------------------------------------------
+SENT_SEARCH_MIN_CHARS = 3  # shorter text matches nearly every row (and a trigram index needs three)
+SENT_SEARCH_MAX_CHARS = 200
+SENT_SEARCH_CAP = 200  # matches read at most; the newest SENT_SEARCH_SHOWN of them are listed
+SENT_SEARCH_SHOWN = 50
+
+
+@dataclass(frozen=True)
+class SentSearch:
+    rows: list[dict[str, Any]]  # newest first, payload redacted
+    more: bool  # more than SENT_SEARCH_CAP rows matched: the text is too common to list them all
+
+
+def payload_text():
+    """The payload as text, the expression the trigram index ix_post_queue_payload_trgm is built on."""
+    return sa.cast(post_queue.c.payload, sa.Text)
+
+
+def search_sent(conn: sa.Connection, text: str, *, account_id: uuid.UUID | None = None) -> SentSearch:
+    """Rows of any status whose payload contains `text` (case-insensitive): a recipient id, a comment or
+    conversation id, words of a caption or a reply. Bounded: it reads at most SENT_SEARCH_CAP matching
+    rows (on PostgreSQL through the trigram index when pg_trgm is there), so a common word costs what
+    a rare id does; `more` says the list is not all of them."""
+    from lib.audit import LIKE_ESCAPE, escape_like
+
+    text = (text or "").strip()[:SENT_SEARCH_MAX_CHARS]
+    if len(text) < SENT_SEARCH_MIN_CHARS:
+        return SentSearch([], False)
+    q = post_queue
+    match = payload_text().ilike(f"%{escape_like(text)}%", escape=LIKE_ESCAPE)
+    if not text.isascii():  # SQLite keeps JSON text as written, non-ASCII escaped ("caf\u00e9")
+        escaped = json.dumps(text)[1:-1]
+        match = sa.or_(match, payload_text().ilike(f"%{escape_like(escaped)}%", escape=LIKE_ESCAPE))
+    cond = [match]
+    if account_id is not None:
+        cond.append(q.c.business_account_id == account_id)
+    found = (sa.select(q.c.id, q.c.status, q.c.action_type, q.c.business_account_id, q.c.payload, q.c.error,
+                       q.c.retry_count, q.c.created_at, q.c.updated_at)
+             .where(*cond).limit(SENT_SEARCH_CAP + 1).subquery())
+    rows = conn.execute(sa.select(found).order_by(found.c.created_at.desc(), found.c.id)).all()
+    more = len(rows) > SENT_SEARCH_CAP
+    out = []
+    for r in rows[:SENT_SEARCH_SHOWN]:
+        d = dict(r._mapping)
+        d["payload"] = redact(d["payload"])
+        d["created_at"], d["updated_at"] = as_utc(d["created_at"]), as_utc(d["updated_at"])
+        out.append(d)
+    return SentSearch(out, more)

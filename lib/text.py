@@ -89,3 +89,25 @@ def clip_json(value: object, *, max_string: int = JSON_STRING_LIMIT, max_depth: 
     if value is None or isinstance(value, (bool, int, float)):
         return value
     return clip(value, max_string)
+
+
+_LIST_ITEM = re.compile(r"^( {0,6})([-*+]|\d{1,3}[.)]) +(\S.*)$")
+
+
+def escape_markdown_keep_lists(text: str) -> str:
+    """Like escape_markdown, except that list items ("- x", "* x", "1. x") stay lists: the marker is
+    kept and the item's text is escaped. For answers written in Markdown by another service (the
+    Oversight Brain): its lists read as lists, while nothing else in it is interpreted."""
+    out, in_list = [], False
+    for line in text.replace("\r\n", "\n").split("\n"):
+        m = _LIST_ITEM.match(line)
+        if m:
+            indent, marker, rest = m.groups()
+            out.append(f"{indent}{'-' if marker in '*+' else marker} {escape_markdown(rest)[0]}")
+            in_list = True
+            continue
+        if in_list and line.strip():
+            out.append("")  # a blank line ends the list (else the line would join the last item)
+        in_list = False
+        out.append(escape_markdown(line)[0] + "  ")  # a line break, as escape_markdown keeps them
+    return "\n".join(out).rstrip()

@@ -56,3 +56,23 @@ def fmt_local(value: datetime | None, tz, with_seconds: bool = True) -> str:
         return "—"
     local = value.astimezone(tz)
     return local.strftime("%Y-%m-%d %H:%M:%S %Z" if with_seconds else "%Y-%m-%d %H:%M %Z")
+
+
+_DAYS = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+
+
+def cron_in_words(expr: str) -> str | None:
+    """'0 8 * * 1' -> 'every Monday at 08:00'; '30 6 * * *' -> 'every day at 06:30'. None for anything
+    else (ranges, steps, lists, a day of the month): the caller shows the expression itself."""
+    parts = (expr or "").split()
+    if len(parts) != 5 or parts[2:4] != ["*", "*"] or not (parts[0].isdigit() and parts[1].isdigit()):
+        return None
+    minute, hour, dow = int(parts[0]), int(parts[1]), parts[4]
+    if minute > 59 or hour > 23:
+        return None
+    at = f"{hour:02d}:{minute:02d}"
+    if dow == "*":
+        return f"every day at {at}"
+    if dow.isdigit() and int(dow) <= 7:
+        return f"every {_DAYS[int(dow)]} at {at}"
+    return None

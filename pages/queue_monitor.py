@@ -5,8 +5,8 @@ from lib.ui import live_caption, page_guard
 from lib.ui.holds import show_holds
 from lib.ui.maintenance import show_maintenance
 from lib.ui.queue_monitor import (
-    confirm_retry_all, filters, load_groups, load_health, load_summary, load_waiting, load_worker, show_counts,
-    pause_control, show_groups, show_metrics, show_pauses, show_table, show_waiting, show_worker, view_picker,
+    confirm_retry_all, filters, find_sent, load_groups, load_health, load_summary, load_waiting, load_worker, show_counts,
+    pause_control, row_dialog, show_groups, show_metrics, show_pauses, show_table, show_waiting, show_worker, view_picker,
 )
 from lib.ui.service_levels import show_service_levels
 from lib.ui.throughput import show_throughput
@@ -32,6 +32,7 @@ show_throughput(scope)
 show_service_levels(scope)
 
 pause_control(scope)
+find_sent(scope)
 st.subheader("Triage")
 view = view_picker()
 table_filter, group_filter = filters(scope, view)
@@ -46,3 +47,4 @@ def triage():
 
 triage()
 confirm_retry_all(scope)  # outside the live panels: a dialog must not live in a ticking fragment
+row_dialog(scope)

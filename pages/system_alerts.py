@@ -27,7 +27,7 @@ def live_panel():
     with export:
         alerts_export(scope.db_url, view.filters, now.strftime("%Y%m%d-%H%M"))
     selected, open_selected = show_list(alerts, view, scope, now, badges(scope.db_url, alerts, now))
-    resolve_actions(scope, view.filters, selected, open_selected)
+    resolve_actions(scope, view.filters, selected, open_selected, alerts)
     ack_actions(scope, selected, {a.id for a in alerts if not a.resolved})
     silence_panel(scope, alerts, selected, now)
     live_caption(scope, now, paused_hint=" (sidebar)")

@@ -405,3 +405,16 @@ def test_md_escape_also_breaks_icon_and_emoji_directives():
     text = md_escape(":material/home: **x** :smile:")
     assert ":material/home:" not in text and ":smile:" not in text
     assert text.replace("\u200b", "").replace("\\", "") == ":material/home: **x** :smile:"
+
+
+def test_compare_periods_per_report_when_coverage_differs():
+    # A: 3 daily reports of 100 posts each; B: 2 reports of 100 (a day missing): not a fall of a third
+    reports = [daily(i, reach=100) for i in range(1, 4)] + [daily(i, reach=100) for i in range(4, 6)]
+    table = an.compare_periods(an.reports_frame(reports), (date(2026, 11, 1), date(2026, 11, 3)),
+                               (date(2026, 11, 4), date(2026, 11, 6)))
+    reach = table.set_index("metric").loc["Reach"]
+    assert [reach["a"], reach["b"], reach["change"]] == [300.0, 200.0, -100.0]  # the totals stay the totals
+    assert reach["change_pct"] == pytest.approx(0.0) and reach["basis"] == "per report (3 vs 2)"
+    same = an.compare_periods(an.reports_frame(reports[:4]), (date(2026, 11, 1), date(2026, 11, 2)),
+                              (date(2026, 11, 3), date(2026, 11, 4))).set_index("metric").loc["Reach"]
+    assert same["basis"] == "totals"

@@ -24,3 +24,12 @@ def test_unknown_bucket_is_refused():
 
     with pytest.raises(ValueError):
         bucket_expr(sa.column("t"), "week", "sqlite")
+
+
+def test_cron_in_words():
+    from lib.timeutil import cron_in_words
+    assert cron_in_words("0 8 * * 1") == "every Monday at 08:00"
+    assert cron_in_words("30 6 * * *") == "every day at 06:30"
+    assert cron_in_words("0 8 * * 0") == cron_in_words("0 8 * * 7") == "every Sunday at 08:00"
+    for other in ("*/5 * * * *", "0 8 1 * *", "0 8 * * 1-5", "0 25 * * 1", "", "0 8 * *"):
+        assert cron_in_words(other) is None

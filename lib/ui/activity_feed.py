@@ -203,16 +203,26 @@ def _outcome_badge(success: bool | None) -> str:
 
 
 def show_timeline(rows: list[dict], now: datetime, tz) -> None:
-    """One line per event (icon, colour, outcome, times, action, resource, user); expand for the rest."""
+    """One line per event (icon, colour, outcome, times, action, resource, user); expand for the rest.
+    Failures lead with a red badge and a red icon, and their count comes first: among fifty grey
+    lines two failures were easy to miss."""
+    failures = sum(1 for r in rows if r["success"] is False)
+    if failures:
+        st.markdown(f":red-badge[:material/error: {failures} of these {len(rows)} events failed]")
     for row in rows:
         icon, colour = _look(row["event_type"])
+        failed = row["success"] is False
         resource = " ".join(x for x in (row["resource_type"], row["resource_id"]) if x) or "—"
+        user = f" · {md_escape(row['user_id'])}" if row["user_id"] else ""  # events of the worker have none
         label = (
-            f":{colour}[**{md_escape(row['event_type'] or 'event')}**] {_outcome_badge(row['success'])} "
-            f"· {md_escape(row['action'] or '—')} · {md_escape(resource)[:80]}"
-            f" · {md_escape(row['user_id'] or 'no user')}"
+            (f"{_outcome_badge(False)} " if failed else "")
+            + f":{'red' if failed else colour}[**{md_escape(row['event_type'] or 'event')}**]"
+            + ("" if failed else f" {_outcome_badge(row['success'])}")
+            + f" · {md_escape(row['action'] or '—')} · {md_escape(resource)[:80]}{user}"
             f" · {md_escape(fmt_local(row['created_at'], tz))} ({ago(row['created_at'])})"
         )
+        if failed:
+            icon = ":material/error:"
         # lazy: a closed entry sends only its line; opening one reruns the page (cached loaders) and
         # draws its details. Drawing 50 entries' JSON and code up front made the page ~2x slower
         # to open in the browser.

@@ -9,7 +9,7 @@ import streamlit as st
 from lib.agent_schedules import load_schedules
 from lib.heartbeats import LIVENESS_THRESHOLD, AgentStatus, agent_statuses, beat_runs, beats_by_agent
 from lib.maintenance import load_windows
-from lib.timeutil import floor_time, fmt_local, utcnow
+from lib.timeutil import floor_time, fmt_duration, fmt_local, utcnow
 from lib.ui.charts import Fig, local_times, plain
 from lib.ui.shell import CACHE_TTL_S, get_engine
 from lib.ui.text import ago, md_escape
@@ -84,6 +84,15 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{value * 100:.1f} %"
 
 
+def _span(label: str, window: timedelta, beats_since: datetime | None) -> str:
+    """The window's name, or the shorter span the beats cover ("over 5 h"): an agent that has beaten
+    for a day has no 7-day availability, and saying "7 d" would make it equal the 24-hour one."""
+    if beats_since is None:
+        return label
+    covered = utcnow() - beats_since
+    return label if covered >= window * 0.99 else f"{label} (over {fmt_duration(covered.total_seconds())})"
+
+
 def show_cards(statuses: list[AgentStatus], now: datetime, tz) -> None:
     cols = st.columns(min(len(statuses), 4) or 1)
     for i, s in enumerate(statuses):
@@ -104,10 +113,15 @@ def show_cards(statuses: list[AgentStatus], now: datetime, tz) -> None:
             if not s.history:
                 st.caption("Only the latest beat is stored for this agent: no uptime history.")
                 continue
-            since = "—" if s.up_since is None else fmt_local(s.up_since, tz, with_seconds=False)
-            prefix = "before " if s.up_since_before_window else ""
-            st.caption(f"Up since: {prefix}{since}" + ("" if s.up_since is None else f" ({ago(s.up_since)})"))
-            st.markdown(f"Availability · 24 h **{_pct(s.availability_24h)}** · 7 d **{_pct(s.availability_7d)}**")
+            if s.alive or s.last_beat_at is None:
+                since = "—" if s.up_since is None else fmt_local(s.up_since, tz, with_seconds=False)
+                prefix = "before " if s.up_since_before_window else ""
+                st.caption(f"Up since: {prefix}{since}" + ("" if s.up_since is None else f" ({ago(s.up_since)})"))
+            else:  # counted from the last beat: nothing was heard after it
+                st.caption(f"Down since {fmt_local(s.last_beat_at, tz, with_seconds=False)}, "
+                           f"{fmt_duration((utcnow() - s.last_beat_at).total_seconds())}")
+            st.markdown(f"Availability · {_span('24 h', timedelta(hours=24), s.beats_since)} **{_pct(s.availability_24h)}**"
+                        f" · {_span('7 d', timedelta(days=7), s.beats_since)} **{_pct(s.availability_7d)}**")
             target = s.schedule.availability_target
             if target is not None and s.availability_7d is not None:
                 if s.below_target:

@@ -12,7 +12,7 @@ from lib import digest as dg
 from lib.identity import PermissionDenied
 from lib.notify import routes
 from lib.text import md_escape
-from lib.timeutil import floor_time, utcnow
+from lib.timeutil import cron_in_words, floor_time, utcnow
 from lib.ui.feedback import Confirmation, flash, show_flash
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
 
@@ -31,7 +31,9 @@ def show_schedule(scope: Scope) -> None:
     now = utcnow()
     nxt = __import__("croniter").croniter(s.digest_cron, now).get_next(type(now))
     n_routes = len(routes(s))
-    st.caption(f"Sent by the worker on {md_escape(s.digest_cron)} (DIGEST_CRON, UTC) — next {nxt:%Y-%m-%d %H:%M} UTC — "
+    words = cron_in_words(s.digest_cron)  # in a code span Markdown escapes would show as backslashes
+    when = f"{words} UTC" if words else f"`{s.digest_cron.replace('`', '')}` (UTC)"
+    st.caption(f"Sent by the worker {when} (DIGEST_CRON) — next {nxt:%Y-%m-%d %H:%M} UTC — "
                f"{'one digest per account' if s.digest_scope == 'per_account' else 'one digest for all accounts'} "
                f"(DIGEST_SCOPE), through {n_routes} notification route{'s' if n_routes != 1 else ''} "
                "(ALERT_NOTIFY_URLS; e-mail routes get HTML).")

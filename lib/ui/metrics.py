@@ -821,7 +821,9 @@ def show_comparison(data: ReportSet, periods, scope: Scope, ms: MetricsScope) ->
     counts = table.groupby("account")[["reports_a", "reports_b"]].first()
     st.caption(f"A: {a[0]} – {a[1]} · B: {b[0]} – {b[1]}. Reports whose whole period lies inside: "
                + "; ".join(f"{md_escape(acc)} {int(r.reports_a)} vs {int(r.reports_b)}" for acc, r in counts.iterrows())
-               + ". Flows are summed, rates and per-post averages averaged, followers taken at the end.")
+               + ". Flows are summed, rates and per-post averages averaged, followers taken at the end; where the "
+               "periods hold different numbers of reports, a flow's Change % compares its average per report "
+               "(see Basis).")
     shown = table.drop(columns=["business_account_id", "how", "reports_a", "reports_b"])
     if table["account"].nunique() == 1:
         shown = shown.drop(columns=["account"])
@@ -832,6 +834,7 @@ def show_comparison(data: ReportSet, periods, scope: Scope, ms: MetricsScope) ->
         "b": st.column_config.NumberColumn("Period B", format="localized"),
         "change": st.column_config.NumberColumn("Change", format="localized"),
         "change_pct": st.column_config.NumberColumn("Change %", format="%+.1f %%"),
+        "basis": st.column_config.TextColumn("Basis", help="What Change % compares"),
     })
     out = table.drop(columns=["business_account_id"])
     export_control("Comparison", lambda fmt: frame_export(out, fmt), file_stem=f"period_comparison_{ms.report_type}",

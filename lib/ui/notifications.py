@@ -179,7 +179,7 @@ def _do_end_silence(scope: Scope, silence_id) -> None:
 
 def silence_form(scope: Scope, now: datetime, prefix: str = "sil", flash: str = "silence_flash") -> None:
     can = scope.user.is_operator
-    local_now = floor_time(now, 900).astimezone(scope.tz)  # stable defaults: the form survives reruns
+    local_now = floor_time(now, 60).astimezone(scope.tz)  # keyed inputs: later reruns keep what is shown
     later = local_now + timedelta(hours=2)
     with st.form(f"{prefix}-form", border=True, enter_to_submit=False, clear_on_submit=True):
         st.markdown("**New silence** — matching alerts are recorded and listed, but not notified")
@@ -201,11 +201,35 @@ def silence_form(scope: Scope, now: datetime, prefix: str = "sil", flash: str = 
         st.caption(f"Times in {scope.tz.key}.")
 
 
-def _use_alert(prefix: str, alert: Alert, account_name: str | None) -> None:
+def _use_alert(prefix: str, alert: Alert, account_name: str | None, tz=None) -> None:
     st.session_state[f"{prefix}-type"] = alert.alert_type if alert.alert_type in ALERT_TYPES else ANY
     st.session_state[f"{prefix}-account"] = account_name or ANY
     agent = (alert.details or {}).get("agent_id") if isinstance(alert.details, dict) else None
     st.session_state[f"{prefix}-agent"] = str(agent) if agent else ""
+    if tz is not None:  # from now (this minute), for two hours, like Alertmanager's "silence this alert"
+        start = floor_time(utcnow(), 60).astimezone(tz)
+        end = start + timedelta(hours=2)
+        st.session_state[f"{prefix}-start-date"], st.session_state[f"{prefix}-start-time"] = start.date(), start.time()
+        st.session_state[f"{prefix}-end-date"], st.session_state[f"{prefix}-end-time"] = end.date(), end.time()
+
+
+def silence_selected(scope: Scope, alerts: list[Alert], selected_ids: list) -> None:
+    """On System Alerts, beside Resolve: "Silence…" opens the silence form matching the selected
+    alert (its type, account and agent), starting now."""
+    picked = next((a for a in alerts if selected_ids and a.id == selected_ids[0]), None)
+    can = scope.user.is_operator
+    name = scope.account_name(picked.business_account_id) if picked and picked.business_account_id else None
+
+    def prefill() -> None:
+        _use_alert("sa-sil", picked, name, scope.tz)
+        st.session_state[SILENCE_PANEL] = True  # the form opens below, filled in
+
+    st.button("Silence…", key="sa-sil-selected", icon=":material/notifications_paused:",
+              disabled=not can or picked is None, on_click=prefill if picked is not None else None,
+              help=("Creating silences needs the operator role." if not can else
+                    "Select an alert first." if picked is None else
+                    f"Silence {picked.alert_type} alerts{f' of {name}' if name else ''} from now (you can edit it)"),
+              width="stretch")
 
 
 def silence_panel(scope: Scope, alerts: list[Alert], selected_ids: list, now: datetime) -> None:
@@ -221,7 +245,7 @@ def silence_panel(scope: Scope, alerts: list[Alert], selected_ids: list, now: da
         if picked is not None:
             name = scope.account_name(picked.business_account_id) if picked.business_account_id else None
             st.button("Match the selected alert", key="sa-sil-use", icon=":material/content_copy:",
-                      on_click=_use_alert, args=("sa-sil", picked, name))
+                      on_click=_use_alert, args=("sa-sil", picked, name, scope.tz))
         silence_form(scope, now, prefix="sa-sil", flash="alerts_silence_flash")
         st.page_link("pages/notifications.py", label="Active and expired silences, routes, deliveries",
                      icon=":material/campaign:")

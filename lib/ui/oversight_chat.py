@@ -18,7 +18,7 @@ import streamlit as st
 from lib.db import write_transaction
 from lib.heartbeats import is_alive, newest_beat
 from lib.identity import PermissionDenied
-from lib.text import clip, escape_markdown
+from lib.text import clip, escape_markdown, escape_markdown_keep_lists
 from lib.oversight import (
     ChatSession,
     SessionNotFound,
@@ -49,6 +49,7 @@ class Keys:
     QUESTION = "oversight_q"  # the chat input
     FLASH = "oversight_chat"  # lib.ui.feedback's flash messages of this page
     ASK_NEW = "_oversight_ask_in_new_session"  # the kept question of a vanished session goes to a new one
+    RESEND = "_oversight_resend"  # that question, asked again by the next run without a second Send
 
 
 SESSION_PARAM, _PENDING, _DRAFT, _PICK = Keys.SESSION_PARAM, Keys.PENDING, Keys.DRAFT, Keys.PICK
@@ -150,15 +151,15 @@ def _record_answer(scope: Scope, pending: dict[str, Any], stream: ChatStream) ->
 
 def session_gone(question: str | None) -> None:
     """The page had a session cached that no longer exists (deleted elsewhere, data reloaded): say
-    so, keep the question in the editor, and send it to a new session; then rerun."""
+    so and ask the question in a new session at once (the user pressed Send once already)."""
     clear_loaders()
     st.query_params.pop(SESSION_PARAM, None)
     st.session_state.pop(_PICK, None)
-    if question:
-        st.session_state[_DRAFT] = question
+    if question:  # ask() says so after the answer (a flash shown now would be gone by then)
+        st.session_state[Keys.RESEND] = question
         st.session_state[_ASK_NEW] = True
-    flash("warning", "This chat session no longer exists (it was deleted elsewhere or the data was reloaded)."
-          + (" Your question is kept below: press Send to ask it in a new session." if question else ""))
+    else:
+        flash("warning", "This chat session no longer exists (it was deleted elsewhere or the data was reloaded).")
     st.rerun()
 
 
@@ -305,7 +306,9 @@ def show_message(message: dict[str, Any], tz, *, unanswered_question: bool = Fal
     role = "user" if message.get("role") == "user" else "assistant"
     with st.chat_message(role):
         if message.get("content"):
-            st.markdown(md(clip(message.get("content"), ANSWER_DISPLAY_LIMIT)))
+            content = clip(message.get("content"), ANSWER_DISPLAY_LIMIT)
+            # the Brain writes lists in Markdown: they stay lists, everything else is shown literally
+            st.markdown(escape_markdown_keep_lists(content) if role == "assistant" else md(content))
         elif role == "assistant":
             st.caption("(no text received)")
         when = _when(message.get("timestamp"))
@@ -384,6 +387,9 @@ def question_input(scope: Scope) -> str | None:
         submit_mode="stop",
         disabled=not can_write,
     )
+    resend = st.session_state.pop(Keys.RESEND, None)
+    if resend and can_write:
+        return resend
     if prompt is None:
         return None
     if len(prompt) > limit:
@@ -410,6 +416,8 @@ def ask(scope: Scope, session_id: uuid.UUID | None, question: str, container) ->
     now = utcnow()
     if st.session_state.pop(_ASK_NEW, False):
         session_id = None
+        flash("warning", "This chat session no longer exists (it was deleted elsewhere or the data was reloaded). "
+                         "Your question was asked in a new session.")
     try:
         with write_transaction(scope.engine) as conn:
             if session_id is None:

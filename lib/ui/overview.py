@@ -11,6 +11,7 @@ from lib.audit import AuditFilter
 from lib.heartbeats import AgentStatus
 from lib.timeutil import fmt_duration
 from lib.ui import activity_feed, agent_status, metrics, queue_monitor, system_alerts
+from lib.ui.counts import SEVERITY_COLOURS, count_metric
 from lib.ui.shell import Scope
 from lib.ui.text import ago, md_escape
 
@@ -48,11 +49,12 @@ def queue_block(scope: Scope, now: datetime) -> None:
     by_status = queue_monitor.status_totals(summary)
     with st.container(border=True, key="ov-queue"):
         st.markdown("**Outbound queue**")
-        a, b, c, d = st.columns(4)
-        a.metric("Pending", f"{by_status.get('pending', 0):,}")
-        b.metric("Due", f"{health['due_now']:,}")
-        c.metric("Failed", f"{by_status.get('failed', 0):,}")
-        d.metric("DLQ", f"{by_status.get('dlq', 0):,}")
+        # one flex row, not st.columns: on a phone columns stack, one number per full-width row
+        with st.container(horizontal=True, key="ov-queue-counts"):
+            st.metric("Pending", f"{by_status.get('pending', 0):,}")
+            st.metric("Due", f"{health['due_now']:,}")
+            st.metric("Failed", f"{by_status.get('failed', 0):,}")
+            count_metric("DLQ", by_status.get("dlq", 0), colour="red", note="triage")
         queue_monitor.show_pauses(scope, now, controls=False)
         notes = [f"sent in 24 h {summary.get('sent_24h', 0):,}"]
         if health["stuck"]:
@@ -76,9 +78,9 @@ def alerts_block(scope: Scope) -> None:
     by_severity = summary["severity"]
     with st.container(border=True, key="ov-alerts"):
         st.markdown("**Unresolved alerts**")
-        cols = st.columns(len(SEVERITIES))
-        for col, sev in zip(cols, SEVERITIES):
-            col.metric(sev.title(), by_severity.get(sev, 0))
+        with st.container(horizontal=True, key="ov-alert-counts"):  # a row on a phone too
+            for sev in SEVERITIES:
+                count_metric(sev.title(), by_severity.get(sev, 0), colour=SEVERITY_COLOURS.get(sev))
         if summary["type"]:
             st.caption(" · ".join(f"{n} × {md_escape(t)}" for t, n in summary["type"].items()))
         else:

@@ -41,14 +41,14 @@ class PostsControls:
 
 def controls() -> PostsControls:
     today = utcnow().date()
-    a, b, c, d = st.columns([2.4, 2.2, 1.4, 1.4], vertical_alignment="bottom")
+    a, b, c, d = st.columns([2.0, 2.6, 1.8, 1.3], vertical_alignment="bottom")  # no label cut at 1440 px
     search = a.text_input("Search captions", key="posts_search", max_chars=200, placeholder="e.g. espresso",
                           bind="query-params")
     preset = b.segmented_control("Published", list(RANGES), default=DEFAULT_RANGE, key="posts_range",
                                  bind="query-params") or DEFAULT_RANGE
     sort = c.segmented_control("Sort by", list(SORT_LABELS), default="engagement", format_func=SORT_LABELS.get,
                                key="posts_sort", bind="query-params") or "engagement"
-    reported = d.toggle("Only reported posts", key="posts_reported", help="Posts that a report mentions")
+    reported = d.toggle("Reported only", key="posts_reported", help="Posts that a report mentions")
     first = today - timedelta(days=RANGES[preset] - 1)
     return PostsControls(first, today, (search or "").strip() or None, sort, bool(reported))
 
@@ -84,15 +84,24 @@ def show_posts(view: lp.PostsView, scope: Scope, filt: lp.PostsFilter, sort: str
                 "rows of the queue; widen the range or clear the search.", icon=":material/photo_library:")
         return
     table = df[SHOWN_COLUMNS].copy()
-    st.dataframe(table, hide_index=True, width="stretch", key="posts_table", column_config={
-        "instagram_id": st.column_config.TextColumn("Media id", pinned=True),
-        "account": st.column_config.TextColumn("Account"),
+    table["caption"] = table["caption"].fillna("")  # a repost without caption: blank, not the word "None"
+    # what people read and sort by first (caption, account, the sort's column, the counts) fits 1440 px;
+    # the ids come last
+    first = ["caption", "account", *(["engagement", "published_at"] if sort == "engagement" else ["published_at", "engagement"])]
+    order = first + [c for c in ["likes", "comments", "saves", "shares", "reach", "engagement_rate", "media_type",
+                                 "action_type", "attempts", "reported_as", "reports", "last_report_date"]
+                     if c in table.columns]
+    order += [c for c in table.columns if c not in order]
+    st.dataframe(table, hide_index=True, width="stretch", key="posts_table", column_order=order, column_config={
+        "instagram_id": st.column_config.TextColumn("Media id"),
+        "account": st.column_config.TextColumn("Account", width=140),
         "action_type": st.column_config.TextColumn("Action"),
-        "caption": st.column_config.TextColumn("Caption", width="large"),
+        "caption": st.column_config.TextColumn("Caption", width=300, pinned=True),
         "scheduled_post_id": st.column_config.TextColumn("Scheduled post"),
-        "published_at": st.column_config.DatetimeColumn("Published", timezone=str(scope.tz), format="YYYY-MM-DD HH:mm"),
+        "published_at": st.column_config.DatetimeColumn("Published", timezone=str(scope.tz), format="YYYY-MM-DD HH:mm",
+                                                        width=135),
         "attempts": st.column_config.NumberColumn("Attempts", help="retry_count + 1: how many tries publishing took"),
-        "engagement": st.column_config.NumberColumn("Engagement", format="localized"),
+        "engagement": st.column_config.NumberColumn("Engagement", format="localized", width=95),
         "likes": st.column_config.NumberColumn("Likes", format="localized"),
         "comments": st.column_config.NumberColumn("Comments", format="localized"),
         "saves": st.column_config.NumberColumn("Saves", format="localized"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import uuid
 from datetime import datetime
 from typing import Any
@@ -17,12 +18,14 @@ from lib.export import build_export, frame_export
 from lib.queue import (
     ACTION_TYPES, ERROR_CATEGORIES, EXPORT_COLUMNS, GROUP_ROW_CAP, MAX_BULK_RETRY, WAIT_KINDS, QueueFilter,
     count_rows, error_groups, group_filter, iter_export_rows, matching_ids, queue_health, queue_rows, retry,
-    row_detail, status_summary, summary_matrix, waiting_rows,
+    row_detail, search_sent, status_summary, summary_matrix, waiting_rows, SENT_SEARCH_CAP, SENT_SEARCH_MIN_CHARS,
+    SentSearch,
 )
 from lib.queue_control import (QueueControlError, active_pauses, discard, edit_and_retry, editable_fields, pause, resume,
                                stored_values)
 from lib.timeutil import fmt_duration, fmt_local, utcnow
 from lib.ui.charts import Fig, plain
+from lib.ui.counts import count_metric
 from lib.ui.export import export_control
 from lib.ui.auth import current_actor
 from lib.ui.feedback import Confirmation, flash, guarded_write, show_flash
@@ -40,6 +43,9 @@ class Keys:
     SHOWN = "qm_shown"  # what the table shows: {tag, ids, rows}, to map positions and clicks to ids
     RESULTS = "qm_results"  # the last retry's results in the endpoint's response shape ({label, results})
     CONFIRM = "qm_confirm"  # the pending "retry all matching" confirmation ({filter, count, matching})
+    FIND = "qm_find"  # the search by what was sent (in the URL: a found row can be shared)
+    FIND_CLICK = "qm_find_open"  # the Open button column of its results
+    OPEN = "qm_open_id"  # the row whose story the dialog shows (its "Open" button was clicked)
     TABLE_VER = "qm_table_ver"  # bumped after each retry: a fresh table widget, i.e. an empty selection
     VIEW, ACTION, CATEGORY, SEARCH, GROUP = "qm_view", "qm_action", "qm_category", "qm_search", "qm_group"
     FLASH = "queue_monitor"  # lib.ui.feedback's flash messages of this page
@@ -52,6 +58,10 @@ class Keys:
     @staticmethod
     def click(view: str) -> str:  # the per-row Retry button column's click
         return f"qm_click_{view}"
+
+    @staticmethod
+    def open_click(view: str) -> str:  # the per-row Open button column's click
+        return f"qm_open_click_{view}"
 
 
 CONFIRM_ALL = Confirmation(Keys.CONFIRM)
@@ -144,7 +154,7 @@ def load_detail(db_url: str, queue_id: str) -> dict[str, Any] | None:
 def clear_caches() -> None:
     """After a write: the next run reads fresh data everywhere on the page."""
     for fn in (load_summary, load_health, load_waiting, load_rows, load_count, load_groups, load_group_filter,
-               load_detail, load_pauses):
+               load_detail, load_pauses, load_sent_search):
         fn.clear()
 
 
@@ -209,7 +219,8 @@ def show_metrics(summary: dict[str, Any], health: dict[str, Any]) -> None:
         st.metric("Processing", f"{by_status.get('processing', 0):,}", border=True,
                   delta=f"{health['stuck']} stuck" if health["stuck"] else None, delta_color="inverse")
         st.metric("Failed", f"{by_status.get('failed', 0):,}", border=True, help="Retry scheduled by the worker.")
-        st.metric("DLQ", f"{by_status.get('dlq', 0):,}", border=True, help="Dead-letter queue: needs an operator.")
+        count_metric("DLQ", by_status.get("dlq", 0), colour="red", note="needs an operator", border=True,
+                     help="Dead-letter queue: needs an operator.")
     if health["stuck"]:
         lease = fmt_duration(health["lease_s"])
         st.warning(f"{health['stuck']} row(s) have been in processing for longer than the {lease} lease: "
@@ -352,6 +363,7 @@ def _on_select(table_key: str) -> None:
 
 def clear_selection() -> None:
     st.session_state[Keys.SELECTED] = []
+    st.session_state.pop(Keys.OPEN, None)  # the row changed or went: its dialog closes
     st.session_state[Keys.TABLE_VER] = st.session_state.get(Keys.TABLE_VER, 0) + 1
 
 
@@ -413,18 +425,19 @@ def _frame(rows: list[dict[str, Any]], scope: Scope, view: str, now: datetime) -
     return pd.DataFrame(
         [{
             "retry": "Retry now" if view == "failed" else "Retry",
+            "open": "Open",
             "action_type": r["action_type"],
             "account": scope.account_name(r["business_account_id"]),
             "error_category": r["error_category"] or "—",
             "error": clip(r["error"] or "", 1_000),
             "retry_count": r["retry_count"],
             **({"next_retry": ago(r["next_retry_at"])} if view == "failed" else {}),
-            "created": fmt_local(r["created_at"], scope.tz, with_seconds=False),
+            "created": r["created_at"].astimezone(scope.tz).strftime("%m-%d %H:%M") if r["created_at"] else "—",
             "last_attempt": ago(r["updated_at"]),
             "id": str(r["id"]),
         } for r in rows],
-        columns=["retry", "action_type", "account", "error_category", "error", "retry_count",
-                 *(["next_retry"] if view == "failed" else []), "created", "last_attempt", "id"],
+        columns=["retry", "open", "action_type", "account", "error_category", "error", "retry_count",
+                 *(["next_retry"] if view == "failed" else []), "last_attempt", "created", "id"],
     )
 
 
@@ -439,14 +452,16 @@ def show_table(scope: Scope, view: str, filt: QueueFilter) -> None:
     page, pages = _current_page(view, total)
     tag = _filter_tag(filt, page)
     _retry_clicked_row(scope, view, tag)
+    _open_clicked_row(view, tag)
     rows, selected, frozen = _rows_on_screen(scope, filt, page, tag)
     _draw_rows(scope, view, tag, rows, now)
     _draw_pager(view, page, pages, total, len(rows), len(selected) if frozen else 0)
     _draw_actions(scope, view, filt, total, selected)
-    if len(selected) == 1:
+    if len(selected) == 1 and not st.session_state.get(Keys.OPEN):  # (the dialog draws the same widgets)
         show_detail(scope, selected[0], now)
     elif not selected:
-        st.caption("Select one row to see its payload and history; select several to retry them together.")
+        st.caption("“Open” shows a row's error, every attempt, its payload and its actions; "
+                   "tick rows to retry or discard them together.")
 
 
 def _show_no_rows(view: str, filt: QueueFilter) -> None:
@@ -477,6 +492,77 @@ def _retry_clicked_row(scope: Scope, view: str, tag: str) -> None:
         st.rerun()
 
 
+def _open_clicked_row(view: str, tag: str) -> None:
+    """A click in the Open column opens that row's story in a dialog. The dialog is drawn by the
+    main script (row_dialog), never inside this ticking panel, hence the app rerun."""
+    shown = st.session_state.get(Keys.SHOWN) or {}
+    click = st.session_state.get(Keys.open_click(view))
+    if click is not None and shown.get("tag") == tag and click["row"] < len(shown.get("ids", [])):
+        st.session_state[Keys.OPEN] = shown["ids"][click["row"]]
+        st.rerun()
+
+
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=32, show_spinner=False)
+def load_sent_search(db_url: str, text: str, account_id: uuid.UUID | None) -> SentSearch:
+    with get_engine(db_url).connect() as conn:
+        return search_sent(conn, text, account_id=account_id)
+
+
+def find_sent(scope: Scope) -> None:
+    """Find rows of any status by what was sent: a recipient, comment or conversation id, or words of
+    the text. Nothing is queried until something is typed; "Open" shows the row's story."""
+    text = st.text_input("Find a row by what was sent", key=Keys.FIND, bind="query-params", max_chars=200,
+                         icon=":material/search:",
+                         placeholder="recipient id, comment id, conversation id or words of the message",
+                         help="Searches the payload of every row, whatever its status (sent ones too).").strip()
+    if not text:
+        return
+    if len(text) < SENT_SEARCH_MIN_CHARS:
+        st.caption(f"Type at least {SENT_SEARCH_MIN_CHARS} characters.")
+        return
+    result = load_sent_search(scope.db_url, text, scope.account_id)
+    if not result.rows:
+        st.info(f"No row{' of ' + md_escape(scope.account_name(scope.account_id)) if scope.account_id else ''} "
+                f"has “{md_escape(text)}” in what it sends.", icon=":material/search_off:")
+        return
+    click = st.session_state.get(Keys.FIND_CLICK)
+    if click is not None and click["row"] < len(result.rows):
+        st.session_state[Keys.OPEN] = str(result.rows[click["row"]]["id"])  # row_dialog opens it in this run
+    frame = pd.DataFrame([{
+        "open": "Open", "status": r["status"], "action_type": r["action_type"],
+        "account": scope.account_name(r["business_account_id"]),
+        "payload": clip(json.dumps(r["payload"], ensure_ascii=False, sort_keys=True, default=str), 300),
+        "created": fmt_local(r["created_at"], scope.tz, with_seconds=False), "last_change": ago(r["updated_at"]),
+    } for r in result.rows])
+    st.container(key="qm_find_results").dataframe(frame, hide_index=True, width="stretch", key="qm_find_table", column_config={
+        "open": st.column_config.ButtonColumn("", key=Keys.FIND_CLICK, type="tertiary", width=56,
+                                              help="Error, attempts, payload and actions of this row"),
+        "status": st.column_config.TextColumn("Status", width=80),
+        "action_type": st.column_config.TextColumn("Action type", width=105),
+        "account": st.column_config.TextColumn("Account", width=135),
+        "payload": st.column_config.TextColumn("Payload", width=380),
+        "created": st.column_config.TextColumn("Created", width=140),
+        "last_change": st.column_config.TextColumn("Last change", width=100),
+    })
+    n = len(result.rows)
+    st.caption(f"More than {SENT_SEARCH_CAP} rows contain it: the newest {n} of the first {SENT_SEARCH_CAP} found "
+               "are listed. Type more of an id to narrow it." if result.more else
+               f"{n} row{'s' if n != 1 else ''}, newest first.")
+
+
+def row_dialog(scope: Scope) -> None:
+    """The opened row's story: error, facts, every attempt, payload, history and its actions."""
+    queue_id = st.session_state.get(Keys.OPEN)
+    if not queue_id or CONFIRM_ALL.pending:
+        return
+
+    @st.dialog("Queue row", width="large", on_dismiss=lambda: st.session_state.pop(Keys.OPEN, None))
+    def dialog():
+        show_detail(scope, queue_id, utcnow())
+
+    dialog()
+
+
 def _rows_on_screen(scope: Scope, filt: QueueFilter, page: int, tag: str) -> tuple[list[dict], list[str], bool]:
     """(rows to show, selected ids, frozen). While rows are selected the table keeps the rows the
     operator selected on (a refresh must never move a checkbox onto another row)."""
@@ -498,17 +584,20 @@ def _draw_rows(scope: Scope, view: str, tag: str, rows: list[dict], now: datetim
         selection_mode="multi-row",
         column_order=[c for c in df.columns if c != "id"],
         column_config={
-            "retry": (st.column_config.ButtonColumn("", key=Keys.click(view), type="tertiary", width="small",
+            "retry": (st.column_config.ButtonColumn("", key=Keys.click(view), type="tertiary", width=64,
                                                     help="Move this row back to pending")
                       if scope.user.is_operator else None),
-            "action_type": st.column_config.TextColumn("Action type", width=115),
-            "account": st.column_config.TextColumn("Account", width=110),
-            "error_category": st.column_config.TextColumn("Category", width=100),
-            "error": st.column_config.TextColumn("Error", width="large"),
-            "retry_count": st.column_config.NumberColumn("Retries", width=65),
-            "next_retry": st.column_config.TextColumn("Next retry", width=95),
-            "created": st.column_config.TextColumn("Created", width=150),
-            "last_attempt": st.column_config.TextColumn("Last attempt", width=105),
+            "open": st.column_config.ButtonColumn("", key=Keys.open_click(view), type="tertiary", width=56,
+                                                  help="Error, attempts, payload and actions of this row"),
+            # widths that keep every column on screen at 1440 px (the full error is one click away: Open)
+            "action_type": st.column_config.TextColumn("Action type", width=105),
+            "account": st.column_config.TextColumn("Account", width=135),
+            "error_category": st.column_config.TextColumn("Category", width=95),
+            "error": st.column_config.TextColumn("Error", width=225),
+            "retry_count": st.column_config.NumberColumn("Retries", width=60),
+            "next_retry": st.column_config.TextColumn("Next retry", width=90),
+            "created": st.column_config.TextColumn("Created", width=95, help=f"Month-day and time, {scope.tz.key}"),
+            "last_attempt": st.column_config.TextColumn("Last attempt", width=95),
         },
     )
 
@@ -560,7 +649,7 @@ def _draw_actions(scope: Scope, view: str, filt: QueueFilter, total: int, select
         st.rerun()
     with d:
         db_url = scope.db_url
-        export_control(VIEWS[view], lambda fmt: export_file(db_url, filt, fmt), file_stem=f"post_queue_{view}",
+        export_control("Export", lambda fmt: export_file(db_url, filt, fmt), file_stem=f"post_queue_{view}",
                      key=f"qm_export_{view}", help=f"All rows matching the filters (up to {EXPORT_CAP:,}); built when clicked.")
 
 
@@ -588,6 +677,7 @@ def show_detail(scope: Scope, queue_id: str, now: datetime) -> None:
                          help=None if scope.user.is_operator else "Operators only: your role is viewer."):
             CONFIRM_ALL.ask({"action": "discard", "ids": [d["id"]], "count": 1, "matching": 1,
                              "filter": QueueFilter(d["status"] if d["status"] in VIEWS else "dlq")})
+            st.session_state.pop(Keys.OPEN, None)  # one dialog at a time: the confirmation replaces it
             st.rerun()
         facts = {
             "Status": d["status"], "Account": scope.account_name(d["business_account_id"]),

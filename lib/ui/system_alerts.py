@@ -19,9 +19,10 @@ from lib.timebuckets import bucket_for_range
 from lib.timeutil import fmt_local, utcnow
 from lib.ui.auth import current_actor
 from lib.ui.charts import bucketed_bar_chart
+from lib.ui.counts import count_metric
 from lib.ui.export import export_control
 from lib.ui.feedback import Confirmation, flash, guarded_write, show_flash
-from lib.ui.notifications import badge_columns
+from lib.ui.notifications import badge_columns, silence_selected
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine, lazy_expander
 from lib.text import clip, clip_json
 from lib.ui.text import ago, md_escape
@@ -120,7 +121,7 @@ def show_summary(summary: dict, state_label: str) -> None:
     cols[0].metric(f"{state_label} alerts", sum(sev.values()))
     for col, name in zip(cols[1:], SEVERITIES):
         icon, colour = SEVERITY_LOOK[name]
-        col.metric(f":{colour}[{icon} {name.title()}]", sev[name])
+        count_metric(f":{colour}[{icon} {name.title()}]", sev[name], colour=colour, where=col)
     if summary["type"]:
         st.caption("By type: " + " · ".join(f"{md_escape(t)} {n}" for t, n in summary["type"].items()))
 
@@ -188,22 +189,22 @@ def alert_frame(alerts: list[Alert], scope: Scope, now: datetime) -> pd.DataFram
 
 
 COLUMNS = {
-    "severity": st.column_config.TextColumn("Severity", width="small"),
-    "alert_type": "Type",
-    "account": "Account",
-    "message": st.column_config.TextColumn("Message", width="large"),
-    "count": st.column_config.NumberColumn("Count", help="Occurrences, repeats included"),
-    "open": st.column_config.NumberColumn("Open", help="Unresolved alerts in the group"),
+    "severity": st.column_config.TextColumn("Severity", width=82),
+    "alert_type": st.column_config.TextColumn("Type", width=125),
+    "account": st.column_config.TextColumn("Account", width=130),
+    "message": st.column_config.TextColumn("Message", width=260),
+    "count": st.column_config.NumberColumn("Count", width=60, help="Occurrences, repeats included"),
+    "open": st.column_config.NumberColumn("Open", width=55, help="Unresolved alerts in the group"),
+    "age": st.column_config.TextColumn("Age", width=105),
     "first_seen": "First seen",
     "last_seen": "Last seen",
-    "age": "Age",
     "created": "Created",
     "status": "Status",
     "resolved_by": "Resolved by",
     "resolved_at": "Resolved at",
     "details": st.column_config.JsonColumn("Details", width="large"),
-    "silenced": st.column_config.TextColumn("Silenced", width="small", help="Matched by an active silence: listed, not notified"),
-    "on_it": st.column_config.TextColumn("On it", help="Acknowledged by (repeat digests stop)"),
+    "silenced": st.column_config.TextColumn("Silenced", width=70, help="Matched by an active silence: listed, not notified"),
+    "on_it": st.column_config.TextColumn("On it", width=60, help="Acknowledged by (repeat digests stop)"),
 }
 
 
@@ -245,9 +246,13 @@ def show_list(alerts: list[Alert], view: AlertsView, scope: Scope, now: datetime
         uuid_sets = [tuple(uuid.UUID(i) for i in ids) for ids in id_sets]
         for i, (name, values) in enumerate(badge_columns(badges, uuid_sets).items()):
             frame.insert(3 + i, name, values)
-    st.session_state[Keys.SHOWN] = {"tag": tag, "id_sets": id_sets, "alerts": alerts}
+    st.session_state[Keys.SHOWN] = {"tag": tag, "id_sets": id_sets, "alerts": alerts, "table": key}
+    # what triage reads first fits 1440 px: severity, type, account, its silence and acknowledgement,
+    # message, counts, age; then the rest
+    first = ["severity", "alert_type", "account", "silenced", "on_it", "message", "count", "open", "age", "status"]
+    order = [c for c in first if c in frame.columns] + [c for c in frame.columns if c not in first]
     st.dataframe(_styled(frame), hide_index=True, width="stretch", key=key, on_select=lambda: _on_select(key),
-                 selection_mode="multi-row", column_config=COLUMNS)
+                 selection_mode="multi-row", column_config=COLUMNS, column_order=order)
     if len(alerts) >= LIST_CAP:
         st.caption(f"Showing the first {LIST_CAP:,} matching alerts (most severe, newest first). Narrow the filter for the rest.")
     if frozen:
@@ -283,9 +288,14 @@ def _do_resolve(db_url: str, ids: list, settings) -> None:
     if results is None:  # refused: the flash says why, nothing changed
         return
     clear_alert_caches()
-    # the ids go; the table keeps its key (a new key inside the live panel broke the CSV download
-    # button drawn in the same run: "Deferred file not found")
+    # the ids go, and so do the grid's ticks: its selection is positions, and the rows moved up into
+    # the resolved ones' places. The table keeps its key (a new key inside the live panel broke the CSV
+    # download button drawn in the same run) and its selection is emptied through session state, which
+    # the grid applies on the next run.
     st.session_state[Keys.SELECTED] = []
+    table = (st.session_state.get(Keys.SHOWN) or {}).get("table")
+    if table:
+        st.session_state[table] = {"selection": {"rows": [], "columns": [], "cells": []}}
     done = sum(1 for r in results if r.outcome == "resolved")
     noop = sum(1 for r in results if r.outcome == "already_resolved")
     gone = sum(1 for r in results if r.outcome == "not_found")
@@ -307,10 +317,14 @@ def show_result() -> None:
     show_flash(Keys.FLASH)
 
 
-def resolve_actions(scope: Scope, filters: AlertFilter, selected_ids: list, open_selected: int) -> None:
+def resolve_actions(scope: Scope, filters: AlertFilter, selected_ids: list, open_selected: int,
+                    alerts: list[Alert] | None = None) -> None:
     can = scope.user.is_operator
     reason = None if can else "Resolving alerts needs the operator role."
-    c1, c2, _ = st.columns([2, 2, 3])
+    c1, c2, c3, _ = st.columns([2, 2, 1.4, 1.6])
+    if alerts is not None:
+        with c3:
+            silence_selected(scope, alerts, selected_ids)
     c1.button(
         f"Resolve selected ({open_selected})", key="alerts-resolve-selected", icon=":material/task_alt:",
         type="primary", disabled=not can or not selected_ids, help=reason or "Select rows in the list first.",

@@ -23,3 +23,13 @@ def test_preview_on_the_demo_data_and_send_now(run_page, demo_url):
         assert not at.exception
         assert any("Digest sent to 1 of 1 route" in s.value for s in at.success)
         assert [m["title"] for m in sink.received() if m["title"].startswith("Weekly digest")]
+
+
+def test_schedule_in_words_and_alerts_in_severity_order(run_page, demo_url):
+    at = run_page(demo_url, PAGE, env={"DIGEST_CRON": "0 8 * * 1"})
+    assert not at.exception
+    schedule = [c.value for c in at.caption if c.value.startswith("Sent by the worker")][0]
+    assert "every Monday at 08:00 UTC" in schedule and "\\" not in schedule
+    line = [m.value for m in at.markdown if m.value.startswith("**Open alerts**")][0]
+    found = [s for s in ("CRITICAL", "ERROR", "WARNING") if s in line]
+    assert len(found) >= 2 and [line.index(s) for s in found] == sorted(line.index(s) for s in found), line

@@ -1,4 +1,5 @@
 """The app in a real browser: Agent Status with an alive and a down agent; deep link first."""
+import re
 from datetime import timedelta
 
 import pytest
@@ -68,4 +69,21 @@ def test_dead_database_shows_clear_message(start_app, page, tmp_path):
     wait_idle(page)
     expect(page.get_by_text("Database unavailable at postgresql+psycopg2://app:***@127.0.0.1:1/nowhere")).to_be_visible()
     assert "app:secret@" not in page.content()  # the password is masked
+    assert page.locator("[data-testid='stException']").count() == 0
+
+
+def test_down_agent_says_since_when_and_availability_its_span(start_app, beats_db, page):
+    """A down agent's card: "Down since HH:MM, 20 min" (its last beat), never "Up since: —"; with two
+    hours of beats, availability says it covers two hours, not 24 h or 7 d."""
+    page.set_viewport_size({"width": 1440, "height": 900})
+    server = start_app({"DATABASE_URL": beats_db})
+    page.goto(server.url + "/agent_status")
+    wait_idle(page)
+    down = page.locator(f".st-key-{Keys.card('agent-b')}")
+    expect(down).to_contain_text("down")
+    expect(down).to_contain_text(re.compile(r"Down since \d{4}-\d\d-\d\d \d\d:\d\d \w+, 2\d min"))
+    expect(down).not_to_contain_text("Up since")
+    expect(down).to_contain_text(re.compile(r"24 h \(over 1 h \d+ min\) .*· 7 d \(over 1 h \d+ min\)"))
+    alive = page.locator(f".st-key-{Keys.card('agent-a')}")
+    expect(alive).to_contain_text("Up since")
     assert page.locator("[data-testid='stException']").count() == 0

@@ -54,3 +54,31 @@ def test_answer_grows_then_stop_keeps_partial_answer_after_reload(start_app, cha
     expect(messages.nth(1)).to_contain_text("Interrupted: partial answer")
     expect(messages.nth(1)).to_contain_text(last["content"].split()[-1])
     assert page.locator("[data-testid='stException']").count() == 0
+
+
+def test_the_brains_lists_read_as_lists_and_nothing_else_is_interpreted(start_app, chat_db, page):
+    from lib.identity import OPERATOR, Actor
+    from lib.oversight import create_session, record_answer, record_question
+    from lib.timeutil import utcnow
+
+    url, eng = chat_db
+    me, now = Actor("local", OPERATOR), utcnow()
+    with eng.begin() as conn:
+        sid = create_session(conn, business_account_id=ACC, actor=me, now=now, title="what failed")
+        record_question(conn, sid, actor=me, question="- what failed?", now=now)
+        record_answer(conn, sid, actor=me, now=now, content=(
+            "Two rows failed:\n- reply to **comment** 17 (deleted)\n- DM to [someone](http://example.com)\n"
+            "1. retry the DM\n2. discard the reply\nThat is all."))
+    page.set_viewport_size({"width": 1440, "height": 900})
+    server = start_app({"DATABASE_URL": url})
+    page.goto(server.url + f"/oversight_chat?account=acme.shop&session={sid}")
+    wait_idle(page)
+    answer = page.get_by_test_id("stChatMessage").nth(1)
+    expect(answer.locator("ul > li")).to_have_count(2)
+    expect(answer.locator("ol > li")).to_have_count(2)
+    expect(answer.locator("ul > li").first).to_have_text("reply to **comment** 17 (deleted)")  # literal, not bold
+    expect(answer.locator("a")).to_have_count(0)  # no link made from the answer's text
+    expect(answer).to_contain_text("That is all.")
+    question = page.get_by_test_id("stChatMessage").nth(0)
+    expect(question.locator("li")).to_have_count(0)  # what the user typed is shown as typed
+    expect(question).to_contain_text("- what failed?")

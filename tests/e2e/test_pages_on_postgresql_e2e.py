@@ -42,7 +42,7 @@ def test_every_page_on_postgresql(pg_server, start_app, page):
     page.goto(server.url + "/queue_monitor")
     wait_idle(page, timeout=60_000)
     with page.expect_download() as info:
-        page.get_by_role("button", name="Dead-letter queue CSV").first.click()
+        page.get_by_role("button", name="Export CSV").first.click()
     rows = list(csv.DictReader(io.StringIO(open(info.value.path(), encoding="utf-8").read())))
     assert len(rows) == dlq and {r["status"] for r in rows} == {"dlq"}
     assert "Traceback" not in server.output()

@@ -92,7 +92,7 @@ def test_download_filtered_dlq_csv(start_app, dlq_db, page):
     wait_idle(page)
     expect(page.get_by_text("Rows 1–5 of 5")).to_be_visible()
     with page.expect_download() as info:
-        page.get_by_test_id("stDownloadButton").filter(has_text="Dead-letter queue CSV").click()
+        page.get_by_test_id("stDownloadButton").filter(has_text="Export CSV").click()
     data = open(info.value.path(), encoding="utf-8").read()
     got = list(csv.DictReader(io.StringIO(data)))
     assert [r["id"] for r in got] == [str(r["id"]) for r in rows[:5]]
