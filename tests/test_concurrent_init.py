@@ -13,7 +13,7 @@ from collections import Counter
 import pytest
 import sqlalchemy as sa
 
-from lib.db import TRIGRAM_INDEXES, index_names, init_db, make_engine
+from lib.db import QUEUE_TRIGRAM_INDEX, TRIGRAM_INDEXES, index_names, init_db, make_engine
 from lib.schema import metadata
 from tests.support.servers import ROOT
 
@@ -99,8 +99,8 @@ def test_concurrent_init_on_a_partly_initialised_database(db_url):
     created_tables = Counter(t for r in reports for t in r.created_tables)
     created_indexes = Counter(i for r in reports for i in r.created_indexes)
     assert created_tables == Counter({t.name: 1 for t in tables[len(tables) // 2:]})
-    # the feed search's trigram indexes (PostgreSQL with pg_trgm) are made once, by the first init
-    trigram = Counter({n: c for n, c in created_indexes.items() if n in TRIGRAM_INDEXES})
+    # the trigram indexes of the feed and queue searches (PostgreSQL with pg_trgm) are made once, by the first init
+    trigram = Counter({n: c for n, c in created_indexes.items() if n in (*TRIGRAM_INDEXES, QUEUE_TRIGRAM_INDEX)})
     assert all(c == 1 for c in trigram.values())
     assert created_indexes - trigram == Counter({name: 1 for name in dropped})
     _assert_complete(db_url)
