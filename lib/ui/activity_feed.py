@@ -219,7 +219,7 @@ def show_timeline(rows: list[dict], now: datetime, tz) -> None:
             + f":{'red' if failed else colour}[**{md_escape(row['event_type'] or 'event')}**]"
             + ("" if failed else f" {_outcome_badge(row['success'])}")
             + f" · {md_escape(row['action'] or '—')} · {md_escape(resource)[:80]}{user}"
-            f" · {md_escape(fmt_local(row['created_at'], tz))} ({ago(row['created_at'])})"
+            f" · {md_escape(fmt_local(row['created_at'], tz))}"  # no "N s ago": the label is the entry's identity
         )
         if failed:
             icon = ":material/error:"
