@@ -85,7 +85,8 @@ def test_no_checkmark_moves_to_another_alert_after_resolve(start_app, alerts_db,
         expect(grid).to_contain_text(left)
         # the alert that moved into the resolved one's place is not ticked, and the button agrees
         expect(selected_rows(page)).to_have_count(0)
-        expect(button).to_contain_text("Resolve selected (0)")
+        # the button of this run comes first; the previous run's copy can linger a moment below it
+        expect(button.first).to_contain_text("Resolve selected (0)")
     eng = make_engine(alerts_db)
     with eng.connect() as conn:
         state = dict(conn.execute(sa.select(system_alerts.c.alert_type, system_alerts.c.resolved)).all())
