@@ -1,6 +1,6 @@
-"""instagram_business_accounts: the columns DESIGN.md pins, never the access token for display.
+"""instagram_business_accounts: the columns we rely on, never the access token for display.
 
-Account health for the Accounts page (issue 16): connected or not (since when, and the auth
+Account health for the Accounts page: connected or not (since when, and the auth
 failure that disconnected it), pauses, queue counts, the last success and last failure per
 action type, Graph usage and the publishing quota the worker recorded (graph_usage), the
 token's expiry when debug_token could tell. The access token is never even selected.

@@ -1,4 +1,4 @@
-"""Agent watchdog (DESIGN decisions 6 and 7): agent_down alerts on transitions only.
+"""Agent watchdog (liveness from the newest beat; one open alert per agent): agent_down alerts on transitions only.
 
 An agent whose newest beat is past its schedule's deadline (lib.agent_schedules: the next expected
 beat + grace; by default 60 s after the beat) gets one unresolved

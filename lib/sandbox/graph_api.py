@@ -5,7 +5,7 @@
     INSTAGRAM_GRAPH_URL=http://127.0.0.1:8766/v26.0 python -m worker ...
 
 It models what Meta's developer documentation says Instagram does, not what our worker assumes
-(DESIGN.md, "Fakes follow the real service's documentation"). docs/graph-api.md lists, per
+(the house rule: a fake follows the real service's documentation). docs/graph-api.md lists, per
 behaviour, the page and the sentence it rests on, and what had to be guessed. In short:
 
 * Content publishing (https://developers.facebook.com/docs/instagram-platform/content-publishing,

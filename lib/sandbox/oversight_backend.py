@@ -1,9 +1,9 @@
-"""Sandbox oversight backend: `POST {path}` exactly as spec 3.3/3.5, answering from the database.
+"""Sandbox oversight backend: `POST {path}` with the chat endpoint's request and events, answering from the database.
 
     python -m lib.sandbox.oversight_backend [--host 127.0.0.1] [--port 8765] [--token-delay 0.02]
 
 Reads DATABASE_URL and OVERSIGHT_CHAT_PATH from the settings. Before streaming it checks the
-newest heartbeat (spec 3.5): older than 60 s, or none, answers 503 `AGENT_DOWN` (the body also
+newest heartbeat: older than 60 s, or none, answers 503 `AGENT_DOWN` (the body also
 carries `last_beat_at`). Otherwise it sends `: ping`, then `data: {"token": ...}` events and a
 final `data: {"done": true, "latency_ms": ..., "tools_used": [...]}`, as a chunked HTTP/1.1
 response flushed per event. Run the demo agent (`python -m lib.sandbox.demo_agent`) to keep the

@@ -256,7 +256,7 @@ def heartbeat_rows(rng: random.Random, now: datetime, *, span: timedelta | None 
 
 # --------------------------------------------------------------------------- post_queue (+ linked audit)
 
-# Instagram errors per category (spec 1.4): (error_code, message, weight).
+# Instagram errors per category (the categories the worker tells apart): (error_code, message, weight).
 IG_ERRORS: dict[str, tuple[tuple[str, str, float], ...]] = {
     "auth_failure": (
         ("190", TOKEN_EXPIRED, 6),
@@ -520,7 +520,7 @@ def _background_event(rng: random.Random, event: str, acc: DemoAccount, t: datet
         payload = _payload(rng, action, acc, "sent")
         fake = {"id": base["queue_id"], "action_type": action, "payload": payload}
         details = _queue_audit_details(fake, acc)
-        if rng.random() < 0.03:  # the agent backends also log failed calls (spec 4.3 "on failure")
+        if rng.random() < 0.03:  # the agent backends also log failed calls (their audit rows record failures too)
             category = rng.choice(("permanent", "rate_limit", "transient"))
             code, msg = _ig_error(rng, category, action)
             return _audit(rng, event_type=event, action=verb, resource_type=resource, resource_id=base["queue_id"], now=t,
@@ -994,7 +994,7 @@ CHAT_USERS = ("local", "analyst@example.com", OPERATOR, "maria@example.com", "de
 
 
 def chat_rows(rng: random.Random, accounts: list[DemoAccount], now: datetime, *, n: int, days: int) -> list[dict]:
-    """Chat sessions (spec 3.2 messages); the first n-1 belong to "local" in the demo, one to an analyst.
+    """Chat sessions (messages as the chat stores them); the first n-1 belong to "local" in the demo, one to an analyst.
 
     One session ends with an interrupted answer (incomplete: true), as a dropped stream leaves it.
     """
