@@ -7,7 +7,7 @@ Per database, in a child process that plays the app process (its peak RSS is the
 * Metrics default view cold and warm (AppTest, st.cache_data emptied) and the Posts view (/posts);
 * exports of 100,000 audit rows (Activity Feed, no filter) as Parquet and as Excel, from the
   server-side cursor, with the file sizes; the CSV beside them for comparison;
-* the anomaly flags of one year of daily reports of every account (lib.anomalies.load_flags).
+* the anomaly flags of one year of daily reports of every account (lib.analytics.anomalies.load_flags).
 Targets: Metrics and Posts cold <= 1.0 s, Parquet <= 1 s, Excel <= 15 s, app peak RSS <= 500 MB.
 `python -m bench` runs this too (bench/run.py) and adds its table to bench/results/latest.md.
 Writes bench/results/analysts.json and .md (--small: analysts-small.*). Nothing is asserted.
@@ -31,8 +31,8 @@ TARGETS = {"page_cold_s": 1.0, "parquet_s": 1.0, "xlsx_s": 15.0, "rss_mb": 500}
 
 
 def measure_exports(engine, rows: int = 100_000, repeats: int = 3) -> dict:
-    from lib import audit
-    from lib.export import build_export
+    from lib.core import audit
+    from lib.core.export import build_export
 
     # wall time and this process's CPU time (all threads): on a machine shared with other work the
     # CPU time is the steadier figure; a database server's own time is in the wall time only.
@@ -66,8 +66,8 @@ def measure_exports(engine, rows: int = 100_000, repeats: int = 3) -> dict:
 
 
 def measure_flags(engine) -> dict:
-    from lib.anomalies import load_flags
-    from lib.timeutil import utcnow
+    from lib.analytics.anomalies import load_flags
+    from lib.core.timeutil import utcnow
 
     last = utcnow().date()
     with engine.connect() as conn:
@@ -80,7 +80,7 @@ def probe_main(url: str, runs: int, out: str) -> None:
     from streamlit.logger import set_log_level
 
     from bench import app_probe
-    from lib.db import make_engine
+    from lib.core.db import make_engine
 
     set_log_level("error")
     os.environ["DATABASE_URL"] = url

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from bench.data import FULL, ROOT, SMALL, ensure_sqlite
 from lib.ui.nav import MENU_KEY, existing_pages
-from lib.timeutil import iso, utcnow
+from lib.core.timeutil import iso, utcnow
 from tests.support.servers import StreamlitServer
 
 RESULTS = ROOT / "bench" / "results"
@@ -119,8 +119,8 @@ def _menu_link(title: str):
 
 def database(volumes: str, log) -> tuple[str, dict]:
     if volumes == "demo":
-        from lib.db import init_db, make_engine
-        from lib.sandbox.seed import seed_demo
+        from lib.core.db import init_db, make_engine
+        from sandbox.seed import seed_demo
 
         path = Path(tempfile.mkdtemp(prefix="bench-browser-")) / "demo.sqlite"
         url = f"sqlite:///{path}"

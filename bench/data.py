@@ -15,9 +15,9 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from lib.db import init_db, make_engine
-from lib.sandbox.seed import seed_scale
-from lib.timeutil import iso, utcnow
+from lib.core.db import init_db, make_engine
+from sandbox.seed import seed_scale
+from lib.core.timeutil import iso, utcnow
 from tests.support.pg import ThrowawayPostgres, free_port, pg_bindir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,7 +96,7 @@ def prepare_steady_state(engine) -> None:
     every 5 minutes), then VACUUM ANALYZE on PostgreSQL, so the run's plans see the statistics of the data
     as it is now and the visibility map lets the index-only counts skip the heap (autovacuum's job; cheap
     when nothing changed: VACUUM skips all-visible pages). SQLite: ANALYZE."""
-    from lib.queue import refresh_sent_rollup
+    from lib.queue.core import refresh_sent_rollup
 
     with engine.begin() as conn:
         refresh_sent_rollup(conn, now=utcnow(), force=True)
@@ -184,7 +184,7 @@ def ensure_postgres(name: str, volumes: dict, *, rebuild: bool, log=print) -> tu
 # What a year leaves behind in post_queue (docs/bench.md, "The history volume"): the history rows are all
 # `sent` -- 95 % at the first attempt, `retried_share` after 1-3 retries (retry_count kept, error cleared,
 # as worker.tick.record_sent leaves a row). The year's other outcomes leave no row: a discarded failure is
-# deleted (lib.queue_control.discard; its audit row stays), a retried one ends up sent. The active backlog
+# deleted (lib.queue.control.discard; its audit row stays), a retried one ends up sent. The active backlog
 # (pending, processing, failed, dlq) is the base volume's, so "history" means history; what a large
 # unhandled dead-letter backlog costs is measured on its own (bench/growth.py, dlq_backlog).
 HISTORY = dict(queue_rows=5_000_000, audit_rows=5_000_000, heartbeats=4_000_000, days=365, recent_days=7,
@@ -236,12 +236,12 @@ def _extend(url: str, base_counts: dict, spec: dict, seeded_at: str, log) -> dic
 
     end_at = datetime.fromisoformat(seeded_at.replace("Z", "+00:00")) - timedelta(days=spec["recent_days"])
     span = f"{spec['days'] - spec['recent_days']} days"
-    from lib.db import TRIGRAM_INDEXES
+    from lib.core.db import TRIGRAM_INDEXES
 
     engine = make_engine(url)
     added = {}
     try:
-        from lib.schema import agent_heartbeats, audit_log, post_queue
+        from lib.core.schema import agent_heartbeats, audit_log, post_queue
 
         with engine.begin() as conn:  # indexes build much faster at once than row by row: init_db remakes them
             for index in TRIGRAM_INDEXES:

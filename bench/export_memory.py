@@ -3,9 +3,9 @@
     .venv/bin/python -m bench.export_memory [--rows N] [--fmt csv|xlsx|parquet] [--sqlite-path PATH]
                                             [--reuse] [--unlimited]
 
-Seeds a SQLite file with N audit_log rows (lib.sandbox.seed.seed_scale, other tables small), then
+Seeds a SQLite file with N audit_log rows (sandbox.seed.seed_scale, other tables small), then
 starts four threads at once, each building the Activity Feed's export exactly as its button does
-(lib.audit.export_chunks on its own connection, lib.export.build_export with the feed's 1,000,000
+(lib.core.audit.export_chunks on its own connection, lib.core.export.build_export with the feed's 1,000,000
 row cap). A sampler reads the process's resident memory (VmRSS) every 20 ms. Printed: the resident
 memory before, the peak during, the peak above the baseline, and per export its rows, bytes, whether
 it was cut, and whether it was refused for want of a turn.
@@ -24,11 +24,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import lib.export as ex  # noqa: E402
-from lib.audit import EXPORT_CAP, EXPORT_COLUMNS, AuditFilter, export_chunks  # noqa: E402
-from lib.db import init_db, make_engine  # noqa: E402
-from lib.sandbox.seed import seed_scale  # noqa: E402
-from lib.timeutil import utcnow  # noqa: E402
+import lib.core.export as ex  # noqa: E402
+from lib.core.audit import EXPORT_CAP, EXPORT_COLUMNS, AuditFilter, export_chunks  # noqa: E402
+from lib.core.db import init_db, make_engine  # noqa: E402
+from sandbox.seed import seed_scale  # noqa: E402
+from lib.core.timeutil import utcnow  # noqa: E402
 
 
 def rss_mb() -> float:

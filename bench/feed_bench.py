@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.feed_bench [--db sqlite|postgresql|both] [--audit-rows N] [--alerts N]
                                          [--sqlite-path PATH] [--reuse]
 
-Seeds the database with lib.sandbox.seed.seed_scale (other tables kept small), then measures:
+Seeds the database with sandbox.seed.seed_scale (other tables kept small), then measures:
   * lib queries: first page and next page of several filters, the capped count, chart counts;
   * page render times through AppTest (cold caches: the first run of the page, then "Older");
   * the CSV export of 100,000 rows (server-side cursor, chunks) through the same code as the button;
@@ -27,13 +27,13 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lib.alerts import AlertFilter, alert_summary, list_alerts  # noqa: E402
-from lib.audit import EXPORT_COLUMNS, AuditFilter, feed_conditions, count_matching, event_counts, export_chunks, feed_page, feed_query  # noqa: E402
-from lib.db import init_db, make_engine  # noqa: E402
-from lib.export import rows_to_csv  # noqa: E402
-from lib.sandbox.seed import seed_scale  # noqa: E402
-from lib.schema import audit_log  # noqa: E402
-from lib.timeutil import utcnow  # noqa: E402
+from lib.alerts.store import AlertFilter, alert_summary, list_alerts  # noqa: E402
+from lib.core.audit import EXPORT_COLUMNS, AuditFilter, feed_conditions, count_matching, event_counts, export_chunks, feed_page, feed_query  # noqa: E402
+from lib.core.db import init_db, make_engine  # noqa: E402
+from lib.core.export import rows_to_csv  # noqa: E402
+from sandbox.seed import seed_scale  # noqa: E402
+from lib.core.schema import audit_log  # noqa: E402
+from lib.core.timeutil import utcnow  # noqa: E402
 
 
 def timed(fn, repeat: int = 3):
@@ -65,7 +65,7 @@ def seed(url: str, audit_rows: int, alerts: int) -> None:
 
 
 def some_account(conn):
-    from lib.schema import instagram_business_accounts
+    from lib.core.schema import instagram_business_accounts
 
     return conn.execute(sa.select(instagram_business_accounts.c.id).limit(1)).scalar_one()
 

@@ -19,17 +19,17 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from lib.alerts import AlertFilter, alert_summary
-from lib.audit import AuditFilter, count_matching, event_counts, feed_page
-from lib.db import make_engine
-from lib.heartbeats import agent_statuses
-from lib.metrics import read_snapshot, snapshot_query
-from lib.queue import queue_health, search_sent, status_summary
-from lib.schema import post_queue
-from lib.service_levels import WINDOWS, parse_targets, send_time_percentiles, slo_statuses, sync_slo_alerts
-from lib.settings import Settings
-from lib.timeutil import floor_time, utcnow
-from lib.worker_ticks import worker_health
+from lib.alerts.store import AlertFilter, alert_summary
+from lib.core.audit import AuditFilter, count_matching, event_counts, feed_page
+from lib.core.db import make_engine
+from lib.activity.heartbeats import agent_statuses
+from lib.health.metrics import read_snapshot, snapshot_query
+from lib.queue.core import queue_health, search_sent, status_summary
+from lib.core.schema import post_queue
+from lib.health.service_levels import WINDOWS, parse_targets, send_time_percentiles, slo_statuses, sync_slo_alerts
+from lib.core.settings import Settings
+from lib.core.timeutil import floor_time, utcnow
+from lib.activity.worker_ticks import worker_health
 
 NOTHING = "zq-no-such-text-xj"
 
@@ -77,7 +77,7 @@ def _overview(conn, now):
 
 
 def _scrape(conn, now):
-    """One /metrics scrape's database gauges: what lib.metrics.DatabaseCollector runs."""
+    """One /metrics scrape's database gauges: what lib.health.metrics.DatabaseCollector runs."""
     read_snapshot(conn, now=now)
 
 
@@ -118,13 +118,13 @@ MEASURES = {
     "queue search by what was sent: matching nothing": _sent_search_nothing,
     "Overview live refresh (all its loaders)": _overview,
     "metrics scrape before (GROUP BY over post_queue)": _scrape_before,
-    "metrics scrape (lib.metrics.read_snapshot)": _scrape,
+    "metrics scrape (lib.health.metrics.read_snapshot)": _scrape,
     "service levels: time to send p50/p95, 24 h + 7 d + 30 d": _slo_percentiles,
     "service levels: targets, 7 d + 1 h compliance": _slo_targets,
     "service levels: slo_burn check (watchdog pass)": _slo_burn,
 }
 BACKLOG_MEASURES = ("queue summary (status_summary)", "Overview live refresh (all its loaders)",
-                    "metrics scrape (lib.metrics.read_snapshot)")
+                    "metrics scrape (lib.health.metrics.read_snapshot)")
 
 
 def _work(engine, conn, fn, now) -> dict:

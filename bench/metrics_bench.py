@@ -4,7 +4,7 @@
                                             [--sqlite-only] [--keep]
 
 Fills a SQLite file (bench/results/) and a throwaway PostgreSQL (Debian's binaries, as in the
-tests) with the demo seed's reports at scale (lib.sandbox.seed.seed_scale, other tables kept
+tests) with the demo seed's reports at scale (sandbox.seed.seed_scale, other tables kept
 small; --data synthetic: bench/report_data.py), then renders pages/metrics.py through
 AppTest for several scopes: cold (caches cleared: query + parse + render) and warm (the cached
 report set: render only). Also times the loader alone (query + validation + flattening).
@@ -31,14 +31,14 @@ SCENARIOS = (  # (report type, range preset)
 
 def fill_database(url: str, accounts: int, days: int, weeks: int, data: str) -> tuple[int, float]:
     """The demo seed's report generator at scale (other tables kept small), or bench/report_data.py."""
-    from lib.db import init_db, make_engine
-    from lib.timeutil import utcnow
+    from lib.core.db import init_db, make_engine
+    from lib.core.timeutil import utcnow
 
     engine = make_engine(url)
     init_db(engine)
     t = time.perf_counter()
     if data == "seed":
-        from lib.sandbox.seed import seed_scale
+        from sandbox.seed import seed_scale
 
         counts = seed_scale(engine, now=utcnow(), accounts=accounts, report_days=days, report_weeks=weeks,
                             audit_rows=2_000, queue_rows=2_000, dlq_rows=20, heartbeats=200, alerts=100,
@@ -67,9 +67,9 @@ def _median(pairs: list[tuple[float, float]]) -> tuple[float, float]:
 
 def time_loader(url: str, report_type: str, preset: str, repeat: int) -> tuple[float, float]:
     """(wall, cpu) median of the page's loader alone: query + validation + flattening."""
-    from lib import analytics as an
-    from lib.db import make_engine
-    from lib.timeutil import utcnow
+    from lib.analytics import reports as an
+    from lib.core.db import make_engine
+    from lib.core.timeutil import utcnow
     from lib.ui.metrics import RANGE_PRESETS
 
     engine = make_engine(url)
@@ -132,7 +132,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--sqlite-only", action="store_true")
     parser.add_argument("--data", choices=("seed", "synthetic"), default="seed",
-                        help="reports from lib.sandbox.seed (default) or bench/report_data.py")
+                        help="reports from sandbox.seed (default) or bench/report_data.py")
     parser.add_argument("--keep", action="store_true", help="keep the SQLite file for a look in the browser")
     args = parser.parse_args()
     from streamlit.logger import set_log_level

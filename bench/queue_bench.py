@@ -21,14 +21,14 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from lib.db import init_db, make_engine
-from lib.identity import OPERATOR, Actor
-from lib.queue import (
+from lib.core.db import init_db, make_engine
+from lib.core.identity import OPERATOR, Actor
+from lib.queue.core import (
     ACTION_TYPES, MAX_BULK_RETRY, QueueFilter, count_rows, error_groups, matching_ids, queue_health, queue_rows, retry,
     status_summary,
 )
-from lib.schema import instagram_business_accounts, post_queue
-from lib.timeutil import utcnow
+from lib.core.schema import instagram_business_accounts, post_queue
+from lib.core.timeutil import utcnow
 
 ERRORS = {
     "auth_failure": ["(#190) Error validating access token: Session has expired on {d}",

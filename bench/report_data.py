@@ -13,7 +13,7 @@ from typing import Iterator
 
 import sqlalchemy as sa
 
-from lib.schema import analytics_reports, instagram_business_accounts
+from lib.core.schema import analytics_reports, instagram_business_accounts
 
 COMPARED = ("impressions", "reach", "profile_views", "website_clicks", "followers_count", "total_likes",
             "total_comments", "total_saves", "total_shares", "avg_engagement_rate")

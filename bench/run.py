@@ -3,7 +3,7 @@
     .venv/bin/python -m bench [--only sqlite|postgresql] [--pages overview,queue_monitor,...] [--runs 3]
                               [--small] [--rebuild] [--skip-worker] [--skip-sse] [--skip-api] [--worker-rows 2000]
 
-1. Builds the --scale volumes once (lib.sandbox.seed.seed_scale) and reuses them: data/bench/scale.sqlite
+1. Builds the --scale volumes once (sandbox.seed.seed_scale) and reuses them: data/bench/scale.sqlite
    and a PostgreSQL data directory data/bench/pg-scale/ that is started on a free port and stopped at the
    end (--rebuild forces a new build; --small uses small volumes, data/bench/small*, for a smoke run).
 2. Per database, in a child process that plays the app process (bench/app_probe.py): every page with
@@ -40,11 +40,11 @@ import sqlalchemy as sa
 
 from bench.app_probe import PAGES
 from bench.data import DATA, FULL, HISTORY, HISTORY_1M, ROOT, SMALL, ensure_history, ensure_postgres, ensure_sqlite
-from lib.audit import AuditFilter, count_matching, event_counts, feed_page
-from lib.db import make_engine
-from lib.queue import queue_health, status_summary
-from lib.schema import audit_log, post_queue
-from lib.timeutil import floor_time, iso, utcnow
+from lib.core.audit import AuditFilter, count_matching, event_counts, feed_page
+from lib.core.db import make_engine
+from lib.queue.core import queue_health, status_summary
+from lib.core.schema import audit_log, post_queue
+from lib.core.timeutil import floor_time, iso, utcnow
 
 RESULTS = ROOT / "bench" / "results"
 TARGET = {"postgresql": {"cold": 1.0, "warm": 0.3}, "sqlite": {"cold": 2.0, "warm": 0.6}}
@@ -155,7 +155,7 @@ def probe(kind: str, url: str, args) -> dict:
 # --------------------------------------------------------------------------- worker and SSE
 def worker_throughput(server, rows: int) -> list[dict]:
     from bench.worker_throughput import prepare, run
-    from lib.sandbox.graph_api import GraphSandbox
+    from sandbox.graph_api import GraphSandbox
 
     sandbox = GraphSandbox().start()
     results = []
@@ -175,7 +175,7 @@ def worker_throughput(server, rows: int) -> list[dict]:
 
 def sse_cost(tokens: int, runs: int) -> dict:
     from bench.sse_client import _Burst, run_client, run_raw, run_write_stream
-    from lib.sandbox.sse_server import BackgroundServer
+    from sandbox.sse_server import BackgroundServer
 
     with BackgroundServer(_Burst, tokens=tokens) as server:
         run_raw(server.url)  # warm-up
@@ -184,7 +184,7 @@ def sse_cost(tokens: int, runs: int) -> dict:
         page = statistics.median(run_write_stream(server.url, 0.05) for _ in range(max(2, runs // 2)))
     out = {"tokens": tokens, "raw_us_per_token": raw / tokens * 1e6, "client_us_per_token": client / tokens * 1e6,
            "write_stream_us_per_token": page / tokens * 1e6}
-    log(f"  SSE per token: raw requests+sseclient {out['raw_us_per_token']:.1f} µs, lib.sse client "
+    log(f"  SSE per token: raw requests+sseclient {out['raw_us_per_token']:.1f} µs, lib.activity.sse client "
         f"{out['client_us_per_token']:.1f} µs, with st.write_stream (AppTest) {out['write_stream_us_per_token']:.1f} µs")
     return out
 
@@ -283,7 +283,7 @@ def markdown(result: dict) -> str:
     if result.get("sse"):
         s = result["sse"]
         lines += ["", f"SSE client, {s['tokens']:,} tokens from a local server: {s['raw_us_per_token']:.1f} µs/token for "
-                      f"requests + sseclient-py alone, {s['client_us_per_token']:.1f} µs/token through lib.sse "
+                      f"requests + sseclient-py alone, {s['client_us_per_token']:.1f} µs/token through lib.activity.sse "
                       f"(coalescing + escaping), {s['write_stream_us_per_token']:.1f} µs/token with st.write_stream (AppTest)."]
     if result.get("growth"):
         lines += ["", result["growth"]["markdown"]]

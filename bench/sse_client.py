@@ -4,7 +4,7 @@
 
 A local chunked HTTP/1.1 SSE server streams N tokens as fast as it can. Measured, median of runs:
   raw      requests(stream=True) + sseclient-py + json.loads: the floor any client pays
-  client   lib.sse (open_chat + ChatStream.chunks with token coalescing + Markdown escaping)
+  client   lib.activity.sse (open_chat + ChatStream.chunks with token coalescing + Markdown escaping)
   page     what the page does before the request goes out (create session + save the question,
            SQLite file) and the Streamlit side of st.write_stream over the same stream (AppTest,
            script side only: no browser paint)
@@ -24,13 +24,13 @@ from pathlib import Path
 import requests
 import sseclient
 
-from lib.db import init_db, make_engine
-from lib.identity import OPERATOR, Actor
-from lib.oversight import create_session, record_question
-from lib.text import escape_markdown
-from lib.sandbox.sse_server import BackgroundServer, SSEHandler
-from lib.sse import ChatStream, build_chat_request, open_chat
-from lib.timeutil import utcnow
+from lib.core.db import init_db, make_engine
+from lib.core.identity import OPERATOR, Actor
+from lib.activity.oversight import create_session, record_question
+from lib.core.text import escape_markdown
+from sandbox.sse_server import BackgroundServer, SSEHandler
+from lib.activity.sse import ChatStream, build_chat_request, open_chat
+from lib.core.timeutil import utcnow
 
 PATH = "/api/instagram/oversight/chat"
 
@@ -101,8 +101,8 @@ def run_page_prelude(db_url):
 
 _SCRIPT = textwrap.dedent('''
     import streamlit as st
-    from lib.text import escape_markdown
-    from lib.sse import ChatStream, build_chat_request, open_chat
+    from lib.core.text import escape_markdown
+    from lib.activity.sse import ChatStream, build_chat_request, open_chat
     import time, uuid
     url, interval = "{url}", {interval}
     req = build_chat_request(url, "{path}", user_id="b", business_account_id=str(uuid.uuid4()), question="q", chat_history=[])
@@ -151,9 +151,9 @@ def main():
     print(f"{n} tokens, median of {args.runs} runs (local chunked SSE server, no token delay)\n")
     print(f"{'':44}{'first token':>14}{'total':>14}{'per token':>14}")
     print(f"{'raw requests + sseclient-py':44}{ms(med(r[0] for r in raw)):>14}{ms(med(r[1] for r in raw)):>14}{us(med(r[1] for r in raw)):>14}")
-    print(f"{'lib.sse ChatStream (coalesced 50 ms) + escape':44}{ms(med(c[0] for c in cli)):>14}{ms(med(c[1] for c in cli)):>14}{us(med(c[1] for c in cli)):>14}"
+    print(f"{'lib.activity.sse ChatStream (coalesced 50 ms) + escape':44}{ms(med(c[0] for c in cli)):>14}{ms(med(c[1] for c in cli)):>14}{us(med(c[1] for c in cli)):>14}"
           f"   renders: {med(c[3] for c in cli):.0f}")
-    print(f"{'lib.sse ChatStream (no coalescing) + escape':44}{ms(med(c[0] for c in cli0)):>14}{ms(med(c[1] for c in cli0)):>14}{us(med(c[1] for c in cli0)):>14}"
+    print(f"{'lib.activity.sse ChatStream (no coalescing) + escape':44}{ms(med(c[0] for c in cli0)):>14}{ms(med(c[1] for c in cli0)):>14}{us(med(c[1] for c in cli0)):>14}"
           f"   renders: {med(c[3] for c in cli0):.0f}")
     print(f"{'page: create session + save question (SQLite)':44}{ms(med(prelude)):>14}")
     print(f"{'st.write_stream, coalesced 50 ms (AppTest)':44}{'':>14}{ms(med(ws)):>14}{us(med(ws)):>14}")

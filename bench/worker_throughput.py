@@ -26,11 +26,11 @@ sys.path.insert(0, str(ROOT))
 
 import sqlalchemy as sa  # noqa: E402
 
-from lib.db import init_db, make_engine  # noqa: E402
-from lib.queue import enqueue  # noqa: E402
-from lib.sandbox.graph_api import GraphSandbox  # noqa: E402
-from lib.schema import instagram_business_accounts as accounts  # noqa: E402
-from lib.schema import post_queue as pq  # noqa: E402
+from lib.core.db import init_db, make_engine  # noqa: E402
+from lib.queue.core import enqueue  # noqa: E402
+from sandbox.graph_api import GraphSandbox  # noqa: E402
+from lib.core.schema import instagram_business_accounts as accounts  # noqa: E402
+from lib.core.schema import post_queue as pq  # noqa: E402
 from tests.support.pg import ThrowawayPostgres  # noqa: E402
 
 

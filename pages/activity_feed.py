@@ -1,6 +1,6 @@
 import streamlit as st
 
-from lib.timeutil import floor_time, utcnow
+from lib.core.timeutil import floor_time, utcnow
 from lib.ui import page_guard
 from lib.ui.text import md_escape
 from lib.ui.activity_feed import (

@@ -1,6 +1,6 @@
 import streamlit as st
 
-from lib.timeutil import floor_time
+from lib.core.timeutil import floor_time
 from lib.ui import live_caption, page_guard
 from lib.ui.agent_schedules import show_schedules
 from lib.ui.maintenance import show_maintenance, show_planner

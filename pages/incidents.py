@@ -1,6 +1,6 @@
 import streamlit as st
 
-from lib.timeutil import floor_time, utcnow
+from lib.core.timeutil import floor_time, utcnow
 from lib.ui import live_caption, page_guard
 from lib.ui.incidents import filters, load_incidents, show_incident, show_list
 

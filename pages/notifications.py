@@ -1,4 +1,4 @@
-from lib.timeutil import floor_time, utcnow
+from lib.core.timeutil import floor_time, utcnow
 from lib.ui import page_guard
 from lib.ui.notifications import load_deliveries, load_silences, show_deliveries, show_flash, show_routes, show_silences
 

@@ -1,6 +1,6 @@
 import streamlit as st
 
-from lib.timeutil import utcnow
+from lib.core.timeutil import utcnow
 from lib.ui import page_guard
 from lib.ui.oversight_chat import (
     ask,

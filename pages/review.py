@@ -1,4 +1,4 @@
-from lib.timeutil import utcnow
+from lib.core.timeutil import utcnow
 from lib.ui import page_guard
 from lib.ui import review as ui
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from lib.db import init_db, make_engine
+from lib.core.db import init_db, make_engine
 from tests.support.pg import ThrowawayPostgres
 from tests.support.servers import StreamlitServer
 
@@ -135,9 +135,9 @@ def sqlite_url(tmp_path):
 
 @pytest.fixture
 def demo_url(sqlite_url):
-    """A SQLite database seeded with the demo data (lib.sandbox.seed), as of now."""
-    from lib.sandbox.seed import seed_demo
-    from lib.timeutil import utcnow
+    """A SQLite database seeded with the demo data (sandbox.seed), as of now."""
+    from sandbox.seed import seed_demo
+    from lib.core.timeutil import utcnow
 
     eng = make_engine(sqlite_url)
     init_db(eng)

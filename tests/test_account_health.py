@@ -1,4 +1,4 @@
-"""Account health (lib.accounts.account_health) and the token expiry check (worker.tick.check_tokens)
+"""Account health (lib.queue.accounts.account_health) and the token expiry check (worker.tick.check_tokens)
 against the sandbox over real HTTP, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
 
-from lib.accounts import account_health
-from lib.alerts import TOKEN_EXPIRING
-from lib.identity import OPERATOR, Actor
-from lib.queue_control import pause
-from lib.schema import system_alerts
+from lib.queue.accounts import account_health
+from lib.alerts.store import TOKEN_EXPIRING
+from lib.core.identity import OPERATOR, Actor
+from lib.queue.control import pause
+from lib.core.schema import system_alerts
 from tests.support.worker import add_account, add_row, client_for, sandbox, worker_settings  # noqa: F401
 from worker.tick import check_tokens, run_tick
 

@@ -6,11 +6,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from lib.agent_schedules import ScheduleError, clear_schedule, load_schedules, make_schedule, set_schedule
-from lib.heartbeats import agent_statuses, record_beat
-from lib.identity import OPERATOR, Actor, PermissionDenied
-from lib.schema import agent_schedules, audit_log, system_alerts
-from lib.watchdog import sync_agent_down_alerts
+from lib.activity.agent_schedules import ScheduleError, clear_schedule, load_schedules, make_schedule, set_schedule
+from lib.activity.heartbeats import agent_statuses, record_beat
+from lib.core.identity import OPERATOR, Actor, PermissionDenied
+from lib.core.schema import agent_schedules, audit_log, system_alerts
+from lib.health.watchdog import sync_agent_down_alerts
 
 OP = Actor("ops@example.com", OPERATOR)
 VIEWER = Actor("viewer@example.com")

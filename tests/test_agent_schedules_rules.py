@@ -3,8 +3,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from lib.agent_schedules import DEFAULT_SCHEDULE, ScheduleError, Schedule, liveness, make_schedule
-from lib.heartbeats import availability, beat_runs, is_alive, up_since
+from lib.activity.agent_schedules import DEFAULT_SCHEDULE, ScheduleError, Schedule, liveness, make_schedule
+from lib.activity.heartbeats import availability, beat_runs, is_alive, up_since
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 S = timedelta(seconds=1)

@@ -7,12 +7,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from lib.alerts import (
+from lib.alerts.store import (
     EXPORT_COLUMNS, AlertFilter, alert_counts, alert_summary, export_chunks, group_alerts, list_alerts, matching_ids,
     open_or_update_alert, resolve, types_for_severities,
 )
-from lib.identity import OPERATOR, Actor
-from lib.schema import audit_log, system_alerts
+from lib.core.identity import OPERATOR, Actor
+from lib.core.schema import audit_log, system_alerts
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 ACC_A = uuid.UUID("aaaaaaaa-0000-0000-0000-000000000001")
@@ -93,7 +93,7 @@ def test_grouping_counts_repeats():
         alert("rate_limit", minutes_ago=300, account=ACC_A),
         alert("rate_limit", minutes_ago=7, account=ACC_B),
     ]
-    from lib.alerts import Alert, severity
+    from lib.alerts.store import Alert, severity
 
     alerts = [Alert(severity=severity(r["alert_type"]), **{k: v for k, v in r.items()}) for r in with_counts]
     groups = group_alerts(alerts)
@@ -171,7 +171,7 @@ def test_counts_over_time_and_export(alerts_db):
 
 
 def test_resolve_checks_the_role_of_a_signed_in_actor(alerts_db):
-    from lib.identity import OPERATOR, VIEWER, Actor, PermissionDenied
+    from lib.core.identity import OPERATOR, VIEWER, Actor, PermissionDenied
 
     alert_id = ROWS[0]["id"]
     with alerts_db.begin() as conn:

@@ -6,7 +6,7 @@ from datetime import date, datetime, timezone
 import pandas as pd
 import pytest
 
-from lib import analytics as an
+from lib.analytics import reports as an
 
 DAY = date(2026, 11, 22)
 
@@ -400,7 +400,7 @@ def test_aggregate_period_of_one_account():
 
 
 def test_md_escape_also_breaks_icon_and_emoji_directives():
-    from lib.text import md_escape
+    from lib.core.text import md_escape
 
     text = md_escape(":material/home: **x** :smile:")
     assert ":material/home:" not in text and ":smile:" not in text

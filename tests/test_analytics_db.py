@@ -3,7 +3,7 @@ from datetime import date, datetime, timezone
 
 import pytest
 
-from lib import analytics as an
+from lib.analytics import reports as an
 from tests.support.reports import add_accounts, add_raw_json, add_reports, report
 
 

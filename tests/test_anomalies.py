@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from lib import anomalies
-from lib.identity import Actor, PermissionDenied
-from lib.schema import audit_log, system_alerts
+from lib.analytics import anomalies
+from lib.core.identity import Actor, PermissionDenied
+from lib.core.schema import audit_log, system_alerts
 from tests.support.reports import add_accounts, add_reports, report
 
 DAY0 = date(2026, 9, 1)

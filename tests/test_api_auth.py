@@ -1,11 +1,11 @@
-"""lib.api_auth: API_TOKENS parsing, constant-time identification, the per-caller token bucket (pure)."""
+"""lib.core.api_auth: API_TOKENS parsing, constant-time identification, the per-caller token bucket (pure)."""
 from __future__ import annotations
 
 import hashlib
 
 import pytest
 
-from lib.api_auth import RateLimiter, TokenConfigError, bearer_token, identify, parse_tokens, retry_after_header
+from lib.core.api_auth import RateLimiter, TokenConfigError, bearer_token, identify, parse_tokens, retry_after_header
 
 TOK = "a-token-of-24-characters"
 
@@ -76,7 +76,7 @@ def test_the_bucket_forgets_refilled_keys_when_it_holds_too_many():
 
 
 def test_the_api_and_poll_settings_and_their_defaults():
-    from lib.settings import SettingsError, load_settings
+    from lib.core.settings import SettingsError, load_settings
 
     s = load_settings(env={}, secrets={})
     assert (s.api_port, s.api_address, s.api_tokens, s.worker_poll_s) == (8600, "127.0.0.1", "", 5.0)

@@ -12,10 +12,10 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from lib.db import init_db, make_engine
-from lib.queue import came_due_since
-from lib.schema import post_queue as pq
-from lib.timeutil import utcnow
+from lib.core.db import init_db, make_engine
+from lib.queue.core import came_due_since
+from lib.core.schema import post_queue as pq
+from lib.core.timeutil import utcnow
 from tests.support.api import API_TOKENS, ApiProcess, auth
 from tests.support.queue_rows import insert_rows, queue_row
 from tests.support.servers import ROOT
@@ -46,7 +46,7 @@ def test_came_due_since_sees_rows_added_reset_or_come_due_after_the_tick_and_not
     with engine.connect() as conn:
         assert came_due_since(conn, since=tick, now=now)
     with engine.begin() as conn:  # a disconnected account's rows are held back: no wake-up for them
-        from lib.schema import instagram_business_accounts as accounts
+        from lib.core.schema import instagram_business_accounts as accounts
 
         conn.execute(sa.update(accounts).values(is_connected=False))
     with engine.connect() as conn:
@@ -115,7 +115,7 @@ def test_worker_poll_s_0_keeps_cron_ticks_only(sqlite_url, sandbox):
     try:
         time.sleep(2)
         with eng.begin() as conn:
-            from lib.queue import enqueue
+            from lib.queue.core import enqueue
 
             enqueue(conn, business_account_id=acc, action_type="send_dm",
                     payload={"recipient_id": "1", "message_text": "waits for cron"}, now=utcnow())
@@ -129,8 +129,8 @@ def test_worker_poll_s_0_keeps_cron_ticks_only(sqlite_url, sandbox):
 
 @pytest.mark.slow
 def test_an_api_action_held_for_review_is_sent_once_within_seconds_of_its_approval(db_url, sandbox):
-    from lib.identity import Actor
-    from lib.review import approve
+    from lib.core.identity import Actor
+    from lib.queue.review import approve
 
     eng = make_engine(db_url)
     init_db(eng)

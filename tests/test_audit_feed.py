@@ -10,12 +10,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from lib.audit import (
+from lib.core.audit import (
     AuditFilter, escape_like, event_counts, export_chunks, count_matching, feed_page,
     distinct_event_types, distinct_resource_types, audit_row,
 )
-from lib.export import rows_to_csv
-from lib.schema import audit_log
+from lib.core.export import rows_to_csv
+from lib.core.schema import audit_log
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 ACC_A = uuid.UUID("aaaaaaaa-0000-0000-0000-000000000001")
@@ -233,9 +233,9 @@ def test_distinct_types(feed_db):
 
 def test_search_reads_only_the_newest_window(engine, monkeypatch):
     """security item 9: LIKE '%x%' runs over the newest SEARCH_WINDOW rows only (bounded per search)."""
-    import lib.audit
+    import lib.core.audit
 
-    monkeypatch.setattr(lib.audit, "SEARCH_WINDOW", 10)
+    monkeypatch.setattr(lib.core.audit, "SEARCH_WINDOW", 10)
     with engine.begin() as conn:
         conn.execute(sa.insert(audit_log), [
             audit_row(event_type="dm_sent", action="send", resource_type="instagram_dm", resource_id=f"needle-{i}",

@@ -1,6 +1,6 @@
 """Initialisation run by many processes at once (app replicas, workers, `python -m lib.db`) on an
 empty or a partly initialised database: every one ends without an error, with the same schema, and
-each missing table or index is created exactly once (lib.db.init_db's transaction-level lock)."""
+each missing table or index is created exactly once (lib.core.db.init_db's transaction-level lock)."""
 from __future__ import annotations
 
 import os
@@ -13,8 +13,8 @@ from collections import Counter
 import pytest
 import sqlalchemy as sa
 
-from lib.db import QUEUE_TRIGRAM_INDEX, TRIGRAM_INDEXES, index_names, init_db, make_engine
-from lib.schema import metadata
+from lib.core.db import QUEUE_TRIGRAM_INDEX, TRIGRAM_INDEXES, index_names, init_db, make_engine
+from lib.core.schema import metadata
 from tests.support.servers import ROOT
 
 pytestmark = pytest.mark.pooler
@@ -145,7 +145,7 @@ def test_workers_and_lib_db_started_together_on_fresh_postgresql(pg_server, tmp_
         eng.dispose()
         assert ticks == 4, round_no
         _assert_complete(url)
-        # the two lib.db runs and four workers together created each table once
+        # the two `python -m lib.db` runs and four workers together created each table once
         created = Counter()
         for name, _, out in outcomes:
             if name == "lib.db":

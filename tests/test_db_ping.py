@@ -1,4 +1,4 @@
-"""lib.db's ping of rested pooled connections (PostgreSQL): a connection killed while it rested in
+"""lib.core.db's ping of rested pooled connections (PostgreSQL): a connection killed while it rested in
 the pool is replaced before the caller's statement; connections taken again within
 PING_AFTER_IDLE_S are not pinged (the worker's per-write checkouts)."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
-import lib.db as db
+import lib.core.db as db
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """The weekly digest on SQLite and PostgreSQL: its content (KPIs with deltas, top posts, anomalies,
 queue health, open alerts), the schedule queued once per slot through the notification outbox and
-delivered by lib.notify to a real json:// receiver on 127.0.0.1, and "Send now" to a real SMTP
+delivered by lib.notify.notify to a real json:// receiver on 127.0.0.1, and "Send now" to a real SMTP
 server on 127.0.0.1 as an HTML mail (operators only, audited)."""
 from __future__ import annotations
 
@@ -14,12 +14,14 @@ import pytest
 import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 
-from lib import digest, notify
-from lib.alerts import open_or_update_alert
-from lib.identity import OPERATOR, VIEWER, Actor, PermissionDenied
-from lib.sandbox.notify_sink import NotifySink
-from lib.schema import analytics_reports, audit_log, notification_outbox
-from lib.settings import Settings
+from lib.notify import digest
+
+from lib.notify import notify
+from lib.alerts.store import open_or_update_alert
+from lib.core.identity import OPERATOR, VIEWER, Actor, PermissionDenied
+from sandbox.notify_sink import NotifySink
+from lib.core.schema import analytics_reports, audit_log, notification_outbox
+from lib.core.settings import Settings
 from tests.support.pg import free_port
 from tests.support.queue_rows import add_account, insert_rows, queue_row
 from tests.support.reports import report

@@ -9,12 +9,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from lib.identity import OPERATOR, Actor
-from lib.queue import row_detail
-from lib.queue_control import QueueControlError, edit_and_retry, stored_values
-from lib.sandbox.graph_api import GraphSandbox
-from lib.schema import audit_log, post_queue as pq, post_queue_state
-from lib.text import clip_json
+from lib.core.identity import OPERATOR, Actor
+from lib.queue.core import row_detail
+from lib.queue.control import QueueControlError, edit_and_retry, stored_values
+from sandbox.graph_api import GraphSandbox
+from lib.core.schema import audit_log, post_queue as pq, post_queue_state
+from lib.core.text import clip_json
 from tests.support.worker import add_account, add_row, client_for, row, worker_settings
 from worker.tick import run_tick
 

@@ -1,7 +1,7 @@
 import csv
 import io
 
-from lib.export import rows_to_csv
+from lib.core.export import rows_to_csv
 
 
 def test_rows_to_csv_caps_and_writes_json_cells():

@@ -10,9 +10,11 @@ from datetime import datetime, timedelta, timezone
 import pandas as pd
 import pytest
 
-from lib import alerts, audit
-from lib.export import build_export, frame_export, rows_to_parquet
-from lib.queue import EXPORT_COLUMNS as QUEUE_COLUMNS, QueueFilter, iter_export_rows
+from lib.alerts import store as alerts
+
+from lib.core import audit
+from lib.core.export import build_export, frame_export, rows_to_parquet
+from lib.queue.core import EXPORT_COLUMNS as QUEUE_COLUMNS, QueueFilter, iter_export_rows
 from tests.support.queue_rows import add_account, insert_rows, queue_row
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
@@ -145,7 +147,7 @@ def test_no_secret_reaches_any_format(engine, fmt):
 
     import sqlalchemy as sa
 
-    from lib.schema import audit_log
+    from lib.core.schema import audit_log
 
     pw = "Pa55#w0rd/Zq"
     with engine.begin() as conn:

@@ -14,10 +14,12 @@ from datetime import datetime, timezone
 import pandas as pd
 import pytest
 
-from lib import alerts, audit
-from lib.export import (MAX_CONCURRENT_EXPORTS, ExportBusy, build_export, csv_safe, export_slot, exports_running,
+from lib.alerts import store as alerts
+
+from lib.core import audit
+from lib.core.export import (MAX_CONCURRENT_EXPORTS, ExportBusy, build_export, csv_safe, export_slot, exports_running,
                         frame_export, frame_to_csv)
-from lib.queue import EXPORT_COLUMNS as QUEUE_COLUMNS, QueueFilter, iter_export_rows
+from lib.queue.core import EXPORT_COLUMNS as QUEUE_COLUMNS, QueueFilter, iter_export_rows
 from tests.support.queue_rows import add_account, insert_rows, queue_row
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
@@ -155,7 +157,7 @@ def test_a_refused_export_closes_its_source():
 def test_frame_exports_take_a_turn_too():
     with export_slot(), export_slot():
         with pytest.raises(ExportBusy):
-            import lib.export as ex
+            import lib.core.export as ex
             saved, ex.EXPORT_WAIT_S = ex.EXPORT_WAIT_S, 0.0
             try:
                 frame_export(pd.DataFrame({"a": [1]}), "xlsx")

@@ -1,5 +1,5 @@
-"""The read path of big exports: lib.db.stream_rows (driver rows in chunks, none lost at a chunk
-border or at the row SQLAlchemy buffers first), lib.export.prefetched (read-ahead on a thread: order,
+"""The read path of big exports: lib.core.db.stream_rows (driver rows in chunks, none lost at a chunk
+border or at the row SQLAlchemy buffers first), lib.core.export.prefetched (read-ahead on a thread: order,
 errors, an early stop closes the source on its own thread), the cap closing its source, and
 fewer_gc_passes putting the collector's thresholds back."""
 from __future__ import annotations
@@ -11,9 +11,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from lib import audit
-from lib.db import stream_rows
-from lib.export import build_export, fewer_gc_passes, prefetched
+from lib.core import audit
+from lib.core.db import stream_rows
+from lib.core.export import build_export, fewer_gc_passes, prefetched
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 
@@ -128,7 +128,7 @@ def test_fewer_gc_passes_puts_the_thresholds_back():
 
 
 def test_the_cap_closes_its_source_before_saying_truncated():
-    from lib.export import _capped
+    from lib.core.export import _capped
 
     log: list = []
     source = ([i] for i in _numbers(100, log))

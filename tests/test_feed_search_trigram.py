@@ -1,5 +1,5 @@
 """Feed search at history volume: pg_trgm indexes where the database has the extension, and init that
-never fails without it (lib.db.ensure_trigram_indexes). SQLite keeps the bounded scan (lib.audit)."""
+never fails without it (lib.core.db.ensure_trigram_indexes). SQLite keeps the bounded scan (lib.core.audit)."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -8,10 +8,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-import lib.db
-from lib.audit import AuditFilter, audit_row, feed_conditions, feed_page
-from lib.db import TRIGRAM_INDEXES, init_db, make_engine
-from lib.schema import audit_log
+import lib.core.db
+from lib.core.audit import AuditFilter, audit_row, feed_conditions, feed_page
+from lib.core.db import TRIGRAM_INDEXES, init_db, make_engine
+from lib.core.schema import audit_log
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=timezone.utc)
 
@@ -22,7 +22,7 @@ def _index_names(conn) -> set[str]:
 
 @pytest.mark.own_schema("counts every table init creates")
 def test_init_without_the_extension_succeeds_and_creates_no_trigram_index(db_url, monkeypatch):
-    monkeypatch.setattr(lib.db, "TRIGRAM_EXTENSION", "no_such_extension_here")
+    monkeypatch.setattr(lib.core.db, "TRIGRAM_EXTENSION", "no_such_extension_here")
     engine = make_engine(db_url)
     try:
         report = init_db(engine)
@@ -51,7 +51,7 @@ def test_search_finds_the_same_rows_with_and_without_the_index(engine):
 
 def test_on_postgresql_the_search_can_use_the_trigram_indexes(engine):
     if engine.dialect.name != "postgresql":
-        pytest.skip("SQLite has no trigram index: its search scans the newest SEARCH_WINDOW rows (lib.audit)")
+        pytest.skip("SQLite has no trigram index: its search scans the newest SEARCH_WINDOW rows (lib.core.audit)")
     with engine.begin() as conn:
         assert set(TRIGRAM_INDEXES) <= _index_names(conn)
         conn.execute(sa.text("SET LOCAL enable_seqscan = off"))

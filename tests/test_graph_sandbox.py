@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from lib.sandbox.graph_api import ERROR_TABLE, GraphSandbox, derived_ig_user_id
+from sandbox.graph_api import ERROR_TABLE, GraphSandbox, derived_ig_user_id
 from tests.support.pg import free_port
 from tests.support.servers import ROOT
 
@@ -423,7 +423,7 @@ def test_clock_endpoint_and_reset(sb):
 
 def test_the_cli_serves_on_the_given_port():
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "lib.sandbox.graph_api", "--port", str(port), "--error-rate", "0",
+    proc = subprocess.Popen([sys.executable, "-m", "sandbox.graph_api", "--port", str(port), "--error-rate", "0",
                              "--api", "instagram_login", "--reels-processing-s", "45"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -439,9 +439,9 @@ def test_the_cli_serves_on_the_given_port():
 
 
 def test_graph_session_reads_the_environment_once(monkeypatch):
-    """lib.instagram.graph_session: the proxy for the Graph host and a CA bundle from the environment,
+    """lib.instagram.client.graph_session: the proxy for the Graph host and a CA bundle from the environment,
     read when the client is made; NO_PROXY honoured; requests does not rescan it per call."""
-    from lib.instagram import graph_session
+    from lib.instagram.client import graph_session
 
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")

@@ -2,8 +2,8 @@
 newest beat per agent, and whether the table keeps history for it (one row per beat) or one row."""
 from datetime import timedelta
 
-from lib.heartbeats import agent_statuses, record_beat
-from lib.timeutil import utcnow
+from lib.activity.heartbeats import agent_statuses, record_beat
+from lib.core.timeutil import utcnow
 
 
 def test_newest_beat_and_history_per_agent(engine):

@@ -1,6 +1,6 @@
 from datetime import datetime, timedelta, timezone
 
-from lib.heartbeats import availability, beat_runs, is_alive, up_since
+from lib.activity.heartbeats import availability, beat_runs, is_alive, up_since
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 S = timedelta(seconds=1)

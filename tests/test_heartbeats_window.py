@@ -8,8 +8,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from lib.heartbeats import agent_statuses, beats_by_agent
-from lib.schema import agent_heartbeats as hb
+from lib.activity.heartbeats import agent_statuses, beats_by_agent
+from lib.core.schema import agent_heartbeats as hb
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=timezone.utc)
 

@@ -2,7 +2,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from lib.identity import OPERATOR, VIEWER, Actor, PermissionDenied, groups_from_claim, require_operator, role_for, token_expired
+from lib.core.identity import OPERATOR, VIEWER, Actor, PermissionDenied, groups_from_claim, require_operator, role_for, token_expired
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 
@@ -55,7 +55,7 @@ def test_require_operator():
 
 
 # -- fail closed off loopback (security item 1) ------------------------------------------------------
-from lib.identity import (  # noqa: E402
+from lib.core.identity import (  # noqa: E402
     IdentityRefused, check_auth_table, client_is_trusted, header_identity, is_loopback, local_role, oidc_identity,
     parse_proxy_ips,
 )

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 import requests
 
-from lib.ig_errors import (IG_ERROR_TABLE, HOLD, NEW_CONTAINER, QUOTA, WAIT_CONTAINER, account_usage, app_usage,
+from lib.instagram.errors import (IG_ERROR_TABLE, HOLD, NEW_CONTAINER, QUOTA, WAIT_CONTAINER, account_usage, app_usage,
                            Category, GraphError, backoff_delay, categorize_ig_error, is_content_rejection,
                            next_attempt, regain_access_after)
 
@@ -192,7 +192,7 @@ def test_restricted_account_holds_until_an_operator_resumes():
 
 
 def test_container_error_subcode_is_read_from_the_status_text():
-    from lib.ig_errors import container_error_rule, container_error_subcode
+    from lib.instagram.errors import container_error_rule, container_error_subcode
 
     assert container_error_subcode("Error: Media upload has failed with error code 2207053") == 2207053
     assert container_error_subcode("ERROR") is None and container_error_subcode(None) is None
@@ -206,7 +206,7 @@ def test_container_error_subcode_is_read_from_the_status_text():
 def test_maybe_performed_tells_a_lost_answer_from_a_call_that_never_left():
     import urllib3
 
-    from lib.ig_errors import GraphError, maybe_performed
+    from lib.instagram.errors import GraphError, maybe_performed
 
     assert maybe_performed(GraphError("t", exc=requests.ReadTimeout()))
     assert not maybe_performed(GraphError("t", exc=requests.ConnectTimeout()))
@@ -221,7 +221,7 @@ def test_maybe_performed_tells_a_lost_answer_from_a_call_that_never_left():
 def test_graph_version_table_warns_within_60_days_of_the_end():
     from datetime import date
 
-    from lib.settings import GRAPH_VERSION, GRAPH_VERSIONS, graph_version_warning
+    from lib.core.settings import GRAPH_VERSION, GRAPH_VERSIONS, graph_version_warning
 
     assert GRAPH_VERSIONS["v21.0"] == date(2027, 1, 21)
     assert GRAPH_VERSION in GRAPH_VERSIONS and GRAPH_VERSION >= "v25.0"

@@ -8,15 +8,15 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from lib import notify
-from lib.alerts import open_or_update_alert
-from lib.heartbeats import agent_statuses, record_beat
-from lib.identity import OPERATOR, Actor, PermissionDenied
-from lib.maintenance import MaintenanceError, create_window, end_window, load_windows
-from lib.sandbox.notify_sink import NotifySink
-from lib.schema import audit_log, maintenance_windows, system_alerts
-from lib.settings import Settings
-from lib.watchdog import sync_agent_down_alerts
+from lib.notify import notify
+from lib.alerts.store import open_or_update_alert
+from lib.activity.heartbeats import agent_statuses, record_beat
+from lib.core.identity import OPERATOR, Actor, PermissionDenied
+from lib.alerts.maintenance import MaintenanceError, create_window, end_window, load_windows
+from sandbox.notify_sink import NotifySink
+from lib.core.schema import audit_log, maintenance_windows, system_alerts
+from lib.core.settings import Settings
+from lib.health.watchdog import sync_agent_down_alerts
 from tests.support.worker import add_account
 
 OP = Actor("ops@example.com", OPERATOR)

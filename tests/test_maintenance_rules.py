@@ -4,7 +4,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from lib.maintenance import MaintenanceError, MaintenanceWindow, check_window, maintenance_until
+from lib.alerts.maintenance import MaintenanceError, MaintenanceWindow, check_window, maintenance_until
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 H = timedelta(hours=1)

@@ -1,7 +1,7 @@
 """md_escape breaks what GitHub-flavoured Markdown would link by itself after reading the escapes:
 bare e-mail addresses, www. names and scheme URLs (pure; the browser proof is
 tests/e2e/test_markdown_from_data_e2e.py)."""
-from lib.text import md_escape
+from lib.core.text import md_escape
 
 ZWSP = "\u200b"
 

@@ -1,4 +1,4 @@
-"""The database gauges (lib.metrics.DatabaseCollector) against the database, on SQLite and PostgreSQL:
+"""The database gauges (lib.health.metrics.DatabaseCollector) against the database, on SQLite and PostgreSQL:
 every gauge equals what the tables hold, a fixed number of statements per scrape, cached 10 s, no token or row id
 in any label value."""
 from __future__ import annotations
@@ -11,14 +11,14 @@ import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from lib import graph_usage as gu_lib
-from lib.alerts import open_or_update_alert, severity
-from lib.heartbeats import record_beat
-from lib.ig_errors import Usage
-from lib.metrics import APP_ACCOUNT, DatabaseCollector, endpoint_label
-from lib.queue import ACTION_TYPES, STATUSES, queue_health
-from lib.schema import agent_heartbeats, instagram_business_accounts, post_queue, system_alerts
-from lib.timeutil import utcnow
+from lib.instagram import usage as gu_lib
+from lib.alerts.store import open_or_update_alert, severity
+from lib.activity.heartbeats import record_beat
+from lib.instagram.errors import Usage
+from lib.health.metrics import APP_ACCOUNT, DatabaseCollector, endpoint_label
+from lib.queue.core import ACTION_TYPES, STATUSES, queue_health
+from lib.core.schema import agent_heartbeats, instagram_business_accounts, post_queue, system_alerts
+from lib.core.timeutil import utcnow
 from tests.support.queue_rows import add_account, insert_rows, queue_row
 
 TOKEN = "EAA" + "x" * 40  # tests.support.queue_rows' account token
@@ -171,7 +171,7 @@ def test_no_label_value_holds_a_token_or_a_row_id(engine):
 
 
 def test_a_down_database_leaves_the_database_gauges_out_of_the_scrape(tmp_path):
-    from lib.db import make_engine
+    from lib.core.db import make_engine
 
     eng = make_engine(f"sqlite:///{tmp_path / 'missing' / 'x.sqlite'}")  # no tables: every query fails
     assert scrape(DatabaseCollector(eng)) == {}

@@ -1,5 +1,5 @@
 """worker.metrics_server.Health with a fake clock: 200 from start, 503 when a tick is overdue by more
-than two schedule intervals or when the loop stops; and lib.logs' JSON lines."""
+than two schedule intervals or when the loop stops; and lib.core.logs' JSON lines."""
 from __future__ import annotations
 
 import io
@@ -7,7 +7,7 @@ import json
 import logging
 from datetime import datetime, timedelta, timezone
 
-from lib.logs import configure_logging, fields
+from lib.core.logs import configure_logging, fields
 from worker.metrics_server import Health
 
 T0 = datetime(2026, 12, 1, 21, 2, tzinfo=timezone.utc)

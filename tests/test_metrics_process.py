@@ -16,11 +16,11 @@ import requests
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
-from lib.alerts import open_or_update_alert
-from lib.heartbeats import record_beat
-from lib.queue import ACTION_TYPES, STATUSES, queue_health
-from lib.schema import agent_heartbeats, post_queue as pq, system_alerts
-from lib.timeutil import utcnow
+from lib.alerts.store import open_or_update_alert
+from lib.activity.heartbeats import record_beat
+from lib.queue.core import ACTION_TYPES, STATUSES, queue_health
+from lib.core.schema import agent_heartbeats, post_queue as pq, system_alerts
+from lib.core.timeutil import utcnow
 from tests.support.pg import free_port
 from tests.support.servers import ROOT
 from tests.support.worker import add_account, add_row, sandbox, worker_command, worker_env  # noqa: F401

@@ -10,12 +10,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from lib import notify
-from lib.alerts import auto_resolve, open_or_update_alert, resolve
-from lib.identity import OPERATOR, VIEWER, Actor, PermissionDenied
-from lib.sandbox.notify_sink import NotifySink
-from lib.schema import audit_log, notification_outbox, system_alerts
-from lib.settings import Settings
+from lib.notify import notify
+from lib.alerts.store import auto_resolve, open_or_update_alert, resolve
+from lib.core.identity import OPERATOR, VIEWER, Actor, PermissionDenied
+from sandbox.notify_sink import NotifySink
+from lib.core.schema import audit_log, notification_outbox, system_alerts
+from lib.core.settings import Settings
 from tests.support.smtp import SmtpBox
 from tests.support.worker import add_account
 
@@ -214,7 +214,7 @@ def test_silence_holds_the_opening_shows_a_badge_and_ending_it_early_sends(engin
     rep = tick(engine, settings, T0 + timedelta(minutes=1))
     assert rep.detect.silenced == 1
     assert [m["title"] for m in sink.received()] == ["[CRITICAL] auth_failure · other"]
-    from lib.alerts import AlertFilter, list_alerts
+    from lib.alerts.store import AlertFilter, list_alerts
     with engine.connect() as conn:
         alerts = list_alerts(conn, filters=AlertFilter())
         badges = notify.alert_badges(conn, alerts, now=T0 + timedelta(minutes=2))
@@ -396,7 +396,7 @@ def test_history_older_than_the_window_is_pruned_open_work_stays(engine, sink):
 
 
 def test_deliveries_are_counted_in_the_prometheus_counter(engine, sink):
-    from lib.metrics import NOTIFICATIONS
+    from lib.health.metrics import NOTIFICATIONS
 
     def sent_so_far():
         return NOTIFICATIONS.labels("sent")._value.get()

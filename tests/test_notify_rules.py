@@ -1,11 +1,11 @@
-"""Pure rules of lib/notify.py: routes and their masking, message text, backoff, silence matching."""
+"""Pure rules of lib/notify/notify.py: routes and their masking, message text, backoff, silence matching."""
 from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta, timezone
 
-from lib import notify
-from lib.settings import Settings, load_settings
+from lib.notify import notify
+from lib.core.settings import Settings, load_settings
 
 T0 = datetime(2026, 12, 1, 9, 12, tzinfo=timezone.utc)
 

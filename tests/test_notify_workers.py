@@ -13,11 +13,11 @@ from datetime import datetime, timezone
 import pytest
 import sqlalchemy as sa
 
-from lib import notify
-from lib.alerts import open_or_update_alert
-from lib.sandbox.notify_sink import NotifySink
-from lib.schema import notification_outbox, system_alerts
-from lib.settings import Settings
+from lib.notify import notify
+from lib.alerts.store import open_or_update_alert
+from sandbox.notify_sink import NotifySink
+from lib.core.schema import notification_outbox, system_alerts
+from lib.core.settings import Settings
 from tests.support.servers import ROOT
 from tests.support.worker import add_account, pg_db  # noqa: F401
 

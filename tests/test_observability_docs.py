@@ -13,9 +13,9 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from lib import metrics
-from lib.metrics import Snapshot, families
-from lib.timeutil import utcnow
+from lib.health import metrics
+from lib.health.metrics import Snapshot, families
+from lib.core.timeutil import utcnow
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "observability.md"

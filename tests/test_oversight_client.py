@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from lib.sse import (
+from lib.activity.sse import (
     AgentDown, BackendHttpError, BackendUnreachable, ChatStream, NotEventStream, build_chat_request, open_chat,
 )
 from tests.support.oversight_fake import CHAT_PATH, FakeOversight

@@ -5,16 +5,16 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from lib.heartbeats import record_beat
-from lib.identity import OPERATOR, Actor
-from lib.oversight import (
+from lib.activity.heartbeats import record_beat
+from lib.core.identity import OPERATOR, Actor
+from lib.activity.oversight import (
     SessionNotFound, create_session, get_session, list_sessions, record_answer, record_question, rename_session,
 )
-from lib.queue import enqueue
-from lib.sandbox.oversight_backend import make_server
-from lib.schema import oversight_chat_sessions, post_queue, system_alerts
-from lib.sse import AgentDown, ChatStream, build_chat_request, open_chat
-from lib.timeutil import utcnow
+from lib.queue.core import enqueue
+from sandbox.oversight_backend import make_server
+from lib.core.schema import oversight_chat_sessions, post_queue, system_alerts
+from lib.activity.sse import AgentDown, ChatStream, build_chat_request, open_chat
+from lib.core.timeutil import utcnow
 
 pytestmark = pytest.mark.own_schema("chat sessions of accounts that do not exist")
 
@@ -125,7 +125,7 @@ def test_sandbox_backend_refuses_when_the_newest_beat_is_old(engine, backend):
 
 
 def test_chat_writes_refuse_a_viewer(engine):
-    from lib.identity import VIEWER, PermissionDenied
+    from lib.core.identity import VIEWER, PermissionDenied
 
     t0 = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
     viewer = Actor("viewer@x", VIEWER)

@@ -1,10 +1,10 @@
 """SSE event parsing (pure) and the chat stream's bookkeeping, without a network."""
 import pytest
 
-from lib.oversight import chat_history, title_from_question, unanswered
-from lib.text import escape_markdown
-from lib.sandbox.oversight_backend import tokens_of
-from lib.sse import ChatStream, Done, ErrorEvent, Ignored, Token, iter_chat_events, parse_event_data
+from lib.activity.oversight import chat_history, title_from_question, unanswered
+from lib.core.text import escape_markdown
+from sandbox.oversight_backend import tokens_of
+from lib.activity.sse import ChatStream, Done, ErrorEvent, Ignored, Token, iter_chat_events, parse_event_data
 
 
 @pytest.mark.parametrize(
@@ -138,7 +138,7 @@ def test_tokens_of_roundtrip():
 
 def test_answers_are_capped_kept_and_marked_incomplete():
     """security item 9: a backend that never stops cannot fill memory or the database."""
-    from lib.sse import ChatStream
+    from lib.activity.sse import ChatStream
 
     frames = [b'data: {"token": "' + b"x" * 1000 + b'"}\n\n'] * 50 + [b'data: {"done": true}\n\n']
     stream = ChatStream(iter(frames), max_duration_s=60, max_chars=10_500)
@@ -149,7 +149,7 @@ def test_answers_are_capped_kept_and_marked_incomplete():
 
 
 def test_default_answer_cap_is_200k_characters():
-    from lib.sse import MAX_ANSWER_CHARS, ChatStream
+    from lib.activity.sse import MAX_ANSWER_CHARS, ChatStream
 
     assert MAX_ANSWER_CHARS == 200_000
     frames = [b'data: {"token": "' + b"y" * 50_000 + b'"}\n\n'] * 5
@@ -159,7 +159,7 @@ def test_default_answer_cap_is_200k_characters():
 
 
 def test_history_sent_to_the_backend_is_capped_in_characters():
-    from lib.oversight import HISTORY_MAX_CHARS
+    from lib.activity.oversight import HISTORY_MAX_CHARS
 
     msgs = [{"role": "user" if i % 2 == 0 else "assistant", "content": str(i) * 30_000, "timestamp": "t"}
             for i in range(6)]

@@ -8,9 +8,9 @@ from datetime import date, datetime, timedelta, timezone
 import pandas as pd
 import sqlalchemy as sa
 
-from lib import posts as lp
-from lib.export import build_export
-from lib.schema import analytics_reports
+from lib.analytics import posts as lp
+from lib.core.export import build_export
+from lib.core.schema import analytics_reports
 from tests.support.queue_rows import add_account, insert_rows, queue_row
 from tests.support.reports import report
 
@@ -110,7 +110,7 @@ def test_posts_export_reads_back(engine):
 
 
 def test_media_stats_newest_report_wins():
-    from lib.analytics import parse_report
+    from lib.analytics.reports import parse_report
 
     old = {"id": "1", "report_date": datetime(2026, 1, 1, tzinfo=timezone.utc),
            "media_metrics": '{"top_performing": [{"media_id": "a", "engagement": 5}]}'}
@@ -121,8 +121,8 @@ def test_media_stats_newest_report_wins():
 
 
 def test_demo_seed_has_joined_posts(demo_url):
-    from lib.db import make_engine
-    from lib.timeutil import utcnow
+    from lib.core.db import make_engine
+    from lib.core.timeutil import utcnow
 
     eng = make_engine(demo_url)
     now = utcnow()

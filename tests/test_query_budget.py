@@ -2,7 +2,7 @@
 most one query per cached loader per refresh interval, not one per session.
 
 The caches are process-wide, so 20 AppTest sessions in one process model 20 browser sessions of one
-server. Time is frozen and moved by hand, both the app's clock (lib.timeutil.utcnow: the loaders' time
+server. Time is frozen and moved by hand, both the app's clock (lib.core.timeutil.utcnow: the loaders' time
 buckets) and the caches' TTL clock (streamlit's TTLCACHE_TIMER), so the test does not depend on how
 fast the machine runs it. Queries are counted with a SQLAlchemy event on the engine that
 lib.ui.shell.get_engine returns (the one the pages use).
@@ -19,10 +19,10 @@ from sqlalchemy import event
 from streamlit.runtime.caching import cache_utils
 from streamlit.testing.v1 import AppTest
 
-import lib.timeutil
-from lib.db import init_db, make_engine
-from lib.sandbox.seed import seed_demo
-from lib.settings import load_settings
+import lib.core.timeutil
+from lib.core.db import init_db, make_engine
+from sandbox.seed import seed_demo
+from lib.core.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SESSIONS = 20
@@ -43,7 +43,7 @@ def budget_url(tmp_path_factory):
     url = f"sqlite:///{tmp_path_factory.mktemp('budget') / 'demo.sqlite'}"
     engine = make_engine(url)
     init_db(engine)
-    seed_demo(engine, now=lib.timeutil.utcnow())
+    seed_demo(engine, now=lib.core.timeutil.utcnow())
     engine.dispose()
     return url
 
@@ -52,13 +52,13 @@ def budget_url(tmp_path_factory):
 def frozen(monkeypatch):
     """Freeze both clocks; clock.offset moves them together."""
     clock = Clock()
-    start = lib.timeutil.utcnow()
-    original = lib.timeutil.utcnow
+    start = lib.core.timeutil.utcnow()
+    original = lib.core.timeutil.utcnow
 
     def utcnow():
         return start + timedelta(seconds=clock.offset)
 
-    monkeypatch.setattr(lib.timeutil, "utcnow", utcnow)
+    monkeypatch.setattr(lib.core.timeutil, "utcnow", utcnow)
     import sys
 
     for name, module in list(sys.modules.items()):  # modules that imported utcnow by name

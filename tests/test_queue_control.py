@@ -1,4 +1,4 @@
-"""Queue control (lib.queue_control) on SQLite and PostgreSQL: pause/resume against the worker's
+"""Queue control (lib.queue.control) on SQLite and PostgreSQL: pause/resume against the worker's
 claim, discard with the row kept in audit_log, edit and retry with validation; viewers refused;
 nothing half-done when the worker holds a row."""
 from __future__ import annotations
@@ -8,11 +8,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from lib.identity import OPERATOR, Actor, PermissionDenied
-from lib.queue import queue_health
-from lib.queue_control import (QueueControlError, active_pauses, discard, discarded_row, edit_and_retry, pause,
+from lib.core.identity import OPERATOR, Actor, PermissionDenied
+from lib.queue.core import queue_health
+from lib.queue.control import (QueueControlError, active_pauses, discard, discarded_row, edit_and_retry, pause,
                                resume)
-from lib.schema import audit_log, post_queue as pq
+from lib.core.schema import audit_log, post_queue as pq
 from tests.support.worker import add_account, add_row, client_for, row, sandbox, worker_settings  # noqa: F401
 from worker.tick import claim, run_tick
 

@@ -1,6 +1,6 @@
 """Scale with history: status_summary from the partial indexes and the worker's sent rollup.
 
-"Right" (lib.queue.refresh_sent_rollup): writes that set updated_at to the time of the write are
+"Right" (lib.queue.core.refresh_sent_rollup): writes that set updated_at to the time of the write are
 counted at once; other changes (deletes, updates that leave updated_at old) once their day is
 recounted, which a full walk of the refreshes guarantees. Checked against a direct GROUP BY after
 other writers insert, update and delete rows, on SQLite and PostgreSQL.
@@ -14,8 +14,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from lib.queue import ACTION_TYPES, STATUSES, refresh_sent_rollup, rollup_state, status_summary
-from lib.schema import post_queue as q
+from lib.queue.core import ACTION_TYPES, STATUSES, refresh_sent_rollup, rollup_state, status_summary
+from lib.core.schema import post_queue as q
 
 pytestmark = pytest.mark.own_schema("rows without an account or updated_at, which the user's DDL forbids")
 
@@ -128,9 +128,9 @@ def test_the_not_sent_counts_use_the_partial_indexes(engine, clause, index):
     ix_post_queue_other_status: neither reads the whole table."""
     from sqlalchemy.dialects import postgresql, sqlite
 
-    import lib.queue
+    import lib.queue.core
 
-    stmt = (sa.select(q.c.action_type, q.c.status, sa.func.count()).where(getattr(lib.queue, clause)())
+    stmt = (sa.select(q.c.action_type, q.c.status, sa.func.count()).where(getattr(lib.queue.core, clause)())
             .group_by(q.c.action_type, q.c.status))
     with engine.begin() as conn:
         _history(conn)
@@ -174,7 +174,7 @@ def test_the_totals_are_the_daily_rollup_summed_and_a_database_without_them_stil
     """status_summary reads the closed days' sum (post_queue_sent_totals, a few dozen rows) that each refresh
     rewrites with the days; a database whose totals are not written yet (the table added to an existing
     rollup) sums the days instead, so the count is never short."""
-    from lib.schema import post_queue_sent_daily as d, post_queue_sent_totals as t
+    from lib.core.schema import post_queue_sent_daily as d, post_queue_sent_totals as t
 
     with engine.begin() as conn:
         _history(conn)

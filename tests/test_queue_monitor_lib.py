@@ -8,14 +8,14 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from lib.queue import (
+from lib.queue.core import (
     MAX_BULK_RETRY, QueueFilter, count_rows, dlq_rows, error_groups, matching_ids, queue_health, queue_rows, retry,
     row_detail, status_summary,
 )
-from lib.audit import log_audit
-from lib.identity import OPERATOR, Actor
-from lib.schema import audit_log, post_queue
-from lib.timeutil import utcnow
+from lib.core.audit import log_audit
+from lib.core.identity import OPERATOR, Actor
+from lib.core.schema import audit_log, post_queue
+from lib.core.timeutil import utcnow
 from tests.support.queue_rows import add_account, insert_rows, queue_row
 
 
@@ -299,7 +299,7 @@ def test_row_detail_redacts_payload_and_shows_history(engine, two_accounts, now)
 
 
 def test_retry_checks_the_dashboard_users_role(engine, two_accounts, now):
-    from lib.identity import VIEWER, PermissionDenied
+    from lib.core.identity import VIEWER, PermissionDenied
 
     a, _ = two_accounts
     row = queue_row(account=a, now=now)
@@ -318,7 +318,7 @@ def test_retry_checks_the_dashboard_users_role(engine, two_accounts, now):
 
 def test_retry_refuses_a_bare_name(engine, two_accounts, now):
     """A name carries no role: only an Actor that is an operator may write."""
-    from lib.identity import PermissionDenied
+    from lib.core.identity import PermissionDenied
 
     a, _ = two_accounts
     row = queue_row(account=a, now=now)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import io
 import logging
 
-from lib.redact import install_log_redaction, redact_text
+from lib.core.redact import install_log_redaction, redact_text
 
 TOKEN = "EAAB" + "Q" * 40
 

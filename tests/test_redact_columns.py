@@ -2,14 +2,14 @@
 
 Pure. The vectorised pre-check only decides which cells the rule runs on, so a pre-check that misses
 a case would show here as a cell that still holds its secret; the corpus has an example of every
-rule of lib/redact.py, upper/lower case, non-ASCII look-alikes Python's re folds (ſ for s, K for k),
+rule of lib/core/redact.py, upper/lower case, non-ASCII look-alikes Python's re folds (ſ for s, K for k),
 JSON escapes, and random mixtures of them with ordinary text."""
 from __future__ import annotations
 
 import json
 import random
 
-from lib.redact import REDACTED, redact, redact_json_texts, redact_text, redact_texts
+from lib.core.redact import REDACTED, redact, redact_json_texts, redact_text, redact_texts
 
 TOKEN = "EAAB" + "Z" * 40
 IG_TOKEN = "IGQV" + "a1" * 30
@@ -97,7 +97,7 @@ def test_the_four_characters_python_folds_to_ascii_letters():
     import re
     import sys
 
-    from lib import redact as r
+    from lib.core import redact as r
 
     letter = re.compile("[a-z]", re.I)
     found = {chr(c) for c in range(128, sys.maxunicode + 1) if letter.match(chr(c))}

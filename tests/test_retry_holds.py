@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from lib.account_holds import hold
-from lib.identity import Actor
-from lib.queue import retry
-from lib.schema import instagram_business_accounts as accounts
-from lib.timeutil import utcnow
+from lib.instagram.account_holds import hold
+from lib.core.identity import Actor
+from lib.queue.core import retry
+from lib.core.schema import instagram_business_accounts as accounts
+from lib.core.timeutil import utcnow
 from tests.support.queue_rows import add_account, insert_rows, queue_row
 
 OPS = Actor("ops@example.com", "operator")

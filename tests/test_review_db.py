@@ -12,14 +12,14 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from lib import review
-from lib.audit import audit_row
-from lib.identity import OPERATOR, Actor, PermissionDenied
-from lib.queue import enqueue, retry
-from lib.review import (EXPIRE_ERROR, ReviewError, approve, decide_many, decision_stats, expire_due,
+from lib.queue import review
+from lib.core.audit import audit_row
+from lib.core.identity import OPERATOR, Actor, PermissionDenied
+from lib.queue.core import enqueue, retry
+from lib.queue.review import (EXPIRE_ERROR, ReviewError, approve, decide_many, decision_stats, expire_due,
                         export_decisions, fetch_context, held_clause, held_rows, remove_policy, reject,
                         set_policy, should_hold, worker_pass)
-from lib.schema import audit_log, post_queue as pq, post_queue_state, review_decisions, system_alerts
+from lib.core.schema import audit_log, post_queue as pq, post_queue_state, review_decisions, system_alerts
 from tests.support.worker import add_account, client_for, sandbox, worker_settings  # noqa: F401
 from worker.tick import claim
 
@@ -321,8 +321,8 @@ class _NoGraph:  # worker_settings reads only .url; no Graph call is made here
 
 
 def test_the_waiting_alert_reaches_the_notification_routes_with_a_link_to_the_review_page(engine):
-    from lib import notify
-    from lib.sandbox.notify_sink import NotifySink
+    from lib.notify import notify
+    from sandbox.notify_sink import NotifySink
 
     with NotifySink() as sink:
         settings = worker_settings("sqlite://", _NoGraph, review_actions="send_dm",

@@ -1,11 +1,11 @@
-"""The review hold's rule (lib.review, pure): which policy applies, what each mode holds, what is never held
+"""The review hold's rule (lib.queue.review, pure): which policy applies, what each mode holds, what is never held
 again, the DM window, edit distance and term patterns."""
 import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from lib.review import (Policy, dm_window_ends, edit_distance, effective_policy, like_pattern, parse_review_actions,
+from lib.queue.review import (Policy, dm_window_ends, edit_distance, effective_policy, like_pattern, parse_review_actions,
                         parse_terms, policy_holds, should_hold, term_matches, too_late, unknown_actions)
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=timezone.utc)
@@ -85,8 +85,8 @@ def test_edit_distance():
 
 
 def test_the_waiting_alert_links_to_the_review_page():
-    from lib.notify import alert_link
-    from lib.settings import Settings
+    from lib.notify.notify import alert_link
+    from lib.core.settings import Settings
 
     assert alert_link(Settings(dashboard_url="https://dash.example/"), alert_type="review_waiting",
                       account_name=None, state="open") == "https://dash.example/review"

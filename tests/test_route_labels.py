@@ -11,13 +11,13 @@ from datetime import datetime, timezone
 
 import sqlalchemy as sa
 
-from lib import notify
-from lib.alerts import open_or_update_alert
-from lib.audit import AuditFilter, export_chunks
-from lib.identity import OPERATOR, Actor
-from lib.sandbox.notify_sink import NotifySink
-from lib.schema import audit_log, notification_outbox
-from lib.settings import Settings
+from lib.notify import notify
+from lib.alerts.store import open_or_update_alert
+from lib.core.audit import AuditFilter, export_chunks
+from lib.core.identity import OPERATOR, Actor
+from sandbox.notify_sink import NotifySink
+from lib.core.schema import audit_log, notification_outbox
+from lib.core.settings import Settings
 from tests.support.worker import add_account
 
 OPS = Actor("ops@example.com", OPERATOR)
@@ -69,7 +69,7 @@ def test_outbox_audit_export_and_logs_hold_no_route_secret(engine, caplog):
             acc = add_account(conn, username="acme")
             open_or_update_alert(conn, alert_type="auth_failure", message="token expired", business_account_id=acc,
                                  now=T0)
-        caplog.set_level(logging.INFO, logger="lib.notify")
+        caplog.set_level(logging.INFO, logger="lib.notify.notify")
         notify.notify_tick(engine, settings, now=T0)
         for r in notify.routes(settings):
             notify.send_test(engine, settings, r.id, actor=OPS, now=T0)

@@ -4,8 +4,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from lib.db import index_names, init_db, make_engine
-from lib.schema import SPEC_TABLES, agent_heartbeats, metadata
+from lib.core.db import index_names, init_db, make_engine
+from lib.core.schema import SPEC_TABLES, agent_heartbeats, metadata
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 

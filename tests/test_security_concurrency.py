@@ -11,10 +11,10 @@ from datetime import datetime, timezone
 import pytest
 import sqlalchemy as sa
 
-from lib.alerts import open_or_update_alert
-from lib.identity import OPERATOR, Actor
-from lib.oversight import create_session, get_session, record_answer
-from lib.schema import system_alerts
+from lib.alerts.store import open_or_update_alert
+from lib.core.identity import OPERATOR, Actor
+from lib.activity.oversight import create_session, get_session, record_answer
+from lib.core.schema import system_alerts
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 OPS = Actor("ops@example.com", OPERATOR)

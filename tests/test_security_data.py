@@ -10,11 +10,13 @@ from datetime import datetime, timedelta, timezone
 import pandas as pd
 import sqlalchemy as sa
 
-from lib import alerts, audit
-from lib.export import frame_to_csv, rows_to_csv
-from lib.queue import EXPORT_COLUMNS as QUEUE_COLUMNS, QueueFilter, iter_export_rows
-from lib.schema import audit_log, system_alerts
-from lib.worker_ticks import record_tick_finish, record_tick_start, worker_health
+from lib.alerts import store as alerts
+
+from lib.core import audit
+from lib.core.export import frame_to_csv, rows_to_csv
+from lib.queue.core import EXPORT_COLUMNS as QUEUE_COLUMNS, QueueFilter, iter_export_rows
+from lib.core.schema import audit_log, system_alerts
+from lib.activity.worker_ticks import record_tick_finish, record_tick_start, worker_health
 from tests.support.queue_rows import add_account, insert_rows, queue_row
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
@@ -141,7 +143,7 @@ def test_no_credential_in_worker_ticks_error(engine):
 # -- item 9: an error group with more distinct texts than SQLite's bound-value limit -------------------
 
 def test_a_huge_error_group_is_selected_with_bounded_values(engine):
-    from lib.queue import GROUP_ROW_CAP, count_rows, error_groups, group_filter, matching_ids, queue_rows
+    from lib.queue.core import GROUP_ROW_CAP, count_rows, error_groups, group_filter, matching_ids, queue_rows
 
     n = 33_000  # > 32,766: SQLite refuses an IN list of every raw text
     with engine.begin() as conn:

@@ -6,13 +6,13 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from lib import schema
-from lib.alerts import ALERT_TYPES
-from lib.audit import OPERATOR_EVENT_TYPES, SPEC_EVENT_TYPES
-from lib.db import init_db, make_engine
-from lib.heartbeats import agent_statuses
-from lib.queue import ACTION_TYPES, ERROR_CATEGORIES, STATUSES, idempotency_key
-from lib.sandbox.seed import ALIVE_DEMO_AGENTS, DEMO_AGENTS, is_empty, seed_demo, seed_scale
+from lib.core import schema
+from lib.alerts.store import ALERT_TYPES
+from lib.core.audit import OPERATOR_EVENT_TYPES, SPEC_EVENT_TYPES
+from lib.core.db import init_db, make_engine
+from lib.activity.heartbeats import agent_statuses
+from lib.queue.core import ACTION_TYPES, ERROR_CATEGORIES, STATUSES, idempotency_key
+from sandbox.seed import ALIVE_DEMO_AGENTS, DEMO_AGENTS, is_empty, seed_demo, seed_scale
 
 NOW = datetime(2026, 3, 11, 12, 0, tzinfo=timezone.utc)  # a Wednesday
 
@@ -69,7 +69,7 @@ def test_queue_covers_every_status_and_action_type(seeded):
     media_key = {"IMAGE": "image_url", "VIDEO": "video_url", "CAROUSEL_ALBUM": "children"}  # what Instagram needs
     assert all(set(r["payload"]) == payload_keys[r["action_type"]] | (
         {media_key[r["payload"]["media_type"]]} if r["action_type"] == "publish_post" else set()) for r in rows)
-    from lib.payload_rules import media_spec
+    from lib.instagram.payload_rules import media_spec
     assert all(media_spec("publish_post", r["payload"]) for r in rows if r["action_type"] == "publish_post")
 
     dlq = [r for r in rows if r["status"] == "dlq"]

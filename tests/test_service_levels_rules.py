@@ -1,7 +1,7 @@
 """Service-level rules with fixed numbers: targets, compliance, budget and burn."""
 import pytest
 
-from lib.service_levels import Compliance, SloStatus, SloTarget, burn_rate, parse_targets
+from lib.health.service_levels import Compliance, SloStatus, SloTarget, burn_rate, parse_targets
 
 DM = SloTarget("reply_dm", 0.95, 900)
 

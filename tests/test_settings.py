@@ -1,6 +1,6 @@
 import pytest
 
-from lib.settings import SettingsError, load_settings, mask_url, normalize_database_url
+from lib.core.settings import SettingsError, load_settings, mask_url, normalize_database_url
 
 
 @pytest.mark.parametrize(
@@ -52,7 +52,7 @@ def test_bad_number_names_the_setting():
 
 
 def test_secrets_file_is_read(tmp_path):
-    from lib.settings import read_secrets_files
+    from lib.core.settings import read_secrets_files
 
     f = tmp_path / "secrets.toml"
     f.write_text('DATABASE_URL = "postgres://x@h/db"\n')

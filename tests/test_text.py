@@ -1,4 +1,4 @@
-from lib.text import escape_markdown, md_escape
+from lib.core.text import escape_markdown, md_escape
 
 
 def test_md_escape_neutralises_markdown_and_html():
@@ -15,7 +15,7 @@ def test_escape_markdown_keeps_lines_and_breaks_icon_codes():
 
 
 def test_escape_markdown_keep_lists():
-    from lib.text import escape_markdown_keep_lists as keep
+    from lib.core.text import escape_markdown_keep_lists as keep
     out = keep("Done:\n- a **b**\n* [c](http://x)\n1. one\nend")
     lines = out.split("\n")
     assert lines[1] == "- a \\*\\*b\\*\\*" and lines[2].startswith("- \\[c\\]")

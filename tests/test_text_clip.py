@@ -1,5 +1,5 @@
-"""Pure rules for showing long untrusted values shortened (lib.text.clip / clip_json)."""
-from lib.text import clip, clip_json
+"""Pure rules for showing long untrusted values shortened (lib.core.text.clip / clip_json)."""
+from lib.core.text import clip, clip_json
 
 
 def test_clip_keeps_short_text_and_says_how_much_was_cut():

@@ -1,4 +1,4 @@
-"""lib.throughput.throughput_history over worker_ticks, on SQLite and PostgreSQL."""
+"""lib.activity.throughput.throughput_history over worker_ticks, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import uuid
@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from lib.schema import worker_ticks
-from lib.throughput import throughput_history
+from lib.core.schema import worker_ticks
+from lib.activity.throughput import throughput_history
 
 NOW = datetime(2026, 12, 1, 21, 40, tzinfo=timezone.utc)
 

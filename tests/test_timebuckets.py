@@ -2,7 +2,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from lib.timebuckets import bucket_expr, bucket_for_range, bucket_value
+from lib.core.timebuckets import bucket_expr, bucket_for_range, bucket_value
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=timezone.utc)
 
@@ -27,7 +27,7 @@ def test_unknown_bucket_is_refused():
 
 
 def test_cron_in_words():
-    from lib.timeutil import cron_in_words
+    from lib.core.timeutil import cron_in_words
     assert cron_in_words("0 8 * * 1") == "every Monday at 08:00"
     assert cron_in_words("30 6 * * *") == "every day at 06:30"
     assert cron_in_words("0 8 * * 0") == cron_in_words("0 8 * * 7") == "every Sunday at 08:00"

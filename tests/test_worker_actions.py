@@ -8,8 +8,8 @@ import requests
 import pytest
 import sqlalchemy as sa
 
-from lib.queue import idempotency_key
-from lib.schema import audit_log, post_queue as pq
+from lib.queue.core import idempotency_key
+from lib.core.schema import audit_log, post_queue as pq
 from tests.support.worker import add_account, add_row, client_for, row, sandbox, statuses, worker_settings  # noqa: F401
 from worker.tick import run_tick
 
@@ -140,7 +140,7 @@ def test_a_row_whose_action_was_already_sent_is_marked_sent_without_calling_inst
 def test_demo_enqueuer_rows_are_executed_by_the_worker(engine, db_url, sandbox):
     import random
 
-    from lib.sandbox.demo_enqueuer import enqueue_some
+    from sandbox.demo_enqueuer import enqueue_some
 
     with engine.begin() as conn:
         add_account(conn, sandbox=sandbox)
@@ -153,8 +153,8 @@ def test_demo_enqueuer_rows_are_executed_by_the_worker(engine, db_url, sandbox):
 
 
 def test_graph_errors_never_carry_the_access_token():
-    from lib.instagram import AccountCreds, GraphClient
-    from lib.ig_errors import GraphError, categorize_ig_error
+    from lib.instagram.client import AccountCreds, GraphClient
+    from lib.instagram.errors import GraphError, categorize_ig_error
     from tests.support.pg import free_port
 
     client = GraphClient(f"http://127.0.0.1:{free_port()}/v26.0", connect_timeout=1, read_timeout=1)

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from lib.schema import audit_log, post_queue as pq
+from lib.core.schema import audit_log, post_queue as pq
 from tests.support.worker import add_account, add_row, row
 from worker.tick import claim, claim_query, record_sent
 

@@ -8,8 +8,8 @@ import time
 
 import sqlalchemy as sa
 
-from lib.db import init_db, make_engine
-from lib.schema import audit_log, post_queue as pq
+from lib.core.db import init_db, make_engine
+from lib.core.schema import audit_log, post_queue as pq
 from tests.support.worker import add_account, add_row, client_for, sandbox, statuses, worker_settings  # noqa: F401
 from worker.tick import run_tick
 
@@ -35,7 +35,7 @@ def test_a_batch_cut_by_a_database_loss_is_finished_when_it_returns(own_pg, sand
     assert len(sandbox.stats()["sent_messages"]) == 1  # Instagram has the first DM
 
     own_pg.start()
-    time.sleep(1.2)  # past lib.db.PING_AFTER_IDLE_S: the pool finds its dead connections by the ping
+    time.sleep(1.2)  # past lib.core.db.PING_AFTER_IDLE_S: the pool finds its dead connections by the ping
     back = run_tick(eng, settings, client)
     assert back.error is None
     assert back.released == 4 and back.sent == 5, back

@@ -6,8 +6,8 @@ from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
 
-from lib.alerts import severity
-from lib.schema import audit_log, graph_usage, instagram_business_accounts as accounts, post_queue as pq, system_alerts
+from lib.alerts.store import severity
+from lib.core.schema import audit_log, graph_usage, instagram_business_accounts as accounts, post_queue as pq, system_alerts
 from tests.support.worker import add_account, add_row, client_for, row, sandbox, worker_settings  # noqa: F401
 from worker.tick import run_tick
 

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import pytest
 import sqlalchemy as sa
 
-from lib.schema import post_queue as pq
+from lib.core.schema import post_queue as pq
 from tests.support.servers import ROOT
 from tests.support.worker import add_account, add_row, pg_db, sandbox, statuses, worker_command, worker_env  # noqa: F401
 

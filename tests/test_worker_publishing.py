@@ -10,10 +10,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from lib.graph_usage import usage_rows
-from lib.queue import queue_health, waiting_rows
-from lib.sandbox.graph_api import GraphSandbox
-from lib.schema import post_queue_state, system_alerts
+from lib.instagram.usage import usage_rows
+from lib.queue.core import queue_health, waiting_rows
+from sandbox.graph_api import GraphSandbox
+from lib.core.schema import post_queue_state, system_alerts
 from tests.support.worker import add_account, add_row, client_for, row, worker_settings
 from worker.tick import run_tick
 
@@ -69,7 +69,7 @@ def alerts(conn, alert_type):
 
 
 def make_due(engine, row_id, clock):
-    from lib.schema import post_queue as pq
+    from lib.core.schema import post_queue as pq
     with engine.begin() as conn:
         conn.execute(sa.update(pq).where(pq.c.id == row_id).values(next_retry_at=clock.now()))
 
@@ -274,7 +274,7 @@ def test_a_used_up_quota_waits_without_a_container_and_raises_one_alert(engine, 
 
 
 def test_the_daily_limit_answer_waits_for_the_window_never_the_dlq(engine, db_url, sb, clock):
-    from lib.schema import post_queue as pq
+    from lib.core.schema import post_queue as pq
     with engine.begin() as conn:
         acc, _ = account(conn, sb)
         rid = add_row(conn, acc, "publish_post", {"image_url": "https://x/a.jpg",

@@ -8,10 +8,10 @@ from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
 
-from lib.account_holds import active_holds, resume
-from lib.identity import Actor
-from lib.queue import row_detail
-from lib.schema import account_holds, audit_log, post_queue as pq, post_queue_attempts as pqa, system_alerts
+from lib.instagram.account_holds import active_holds, resume
+from lib.core.identity import Actor
+from lib.queue.core import row_detail
+from lib.core.schema import account_holds, audit_log, post_queue as pq, post_queue_attempts as pqa, system_alerts
 from tests.support.worker import add_account, add_row, client_for, row, sandbox, worker_settings  # noqa: F401
 from worker.tick import run_tick
 
@@ -101,7 +101,7 @@ def test_a_restricted_account_waits_for_an_operator_and_resumes_when_told(engine
 def test_a_viewer_cannot_resume_a_held_account(engine, db_url, sandbox):
     import pytest
 
-    from lib.identity import PermissionDenied
+    from lib.core.identity import PermissionDenied
 
     with engine.begin() as conn:
         acc = add_account(conn, sandbox=sandbox)
@@ -310,9 +310,9 @@ def test_the_sandbox_default_mix_throttles_one_account_not_the_app(sandbox):
 def test_an_alert_with_an_unreadable_timestamp_never_stops_a_notification_pass(sqlite_url):
     import uuid
 
-    from lib.db import init_db, make_engine
-    from lib.notify import notify_tick
-    from lib.settings import Settings
+    from lib.core.db import init_db, make_engine
+    from lib.notify.notify import notify_tick
+    from lib.core.settings import Settings
 
     eng = make_engine(sqlite_url)
     init_db(eng)

@@ -12,8 +12,8 @@ import random
 
 import sqlalchemy as sa
 
-from lib.schema import post_queue as pq
-from lib.schema import post_queue_state as pqs
+from lib.core.schema import post_queue as pq
+from lib.core.schema import post_queue_state as pqs
 from tests.support.worker import add_row, client_for, worker_settings
 from tests.test_worker_publishing import Clock, account, clock, sb  # noqa: F401 - fixtures
 from worker.tick import run_tick

@@ -10,7 +10,7 @@ from __future__ import annotations
 import requests
 import sqlalchemy as sa
 
-from lib.schema import post_queue as pq
+from lib.core.schema import post_queue as pq
 from tests.support.worker import add_row, client_for, worker_settings
 from tests.test_worker_publishing import Clock, account, clock, sb  # noqa: F401 - fixtures
 from worker.tick import run_tick

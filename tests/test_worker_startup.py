@@ -17,6 +17,6 @@ def test_worker_import_does_not_load_dataframe_libraries():
 
 def test_digest_module_imports_without_pandas():
     # the digest module imports pandas inside build_digest; importing it alone must not need pandas
-    code = "import sys, lib.digest; print('pandas' in sys.modules)"
+    code = "import sys, lib.notify.digest; print('pandas' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -5,11 +5,11 @@ from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
 
-from lib.alerts import severity
-from lib.heartbeats import record_beat
-from lib.schema import system_alerts
-from lib.watchdog import sync_agent_down_alerts
-from lib.worker_ticks import missed_schedule, record_tick_finish, record_tick_start, worker_health
+from lib.alerts.store import severity
+from lib.activity.heartbeats import record_beat
+from lib.core.schema import system_alerts
+from lib.health.watchdog import sync_agent_down_alerts
+from lib.activity.worker_ticks import missed_schedule, record_tick_finish, record_tick_start, worker_health
 
 NOW = datetime(2026, 11, 25, 12, 0, 30, tzinfo=timezone.utc)
 

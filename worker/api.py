@@ -7,14 +7,14 @@ Routes (docs/api.md has the shapes and curl examples; GET /openapi.json describe
 
     GET  /healthz                  no token: the process answers
     POST /agent/heartbeat          agent     one agent_heartbeats row, as the Agent Status page reads it
-    GET  /post-queue/status        viewer    counts by action_type x status (lib.queue.status_summary)
-    GET  /post-queue/dlq           viewer    dead-lettered rows, payload redacted (lib.queue.dlq_rows)
-    POST /post-queue/retry         operator  the page's conditional reset (lib.queue.retry), audited as api:<name>
+    GET  /post-queue/status        viewer    counts by action_type x status (lib.queue.core.status_summary)
+    GET  /post-queue/dlq           viewer    dead-lettered rows, payload redacted (lib.queue.core.dlq_rows)
+    POST /post-queue/retry         operator  the page's conditional reset (lib.queue.core.retry), audited as api:<name>
     POST /reply-comment, /reply-dm, /send-dm, /publish-post, /repost-ugc
-                                   agent     validate (lib.payload_rules), then lib.queue.enqueue
+                                   agent     validate (lib.instagram.payload_rules), then lib.queue.core.enqueue
     GET  /openapi.json, /metrics   no token
 
-Callers and roles come from API_TOKENS (lib.api_auth). Starlette and uvicorn because Streamlit
+Callers and roles come from API_TOKENS (lib.core.api_auth). Starlette and uvicorn because Streamlit
 already installs and pins both (nothing new to ship or patch), they are the best-kept ASGI pair in
 Python, and the endpoints are a handful of small JSON routes that need no framework on top. The
 database work is the same synchronous SQLAlchemy code as the pages', run in Starlette's thread pool.
@@ -41,18 +41,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from lib.api_auth import (AGENT, OPERATOR, VIEWER, Caller, RateLimiter, TokenConfigError, bearer_token, identify,
+from lib.core.api_auth import (AGENT, OPERATOR, VIEWER, Caller, RateLimiter, TokenConfigError, bearer_token, identify,
                           parse_tokens, retry_after_header)
-from lib.db import UNAVAILABLE_ERRORS, init_db, make_engine
-from lib.heartbeats import record_beat
-from lib.identity import Actor
-from lib.logs import configure_logging, fields
-from lib.payload_rules import PAYLOAD_KEYS, REQUIRED_KEYS, payload_problems
-from lib.queue import ACTION_TYPES, ERROR_CATEGORIES, dlq_rows, enqueue, idempotency_key, retry, status_summary
-from lib.redact import install_log_redaction
-from lib.schema import instagram_business_accounts, post_queue
-from lib.settings import Settings, SettingsError, load_settings
-from lib.timeutil import iso, utcnow
+from lib.core.db import UNAVAILABLE_ERRORS, init_db, make_engine
+from lib.activity.heartbeats import record_beat
+from lib.core.identity import Actor
+from lib.core.logs import configure_logging, fields
+from lib.instagram.payload_rules import PAYLOAD_KEYS, REQUIRED_KEYS, payload_problems
+from lib.queue.core import ACTION_TYPES, ERROR_CATEGORIES, dlq_rows, enqueue, idempotency_key, retry, status_summary
+from lib.core.redact import install_log_redaction
+from lib.core.schema import instagram_business_accounts, post_queue
+from lib.core.settings import Settings, SettingsError, load_settings
+from lib.core.timeutil import iso, utcnow
 
 log = logging.getLogger("worker.api")
 
@@ -339,7 +339,7 @@ def _int_param(raw: str | None, name: str, default: int, lo: int, hi: int) -> in
 
 def check_payload(action_type: str, payload: dict[str, Any]) -> None:
     """400 naming the field for what the worker would refuse: unknown keys, values of the wrong
-    type, missing keys, texts over Instagram's limits (lib.payload_rules, before anything is stored)."""
+    type, missing keys, texts over Instagram's limits (lib.instagram.payload_rules, before anything is stored)."""
     allowed = PAYLOAD_KEYS[action_type]
     unknown = sorted(k for k in payload if k not in allowed)
     if unknown:

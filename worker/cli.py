@@ -28,18 +28,18 @@ from datetime import datetime, timedelta, timezone
 
 from croniter import croniter
 
-from lib import metrics
-from lib.db import UNAVAILABLE_ERRORS, init_db, make_engine
-from lib.instagram import GraphClient
-from lib.logs import configure_logging, fields
-from lib.notify import notify_tick
-from lib.queue import came_due_since
-from lib.digest import queue_due_digests
-from lib.redact import install_log_redaction
-from lib.settings import SettingsError, load_settings
-from lib.timeutil import utcnow
-from lib.service_levels import sync_from_settings as sync_slo_from_settings
-from lib.watchdog import sync_agent_down_alerts
+from lib.health import metrics
+from lib.core.db import UNAVAILABLE_ERRORS, init_db, make_engine
+from lib.instagram.client import GraphClient
+from lib.core.logs import configure_logging, fields
+from lib.notify.notify import notify_tick
+from lib.queue.core import came_due_since
+from lib.notify.digest import queue_due_digests
+from lib.core.redact import install_log_redaction
+from lib.core.settings import SettingsError, load_settings
+from lib.core.timeutil import utcnow
+from lib.health.service_levels import sync_from_settings as sync_slo_from_settings
+from lib.health.watchdog import sync_agent_down_alerts
 from worker.tick import next_wait_due, run_tick
 
 log = logging.getLogger("worker")
@@ -160,7 +160,7 @@ class Worker:
 
     def sleep_until(self, due: datetime, *, last_tick: datetime) -> bool:
         """Wait until `due`. With WORKER_POLL_S > 0, look that often for a row that came due since
-        `last_tick` (lib.queue.came_due_since) and return early for it, so an action enqueued
+        `last_tick` (lib.queue.core.came_due_since) and return early for it, so an action enqueued
         between cron ticks is attempted within seconds. True when a stop signal came."""
         poll = self.settings.worker_poll_s
         while True:
@@ -207,7 +207,7 @@ class Worker:
         if last is not None and now - last < timedelta(hours=1):
             return
         self._anomaly_pass_at = now
-        from lib.anomalies import worker_pass
+        from lib.analytics.anomalies import worker_pass
 
         with self.engine.begin() as conn:
             raised = worker_pass(conn, now=now, threshold=self.settings.anomaly_threshold)
@@ -215,10 +215,10 @@ class Worker:
             log.info("metric_anomaly alerts raised or updated: %d", len(raised))
 
     def notify_once(self) -> None:
-        """Alert notifications (lib/notify.py): detect what changed in system_alerts, deliver what is due."""
+        """Alert notifications (lib/notify/notify.py): detect what changed in system_alerts, deliver what is due."""
         try:
-            queue_due_digests(self.engine, self.settings, now=utcnow())  # the weekly digest (lib/digest.py)
-            self.anomaly_pass()  # ANOMALY_ALERTS=on: metric_anomaly alerts (lib/anomalies.py), at most hourly
+            queue_due_digests(self.engine, self.settings, now=utcnow())  # the weekly digest (lib/notify/digest.py)
+            self.anomaly_pass()  # ANOMALY_ALERTS=on: metric_anomaly alerts (lib/analytics/anomalies.py), at most hourly
             report = notify_tick(self.engine, self.settings)
             if report.detect.queued or report.delivery.claimed:
                 log.info("%s", report.line())

@@ -1,6 +1,6 @@
 """`python -m worker --metrics-port N`: /metrics, /healthz and /readyz on METRICS_ADDRESS (127.0.0.1).
 
-/metrics  Prometheus text format (lib.metrics: the process's counters + the database gauges)
+/metrics  Prometheus text format (lib.health.metrics: the process's counters + the database gauges)
 /healthz  200 from start while the loop runs and no tick is overdue by more than two schedule
           intervals; 503 otherwise (stopping, or the loop is stuck in a tick)
 /readyz   200 when the database answers `SELECT 1`, 503 otherwise
@@ -21,8 +21,8 @@ import sqlalchemy as sa
 from croniter import croniter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from lib import metrics
-from lib.timeutil import iso, utcnow
+from lib.health import metrics
+from lib.core.timeutil import iso, utcnow
 
 log = logging.getLogger("worker.metrics")
 

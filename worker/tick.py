@@ -27,27 +27,33 @@ import requests
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from lib import account_holds, graph_usage, metrics, publishing
-from lib.alerts import auto_resolve, open_or_update_alert
-from lib.audit import AUDIT_ROW_COLUMNS, audit_row, log_audit
-from lib.db import UNAVAILABLE_ERRORS, write_transaction
-from lib.ig_errors import (HOLD, QUOTA, Category, GraphError, account_usage, app_usage, categorize_ig_error,
+from lib.instagram import account_holds
+
+from lib.instagram import usage as graph_usage
+
+from lib.health import metrics
+
+from lib.instagram import publishing
+from lib.alerts.store import auto_resolve, open_or_update_alert
+from lib.core.audit import AUDIT_ROW_COLUMNS, audit_row, log_audit
+from lib.core.db import UNAVAILABLE_ERRORS, write_transaction
+from lib.instagram.errors import (HOLD, QUOTA, Category, GraphError, account_usage, app_usage, categorize_ig_error,
                            is_content_rejection, maybe_performed, next_attempt)
-from lib.instagram import AccountCreds, GraphClient, InvalidPayload, Quota
-from lib.logs import fields
-from lib.publishing import ContainerFailed, ContainerRetryable, ContainerState, Sent, Wait
-from lib.queue import (CONTENT_ACTIONS, DLQ, FAILED, PENDING, PROCESSING, SENT, SUCCESS_EVENT, claimable_clause,
+from lib.instagram.client import AccountCreds, GraphClient, InvalidPayload, Quota
+from lib.core.logs import fields
+from lib.instagram.publishing import ContainerFailed, ContainerRetryable, ContainerState, Sent, Wait
+from lib.queue.core import (CONTENT_ACTIONS, DLQ, FAILED, PENDING, PROCESSING, SENT, SUCCESS_EVENT, claimable_clause,
                        due_order, idempotency_key, refresh_sent_rollup, stale_clause)
-from lib.redact import redact
-from lib.review import worker_pass as review_pass
-from lib.schema import audit_log
-from lib.schema import post_queue_attempts as pqa
-from lib.schema import instagram_business_accounts as accounts
-from lib.schema import post_queue as pq
-from lib.schema import post_queue_state as pqs
-from lib.settings import Settings, graph_version_warning, mask_url
-from lib.timeutil import as_utc, iso, utcnow
-from lib.worker_ticks import prune_ticks, record_tick_finish, record_tick_start
+from lib.core.redact import redact
+from lib.queue.review import worker_pass as review_pass
+from lib.core.schema import audit_log
+from lib.core.schema import post_queue_attempts as pqa
+from lib.core.schema import instagram_business_accounts as accounts
+from lib.core.schema import post_queue as pq
+from lib.core.schema import post_queue_state as pqs
+from lib.core.settings import Settings, graph_version_warning, mask_url
+from lib.core.timeutil import as_utc, iso, utcnow
+from lib.activity.worker_ticks import prune_ticks, record_tick_finish, record_tick_start
 
 log = logging.getLogger("worker")
 
@@ -237,7 +243,7 @@ def dead_letter_unreadable(engine: Engine, row_id: uuid.UUID, account_id, action
 
 def claim(engine: Engine, *, now: datetime, batch_size: int,
           dead_lettered: list[uuid.UUID] | None = None) -> list[Claimed]:
-    """Up to batch_size claimable rows (lib.queue.claimable_clause), oldest due first -> processing.
+    """Up to batch_size claimable rows (lib.queue.core.claimable_clause), oldest due first -> processing.
     Rows that cannot be read are dead-lettered one by one after the claim (dead_letter_unreadable;
     their ids are appended to `dead_lettered`)."""
     unreadable: list[tuple[Any, Any, str, str]] = []
@@ -616,7 +622,7 @@ class GraphBudget:
 # -- the tick --------------------------------------------------------------------------------
 
 def refresh_rollup(engine: Engine, *, now: datetime) -> bool:
-    """The Queue Monitor's sent rollup (lib.queue.refresh_sent_rollup), at most every few minutes.
+    """The Queue Monitor's sent rollup (lib.queue.core.refresh_sent_rollup), at most every few minutes.
     Two workers creating its state row at once: the second one's insert conflicts and it skips."""
     try:
         with engine.begin() as conn:
@@ -782,7 +788,7 @@ def _attempt(client: GraphClient, settings: Settings, budget: GraphBudget, engin
                                   interval_s=settings.container_check_interval_s,
                                   save=lambda st: store_state(engine, row, st, now=now_fn()),
                                   quota_left=lambda: budget.quota_left(acct))
-    from lib.payload_rules import payload_problems
+    from lib.instagram.payload_rules import payload_problems
 
     problems = payload_problems(row.action_type, p)
     if problems:
@@ -1018,8 +1024,8 @@ def check_tokens(engine: Engine, settings: Settings, client: GraphClient, *, now
     most every 6 h per account), record it in graph_usage, and keep one token_expiring alert per
     account open while the token expires within TOKEN_EXPIRY_WARN_DAYS (resolved once it is
     refreshed). Without the setting nothing is called: the expiry is unknown."""
-    from lib.alerts import TOKEN_EXPIRING, auto_resolve
-    from lib.schema import graph_usage as gu
+    from lib.alerts.store import TOKEN_EXPIRING, auto_resolve
+    from lib.core.schema import graph_usage as gu
 
     if not settings.meta_app_token:
         return 0

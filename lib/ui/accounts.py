@@ -11,10 +11,10 @@ from typing import Any
 
 import streamlit as st
 
-from lib.accounts import USAGE_WARN, AccountHealth, account_health
-from lib.queue_control import pause, resume
-from lib.text import clip, md_escape
-from lib.timeutil import fmt_duration, fmt_local, utcnow
+from lib.queue.accounts import USAGE_WARN, AccountHealth, account_health
+from lib.queue.control import pause, resume
+from lib.core.text import clip, md_escape
+from lib.core.timeutil import fmt_duration, fmt_local, utcnow
 from lib.ui.text import ago
 from lib.ui.auth import current_actor
 from lib.ui.feedback import flash, guarded_write, show_flash

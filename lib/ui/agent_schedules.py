@@ -5,10 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from lib.agent_schedules import (MAX_GRACE_S, MAX_PERIOD_S, MIN_PERIOD_S, ScheduleError, clear_schedule,
+from lib.activity.agent_schedules import (MAX_GRACE_S, MAX_PERIOD_S, MIN_PERIOD_S, ScheduleError, clear_schedule,
                                  make_schedule, schedule_rows, set_schedule)
-from lib.text import md_escape
-from lib.timeutil import utcnow
+from lib.core.text import md_escape
+from lib.core.timeutil import utcnow
 from lib.ui.auth import current_actor
 from lib.ui.feedback import flash, guarded_write, show_flash
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine

@@ -6,10 +6,10 @@ from datetime import datetime, timedelta
 import pandas as pd
 import streamlit as st
 
-from lib.agent_schedules import load_schedules
-from lib.heartbeats import LIVENESS_THRESHOLD, AgentStatus, agent_statuses, beat_runs, beats_by_agent
-from lib.maintenance import load_windows
-from lib.timeutil import floor_time, fmt_duration, fmt_local, utcnow
+from lib.activity.agent_schedules import load_schedules
+from lib.activity.heartbeats import LIVENESS_THRESHOLD, AgentStatus, agent_statuses, beat_runs, beats_by_agent
+from lib.alerts.maintenance import load_windows
+from lib.core.timeutil import floor_time, fmt_duration, fmt_local, utcnow
 from lib.ui.charts import Fig, local_times, plain
 from lib.ui.shell import CACHE_TTL_S, get_engine
 from lib.ui.text import ago, md_escape

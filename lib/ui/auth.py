@@ -4,7 +4,7 @@ OIDC applies when secrets.toml has an [auth] section; else a trusted header when
 TRUSTED_USER_HEADER is set; else local mode (one local user, an operator only while the server
 listens on loopback). Everything fails closed: unreadable secrets, a partial [auth] table, an
 unverified email, a header off loopback without TRUSTED_PROXY_IPS, a repeated header
-(docs/security.md). Roles come from lib.identity.role_for.
+(docs/security.md). Roles come from lib.core.identity.role_for.
 """
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import os
 
 import streamlit as st
 
-from lib.identity import (
+from lib.core.identity import (
     VIEWER, Actor, IdentityRefused, check_auth_table, groups_from_claim, header_identity, local_role, oidc_identity,
     role_for, token_expired,
 )
-from lib.settings import Settings
-from lib.timeutil import utcnow
+from lib.core.settings import Settings
+from lib.core.timeutil import utcnow
 
 
 class _SecretsUnreadable(Exception):

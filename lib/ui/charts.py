@@ -8,14 +8,14 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from lib.text import plotly_text
+from lib.core.text import plotly_text
 
 BUCKET_MS = {"hour": 3_600_000, "day": 86_400_000}  # one bucket in Plotly's date-axis unit (ms)
 
 
 def plain(text) -> str:
     """Untrusted text for Plotly labels (Plotly interprets a few HTML tags)."""
-    return plotly_text(text)  # the one escaping rule for Plotly labels lives in lib/text.py
+    return plotly_text(text)  # the one escaping rule for Plotly labels lives in lib/core/text.py
 
 
 class Fig:

@@ -1,6 +1,6 @@
 """Weekly digest page: a preview of what the worker sends (DIGEST_CRON), and Send now for operators.
 
-The preview is built from the same lib.digest.Digest as the message; untrusted text (captions, alert
+The preview is built from the same lib.notify.digest.Digest as the message; untrusted text (captions, alert
 messages, names) is shown in dataframes and a code block, never as HTML.
 """
 from __future__ import annotations
@@ -8,11 +8,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from lib import digest as dg
-from lib.identity import PermissionDenied
-from lib.notify import routes
-from lib.text import md_escape
-from lib.timeutil import cron_in_words, floor_time, utcnow
+from lib.notify import digest as dg
+from lib.core.identity import PermissionDenied
+from lib.notify.notify import routes
+from lib.core.text import md_escape
+from lib.core.timeutil import cron_in_words, floor_time, utcnow
 from lib.ui.feedback import Confirmation, flash, show_flash
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
 

@@ -2,7 +2,7 @@
 
 export_control is the one export control of the app: a format choice (CSV, Excel, Parquet) and a
 download button; the file is built by `build(fmt)` when the button is clicked. Big exports take turns
-(lib.export.export_slot): while every turn is taken, the control says so.
+(lib.core.export.export_slot): while every turn is taken, the control says so.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Callable
 
 import streamlit as st
 
-from lib.export import BUSY_MESSAGE, EXPORT_MAX_BYTES, EXPORT_WAIT_S, FORMATS, MAX_CONCURRENT_EXPORTS, exports_running
+from lib.core.export import BUSY_MESSAGE, EXPORT_MAX_BYTES, EXPORT_WAIT_S, FORMATS, MAX_CONCURRENT_EXPORTS, exports_running
 
 
 def csv_download(label: str, build: Callable[[], bytes], file_name: str, key: str, help: str | None = None) -> None:

@@ -2,7 +2,7 @@
 run, once), pending confirmations, and the one guarded write that turns a refusal into a message.
 
 A flash belongs to one page (its `where`), so a message never shows up on another page.
-A flash's text is Markdown the caller owns: escape untrusted parts (lib.text.md_escape) before;
+A flash's text is Markdown the caller owns: escape untrusted parts (lib.core.text.md_escape) before;
 guarded_write does so for the database's and the role check's texts.
 """
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any, Callable, TypeVar
 import sqlalchemy as sa
 import streamlit as st
 
-from lib.identity import PermissionDenied
-from lib.text import md_escape
+from lib.core.identity import PermissionDenied
+from lib.core.text import md_escape
 
 T = TypeVar("T")
 

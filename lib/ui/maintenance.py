@@ -8,9 +8,9 @@ from datetime import datetime, time, timedelta, timezone
 import pandas as pd
 import streamlit as st
 
-from lib.maintenance import MaintenanceError, MaintenanceWindow, create_window, end_window, load_windows
-from lib.text import clip, md_escape
-from lib.timeutil import fmt_local, utcnow
+from lib.alerts.maintenance import MaintenanceError, MaintenanceWindow, create_window, end_window, load_windows
+from lib.core.text import clip, md_escape
+from lib.core.timeutil import fmt_local, utcnow
 from lib.ui.auth import current_actor
 from lib.ui.feedback import flash, guarded_write, show_flash
 from lib.ui.shell import Scope, get_engine

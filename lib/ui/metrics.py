@@ -1,6 +1,6 @@
 """Metrics Dashboard: scope widgets, cached loaders, KPIs, Plotly charts, details and comparison.
 
-Everything the page shows comes from lib.analytics (validated, flattened reports). Text from the
+Everything the page shows comes from lib.analytics.reports (validated, flattened reports). Text from the
 reports (captions, insights, periods, account names) is untrusted: it goes into dataframes, or
 into Markdown/Plotly only after escaping.
 """
@@ -13,10 +13,10 @@ import pandas as pd
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from lib import analytics as an
-from lib import anomalies
-from lib.export import frame_export
-from lib.timeutil import utcnow
+from lib.analytics import reports as an
+from lib.analytics import anomalies
+from lib.core.export import frame_export
+from lib.core.timeutil import utcnow
 from lib.ui.charts import Fig, plain
 from lib.ui.export import export_control
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine, lazy_expander
@@ -560,7 +560,7 @@ def show_anomalies(scope: Scope, ms: MetricsScope, names: dict[str, str], thresh
 
 
 def _raise_alerts(db_url: str, flags: pd.DataFrame, names: dict[str, str], settings) -> None:
-    from lib.timeutil import utcnow as _now
+    from lib.core.timeutil import utcnow as _now
     from lib.ui.auth import current_actor
     from lib.ui.feedback import flash, guarded_write
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from lib.settings import PROJECT_ROOT
+from lib.core.settings import PROJECT_ROOT
 
 ENTRYPOINT = "app.py"
 MENU_KEY = "nav-menu"  # the menu's container: .st-key-nav-menu in the browser

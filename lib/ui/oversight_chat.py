@@ -15,11 +15,11 @@ from typing import Any, Iterator
 
 import streamlit as st
 
-from lib.db import write_transaction
-from lib.heartbeats import is_alive, newest_beat
-from lib.identity import PermissionDenied
-from lib.text import clip, escape_markdown, escape_markdown_keep_lists
-from lib.oversight import (
+from lib.core.db import write_transaction
+from lib.activity.heartbeats import is_alive, newest_beat
+from lib.core.identity import PermissionDenied
+from lib.core.text import clip, escape_markdown, escape_markdown_keep_lists
+from lib.activity.oversight import (
     ChatSession,
     SessionNotFound,
     SessionSummary,
@@ -32,8 +32,8 @@ from lib.oversight import (
     rename_session,
     unanswered,
 )
-from lib.sse import AgentDown, ChatStream, OversightError, build_chat_request, open_chat
-from lib.timeutil import as_utc, floor_time, fmt_local, utcnow
+from lib.activity.sse import AgentDown, ChatStream, OversightError, build_chat_request, open_chat
+from lib.core.timeutil import as_utc, floor_time, fmt_local, utcnow
 from lib.ui.text import ago
 from lib.ui import feedback
 from lib.ui.auth import current_actor

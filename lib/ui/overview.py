@@ -6,10 +6,10 @@ from datetime import datetime, timedelta
 
 import streamlit as st
 
-from lib.alerts import SEVERITIES, AlertFilter
-from lib.audit import AuditFilter
-from lib.heartbeats import AgentStatus
-from lib.timeutil import fmt_duration
+from lib.alerts.store import SEVERITIES, AlertFilter
+from lib.core.audit import AuditFilter
+from lib.activity.heartbeats import AgentStatus
+from lib.core.timeutil import fmt_duration
 from lib.ui import activity_feed, agent_status, metrics, queue_monitor, system_alerts
 from lib.ui.counts import SEVERITY_COLOURS, count_metric
 from lib.ui.shell import Scope

@@ -11,9 +11,9 @@ from datetime import date, timedelta
 import pandas as pd
 import streamlit as st
 
-from lib import posts as lp
-from lib.export import build_export
-from lib.timeutil import utcnow
+from lib.analytics import posts as lp
+from lib.core.export import build_export
+from lib.core.timeutil import utcnow
 from lib.ui.export import export_control
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
 

@@ -8,15 +8,15 @@ from datetime import datetime
 import pandas as pd
 import streamlit as st
 
-from lib.identity import PermissionDenied
-from lib.instagram import GraphClient
-from lib.payload_rules import is_http_url
-from lib.queue import ACTION_TYPES, CONTENT_ACTIONS
-from lib.review import (MODE_LABELS, MODES, HeldRow, ReviewError, approve, decide_many,
+from lib.core.identity import PermissionDenied
+from lib.instagram.client import GraphClient
+from lib.instagram.payload_rules import is_http_url
+from lib.queue.core import ACTION_TYPES, CONTENT_ACTIONS
+from lib.queue.review import (MODE_LABELS, MODES, HeldRow, ReviewError, approve, decide_many,
                         decision_stats, export_decisions, fetch_context, held_rows, list_policies,
                         parse_review_actions, reject, remove_policy, set_policy, stored_text_fields, unknown_actions)
-from lib.text import clip
-from lib.timeutil import fmt_duration, fmt_local, utcnow
+from lib.core.text import clip
+from lib.core.timeutil import fmt_duration, fmt_local, utcnow
 from lib.ui.auth import current_actor
 from lib.ui.export import export_control
 from lib.ui.feedback import Confirmation, flash, refusal_message, show_flash

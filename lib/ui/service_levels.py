@@ -1,6 +1,6 @@
 """Service levels on the Queue Monitor and the Overview: time to send (p50/p95 over 24 h / 7 d / 30 d) per
 action type, each target met or missed over SLO_WINDOW_DAYS, the error budget left and the last hour's
-burn rate. Reads lib.service_levels through cached loaders; the sidebar's account narrows everything."""
+burn rate. Reads lib.health.service_levels through cached loaders; the sidebar's account narrows everything."""
 from __future__ import annotations
 
 from datetime import datetime
@@ -8,9 +8,9 @@ from datetime import datetime
 import pandas as pd
 import streamlit as st
 
-from lib.service_levels import WINDOWS, parse_targets, send_time_percentiles, slo_statuses
-from lib.text import md_escape
-from lib.timeutil import floor_time, fmt_duration, utcnow
+from lib.health.service_levels import WINDOWS, parse_targets, send_time_percentiles, slo_statuses
+from lib.core.text import md_escape
+from lib.core.timeutil import floor_time, fmt_duration, utcnow
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine, lazy_expander, live_caption
 
 

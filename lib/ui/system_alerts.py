@@ -10,13 +10,13 @@ from datetime import datetime, timedelta
 import pandas as pd
 import streamlit as st
 
-from lib.alerts import (
+from lib.alerts.store import (
     ALERT_TYPES, ALL_TYPES, LIST_CAP, SEVERITIES, Alert, AlertFilter, AlertGroup, alert_counts, alert_summary,
     EXPORT_COLUMNS, export_chunks, group_alerts, list_alerts, matching_ids, resolve,
 )
-from lib.export import build_export
-from lib.timebuckets import bucket_for_range
-from lib.timeutil import fmt_local, utcnow
+from lib.core.export import build_export
+from lib.core.timebuckets import bucket_for_range
+from lib.core.timeutil import fmt_local, utcnow
 from lib.ui.auth import current_actor
 from lib.ui.charts import bucketed_bar_chart
 from lib.ui.counts import count_metric
@@ -24,7 +24,7 @@ from lib.ui.export import export_control
 from lib.ui.feedback import Confirmation, flash, guarded_write, show_flash
 from lib.ui.notifications import badge_columns, silence_selected
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine, lazy_expander
-from lib.text import clip, clip_json
+from lib.core.text import clip, clip_json
 from lib.ui.text import ago, md_escape
 
 class Keys:
@@ -223,7 +223,7 @@ def _on_select(table_key: str) -> None:
 def show_list(alerts: list[Alert], view: AlertsView, scope: Scope, now: datetime,
               badges: dict | None = None) -> tuple[list[uuid.UUID], int]:
     """The list with row selection -> (ids behind the selected rows, how many of them are open).
-    `badges` (lib.notify alert badges by id) adds the "silenced" and "on it" columns.
+    `badges` (lib.notify.notify alert badges by id) adds the "silenced" and "on it" columns.
 
     The selection is kept as ids (Keys.SELECTED); while rows are selected the list stays as it was
     drawn, so no live refresh reorders it under the operator's selection (security item 6)."""

@@ -1,6 +1,6 @@
 """Showing untrusted text inside Markdown-rendering elements (captions, labels, metrics)."""
-from lib.text import md_escape  # noqa: F401  (the rule lives in lib/text.py)
-from lib.timeutil import fmt_ago, utcnow
+from lib.core.text import md_escape  # noqa: F401  (the rule lives in lib/core/text.py)
+from lib.core.timeutil import fmt_ago, utcnow
 
 
 def ago(value) -> str:

@@ -1,4 +1,4 @@
-"""Queue Monitor: the worker's throughput history (lib.throughput over worker_ticks) as a chart."""
+"""Queue Monitor: the worker's throughput history (lib.activity.throughput over worker_ticks) as a chart."""
 from __future__ import annotations
 
 from datetime import datetime
@@ -7,8 +7,8 @@ from typing import Any
 import plotly.graph_objects as go
 import streamlit as st
 
-from lib.throughput import WINDOWS, throughput_history
-from lib.timeutil import floor_time, utcnow
+from lib.activity.throughput import WINDOWS, throughput_history
+from lib.core.timeutil import floor_time, utcnow
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine, lazy_expander
 
 SERIES = (("sent", "sent", "#3f9c6d"), ("failed", "failed (retry scheduled)", "#e4572e"),

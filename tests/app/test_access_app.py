@@ -5,8 +5,8 @@ import time
 
 import sqlalchemy as sa
 
-from lib.db import make_engine
-from lib.schema import instagram_business_accounts
+from lib.core.db import make_engine
+from lib.core.schema import instagram_business_accounts
 
 AUTH = {"auth": {"redirect_uri": "http://127.0.0.1:1/oauth2callback", "cookie_secret": "s",
                  "client_id": "c", "client_secret": "x", "server_metadata_url": "http://127.0.0.1:1/.well-known"}}
@@ -56,7 +56,7 @@ def test_not_signed_in_sees_only_the_sign_in(run_page, demo_url):
 
 
 def test_users_do_not_see_each_others_chat_sessions(run_page, demo_url):
-    from lib.schema import oversight_chat_sessions as ocs
+    from lib.core.schema import oversight_chat_sessions as ocs
     from lib.ui.oversight_chat import Keys
 
     eng = make_engine(demo_url)

@@ -7,10 +7,10 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from lib.db import init_db, make_engine
-from lib.queue import enqueue
-from lib.schema import audit_log, graph_usage, instagram_business_accounts, post_queue, queue_pauses
-from lib.timeutil import utcnow
+from lib.core.db import init_db, make_engine
+from lib.queue.core import enqueue
+from lib.core.schema import audit_log, graph_usage, instagram_business_accounts, post_queue, queue_pauses
+from lib.core.timeutil import utcnow
 
 PAGE = "pages/accounts.py"
 ACC_A = uuid.UUID("aaaaaaaa-0000-0000-0000-000000000001")

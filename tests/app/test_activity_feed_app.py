@@ -6,10 +6,10 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from lib.audit import audit_row
-from lib.db import init_db, make_engine
-from lib.schema import audit_log, instagram_business_accounts
-from lib.timeutil import utcnow
+from lib.core.audit import audit_row
+from lib.core.db import init_db, make_engine
+from lib.core.schema import audit_log, instagram_business_accounts
+from lib.core.timeutil import utcnow
 from lib.ui.activity_feed import Keys
 
 PAGE = "pages/activity_feed.py"

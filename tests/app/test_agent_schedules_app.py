@@ -4,11 +4,11 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from lib.db import init_db, make_engine
-from lib.heartbeats import record_beat
-from lib.schema import agent_schedules, audit_log
-from lib.text import md_escape
-from lib.timeutil import utcnow
+from lib.core.db import init_db, make_engine
+from lib.activity.heartbeats import record_beat
+from lib.core.schema import agent_schedules, audit_log
+from lib.core.text import md_escape
+from lib.core.timeutil import utcnow
 from lib.ui.agent_schedules import CRON, PERIOD, Keys
 
 PAGE = "pages/agent_status.py"
@@ -65,8 +65,8 @@ def test_viewers_see_the_editor_disabled(run_page, sqlite_url):
 
 
 def test_a_late_agent_is_alive_and_named_late_on_both_pages(run_page, sqlite_url):
-    from lib.agent_schedules import make_schedule, set_schedule
-    from lib.identity import OPERATOR, Actor
+    from lib.activity.agent_schedules import make_schedule, set_schedule
+    from lib.core.identity import OPERATOR, Actor
 
     eng = make_engine(sqlite_url)
     init_db(eng)

@@ -8,10 +8,10 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from lib.db import init_db, make_engine
-from lib.schema import agent_heartbeats, system_alerts
-from lib.text import md_escape, plotly_text
-from lib.timeutil import utcnow
+from lib.core.db import init_db, make_engine
+from lib.core.schema import agent_heartbeats, system_alerts
+from lib.core.text import md_escape, plotly_text
+from lib.core.timeutil import utcnow
 from lib.ui.queue_monitor import Keys as QueueKeys
 from lib.ui.system_alerts import Keys as AlertKeys
 from tests.support.queue_rows import add_account, insert_rows, queue_row

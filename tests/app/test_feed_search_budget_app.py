@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from sqlalchemy import event
 
-from lib.settings import load_settings
+from lib.core.settings import load_settings
 
 
 def test_a_new_search_string_costs_one_query(run_page, demo_url):

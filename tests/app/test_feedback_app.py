@@ -9,7 +9,7 @@ def _script(db_path, mode):
     import sqlalchemy as sa
     import streamlit as st
 
-    from lib.identity import VIEWER, Actor, require_operator
+    from lib.core.identity import VIEWER, Actor, require_operator
     from lib.ui.feedback import Confirmation, guarded_write, show_flash
 
     engine = sa.create_engine(f"sqlite:///{db_path}", connect_args={"timeout": 0.2})

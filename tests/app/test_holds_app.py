@@ -6,10 +6,10 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from lib.account_holds import hold
-from lib.db import init_db, make_engine
-from lib.schema import account_holds, graph_usage
-from lib.timeutil import utcnow
+from lib.instagram.account_holds import hold
+from lib.core.db import init_db, make_engine
+from lib.core.schema import account_holds, graph_usage
+from lib.core.timeutil import utcnow
 from tests.support.queue_rows import add_account, insert_rows, queue_row
 
 
@@ -59,7 +59,7 @@ def test_overview_says_it_too_and_a_viewer_cannot_resume(run_page, sqlite_url):
 
 
 def test_the_row_detail_lists_every_attempt_newest_first(run_page, sqlite_url):
-    from lib.schema import post_queue_attempts
+    from lib.core.schema import post_queue_attempts
     from lib.ui.queue_monitor import Keys
 
     eng = make_engine(sqlite_url)

@@ -8,8 +8,8 @@ import pytest
 import sqlalchemy as sa
 from streamlit import config
 
-from lib.db import make_engine
-from lib.schema import system_alerts
+from lib.core.db import make_engine
+from lib.core.schema import system_alerts
 from tests.app.test_access_app import AUTH, signed_in
 
 

@@ -3,8 +3,8 @@ import re
 import uuid
 from datetime import timedelta
 
-from lib.db import init_db, make_engine
-from lib.timeutil import utcnow
+from lib.core.db import init_db, make_engine
+from lib.core.timeutil import utcnow
 from lib.ui.metrics import Keys
 from tests.support.reports import add_accounts, add_raw_json, add_reports, report
 
@@ -180,12 +180,12 @@ def test_details_of_many_accounts_show_one_picked_account(run_page, sqlite_url):
 
 
 def test_demo_seed_renders_with_report_deltas(run_page, sqlite_url):
-    """The demo seed's reports (lib.sandbox.seed): every account's newest weekly report, deltas
+    """The demo seed's reports (sandbox.seed): every account's newest weekly report, deltas
     from its own historical_comparison, no problem note."""
     import sqlalchemy as sa
 
-    from lib.sandbox.seed import seed_demo
-    from lib.schema import analytics_reports
+    from sandbox.seed import seed_demo
+    from lib.core.schema import analytics_reports
 
     eng = make_engine(sqlite_url)
     init_db(eng)
@@ -214,7 +214,7 @@ def test_demo_seed_renders_with_report_deltas(run_page, sqlite_url):
 def test_rows_with_nothing_usable_do_not_break_the_page(run_page, sqlite_url):
     import sqlalchemy as sa
 
-    from lib.schema import analytics_reports
+    from lib.core.schema import analytics_reports
 
     eng = make_engine(sqlite_url)
     init_db(eng)

@@ -5,9 +5,9 @@ from datetime import timedelta
 
 import pytest
 
-from lib.identity import OPERATOR, Actor
-from lib.oversight import create_session, get_session, list_sessions, record_answer, record_question
-from lib.timeutil import utcnow
+from lib.core.identity import OPERATOR, Actor
+from lib.activity.oversight import create_session, get_session, list_sessions, record_answer, record_question
+from lib.core.timeutil import utcnow
 from lib.ui.oversight_chat import Keys
 from tests.support.oversight_fake import FakeOversight, chat_database
 
@@ -164,7 +164,7 @@ def test_a_session_deleted_elsewhere_asks_the_question_in_a_new_session(run_page
     """Security item 8: the page has the session cached; it is deleted elsewhere; the user asks."""
     import sqlalchemy as sa
 
-    from lib.schema import oversight_chat_sessions as ocs
+    from lib.core.schema import oversight_chat_sessions as ocs
 
     url, eng = chat_db
     with eng.begin() as conn:

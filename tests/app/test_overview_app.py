@@ -5,11 +5,11 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from lib.db import init_db, make_engine
-from lib.heartbeats import record_beat
-from lib.sandbox.seed import seed_demo
-from lib.schema import system_alerts
-from lib.timeutil import utcnow
+from lib.core.db import init_db, make_engine
+from lib.activity.heartbeats import record_beat
+from sandbox.seed import seed_demo
+from lib.core.schema import system_alerts
+from lib.core.timeutil import utcnow
 from lib.ui.metrics import Keys as MetricsKeys
 from lib.ui.text import md_escape
 from tests.support.queue_rows import add_account, insert_rows, queue_row

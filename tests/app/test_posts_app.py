@@ -6,8 +6,8 @@ import numpy as np
 import uuid
 from datetime import timedelta
 
-from lib.db import init_db, make_engine
-from lib.timeutil import utcnow
+from lib.core.db import init_db, make_engine
+from lib.core.timeutil import utcnow
 from lib.ui.metrics import Keys as MetricsKeys
 from tests.support.reports import add_accounts, add_reports, report
 

@@ -7,9 +7,9 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from lib.db import init_db, make_engine
-from lib.schema import audit_log, post_queue
-from lib.timeutil import utcnow
+from lib.core.db import init_db, make_engine
+from lib.core.schema import audit_log, post_queue
+from lib.core.timeutil import utcnow
 from lib.ui.queue_monitor import Keys
 from tests.support.queue_rows import add_account, insert_rows, queue_row
 
@@ -184,7 +184,7 @@ def test_empty_states(run_page, sqlite_url):
 def test_worker_last_tick_and_missed_schedule(run_page, sqlite_url):
     from datetime import timedelta
 
-    from lib.schema import worker_ticks
+    from lib.core.schema import worker_ticks
 
     eng = make_engine(sqlite_url)
     init_db(eng)
@@ -211,10 +211,10 @@ def test_worker_last_tick_and_missed_schedule(run_page, sqlite_url):
 def _control_db(tmp_path):
     import uuid as _uuid
 
-    from lib.db import init_db, make_engine
-    from lib.queue import enqueue
-    from lib.schema import instagram_business_accounts, post_queue
-    from lib.timeutil import utcnow
+    from lib.core.db import init_db, make_engine
+    from lib.queue.core import enqueue
+    from lib.core.schema import instagram_business_accounts, post_queue
+    from lib.core.timeutil import utcnow
 
     url = f"sqlite:///{tmp_path}/qc.sqlite"
     eng = make_engine(url)
@@ -229,7 +229,7 @@ def _control_db(tmp_path):
 
 
 def test_discard_all_matching_asks_with_the_count_then_keeps_the_rows_in_audit_log(run_page, tmp_path):
-    from lib.schema import audit_log, post_queue
+    from lib.core.schema import audit_log, post_queue
 
     url, eng, _, ids = _control_db(tmp_path)
     at = run_page(url, PAGE)
@@ -244,7 +244,7 @@ def test_discard_all_matching_asks_with_the_count_then_keeps_the_rows_in_audit_l
 
 
 def test_pause_an_action_type_shows_who_and_resume_ends_it(run_page, tmp_path):
-    from lib.schema import queue_pauses
+    from lib.core.schema import queue_pauses
 
     url, eng, _, _ = _control_db(tmp_path)
     at = run_page(url, PAGE)
@@ -267,7 +267,7 @@ def test_viewers_cannot_discard_or_pause(run_page, tmp_path):
 
 
 def test_edit_and_retry_form_validates_then_saves(run_page, tmp_path):
-    from lib.schema import post_queue
+    from lib.core.schema import post_queue
 
     url, eng, _, ids = _control_db(tmp_path)
     at = run_page(url, PAGE)
@@ -291,7 +291,7 @@ def test_edit_and_retry_form_validates_then_saves(run_page, tmp_path):
 def test_rows_waiting_on_instagram_are_listed_with_reason_and_next_check(run_page, sqlite_url):
     """Issue 12: a row whose container Instagram is still processing waits (pending, next_retry_at
     set): the page lists it apart from failures, with the reason, how long and when it is checked."""
-    from lib.schema import post_queue_state
+    from lib.core.schema import post_queue_state
 
     eng = make_engine(sqlite_url)
     init_db(eng)

@@ -3,10 +3,10 @@ import uuid
 
 import sqlalchemy as sa
 
-from lib.db import init_db, make_engine
-from lib.queue import enqueue
-from lib.schema import instagram_business_accounts
-from lib.timeutil import utcnow
+from lib.core.db import init_db, make_engine
+from lib.queue.core import enqueue
+from lib.core.schema import instagram_business_accounts
+from lib.core.timeutil import utcnow
 
 PAGE = "pages/review.py"
 

@@ -5,9 +5,9 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from lib.db import init_db, make_engine
-from lib.schema import post_queue
-from lib.timeutil import utcnow
+from lib.core.db import init_db, make_engine
+from lib.core.schema import post_queue
+from lib.core.timeutil import utcnow
 from tests.support.worker import add_account
 
 

@@ -6,9 +6,9 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from lib.db import init_db, make_engine
-from lib.schema import audit_log, instagram_business_accounts, system_alerts
-from lib.timeutil import utcnow
+from lib.core.db import init_db, make_engine
+from lib.core.schema import audit_log, instagram_business_accounts, system_alerts
+from lib.core.timeutil import utcnow
 from lib.ui.system_alerts import Keys
 
 PAGE = "pages/system_alerts.py"

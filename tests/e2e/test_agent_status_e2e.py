@@ -5,9 +5,9 @@ from datetime import timedelta
 import pytest
 from playwright.sync_api import expect
 
-from lib.db import init_db, make_engine
-from lib.heartbeats import record_beat
-from lib.timeutil import utcnow
+from lib.core.db import init_db, make_engine
+from lib.activity.heartbeats import record_beat
+from lib.core.timeutil import utcnow
 from lib.ui.agent_status import Keys
 from lib.ui.nav import MENU_KEY, existing_pages
 from tests.e2e.conftest import wait_idle

@@ -7,10 +7,10 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from lib.audit import audit_row
-from lib.db import make_engine
-from lib.schema import audit_log
-from lib.timeutil import utcnow
+from lib.core.audit import audit_row
+from lib.core.db import make_engine
+from lib.core.schema import audit_log
+from lib.core.timeutil import utcnow
 from tests.e2e.conftest import wait_idle
 
 import sqlalchemy as sa

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
-from lib import notify
-from lib.sandbox.notify_sink import NotifySink
+from lib.notify import notify
+from sandbox.notify_sink import NotifySink
 from tests.e2e.conftest import wait_idle
 
 pytestmark = pytest.mark.e2e

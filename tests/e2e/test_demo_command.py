@@ -11,11 +11,11 @@ import requests
 import sqlalchemy as sa
 from playwright.sync_api import expect
 
-from lib.db import make_engine
-from lib.heartbeats import agent_statuses
-from lib.schema import post_queue, worker_ticks
-from lib.sse import ChatStream, build_chat_request, open_chat
-from lib.timeutil import utcnow
+from lib.core.db import make_engine
+from lib.activity.heartbeats import agent_statuses
+from lib.core.schema import post_queue, worker_ticks
+from lib.activity.sse import ChatStream, build_chat_request, open_chat
+from lib.core.timeutil import utcnow
 from tests.e2e.conftest import wait_idle
 from tests.support.pg import free_port
 from tests.support.servers import ROOT

@@ -7,10 +7,10 @@ import pytest
 import sqlalchemy as sa
 from playwright.sync_api import expect
 
-from lib.db import init_db, make_engine
-from lib.queue import enqueue
-from lib.schema import audit_log, post_queue
-from lib.timeutil import utcnow
+from lib.core.db import init_db, make_engine
+from lib.queue.core import enqueue
+from lib.core.schema import audit_log, post_queue
+from lib.core.timeutil import utcnow
 from tests.e2e.conftest import wait_idle
 from tests.e2e.test_queue_edit_e2e import _open_edit_form
 from tests.support.queue_rows import add_account

@@ -12,11 +12,11 @@ import pytest
 import sqlalchemy as sa
 from playwright.sync_api import expect
 
-from lib.alerts import open_or_update_alert
-from lib.audit import audit_row
-from lib.db import init_db, make_engine
-from lib.schema import audit_log
-from lib.timeutil import utcnow
+from lib.alerts.store import open_or_update_alert
+from lib.core.audit import audit_row
+from lib.core.db import init_db, make_engine
+from lib.core.schema import audit_log
+from lib.core.timeutil import utcnow
 from tests.e2e.conftest import wait_idle
 
 pytestmark = pytest.mark.e2e

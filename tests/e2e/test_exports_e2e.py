@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from playwright.sync_api import expect
 
-from lib import audit
-from lib import posts as lp
-from lib.db import make_engine
-from lib.timeutil import utcnow
+from lib.core import audit
+from lib.analytics import posts as lp
+from lib.core.db import make_engine
+from lib.core.timeutil import utcnow
 from tests.e2e.conftest import wait_idle
 from tests.e2e.test_feed_alerts_e2e import demo_db  # noqa: F401 - the fixture
 

@@ -11,10 +11,10 @@ import pytest
 import sqlalchemy as sa
 from playwright.sync_api import expect
 
-from lib.audit import audit_row
-from lib.db import init_db, make_engine
-from lib.schema import audit_log, system_alerts
-from lib.timeutil import utcnow
+from lib.core.audit import audit_row
+from lib.core.db import init_db, make_engine
+from lib.core.schema import audit_log, system_alerts
+from lib.core.timeutil import utcnow
 from tests.e2e.conftest import open_expander, wait_idle
 
 pytestmark = pytest.mark.e2e

@@ -5,7 +5,7 @@ import pytest
 from oidc_provider_mock import User, run_server_in_thread
 from playwright.sync_api import expect
 
-from lib.db import init_db, make_engine
+from lib.core.db import init_db, make_engine
 from tests.e2e.conftest import wait_idle
 from tests.support.pg import free_port
 

@@ -14,12 +14,12 @@ import pytest
 import sqlalchemy as sa
 from playwright.sync_api import expect
 
-from lib.db import init_db, make_engine
-from lib.identity import OPERATOR, Actor
-from lib.queue_control import pause
-from lib.sandbox.seed import seed_demo
-from lib.schema import instagram_business_accounts, system_alerts
-from lib.timeutil import utcnow
+from lib.core.db import init_db, make_engine
+from lib.core.identity import OPERATOR, Actor
+from lib.queue.control import pause
+from sandbox.seed import seed_demo
+from lib.core.schema import instagram_business_accounts, system_alerts
+from lib.core.timeutil import utcnow
 from lib.ui.nav import existing_pages
 from tests.e2e.conftest import wait_idle
 

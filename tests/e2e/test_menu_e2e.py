@@ -7,9 +7,9 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from lib.db import init_db, make_engine
-from lib.sandbox.seed import seed_demo
-from lib.timeutil import utcnow
+from lib.core.db import init_db, make_engine
+from sandbox.seed import seed_demo
+from lib.core.timeutil import utcnow
 from lib.ui.nav import MENU_KEY, existing_pages, sections
 from tests.e2e.conftest import wait_idle
 from tests.support.servers import StreamlitServer

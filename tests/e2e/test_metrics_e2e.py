@@ -8,8 +8,8 @@ from datetime import timedelta
 import pytest
 from playwright.sync_api import expect
 
-from lib.db import init_db, make_engine
-from lib.timeutil import utcnow
+from lib.core.db import init_db, make_engine
+from lib.core.timeutil import utcnow
 from lib.ui.metrics import Keys
 from tests.e2e.conftest import wait_idle
 from tests.support.reports import add_accounts, add_reports, report

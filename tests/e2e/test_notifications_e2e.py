@@ -11,11 +11,11 @@ import pytest
 import sqlalchemy as sa
 from playwright.sync_api import expect
 
-from lib import notify
-from lib.db import init_db, make_engine
-from lib.sandbox.notify_sink import NotifySink
-from lib.schema import instagram_business_accounts, system_alerts
-from lib.timeutil import utcnow
+from lib.notify import notify
+from lib.core.db import init_db, make_engine
+from sandbox.notify_sink import NotifySink
+from lib.core.schema import instagram_business_accounts, system_alerts
+from lib.core.timeutil import utcnow
 from lib.ui.nav import MENU_KEY
 from tests.e2e.conftest import wait_idle
 

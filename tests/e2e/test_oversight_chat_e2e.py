@@ -5,7 +5,7 @@ import uuid
 import pytest
 from playwright.sync_api import expect
 
-from lib.oversight import get_session, list_sessions
+from lib.activity.oversight import get_session, list_sessions
 from tests.e2e.conftest import wait_idle
 from tests.support.oversight_fake import FakeOversight, chat_database
 
@@ -57,9 +57,9 @@ def test_answer_grows_then_stop_keeps_partial_answer_after_reload(start_app, cha
 
 
 def test_the_brains_lists_read_as_lists_and_nothing_else_is_interpreted(start_app, chat_db, page):
-    from lib.identity import OPERATOR, Actor
-    from lib.oversight import create_session, record_answer, record_question
-    from lib.timeutil import utcnow
+    from lib.core.identity import OPERATOR, Actor
+    from lib.activity.oversight import create_session, record_answer, record_question
+    from lib.core.timeutil import utcnow
 
     url, eng = chat_db
     me, now = Actor("local", OPERATOR), utcnow()

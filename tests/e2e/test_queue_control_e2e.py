@@ -6,9 +6,9 @@ import pytest
 import sqlalchemy as sa
 from playwright.sync_api import expect
 
-from lib.db import init_db, make_engine
-from lib.schema import audit_log, post_queue, queue_pauses
-from lib.timeutil import utcnow
+from lib.core.db import init_db, make_engine
+from lib.core.schema import audit_log, post_queue, queue_pauses
+from lib.core.timeutil import utcnow
 from tests.e2e.conftest import wait_idle
 from tests.support.queue_rows import add_account, insert_rows, queue_row
 

@@ -10,12 +10,12 @@ import pytest
 import sqlalchemy as sa
 from playwright.sync_api import expect
 
-from lib.db import init_db, make_engine
-from lib.identity import OPERATOR, Actor
-from lib.queue import enqueue, idempotency_key
-from lib.queue_control import pause
-from lib.schema import audit_log, post_queue
-from lib.timeutil import utcnow
+from lib.core.db import init_db, make_engine
+from lib.core.identity import OPERATOR, Actor
+from lib.queue.core import enqueue, idempotency_key
+from lib.queue.control import pause
+from lib.core.schema import audit_log, post_queue
+from lib.core.timeutil import utcnow
 from tests.e2e.conftest import click_until, wait_idle
 from tests.support.queue_rows import add_account, insert_rows, queue_row
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
-from lib.db import init_db, make_engine
-from lib.timeutil import utcnow
+from lib.core.db import init_db, make_engine
+from lib.core.timeutil import utcnow
 from tests.e2e.conftest import click_until, wait_idle
 from tests.support.queue_rows import add_account, insert_rows, queue_row
 

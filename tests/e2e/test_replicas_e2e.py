@@ -21,8 +21,8 @@ import pytest
 import sqlalchemy as sa
 from playwright.sync_api import expect
 
-from lib.db import make_engine
-from lib.schema import post_queue, system_alerts
+from lib.core.db import make_engine
+from lib.core.schema import post_queue, system_alerts
 from tests.e2e.conftest import wait_idle
 from tests.support.queue_rows import insert_rows, queue_row
 from tests.support.servers import ROOT, StreamlitServer

@@ -9,9 +9,9 @@ import pytest
 import sqlalchemy as sa
 from playwright.sync_api import expect
 
-from lib.db import init_db, make_engine
-from lib.schema import worker_ticks
-from lib.timeutil import utcnow
+from lib.core.db import init_db, make_engine
+from lib.core.schema import worker_ticks
+from lib.core.timeutil import utcnow
 from lib.ui.throughput import PANEL
 from tests.e2e.conftest import wait_idle
 

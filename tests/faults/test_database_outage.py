@@ -13,12 +13,12 @@ import pytest
 import sqlalchemy as sa
 from playwright.sync_api import expect
 
-from lib.db import init_db, make_engine
-from lib.queue import enqueue
-from lib.sandbox.graph_api import GraphSandbox
-from lib.sandbox.seed import seed_demo
-from lib.schema import post_queue, worker_ticks
-from lib.timeutil import utcnow
+from lib.core.db import init_db, make_engine
+from lib.queue.core import enqueue
+from sandbox.graph_api import GraphSandbox
+from sandbox.seed import seed_demo
+from lib.core.schema import post_queue, worker_ticks
+from lib.core.timeutil import utcnow
 from lib.ui.nav import existing_pages
 from tests.e2e.conftest import wait_idle
 from tests.support.servers import ROOT

@@ -17,10 +17,10 @@ import pytest
 import sqlalchemy as sa
 from playwright.sync_api import expect
 
-from lib.db import init_db, make_engine
-from lib.sandbox.seed import seed_demo
-from lib.schema import post_queue
-from lib.timeutil import utcnow
+from lib.core.db import init_db, make_engine
+from sandbox.seed import seed_demo
+from lib.core.schema import post_queue
+from lib.core.timeutil import utcnow
 from lib.ui.nav import existing_pages
 from tests.e2e.conftest import open_expander, wait_idle
 from tests.support.hostile import SCRIPT, USERNAME, add_hostile

@@ -13,10 +13,10 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from lib.db import init_db, make_engine
-from lib.sandbox.seed import seed_demo
-from lib.schema import post_queue
-from lib.timeutil import utcnow
+from lib.core.db import init_db, make_engine
+from sandbox.seed import seed_demo
+from lib.core.schema import post_queue
+from lib.core.timeutil import utcnow
 from lib.ui.nav import existing_pages
 from tests.app.conftest import run_page  # noqa: F401  (the AppTest fixture)
 from tests.support.hostile import SCRIPT, USERNAME, add_hostile

@@ -14,8 +14,8 @@ import uuid
 import pytest
 from playwright.sync_api import expect
 
-from lib.oversight import get_session, list_sessions
-from lib.sandbox.sse_server import BackgroundServer
+from lib.activity.oversight import get_session, list_sessions
+from sandbox.sse_server import BackgroundServer
 from tests.e2e.conftest import wait_idle
 from tests.support.oversight_fake import _Handler as ScriptedHandler, chat_database
 

@@ -17,10 +17,10 @@ from datetime import datetime, timezone
 import pytest
 import sqlalchemy as sa
 
-from lib.identity import OPERATOR, Actor
-from lib.queue import QueueFilter, matching_ids, retry
-from lib.schema import audit_log
-from lib.schema import post_queue as pq
+from lib.core.identity import OPERATOR, Actor
+from lib.queue.core import QueueFilter, matching_ids, retry
+from lib.core.schema import audit_log
+from lib.core.schema import post_queue as pq
 from tests.support.queue_rows import insert_rows, queue_row
 from tests.support.servers import ROOT
 from tests.support.worker import add_account, add_row, pg_db, sandbox, statuses, worker_command, worker_env  # noqa: F401

@@ -12,7 +12,7 @@ from dataclasses import replace
 import requests
 import uvicorn
 
-from lib.settings import Settings
+from lib.core.settings import Settings
 from tests.support.pg import free_port
 from tests.support.servers import ROOT
 

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from lib.schema import (
+from lib.core.schema import (
     agent_heartbeats,
     analytics_reports,
     audit_log,
@@ -25,7 +25,7 @@ from lib.schema import (
     system_alerts,
     worker_ticks,
 )
-from lib.timeutil import iso
+from lib.core.timeutil import iso
 
 SCRIPT = "<script>alert(1)</script>"
 IMG = "<img src=x onerror=alert(1)>"

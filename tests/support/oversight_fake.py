@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Any
 
-from lib.sandbox.sse_server import BackgroundServer, SSEHandler
+from sandbox.sse_server import BackgroundServer, SSEHandler
 
 CHAT_PATH = "/api/instagram/oversight/chat"
 NORMAL_TOKENS = ["There ", "are ", "3 ", "items ", "in ", "the ", "DLQ."]
@@ -120,10 +120,10 @@ def chat_database(sqlite_url: str, account_id, username: str):
     """(url, engine): an initialised database with one account and a fresh oversight-brain beat."""
     import sqlalchemy as sa
 
-    from lib.db import init_db, make_engine
-    from lib.heartbeats import record_beat
-    from lib.schema import instagram_business_accounts
-    from lib.timeutil import utcnow
+    from lib.core.db import init_db, make_engine
+    from lib.activity.heartbeats import record_beat
+    from lib.core.schema import instagram_business_accounts
+    from lib.core.timeutil import utcnow
 
     eng = make_engine(sqlite_url)
     init_db(eng)

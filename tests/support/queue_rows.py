@@ -7,7 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from lib.schema import instagram_business_accounts, post_queue
+from lib.core.schema import instagram_business_accounts, post_queue
 
 
 def add_account(conn, username: str, now: datetime) -> uuid.UUID:

@@ -7,7 +7,7 @@ from datetime import date, datetime, timedelta, timezone
 
 import sqlalchemy as sa
 
-from lib.schema import analytics_reports, instagram_business_accounts
+from lib.core.schema import analytics_reports, instagram_business_accounts
 
 
 def ig(reach=1000, impressions=2000, followers=5000, growth=50, engagement=4.0, **extra) -> dict:

@@ -8,8 +8,8 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from lib.audit import audit_row
-from lib.schema import audit_log, instagram_business_accounts, post_queue
+from lib.core.audit import audit_row
+from lib.core.schema import audit_log, instagram_business_accounts, post_queue
 
 
 def decoy_of(needle: str) -> str:

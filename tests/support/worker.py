@@ -10,13 +10,13 @@ from datetime import datetime, timezone
 import pytest
 import sqlalchemy as sa
 
-from lib.instagram import GraphClient
-from lib.queue import enqueue
-from lib.sandbox.graph_api import GraphSandbox
-from lib.schema import instagram_business_accounts as accounts
-from lib.schema import post_queue as pq
-from lib.db import init_db, make_engine
-from lib.settings import Settings
+from lib.instagram.client import GraphClient
+from lib.queue.core import enqueue
+from sandbox.graph_api import GraphSandbox
+from lib.core.schema import instagram_business_accounts as accounts
+from lib.core.schema import post_queue as pq
+from lib.core.db import init_db, make_engine
+from lib.core.settings import Settings
 from tests.support.servers import ROOT
 
 
