@@ -12,7 +12,7 @@ Per database (a throwaway PostgreSQL from tests/support/pg.py, a SQLite file und
 2. Requests per second of POST /agent/heartbeat and GET /post-queue/status (10,000 queue rows of
    mixed statuses) from `--clients` threads with keep-alive sessions for `--seconds` each, against one
    API process. The client runs on the same machine and takes CPU from the server: a floor.
-3. PostgreSQL only: the cost of the poll's question (lib.queue.core.came_due_since) with `--history-rows`
+3. PostgreSQL only: the cost of the poll's question (lib.queue.holds.came_due_since) with `--history-rows`
    sent rows in post_queue (and with none), median of 200 runs, and its plan.
 
 Writes bench/results/api.json and bench/results/api.md. Nothing is asserted.
@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lib.core.db import init_db, make_engine  # noqa: E402
-from lib.queue.core import came_due_since, claimable_clause  # noqa: E402
+from lib.queue.holds import came_due_since, claimable_clause
 from sandbox.graph_api import GraphSandbox  # noqa: E402
 from lib.core.schema import instagram_business_accounts as accounts  # noqa: E402
 from lib.core.schema import post_queue  # noqa: E402

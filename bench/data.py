@@ -96,7 +96,7 @@ def prepare_steady_state(engine) -> None:
     every 5 minutes), then VACUUM ANALYZE on PostgreSQL, so the run's plans see the statistics of the data
     as it is now and the visibility map lets the index-only counts skip the heap (autovacuum's job; cheap
     when nothing changed: VACUUM skips all-visible pages). SQLite: ANALYZE."""
-    from lib.queue.core import refresh_sent_rollup
+    from lib.queue.store import refresh_sent_rollup
 
     with engine.begin() as conn:
         refresh_sent_rollup(conn, now=utcnow(), force=True)
@@ -183,8 +183,8 @@ def ensure_postgres(name: str, volumes: dict, *, rebuild: bool, log=print) -> tu
 #
 # What a year leaves behind in post_queue (docs/bench.md, "The history volume"): the history rows are all
 # `sent` -- 95 % at the first attempt, `retried_share` after 1-3 retries (retry_count kept, error cleared,
-# as worker.tick.record_sent leaves a row). The year's other outcomes leave no row: a discarded failure is
-# deleted (lib.queue.control.discard; its audit row stays), a retried one ends up sent. The active backlog
+# as lib.queue.store.record_sent leaves a row). The year's other outcomes leave no row: a discarded failure is
+# deleted (lib.queue.store.discard; its audit row stays), a retried one ends up sent. The active backlog
 # (pending, processing, failed, dlq) is the base volume's, so "history" means history; what a large
 # unhandled dead-letter backlog costs is measured on its own (bench/growth.py, dlq_backlog).
 HISTORY = dict(queue_rows=5_000_000, audit_rows=5_000_000, heartbeats=4_000_000, days=365, recent_days=7,

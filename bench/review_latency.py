@@ -5,7 +5,7 @@
 A fresh database (SQLite in a temporary folder, or a throwaway PostgreSQL with --pg), the sandbox Graph
 API in this process, N reply_comment rows held by REVIEW_ACTIONS=reply_comment, and `python -m worker` as a
 service that looks for due rows every --poll-s seconds between its cron ticks (WORKER_POLL_S). Rows are
-approved one at a time through lib.queue.review.approve (what the page's Approve button calls), each after a random
+approved one at a time through lib.queue.store.approve (what the page's Approve button calls), each after a random
 pause so approvals land at every phase of the worker's cycle; the latency is from the approval's commit to
 the row's status `sent` as read from the database (polled every 20 ms). Prints p50/p95/max and writes
 bench/results/review_latency.json.
@@ -33,8 +33,9 @@ import sqlalchemy as sa  # noqa: E402
 
 from lib.core.db import init_db, make_engine  # noqa: E402
 from lib.core.identity import OPERATOR, Actor  # noqa: E402
-from lib.queue.core import enqueue  # noqa: E402
-from lib.queue.review import approve, held_count  # noqa: E402
+from lib.queue.store import enqueue
+from lib.queue.store import approve
+from lib.queue.review import held_count
 from sandbox.graph_api import GraphSandbox  # noqa: E402
 from lib.core.schema import instagram_business_accounts as accounts  # noqa: E402
 from lib.core.schema import post_queue as pq  # noqa: E402

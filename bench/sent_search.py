@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.sent_search [--rows 5000000] [--runs 5] [--out bench/results/sent_search.json]
 
 A throwaway PostgreSQL with `--rows` rows in post_queue, each with a payload like the agents send
-(comment, recipient or conversation ids and a message text), then lib.queue.core.search_sent for: a rare
+(comment, recipient or conversation ids and a message text), then lib.queue.reads.search_sent for: a rare
 comment id, a word in a tenth of the rows (the cap stops the read), text matching nothing -- with the
 pg_trgm index init creates (ix_post_queue_payload_trgm), then without it (a database where the
 extension may not be created). `python -m bench --history --growth` measures the same calls on the
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lib.core.db import QUEUE_TRIGRAM_INDEX, init_db, make_engine  # noqa: E402
-from lib.queue.core import search_sent  # noqa: E402
+from lib.queue.reads import search_sent
 from tests.support.pg import ThrowawayPostgres  # noqa: E402
 
 CHUNK = 500_000

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 import sqlalchemy as sa  # noqa: E402
 
 from lib.core.db import init_db, make_engine  # noqa: E402
-from lib.queue.core import enqueue  # noqa: E402
+from lib.queue.store import enqueue
 from sandbox.graph_api import GraphSandbox  # noqa: E402
 from lib.core.schema import instagram_business_accounts as accounts  # noqa: E402
 from lib.core.schema import post_queue as pq  # noqa: E402

@@ -2,7 +2,7 @@
 
     python -m sandbox.demo_enqueuer --interval 20 [--per-tick 3] [--seed 1] [--once]
 
-Writes through lib.queue.core.enqueue into the configured DATABASE_URL (duplicates are no-ops).
+Writes through lib.queue.store.enqueue into the configured DATABASE_URL (duplicates are no-ops).
 The rows only make sense against the sandbox Graph API (their ids are invented).
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 from lib.queue.accounts import list_accounts
 from lib.core.db import UNAVAILABLE_ERRORS, init_db, make_engine
-from lib.queue.core import enqueue
+from lib.queue.store import enqueue
 from lib.core.settings import load_settings
 from lib.core.timeutil import utcnow
 

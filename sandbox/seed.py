@@ -31,7 +31,7 @@ from sqlalchemy.engine import Engine
 from lib.core import schema
 from lib.core.audit import audit_row
 from lib.instagram.errors import backoff_delay
-from lib.queue.core import ACTION_TYPES, SUCCESS_EVENT, idempotency_key
+from lib.queue.rules import ACTION_TYPES, SUCCESS_EVENT, idempotency_key
 from lib.core.settings import Settings
 from lib.core.timeutil import iso
 

@@ -1,4 +1,4 @@
-"""Account health (lib.queue.accounts.account_health) and the token expiry check (worker.tick.check_tokens)
+"""Account health (lib.queue.accounts.account_health) and the token expiry check (worker.checks.check_tokens)
 against the sandbox over real HTTP, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ import sqlalchemy as sa
 from lib.queue.accounts import account_health
 from lib.alerts.store import TOKEN_EXPIRING
 from lib.core.identity import OPERATOR, Actor
-from lib.queue.control import pause
+from lib.queue.store import pause
 from lib.core.schema import system_alerts
 from tests.support.worker import add_account, add_row, client_for, sandbox, worker_settings  # noqa: F401
-from worker.tick import check_tokens, run_tick
+from worker.checks import check_tokens
+from worker.tick import run_tick
 
 OP = Actor("ops@example.com", OPERATOR)
 

@@ -16,7 +16,9 @@ import sqlalchemy as sa
 
 from lib.core.db import init_db, make_engine
 from lib.activity.heartbeats import agent_statuses
-from lib.queue.core import enqueue, idempotency_key, status_summary
+from lib.queue.store import enqueue
+from lib.queue.rules import idempotency_key
+from lib.queue.reads import status_summary
 from lib.core.schema import agent_heartbeats, audit_log, post_queue
 from lib.core.timeutil import utcnow
 from tests.support.api import TOKENS, ApiProcess, ApiThread, auth
@@ -134,7 +136,7 @@ def test_each_action_route_enqueues_one_pending_row_and_a_repeat_is_a_duplicate(
         again = requests.post(api.url + path, headers=auth("ops"), json={**payload, "business_account_id": str(acc)})
         assert again.status_code == 200, again.text
         assert again.json() == {"success": True, "queue_id": str(ids[path]), "status": "pending", "duplicate": True}
-    with eng.begin() as conn:  # a script enqueueing the same action through lib.queue.core adds nothing either
+    with eng.begin() as conn:  # a script enqueueing the same action through lib.queue.store adds nothing either
         action_type, payload = ACTIONS["/send-dm"]
         assert enqueue(conn, business_account_id=acc, action_type=action_type, payload=payload, now=utcnow()) is None
         assert conn.execute(sa.select(sa.func.count()).select_from(post_queue)).scalar() == len(ACTIONS)

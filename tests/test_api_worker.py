@@ -13,7 +13,7 @@ import requests
 import sqlalchemy as sa
 
 from lib.core.db import init_db, make_engine
-from lib.queue.core import came_due_since
+from lib.queue.holds import came_due_since
 from lib.core.schema import post_queue as pq
 from lib.core.timeutil import utcnow
 from tests.support.api import API_TOKENS, ApiProcess, auth
@@ -115,7 +115,7 @@ def test_worker_poll_s_0_keeps_cron_ticks_only(sqlite_url, sandbox):
     try:
         time.sleep(2)
         with eng.begin() as conn:
-            from lib.queue.core import enqueue
+            from lib.queue.store import enqueue
 
             enqueue(conn, business_account_id=acc, action_type="send_dm",
                     payload={"recipient_id": "1", "message_text": "waits for cron"}, now=utcnow())
@@ -130,7 +130,7 @@ def test_worker_poll_s_0_keeps_cron_ticks_only(sqlite_url, sandbox):
 @pytest.mark.slow
 def test_an_api_action_held_for_review_is_sent_once_within_seconds_of_its_approval(db_url, sandbox):
     from lib.core.identity import Actor
-    from lib.queue.review import approve
+    from lib.queue.store import approve
 
     eng = make_engine(db_url)
     init_db(eng)

@@ -10,8 +10,10 @@ import pytest
 import sqlalchemy as sa
 
 from lib.core.identity import OPERATOR, Actor
-from lib.queue.core import row_detail
-from lib.queue.control import QueueControlError, edit_and_retry, stored_values
+from lib.queue.reads import row_detail
+from lib.queue.rules import QueueControlError
+from lib.queue.store import edit_and_retry
+from lib.queue.reads import stored_values
 from sandbox.graph_api import GraphSandbox
 from lib.core.schema import audit_log, post_queue as pq, post_queue_state
 from lib.core.text import clip_json

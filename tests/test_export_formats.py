@@ -14,7 +14,8 @@ from lib.alerts import store as alerts
 
 from lib.core import audit
 from lib.core.export import build_export, frame_export, rows_to_parquet
-from lib.queue.core import EXPORT_COLUMNS as QUEUE_COLUMNS, QueueFilter, iter_export_rows
+from lib.queue.rules import EXPORT_COLUMNS as QUEUE_COLUMNS, QueueFilter
+from lib.queue.reads import iter_export_rows
 from tests.support.queue_rows import add_account, insert_rows, queue_row
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)

@@ -15,8 +15,10 @@ from lib.instagram import usage as gu_lib
 from lib.alerts.store import open_or_update_alert, severity
 from lib.activity.heartbeats import record_beat
 from lib.instagram.errors import Usage
-from lib.health.metrics import APP_ACCOUNT, DatabaseCollector, endpoint_label
-from lib.queue.core import ACTION_TYPES, STATUSES, queue_health
+from lib.core.counters import endpoint_label
+from lib.health.metrics import APP_ACCOUNT, DatabaseCollector
+from lib.queue.rules import ACTION_TYPES, STATUSES
+from lib.queue.reads import queue_health
 from lib.core.schema import agent_heartbeats, instagram_business_accounts, post_queue, system_alerts
 from lib.core.timeutil import utcnow
 from tests.support.queue_rows import add_account, insert_rows, queue_row

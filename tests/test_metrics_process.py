@@ -18,7 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lib.alerts.store import open_or_update_alert
 from lib.activity.heartbeats import record_beat
-from lib.queue.core import ACTION_TYPES, STATUSES, queue_health
+from lib.queue.rules import ACTION_TYPES, STATUSES
+from lib.queue.reads import queue_health
 from lib.core.schema import agent_heartbeats, post_queue as pq, system_alerts
 from lib.core.timeutil import utcnow
 from tests.support.pg import free_port

@@ -396,7 +396,7 @@ def test_history_older_than_the_window_is_pruned_open_work_stays(engine, sink):
 
 
 def test_deliveries_are_counted_in_the_prometheus_counter(engine, sink):
-    from lib.health.metrics import NOTIFICATIONS
+    from lib.core.counters import NOTIFICATIONS
 
     def sent_so_far():
         return NOTIFICATIONS.labels("sent")._value.get()

@@ -13,7 +13,7 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from lib.health import metrics
+from lib.core import counters
 from lib.health.metrics import Snapshot, families
 from lib.core.timeutil import utcnow
 
@@ -140,7 +140,7 @@ def test_every_dashboard_query_is_valid_promql(files):
 
 
 def exported_names() -> set[str]:
-    text = generate_latest(metrics.REGISTRY).decode()
+    text = generate_latest(counters.REGISTRY).decode()
     names = {f.name for f in text_string_to_metric_families(text)}
     names |= {f.name for f in families(Snapshot(), utcnow())}
     return {n for n in names if n.startswith("agent_dashboard_")}

@@ -10,7 +10,7 @@ from lib.core.identity import OPERATOR, Actor
 from lib.activity.oversight import (
     SessionNotFound, create_session, get_session, list_sessions, record_answer, record_question, rename_session,
 )
-from lib.queue.core import enqueue
+from lib.queue.store import enqueue
 from sandbox.oversight_backend import make_server
 from lib.core.schema import oversight_chat_sessions, post_queue, system_alerts
 from lib.activity.sse import AgentDown, ChatStream, build_chat_request, open_chat

@@ -1,4 +1,4 @@
-"""Queue control (lib.queue.control) on SQLite and PostgreSQL: pause/resume against the worker's
+"""Queue control (lib.queue.store and lib.queue.reads) on SQLite and PostgreSQL: pause/resume against the worker's
 claim, discard with the row kept in audit_log, edit and retry with validation; viewers refused;
 nothing half-done when the worker holds a row."""
 from __future__ import annotations
@@ -9,12 +9,14 @@ import pytest
 import sqlalchemy as sa
 
 from lib.core.identity import OPERATOR, Actor, PermissionDenied
-from lib.queue.core import queue_health
-from lib.queue.control import (QueueControlError, active_pauses, discard, discarded_row, edit_and_retry, pause,
-                               resume)
+from lib.queue.reads import queue_health
+from lib.queue.rules import QueueControlError
+from lib.queue.reads import active_pauses, discarded_row
+from lib.queue.store import discard, edit_and_retry, pause, resume
 from lib.core.schema import audit_log, post_queue as pq
 from tests.support.worker import add_account, add_row, client_for, row, sandbox, worker_settings  # noqa: F401
-from worker.tick import claim, run_tick
+from lib.queue.store import claim
+from worker.tick import run_tick
 
 OP = Actor("ops@example.com", OPERATOR)
 VIEWER = Actor("viewer@example.com")

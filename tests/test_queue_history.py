@@ -1,6 +1,6 @@
 """Scale with history: status_summary from the partial indexes and the worker's sent rollup.
 
-"Right" (lib.queue.core.refresh_sent_rollup): writes that set updated_at to the time of the write are
+"Right" (lib.queue.store.refresh_sent_rollup): writes that set updated_at to the time of the write are
 counted at once; other changes (deletes, updates that leave updated_at old) once their day is
 recounted, which a full walk of the refreshes guarantees. Checked against a direct GROUP BY after
 other writers insert, update and delete rows, on SQLite and PostgreSQL.
@@ -14,7 +14,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from lib.queue.core import ACTION_TYPES, STATUSES, refresh_sent_rollup, rollup_state, status_summary
+from lib.queue.rules import ACTION_TYPES, STATUSES
+from lib.queue.store import refresh_sent_rollup
+from lib.queue.reads import rollup_state, status_summary
 from lib.core.schema import post_queue as q
 
 pytestmark = pytest.mark.own_schema("rows without an account or updated_at, which the user's DDL forbids")
@@ -122,15 +124,15 @@ def test_refresh_runs_at_most_every_few_minutes(engine):
 
 
 @pytest.mark.parametrize("clause, index", [("active_clause", "ix_post_queue_active"),
-                                           ("_other_clause", "ix_post_queue_other_status")])
+                                           ("other_clause", "ix_post_queue_other_status")])
 def test_the_not_sent_counts_use_the_partial_indexes(engine, clause, index):
     """The active statuses are counted from ix_post_queue_active, any other status from
     ix_post_queue_other_status: neither reads the whole table."""
     from sqlalchemy.dialects import postgresql, sqlite
 
-    import lib.queue.core
+    import lib.queue.rules
 
-    stmt = (sa.select(q.c.action_type, q.c.status, sa.func.count()).where(getattr(lib.queue.core, clause)())
+    stmt = (sa.select(q.c.action_type, q.c.status, sa.func.count()).where(getattr(lib.queue.rules, clause)())
             .group_by(q.c.action_type, q.c.status))
     with engine.begin() as conn:
         _history(conn)
@@ -159,7 +161,7 @@ def test_a_status_outside_the_spec_is_counted_too(engine):
 
 
 def test_the_worker_refreshes_the_rollup_at_most_every_few_minutes(engine):
-    from worker.tick import refresh_rollup
+    from lib.queue.store import refresh_rollup
 
     with engine.begin() as conn:
         _history(conn, n=100)

@@ -8,10 +8,9 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from lib.queue.core import (
-    MAX_BULK_RETRY, QueueFilter, count_rows, dlq_rows, error_groups, matching_ids, queue_health, queue_rows, retry,
-    row_detail, status_summary,
-)
+from lib.queue.rules import MAX_BULK_RETRY, QueueFilter
+from lib.queue.reads import count_rows, dlq_rows, error_groups, matching_ids, queue_health, queue_rows, row_detail, status_summary
+from lib.queue.store import retry
 from lib.core.audit import log_audit
 from lib.core.identity import OPERATOR, Actor
 from lib.core.schema import audit_log, post_queue

@@ -1,5 +1,6 @@
 """Pure Queue Monitor rules: error normalisation and grouping, payload redaction, summary matrix."""
-from lib.queue.core import REDACTED, group_errors, normalize_error, redact, summary_matrix
+from lib.core.redact import REDACTED, redact
+from lib.queue.rules import group_errors, normalize_error, summary_matrix
 
 
 def test_normalize_error_merges_rows_that_differ_only_by_ids_and_numbers():

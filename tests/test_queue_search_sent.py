@@ -1,11 +1,12 @@
-"""Finding queue rows by what was sent (lib.queue.core.search_sent) on SQLite, PostgreSQL and the user's schema."""
+"""Finding queue rows by what was sent (lib.queue.reads.search_sent) on SQLite, PostgreSQL and the user's schema."""
 from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
 
 from lib.core.db import QUEUE_TRIGRAM_INDEX
-from lib.queue.core import SENT_SEARCH_CAP, SENT_SEARCH_SHOWN, search_sent
+from lib.queue.rules import SENT_SEARCH_CAP, SENT_SEARCH_SHOWN
+from lib.queue.reads import search_sent
 from lib.core.timeutil import utcnow
 from tests.support.queue_rows import add_account, insert_rows, queue_row
 

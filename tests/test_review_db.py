@@ -12,16 +12,16 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from lib.queue import review
+from lib.queue import review, review_rules
 from lib.core.audit import audit_row
 from lib.core.identity import OPERATOR, Actor, PermissionDenied
-from lib.queue.core import enqueue, retry
-from lib.queue.review import (EXPIRE_ERROR, ReviewError, approve, decide_many, decision_stats, expire_due,
-                        export_decisions, fetch_context, held_clause, held_rows, remove_policy, reject,
-                        set_policy, should_hold, worker_pass)
+from lib.queue.store import enqueue, retry
+from lib.queue.review_rules import EXPIRE_ERROR, ReviewError, held_clause, should_hold
+from lib.queue.store import approve, decide_many, expire_due, remove_policy, reject, set_policy
+from lib.queue.review import decision_stats, export_decisions, fetch_context, held_rows, worker_pass
 from lib.core.schema import audit_log, post_queue as pq, post_queue_state, review_decisions, system_alerts
 from tests.support.worker import add_account, client_for, sandbox, worker_settings  # noqa: F401
-from worker.tick import claim
+from lib.queue.store import claim
 
 OP = Actor("ops@example.com", OPERATOR)
 VIEWER = Actor("viewer@example.com")
@@ -84,7 +84,7 @@ def test_the_claim_holds_exactly_what_the_rule_says(engine, monkeypatch):
     # the pure rule says the same of every row
     for key, rid in rows.items():
         r = facts[rid]
-        pol = effective_policy = review.effective_policy(policies, business_account_id=r.business_account_id,
+        pol = effective_policy = review_rules.effective_policy(policies, business_account_id=r.business_account_id,
                                                          action_type=r.action_type, review_actions=actions)
         sent = sum(1 for f in facts.values() if f.business_account_id == r.business_account_id
                    and f.action_type == r.action_type and f.status == "sent")
@@ -173,7 +173,7 @@ def test_decisions_approve_edit_reject_bulk_and_viewers(engine):
     assert rows[post].payload == {"image_url": "https://cdn.example/x.jpg", "caption": "new caption"}  # no creation_id
     assert rows[bad].status == "dlq" and rows[bad].error == "rejected in review: off-brand"
     assert (d[edit].edited, d[edit].original_text, d[edit].final_text, d[edit].edit_distance) == \
-        (True, "draft", "the final reply", review.edit_distance("draft", "the final reply"))
+        (True, "draft", "the final reply", review_rules.edit_distance("draft", "the final reply"))
     assert (d[plain].edited, d[bad].decision, d[bad].reason) == (False, "rejected", "off-brand")
     assert sorted((a.event_type, a.resource_type, a.user_id) for a in audits) == sorted(
         [("review_approved", "post_queue", OP.name)] * 6 + [("review_rejected", "post_queue", OP.name)])
@@ -228,8 +228,8 @@ def test_the_waiting_alert_opens_and_resolves(engine, sandbox):
     with engine.begin() as conn:
         a = add_account(conn)
         rid = _add(conn, a, "reply_comment", {"comment_id": "1", "reply_text": "waits"}, age_min=30)
-    worker_pass(engine, settings, now=NOW, every=timedelta(0))
-    worker_pass(engine, settings, now=NOW, every=timedelta(0))  # no change: no repeat
+    worker_pass(engine, settings, now=NOW)
+    worker_pass(engine, settings, now=NOW)  # no change: no repeat
     with engine.connect() as conn:
         (alert,) = conn.execute(sa.select(system_alerts)).all()
     assert alert.alert_type == "review_waiting" and not alert.resolved
@@ -237,7 +237,7 @@ def test_the_waiting_alert_opens_and_resolves(engine, sandbox):
     assert alert.details["count"] == 1
     with engine.begin() as conn:
         approve(conn, rid, actor=OP, now=NOW)
-    worker_pass(engine, settings, now=NOW, every=timedelta(0))
+    worker_pass(engine, settings, now=NOW)
     with engine.connect() as conn:
         assert conn.execute(sa.select(system_alerts.c.resolved)).scalar() is True
 
@@ -331,7 +331,7 @@ def test_the_waiting_alert_reaches_the_notification_routes_with_a_link_to_the_re
         with engine.begin() as conn:
             a = add_account(conn, username="dm_shop")
             _add(conn, a, "send_dm", {"recipient_id": "1", "message_text": "waiting"}, age_min=5)
-        worker_pass(engine, settings, now=NOW, every=timedelta(0))
+        worker_pass(engine, settings, now=NOW)
         rep = notify.notify_tick(engine, settings, now=NOW + timedelta(seconds=5))
         assert rep.detect.opened == 1 and rep.delivery.sent == 1
         [msg] = sink.received()

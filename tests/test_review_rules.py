@@ -5,8 +5,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from lib.queue.review import (Policy, dm_window_ends, edit_distance, effective_policy, like_pattern, parse_review_actions,
-                        parse_terms, policy_holds, should_hold, term_matches, too_late, unknown_actions)
+from lib.queue.review_rules import Policy, dm_window_ends, edit_distance, effective_policy, like_pattern, parse_review_actions, parse_terms, policy_holds, should_hold, term_matches, too_late, unknown_actions
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=timezone.utc)
 A, B = uuid.uuid4(), uuid.uuid4()

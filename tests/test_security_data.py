@@ -14,7 +14,8 @@ from lib.alerts import store as alerts
 
 from lib.core import audit
 from lib.core.export import frame_to_csv, rows_to_csv
-from lib.queue.core import EXPORT_COLUMNS as QUEUE_COLUMNS, QueueFilter, iter_export_rows
+from lib.queue.rules import EXPORT_COLUMNS as QUEUE_COLUMNS, QueueFilter
+from lib.queue.reads import iter_export_rows
 from lib.core.schema import audit_log, system_alerts
 from lib.activity.worker_ticks import record_tick_finish, record_tick_start, worker_health
 from tests.support.queue_rows import add_account, insert_rows, queue_row
@@ -143,7 +144,8 @@ def test_no_credential_in_worker_ticks_error(engine):
 # -- item 9: an error group with more distinct texts than SQLite's bound-value limit -------------------
 
 def test_a_huge_error_group_is_selected_with_bounded_values(engine):
-    from lib.queue.core import GROUP_ROW_CAP, count_rows, error_groups, group_filter, matching_ids, queue_rows
+    from lib.queue.rules import GROUP_ROW_CAP
+    from lib.queue.reads import count_rows, error_groups, group_filter, matching_ids, queue_rows
 
     n = 33_000  # > 32,766: SQLite refuses an IN list of every raw text
     with engine.begin() as conn:

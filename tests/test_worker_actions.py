@@ -8,7 +8,7 @@ import requests
 import pytest
 import sqlalchemy as sa
 
-from lib.queue.core import idempotency_key
+from lib.queue.rules import idempotency_key
 from lib.core.schema import audit_log, post_queue as pq
 from tests.support.worker import add_account, add_row, client_for, row, sandbox, statuses, worker_settings  # noqa: F401
 from worker.tick import run_tick

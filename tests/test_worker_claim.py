@@ -9,7 +9,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from lib.core.schema import audit_log, post_queue as pq
 from tests.support.worker import add_account, add_row, row
-from worker.tick import claim, claim_query, record_sent
+from lib.queue.store import claim, claim_query, record_sent
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=timezone.utc)
 

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from lib.core.db import init_db, make_engine
 from lib.core.schema import audit_log, post_queue as pq
 from tests.support.worker import add_account, add_row, client_for, sandbox, statuses, worker_settings  # noqa: F401
-from worker.tick import run_tick
+from worker.tick import TickMemory, run_tick
 
 
 def test_a_batch_cut_by_a_database_loss_is_finished_when_it_returns(own_pg, sandbox):
@@ -30,13 +30,14 @@ def test_a_batch_cut_by_a_database_loss_is_finished_when_it_returns(own_pg, sand
             own_pg.stop()
 
     client.observers.append(stop_the_database)
-    cut = run_tick(eng, settings, client)
+    memory = TickMemory()  # the worker process's: what the cut tick leaves to the next one
+    cut = run_tick(eng, settings, client, memory=memory)
     assert cut.error and "database unavailable" in cut.error
     assert len(sandbox.stats()["sent_messages"]) == 1  # Instagram has the first DM
 
     own_pg.start()
     time.sleep(1.2)  # past lib.core.db.PING_AFTER_IDLE_S: the pool finds its dead connections by the ping
-    back = run_tick(eng, settings, client)
+    back = run_tick(eng, settings, client, memory=memory)
     assert back.error is None
     assert back.released == 4 and back.sent == 5, back
     with eng.connect() as conn:

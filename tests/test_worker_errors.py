@@ -211,7 +211,7 @@ def test_an_exhausted_stuck_row_goes_to_dlq(engine, db_url, sandbox):
 
 
 def test_a_long_batch_renews_its_claim_and_a_lost_claim_is_never_executed(engine, db_url, sandbox):
-    from worker.tick import claim, renew_claim, rescue_stale
+    from lib.queue.store import claim, renew_claim, rescue_stale
 
     t0 = datetime.now(timezone.utc)
     with engine.begin() as conn:

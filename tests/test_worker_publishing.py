@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from lib.instagram.usage import usage_rows
-from lib.queue.core import queue_health, waiting_rows
+from lib.queue.reads import queue_health, waiting_rows
 from sandbox.graph_api import GraphSandbox
 from lib.core.schema import post_queue_state, system_alerts
 from tests.support.worker import add_account, add_row, client_for, row, worker_settings

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from lib.instagram.account_holds import active_holds, resume
 from lib.core.identity import Actor
-from lib.queue.core import row_detail
+from lib.queue.reads import row_detail
 from lib.core.schema import account_holds, audit_log, post_queue as pq, post_queue_attempts as pqa, system_alerts
 from tests.support.worker import add_account, add_row, client_for, row, sandbox, worker_settings  # noqa: F401
 from worker.tick import run_tick

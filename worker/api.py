@@ -7,11 +7,11 @@ Routes (docs/api.md has the shapes and curl examples; GET /openapi.json describe
 
     GET  /healthz                  no token: the process answers
     POST /agent/heartbeat          agent     one agent_heartbeats row, as the Agent Status page reads it
-    GET  /post-queue/status        viewer    counts by action_type x status (lib.queue.core.status_summary)
-    GET  /post-queue/dlq           viewer    dead-lettered rows, payload redacted (lib.queue.core.dlq_rows)
-    POST /post-queue/retry         operator  the page's conditional reset (lib.queue.core.retry), audited as api:<name>
+    GET  /post-queue/status        viewer    counts by action_type x status (lib.queue.reads.status_summary)
+    GET  /post-queue/dlq           viewer    dead-lettered rows, payload redacted (lib.queue.reads.dlq_rows)
+    POST /post-queue/retry         operator  the page's conditional reset (lib.queue.store.retry), audited as api:<name>
     POST /reply-comment, /reply-dm, /send-dm, /publish-post, /repost-ugc
-                                   agent     validate (lib.instagram.payload_rules), then lib.queue.core.enqueue
+                                   agent     validate (lib.instagram.payload_rules), then lib.queue.store.enqueue
     GET  /openapi.json, /metrics   no token
 
 Callers and roles come from API_TOKENS (lib.core.api_auth). Starlette and uvicorn because Streamlit
@@ -48,7 +48,9 @@ from lib.activity.heartbeats import record_beat
 from lib.core.identity import Actor
 from lib.core.logs import configure_logging, fields
 from lib.instagram.payload_rules import PAYLOAD_KEYS, REQUIRED_KEYS, payload_problems
-from lib.queue.core import ACTION_TYPES, ERROR_CATEGORIES, dlq_rows, enqueue, idempotency_key, retry, status_summary
+from lib.queue.rules import ACTION_TYPES, ERROR_CATEGORIES, idempotency_key
+from lib.queue.reads import dlq_rows, status_summary
+from lib.queue.store import enqueue, retry
 from lib.core.redact import install_log_redaction
 from lib.core.schema import instagram_business_accounts, post_queue
 from lib.core.settings import Settings, SettingsError, load_settings

@@ -28,19 +28,20 @@ from datetime import datetime, timedelta, timezone
 
 from croniter import croniter
 
-from lib.health import metrics
+from lib.core import counters
 from lib.core.db import UNAVAILABLE_ERRORS, init_db, make_engine
 from lib.instagram.client import GraphClient
 from lib.core.logs import configure_logging, fields
 from lib.notify.notify import notify_tick
-from lib.queue.core import came_due_since
+from lib.queue.holds import came_due_since
 from lib.notify.digest import queue_due_digests
 from lib.core.redact import install_log_redaction
 from lib.core.settings import SettingsError, load_settings
 from lib.core.timeutil import utcnow
 from lib.health.service_levels import sync_from_settings as sync_slo_from_settings
 from lib.health.watchdog import sync_agent_down_alerts
-from worker.tick import next_wait_due, run_tick
+from lib.queue.reads import next_wait_due
+from worker.tick import TickMemory, run_tick
 
 log = logging.getLogger("worker")
 
@@ -102,8 +103,9 @@ class Worker:
         self.engine = make_engine(settings.database_url)
         self.client = GraphClient(settings.graph_url, connect_timeout=settings.graph_connect_timeout_s,
                                   read_timeout=settings.graph_read_timeout_s, api=settings.instagram_api)
-        self.client.observers.append(metrics.observe_graph_call)  # agent_dashboard_graph_request_duration_seconds
+        self.client.observers.append(counters.observe_graph_call)  # agent_dashboard_graph_request_duration_seconds
         self.stop = threading.Event()
+        self.memory = TickMemory()  # what one tick leaves to the next in this process
         self.health = None  # worker.metrics_server.Health when --metrics-port is given
         self.no_watchdog = no_watchdog
         self.schema_ready = False
@@ -137,12 +139,12 @@ class Worker:
             self.health.tick_started()
         began = time.monotonic()
         try:
-            result = run_tick(self.engine, self.settings, self.client, stop=self.stop)
+            result = run_tick(self.engine, self.settings, self.client, stop=self.stop, memory=self.memory)
         except Exception:  # noqa: BLE001 - a bug in one tick must not end the process; the next tick retries
             log.exception("tick failed", extra=fields(outcome="failed"))
-            metrics.observe_tick("failed", time.monotonic() - began)
+            counters.observe_tick("failed", time.monotonic() - began)
             return None
-        metrics.observe_tick("failed" if result.error else "ok", result.duration_s)
+        counters.observe_tick("failed" if result.error else "ok", result.duration_s)
         return result
 
     def next_wake(self, *, interval_s: float | None, last_tick: datetime) -> datetime:
@@ -160,7 +162,7 @@ class Worker:
 
     def sleep_until(self, due: datetime, *, last_tick: datetime) -> bool:
         """Wait until `due`. With WORKER_POLL_S > 0, look that often for a row that came due since
-        `last_tick` (lib.queue.core.came_due_since) and return early for it, so an action enqueued
+        `last_tick` (lib.queue.holds.came_due_since) and return early for it, so an action enqueued
         between cron ticks is attempted within seconds. True when a stop signal came."""
         poll = self.settings.worker_poll_s
         while True:

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from croniter import croniter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from lib.core import counters
 from lib.health import metrics
 from lib.core.timeutil import iso, utcnow
 
@@ -83,7 +84,7 @@ def database_ready(engine) -> tuple[bool, str]:
 
 
 class MetricsServer:
-    def __init__(self, *, address: str, port: int, engine, health: Health, registry=metrics.REGISTRY) -> None:
+    def __init__(self, *, address: str, port: int, engine, health: Health, registry=counters.REGISTRY) -> None:
         self.registry, self.health, self.engine = registry, health, engine
         server = self
 
@@ -134,5 +135,5 @@ class MetricsServer:
 
 def start_metrics_server(engine, *, address: str, port: int, health: Health) -> MetricsServer:
     """Register the database gauges on the process registry and serve it."""
-    metrics.REGISTRY.register(metrics.DatabaseCollector(engine))
+    counters.REGISTRY.register(metrics.DatabaseCollector(engine))
     return MetricsServer(address=address, port=port, engine=engine, health=health).start()

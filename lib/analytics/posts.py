@@ -21,7 +21,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from lib.analytics import reports as an
-from lib.core.schema import analytics_reports, instagram_business_accounts, post_queue
+from lib.core.schema import instagram_business_accounts, post_queue
 from lib.core.timeutil import as_utc
 
 PUBLISH_ACTIONS = ("publish_post", "repost_ugc")

@@ -197,7 +197,7 @@ def ensure_trigram_indexes(conn: sa.Connection) -> list[str]:
         if name not in have:
             conn.execute(sa.text(f"CREATE INDEX {name} ON audit_log USING gin ({expr} {opclass})"))
             created.append(name)
-    # the Queue Monitor's search by what was sent (lib.queue.core.search_sent): ILIKE over the payload's text
+    # the Queue Monitor's search by what was sent (lib.queue.reads.search_sent): ILIKE over the payload's text
     if "post_queue" in inspector.get_table_names() and "payload" in {c["name"] for c in inspector.get_columns("post_queue")}:
         if QUEUE_TRIGRAM_INDEX not in {i["name"] for i in inspector.get_indexes("post_queue")}:
             conn.execute(sa.text(f"CREATE INDEX {QUEUE_TRIGRAM_INDEX} ON post_queue USING gin "

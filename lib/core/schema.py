@@ -124,7 +124,7 @@ post_queue = sa.Table(
     sa.Index("ix_post_queue_sent_latency", "updated_at", "action_type", "business_account_id", "created_at",
              postgresql_where=sa.text("status = 'sent'"), sqlite_where=sa.text("status = 'sent'")),
 )
-# The worker's claim (worker.tick.claim_query): the due rows in the order it takes them, so a claim
+# The worker's claim (lib.queue.store.claim_query): the due rows in the order it takes them, so a claim
 # reads the first few index entries instead of sorting every pending row. Partial: sent rows, the bulk
 # of a year's queue, are not in it. An expression index, so it is declared after the table.
 sa.Index("ix_post_queue_due", sa.func.coalesce(post_queue.c.next_retry_at, post_queue.c.created_at),
@@ -335,7 +335,7 @@ queue_pauses = sa.Table(
 )
 
 # Our own (scale with history): sent rows per UTC day of updated_at, account and action type, counted
-# by the worker (lib.queue.core.refresh_sent_rollup) for the days before `closed_until`; status_summary adds
+# by the worker (lib.queue.store.refresh_sent_rollup) for the days before `closed_until`; status_summary adds
 # the rows sent since then, counted live. No trigger or column on post_queue: see refresh_sent_rollup.
 post_queue_sent_daily = sa.Table(
     "post_queue_sent_daily",
@@ -502,7 +502,7 @@ review_policies = sa.Table(
     sa.Index("ix_review_policies_scope", "action_type", "business_account_id"),
 )
 
-# A match policy's terms as LIKE patterns (lib.queue.review.like_pattern), so the claim can test them in SQL.
+# A match policy's terms as LIKE patterns (lib.queue.review_rules.like_pattern), so the claim can test them in SQL.
 review_policy_terms = sa.Table(
     "review_policy_terms",
     metadata,

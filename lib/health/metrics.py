@@ -16,92 +16,30 @@ passes the Graph client's templates (`/{ig-user-id}/media`).
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 import sqlalchemy as sa
-from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from lib.alerts.store import ALERT_TYPES, severity
 from lib.activity.heartbeats import latest_beats_query
-from lib.queue.core import ACTION_TYPES, PENDING, STATUSES, claimable_clause, status_summary
+from lib.queue.rules import ACTION_TYPES, PENDING, STATUSES
+from lib.queue.holds import claimable_clause
+from lib.queue.reads import status_summary
 from lib.core.schema import UTCDateTime, graph_usage, instagram_business_accounts, post_queue, system_alerts
 from lib.core.timeutil import as_utc, utcnow
+from lib.core.counters import PREFIX, name_label
 
 log = logging.getLogger("worker.metrics")
 
-PREFIX = "agent_dashboard_"
 CACHE_S = 10.0  # the database gauges are read at most once per 10 s, however often Prometheus scrapes
 USAGE_KINDS = ("call_count", "total_cputime", "total_time")
 APP_ACCOUNT = "(app)"  # graph_usage's whole-app scope (X-App-Usage); not a possible Instagram username
-NO_CATEGORY = "none"
-NO_ANSWER = "error"  # graph request status label when no HTTP answer came (timeout, connection error)
-
-# -- the process's own metrics ------------------------------------------------------------------
-
-disable_created_metrics()  # no *_created series: they double the series count and no rule here uses them
-REGISTRY = CollectorRegistry()
-ProcessCollector(registry=REGISTRY)
-
-WORKER_TICKS = Counter(PREFIX + "worker_ticks", "Worker ticks by outcome (ok, failed).", ["outcome"],
-                       registry=REGISTRY)
-TICK_DURATION = Histogram(PREFIX + "worker_tick_duration_seconds", "Duration of a worker tick.",
-                          buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600), registry=REGISTRY)
-ACTIONS = Counter(PREFIX + "actions", "Executed post_queue rows by action type, outcome (sent, failed, dlq, "
-                  "waiting) and error category.", ["action_type", "outcome", "error_category"], registry=REGISTRY)
-GRAPH_REQUESTS = Histogram(PREFIX + "graph_request_duration_seconds",
-                           "Graph API calls by endpoint template and HTTP status ('error': no answer).",
-                           ["endpoint", "status"], buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
-                           registry=REGISTRY)
-NOTIFICATIONS = Counter(PREFIX + "notifications", "Alert notifications by outcome.", ["outcome"], registry=REGISTRY)
-
-for _outcome in ("ok", "failed"):
-    WORKER_TICKS.labels(_outcome)
-for _outcome in ("sent", "failed"):
-    NOTIFICATIONS.labels(_outcome)
-
-_NAME_RE = re.compile(r"^[A-Za-z0-9_.:()-]{1,64}$")
-_TEMPLATE_RE = re.compile(r"^/(\{[a-z-]+\}|me)(/[a-z_]+)?$")
-
-
-def _name(value: Any, default: str = "unknown") -> str:
-    """A label value that is a short name; anything else (free text, None) becomes `default`."""
-    text = "" if value is None else str(value)
-    return text if _NAME_RE.match(text) else default
-
-
-def endpoint_label(template: str) -> str:
-    """The Graph client's endpoint template (`/{ig-user-id}/media`, `/me/messages`); anything that
-    does not look like one (a path with an id in it) is 'other', so no id ever becomes a label."""
-    return template if _TEMPLATE_RE.match(template or "") else "other"
-
-
-def observe_tick(outcome: str, seconds: float) -> None:
-    WORKER_TICKS.labels("failed" if outcome == "failed" else "ok").inc()
-    TICK_DURATION.observe(max(0.0, seconds))
-
-
-def count_action(action_type: str, outcome: str, error_category: str | None = None) -> None:
-    """One executed row: outcome sent | failed | dlq | waiting (a row that waits on Instagram)."""
-    ACTIONS.labels(_name(action_type), _name(outcome), _name(error_category, NO_CATEGORY)).inc()
-
-
-def observe_graph_call(method: str, template: str, status: int | None, seconds: float, headers: dict) -> None:
-    """A GraphClient observer: (method, endpoint template, HTTP status or None, seconds, headers)."""
-    GRAPH_REQUESTS.labels(endpoint_label(template), NO_ANSWER if status is None else str(int(status))).observe(
-        max(0.0, seconds))
-
-
-def count_notification(outcome: str) -> None:
-    """For the notification delivery: count one delivery attempt by outcome (e.g. sent, failed)."""
-    NOTIFICATIONS.labels(_name(outcome)).inc()
-
 
 # -- the database gauges --------------------------------------------------------------------------
 
@@ -120,7 +58,7 @@ class Snapshot:
 def snapshot_query(now: datetime) -> sa.CompoundSelect:
     """One statement, one row per value: (metric, a, b, n, t).
 
-    due:   n=count of lib.queue.core.claimable_clause     (the worker's own rule)
+    due:   n=count of lib.queue.holds.claimable_clause     (the worker's own rule)
     oldest: t=min(created_at) of pending rows
     alerts: a=alert_type, n=unresolved count
     beat:  a=agent_id, t=newest beat                 (lib.activity.heartbeats.latest_beats_query: index probes)
@@ -151,7 +89,7 @@ def snapshot_query(now: datetime) -> sa.CompoundSelect:
 
 
 def read_snapshot(conn: sa.Connection, *, now: datetime) -> Snapshot:
-    """The gauges' values. The queue rows come from lib.queue.core.status_summary (the same counts as the
+    """The gauges' values. The queue rows come from lib.queue.reads.status_summary (the same counts as the
     pages: active statuses live from their partial index, `sent` from the rollup plus a live count since
     its last closed day), not a GROUP BY over post_queue, whose cost grows with every row ever sent."""
     snap = Snapshot()
@@ -175,13 +113,13 @@ def read_snapshot(conn: sa.Connection, *, now: datetime) -> Snapshot:
 
 def families(snap: Snapshot, now: datetime) -> list[GaugeMetricFamily]:
     rows = GaugeMetricFamily(PREFIX + "queue_rows", "Rows of post_queue by status and action type (sent: the worker's "
-                             "rollup of closed days plus a live count since; see lib.queue.core.status_summary).",
+                             "rollup of closed days plus a live count since; see lib.queue.reads.status_summary).",
                              labels=["status", "action_type"])
     cells = {(s, a): 0 for s in STATUSES for a in ACTION_TYPES}  # known combinations as 0, so rates start at 0
     cells.update(snap.rows)
     for (status, action_type), n in sorted(cells.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1]))):
-        rows.add_metric([_name(status), _name(action_type)], n)
-    due = GaugeMetricFamily(PREFIX + "queue_due_rows", "Rows the next tick would claim (lib.queue.core.claimable_clause).",
+        rows.add_metric([name_label(status), name_label(action_type)], n)
+    due = GaugeMetricFamily(PREFIX + "queue_due_rows", "Rows the next tick would claim (lib.queue.holds.claimable_clause).",
                             value=snap.due)
     oldest = GaugeMetricFamily(PREFIX + "queue_oldest_pending_seconds",
                                "Age of the oldest pending row (0 when none is pending).",
@@ -193,7 +131,7 @@ def families(snap: Snapshot, now: datetime) -> list[GaugeMetricFamily]:
     open_by_type.update(snap.alerts_open)
     merged: dict[tuple[str, str], int] = {}
     for alert_type, n in open_by_type.items():
-        key = (_name(alert_type, "other"), severity(alert_type))
+        key = (name_label(alert_type, "other"), severity(alert_type))
         merged[key] = merged.get(key, 0) + n
     for key, n in sorted(merged.items()):
         alerts.add_metric(list(key), n)
@@ -201,14 +139,14 @@ def families(snap: Snapshot, now: datetime) -> list[GaugeMetricFamily]:
                               labels=["agent_id"])
     newest: dict[str, datetime] = {}
     for agent_id, last in snap.beats.items():  # ids that are not plain names share 'other' (the newest beat)
-        label = _name(agent_id, "other")
+        label = name_label(agent_id, "other")
         newest[label] = max(last, newest.get(label, last))
     for label, last in sorted(newest.items()):
         beats.add_metric([label], max(0.0, (now - last).total_seconds()))
     usage = GaugeMetricFamily(PREFIX + "graph_usage_ratio",
                               "Latest Graph usage headers per account (0-1: percent / 100).", labels=["account", "kind"])
     for (account, kind), ratio in sorted(snap.usage.items()):
-        usage.add_metric([_name(account, "other"), kind], ratio)
+        usage.add_metric([name_label(account, "other"), kind], ratio)
     return [rows, due, oldest, alerts, beats, usage]
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from lib.alerts.store import auto_resolve, open_or_update_alert
-from lib.queue.core import ACTION_TYPES
+from lib.queue.rules import ACTION_TYPES
 from lib.core.schema import post_queue as q
 from lib.core.schema import system_alerts
 from lib.core.timeutil import fmt_duration, iso

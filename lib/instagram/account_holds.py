@@ -2,7 +2,7 @@
 
 The worker writes a hold when Graph answers with an account-level state (lib.instagram.errors action
 HOLD: a temporary block, a restricted account, a spam restriction, messaging restricted). While a
-hold is active the claim (lib.queue.core.held_back_clause) takes none of the account's rows, so no call
+hold is active the claim (lib.queue.holds.held_back_clause) takes none of the account's rows, so no call
 is made into the restriction and no row uses a retry; the hold ends by itself at held_until, or
 when an operator resumes the account (a hold with no end waits for that).
 
@@ -48,7 +48,7 @@ def active_clause(now: datetime, table=ah):
 
 
 def held_clause(now: datetime):
-    """SQL: the post_queue row's account has an active hold (lib.queue.core.held_back_clause uses it)."""
+    """SQL: the post_queue row's account has an active hold (lib.queue.holds.held_back_clause uses it)."""
     return sa.exists().where(ah.c.business_account_id == pq.c.business_account_id, active_clause(now))
 
 

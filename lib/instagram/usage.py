@@ -1,7 +1,7 @@
 """graph_usage (ours): the latest Graph usage per account and for the app, and publishing quotas.
 
 The worker writes what Graph's usage headers and content_publishing_limit said; the claim
-(lib.queue.core.held_back_clause) skips a scope until its regain_at; the Accounts page reads it.
+(lib.queue.holds.held_back_clause) skips a scope until its regain_at; the Accounts page reads it.
 """
 from __future__ import annotations
 

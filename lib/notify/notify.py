@@ -39,6 +39,7 @@ from sqlalchemy.engine import Engine
 
 from lib.alerts.store import SEVERITIES, resolved_by, severity
 from lib.core.audit import log_audit
+from lib.core.counters import count_notification
 from lib.core.db import write_transaction
 from lib.core.identity import Actor, require_operator
 from lib.alerts.maintenance import load_windows
@@ -764,9 +765,7 @@ def _deliver_rows(engine: Engine, settings: Settings, rows, by_id: dict, rep: De
                     f" error={result.error}" if result.error else "", result.elapsed_s)
         rep.outcomes[row.id] = status
         if status in ("sent", "failed", "gave_up"):
-            from lib.health.metrics import count_notification  # agent_dashboard_notifications_total{outcome}
-
-            count_notification(status)
+            count_notification(status)  # agent_dashboard_notifications_total{outcome}
         if status == "sent":
             rep.sent += 1
         elif status == "failed":

@@ -12,7 +12,7 @@ from typing import Any
 import streamlit as st
 
 from lib.queue.accounts import USAGE_WARN, AccountHealth, account_health
-from lib.queue.control import pause, resume
+from lib.queue.store import pause, resume
 from lib.core.text import clip, md_escape
 from lib.core.timeutil import fmt_duration, fmt_local, utcnow
 from lib.ui.text import ago

@@ -15,14 +15,12 @@ import pandas as pd
 import streamlit as st
 
 from lib.core.export import build_export, frame_export
-from lib.queue.core import (
-    ACTION_TYPES, ERROR_CATEGORIES, EXPORT_COLUMNS, GROUP_ROW_CAP, MAX_BULK_RETRY, WAIT_KINDS, QueueFilter,
-    count_rows, error_groups, group_filter, iter_export_rows, matching_ids, queue_health, queue_rows, retry,
-    row_detail, search_sent, status_summary, summary_matrix, waiting_rows, SENT_SEARCH_CAP, SENT_SEARCH_MIN_CHARS,
-    SentSearch,
-)
-from lib.queue.control import (QueueControlError, active_pauses, discard, edit_and_retry, editable_fields, pause, resume,
-                               stored_values)
+from lib.queue.rules import ACTION_TYPES, ERROR_CATEGORIES, EXPORT_COLUMNS, GROUP_ROW_CAP, MAX_BULK_RETRY, WAIT_KINDS, QueueFilter, summary_matrix, SENT_SEARCH_CAP, SENT_SEARCH_MIN_CHARS, SentSearch
+from lib.queue.reads import count_rows, error_groups, group_filter, iter_export_rows, matching_ids, queue_health, queue_rows, row_detail, search_sent, status_summary, waiting_rows
+from lib.queue.store import retry
+from lib.queue.rules import QueueControlError, editable_fields
+from lib.queue.reads import active_pauses, stored_values
+from lib.queue.store import discard, edit_and_retry, pause, resume
 from lib.core.timeutil import fmt_duration, fmt_local, utcnow
 from lib.ui.charts import Fig, plain
 from lib.ui.counts import count_metric
@@ -137,7 +135,7 @@ def load_groups(db_url: str, filt: QueueFilter) -> list[dict[str, Any]]:
 @st.cache_data(ttl=CACHE_TTL_S, max_entries=16, show_spinner=False)
 def load_group_filter(db_url: str, base: QueueFilter, category: str, group_text: str,
                       errors: tuple[str, ...]) -> tuple[QueueFilter, bool]:
-    """The table's filter for one error group: bounded whatever the group's size (lib.queue.core.group_filter)."""
+    """The table's filter for one error group: bounded whatever the group's size (lib.queue.reads.group_filter)."""
     with get_engine(db_url).connect() as conn:
         return group_filter(conn, base, error_category=category, error_group=group_text, errors=errors)
 
@@ -368,7 +366,7 @@ def clear_selection() -> None:
 
 
 def run_retry(scope: Scope, ids: list, label: str) -> None:
-    """The one write of this page: lib.queue.core.retry for one, selected or all matching rows."""
+    """The one write of this page: lib.queue.store.retry for one, selected or all matching rows."""
     results = guarded_write(Keys.FLASH, label, scope.engine,
                             lambda conn: retry(conn, ids, actor=current_actor(scope.settings), now=utcnow()))
     if results is None:  # refused: the flash says why, nothing changed
@@ -385,7 +383,7 @@ def run_retry(scope: Scope, ids: list, label: str) -> None:
 
 
 def run_discard(scope: Scope, ids: list, label: str) -> None:
-    """Delete failed/dlq rows (lib.queue.control.discard): each row's columns go to audit_log first."""
+    """Delete failed/dlq rows (lib.queue.store.discard): each row's columns go to audit_log first."""
     results = guarded_write(Keys.FLASH, label, scope.engine,
                             lambda conn: discard(conn, ids, actor=current_actor(scope.settings), now=utcnow()))
     if results is None:
@@ -765,7 +763,7 @@ def confirm_retry_all(scope: Scope) -> None:
 
 def show_edit_form(scope: Scope, d: dict[str, Any]) -> None:
     """A form for the row's text fields, filled from the stored values (never the clipped, redacted
-    copy shown beside it): lib.queue.control.edit_and_retry validates, refuses display marks and
+    copy shown beside it): lib.queue.store.edit_and_retry validates, refuses display marks and
     audits. Only operators get the stored values; a viewer sees the form disabled and empty."""
     fields = editable_fields(d["action_type"])
     if not fields or d["status"] not in ("failed", "dlq"):

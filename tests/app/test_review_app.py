@@ -4,7 +4,7 @@ import uuid
 import sqlalchemy as sa
 
 from lib.core.db import init_db, make_engine
-from lib.queue.core import enqueue
+from lib.queue.store import enqueue
 from lib.core.schema import instagram_business_accounts
 from lib.core.timeutil import utcnow
 

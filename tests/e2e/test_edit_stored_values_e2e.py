@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from playwright.sync_api import expect
 
 from lib.core.db import init_db, make_engine
-from lib.queue.core import enqueue
+from lib.queue.store import enqueue
 from lib.core.schema import audit_log, post_queue
 from lib.core.timeutil import utcnow
 from tests.e2e.conftest import wait_idle

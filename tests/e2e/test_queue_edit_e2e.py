@@ -12,8 +12,9 @@ from playwright.sync_api import expect
 
 from lib.core.db import init_db, make_engine
 from lib.core.identity import OPERATOR, Actor
-from lib.queue.core import enqueue, idempotency_key
-from lib.queue.control import pause
+from lib.queue.store import enqueue
+from lib.queue.rules import idempotency_key
+from lib.queue.store import pause
 from lib.core.schema import audit_log, post_queue
 from lib.core.timeutil import utcnow
 from tests.e2e.conftest import click_until, wait_idle

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from playwright.sync_api import expect
 
 from lib.core.db import init_db, make_engine
-from lib.queue.core import enqueue
+from lib.queue.store import enqueue
 from sandbox.graph_api import GraphSandbox
 from sandbox.seed import seed_demo
 from lib.core.schema import post_queue, worker_ticks

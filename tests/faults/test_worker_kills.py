@@ -18,7 +18,9 @@ import pytest
 import sqlalchemy as sa
 
 from lib.core.identity import OPERATOR, Actor
-from lib.queue.core import QueueFilter, matching_ids, retry
+from lib.queue.rules import QueueFilter
+from lib.queue.reads import matching_ids
+from lib.queue.store import retry
 from lib.core.schema import audit_log
 from lib.core.schema import post_queue as pq
 from tests.support.queue_rows import insert_rows, queue_row

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from lib.instagram.client import GraphClient
-from lib.queue.core import enqueue
+from lib.queue.store import enqueue
 from sandbox.graph_api import GraphSandbox
 from lib.core.schema import instagram_business_accounts as accounts
 from lib.core.schema import post_queue as pq
