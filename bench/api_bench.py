@@ -39,11 +39,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lib.core.db import init_db, make_engine  # noqa: E402
-from lib.queue.holds import came_due_since, claimable_clause
-from sandbox.graph_api import GraphSandbox  # noqa: E402
 from lib.core.schema import instagram_business_accounts as accounts  # noqa: E402
 from lib.core.schema import post_queue  # noqa: E402
 from lib.core.timeutil import utcnow  # noqa: E402
+from lib.queue.holds import came_due_since, claimable_clause
+from sandbox.graph_api import GraphSandbox  # noqa: E402
 from tests.support.pg import free_port  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"

@@ -179,8 +179,8 @@ def main() -> None:
     result["rss_pages_mb"] = rss_mb()
 
     from bench.feed_bench import measure_export
-    from lib.core.db import make_engine
     from bench.queue_bench import measure_retry_all
+    from lib.core.db import make_engine
     from lib.core.timeutil import utcnow
 
     engine = make_engine(args.url)

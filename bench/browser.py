@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 from bench.data import FULL, ROOT, SMALL, ensure_sqlite
-from lib.ui.nav import MENU_KEY, existing_pages
 from lib.core.timeutil import iso, utcnow
+from lib.ui.nav import MENU_KEY, existing_pages
 from tests.support.servers import StreamlitServer
 
 RESULTS = ROOT / "bench" / "results"

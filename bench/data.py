@@ -16,8 +16,8 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from lib.core.db import init_db, make_engine
-from sandbox.seed import seed_scale
 from lib.core.timeutil import iso, utcnow
+from sandbox.seed import seed_scale
 from tests.support.pg import ThrowawayPostgres, free_port, pg_bindir
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT))
 import lib.core.export as ex  # noqa: E402
 from lib.core.audit import EXPORT_CAP, EXPORT_COLUMNS, AuditFilter, export_chunks  # noqa: E402
 from lib.core.db import init_db, make_engine  # noqa: E402
-from sandbox.seed import seed_scale  # noqa: E402
 from lib.core.timeutil import utcnow  # noqa: E402
+from sandbox.seed import seed_scale  # noqa: E402
 
 
 def rss_mb() -> float:

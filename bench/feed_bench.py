@@ -28,12 +28,21 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lib.alerts.store import AlertFilter, alert_summary, list_alerts  # noqa: E402
-from lib.core.audit import EXPORT_COLUMNS, AuditFilter, feed_conditions, count_matching, event_counts, export_chunks, feed_page, feed_query  # noqa: E402
+from lib.core.audit import (  # noqa: E402
+    EXPORT_COLUMNS,
+    AuditFilter,
+    count_matching,
+    event_counts,
+    export_chunks,
+    feed_conditions,
+    feed_page,
+    feed_query,
+)
 from lib.core.db import init_db, make_engine  # noqa: E402
 from lib.core.export import rows_to_csv  # noqa: E402
-from sandbox.seed import seed_scale  # noqa: E402
 from lib.core.schema import audit_log  # noqa: E402
 from lib.core.timeutil import utcnow  # noqa: E402
+from sandbox.seed import seed_scale  # noqa: E402
 
 
 def timed(fn, repeat: int = 3):

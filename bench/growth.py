@@ -19,17 +19,17 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
+from lib.activity.heartbeats import agent_statuses
+from lib.activity.worker_ticks import worker_health
 from lib.alerts.store import AlertFilter, alert_summary
 from lib.core.audit import AuditFilter, count_matching, event_counts, feed_page
 from lib.core.db import make_engine
-from lib.activity.heartbeats import agent_statuses
-from lib.health.metrics import read_snapshot, snapshot_query
-from lib.queue.reads import queue_health, search_sent, status_summary
 from lib.core.schema import post_queue
-from lib.health.service_levels import WINDOWS, parse_targets, send_time_percentiles, slo_statuses, sync_slo_alerts
 from lib.core.settings import Settings
 from lib.core.timeutil import floor_time, utcnow
-from lib.activity.worker_ticks import worker_health
+from lib.health.metrics import read_snapshot, snapshot_query
+from lib.health.service_levels import WINDOWS, parse_targets, send_time_percentiles, slo_statuses, sync_slo_alerts
+from lib.queue.reads import queue_health, search_sent, status_summary
 
 NOTHING = "zq-no-such-text-xj"
 

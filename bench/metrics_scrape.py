@@ -27,9 +27,9 @@ from prometheus_client import CollectorRegistry, generate_latest  # noqa: E402
 
 from bench.data import FULL, ensure_postgres, ensure_sqlite  # noqa: E402
 from lib.core.db import make_engine  # noqa: E402
-from lib.health.metrics import DatabaseCollector, read_snapshot, snapshot_query  # noqa: E402
 from lib.core.schema import post_queue  # noqa: E402
 from lib.core.timeutil import iso, utcnow  # noqa: E402
+from lib.health.metrics import DatabaseCollector, read_snapshot, snapshot_query  # noqa: E402
 
 # The tables the scrape reads at the benchmark's volumes; the others small (they are not read).
 VOLUMES = {**FULL, "audit_rows": 2_000, "report_days": 5, "report_weeks": 2, "chat_sessions": 10}

@@ -23,11 +23,11 @@ import sqlalchemy as sa
 
 from lib.core.db import init_db, make_engine
 from lib.core.identity import OPERATOR, Actor
-from lib.queue.rules import ACTION_TYPES, MAX_BULK_RETRY, QueueFilter
-from lib.queue.reads import count_rows, error_groups, matching_ids, queue_health, queue_rows, status_summary
-from lib.queue.store import retry
 from lib.core.schema import instagram_business_accounts, post_queue
 from lib.core.timeutil import utcnow
+from lib.queue.reads import count_rows, error_groups, matching_ids, queue_health, queue_rows, status_summary
+from lib.queue.rules import ACTION_TYPES, MAX_BULK_RETRY, QueueFilter
+from lib.queue.store import retry
 
 ERRORS = {
     "auth_failure": ["(#190) Error validating access token: Session has expired on {d}",

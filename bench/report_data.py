@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import random
 import uuid
-from datetime import date, datetime, timedelta, timezone
-from typing import Iterator
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
 
 import sqlalchemy as sa
 
@@ -59,14 +59,14 @@ def report_rows(account_ids: list[uuid.UUID], *, now: datetime, days: int, weeks
         yesterday = now.date() - timedelta(days=1)
         for i in range(days):
             day = yesterday - timedelta(days=i)
-            yield _row(rng, acc, "daily", datetime(day.year, day.month, day.day, tzinfo=timezone.utc) + timedelta(days=1, hours=2),
+            yield _row(rng, acc, "daily", datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1, hours=2),
                        [day], [day - timedelta(days=1)], series)
         monday = now.date() - timedelta(days=now.date().weekday())
         for i in range(weeks):
             start = monday - timedelta(days=7 * (i + 1))
             cur = [start + timedelta(days=k) for k in range(7)]
             prev = [c - timedelta(days=7) for c in cur]
-            rdate = datetime(monday.year, monday.month, monday.day, 8, tzinfo=timezone.utc) - timedelta(days=7 * i)
+            rdate = datetime(monday.year, monday.month, monday.day, 8, tzinfo=UTC) - timedelta(days=7 * i)
             yield _row(rng, acc, "weekly", rdate, cur, prev, series)
 
 

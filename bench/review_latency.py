@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,12 +33,11 @@ import sqlalchemy as sa  # noqa: E402
 
 from lib.core.db import init_db, make_engine  # noqa: E402
 from lib.core.identity import OPERATOR, Actor  # noqa: E402
-from lib.queue.store import enqueue
-from lib.queue.store import approve
-from lib.queue.review import held_count
-from sandbox.graph_api import GraphSandbox  # noqa: E402
 from lib.core.schema import instagram_business_accounts as accounts  # noqa: E402
 from lib.core.schema import post_queue as pq  # noqa: E402
+from lib.queue.review import held_count
+from lib.queue.store import approve, enqueue
+from sandbox.graph_api import GraphSandbox  # noqa: E402
 
 
 def run(url: str, rows: int, poll_s: float, seed: int = 7) -> dict:
@@ -46,7 +45,7 @@ def run(url: str, rows: int, poll_s: float, seed: int = 7) -> dict:
     sandbox = GraphSandbox().start()
     engine = make_engine(url)
     init_db(engine)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with engine.begin() as conn:
         acc = uuid.uuid4()
         conn.execute(sa.insert(accounts).values(id=acc, username="bench", instagram_business_id="1784000000000009",
@@ -63,13 +62,13 @@ def run(url: str, rows: int, poll_s: float, seed: int = 7) -> dict:
     try:
         time.sleep(max(2.0, poll_s))  # the service is up and has ticked at least once
         with engine.connect() as conn:
-            assert held_count(conn, now=datetime.now(timezone.utc), review_actions=("reply_comment",)) == rows
+            assert held_count(conn, now=datetime.now(UTC), review_actions=("reply_comment",)) == rows
         assert sandbox.stats()["requests"] == 0, "a held row was sent"
         op = Actor("bench", OPERATOR)
         for rid in ids:
             time.sleep(rng.uniform(0, poll_s))
             with engine.begin() as conn:
-                approve(conn, rid, actor=op, now=datetime.now(timezone.utc))
+                approve(conn, rid, actor=op, now=datetime.now(UTC))
             began = time.monotonic()
             while True:
                 with engine.connect() as conn:
@@ -147,7 +146,7 @@ def main(argv=None) -> int:
             result = run(f"sqlite:///{tmp}/review.sqlite", args.rows, args.poll_s)
         result["database"] = "sqlite"
     result.update(machine=platform.machine(), cpus=os.cpu_count(),
-                  measured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                  measured_at=datetime.now(UTC).isoformat(timespec="seconds"))
     print(f"approve -> sent ({result['database']}, worker poll {args.poll_s} s, "
           f"{args.rows} rows): p50 {result['p50_s']} s, p95 {result['p95_s']} s, max {result['max_s']} s")
     out = ROOT / "bench" / "results" / "review_latency.json"

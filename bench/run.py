@@ -42,9 +42,9 @@ from bench.app_probe import PAGES
 from bench.data import DATA, FULL, HISTORY, HISTORY_1M, ROOT, SMALL, ensure_history, ensure_postgres, ensure_sqlite
 from lib.core.audit import AuditFilter, count_matching, event_counts, feed_page
 from lib.core.db import make_engine
-from lib.queue.reads import queue_health, status_summary
 from lib.core.schema import audit_log, post_queue
 from lib.core.timeutil import floor_time, iso, utcnow
+from lib.queue.reads import queue_health, status_summary
 
 RESULTS = ROOT / "bench" / "results"
 TARGET = {"postgresql": {"cold": 1.0, "warm": 0.3}, "sqlite": {"cold": 2.0, "warm": 0.6}}

@@ -24,13 +24,13 @@ from pathlib import Path
 import requests
 import sseclient
 
+from lib.activity.oversight import create_session, record_question
+from lib.activity.sse import ChatStream, build_chat_request, open_chat
 from lib.core.db import init_db, make_engine
 from lib.core.identity import OPERATOR, Actor
-from lib.activity.oversight import create_session, record_question
 from lib.core.text import escape_markdown
-from sandbox.sse_server import BackgroundServer, SSEHandler
-from lib.activity.sse import ChatStream, build_chat_request, open_chat
 from lib.core.timeutil import utcnow
+from sandbox.sse_server import BackgroundServer, SSEHandler
 
 PATH = "/api/instagram/oversight/chat"
 

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,10 +27,10 @@ sys.path.insert(0, str(ROOT))
 import sqlalchemy as sa  # noqa: E402
 
 from lib.core.db import init_db, make_engine  # noqa: E402
-from lib.queue.store import enqueue
-from sandbox.graph_api import GraphSandbox  # noqa: E402
 from lib.core.schema import instagram_business_accounts as accounts  # noqa: E402
 from lib.core.schema import post_queue as pq  # noqa: E402
+from lib.queue.store import enqueue
+from sandbox.graph_api import GraphSandbox  # noqa: E402
 from tests.support.pg import ThrowawayPostgres  # noqa: E402
 
 
@@ -38,7 +38,7 @@ def prepare(pg: ThrowawayPostgres, rows: int) -> str:
     url = pg.create_database("bench_" + uuid.uuid4().hex[:8])
     engine = make_engine(url)
     init_db(engine)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with engine.begin() as conn:
         accs = []
         for i in range(8):
@@ -103,7 +103,7 @@ def main() -> int:
         print(f"{r['workers']:>7} | {r['sent']:>6} | {r['seconds']:>7} | {r['rows_per_second']:>7} | {r['graph_requests']}")
     out = {"rows": args.rows, "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                           "platform": platform.platform()},
-           "measured_at": datetime.now(timezone.utc).isoformat(), "results": results}
+           "measured_at": datetime.now(UTC).isoformat(), "results": results}
     path = ROOT / "bench" / "results" / "worker_throughput.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2) + "\n")

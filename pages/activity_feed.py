@@ -2,11 +2,23 @@ import streamlit as st
 
 from lib.core.timeutil import floor_time, utcnow
 from lib.ui import page_guard
-from lib.ui.text import md_escape
 from lib.ui.activity_feed import (
-    Keys, chart_bucket, current_cursor, empty_state, feed_export, feed_filters, load_chart, load_count, load_filter_options,
-    load_page, pager, show_chart, show_table, show_timeline,
+    Keys,
+    chart_bucket,
+    current_cursor,
+    empty_state,
+    feed_export,
+    feed_filters,
+    load_chart,
+    load_count,
+    load_filter_options,
+    load_page,
+    pager,
+    show_chart,
+    show_table,
+    show_timeline,
 )
+from lib.ui.text import md_escape
 
 scope = page_guard("Activity Feed")
 now = floor_time(utcnow(), 30)

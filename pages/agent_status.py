@@ -3,11 +3,19 @@ import streamlit as st
 from lib.core.timeutil import floor_time
 from lib.ui import live_caption, page_guard
 from lib.ui.agent_schedules import show_schedules
-from lib.ui.maintenance import show_maintenance, show_planner
 from lib.ui.agent_status import (
-    DEFAULT_WINDOW, WINDOWS, Keys, load_agent_statuses, load_maintenance_spans, load_runs, show_banner, show_cards,
-    show_timeline, status_time,
+    DEFAULT_WINDOW,
+    WINDOWS,
+    Keys,
+    load_agent_statuses,
+    load_maintenance_spans,
+    load_runs,
+    show_banner,
+    show_cards,
+    show_timeline,
+    status_time,
 )
+from lib.ui.maintenance import show_maintenance, show_planner
 
 scope = page_guard("Agent Status")
 window = st.segmented_control("Timeline window", list(WINDOWS), default=DEFAULT_WINDOW, key=Keys.WINDOW) or DEFAULT_WINDOW

@@ -1,5 +1,5 @@
-from lib.ui import page_guard
 from lib.ui import digest as ui
+from lib.ui import page_guard
 
 scope = page_guard("Weekly digest")
 ui.show_schedule(scope)

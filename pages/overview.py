@@ -4,8 +4,8 @@ from lib.core.timeutil import floor_time, utcnow
 from lib.ui import live_caption, page_guard
 from lib.ui.holds import show_holds
 from lib.ui.maintenance import show_maintenance
-from lib.ui.service_levels import overview_block as slo_block
 from lib.ui.overview import activity_block, agents_block, alerts_block, metrics_block, queue_block
+from lib.ui.service_levels import overview_block as slo_block
 
 scope = page_guard("Overview")
 

@@ -5,8 +5,24 @@ from lib.ui import live_caption, page_guard
 from lib.ui.holds import show_holds
 from lib.ui.maintenance import show_maintenance
 from lib.ui.queue_monitor import (
-    confirm_retry_all, filters, find_sent, load_groups, load_health, load_summary, load_waiting, load_worker, show_counts,
-    pause_control, row_dialog, show_groups, show_metrics, show_pauses, show_table, show_waiting, show_worker, view_picker,
+    confirm_retry_all,
+    filters,
+    find_sent,
+    load_groups,
+    load_health,
+    load_summary,
+    load_waiting,
+    load_worker,
+    pause_control,
+    row_dialog,
+    show_counts,
+    show_groups,
+    show_metrics,
+    show_pauses,
+    show_table,
+    show_waiting,
+    show_worker,
+    view_picker,
 )
 from lib.ui.service_levels import show_service_levels
 from lib.ui.throughput import show_throughput

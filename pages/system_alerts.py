@@ -4,8 +4,18 @@ from lib.core.timeutil import floor_time, utcnow
 from lib.ui import live_caption, page_guard
 from lib.ui.notifications import ack_actions, badges, silence_panel
 from lib.ui.system_alerts import (
-    STATES, alert_filters, alerts_export, chart_bucket, empty_state, load_alerts, load_summary,
-    resolve_actions, show_chart, show_list, show_result, show_summary,
+    STATES,
+    alert_filters,
+    alerts_export,
+    chart_bucket,
+    empty_state,
+    load_alerts,
+    load_summary,
+    resolve_actions,
+    show_chart,
+    show_list,
+    show_result,
+    show_summary,
 )
 
 scope = page_guard("System Alerts")

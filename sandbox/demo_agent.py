@@ -16,8 +16,8 @@ import threading
 
 import requests
 
-from lib.core.db import UNAVAILABLE_ERRORS, make_engine
 from lib.activity.heartbeats import record_beat
+from lib.core.db import UNAVAILABLE_ERRORS, make_engine
 from lib.core.settings import load_settings
 from lib.core.timeutil import iso, utcnow
 

@@ -15,11 +15,11 @@ import threading
 import uuid
 from typing import Any
 
-from lib.queue.accounts import list_accounts
 from lib.core.db import UNAVAILABLE_ERRORS, init_db, make_engine
-from lib.queue.store import enqueue
 from lib.core.settings import load_settings
 from lib.core.timeutil import utcnow
+from lib.queue.accounts import list_accounts
+from lib.queue.store import enqueue
 
 log = logging.getLogger("demo_enqueuer")
 

@@ -116,9 +116,10 @@ import re
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 MARKER = re.compile(r"#fail:(\w+)(?:=([\d.]+))?(?:@(\w+))?(?:\*(\d+))?")
@@ -288,7 +289,7 @@ def _digits(seed: str, n: int) -> str:
 
 
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S+0000")
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S+0000")
 
 
 def _key(text: str) -> str:
@@ -1184,7 +1185,7 @@ class GraphSandbox:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v26.0"
 
-    def start(self) -> "GraphSandbox":
+    def start(self) -> GraphSandbox:
         self.thread.start()
         return self
 
@@ -1332,7 +1333,7 @@ class GraphSandbox:
         return self.stats()["containers"][container_id]
 
 
-def register_accounts(sandbox: "GraphSandbox") -> int:
+def register_accounts(sandbox: GraphSandbox) -> int:
     """The demo: Instagram knows which account a token belongs to, which Page it is linked to and
     its username; the sandbox learns it from our accounts table (ids, tokens, usernames only)."""
     import sqlalchemy as sa

@@ -25,7 +25,7 @@ import json
 import threading
 import time
 from collections import deque
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -34,7 +34,7 @@ KEEP = 500
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: "_Server"
+    server: _Server
 
     def log_message(self, *_args) -> None:  # quiet
         return
@@ -67,7 +67,7 @@ class _Handler(BaseHTTPRequestHandler):
         except (UnicodeDecodeError, json.JSONDecodeError):
             self._send(400, b'{"error": "not JSON"}', "application/json")
             return
-        entry = {"received_at": datetime.now(timezone.utc).isoformat(), "path": self.path,
+        entry = {"received_at": datetime.now(UTC).isoformat(), "path": self.path,
                  "title": payload.get("title"), "message": payload.get("message"), "type": payload.get("type"),
                  "version": payload.get("version"), "received_monotonic": time.monotonic()}
         with sink.lock:
@@ -95,7 +95,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
-    sink: "NotifySink"
+    sink: NotifySink
 
 
 class NotifySink:
@@ -130,7 +130,7 @@ class NotifySink:
         with self.lock:
             return list(self.messages)
 
-    def start(self) -> "NotifySink":
+    def start(self) -> NotifySink:
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="notify-sink", daemon=True)
         self._thread.start()
         return self
@@ -139,7 +139,7 @@ class NotifySink:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def __enter__(self) -> "NotifySink":
+    def __enter__(self) -> NotifySink:
         return self.start()
 
     def __exit__(self, *_exc) -> None:

@@ -18,12 +18,12 @@ import signal
 import time
 import uuid
 
-from lib.core.db import UNAVAILABLE_ERRORS, init_db, make_engine
 from lib.activity.heartbeats import LIVENESS_THRESHOLD, is_alive, newest_beat
-from sandbox.oversight_tools import answer
-from sandbox.sse_server import BackgroundServer, SSEHandler
+from lib.core.db import UNAVAILABLE_ERRORS, init_db, make_engine
 from lib.core.settings import load_settings
 from lib.core.timeutil import iso, utcnow
+from sandbox.oversight_tools import answer
+from sandbox.sse_server import BackgroundServer, SSEHandler
 
 log = logging.getLogger("oversight_backend")
 MAX_QUESTION_CHARS = 2000

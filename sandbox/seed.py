@@ -21,19 +21,20 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
-from typing import Any, Iterable, Iterator
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from lib.core import schema
 from lib.core.audit import audit_row
-from lib.instagram.errors import backoff_delay
-from lib.queue.rules import ACTION_TYPES, SUCCESS_EVENT, idempotency_key
 from lib.core.settings import Settings
 from lib.core.timeutil import iso
+from lib.instagram.errors import backoff_delay
+from lib.queue.rules import ACTION_TYPES, SUCCESS_EVENT, idempotency_key
 
 MAX_RETRIES = Settings.max_retries  # the spec's default: seeded DLQ rows used up this many retries
 
@@ -731,7 +732,7 @@ def daily_series(rng: random.Random, acc: DemoAccount, first: date, last: date,
             saves = round(likes * rng.uniform(0.05, 0.12) * (1.4 if mt == "CAROUSEL_ALBUM" else 1.0))
             shares = round(likes * rng.uniform(0.01, 0.05) * (1.5 if mt == "VIDEO" else 1.0))
             engagement = likes + comments + saves + shares
-            posted = datetime(d.year, d.month, d.day, tzinfo=timezone.utc) + timedelta(
+            posted = datetime(d.year, d.month, d.day, tzinfo=UTC) + timedelta(
                 hours=rng.choice((8, 11, 13, 17, 19)), minutes=rng.randint(0, 59))
             caption = rng.choice(p.captions)
             media_id = _num_id(rng, 17, "179")
@@ -932,10 +933,10 @@ def report_rows(rng: random.Random, accounts: list[DemoAccount], now: datetime, 
     """Per account the `days` latest daily reports (02:00 UTC, covering the day before) and the
     `weeks` latest weekly reports (Monday 08:00 UTC, covering Monday-Sunday before)."""
     today = now.date()
-    last_daily = today if now >= datetime(today.year, today.month, today.day, 2, tzinfo=timezone.utc) \
+    last_daily = today if now >= datetime(today.year, today.month, today.day, 2, tzinfo=UTC) \
         else today - timedelta(days=1)
     monday = today - timedelta(days=today.weekday())
-    if now < datetime(monday.year, monday.month, monday.day, 8, tzinfo=timezone.utc):
+    if now < datetime(monday.year, monday.month, monday.day, 8, tzinfo=UTC):
         monday -= timedelta(days=7)
     first_needed = min(last_daily - timedelta(days=days + 1), monday - timedelta(days=7 * (weeks + 1)))
     for acc in accounts:
@@ -944,13 +945,13 @@ def report_rows(rng: random.Random, accounts: list[DemoAccount], now: datetime, 
         for k in range(days - 1, -1, -1):
             rd = last_daily - timedelta(days=k)
             covered = rd - timedelta(days=1)
-            yield _report_row(rng, acc, "daily", datetime(rd.year, rd.month, rd.day, 2, tzinfo=timezone.utc),
+            yield _report_row(rng, acc, "daily", datetime(rd.year, rd.month, rd.day, 2, tzinfo=UTC),
                               [series[covered]], [series[covered - timedelta(days=1)]])
         for k in range(weeks - 1, -1, -1):
             m = monday - timedelta(days=7 * k)
             cur = [series[m - timedelta(days=7 - i)] for i in range(7)]
             prev = [series[m - timedelta(days=14 - i)] for i in range(7)]
-            yield _report_row(rng, acc, "weekly", datetime(m.year, m.month, m.day, 8, tzinfo=timezone.utc), cur, prev)
+            yield _report_row(rng, acc, "weekly", datetime(m.year, m.month, m.day, 8, tzinfo=UTC), cur, prev)
 
 
 # --------------------------------------------------------------------------- oversight_chat_sessions
@@ -1128,7 +1129,7 @@ def _seed(engine: Engine, *, now: datetime, seed: int, v: Volumes, chunk: int = 
             for q, _ in batch:
                 if q["status"] == "sent" and q["action_type"] in ("publish_post", "repost_ugc") and q["instagram_id"]:
                     published.setdefault(q["business_account_id"], {}).setdefault(
-                        q["updated_at"].astimezone(timezone.utc).date(), []).append(
+                        q["updated_at"].astimezone(UTC).date(), []).append(
                         (q["instagram_id"], (q["payload"] or {}).get("caption")))
             queue_n += insert_rows(conn, schema.post_queue, (q for q, _ in batch), chunk=chunk)
             linked += insert_rows(conn, schema.audit_log, [a for _, audits in batch for a in audits], chunk=chunk)

@@ -77,14 +77,14 @@ class BackgroundServer:
         host, port = self.httpd.server_address[:2]
         return f"http://{host}:{port}"
 
-    def __enter__(self) -> "BackgroundServer":
+    def __enter__(self) -> BackgroundServer:
         self.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
 
-    def start(self) -> "BackgroundServer":
+    def start(self) -> BackgroundServer:
         self.thread.start()
         return self
 

@@ -19,8 +19,8 @@ sys.path.insert(0, str(ROOT))
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 from lib.core.db import init_db, make_engine  # noqa: E402
-from sandbox.seed import seed_demo  # noqa: E402
 from lib.core.timeutil import utcnow  # noqa: E402
+from sandbox.seed import seed_demo  # noqa: E402
 from tests.conftest import CHROMIUM  # noqa: E402
 from tests.support.servers import StreamlitServer  # noqa: E402
 

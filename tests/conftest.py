@@ -136,8 +136,8 @@ def sqlite_url(tmp_path):
 @pytest.fixture
 def demo_url(sqlite_url):
     """A SQLite database seeded with the demo data (sandbox.seed), as of now."""
-    from sandbox.seed import seed_demo
     from lib.core.timeutil import utcnow
+    from sandbox.seed import seed_demo
 
     eng = make_engine(sqlite_url)
     init_db(eng)

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from lib.queue.accounts import account_health
 from lib.alerts.store import TOKEN_EXPIRING
 from lib.core.identity import OPERATOR, Actor
-from lib.queue.store import pause
 from lib.core.schema import system_alerts
+from lib.queue.accounts import account_health
+from lib.queue.store import pause
 from tests.support.worker import add_account, add_row, client_for, sandbox, worker_settings  # noqa: F401
 from worker.checks import check_tokens
 from worker.tick import run_tick
@@ -27,15 +27,15 @@ def test_cards_show_connection_pause_counts_last_outcomes_usage_and_quota_never_
         add_row(conn, good, "publish_post", {"image_url": "https://x/a.jpg", "caption": "ok"})
         add_row(conn, good, "send_dm", {"recipient_id": "1", "message_text": "boom #fail:permanent"})
         add_row(conn, good, "reply_comment", {"comment_id": "1", "reply_text": "later"},
-                now=datetime.now(timezone.utc) + timedelta(seconds=1))
+                now=datetime.now(UTC) + timedelta(seconds=1))
         add_row(conn, bad, "send_dm", {"recipient_id": "1", "message_text": "x"})
     settings = worker_settings(db_url, sandbox)
     run_tick(engine, settings, client_for(settings))
     with engine.begin() as conn:
         add_row(conn, good, "send_dm", {"recipient_id": "2", "message_text": "waits behind the pause"})
-        pause(conn, actor=OP, now=datetime.now(timezone.utc), business_account_id=good, action_type="send_dm",
+        pause(conn, actor=OP, now=datetime.now(UTC), business_account_id=good, action_type="send_dm",
               reason="checking DMs")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with engine.connect() as conn:
         cards = {c.name: c for c in account_health(conn, now=now)}
     g, b = cards["good"], cards["gone"]
@@ -59,9 +59,9 @@ def test_token_expiry_is_read_with_the_app_token_and_raises_then_resolves_one_al
     sandbox.add_account("1784soon", "tok-soon", username="soon", token_expires_at=soon)
     sandbox.add_account("1784never", "tok-never", username="never", token_expires_at=0)
     settings = worker_settings(db_url, sandbox)
-    assert check_tokens(engine, settings, client_for(settings), now=datetime.now(timezone.utc)) == 0  # no app token
+    assert check_tokens(engine, settings, client_for(settings), now=datetime.now(UTC)) == 0  # no app token
     settings = replace(settings, meta_app_token="1000000000000001|app-secret")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     assert check_tokens(engine, settings, client_for(settings), now=now) == 2
     assert check_tokens(engine, settings, client_for(settings), now=now + timedelta(hours=1)) == 0  # not again so soon
     with engine.connect() as conn:
@@ -80,9 +80,10 @@ def test_token_expiry_is_read_with_the_app_token_and_raises_then_resolves_one_al
 
 def test_last_outcomes_are_the_newest_row_of_each_account_and_action_type(engine):
     """The per-(account, action type) probes: newest sent and newest failed/dlq row, each account on its own."""
-    from tests.support.queue_rows import add_account as add_plain_account, insert_rows, queue_row
+    from tests.support.queue_rows import add_account as add_plain_account
+    from tests.support.queue_rows import insert_rows, queue_row
 
-    now = datetime.now(timezone.utc).replace(microsecond=0)
+    now = datetime.now(UTC).replace(microsecond=0)
     with engine.begin() as conn:
         a, b = add_plain_account(conn, "alpha", now), add_plain_account(conn, "beta", now)
         rows = [queue_row(account=a, now=now, status="sent", retry_count=0, action_type="send_dm", age_min=m)

@@ -1,7 +1,7 @@
 """Agent schedules on every database: the watchdog, the statuses and the audited operator writes."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -14,7 +14,7 @@ from lib.health.watchdog import sync_agent_down_alerts
 
 OP = Actor("ops@example.com", OPERATOR)
 VIEWER = Actor("viewer@example.com")
-T0 = datetime(2026, 11, 20, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 20, 0, 0, tzinfo=UTC)
 M = timedelta(minutes=1)
 
 
@@ -42,27 +42,27 @@ def test_a_4_minute_agent_with_a_5_minute_period_never_alerts(engine):
 
 def test_a_missed_nightly_run_alerts_once_and_resolves_on_the_next_run(engine):
     def night(conn, day):  # ten minutes of beats from 02:00
-        start = datetime(2026, 11, day, 2, 0, tzinfo=timezone.utc)
+        start = datetime(2026, 11, day, 2, 0, tzinfo=UTC)
         for i in range(21):
             record_beat(conn, "nightly", now=start + i * 30 * timedelta(seconds=1))
 
     raised, resolved = [], []
     with engine.begin() as conn:
         set_schedule(conn, "nightly", make_schedule(cron="0 2 * * *", grace_s=1800), actor=OP, now=T0)
-        now = datetime(2026, 11, 21, 1, 0, tzinfo=timezone.utc)
+        now = datetime(2026, 11, 21, 1, 0, tzinfo=UTC)
         night(conn, 21)
-        while now < datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc):  # the watchdog every 5 minutes
+        while now < datetime(2026, 11, 24, 12, 0, tzinfo=UTC):  # the watchdog every 5 minutes
             now += 5 * M
-            if now == datetime(2026, 11, 22, 2, 0, tzinfo=timezone.utc):
+            if now == datetime(2026, 11, 22, 2, 0, tzinfo=UTC):
                 night(conn, 22)
-            if now == datetime(2026, 11, 24, 2, 0, tzinfo=timezone.utc):
+            if now == datetime(2026, 11, 24, 2, 0, tzinfo=UTC):
                 night(conn, 24)  # the night of the 23rd was missed
             r = sync_agent_down_alerts(conn, now=now)
             raised += [(now, a) for a in r["raised"]]
             resolved += [(now, a) for a in r["resolved"]]
         # down from 02:30 (02:00 + grace) on the 23rd: raised once at the first pass after it
-        assert raised == [(datetime(2026, 11, 23, 2, 35, tzinfo=timezone.utc), "nightly")]
-        assert resolved == [(datetime(2026, 11, 24, 2, 0, tzinfo=timezone.utc), "nightly")]
+        assert raised == [(datetime(2026, 11, 23, 2, 35, tzinfo=UTC), "nightly")]
+        assert resolved == [(datetime(2026, 11, 24, 2, 0, tzinfo=UTC), "nightly")]
         (alert,) = _agent_down(conn, "nightly")
         assert alert.resolved is True
         assert alert.details["schedule"] == "runs at `0 2 * * *` (UTC) + 30 min grace"

@@ -1,12 +1,12 @@
 """Schedule rules with a fixed now: period + grace, cron + grace, liveness, runs and availability."""
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from lib.activity.agent_schedules import DEFAULT_SCHEDULE, ScheduleError, Schedule, liveness, make_schedule
+from lib.activity.agent_schedules import DEFAULT_SCHEDULE, Schedule, ScheduleError, liveness, make_schedule
 from lib.activity.heartbeats import availability, beat_runs, is_alive, up_since
 
-NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 S = timedelta(seconds=1)
 M = timedelta(minutes=1)
 H = timedelta(hours=1)
@@ -40,20 +40,20 @@ def test_an_agent_beating_every_4_minutes_on_a_5_minute_period_is_never_down():
 
 
 def test_nightly_agent_asleep_between_runs_is_up_and_a_missed_run_is_down_after_the_grace():
-    last_run = datetime(2026, 11, 25, 2, 10, tzinfo=timezone.utc)  # ran 02:00-02:10 today
+    last_run = datetime(2026, 11, 25, 2, 10, tzinfo=UTC)  # ran 02:00-02:10 today
     noon = NOW
     assert liveness(last_run, noon, NIGHTLY) == "up"
-    assert NIGHTLY.due(last_run) == datetime(2026, 11, 26, 2, 0, tzinfo=timezone.utc)
-    assert liveness(last_run, datetime(2026, 11, 26, 2, 20, tzinfo=timezone.utc), NIGHTLY) == "late"
-    assert liveness(last_run, datetime(2026, 11, 26, 2, 31, tzinfo=timezone.utc), NIGHTLY) == "down"
+    assert NIGHTLY.due(last_run) == datetime(2026, 11, 26, 2, 0, tzinfo=UTC)
+    assert liveness(last_run, datetime(2026, 11, 26, 2, 20, tzinfo=UTC), NIGHTLY) == "late"
+    assert liveness(last_run, datetime(2026, 11, 26, 2, 31, tzinfo=UTC), NIGHTLY) == "down"
 
 
 def test_nightly_availability_counts_only_the_missed_night():
     runs = []
     for day in (22, 23, 25):  # the night of the 24th was missed
-        start = datetime(2026, 11, day, 2, 0, tzinfo=timezone.utc)
+        start = datetime(2026, 11, day, 2, 0, tzinfo=UTC)
         runs += [start + i * 30 * S for i in range(21)]  # ten minutes of beats
-    window = datetime(2026, 11, 22, 2, 0, tzinfo=timezone.utc)
+    window = datetime(2026, 11, 22, 2, 0, tzinfo=UTC)
     # down from 24th 02:30 (02:00 + grace) until the run of the 25th at 02:00: 23.5 h of 82 h
     expected = 1 - 23.5 / 82
     assert availability(runs, window, NOW, NIGHTLY) == pytest.approx(expected)

@@ -2,19 +2,28 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 
 from lib.alerts.store import (
-    EXPORT_COLUMNS, AlertFilter, alert_counts, alert_summary, export_chunks, group_alerts, list_alerts, matching_ids,
-    open_or_update_alert, resolve, types_for_severities,
+    EXPORT_COLUMNS,
+    AlertFilter,
+    alert_counts,
+    alert_summary,
+    export_chunks,
+    group_alerts,
+    list_alerts,
+    matching_ids,
+    open_or_update_alert,
+    resolve,
+    types_for_severities,
 )
 from lib.core.identity import OPERATOR, Actor
 from lib.core.schema import audit_log, system_alerts
 
-NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 ACC_A = uuid.UUID("aaaaaaaa-0000-0000-0000-000000000001")
 ACC_B = uuid.UUID("bbbbbbbb-0000-0000-0000-000000000002")
 
@@ -100,7 +109,7 @@ def test_grouping_counts_repeats():
     assert [(g.business_account_id, g.count) for g in groups] == [(ACC_A, 4), (ACC_B, 1)]
     a = groups[0]
     assert a.first_seen == NOW - timedelta(minutes=300)
-    assert a.last_seen == datetime(2026, 11, 25, 11, 55, tzinfo=timezone.utc)
+    assert a.last_seen == datetime(2026, 11, 25, 11, 55, tzinfo=UTC)
     assert a.message == "rate_limit 5" and len(a.ids) == 2 and a.unresolved == 2
 
 

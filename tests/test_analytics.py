@@ -1,9 +1,8 @@
 """Pure analytics code: validation, flattening, deltas, period comparison, on good and broken reports."""
 import json
 import math
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
-import pandas as pd
 import pytest
 
 from lib.analytics import reports as an
@@ -14,7 +13,7 @@ DAY = date(2026, 11, 22)
 def row(**overrides):
     base = {
         "id": "r1", "business_account_id": "acc-1", "report_type": "weekly",
-        "report_date": datetime(2026, 11, 23, 8, tzinfo=timezone.utc),
+        "report_date": datetime(2026, 11, 23, 8, tzinfo=UTC),
         "start_date": "2026-11-16", "end_date": "2026-11-22",
         "instagram_metrics": {"reach": 1200, "impressions": 3000, "followers_count": 5000, "follower_growth": 40,
                               "profile_views": 90, "website_clicks": 12, "avg_engagement_rate": 4.5},
@@ -53,8 +52,8 @@ def test_well_formed_report_flattens_to_dotted_columns():
 
 
 def test_frame_has_every_spec_numeric_column_and_sorted_rows():
-    a = an.parse_report(row(id="b", report_date=datetime(2026, 11, 23, tzinfo=timezone.utc)))
-    b = an.parse_report(row(id="a", report_date=datetime(2026, 11, 16, tzinfo=timezone.utc)))
+    a = an.parse_report(row(id="b", report_date=datetime(2026, 11, 23, tzinfo=UTC)))
+    b = an.parse_report(row(id="a", report_date=datetime(2026, 11, 16, tzinfo=UTC)))
     df = an.reports_frame([a, b])
     assert list(df["id"]) == ["a", "b"]
     for section, keys in an.NUMERIC_FIELDS.items():
@@ -306,7 +305,7 @@ def test_formatting():
 
 def test_latest_and_previous_per_account():
     reports = [an.parse_report(row(id=f"r{i}", business_account_id=acc,
-                                   report_date=datetime(2026, 11, i, tzinfo=timezone.utc)))
+                                   report_date=datetime(2026, 11, i, tzinfo=UTC)))
                for i, acc in ((1, "a"), (2, "b"), (3, "a"), (4, "a"))]
     df = an.reports_frame(reports)
     latest, previous = an.latest_and_previous(df, "a")
@@ -321,7 +320,7 @@ def test_latest_and_previous_per_account():
 def daily(i, acc="a", **ig):
     d = date(2026, 11, i)
     return an.parse_report(row(id=f"{acc}{i}", business_account_id=acc, report_type="daily",
-                               report_date=datetime(2026, 11, i + 1, 2, tzinfo=timezone.utc),
+                               report_date=datetime(2026, 11, i + 1, 2, tzinfo=UTC),
                                start_date=d.isoformat(), end_date=d.isoformat(),
                                instagram_metrics=ig, revenue_metrics={}, media_metrics={}))
 
@@ -337,7 +336,7 @@ def test_long_series_drops_missing_values():
 
 def test_media_type_breakdown_sums_counts_and_weights_rates():
     r1 = an.parse_report(row(id="1", media_metrics={"by_media_type": {"VIDEO": {"count": 1, "avg_engagement_rate": 2.0}}}))
-    r2 = an.parse_report(row(id="2", report_date=datetime(2026, 11, 30, tzinfo=timezone.utc),
+    r2 = an.parse_report(row(id="2", report_date=datetime(2026, 11, 30, tzinfo=UTC),
                              media_metrics={"by_media_type": {"VIDEO": {"count": 3, "avg_engagement_rate": 6.0},
                                                               "IMAGE": {"count": 2}}}))
     out = an.media_type_breakdown(an.reports_frame([r1, r2]))

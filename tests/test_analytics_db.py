@@ -1,5 +1,5 @@
 """analytics_reports queries on SQLite and PostgreSQL: by account, type and range; broken JSON."""
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import pytest
 
@@ -35,12 +35,12 @@ def test_reports_by_account_type_and_range(engine):
     parsed = [an.parse_report(r) for r in rows]
     assert [p.sections["instagram_metrics"]["reach"] for p in parsed] == [300.0, 400.0, 500.0]
     assert all(p.problems == [] for p in parsed)
-    assert parsed[0].report_date == datetime(2026, 11, 4, 2, tzinfo=timezone.utc)
+    assert parsed[0].report_date == datetime(2026, 11, 4, 2, tzinfo=UTC)
 
 
 def test_previous_reports_per_account(engine):
     a, b = seed(engine)
-    before = datetime(2026, 11, 5, tzinfo=timezone.utc)
+    before = datetime(2026, 11, 5, tzinfo=UTC)
     with engine.connect() as conn:
         prev = an.fetch_previous_reports(conn, account_ids=None, report_type="daily", before=before)
         only_a = an.fetch_previous_reports(conn, account_ids=[a], report_type="daily", before=before)

@@ -2,8 +2,7 @@
 PostgreSQL; metric_anomaly alerts raised by an operator only, audited."""
 from __future__ import annotations
 
-import uuid
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -16,7 +15,7 @@ from lib.core.schema import audit_log, system_alerts
 from tests.support.reports import add_accounts, add_reports, report
 
 DAY0 = date(2026, 9, 1)
-NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 
 def frame(account, values: dict[str, list[float]]) -> pd.DataFrame:

@@ -14,13 +14,13 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from lib.core.db import init_db, make_engine
 from lib.activity.heartbeats import agent_statuses
-from lib.queue.store import enqueue
-from lib.queue.rules import idempotency_key
-from lib.queue.reads import status_summary
+from lib.core.db import init_db, make_engine
 from lib.core.schema import agent_heartbeats, audit_log, post_queue
 from lib.core.timeutil import utcnow
+from lib.queue.reads import status_summary
+from lib.queue.rules import idempotency_key
+from lib.queue.store import enqueue
 from tests.support.api import TOKENS, ApiProcess, ApiThread, auth
 from tests.support.queue_rows import add_account, insert_rows, queue_row
 from tests.support.servers import ROOT

@@ -13,9 +13,9 @@ import requests
 import sqlalchemy as sa
 
 from lib.core.db import init_db, make_engine
-from lib.queue.holds import came_due_since
 from lib.core.schema import post_queue as pq
 from lib.core.timeutil import utcnow
+from lib.queue.holds import came_due_since
 from tests.support.api import API_TOKENS, ApiProcess, auth
 from tests.support.queue_rows import insert_rows, queue_row
 from tests.support.servers import ROOT

@@ -5,19 +5,26 @@ import csv
 import io
 import json
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 
 from lib.core.audit import (
-    AuditFilter, escape_like, event_counts, export_chunks, count_matching, feed_page,
-    distinct_event_types, distinct_resource_types, audit_row,
+    AuditFilter,
+    audit_row,
+    count_matching,
+    distinct_event_types,
+    distinct_resource_types,
+    escape_like,
+    event_counts,
+    export_chunks,
+    feed_page,
 )
 from lib.core.export import rows_to_csv
 from lib.core.schema import audit_log
 
-NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 ACC_A = uuid.UUID("aaaaaaaa-0000-0000-0000-000000000001")
 ACC_B = uuid.UUID("bbbbbbbb-0000-0000-0000-000000000002")
 INJECTION = "'; drop table audit_log; --"
@@ -216,7 +223,7 @@ def test_event_counts_by_bucket(feed_db):
     fails = sum(1 for r in in_range if r["success"] is False)
     assert sum(c["count"] for c in counts if c["outcome"] == "failure") == fails
     assert all(c["bucket"].minute == 0 and c["bucket"].tzinfo is not None for c in counts)
-    assert {c["bucket"] for c in days} == {datetime(2026, 11, d, tzinfo=timezone.utc) for d in (24, 25)}
+    assert {c["bucket"] for c in days} == {datetime(2026, 11, d, tzinfo=UTC) for d in (24, 25)}
     assert sum(c["count"] for c in days) == len(rows)
     assert sum(c["count"] for c in days if c["bucket"].day == 24) == sum(1 for r in rows if r["created_at"].day == 24)
 

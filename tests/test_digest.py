@@ -8,25 +8,23 @@ import email
 import email.policy
 import threading
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 
-from lib.notify import digest
-
-from lib.notify import notify
 from lib.alerts.store import open_or_update_alert
 from lib.core.identity import OPERATOR, VIEWER, Actor, PermissionDenied
-from sandbox.notify_sink import NotifySink
 from lib.core.schema import analytics_reports, audit_log, notification_outbox
 from lib.core.settings import Settings
+from lib.notify import digest, notify
+from sandbox.notify_sink import NotifySink
 from tests.support.pg import free_port
 from tests.support.queue_rows import add_account, insert_rows, queue_row
 from tests.support.reports import report
 
-SLOT = datetime(2026, 11, 30, 8, 0, tzinfo=timezone.utc)  # a Monday 08:00 UTC
+SLOT = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)  # a Monday 08:00 UTC
 NOW = SLOT + timedelta(minutes=1)
 OPS = Actor("ops@example.com", OPERATOR)
 

@@ -4,19 +4,19 @@ holds a display mark is refused with nothing written, and a change to what goes 
 container drops the stored container and its state, so the worker publishes what was saved."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 
 from lib.core.identity import OPERATOR, Actor
-from lib.queue.reads import row_detail
+from lib.core.schema import audit_log, post_queue_state
+from lib.core.schema import post_queue as pq
+from lib.core.text import clip_json
+from lib.queue.reads import row_detail, stored_values
 from lib.queue.rules import QueueControlError
 from lib.queue.store import edit_and_retry
-from lib.queue.reads import stored_values
 from sandbox.graph_api import GraphSandbox
-from lib.core.schema import audit_log, post_queue as pq, post_queue_state
-from lib.core.text import clip_json
 from tests.support.worker import add_account, add_row, client_for, row, worker_settings
 from worker.tick import run_tick
 
@@ -25,7 +25,7 @@ OP = Actor("ops@example.com", OPERATOR)
 
 class Clock:
     def __init__(self) -> None:
-        self.t = datetime.now(timezone.utc).replace(microsecond=0)
+        self.t = datetime.now(UTC).replace(microsecond=0)
 
     def now(self) -> datetime:
         return self.t
@@ -75,12 +75,12 @@ def test_a_long_dm_is_edited_whole_and_the_display_copy_is_refused(engine):
     with engine.begin() as conn:
         with pytest.raises(QueueControlError, match="254 more characters not shown"):
             edit_and_retry(conn, dm, {"message_text": shown.replace("Hi!", "Hello!", 1)}, actor=OP,
-                           now=datetime.now(timezone.utc))
+                           now=datetime.now(UTC))
     with engine.connect() as conn:
         assert row(conn, dm).payload["message_text"] == text and _edits(conn) == []  # nothing written
     with engine.begin() as conn:
         edit_and_retry(conn, dm, {"message_text": raw["message_text"].replace("Hi!", "Hello!", 1)}, actor=OP,
-                       now=datetime.now(timezone.utc))
+                       now=datetime.now(UTC))
     with engine.connect() as conn:
         r = row(conn, dm)
         assert r.payload["message_text"] == "Hello!" + text[3:] and len(r.payload["message_text"]) == 757
@@ -101,11 +101,11 @@ def test_a_caption_that_looks_like_a_token_is_edited_raw_and_a_placeholder_is_re
         raw = stored_values(conn, post)
     assert raw["caption"] == "Bearer bonds are back"
     with engine.begin() as conn, pytest.raises(QueueControlError, match=r"\[redacted\]"):
-        edit_and_retry(conn, post, {"caption": "[redacted] are back!"}, actor=OP, now=datetime.now(timezone.utc))
+        edit_and_retry(conn, post, {"caption": "[redacted] are back!"}, actor=OP, now=datetime.now(UTC))
     with engine.connect() as conn:
         assert row(conn, post).payload["caption"] == "Bearer bonds are back" and _edits(conn) == []
     with engine.begin() as conn:
-        edit_and_retry(conn, post, {"caption": "Bearer bonds are back!"}, actor=OP, now=datetime.now(timezone.utc))
+        edit_and_retry(conn, post, {"caption": "Bearer bonds are back!"}, actor=OP, now=datetime.now(UTC))
     with engine.connect() as conn:
         assert row(conn, post).payload["caption"] == "Bearer bonds are back!"
 
@@ -118,7 +118,7 @@ def test_a_text_that_really_holds_a_mark_stays_editable(engine):
     _dead(engine, dm)
     with engine.begin() as conn:
         edit_and_retry(conn, dm, {"message_text": "Your card ends in [redacted]"}, actor=OP,
-                       now=datetime.now(timezone.utc))
+                       now=datetime.now(UTC))
     with engine.connect() as conn:
         assert row(conn, dm).payload["message_text"] == "Your card ends in [redacted]"
 
@@ -164,7 +164,7 @@ def test_a_dm_edit_touches_no_container_state(engine):
         dm = add_row(conn, acc, "send_dm", {"recipient_id": "1", "message_text": "hi"})
     _dead(engine, dm)
     with engine.begin() as conn:
-        res = edit_and_retry(conn, dm, {"message_text": "hello"}, actor=OP, now=datetime.now(timezone.utc))
+        res = edit_and_retry(conn, dm, {"message_text": "hello"}, actor=OP, now=datetime.now(UTC))
     assert "container" not in res.message
     with engine.connect() as conn:
         (e,) = _edits(conn)

@@ -5,20 +5,20 @@ from __future__ import annotations
 
 import io
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
 
 from lib.alerts import store as alerts
-
 from lib.core import audit
 from lib.core.export import build_export, frame_export, rows_to_parquet
-from lib.queue.rules import EXPORT_COLUMNS as QUEUE_COLUMNS, QueueFilter
 from lib.queue.reads import iter_export_rows
+from lib.queue.rules import EXPORT_COLUMNS as QUEUE_COLUMNS
+from lib.queue.rules import QueueFilter
 from tests.support.queue_rows import add_account, insert_rows, queue_row
 
-NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 TOKEN = "EAAB" + "Z" * 40
 FORMULA = '=HYPERLINK("http://evil.example","open")'
 
@@ -59,7 +59,7 @@ def test_audit_export_reads_back_with_types(engine, fmt):
     else:  # Excel has no time zone: the wall time is UTC
         assert str(created.dtype).startswith("datetime64")
         created = created.dt.tz_localize("UTC")
-    expected = [r[1].astimezone(timezone.utc) for r in page_rows]
+    expected = [r[1].astimezone(UTC) for r in page_rows]
     got = [t.to_pydatetime() for t in created]
     assert all(abs((g - e).total_seconds()) < 0.002 for g, e in zip(got, expected))
     assert df["success"].dtype == bool

@@ -9,21 +9,29 @@ import hashlib
 import io
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
 
 from lib.alerts import store as alerts
-
 from lib.core import audit
-from lib.core.export import (MAX_CONCURRENT_EXPORTS, ExportBusy, build_export, csv_safe, export_slot, exports_running,
-                        frame_export, frame_to_csv)
-from lib.queue.rules import EXPORT_COLUMNS as QUEUE_COLUMNS, QueueFilter
+from lib.core.export import (
+    MAX_CONCURRENT_EXPORTS,
+    ExportBusy,
+    build_export,
+    csv_safe,
+    export_slot,
+    exports_running,
+    frame_export,
+    frame_to_csv,
+)
 from lib.queue.reads import iter_export_rows
+from lib.queue.rules import EXPORT_COLUMNS as QUEUE_COLUMNS
+from lib.queue.rules import QueueFilter
 from tests.support.queue_rows import add_account, insert_rows, queue_row
 
-NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 HIDDEN = ['  =HYPERLINK("http://evil.example","open")', "\n=1+1", "\r\n+SUM(A1)", " \t@SUM(A1:A9)",
           "\u00a0-2+3", "\u3000=1", "\ufeff=1"]
 HARMLESS = ["  hello", "\nline", "a=1", "x - y", "", " ", "1 + 1"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import gc
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -15,7 +15,7 @@ from lib.core import audit
 from lib.core.db import stream_rows
 from lib.core.export import build_export, fewer_gc_passes, prefetched
 
-NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 
 def _seed(engine, n: int) -> None:
@@ -54,7 +54,7 @@ def test_audit_export_chunks_same_rows_as_the_feed(engine):
     assert [r[at["success"]] for r in rows] == [p["success"] for p in page]
     assert all(type(r[at["success"]]) is bool for r in rows)
     assert [r[at["created_at"]] for r in rows] == [NOW - timedelta(minutes=i) for i in range(12)]
-    assert all(r[at["created_at"]].tzinfo is timezone.utc for r in rows)
+    assert all(r[at["created_at"]].tzinfo is UTC for r in rows)
 
 
 def test_capped_export_releases_the_connection(engine):

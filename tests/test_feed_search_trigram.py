@@ -2,7 +2,7 @@
 never fails without it (lib.core.db.ensure_trigram_indexes). SQLite keeps the bounded scan (lib.core.audit)."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -13,7 +13,7 @@ from lib.core.audit import AuditFilter, audit_row, feed_conditions, feed_page
 from lib.core.db import TRIGRAM_INDEXES, init_db, make_engine
 from lib.core.schema import audit_log
 
-NOW = datetime(2026, 6, 15, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 
 
 def _index_names(conn) -> set[str]:

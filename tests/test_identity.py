@@ -1,10 +1,19 @@
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
-from lib.core.identity import OPERATOR, VIEWER, Actor, PermissionDenied, groups_from_claim, require_operator, role_for, token_expired
+from lib.core.identity import (
+    OPERATOR,
+    VIEWER,
+    Actor,
+    PermissionDenied,
+    groups_from_claim,
+    require_operator,
+    role_for,
+    token_expired,
+)
 
-NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 
 def test_local_mode_without_lists_makes_the_local_user_operator():
@@ -56,7 +65,13 @@ def test_require_operator():
 
 # -- fail closed off loopback (security item 1) ------------------------------------------------------
 from lib.core.identity import (  # noqa: E402
-    IdentityRefused, check_auth_table, client_is_trusted, header_identity, is_loopback, local_role, oidc_identity,
+    IdentityRefused,
+    check_auth_table,
+    client_is_trusted,
+    header_identity,
+    is_loopback,
+    local_role,
+    oidc_identity,
     parse_proxy_ips,
 )
 

@@ -7,9 +7,22 @@ from datetime import timedelta
 import pytest
 import requests
 
-from lib.instagram.errors import (IG_ERROR_TABLE, HOLD, NEW_CONTAINER, QUOTA, WAIT_CONTAINER, account_usage, app_usage,
-                           Category, GraphError, backoff_delay, categorize_ig_error, is_content_rejection,
-                           next_attempt, regain_access_after)
+from lib.instagram.errors import (
+    HOLD,
+    IG_ERROR_TABLE,
+    NEW_CONTAINER,
+    QUOTA,
+    WAIT_CONTAINER,
+    Category,
+    GraphError,
+    account_usage,
+    app_usage,
+    backoff_delay,
+    categorize_ig_error,
+    is_content_rejection,
+    next_attempt,
+    regain_access_after,
+)
 
 
 def err(status=None, code=None, exc=None, headers=None, **extra):

@@ -4,20 +4,20 @@ filters, and exported as a Markdown postmortem."""
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
-from lib.notify import notify
 from lib.activity.agent_schedules import make_schedule, set_schedule
 from lib.activity.heartbeats import record_beat
-from lib.core.identity import OPERATOR, Actor
+from lib.activity.worker_ticks import record_tick_finish, record_tick_start
 from lib.alerts.incidents import IncidentFilter, incident, list_incidents, postmortem_markdown, timeline_rows
-from sandbox.notify_sink import NotifySink
+from lib.core.identity import OPERATOR, Actor
 from lib.core.settings import Settings
 from lib.health.watchdog import sync_agent_down_alerts
-from lib.activity.worker_ticks import record_tick_finish, record_tick_start
+from lib.notify import notify
+from sandbox.notify_sink import NotifySink
 
 OP = Actor("ops@example.com", OPERATOR)
-T0 = datetime(2026, 12, 1, 9, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 S = timedelta(seconds=1)
 
 

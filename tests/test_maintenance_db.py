@@ -3,25 +3,25 @@ covers, no notification while it lasts, the opening after it; audited, operators
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 
-from lib.notify import notify
-from lib.alerts.store import open_or_update_alert
 from lib.activity.heartbeats import agent_statuses, record_beat
-from lib.core.identity import OPERATOR, Actor, PermissionDenied
 from lib.alerts.maintenance import MaintenanceError, create_window, end_window, load_windows
-from sandbox.notify_sink import NotifySink
+from lib.alerts.store import open_or_update_alert
+from lib.core.identity import OPERATOR, Actor, PermissionDenied
 from lib.core.schema import audit_log, maintenance_windows, system_alerts
 from lib.core.settings import Settings
 from lib.health.watchdog import sync_agent_down_alerts
+from lib.notify import notify
+from sandbox.notify_sink import NotifySink
 from tests.support.worker import add_account
 
 OP = Actor("ops@example.com", OPERATOR)
 VIEWER = Actor("viewer@example.com")
-T0 = datetime(2026, 12, 1, 9, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 M = timedelta(minutes=1)
 
 

@@ -1,12 +1,12 @@
 """Maintenance window rules with a fixed now: one-off and recurring occurrences, scope, early end."""
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from lib.alerts.maintenance import MaintenanceError, MaintenanceWindow, check_window, maintenance_until
 
-NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 H = timedelta(hours=1)
 ACC = uuid.uuid4()
 
@@ -28,17 +28,17 @@ def test_one_off_covers_its_span_only():
 
 def test_recurring_nightly_window():
     w = window(starts_at=NOW - 72 * H, ends_at=None, cron="0 2 * * *", duration_s=3600)
-    at_0230 = datetime(2026, 11, 25, 2, 30, tzinfo=timezone.utc)
+    at_0230 = datetime(2026, 11, 25, 2, 30, tzinfo=UTC)
     assert w.occurrence_at(at_0230) == (at_0230 - 30 * timedelta(minutes=1), at_0230 + 30 * timedelta(minutes=1))
     assert w.occurrence_at(NOW) is None
-    assert w.next_start(NOW) == datetime(2026, 11, 26, 2, 0, tzinfo=timezone.utc)
+    assert w.next_start(NOW) == datetime(2026, 11, 26, 2, 0, tzinfo=UTC)
     spans = w.occurrences(NOW - 48 * H, NOW)
     assert [s[0].day for s in spans] == [24, 25]
     assert w.describe() == "at `0 2 * * *` (UTC) for 1 h"
 
 
 def test_recurrence_respects_its_start_end_and_an_early_end():
-    at_0230 = datetime(2026, 11, 25, 2, 30, tzinfo=timezone.utc)
+    at_0230 = datetime(2026, 11, 25, 2, 30, tzinfo=UTC)
     assert window(starts_at=NOW, ends_at=None, cron="0 2 * * *", duration_s=3600).occurrence_at(at_0230) is None
     assert window(starts_at=NOW - 72 * H, ends_at=at_0230 - H, cron="0 2 * * *",
                   duration_s=3600).occurrence_at(at_0230) is None

@@ -5,12 +5,12 @@ from __future__ import annotations
 import io
 import json
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from lib.core.logs import configure_logging, fields
 from worker.metrics_server import Health
 
-T0 = datetime(2026, 12, 1, 21, 2, tzinfo=timezone.utc)
+T0 = datetime(2026, 12, 1, 21, 2, tzinfo=UTC)
 
 
 class Clock:
@@ -29,7 +29,7 @@ def test_cron_schedule_healthy_until_the_due_tick_is_two_intervals_late():
     assert h.check()[0] is True
     clock.now = T0 + timedelta(minutes=3)  # 21:05 due
     h.tick_started()
-    clock.now = datetime(2026, 12, 1, 21, 20, tzinfo=timezone.utc)  # 21:10 due; 21:20 = exactly two intervals late
+    clock.now = datetime(2026, 12, 1, 21, 20, tzinfo=UTC)  # 21:10 due; 21:20 = exactly two intervals late
     assert h.check()[0] is True
     clock.now += timedelta(seconds=1)
     ok, info = h.check()

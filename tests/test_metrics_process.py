@@ -16,12 +16,13 @@ import requests
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
-from lib.alerts.store import open_or_update_alert
 from lib.activity.heartbeats import record_beat
-from lib.queue.rules import ACTION_TYPES, STATUSES
-from lib.queue.reads import queue_health
-from lib.core.schema import agent_heartbeats, post_queue as pq, system_alerts
+from lib.alerts.store import open_or_update_alert
+from lib.core.schema import agent_heartbeats, system_alerts
+from lib.core.schema import post_queue as pq
 from lib.core.timeutil import utcnow
+from lib.queue.reads import queue_health
+from lib.queue.rules import ACTION_TYPES, STATUSES
 from tests.support.pg import free_port
 from tests.support.servers import ROOT
 from tests.support.worker import add_account, add_row, sandbox, worker_command, worker_env  # noqa: F401

@@ -5,22 +5,22 @@ from __future__ import annotations
 import math
 import uuid
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 
-from lib.notify import notify
 from lib.alerts.store import auto_resolve, open_or_update_alert, resolve
 from lib.core.identity import OPERATOR, VIEWER, Actor, PermissionDenied
-from sandbox.notify_sink import NotifySink
 from lib.core.schema import audit_log, notification_outbox, system_alerts
 from lib.core.settings import Settings
+from lib.notify import notify
+from sandbox.notify_sink import NotifySink
 from tests.support.smtp import SmtpBox
 from tests.support.worker import add_account
 
 OPS = Actor("ops@example.com", OPERATOR)
-T0 = datetime(2026, 12, 1, 9, 12, tzinfo=timezone.utc)
+T0 = datetime(2026, 12, 1, 9, 12, tzinfo=UTC)
 
 
 @pytest.fixture

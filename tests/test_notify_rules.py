@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
-from lib.notify import notify
 from lib.core.settings import Settings, load_settings
+from lib.notify import notify
 
-T0 = datetime(2026, 12, 1, 9, 12, tzinfo=timezone.utc)
+T0 = datetime(2026, 12, 1, 9, 12, tzinfo=UTC)
 
 
 def test_urls_split_on_whitespace_and_commas():

@@ -8,16 +8,16 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
 
-from lib.notify import notify
 from lib.alerts.store import open_or_update_alert
-from sandbox.notify_sink import NotifySink
 from lib.core.schema import notification_outbox, system_alerts
 from lib.core.settings import Settings
+from lib.notify import notify
+from sandbox.notify_sink import NotifySink
 from tests.support.servers import ROOT
 from tests.support.worker import add_account, pg_db  # noqa: F401
 
@@ -58,7 +58,7 @@ def _statuses(eng):
 
 def test_four_workers_at_once_send_every_message_exactly_once(pg_db):
     url, eng = pg_db
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with eng.begin() as conn:
         accs = [add_account(conn, username=f"s{i}") for i in range(60)]
     with NotifySink() as sink:
@@ -109,7 +109,7 @@ def test_service_worker_delivers_soon_after_an_insert(pg_db, capsys):
                     conn.execute(sa.insert(system_alerts).values(
                         id=uuid.uuid4(), alert_type="auth_failure", business_account_id=None,
                         message=f"latency probe {i}", details={"source": "proactive_sync"}, resolved=False,
-                        created_at=datetime.now(timezone.utc), updated_at=datetime.now(timezone.utc)))
+                        created_at=datetime.now(UTC), updated_at=datetime.now(UTC)))
                     inserted = time.monotonic()
                 wait_until = time.monotonic() + 60
                 while not (got := [m for m in sink.received() if f"latency probe {i}" in (m["message"] or "")]):
@@ -117,7 +117,7 @@ def test_service_worker_delivers_soon_after_an_insert(pg_db, capsys):
                     time.sleep(0.02)
                 latencies.append(got[0]["received_monotonic"] - inserted)
                 with eng.begin() as conn:  # resolve, so the next probe is a new incident
-                    conn.execute(sa.update(system_alerts).values(resolved=True, resolved_at=datetime.now(timezone.utc)))
+                    conn.execute(sa.update(system_alerts).values(resolved=True, resolved_at=datetime.now(UTC)))
         finally:
             proc.terminate()
             out = proc.communicate(timeout=30)[0]

@@ -14,8 +14,8 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from lib.core import counters
-from lib.health.metrics import Snapshot, families
 from lib.core.timeutil import utcnow
+from lib.health.metrics import Snapshot, families
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "observability.md"

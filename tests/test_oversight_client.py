@@ -5,7 +5,13 @@ import time
 import pytest
 
 from lib.activity.sse import (
-    AgentDown, BackendHttpError, BackendUnreachable, ChatStream, NotEventStream, build_chat_request, open_chat,
+    AgentDown,
+    BackendHttpError,
+    BackendUnreachable,
+    ChatStream,
+    NotEventStream,
+    build_chat_request,
+    open_chat,
 )
 from tests.support.oversight_fake import CHAT_PATH, FakeOversight
 from tests.support.pg import free_port

@@ -1,20 +1,26 @@
 """Session persistence (spec 3.1/3.2) and the sandbox backend, on SQLite and PostgreSQL."""
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 
 from lib.activity.heartbeats import record_beat
-from lib.core.identity import OPERATOR, Actor
 from lib.activity.oversight import (
-    SessionNotFound, create_session, get_session, list_sessions, record_answer, record_question, rename_session,
+    SessionNotFound,
+    create_session,
+    get_session,
+    list_sessions,
+    record_answer,
+    record_question,
+    rename_session,
 )
+from lib.activity.sse import AgentDown, ChatStream, build_chat_request, open_chat
+from lib.core.identity import OPERATOR, Actor
+from lib.core.schema import oversight_chat_sessions, post_queue, system_alerts
+from lib.core.timeutil import utcnow
 from lib.queue.store import enqueue
 from sandbox.oversight_backend import make_server
-from lib.core.schema import oversight_chat_sessions, post_queue, system_alerts
-from lib.activity.sse import AgentDown, ChatStream, build_chat_request, open_chat
-from lib.core.timeutil import utcnow
 
 pytestmark = pytest.mark.own_schema("chat sessions of accounts that do not exist")
 
@@ -23,7 +29,7 @@ OTHER = uuid.UUID("99999999-2222-4333-8444-555555555555")
 
 
 def test_question_and_answer_are_appended_with_counters(engine):
-    t0 = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)  # fixed: each message's timestamp is known
+    t0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)  # fixed: each message's timestamp is known
     with engine.begin() as conn:
         sid = create_session(conn, business_account_id=ACC, actor=Actor("ana", OPERATOR), now=t0)
         before = record_question(conn, sid, actor=Actor("ana", OPERATOR), question="How many items are in the DLQ right now, please?", now=t0)
@@ -127,7 +133,7 @@ def test_sandbox_backend_refuses_when_the_newest_beat_is_old(engine, backend):
 def test_chat_writes_refuse_a_viewer(engine):
     from lib.core.identity import VIEWER, PermissionDenied
 
-    t0 = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+    t0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
     viewer = Actor("viewer@x", VIEWER)
     with engine.begin() as conn:
         sid = create_session(conn, business_account_id=ACC, actor=Actor("viewer@x", OPERATOR), now=t0)

@@ -2,9 +2,9 @@
 import pytest
 
 from lib.activity.oversight import chat_history, title_from_question, unanswered
+from lib.activity.sse import ChatStream, Done, ErrorEvent, Ignored, Token, iter_chat_events, parse_event_data
 from lib.core.text import escape_markdown
 from sandbox.oversight_backend import tokens_of
-from lib.activity.sse import ChatStream, Done, ErrorEvent, Ignored, Token, iter_chat_events, parse_event_data
 
 
 @pytest.mark.parametrize(

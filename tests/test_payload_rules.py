@@ -1,7 +1,7 @@
 """lib.instagram.payload_rules: what a payload must hold before any Graph call (pure)."""
 import pytest
 
-from lib.instagram.payload_rules import (CAPTION_MAX_CHARS, InvalidPayload, dm_problems, media_spec, payload_problems)
+from lib.instagram.payload_rules import CAPTION_MAX_CHARS, InvalidPayload, dm_problems, media_spec, payload_problems
 
 
 def test_image_reels_video_stories_specs():

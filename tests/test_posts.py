@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import sqlalchemy as sa
@@ -14,7 +14,7 @@ from lib.core.schema import analytics_reports
 from tests.support.queue_rows import add_account, insert_rows, queue_row
 from tests.support.reports import report
 
-NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 SINCE, UNTIL = NOW - timedelta(days=30), NOW + timedelta(days=1)
 
 
@@ -112,9 +112,9 @@ def test_posts_export_reads_back(engine):
 def test_media_stats_newest_report_wins():
     from lib.analytics.reports import parse_report
 
-    old = {"id": "1", "report_date": datetime(2026, 1, 1, tzinfo=timezone.utc),
+    old = {"id": "1", "report_date": datetime(2026, 1, 1, tzinfo=UTC),
            "media_metrics": '{"top_performing": [{"media_id": "a", "engagement": 5}]}'}
-    new = {"id": "2", "report_date": datetime(2026, 1, 8, tzinfo=timezone.utc),
+    new = {"id": "2", "report_date": datetime(2026, 1, 8, tzinfo=UTC),
            "media_metrics": '{"top_performing": [{"media_id": "a", "engagement": 9}], "best_post": {"media_id": "a", "likes": 3}}'}
     stats = lp.media_stats([parse_report(old), parse_report(new)])
     assert stats["a"]["engagement"] == 9 and stats["a"]["likes"] == 3 and stats["a"]["reports"] == 2

@@ -21,8 +21,8 @@ from streamlit.testing.v1 import AppTest
 
 import lib.core.timeutil
 from lib.core.db import init_db, make_engine
-from sandbox.seed import seed_demo
 from lib.core.settings import load_settings
+from sandbox.seed import seed_demo
 
 ROOT = Path(__file__).resolve().parents[1]
 SESSIONS = 20

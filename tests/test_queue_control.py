@@ -3,24 +3,23 @@ claim, discard with the row kept in audit_log, edit and retry with validation; v
 nothing half-done when the worker holds a row."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 
 from lib.core.identity import OPERATOR, Actor, PermissionDenied
-from lib.queue.reads import queue_health
+from lib.core.schema import audit_log
+from lib.core.schema import post_queue as pq
+from lib.queue.reads import active_pauses, discarded_row, queue_health
 from lib.queue.rules import QueueControlError
-from lib.queue.reads import active_pauses, discarded_row
-from lib.queue.store import discard, edit_and_retry, pause, resume
-from lib.core.schema import audit_log, post_queue as pq
+from lib.queue.store import claim, discard, edit_and_retry, pause, resume
 from tests.support.worker import add_account, add_row, client_for, row, sandbox, worker_settings  # noqa: F401
-from lib.queue.store import claim
 from worker.tick import run_tick
 
 OP = Actor("ops@example.com", OPERATOR)
 VIEWER = Actor("viewer@example.com")
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 
 
 def _set(engine, rid, **values):
@@ -41,16 +40,16 @@ def test_a_paused_account_is_left_alone_and_resuming_makes_its_rows_due(engine, 
         pid = pause(conn, actor=OP, now=NOW, business_account_id=a, reason="token rotation")
         assert pause(conn, actor=OP, now=NOW, business_account_id=a) == pid  # already paused: same pause
     with engine.connect() as conn:
-        (p,) = active_pauses(conn, now=datetime.now(timezone.utc))
+        (p,) = active_pauses(conn, now=datetime.now(UTC))
         assert (p.paused_by, p.reason, p.waiting) == ("ops@example.com", "token rotation", 3)
-        assert queue_health(conn, now=datetime.now(timezone.utc))["held_back"] == 3
+        assert queue_health(conn, now=datetime.now(UTC))["held_back"] == 3
     settings = worker_settings(db_url, sandbox)
     result = run_tick(engine, settings, client_for(settings))
     assert (result.claimed, result.sent) == (1, 1)
     with engine.connect() as conn:
         assert row(conn, sent).status == "sent" and all(row(conn, h).status == "pending" for h in held)
     with engine.begin() as conn:
-        assert resume(conn, pid, actor=OP, now=datetime.now(timezone.utc))
+        assert resume(conn, pid, actor=OP, now=datetime.now(UTC))
     assert run_tick(engine, settings, client_for(settings)).sent == 3
     with engine.connect() as conn:
         assert [e.action for e in _events(conn, "queue_paused")] == ["pause"]
@@ -64,7 +63,7 @@ def test_pausing_one_action_type_of_one_account(engine, db_url, sandbox):
         dm = add_row(conn, a, "send_dm", {"recipient_id": "1", "message_text": "dm"})
         reply = add_row(conn, a, "reply_comment", {"comment_id": "1", "reply_text": "r"})
         pause(conn, actor=OP, now=NOW, business_account_id=a, action_type="send_dm")
-    assert [r.id for r in claim(engine, now=datetime.now(timezone.utc), batch_size=20)] == [reply]
+    assert [r.id for r in claim(engine, now=datetime.now(UTC), batch_size=20)] == [reply]
     with engine.connect() as conn:
         assert row(conn, dm).status == "pending"
 
@@ -108,8 +107,8 @@ def test_discard_racing_a_claim_never_deletes_a_claimed_row(engine):
     with engine.begin() as conn:
         a = add_account(conn)
         rid = add_row(conn, a, "send_dm", {"recipient_id": "1", "message_text": "x"})
-    _set(engine, rid, status="failed", retry_count=1, next_retry_at=datetime.now(timezone.utc) - timedelta(seconds=1))
-    (claimed,) = claim(engine, now=datetime.now(timezone.utc), batch_size=5)
+    _set(engine, rid, status="failed", retry_count=1, next_retry_at=datetime.now(UTC) - timedelta(seconds=1))
+    (claimed,) = claim(engine, now=datetime.now(UTC), batch_size=5)
     with engine.begin() as conn:
         (res,) = discard(conn, [rid], actor=OP, now=NOW)
     assert not res.success

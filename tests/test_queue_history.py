@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import random
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 
+from lib.core.schema import post_queue as q
+from lib.queue.reads import rollup_state, status_summary
 from lib.queue.rules import ACTION_TYPES, STATUSES
 from lib.queue.store import refresh_sent_rollup
-from lib.queue.reads import rollup_state, status_summary
-from lib.core.schema import post_queue as q
 
 pytestmark = pytest.mark.own_schema("rows without an account or updated_at, which the user's DDL forbids")
 
-NOW = datetime(2026, 6, 15, 12, 30, tzinfo=timezone.utc)
+NOW = datetime(2026, 6, 15, 12, 30, tzinfo=UTC)
 ACCOUNTS = [uuid.uuid4(), uuid.uuid4()]
 
 
@@ -176,7 +176,8 @@ def test_the_totals_are_the_daily_rollup_summed_and_a_database_without_them_stil
     """status_summary reads the closed days' sum (post_queue_sent_totals, a few dozen rows) that each refresh
     rewrites with the days; a database whose totals are not written yet (the table added to an existing
     rollup) sums the days instead, so the count is never short."""
-    from lib.core.schema import post_queue_sent_daily as d, post_queue_sent_totals as t
+    from lib.core.schema import post_queue_sent_daily as d
+    from lib.core.schema import post_queue_sent_totals as t
 
     with engine.begin() as conn:
         _history(conn)

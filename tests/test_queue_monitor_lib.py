@@ -8,13 +8,13 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from lib.queue.rules import MAX_BULK_RETRY, QueueFilter
-from lib.queue.reads import count_rows, dlq_rows, error_groups, matching_ids, queue_health, queue_rows, row_detail, status_summary
-from lib.queue.store import retry
 from lib.core.audit import log_audit
 from lib.core.identity import OPERATOR, Actor
 from lib.core.schema import audit_log, post_queue
 from lib.core.timeutil import utcnow
+from lib.queue.reads import count_rows, dlq_rows, error_groups, matching_ids, queue_health, queue_rows, row_detail, status_summary
+from lib.queue.rules import MAX_BULK_RETRY, QueueFilter
+from lib.queue.store import retry
 from tests.support.queue_rows import add_account, insert_rows, queue_row
 
 

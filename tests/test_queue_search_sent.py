@@ -5,9 +5,9 @@ import pytest
 import sqlalchemy as sa
 
 from lib.core.db import QUEUE_TRIGRAM_INDEX
-from lib.queue.rules import SENT_SEARCH_CAP, SENT_SEARCH_SHOWN
-from lib.queue.reads import search_sent
 from lib.core.timeutil import utcnow
+from lib.queue.reads import search_sent
+from lib.queue.rules import SENT_SEARCH_CAP, SENT_SEARCH_SHOWN
 from tests.support.queue_rows import add_account, insert_rows, queue_row
 
 

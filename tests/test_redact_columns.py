@@ -17,7 +17,7 @@ IG_TOKEN = "IGQV" + "a1" * 30
 TEXTS = [
     None, "", "ordinary failure (#100) Invalid parameter", "(#190) Error validating access token: Session expired",
     f"GET https://graph.facebook.com/v21.0/me?access_token={TOKEN}&fields=id failed",
-    f"token {TOKEN} rejected", f"eaa{'b' * 25} lower-case", f"Authorization: Bearer abc.def-ghi",
+    f"token {TOKEN} rejected", f"eaa{'b' * 25} lower-case", "Authorization: Bearer abc.def-ghi",
     "connect failed for postgresql://app:Pa55#w0rd/Zq@db:5432/prod", "redis://:s3cret@cache:6379/0",
     "password=hunter2 and pwd: x1", "PASSWORD = Hunter2", "client_secret=abc&x=1", "SECRET:topsecret",
     "paſſword=hunter2 (a long s, which Python's re.I reads as s)", "pwd=ſecret", "Bearer\tabc",

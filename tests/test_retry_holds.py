@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from lib.instagram.account_holds import hold
 from lib.core.identity import Actor
-from lib.queue.store import retry
 from lib.core.schema import instagram_business_accounts as accounts
 from lib.core.timeutil import utcnow
+from lib.instagram.account_holds import hold
+from lib.queue.store import retry
 from tests.support.queue_rows import add_account, insert_rows, queue_row
 
 OPS = Actor("ops@example.com", "operator")

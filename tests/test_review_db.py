@@ -6,26 +6,25 @@ from __future__ import annotations
 
 import io
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from lib.queue import review, review_rules
 from lib.core.audit import audit_row
 from lib.core.identity import OPERATOR, Actor, PermissionDenied
-from lib.queue.store import enqueue, retry
-from lib.queue.review_rules import EXPIRE_ERROR, ReviewError, held_clause, should_hold
-from lib.queue.store import approve, decide_many, expire_due, remove_policy, reject, set_policy
+from lib.core.schema import audit_log, post_queue_state, review_decisions, system_alerts
+from lib.core.schema import post_queue as pq
+from lib.queue import review, review_rules
 from lib.queue.review import decision_stats, export_decisions, fetch_context, held_rows, worker_pass
-from lib.core.schema import audit_log, post_queue as pq, post_queue_state, review_decisions, system_alerts
+from lib.queue.review_rules import EXPIRE_ERROR, ReviewError, held_clause, should_hold
+from lib.queue.store import approve, claim, decide_many, enqueue, expire_due, reject, remove_policy, retry, set_policy
 from tests.support.worker import add_account, client_for, sandbox, worker_settings  # noqa: F401
-from lib.queue.store import claim
 
 OP = Actor("ops@example.com", OPERATOR)
 VIEWER = Actor("viewer@example.com")
-NOW = datetime.now(timezone.utc).replace(microsecond=0)
+NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 def _add(conn, acc, action, payload, *, age_min=5, **values):
@@ -287,7 +286,7 @@ def test_context_is_read_from_graph_cached_and_never_shows_the_token(engine, san
     ctx = fetch_context(engine, dm, client, now=NOW)
     assert [m["message"] for m in ctx.data["messages"]] == ["any news?", "we are here", "hello?"]
     assert [m["from_us"] for m in ctx.data["messages"]] == [False, True, False]
-    customer_last = datetime.fromtimestamp(t0 - 1800, timezone.utc)
+    customer_last = datetime.fromtimestamp(t0 - 1800, UTC)
     assert ctx.window_ends_at == customer_last + timedelta(hours=24)
     with engine.connect() as conn:  # the window read from the conversation is the one the page and expiry use
         (row,) = [r for r in held_rows(conn, now=NOW, review_actions=("send_dm",)) if r.id == dm]

@@ -1,13 +1,26 @@
 """The review hold's rule (lib.queue.review, pure): which policy applies, what each mode holds, what is never held
 again, the DM window, edit distance and term patterns."""
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from lib.queue.review_rules import Policy, dm_window_ends, edit_distance, effective_policy, like_pattern, parse_review_actions, parse_terms, policy_holds, should_hold, term_matches, too_late, unknown_actions
+from lib.queue.review_rules import (
+    Policy,
+    dm_window_ends,
+    edit_distance,
+    effective_policy,
+    like_pattern,
+    parse_review_actions,
+    parse_terms,
+    policy_holds,
+    should_hold,
+    term_matches,
+    too_late,
+    unknown_actions,
+)
 
-NOW = datetime(2026, 12, 6, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 A, B = uuid.uuid4(), uuid.uuid4()
 FRESH = dict(status="pending", retry_count=0, decided=False, started=False, operator_touched=False)
 
@@ -84,8 +97,8 @@ def test_edit_distance():
 
 
 def test_the_waiting_alert_links_to_the_review_page():
-    from lib.notify.notify import alert_link
     from lib.core.settings import Settings
+    from lib.notify.notify import alert_link
 
     assert alert_link(Settings(dashboard_url="https://dash.example/"), alert_type="review_waiting",
                       account_name=None, state="open") == "https://dash.example/review"

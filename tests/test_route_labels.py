@@ -7,21 +7,21 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from lib.notify import notify
 from lib.alerts.store import open_or_update_alert
 from lib.core.audit import AuditFilter, export_chunks
 from lib.core.identity import OPERATOR, Actor
-from sandbox.notify_sink import NotifySink
 from lib.core.schema import audit_log, notification_outbox
 from lib.core.settings import Settings
+from lib.notify import notify
+from sandbox.notify_sink import NotifySink
 from tests.support.worker import add_account
 
 OPS = Actor("ops@example.com", OPERATOR)
-T0 = datetime(2026, 12, 1, 9, 12, tzinfo=timezone.utc)
+T0 = datetime(2026, 12, 1, 9, 12, tzinfo=UTC)
 LABEL = re.compile(r"^[a-z][a-z0-9+.-]*://(\S+|…) #[0-9a-f]{6}$")
 
 SECRET_URLS = {

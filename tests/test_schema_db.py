@@ -1,5 +1,5 @@
 """Schema creation and init on SQLite and PostgreSQL, including Supabase-style tables."""
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from lib.core.db import index_names, init_db, make_engine
 from lib.core.schema import SPEC_TABLES, agent_heartbeats, metadata
 
-NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 
 @pytest.mark.own_schema("starts from an empty database")

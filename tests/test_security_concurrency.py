@@ -6,17 +6,17 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
 
+from lib.activity.oversight import create_session, get_session, record_answer
 from lib.alerts.store import open_or_update_alert
 from lib.core.identity import OPERATOR, Actor
-from lib.activity.oversight import create_session, get_session, record_answer
 from lib.core.schema import system_alerts
 
-NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 OPS = Actor("ops@example.com", OPERATOR)
 
 

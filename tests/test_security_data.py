@@ -5,22 +5,22 @@ from __future__ import annotations
 import csv
 import io
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import sqlalchemy as sa
 
+from lib.activity.worker_ticks import record_tick_finish, record_tick_start, worker_health
 from lib.alerts import store as alerts
-
 from lib.core import audit
 from lib.core.export import frame_to_csv, rows_to_csv
-from lib.queue.rules import EXPORT_COLUMNS as QUEUE_COLUMNS, QueueFilter
-from lib.queue.reads import iter_export_rows
 from lib.core.schema import audit_log, system_alerts
-from lib.activity.worker_ticks import record_tick_finish, record_tick_start, worker_health
+from lib.queue.reads import iter_export_rows
+from lib.queue.rules import EXPORT_COLUMNS as QUEUE_COLUMNS
+from lib.queue.rules import QueueFilter
 from tests.support.queue_rows import add_account, insert_rows, queue_row
 
-NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 DLQ_FORMULA = '=HYPERLINK("http://evil.example","open")'
 AUDIT_FORMULA = "+SUM(1;1)*cmd|' /C calc'!A0"
 ALERT_FORMULA = "@SUM(A1:A9)"
@@ -144,8 +144,8 @@ def test_no_credential_in_worker_ticks_error(engine):
 # -- item 9: an error group with more distinct texts than SQLite's bound-value limit -------------------
 
 def test_a_huge_error_group_is_selected_with_bounded_values(engine):
-    from lib.queue.rules import GROUP_ROW_CAP
     from lib.queue.reads import count_rows, error_groups, group_filter, matching_ids, queue_rows
+    from lib.queue.rules import GROUP_ROW_CAP
 
     n = 33_000  # > 32,766: SQLite refuses an IN list of every raw text
     with engine.begin() as conn:

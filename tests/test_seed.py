@@ -1,20 +1,20 @@
 """The demo data generator: coverage the pages rely on, determinism, and the bulk (COPY) path."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 
-from lib.core import schema
+from lib.activity.heartbeats import agent_statuses
 from lib.alerts.store import ALERT_TYPES
+from lib.core import schema
 from lib.core.audit import OPERATOR_EVENT_TYPES, SPEC_EVENT_TYPES
 from lib.core.db import init_db, make_engine
-from lib.activity.heartbeats import agent_statuses
 from lib.queue.rules import ACTION_TYPES, ERROR_CATEGORIES, STATUSES, idempotency_key
 from sandbox.seed import ALIVE_DEMO_AGENTS, DEMO_AGENTS, is_empty, seed_demo, seed_scale
 
-NOW = datetime(2026, 3, 11, 12, 0, tzinfo=timezone.utc)  # a Wednesday
+NOW = datetime(2026, 3, 11, 12, 0, tzinfo=UTC)  # a Wednesday
 
 IG_KEYS = {"impressions", "reach", "profile_views", "website_clicks", "follower_growth", "followers_count",
            "posts_published", "total_likes", "total_comments", "total_saves", "total_shares", "avg_engagement_rate"}

@@ -3,7 +3,7 @@ overdue rows, and an injected delay that moves the SLO and fires exactly one slo
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
@@ -11,7 +11,7 @@ from lib.core.schema import post_queue, system_alerts
 from lib.health.service_levels import SloTarget, compliance, send_time_percentiles, slo_statuses, sync_slo_alerts
 from tests.support.worker import add_account
 
-NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 S = timedelta(seconds=1)
 M = timedelta(minutes=1)
 DM = SloTarget("reply_dm", 0.95, 900)

@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 
-from lib.core.schema import worker_ticks
 from lib.activity.throughput import throughput_history
+from lib.core.schema import worker_ticks
 
-NOW = datetime(2026, 12, 1, 21, 40, tzinfo=timezone.utc)
+NOW = datetime(2026, 12, 1, 21, 40, tzinfo=UTC)
 
 
 def tick(started, seconds, sent=0, failed=0, dlq=0, finished=True):
@@ -37,7 +37,7 @@ def test_hourly_sent_failed_dlq_and_tick_duration_over_24h_and_7d(engine):
         week = throughput_history(conn, now=NOW, window="7d")
 
     assert len(day) == 24 and len(week) == 168
-    assert [r["hour"] for r in day] == [datetime(2026, 11, 30, 22, tzinfo=timezone.utc) + timedelta(hours=i)
+    assert [r["hour"] for r in day] == [datetime(2026, 11, 30, 22, tzinfo=UTC) + timedelta(hours=i)
                                         for i in range(24)]
     current = day[-1]
     assert (current["ticks"], current["sent"], current["failed"], current["dlq"]) == (3, 5, 1, 1)

@@ -1,10 +1,10 @@
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from lib.core.timebuckets import bucket_expr, bucket_for_range, bucket_value
 
-NOW = datetime(2026, 11, 25, 12, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
 
 
 def test_bucket_for_range():
@@ -15,8 +15,8 @@ def test_bucket_for_range():
 
 
 def test_bucket_value_normalises_both_dialects():
-    assert bucket_value("2026-11-25 13:00:00") == datetime(2026, 11, 25, 13, tzinfo=timezone.utc)
-    assert bucket_value(datetime(2026, 11, 25, 13)) == datetime(2026, 11, 25, 13, tzinfo=timezone.utc)
+    assert bucket_value("2026-11-25 13:00:00") == datetime(2026, 11, 25, 13, tzinfo=UTC)
+    assert bucket_value(datetime(2026, 11, 25, 13)) == datetime(2026, 11, 25, 13, tzinfo=UTC)
 
 
 def test_unknown_bucket_is_refused():

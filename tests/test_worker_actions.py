@@ -2,14 +2,15 @@
 claiming rules, idempotency."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
-import requests
 import pytest
+import requests
 import sqlalchemy as sa
 
+from lib.core.schema import audit_log
+from lib.core.schema import post_queue as pq
 from lib.queue.rules import idempotency_key
-from lib.core.schema import audit_log, post_queue as pq
 from tests.support.worker import add_account, add_row, client_for, row, sandbox, statuses, worker_settings  # noqa: F401
 from worker.tick import run_tick
 
@@ -74,7 +75,7 @@ def test_sent_rows_are_never_executed_again(engine, db_url, sandbox):
 
 
 def test_a_batch_takes_at_most_batch_size_rows_oldest_first(engine, db_url, sandbox):
-    t0 = datetime.now(timezone.utc) - timedelta(hours=1)
+    t0 = datetime.now(UTC) - timedelta(hours=1)
     with engine.begin() as conn:
         acc = add_account(conn)
         for i in range(25):
@@ -89,7 +90,7 @@ def test_a_batch_takes_at_most_batch_size_rows_oldest_first(engine, db_url, sand
 
 
 def test_due_failed_rows_are_claimed_and_not_yet_due_ones_wait(engine, db_url, sandbox):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with engine.begin() as conn:
         acc = add_account(conn)
         due = add_row(conn, acc, "send_dm", {"recipient_id": "1", "message_text": "due"})

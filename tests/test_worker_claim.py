@@ -2,16 +2,17 @@
 audit row exactly when the row was still ours, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from lib.core.schema import audit_log, post_queue as pq
-from tests.support.worker import add_account, add_row, row
+from lib.core.schema import audit_log
+from lib.core.schema import post_queue as pq
 from lib.queue.store import claim, claim_query, record_sent
+from tests.support.worker import add_account, add_row, row
 
-NOW = datetime(2026, 12, 2, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 
 
 def _plan(conn, stmt) -> str:

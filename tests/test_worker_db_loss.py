@@ -9,7 +9,8 @@ import time
 import sqlalchemy as sa
 
 from lib.core.db import init_db, make_engine
-from lib.core.schema import audit_log, post_queue as pq
+from lib.core.schema import audit_log
+from lib.core.schema import post_queue as pq
 from tests.support.worker import add_account, add_row, client_for, sandbox, statuses, worker_settings  # noqa: F401
 from worker.tick import TickMemory, run_tick
 

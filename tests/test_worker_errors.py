@@ -2,12 +2,14 @@
 alerts, on SQLite and PostgreSQL; retries, rescue and the publish_post container reuse."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
 from lib.alerts.store import severity
-from lib.core.schema import audit_log, graph_usage, instagram_business_accounts as accounts, post_queue as pq, system_alerts
+from lib.core.schema import audit_log, graph_usage, system_alerts
+from lib.core.schema import instagram_business_accounts as accounts
+from lib.core.schema import post_queue as pq
 from tests.support.worker import add_account, add_row, client_for, row, sandbox, worker_settings  # noqa: F401
 from worker.tick import run_tick
 
@@ -33,7 +35,7 @@ def _alerts(conn, alert_type=None):
 def _make_due(engine, row_id):
     with engine.begin() as conn:
         conn.execute(sa.update(pq).where(pq.c.id == row_id).values(
-            next_retry_at=datetime.now(timezone.utc) - timedelta(seconds=1)))
+            next_retry_at=datetime.now(UTC) - timedelta(seconds=1)))
 
 
 def test_auth_failure_dead_letters_disconnects_and_raises_one_alert_per_account(engine, db_url, sandbox):
@@ -98,7 +100,7 @@ def test_rate_limit_retries_no_earlier_than_the_headers_say_and_updates_one_aler
     with engine.begin() as conn:
         acc = add_account(conn, sandbox=sandbox)  # the usage header entry is keyed by its IG user id
         r1 = add_row(conn, acc, "send_dm", {"recipient_id": "1", "message_text": "r #fail:rate=90"})
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     assert _tick(engine, db_url, sandbox).failed == 1
     with engine.connect() as conn:
         r = row(conn, r1)
@@ -111,7 +113,7 @@ def test_rate_limit_retries_no_earlier_than_the_headers_say_and_updates_one_aler
     _make_due(engine, r1)
     assert _tick(engine, db_url, sandbox).claimed == 0  # the account is throttled until access returns
     with engine.begin() as conn:  # ... 90 minutes later
-        conn.execute(sa.update(graph_usage).values(regain_at=datetime.now(timezone.utc) - timedelta(seconds=1)))
+        conn.execute(sa.update(graph_usage).values(regain_at=datetime.now(UTC) - timedelta(seconds=1)))
     _tick(engine, db_url, sandbox)
     with engine.connect() as conn:
         assert row(conn, r1).retry_count == 2
@@ -124,9 +126,9 @@ def test_transient_timeout_and_unknown_errors_retry_on_the_schedule(engine, db_u
         acc = add_account(conn)
         ids = {kind: add_row(conn, acc, "send_dm", {"recipient_id": "1", "message_text": f"{kind} #fail:{kind}"})
                for kind in ("5xx", "timeout", "unknown")}
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     result = _tick(engine, db_url, sandbox)
-    after = datetime.now(timezone.utc)
+    after = datetime.now(UTC)
     assert result.failed == 3
     with engine.connect() as conn:
         expected = {"5xx": "transient", "timeout": "transient", "unknown": "unknown"}
@@ -178,7 +180,7 @@ def test_publish_post_retry_publishes_the_stored_container(engine, db_url, sandb
 
 
 def test_a_row_stuck_in_processing_is_rescued_as_a_failed_attempt(engine, db_url, sandbox):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with engine.begin() as conn:
         acc = add_account(conn)
         stuck = add_row(conn, acc, "send_dm", {"recipient_id": "1", "message_text": "stuck"})
@@ -196,7 +198,7 @@ def test_a_row_stuck_in_processing_is_rescued_as_a_failed_attempt(engine, db_url
 
 
 def test_an_exhausted_stuck_row_goes_to_dlq(engine, db_url, sandbox):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with engine.begin() as conn:
         acc = add_account(conn)
         stuck = add_row(conn, acc, "send_dm", {"recipient_id": "1", "message_text": "stuck"})
@@ -213,7 +215,7 @@ def test_an_exhausted_stuck_row_goes_to_dlq(engine, db_url, sandbox):
 def test_a_long_batch_renews_its_claim_and_a_lost_claim_is_never_executed(engine, db_url, sandbox):
     from lib.queue.store import claim, renew_claim, rescue_stale
 
-    t0 = datetime.now(timezone.utc)
+    t0 = datetime.now(UTC)
     with engine.begin() as conn:
         acc = add_account(conn)
         add_row(conn, acc, "send_dm", {"recipient_id": "1", "message_text": "kept"})

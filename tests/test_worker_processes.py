@@ -4,7 +4,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
@@ -30,7 +30,7 @@ def _wait_for_requests(sandbox, n, proc, limit_s=30):
 @pytest.mark.pooler
 def test_four_workers_execute_2000_rows_exactly_once(pg_db, sandbox):
     url, eng = pg_db
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with eng.begin() as conn:
         accs = [add_account(conn, username=f"acc{i}") for i in range(4)]
         for i in range(2000):

@@ -5,15 +5,15 @@ and what happens after a timeout."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 
+from lib.core.schema import post_queue_state, system_alerts
 from lib.instagram.usage import usage_rows
 from lib.queue.reads import queue_health, waiting_rows
 from sandbox.graph_api import GraphSandbox
-from lib.core.schema import post_queue_state, system_alerts
 from tests.support.worker import add_account, add_row, client_for, row, worker_settings
 from worker.tick import run_tick
 
@@ -22,7 +22,7 @@ class Clock:
     """One 'now' for the worker (datetime) and the sandbox (epoch seconds)."""
 
     def __init__(self) -> None:
-        self.t = datetime.now(timezone.utc).replace(microsecond=0)
+        self.t = datetime.now(UTC).replace(microsecond=0)
 
     def now(self) -> datetime:
         return self.t

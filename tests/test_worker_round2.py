@@ -4,14 +4,16 @@ public replies and DMs never sent twice, unreadable rows, every attempt recorded
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from lib.instagram.account_holds import active_holds, resume
 from lib.core.identity import Actor
+from lib.core.schema import account_holds, audit_log, system_alerts
+from lib.core.schema import post_queue as pq
+from lib.core.schema import post_queue_attempts as pqa
+from lib.instagram.account_holds import active_holds, resume
 from lib.queue.reads import row_detail
-from lib.core.schema import account_holds, audit_log, post_queue as pq, post_queue_attempts as pqa, system_alerts
 from tests.support.worker import add_account, add_row, client_for, row, sandbox, worker_settings  # noqa: F401
 from worker.tick import run_tick
 
@@ -26,7 +28,7 @@ def _tick(engine, db_url, sandbox, **overrides):
 def _make_due(engine, *row_ids):
     with engine.begin() as conn:
         conn.execute(sa.update(pq).where(pq.c.id.in_(row_ids)).values(
-            status="failed", next_retry_at=datetime.now(timezone.utc) - timedelta(seconds=1)))
+            status="failed", next_retry_at=datetime.now(UTC) - timedelta(seconds=1)))
 
 
 def _alerts(conn, alert_type):
@@ -59,14 +61,14 @@ def test_a_temporary_block_holds_the_account_for_an_hour_without_calls_or_retrie
         assert timedelta(minutes=59) < hold.held_until - hold.held_at <= timedelta(hours=1)
         (alert,) = _alerts(conn, "account_restricted")
         assert "until" in alert.message and "wait" in alert.message.lower()
-        (h,) = active_holds(conn, now=datetime.now(timezone.utc))
+        (h,) = active_holds(conn, now=datetime.now(UTC))
         assert h.headline.startswith("Instagram temporarily blocks this account's actions (acme) until")
         assert h.headline.endswith(": 4 rows wait")
         assert [a.outcome for a in _attempts(conn, blocked)] == ["held"]
     assert _tick(engine, db_url, sandbox).claimed == 0  # still held: no claim, no call
     assert sandbox.stats()["requests"] == 2
     with engine.begin() as conn:  # the hour is over
-        conn.execute(sa.update(account_holds).values(held_until=datetime.now(timezone.utc) - timedelta(seconds=1)))
+        conn.execute(sa.update(account_holds).values(held_until=datetime.now(UTC) - timedelta(seconds=1)))
         conn.execute(sa.update(pq).where(pq.c.id == blocked).values(
             payload={"comment_id": "c1", "reply_text": "hi again"}, next_retry_at=None))
     result = _tick(engine, db_url, sandbox)
@@ -90,7 +92,7 @@ def test_a_restricted_account_waits_for_an_operator_and_resumes_when_told(engine
         assert row(conn, first).status == row(conn, second).status == "pending"
     assert _tick(engine, db_url, sandbox).claimed == 0
     with engine.begin() as conn:
-        assert resume(conn, acc, actor=OPS, now=datetime.now(timezone.utc))
+        assert resume(conn, acc, actor=OPS, now=datetime.now(UTC))
         resumed = conn.execute(sa.select(audit_log).where(audit_log.c.event_type == "account_hold_resumed")).one()
         assert (resumed.user_id, resumed.resource_id) == ("ops@example.com", str(acc))
     assert _tick(engine, db_url, sandbox).sent == 2
@@ -108,7 +110,7 @@ def test_a_viewer_cannot_resume_a_held_account(engine, db_url, sandbox):
         add_row(conn, acc, "send_dm", {"recipient_id": "1", "message_text": "x #fail:msgrestricted"})
     _tick(engine, db_url, sandbox)
     with engine.begin() as conn, pytest.raises(PermissionDenied):
-        resume(conn, acc, actor=Actor("v@example.com", "viewer"), now=datetime.now(timezone.utc))
+        resume(conn, acc, actor=Actor("v@example.com", "viewer"), now=datetime.now(UTC))
     with engine.connect() as conn:
         assert conn.execute(sa.select(account_holds.c.kind)).scalar() == "messaging_restricted"
 
@@ -311,12 +313,12 @@ def test_an_alert_with_an_unreadable_timestamp_never_stops_a_notification_pass(s
     import uuid
 
     from lib.core.db import init_db, make_engine
-    from lib.notify.notify import notify_tick
     from lib.core.settings import Settings
+    from lib.notify.notify import notify_tick
 
     eng = make_engine(sqlite_url)
     init_db(eng)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with eng.begin() as conn:
         for i in range(3):
             conn.execute(sa.insert(system_alerts).values(

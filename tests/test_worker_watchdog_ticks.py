@@ -1,17 +1,17 @@
 """Agent watchdog (agent_down raise/auto-resolve) and worker_ticks health, on both databases."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from lib.alerts.store import severity
 from lib.activity.heartbeats import record_beat
+from lib.activity.worker_ticks import missed_schedule, record_tick_finish, record_tick_start, worker_health
+from lib.alerts.store import severity
 from lib.core.schema import system_alerts
 from lib.health.watchdog import sync_agent_down_alerts
-from lib.activity.worker_ticks import missed_schedule, record_tick_finish, record_tick_start, worker_health
 
-NOW = datetime(2026, 11, 25, 12, 0, 30, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 25, 12, 0, 30, tzinfo=UTC)
 
 
 def _open(conn):
@@ -66,8 +66,8 @@ def test_worker_health_reports_the_last_tick_and_missed_schedules(engine):
 
 
 def test_missed_means_two_scheduled_ticks_passed_without_a_tick():
-    start = datetime(2026, 11, 25, 12, 0, 1, tzinfo=timezone.utc)  # the 12:00 tick
+    start = datetime(2026, 11, 25, 12, 0, 1, tzinfo=UTC)  # the 12:00 tick
     cron = "*/5 * * * *"
     assert missed_schedule(start, now=start + timedelta(minutes=9), cron=cron) is False  # 12:05 missed only
-    assert missed_schedule(start, now=datetime(2026, 11, 25, 12, 10, 1, tzinfo=timezone.utc), cron=cron) is True
+    assert missed_schedule(start, now=datetime(2026, 11, 25, 12, 10, 1, tzinfo=UTC), cron=cron) is True
     assert missed_schedule(None, now=start, cron=cron) is True

@@ -28,9 +28,10 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import sqlalchemy as sa
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -41,20 +42,30 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from lib.core.api_auth import (AGENT, OPERATOR, VIEWER, Caller, RateLimiter, TokenConfigError, bearer_token, identify,
-                          parse_tokens, retry_after_header)
-from lib.core.db import UNAVAILABLE_ERRORS, init_db, make_engine
 from lib.activity.heartbeats import record_beat
+from lib.core.api_auth import (
+    AGENT,
+    OPERATOR,
+    VIEWER,
+    Caller,
+    RateLimiter,
+    TokenConfigError,
+    bearer_token,
+    identify,
+    parse_tokens,
+    retry_after_header,
+)
+from lib.core.db import UNAVAILABLE_ERRORS, init_db, make_engine
 from lib.core.identity import Actor
 from lib.core.logs import configure_logging, fields
-from lib.instagram.payload_rules import PAYLOAD_KEYS, REQUIRED_KEYS, payload_problems
-from lib.queue.rules import ACTION_TYPES, ERROR_CATEGORIES, idempotency_key
-from lib.queue.reads import dlq_rows, status_summary
-from lib.queue.store import enqueue, retry
 from lib.core.redact import install_log_redaction
 from lib.core.schema import instagram_business_accounts, post_queue
 from lib.core.settings import Settings, SettingsError, load_settings
 from lib.core.timeutil import iso, utcnow
+from lib.instagram.payload_rules import PAYLOAD_KEYS, REQUIRED_KEYS, payload_problems
+from lib.queue.reads import dlq_rows, status_summary
+from lib.queue.rules import ACTION_TYPES, ERROR_CATEGORIES, idempotency_key
+from lib.queue.store import enqueue, retry
 
 log = logging.getLogger("worker.api")
 

@@ -4,18 +4,20 @@ that expire soon (debug_token), each kept as one open alert.
 from __future__ import annotations
 
 import logging
-
 from datetime import datetime, timedelta
+
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from lib.instagram import usage as graph_usage
-from lib.alerts.store import auto_resolve, open_or_update_alert
-from lib.instagram.errors import (GraphError)
-from lib.instagram.client import AccountCreds, GraphClient, InvalidPayload
+
+from lib.alerts.store import TOKEN_EXPIRING, auto_resolve, open_or_update_alert
 from lib.core.redact import redact
+from lib.core.schema import graph_usage as gu
 from lib.core.schema import instagram_business_accounts as accounts
 from lib.core.settings import Settings, graph_version_warning
 from lib.core.timeutil import iso
+from lib.instagram import usage as graph_usage
+from lib.instagram.client import AccountCreds, GraphClient, InvalidPayload
+from lib.instagram.errors import GraphError
 
 log = logging.getLogger("worker")  # these run in the worker: its log
 
@@ -50,9 +52,6 @@ def check_tokens(engine: Engine, settings: Settings, client: GraphClient, *, now
     most every 6 h per account), record it in graph_usage, and keep one token_expiring alert per
     account open while the token expires within TOKEN_EXPIRY_WARN_DAYS (resolved once it is
     refreshed). Without the setting nothing is called: the expiry is unknown."""
-    from lib.alerts.store import TOKEN_EXPIRING, auto_resolve
-    from lib.core.schema import graph_usage as gu
-
     if not settings.meta_app_token:
         return 0
     due_before = now - TOKEN_CHECK_EVERY

@@ -24,22 +24,22 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from croniter import croniter
 
 from lib.core import counters
 from lib.core.db import UNAVAILABLE_ERRORS, init_db, make_engine
-from lib.instagram.client import GraphClient
 from lib.core.logs import configure_logging, fields
-from lib.notify.notify import notify_tick
-from lib.queue.holds import came_due_since
-from lib.notify.digest import queue_due_digests
 from lib.core.redact import install_log_redaction
 from lib.core.settings import SettingsError, load_settings
 from lib.core.timeutil import utcnow
 from lib.health.service_levels import sync_from_settings as sync_slo_from_settings
 from lib.health.watchdog import sync_agent_down_alerts
+from lib.instagram.client import GraphClient
+from lib.notify.digest import queue_due_digests
+from lib.notify.notify import notify_tick
+from lib.queue.holds import came_due_since
 from lib.queue.reads import next_wait_due
 from worker.tick import TickMemory, run_tick
 
@@ -292,7 +292,7 @@ def main(argv=None) -> int:
             threading.Thread(target=w.watchdog_loop, name="watchdog", daemon=True).start()
         threading.Thread(target=w.notify_loop, name="notify", daemon=True).start()  # every ALERT_NOTIFY_INTERVAL_S
     # no tick yet: rows that came due while no service ran are woken for at once, not at the next cron tick
-    last_tick = datetime.fromtimestamp(0, timezone.utc)
+    last_tick = datetime.fromtimestamp(0, UTC)
     while not w.stop.is_set():
         due = w.next_wake(interval_s=args.interval_seconds, last_tick=last_tick)
         if w.sleep_until(due, last_tick=last_tick):

@@ -5,19 +5,21 @@ at Instagram for our own reply or message.
 from __future__ import annotations
 
 import logging
-
 import time
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
+
 from sqlalchemy.engine import Engine
-from lib.instagram import usage as graph_usage
-from lib.instagram import publishing
-from lib.instagram.errors import (GraphError, account_usage, app_usage, categorize_ig_error)
-from lib.instagram.client import AccountCreds, GraphClient, InvalidPayload, Quota
-from lib.instagram.publishing import Sent, Wait
-from lib.queue.rules import CONTENT_ACTIONS
+
 from lib.core.settings import Settings
-from lib.queue.rules import Claimed
+from lib.instagram import publishing
+from lib.instagram import usage as graph_usage
+from lib.instagram.client import AccountCreds, GraphClient, InvalidPayload, Quota
+from lib.instagram.errors import GraphError, account_usage, app_usage, categorize_ig_error
+from lib.instagram.payload_rules import payload_problems
+from lib.instagram.publishing import Sent, Wait
+from lib.queue.rules import CONTENT_ACTIONS, Claimed
 from lib.queue.store import store_state
 
 log = logging.getLogger("worker")  # these run in the worker: its log
@@ -111,8 +113,6 @@ def perform(client: GraphClient, settings: Settings, budget: GraphBudget, engine
                                   interval_s=settings.container_check_interval_s,
                                   save=lambda st: store_state(engine, row, st, now=now_fn()),
                                   quota_left=lambda: budget.quota_left(acct))
-    from lib.instagram.payload_rules import payload_problems
-
     problems = payload_problems(row.action_type, p)
     if problems:
         raise InvalidPayload("; ".join(problems))

@@ -13,17 +13,17 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
 import sqlalchemy as sa
 from croniter import croniter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from lib.core import counters
-from lib.health import metrics
 from lib.core.timeutil import iso, utcnow
+from lib.health import metrics
 
 log = logging.getLogger("worker.metrics")
 
@@ -123,7 +123,7 @@ class MetricsServer:
         self.address, self.port = self.httpd.server_address[:2]
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="metrics", daemon=True)
 
-    def start(self) -> "MetricsServer":
+    def start(self) -> MetricsServer:
         self.thread.start()
         log.info("metrics on http://%s:%d/metrics (also /healthz, /readyz)", self.address, self.port)
         return self

@@ -18,48 +18,42 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from lib.instagram import account_holds
-
-from lib.instagram import usage as graph_usage
-
-
+from lib.activity.worker_ticks import prune_ticks, record_tick_finish, record_tick_start
 from lib.core.db import UNAVAILABLE_ERRORS
-from lib.instagram.errors import (HOLD, QUOTA, Category, GraphError, categorize_ig_error,
-                           maybe_performed)
-from lib.instagram.client import GraphClient, InvalidPayload
 from lib.core.logs import fields
-from lib.instagram.publishing import ContainerFailed, ContainerRetryable, Sent, Wait
-from lib.queue.rules import CONTENT_ACTIONS, PENDING
-from lib.queue.rules import DLQ, FAILED, SENT
 from lib.core.redact import redact
-from lib.queue.review import WORKER_PASS_EVERY as REVIEW_PASS_EVERY, worker_pass as review_pass
 from lib.core.settings import Settings, mask_url
 from lib.core.timeutil import iso, utcnow
-from lib.activity.worker_ticks import prune_ticks, record_tick_finish, record_tick_start
-from lib.queue.rules import Claimed
-from worker.dispatch import GraphBudget
-from worker.dispatch import LookFirstFailed
-from lib.queue.rules import LostClaim
-from worker.dispatch import perform
-from worker.checks import check_graph_version
-from worker.checks import check_tokens
-from lib.queue.store import claim
-from lib.queue.store import prune_attempts
-from lib.queue.store import record_failure
-from lib.queue.store import record_sent
-from lib.queue.store import record_wait
-from lib.queue.store import refresh_rollup
-from lib.queue.store import release
-from lib.queue.store import renew_claim
-from lib.queue.store import rescue_stale
+from lib.instagram import account_holds
+from lib.instagram import usage as graph_usage
+from lib.instagram.client import GraphClient, InvalidPayload
+from lib.instagram.errors import HOLD, QUOTA, Category, GraphError, categorize_ig_error, maybe_performed
+from lib.instagram.publishing import ContainerFailed, ContainerRetryable, Sent, Wait
 from lib.queue.reads import sent_twins
-from lib.queue.store import record_hold
+from lib.queue.review import WORKER_PASS_EVERY as REVIEW_PASS_EVERY
+from lib.queue.review import worker_pass as review_pass
+from lib.queue.rules import CONTENT_ACTIONS, DLQ, FAILED, PENDING, SENT, Claimed, LostClaim
+from lib.queue.store import (
+    claim,
+    prune_attempts,
+    record_failure,
+    record_hold,
+    record_sent,
+    record_wait,
+    refresh_rollup,
+    release,
+    renew_claim,
+    rescue_stale,
+)
+from worker.checks import check_graph_version, check_tokens
+from worker.dispatch import GraphBudget, LookFirstFailed, perform
 
 log = logging.getLogger("worker")
 

@@ -13,9 +13,9 @@ nightly run is down from the run's time + grace until its next beat.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Iterable, Iterator
 
 import sqlalchemy as sa
 from croniter import croniter
@@ -74,7 +74,7 @@ class Schedule:
 DEFAULT_SCHEDULE = Schedule(is_default=True)
 
 
-def as_schedule(rule: "Schedule | timedelta | None") -> Schedule:
+def as_schedule(rule: Schedule | timedelta | None) -> Schedule:
     """A Schedule from a Schedule, a plain threshold (a beat covers that long) or None (the default)."""
     if rule is None:
         return DEFAULT_SCHEDULE

@@ -9,15 +9,15 @@ history, so up-since and availability are None then.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Sequence
 
 import sqlalchemy as sa
 
 from lib.activity.agent_schedules import DEFAULT_SCHEDULE, Schedule, as_schedule, deadlines, liveness, load_schedules
-from lib.core.db import distinct_values_cte
 from lib.alerts.maintenance import load_windows, maintenance_until
+from lib.core.db import distinct_values_cte
 from lib.core.schema import agent_heartbeats as hb
 from lib.core.timeutil import as_utc as _utc  # max() comes back untyped on SQLite
 

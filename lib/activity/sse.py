@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Union
+from typing import Any, Union
 
 import requests
 import sseclient
@@ -300,7 +301,7 @@ class ChatStream:
     max_chars: int = MAX_ANSWER_CHARS
 
     @classmethod
-    def from_response(cls, resp: requests.Response, **kwargs: Any) -> "ChatStream":
+    def from_response(cls, resp: requests.Response, **kwargs: Any) -> ChatStream:
         return cls(raw_chunks(resp), on_close=resp.close, **kwargs)
 
     @property

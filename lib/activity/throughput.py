@@ -6,7 +6,7 @@ worker_ticks keeps 7 days (the worker prunes older ticks), so 7 d is the longest
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -31,7 +31,7 @@ def throughput_history(conn: sa.Connection, *, now: datetime, window: str = "24h
     without a finished tick. Counts are those the ticks recorded (all workers, all accounts)."""
     if window not in WINDOWS:
         raise ValueError(f"unknown window {window!r}; expected one of {', '.join(WINDOWS)}")
-    current = now.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    current = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     first = current - WINDOWS[window] + HOUR
     dialect = conn.dialect.name
     bucket = bucket_expr(wt.c.started_at, "hour", dialect).label("hour")

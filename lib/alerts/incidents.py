@@ -15,15 +15,22 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from lib.alerts.store import resolved_by, severity
 from lib.alerts.maintenance import load_windows
+from lib.alerts.store import resolved_by, severity
 from lib.core.redact import redact, redact_text
 from lib.core.schema import agent_heartbeats as hb
 from lib.core.schema import alert_acknowledgements as acks
-from lib.core.schema import alert_silences, audit_log, notification_outbox, notify_alert_rows, post_queue
+from lib.core.schema import (
+    alert_silences,
+    audit_log,
+    notification_outbox,
+    notify_alert_rows,
+    post_queue,
+    system_alerts,
+    worker_ticks,
+)
 from lib.core.schema import post_queue_attempts as attempts
-from lib.core.schema import system_alerts, worker_ticks
-from lib.core.text import clip
+from lib.core.text import clip, md_escape
 from lib.core.timeutil import as_utc, fmt_duration
 
 LIST_CAP = 500
@@ -315,8 +322,6 @@ def _fmt(td: timedelta | None) -> str:
 def postmortem_markdown(inc: Incident, *, now: datetime, account_name: str | None = None, tz=None) -> str:
     """A postmortem draft: summary, durations, the timeline, and the headings the team fills in. Untrusted
     text (messages, comments, reasons) is put in code spans or escaped, so the export renders as written."""
-    from lib.core.text import md_escape
-
     s = inc.summary
 
     def when(t: datetime | None) -> str:

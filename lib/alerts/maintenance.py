@@ -10,9 +10,9 @@ when that is set). Ending a window early (ended_at) keeps its row, so timelines 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Iterable
 
 import sqlalchemy as sa
 from croniter import croniter

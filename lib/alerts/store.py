@@ -3,15 +3,15 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 
-from lib.core.audit import audit_row
-from lib.core.redact import redact, redact_text
-from lib.core.identity import Actor, require_operator
 from lib.alerts.maintenance import MUTED_TYPES, in_maintenance
+from lib.core.audit import audit_row
+from lib.core.identity import Actor, require_operator
+from lib.core.redact import redact, redact_text
 from lib.core.schema import audit_log, system_alerts
 from lib.core.timebuckets import bucket_expr, bucket_value
 from lib.core.timeutil import iso
@@ -215,7 +215,7 @@ def _detail_time(details, key: str) -> datetime | None:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def types_for_severities(severities) -> tuple[list[str], bool]:
@@ -306,7 +306,7 @@ def group_alerts(alerts: list[Alert]) -> list[AlertGroup]:
     for (alert_type, account), members in groups.items():
         firsts = [m.first_seen for m in members if m.first_seen is not None]
         lasts = [m.last_seen for m in members if m.last_seen is not None]
-        newest = max(members, key=lambda m: m.last_seen or datetime.min.replace(tzinfo=timezone.utc))
+        newest = max(members, key=lambda m: m.last_seen or datetime.min.replace(tzinfo=UTC))
         out.append(AlertGroup(
             alert_type=alert_type, severity=severity(alert_type), business_account_id=account,
             count=sum(m.count for m in members), first_seen=min(firsts) if firsts else None,

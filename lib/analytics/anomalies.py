@@ -23,6 +23,12 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from lib.alerts.store import open_or_update_alert
+from lib.analytics import reports as an
+from lib.core.audit import log_audit
+from lib.core.identity import require_operator
+from lib.core.schema import instagram_business_accounts, system_alerts
+
 WINDOW_DAYS = 28
 MIN_HISTORY = 14
 MAD_SCALE = 1.4826
@@ -117,8 +123,6 @@ def flag_anomalies(df: pd.DataFrame, *, threshold: float, metrics: dict[str, tup
 
 def load_flags(conn: sa.Connection, *, account_ids=None, first: date, last: date, threshold: float) -> pd.DataFrame:
     """Flags of the daily reports dated first..last (the 28 days before are read for the baseline)."""
-    from lib.analytics import reports as an
-
     start, end = an.day_bounds(first - timedelta(days=WINDOW_DAYS + 1), last)
     reports = an.load_reports(conn, account_ids=account_ids, report_type="daily", start=start, end=end,
                               sections=("instagram_metrics",), full=False)
@@ -138,8 +142,6 @@ def raise_alerts(conn: sa.Connection, flags: pd.DataFrame, *, now: datetime, nam
                  day: date | None = None) -> list[uuid.UUID]:
     """Raise (or update) one open metric_anomaly alert per account for the flags of `day` (the newest
     flagged day when None). Returns the alert ids."""
-    from lib.alerts.store import open_or_update_alert
-
     if flags.empty:
         return []
     day = day or flags["day"].max().date()
@@ -163,9 +165,6 @@ def raise_anomaly_alerts(conn: sa.Connection, flags: pd.DataFrame, *, actor, now
                          names: dict[str, str] | None = None, day: date | None = None) -> list[uuid.UUID]:
     """An operator raises the flags of `day` as metric_anomaly alerts (checked: operators only;
     audited under the operator's name)."""
-    from lib.core.audit import log_audit
-    from lib.core.identity import require_operator
-
     require_operator(actor, "raise metric_anomaly alerts")
     ids = raise_alerts(conn, flags, now=now, names=names, day=day)
     for alert_id in ids:
@@ -179,8 +178,6 @@ def worker_pass(conn: sa.Connection, *, now: datetime, threshold: float) -> list
     """What the worker does when ANOMALY_ALERTS is on (at most hourly): the flags of the newest daily
     reports (yesterday's or today's) become metric_anomaly alerts, once per account and day (an open
     alert that already speaks of that day is left alone, so no repeat count grows)."""
-    from lib.core.schema import instagram_business_accounts, system_alerts
-
     today = now.date()
     flags = load_flags(conn, account_ids=None, first=today - timedelta(days=1), last=today, threshold=threshold)
     if flags.empty:

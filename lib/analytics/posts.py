@@ -13,9 +13,10 @@ other rows, so the cold view stays one index range scan however big post_queue i
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
@@ -57,7 +58,7 @@ class PostsFilter:
 
 
 
-def _matches(filt: "PostsFilter", row: dict[str, Any]) -> bool:
+def _matches(filt: PostsFilter, row: dict[str, Any]) -> bool:
     t = as_utc(row["updated_at"])
     if row["status"] != "sent" or row["action_type"] not in PUBLISH_ACTIONS or row["instagram_id"] is None:
         return False

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Iterator
+from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 
 from lib.core.db import distinct_values_cte, stream_rows, uuid_text
+from lib.core.export import Columns, prefetched
 from lib.core.redact import redact, redact_json_texts, redact_text, redact_texts
 from lib.core.schema import UTCDateTime, audit_log
 from lib.core.timebuckets import bucket_expr, bucket_value
@@ -57,7 +59,7 @@ def audit_row(
 
 # The columns audit_row() fills, taken from it so that a prebuilt INSERT (worker.tick) cannot miss one.
 AUDIT_ROW_COLUMNS = tuple(audit_row(event_type="", action="", resource_type="", resource_id="-",
-                                    now=datetime.now(timezone.utc)))
+                                    now=datetime.now(UTC)))
 
 
 def log_audit(conn: sa.Connection, **kwargs: Any) -> None:
@@ -232,21 +234,17 @@ def count_matching(conn: sa.Connection, *, filters: AuditFilter, cap: int = EXPO
 
 def export_chunks(
     conn: sa.Connection, *, filters: AuditFilter, cap: int = EXPORT_CAP, chunk_size: int = 5000
-) -> Iterator["Columns"]:
+) -> Iterator[Columns]:
     """Rows of everything the filter matches (at most cap + 1, so a caller can tell it was capped),
     newest first, read from a server-side cursor in chunks of `chunk_size` (lib.core.export.Columns: they
     read as row tuples)."""
-    from lib.core.export import prefetched  # here: lib.core.export brings pandas, which the worker's writes do not need
-
     chunks = _export_chunks(conn, filters, cap, chunk_size)
     # PostgreSQL: the server reads the next chunk while this one is written (the client waits on a
     # socket, without the GIL); sqlite3 builds its rows holding the GIL, so a thread only adds switches
     return prefetched(chunks) if conn.dialect.name == "postgresql" else chunks
 
 
-def _export_chunks(conn: sa.Connection, filters: AuditFilter, cap: int, chunk_size: int) -> Iterator["Columns"]:
-    from lib.core.export import Columns
-
+def _export_chunks(conn: sa.Connection, filters: AuditFilter, cap: int, chunk_size: int) -> Iterator[Columns]:
     d_at, e_at = EXPORT_COLUMNS.index("details"), EXPORT_COLUMNS.index("error_message")
     t_at, s_at = EXPORT_COLUMNS.index("created_at"), EXPORT_COLUMNS.index("success")
     # the driver's values (feed_query selects every column as text or as the driver reads it; only
@@ -274,9 +272,9 @@ def _utc_column(values) -> list:
         except ValueError:  # a text with an offset of its own (not written by SQLAlchemy)
             pass
         parsed = [None if v is None else datetime.fromisoformat(v) for v in values]
-        return [v if v is None or v.tzinfo is timezone.utc else
-                v.replace(tzinfo=timezone.utc) if v.tzinfo is None else v.astimezone(timezone.utc) for v in parsed]
-    return [v if v is None or (type(v) is datetime and v.tzinfo is timezone.utc) else _to_utc(v, None)
+        return [v if v is None or v.tzinfo is UTC else
+                v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC) for v in parsed]
+    return [v if v is None or (type(v) is datetime and v.tzinfo is UTC) else _to_utc(v, None)
             for v in values]
 
 

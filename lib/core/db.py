@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.compiler import compiles
 
@@ -332,3 +333,26 @@ def stream_rows(conn: sa.Connection, query, chunk_size: int = 5000) -> Iterator[
             yield part
     finally:
         result.close()
+
+
+# -- INSERT ... ON CONFLICT: both PostgreSQL and SQLite have it, each in its own SQLAlchemy dialect ---------
+
+def dialect_insert(conn: sa.Connection, table: sa.Table):
+    """An INSERT for the connection's dialect, so that .on_conflict_do_nothing/_do_update are available."""
+    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+
+
+def insert_ignore(conn: sa.Connection, table: sa.Table, rows: dict | list[dict], *, key: str) -> int:
+    """Insert one row (a dict) or many (a list); a row whose `key` is taken already is skipped.
+    -> how many rows were inserted."""
+    if not rows:
+        return 0
+    stmt = dialect_insert(conn, table).on_conflict_do_nothing(index_elements=[key])
+    if isinstance(rows, dict):
+        return conn.execute(stmt.values(**rows)).rowcount or 0
+    return conn.execute(stmt, rows).rowcount or 0
+
+
+def upsert(conn: sa.Connection, table: sa.Table, *, key: str, values: dict, update: dict) -> None:
+    """Insert `values`, or, when a row with the same `key` exists, set `update` on it."""
+    conn.execute(dialect_insert(conn, table).values(**values).on_conflict_do_update(index_elements=[key], set_=update))

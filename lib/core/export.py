@@ -3,16 +3,19 @@ from __future__ import annotations
 
 import collections.abc as _abc
 import csv
+import datetime as _dt
+import decimal as _decimal
 import gc
 import io
 import json
 import tempfile
 import threading
+import uuid as _uuid
+from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import pandas as pd
-
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 # What a spreadsheet skips before it looks for a formula: spaces, tabs, line breaks (and the
@@ -161,9 +164,6 @@ def rows_to_csv(columns: Sequence[str], chunks: Iterable[Sequence[Sequence[Any]]
 #             timestamp[us, tz=UTC], numbers as int64/float64/bool, text unchanged (no csv_safe:
 #             Parquet is not opened by a spreadsheet, and the text is the data)
 
-import datetime as _dt
-import decimal as _decimal
-import uuid as _uuid
 
 FORMATS: dict[str, dict[str, str]] = {
     "csv": {"label": "CSV", "ext": "csv", "mime": "text/csv"},
@@ -189,9 +189,9 @@ def export_value(value: Any) -> Any:
             return None
         value = value.to_pydatetime()
     if isinstance(value, _dt.datetime):
-        return value.replace(tzinfo=_dt.timezone.utc) if value.tzinfo is None else value.astimezone(_dt.timezone.utc)
+        return value.replace(tzinfo=_dt.UTC) if value.tzinfo is None else value.astimezone(_dt.UTC)
     if isinstance(value, _dt.date):
-        return _dt.datetime(value.year, value.month, value.day, tzinfo=_dt.timezone.utc)
+        return _dt.datetime(value.year, value.month, value.day, tzinfo=_dt.UTC)
     if isinstance(value, _uuid.UUID):
         return str(value)
     if isinstance(value, _decimal.Decimal):

@@ -7,9 +7,10 @@ provider configured) with no operator list, the one local user is an operator.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from lib.core.text import md_escape  # refusal messages are shown as Markdown: what the request carried is escaped
 

@@ -10,7 +10,6 @@ import logging
 import re
 from typing import Any
 
-
 REDACTED = "[redacted]"
 _SECRET_KEY_RE = re.compile(
     r"(^|_|-)(access_?token|token|secret|password|passwd|authorization|api_?key|apikey|cookie|"

@@ -4,7 +4,7 @@ Buckets are UTC hours/days; the pages convert the bucket start to the display ti
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
@@ -26,8 +26,8 @@ def bucket_value(value) -> datetime:
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 def bucket_for_range(since: datetime | None, until: datetime) -> str:

@@ -1,11 +1,11 @@
 """UTC helpers: everything inside is timezone-aware UTC; pure functions take `now`."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def as_utc(value: datetime | str | None) -> datetime | None:
@@ -15,18 +15,18 @@ def as_utc(value: datetime | str | None) -> datetime | None:
     if isinstance(value, str):
         value = datetime.fromisoformat(value.replace("Z", "+00:00"))
     if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 def iso(value: datetime) -> str:
-    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def floor_time(value: datetime, seconds: int) -> datetime:
     """Round down to a multiple of `seconds`: a cache key that changes only every few seconds."""
     epoch = int(value.timestamp())
-    return datetime.fromtimestamp(epoch - epoch % seconds, timezone.utc)
+    return datetime.fromtimestamp(epoch - epoch % seconds, UTC)
 
 
 def fmt_ago(value: datetime | None, now: datetime) -> str:

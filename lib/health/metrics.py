@@ -18,22 +18,22 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable, Iterable
 
 import sqlalchemy as sa
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from lib.alerts.store import ALERT_TYPES, severity
 from lib.activity.heartbeats import latest_beats_query
-from lib.queue.rules import ACTION_TYPES, PENDING, STATUSES
-from lib.queue.holds import claimable_clause
-from lib.queue.reads import status_summary
+from lib.alerts.store import ALERT_TYPES, severity
+from lib.core.counters import PREFIX, name_label
 from lib.core.schema import UTCDateTime, graph_usage, instagram_business_accounts, post_queue, system_alerts
 from lib.core.timeutil import as_utc, utcnow
-from lib.core.counters import PREFIX, name_label
+from lib.queue.holds import claimable_clause
+from lib.queue.reads import status_summary
+from lib.queue.rules import ACTION_TYPES, PENDING, STATUSES
 
 log = logging.getLogger("worker.metrics")
 

@@ -22,10 +22,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from lib.alerts.store import auto_resolve, open_or_update_alert
-from lib.queue.rules import ACTION_TYPES
 from lib.core.schema import post_queue as q
 from lib.core.schema import system_alerts
 from lib.core.timeutil import fmt_duration, iso
+from lib.queue.rules import ACTION_TYPES
 
 ALERT_TYPE = "slo_burn"
 WINDOWS = {"24 h": timedelta(hours=24), "7 d": timedelta(days=7), "30 d": timedelta(days=30)}

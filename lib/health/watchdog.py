@@ -13,9 +13,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from lib.alerts.store import auto_resolve, open_or_update_alert
 from lib.activity.agent_schedules import as_schedule, load_schedules
 from lib.activity.heartbeats import LIVENESS_THRESHOLD, Rule, is_alive
+from lib.alerts.store import auto_resolve, open_or_update_alert
 from lib.core.schema import agent_heartbeats as hb
 from lib.core.schema import system_alerts as sa_t
 from lib.core.timeutil import as_utc, iso

@@ -17,10 +17,10 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from lib.alerts.store import auto_resolve
 from lib.core.audit import log_audit
+from lib.core.db import upsert
 from lib.core.identity import Actor, require_operator
 from lib.core.schema import account_holds as ah
 from lib.core.schema import graph_usage as gu
@@ -59,11 +59,9 @@ def hold(conn: sa.Connection, *, business_account_id: uuid.UUID, kind: str, reas
     existing = conn.execute(sa.select(ah.c.held_until).where(ah.c.scope == scope, active_clause(now))).first()
     values = {"business_account_id": business_account_id, "kind": kind, "reason": reason[:1000],
               "owner_must": owner_must, "error_code": code, "error_subcode": subcode, "held_until": until}
-    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(ah)
     if existing is None:
         values["held_at"] = now
-        conn.execute(insert.values(scope=scope, **values)
-                     .on_conflict_do_update(index_elements=["scope"], set_=values))
+        upsert(conn, ah, key="scope", values={"scope": scope, **values}, update=values)
         return True
     if existing.held_until is not None and (until is None or as_utc(existing.held_until) < until):
         conn.execute(sa.update(ah).where(ah.c.scope == scope).values(**values))

@@ -30,14 +30,15 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import requests
 
+from lib.core.redact import redact
 from lib.instagram.errors import GraphError
 from lib.instagram.payload_rules import InvalidPayload, dm_problems
-from lib.core.redact import redact
 
 __all__ = ["AccountCreds", "GraphClient", "GraphError", "InvalidPayload", "Quota"]
 

@@ -26,9 +26,10 @@ Decisions (DESIGN decisions 1 and 2):
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Mapping
+from typing import Any
 
 import requests
 

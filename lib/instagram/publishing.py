@@ -25,14 +25,15 @@ leads to a second container being published: the next attempt reads what it stor
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any
 
-from lib.instagram.errors import NEW_CONTAINER, WAIT_CONTAINER, GraphError, categorize_ig_error, container_error_rule
-from lib.instagram.client import AccountCreds, GraphClient
-from lib.instagram.payload_rules import InvalidPayload, media_spec
 from lib.core.timeutil import as_utc
+from lib.instagram.client import AccountCreds, GraphClient
+from lib.instagram.errors import NEW_CONTAINER, WAIT_CONTAINER, GraphError, categorize_ig_error, container_error_rule
+from lib.instagram.payload_rules import InvalidPayload, media_spec
 
 CONTAINER_LIFETIME = timedelta(hours=24)  # IG Container: "EXPIRED — not published within 24 hours"
 READY, WORKING, FAILED, EXPIRED, PUBLISHED = "FINISHED", "IN_PROGRESS", "ERROR", "EXPIRED", "PUBLISHED"

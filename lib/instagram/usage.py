@@ -10,12 +10,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
-from lib.instagram.errors import Usage
+from lib.core.db import upsert
 from lib.core.schema import graph_usage as gu
 from lib.core.schema import post_queue as pq
 from lib.core.timeutil import as_utc
+from lib.instagram.errors import Usage
 
 APP = "app"
 # A scope at or over 100 % without a stated time to regain access is left alone this long.
@@ -29,9 +29,7 @@ def scope_of(account_id: uuid.UUID | None) -> str:
 
 
 def _upsert(conn: sa.Connection, scope: str, values: dict[str, Any]) -> None:
-    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(gu)
-    stmt = insert.values(scope=scope, **values)
-    conn.execute(stmt.on_conflict_do_update(index_elements=["scope"], set_=values))
+    upsert(conn, gu, key="scope", values={"scope": scope, **values}, update=values)
 
 
 def regain_at(usage: Usage, now: datetime) -> datetime | None:

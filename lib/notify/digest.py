@@ -22,8 +22,14 @@ from typing import Any
 import sqlalchemy as sa
 
 from lib.alerts.store import severity
+from lib.analytics import anomalies, posts
+from lib.analytics import reports as an
+from lib.core.audit import log_audit
+from lib.core.db import insert_ignore
+from lib.core.identity import require_operator
 from lib.core.schema import instagram_business_accounts, notification_outbox, post_queue, system_alerts
 from lib.core.settings import Settings
+from lib.notify.notify import routes, send
 
 KIND = "weekly_digest"
 CATCH_UP = timedelta(days=1)  # a slot missed by longer than this (worker down) is not sent late
@@ -59,10 +65,6 @@ def build_digest(conn: sa.Connection, settings: Settings, *, now: datetime,
     # pandas and the analytics modules load here, not at import: the worker imports this module and
     # would otherwise pay ~1 s of start-up per process for a digest it builds once a week.
     import pandas as pd
-
-    from lib.analytics import reports as an
-    from lib.analytics import anomalies
-    from lib.analytics import posts
 
     names = _names(conn)
     end = now
@@ -223,8 +225,6 @@ def scopes(conn: sa.Connection, settings: Settings) -> list[uuid.UUID | None]:
 
 
 def _rows(d: Digest, settings: Settings, *, dedupe: str, now: datetime, status: str = "pending") -> list[dict]:
-    from lib.notify.notify import routes
-
     body = render_html(d)
     return [{"id": uuid.uuid4(), "dedupe_key": f"{dedupe}:{r.id}", "kind": KIND, "route_id": r.id,
              "route_label": r.label, "severity": None, "business_account_id": d.account_id, "title": d.title,
@@ -236,8 +236,6 @@ def _rows(d: Digest, settings: Settings, *, dedupe: str, now: datetime, status: 
 def queue_due_digests(engine, settings: Settings, *, now: datetime) -> int:
     """Queue the digest of the newest passed slot, once per scope and route (the dedupe key names the
     slot). Returns the rows queued (0 when already queued, no routes, or the slot is too old)."""
-    from lib.notify.notify import _insert_ignore, routes
-
     if not routes(settings):
         return 0
     slot = last_slot(settings.digest_cron, now)
@@ -252,16 +250,12 @@ def queue_due_digests(engine, settings: Settings, *, now: datetime) -> int:
             if exists:
                 continue
             d = build_digest(conn, settings, now=slot, account_id=acc)
-            queued += _insert_ignore(conn, notification_outbox, _rows(d, settings, dedupe=key, now=now), "dedupe_key")
+            queued += insert_ignore(conn, notification_outbox, _rows(d, settings, dedupe=key, now=now), key="dedupe_key")
     return queued
 
 
 def send_now(engine, settings: Settings, *, actor, now: datetime, account_id: uuid.UUID | None = None) -> list[str]:
     """An operator sends the digest at once to every route (checked, audited). Returns the outcomes per route."""
-    from lib.core.audit import log_audit
-    from lib.core.identity import require_operator
-    from lib.notify.notify import routes, send
-
     require_operator(actor, "send the weekly digest")
     with engine.connect() as conn:
         d = build_digest(conn, settings, now=now, account_id=account_id)

@@ -34,15 +34,14 @@ from urllib.parse import parse_qsl, quote, urlsplit
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
+from lib.alerts.maintenance import load_windows
 from lib.alerts.store import SEVERITIES, resolved_by, severity
 from lib.core.audit import log_audit
 from lib.core.counters import count_notification
-from lib.core.db import write_transaction
+from lib.core.db import insert_ignore, write_transaction
 from lib.core.identity import Actor, require_operator
-from lib.alerts.maintenance import load_windows
 from lib.core.schema import alert_acknowledgements as acks
 from lib.core.schema import alert_silences as silences_t
 from lib.core.schema import instagram_business_accounts as accounts_t
@@ -357,13 +356,6 @@ def _detect_lock(conn: sa.Connection) -> bool:
     return True  # SQLite: BEGIN IMMEDIATE already serialises writers
 
 
-def _insert_ignore(conn: sa.Connection, table: sa.Table, rows: list[dict], key: str) -> int:
-    if not rows:
-        return 0
-    ins = postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table)
-    return conn.execute(ins.on_conflict_do_nothing(index_elements=[key]), rows).rowcount or 0
-
-
 def _int(value) -> int | None:
     try:
         return int(value) if value is not None else None
@@ -627,7 +619,7 @@ def detect(conn: sa.Connection, settings: Settings, *, now: datetime) -> DetectR
             conn.execute(sa.update(inc_t).where(inc_t.c.id == inc_id).values(**values))
     for start in range(0, len(inserts), 1000):
         conn.execute(sa.insert(inc_t), inserts[start:start + 1000])
-    rep.queued = _insert_ignore(conn, outbox, messages, "dedupe_key")
+    rep.queued = insert_ignore(conn, outbox, messages, key="dedupe_key")
     return rep
 
 

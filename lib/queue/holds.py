@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from typing import Any
+
 import sqlalchemy as sa
 
 from lib.core.schema import graph_usage, instagram_business_accounts, post_queue

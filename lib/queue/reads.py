@@ -8,47 +8,57 @@ import json
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
+
 import sqlalchemy as sa
-from lib.core.redact import redact, redact_text
-from lib.core.schema import (audit_log, post_queue, post_queue_attempts,
-                        post_queue_rollup_state,
-                        post_queue_sent_daily, post_queue_sent_totals, post_queue_state)
-from lib.core.timeutil import as_utc, iso
-from lib.queue.rules import ERRORS_IN_CAP
-from lib.queue.rules import EXPORT_COLUMNS
-from lib.queue.rules import FAILED
-from lib.queue.rules import GROUP_ROW_CAP
-from lib.queue.rules import MAX_BULK_RETRY
-from lib.queue.rules import PENDING
-from lib.queue.rules import PROCESSING
-from lib.queue.rules import QueueFilter
-from lib.queue.rules import SENT
-from lib.queue.rules import SENT_SEARCH_CAP
-from lib.queue.rules import SENT_SEARCH_MAX_CHARS
-from lib.queue.rules import SENT_SEARCH_MIN_CHARS
-from lib.queue.rules import SENT_SEARCH_SHOWN
-from lib.queue.rules import SentSearch
-from lib.queue.rules import account_clause
-from lib.queue.rules import other_clause
-from lib.queue.rules import sent_clause
-pass
-from lib.queue.rules import active_clause
-from lib.queue.holds import claimable_clause
-from lib.queue.rules import due_clause
-from lib.queue.rules import group_errors
-from lib.queue.holds import held_back_clause
-from lib.queue.rules import normalize_error
-from lib.queue.rules import payload_text
-from lib.queue.rules import stale_clause
-from lib.queue.rules import Claimed
 from sqlalchemy.engine import Engine
-from lib.queue.rules import Pause
-from lib.queue.rules import editable_fields
-from lib.queue.rules import idempotency_key
-from lib.queue.rules import pause_covers
+
+from lib.core.audit import LIKE_ESCAPE, escape_like
+from lib.core.redact import redact, redact_text
+from lib.core.schema import (
+    audit_log,
+    post_queue,
+    post_queue_attempts,
+    post_queue_rollup_state,
+    post_queue_sent_daily,
+    post_queue_sent_totals,
+    post_queue_state,
+    queue_pauses,
+)
+from lib.core.schema import instagram_business_accounts as acc
 from lib.core.schema import post_queue as pq
 from lib.core.schema import post_queue_state as pqs
-from lib.core.schema import queue_pauses
+from lib.core.timeutil import as_utc, iso
+from lib.queue.holds import claimable_clause, held_back_clause
+from lib.queue.rules import (
+    ERRORS_IN_CAP,
+    EXPORT_COLUMNS,
+    FAILED,
+    GROUP_ROW_CAP,
+    MAX_BULK_RETRY,
+    PENDING,
+    PROCESSING,
+    SENT,
+    SENT_SEARCH_CAP,
+    SENT_SEARCH_MAX_CHARS,
+    SENT_SEARCH_MIN_CHARS,
+    SENT_SEARCH_SHOWN,
+    Claimed,
+    Pause,
+    QueueFilter,
+    SentSearch,
+    account_clause,
+    active_clause,
+    due_clause,
+    editable_fields,
+    group_errors,
+    idempotency_key,
+    normalize_error,
+    other_clause,
+    pause_covers,
+    payload_text,
+    sent_clause,
+    stale_clause,
+)
 
 
 def rollup_state(conn: sa.Connection) -> dict[str, Any] | None:
@@ -362,8 +372,6 @@ def attempts(conn: sa.Connection, queue_id: uuid.UUID, *, limit: int = 200) -> l
 def iter_export_rows(conn: sa.Connection, *, filt: QueueFilter, chunk_size: int = 2000):
     """Rows matching `filt` for a CSV export, in table order, as chunks of tuples in EXPORT_COLUMNS
     order, read with a server-side cursor (no payload: it may hold personal data)."""
-    from lib.core.schema import instagram_business_accounts as acc
-
     q = post_queue
     stmt = (
         sa.select(q.c.id, acc.c.username, q.c.business_account_id, q.c.action_type, q.c.status, q.c.error_category,
@@ -383,8 +391,6 @@ def search_sent(conn: sa.Connection, text: str, *, account_id: uuid.UUID | None 
     conversation id, words of a caption or a reply. Bounded: it reads at most SENT_SEARCH_CAP matching
     rows (on PostgreSQL through the trigram index when pg_trgm is there), so a common word costs what
     a rare id does; `more` says the list is not all of them."""
-    from lib.core.audit import LIKE_ESCAPE, escape_like
-
     text = (text or "").strip()[:SENT_SEARCH_MAX_CHARS]
     if len(text) < SENT_SEARCH_MIN_CHARS:
         return SentSearch([], False)

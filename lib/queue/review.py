@@ -24,25 +24,29 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
-from lib.instagram.payload_rules import TEXT_FIELDS
-from lib.queue.rules import PENDING
-from lib.core.redact import redact
-from lib.core.schema import (instagram_business_accounts, post_queue, review_context,
-                        review_decisions, review_policies)
+from lib.alerts.store import auto_resolve, open_or_update_alert
+from lib.core.export import build_export
+from lib.core.redact import redact, redact_text
+from lib.core.schema import (
+    instagram_business_accounts,
+    post_queue,
+    review_context,
+    review_decisions,
+    review_policies,
+    system_alerts,
+)
 from lib.core.timeutil import as_utc, iso
-from lib.queue.review_rules import DM_ACTIONS
-from lib.queue.review_rules import Policy
-from lib.queue.review_rules import action_text
-from lib.queue.review_rules import dm_window_ends
+from lib.instagram.client import AccountCreds, InvalidPayload
+from lib.instagram.errors import GraphError
+from lib.instagram.payload_rules import TEXT_FIELDS
+from lib.queue.review_rules import DM_ACTIONS, Policy, action_text, dm_window_ends, held_clause, parse_review_actions
+from lib.queue.rules import PENDING
 from lib.queue.store import expire_due
-from lib.queue.review_rules import held_clause
-from lib.queue.review_rules import parse_review_actions
-
 
 # -- the rule (pure) ---------------------------------------------------------------------------------
 
@@ -144,7 +148,7 @@ def _graph_time(value: Any) -> datetime | None:
         return None
     try:
         if isinstance(value, (int, float)) or str(value).isdigit():
-            return datetime.fromtimestamp(float(value), tz=timezone.utc)
+            return datetime.fromtimestamp(float(value), tz=UTC)
         return as_utc(datetime.strptime(str(value), "%Y-%m-%dT%H:%M:%S%z"))
     except (ValueError, OSError, OverflowError):
         return None
@@ -192,9 +196,6 @@ def read_context(client, account, action_type: str, payload: dict[str, Any]) -> 
 def fetch_context(engine, queue_id: uuid.UUID, client, *, now: datetime, refresh: bool = False) -> Context:
     """The context of a held row: from the cache (review_context) when it is fresh, else read now with the
     account's token and cached. The token never leaves this function (errors are redacted with it)."""
-    from lib.instagram.errors import GraphError
-    from lib.instagram.client import AccountCreds, InvalidPayload
-
     q, acc, ctx = post_queue, instagram_business_accounts, review_context
     with engine.connect() as conn:
         cached = conn.execute(sa.select(ctx).where(ctx.c.queue_id == queue_id)).first()
@@ -219,7 +220,6 @@ def fetch_context(engine, queue_id: uuid.UUID, client, *, now: datetime, refresh
                 window = dm_window_ends(created_at=as_utc(r.created_at) or now, last_customer_message_at=last_customer) \
                     if last_customer else None
         except (GraphError, InvalidPayload) as exc:
-            from lib.core.redact import redact_text
             error = redact_text(redact(str(exc), secrets=(token,)))
     with engine.begin() as conn:
         conn.execute(sa.delete(ctx).where(ctx.c.queue_id == queue_id))
@@ -244,9 +244,6 @@ def worker_pass(engine, settings, *, now: datetime) -> int:
     Skipping passes is safe: the claim itself holds an approved DM whose window is closing (held_clause),
     so nothing is sent late; the pass only moves such rows to dlq and keeps the alert current. Back-to-back
     ticks (a backlog) then cost no extra queries."""
-    from lib.alerts.store import auto_resolve, open_or_update_alert
-    from lib.core.schema import system_alerts
-
     actions = parse_review_actions(settings.review_actions)
     with engine.begin() as conn:
         expired = expire_due(conn, now=now, review_actions=actions)
@@ -323,8 +320,6 @@ EXPORT_COLUMNS = ("queue_id", "account", "business_account_id", "action_type", "
 def export_chunks(conn: sa.Connection, *, account_id: uuid.UUID | None = None, chunk_size: int = 2000):
     """Every decision, newest first, as chunks of tuples in EXPORT_COLUMNS order (texts with token-like
     strings masked): the data a team needs to improve its agent's prompts."""
-    from lib.core.redact import redact_text
-
     d, acc = review_decisions, instagram_business_accounts
     stmt = (sa.select(d.c.queue_id, acc.c.username, d.c.business_account_id, d.c.action_type, d.c.decision,
                       d.c.reviewer, d.c.reason, d.c.edited, d.c.edit_distance, d.c.original_text, d.c.final_text,
@@ -342,8 +337,6 @@ def export_chunks(conn: sa.Connection, *, account_id: uuid.UUID | None = None, c
 
 
 def export_decisions(conn: sa.Connection, fmt: str, *, account_id: uuid.UUID | None = None) -> bytes:
-    from lib.core.export import build_export
-
     data, _, _ = build_export(fmt, EXPORT_COLUMNS, export_chunks(conn, account_id=account_id))
     return data
 

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Iterable
-import sqlalchemy as sa
-from lib.core.db import uuid_text
-from lib.queue.rules import ACTION_TYPES, PENDING
-from lib.core.schema import (audit_log, post_queue, post_queue_state, review_decisions, review_policies, review_policy_terms)
+from typing import Any
 
+import sqlalchemy as sa
+
+from lib.core.db import uuid_text
+from lib.core.schema import audit_log, post_queue, post_queue_state, review_decisions, review_policies, review_policy_terms
+from lib.core.settings import SettingsError, load_settings
+from lib.queue.rules import ACTION_TYPES, PENDING
 
 MODES = ("always", "first_n", "match", "never")
 
@@ -212,8 +215,6 @@ def late_approved_clause(now: datetime, q=post_queue):
 
 
 def configured_review_actions() -> tuple[str, ...]:
-    from lib.core.settings import SettingsError, load_settings
-
     try:
         return parse_review_actions(load_settings().review_actions)
     except SettingsError:

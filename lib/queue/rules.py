@@ -11,15 +11,15 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
-import sqlalchemy as sa
-from lib.core.redact import REDACTED
-from lib.core.text import clip
-from lib.core.schema import (post_queue)
-from lib.instagram.payload_rules import TEXT_FIELDS
-from lib.core.schema import queue_pauses
-from lib.instagram.client import AccountCreds
-from lib.instagram.publishing import ContainerState
 
+import sqlalchemy as sa
+
+from lib.core.redact import REDACTED
+from lib.core.schema import post_queue, queue_pauses
+from lib.core.text import clip
+from lib.instagram.client import AccountCreds
+from lib.instagram.payload_rules import TEXT_FIELDS
+from lib.instagram.publishing import ContainerState
 
 ACTION_TYPES = ("reply_comment", "reply_dm", "send_dm", "publish_post", "repost_ugc")
 
@@ -266,7 +266,7 @@ REFUSALS = {
 }
 
 
-def with_warnings(result: "RetryResult", held: str | None, seen_row) -> "RetryResult":
+def with_warnings(result: RetryResult, held: str | None, seen_row) -> RetryResult:
     """A reset row that will not run at once, or whose last error was permanent, says so."""
     message = result.message
     if held:

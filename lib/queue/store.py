@@ -4,101 +4,98 @@ edit, pause, review. Every statement that changes a queue row is here, so the qu
 """
 from __future__ import annotations
 
-import logging
-
-import uuid
-from datetime import datetime, timedelta
-from typing import Any
-import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-from lib.core.db import write_transaction
-from lib.core.audit import audit_row
-from lib.core.identity import require_operator
-from lib.core.redact import redact
-from lib.core.schema import (audit_log, post_queue, post_queue_rollup_state,
-                        post_queue_sent_daily, post_queue_sent_totals)
-from lib.core.timeutil import as_utc
-from lib.queue.rules import ACTION_TYPES
-from lib.queue.rules import MAX_BULK_RETRY
-from lib.queue.rules import RETRYABLE_STATUSES
-from lib.queue.rules import ROLLUP_EVERY_S
-from lib.queue.rules import ROLLUP_RECENT_DAYS
-from lib.queue.rules import ROLLUP_VERIFY_DAYS
-from lib.queue.rules import RetryResult
-from lib.queue.rules import IDS_PER_STATEMENT
-from lib.queue.rules import REFUSALS
-from lib.queue.rules import day_start
-from lib.queue.rules import sent_clause
-from lib.queue.rules import with_warnings
-from lib.queue.holds import hold_reasons
-from lib.queue.rules import idempotency_key
-from lib.instagram.client import AccountCreds
-from lib.queue.rules import CONTENT_ACTIONS
-from lib.instagram.errors import Category
-from lib.instagram.publishing import ContainerFailed
-from lib.queue.rules import ControlResult
-from lib.queue.rules import DLQ
-from lib.queue.review_rules import DM_ACTIONS
-from lib.queue.review_rules import DM_WINDOW
-from lib.queue.review_rules import DecisionResult
-from lib.queue.review_rules import EXPIRE_ERROR
-from sqlalchemy.engine import Engine
-from lib.queue.rules import FAILED
-from lib.instagram.errors import GraphError
-from typing import Iterable
-from lib.queue.review_rules import MAX_BULK
-from lib.queue.review_rules import MODES
-from lib.queue.rules import PENDING
-from lib.queue.rules import PROCESSING
-from lib.queue.review_rules import Policy
-from lib.instagram.errors import QUOTA
-from lib.queue.rules import QueueControlError
-from lib.queue.review_rules import REJECT_ERROR
-from lib.queue.review_rules import ReviewError
-from lib.queue.review_rules import SEND_MARGIN
-from lib.queue.rules import SENT
-from lib.queue.rules import SUCCESS_EVENT
-from lib.instagram.payload_rules import TEXT_FIELDS
-from lib.instagram.publishing import Wait
-from lib.core.schema import instagram_business_accounts as accounts
-from lib.queue.review_rules import action_text
-from lib.queue.holds import claimable_clause
-from lib.queue.rules import container_changed
-from lib.queue.rules import display_marks
-from lib.queue.review_rules import dm_window_ends
-from lib.queue.rules import due_order
-from lib.queue.review_rules import edit_distance
-from lib.queue.rules import editable_fields
-from lib.core.logs import fields
-from lib.queue.review_rules import held_clause
-from lib.core.timeutil import iso
 import json
-from lib.queue.review_rules import like_pattern
-from lib.core import counters
+import logging
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
 from lib.alerts.store import open_or_update_alert
-from lib.queue.review_rules import parse_terms
-from lib.core.schema import post_queue_state
+from lib.core import counters
+from lib.core.audit import AUDIT_ROW_COLUMNS, audit_row, log_audit
+from lib.core.db import insert_ignore, take_write_lock, upsert, write_transaction
+from lib.core.identity import Actor, require_operator
+from lib.core.logs import fields
+from lib.core.redact import redact
+from lib.core.schema import (
+    audit_log,
+    post_queue,
+    post_queue_rollup_state,
+    post_queue_sent_daily,
+    post_queue_sent_totals,
+    post_queue_state,
+    queue_pauses,
+    review_context,
+    review_decisions,
+    review_policies,
+    review_policy_terms,
+)
+from lib.core.schema import instagram_business_accounts as accounts
 from lib.core.schema import post_queue as pq
-from lib.core.schema import review_context
-from lib.core.schema import review_decisions
-from lib.core.schema import review_policies
-from lib.core.schema import review_policy_terms
-from lib.queue.rules import stale_clause
-from datetime import timezone
-from lib.queue.review_rules import too_late
-from lib.core.audit import AUDIT_ROW_COLUMNS
-from lib.core.identity import Actor
-from lib.instagram.publishing import ContainerState
-from lib.instagram.errors import is_content_rejection
-from lib.core.audit import log_audit
-from lib.instagram.errors import next_attempt
-from lib.instagram.payload_rules import payload_problems
 from lib.core.schema import post_queue_attempts as pqa
 from lib.core.schema import post_queue_state as pqs
-from lib.core.schema import queue_pauses
+from lib.core.timebuckets import bucket_expr, bucket_value
+from lib.core.timeutil import as_utc, iso
 from lib.instagram import account_holds
-from lib.queue.rules import Claimed
-from lib.queue.rules import LostClaim
+from lib.instagram.client import AccountCreds
+from lib.instagram.errors import QUOTA, Category, GraphError, is_content_rejection, next_attempt
+from lib.instagram.payload_rules import TEXT_FIELDS, payload_problems
+from lib.instagram.publishing import ContainerFailed, ContainerState, Wait
+from lib.queue.holds import claimable_clause, hold_reasons
+from lib.queue.review_rules import (
+    DM_ACTIONS,
+    DM_WINDOW,
+    EXPIRE_ERROR,
+    MAX_BULK,
+    MODES,
+    REJECT_ERROR,
+    SEND_MARGIN,
+    DecisionResult,
+    Policy,
+    ReviewError,
+    action_text,
+    dm_window_ends,
+    edit_distance,
+    held_clause,
+    like_pattern,
+    parse_terms,
+    too_late,
+)
+from lib.queue.rules import (
+    ACTION_TYPES,
+    CONTENT_ACTIONS,
+    DLQ,
+    FAILED,
+    IDS_PER_STATEMENT,
+    MAX_BULK_RETRY,
+    PENDING,
+    PROCESSING,
+    REFUSALS,
+    RETRYABLE_STATUSES,
+    ROLLUP_EVERY_S,
+    ROLLUP_RECENT_DAYS,
+    ROLLUP_VERIFY_DAYS,
+    SENT,
+    SUCCESS_EVENT,
+    Claimed,
+    ControlResult,
+    LostClaim,
+    QueueControlError,
+    RetryResult,
+    container_changed,
+    day_start,
+    display_marks,
+    due_order,
+    editable_fields,
+    idempotency_key,
+    sent_clause,
+    stale_clause,
+    with_warnings,
+)
 
 log = logging.getLogger("worker")  # these run in the worker: its log
 
@@ -126,11 +123,7 @@ def enqueue(
         "created_at": now,
         "updated_at": now,
     }
-    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(
-        post_queue
-    )
-    result = conn.execute(insert.values(**values).on_conflict_do_nothing(index_elements=["idempotency_key"]))
-    return row_id if result.rowcount else None
+    return row_id if insert_ignore(conn, post_queue, values, key="idempotency_key") else None
 
 
 def _write_totals(conn: sa.Connection) -> None:
@@ -146,8 +139,6 @@ def _write_totals(conn: sa.Connection) -> None:
 def _recount_days(conn: sa.Connection, lo: datetime | None, hi: datetime) -> int:
     """Replace the rollup's rows for the days in [lo, hi) (lo None: everything before hi) by a count of
     post_queue now. Returns the number of sent rows counted."""
-    from lib.core.timebuckets import bucket_expr, bucket_value
-
     q, d = post_queue, post_queue_sent_daily
     b = bucket_expr(q.c.updated_at, "day", conn.dialect.name).label("b")
     where = [sent_clause(), q.c.updated_at < hi] + ([] if lo is None else [q.c.updated_at >= lo])
@@ -184,8 +175,6 @@ def refresh_sent_rollup(conn: sa.Connection, *, now: datetime, every_s: int = RO
     Runs in the caller's transaction; the state row is locked (FOR UPDATE on PostgreSQL) so two workers
     do not refresh at once.
     """
-    from lib.core.db import take_write_lock
-
     s = post_queue_rollup_state
     take_write_lock(conn)
     row = conn.execute(sa.select(s).where(s.c.id == 1).with_for_update()).first()
@@ -738,11 +727,7 @@ def _mine(row: Claimed):
 
 def _upsert_state(conn: sa.Connection, queue_id: uuid.UUID, values: dict[str, Any]) -> None:
     """Write our post_queue_state row (keyed by the queue id) in the caller's transaction."""
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(pqs)
-    conn.execute(insert.values(queue_id=queue_id, **values)
-                 .on_conflict_do_update(index_elements=["queue_id"], set_=values))
+    upsert(conn, pqs, key="queue_id", values={"queue_id": queue_id, **values}, update=values)
 
 
 def _not_waiting(now: datetime) -> dict[str, Any]:
@@ -834,7 +819,7 @@ def _read_row(r, raw: bool) -> tuple[dict[str, Any] | None, datetime | None, str
             except ValueError:
                 return None, None, f"{name} {str(value)[:40]!r} is not a timestamp"
             if name == "updated_at":
-                updated = parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+                updated = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     return payload, as_utc(updated), None
 
 

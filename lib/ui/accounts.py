@@ -11,14 +11,14 @@ from typing import Any
 
 import streamlit as st
 
-from lib.queue.accounts import USAGE_WARN, AccountHealth, account_health
-from lib.queue.store import pause, resume
 from lib.core.text import clip, md_escape
 from lib.core.timeutil import fmt_duration, fmt_local, utcnow
-from lib.ui.text import ago
+from lib.queue.accounts import USAGE_WARN, AccountHealth, account_health
+from lib.queue.store import pause, resume
 from lib.ui.auth import current_actor
 from lib.ui.feedback import flash, guarded_write, show_flash
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
+from lib.ui.text import ago
 
 WHERE = "accounts"
 
@@ -31,7 +31,8 @@ def load_health(db_url: str, account_id: uuid.UUID | None, now: datetime) -> lis
 
 def clear_caches() -> None:
     load_health.clear()
-    from lib.ui.queue_monitor import load_health as qm_health, load_summary
+    from lib.ui.queue_monitor import load_health as qm_health
+    from lib.ui.queue_monitor import load_summary
 
     qm_health.clear()
     load_summary.clear()

@@ -9,17 +9,29 @@ import pandas as pd
 import streamlit as st
 
 from lib.core.audit import (
-    EXPORT_CAP, EXPORT_COLUMNS, PAGE_SIZES, SEARCH_WINDOW, AuditFilter, Cursor, FeedPage, count_matching, distinct_event_types,
-    distinct_resource_types, event_counts, export_chunks, feed_page,
+    EXPORT_CAP,
+    EXPORT_COLUMNS,
+    PAGE_SIZES,
+    SEARCH_WINDOW,
+    AuditFilter,
+    Cursor,
+    FeedPage,
+    count_matching,
+    distinct_event_types,
+    distinct_resource_types,
+    event_counts,
+    export_chunks,
+    feed_page,
 )
 from lib.core.export import build_export
+from lib.core.text import clip, clip_json
 from lib.core.timebuckets import bucket_for_range
 from lib.core.timeutil import fmt_local
 from lib.ui.charts import bucketed_bar_chart
 from lib.ui.export import export_control
 from lib.ui.shell import CACHE_TTL_S, get_engine, lazy_expander
-from lib.core.text import clip, clip_json
 from lib.ui.text import ago, md_escape
+
 
 class Keys:
     """The page's session-state keys (filters are bound to the URL under the same names)."""

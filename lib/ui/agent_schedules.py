@@ -5,8 +5,16 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from lib.activity.agent_schedules import (MAX_GRACE_S, MAX_PERIOD_S, MIN_PERIOD_S, ScheduleError, clear_schedule,
-                                 make_schedule, schedule_rows, set_schedule)
+from lib.activity.agent_schedules import (
+    MAX_GRACE_S,
+    MAX_PERIOD_S,
+    MIN_PERIOD_S,
+    ScheduleError,
+    clear_schedule,
+    make_schedule,
+    schedule_rows,
+    set_schedule,
+)
 from lib.core.text import md_escape
 from lib.core.timeutil import utcnow
 from lib.ui.auth import current_actor

@@ -13,8 +13,16 @@ import os
 import streamlit as st
 
 from lib.core.identity import (
-    VIEWER, Actor, IdentityRefused, check_auth_table, groups_from_claim, header_identity, local_role, oidc_identity,
-    role_for, token_expired,
+    VIEWER,
+    Actor,
+    IdentityRefused,
+    check_auth_table,
+    groups_from_claim,
+    header_identity,
+    local_role,
+    oidc_identity,
+    role_for,
+    token_expired,
 )
 from lib.core.settings import Settings
 from lib.core.timeutil import utcnow

@@ -2,7 +2,7 @@
 bucketed bar chart (events/alerts per hour or day) that the Activity Feed and System Alerts draw."""
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import pandas as pd
 import plotly.graph_objects as go

@@ -6,7 +6,7 @@ download button; the file is built by `build(fmt)` when the button is clicked. B
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import streamlit as st
 

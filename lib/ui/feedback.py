@@ -7,7 +7,8 @@ guarded_write does so for the database's and the role check's texts.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 import streamlit as st

@@ -8,8 +8,8 @@ from datetime import datetime
 
 import streamlit as st
 
-from lib.instagram.account_holds import Hold, active_holds, resume
 from lib.core.timeutil import fmt_local, utcnow
+from lib.instagram.account_holds import Hold, active_holds, resume
 from lib.ui.auth import current_actor
 from lib.ui.feedback import flash, guarded_write, show_flash
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine

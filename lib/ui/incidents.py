@@ -8,12 +8,19 @@ from datetime import datetime, timedelta
 import pandas as pd
 import streamlit as st
 
-from lib.notify import notify
+from lib.alerts.incidents import (
+    Incident,
+    IncidentFilter,
+    IncidentSummary,
+    incident,
+    list_incidents,
+    postmortem_markdown,
+    timeline_rows,
+)
 from lib.alerts.store import ALERT_TYPES
-from lib.alerts.incidents import Incident, IncidentFilter, IncidentSummary, incident, list_incidents, postmortem_markdown, \
-    timeline_rows
 from lib.core.text import clip, md_escape
 from lib.core.timeutil import fmt_duration, fmt_local, utcnow
+from lib.notify import notify
 from lib.ui.auth import current_actor
 from lib.ui.feedback import flash, guarded_write, show_flash
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine

@@ -3,7 +3,7 @@ and end windows, viewers see them). The planner is drawn outside the ticking pan
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, time, timedelta, timezone
+from datetime import UTC, datetime, time, timedelta
 
 import pandas as pd
 import streamlit as st
@@ -86,7 +86,7 @@ def _on_create(scope: Scope) -> None:
     what = s.get(Keys.SCOPE)
     minutes = float(s.get(Keys.DURATION_MIN) or 0)
     start = datetime.combine(s.get(Keys.DATE) or utcnow().date(), s.get(Keys.TIME) or time(0, 0),
-                             tzinfo=timezone.utc)
+                             tzinfo=UTC)
     recurring = s.get(Keys.KIND) == RECURRING
     account = s.get(Keys.ACCOUNT)
 

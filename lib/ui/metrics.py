@@ -13,8 +13,8 @@ import pandas as pd
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from lib.analytics import reports as an
 from lib.analytics import anomalies
+from lib.analytics import reports as an
 from lib.core.export import frame_export
 from lib.core.timeutil import utcnow
 from lib.ui.charts import Fig, plain

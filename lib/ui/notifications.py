@@ -7,11 +7,11 @@ from datetime import datetime, time, timedelta
 import pandas as pd
 import streamlit as st
 
-from lib.notify import notify
 from lib.alerts.store import ALERT_TYPES, Alert
 from lib.core.identity import PermissionDenied
 from lib.core.text import clip, md_escape
 from lib.core.timeutil import floor_time, fmt_local, utcnow
+from lib.notify import notify
 from lib.ui.auth import current_actor
 from lib.ui.feedback import Confirmation
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine, lazy_expander

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import datetime
-from typing import Any, Iterator
+from typing import Any
 
 import streamlit as st
 
-from lib.core.db import write_transaction
 from lib.activity.heartbeats import is_alive, newest_beat
-from lib.core.identity import PermissionDenied
-from lib.core.text import clip, escape_markdown, escape_markdown_keep_lists
 from lib.activity.oversight import (
     ChatSession,
     SessionNotFound,
@@ -33,11 +31,15 @@ from lib.activity.oversight import (
     unanswered,
 )
 from lib.activity.sse import AgentDown, ChatStream, OversightError, build_chat_request, open_chat
+from lib.core.db import write_transaction
+from lib.core.identity import PermissionDenied
+from lib.core.text import clip, escape_markdown, escape_markdown_keep_lists
 from lib.core.timeutil import as_utc, floor_time, fmt_local, utcnow
-from lib.ui.text import ago
 from lib.ui import feedback
 from lib.ui.auth import current_actor
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
+from lib.ui.text import ago
+
 
 class Keys:
     """The page's session-state keys (and its one query parameter); tests use these names too."""

@@ -6,9 +6,9 @@ from datetime import datetime, timedelta
 
 import streamlit as st
 
+from lib.activity.heartbeats import AgentStatus
 from lib.alerts.store import SEVERITIES, AlertFilter
 from lib.core.audit import AuditFilter
-from lib.activity.heartbeats import AgentStatus
 from lib.core.timeutil import fmt_duration
 from lib.ui import activity_feed, agent_status, metrics, queue_monitor, system_alerts
 from lib.ui.counts import SEVERITY_COLOURS, count_metric

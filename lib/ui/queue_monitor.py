@@ -14,23 +14,48 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from lib.activity.worker_ticks import worker_health
 from lib.core.export import build_export, frame_export
-from lib.queue.rules import ACTION_TYPES, ERROR_CATEGORIES, EXPORT_COLUMNS, GROUP_ROW_CAP, MAX_BULK_RETRY, WAIT_KINDS, QueueFilter, summary_matrix, SENT_SEARCH_CAP, SENT_SEARCH_MIN_CHARS, SentSearch
-from lib.queue.reads import count_rows, error_groups, group_filter, iter_export_rows, matching_ids, queue_health, queue_rows, row_detail, search_sent, status_summary, waiting_rows
-from lib.queue.store import retry
-from lib.queue.rules import QueueControlError, editable_fields
-from lib.queue.reads import active_pauses, stored_values
-from lib.queue.store import discard, edit_and_retry, pause, resume
+from lib.core.text import clip, clip_json
 from lib.core.timeutil import fmt_duration, fmt_local, utcnow
+from lib.queue.reads import (
+    active_pauses,
+    count_rows,
+    error_groups,
+    group_filter,
+    iter_export_rows,
+    matching_ids,
+    queue_health,
+    queue_rows,
+    row_detail,
+    search_sent,
+    status_summary,
+    stored_values,
+    waiting_rows,
+)
+from lib.queue.rules import (
+    ACTION_TYPES,
+    ERROR_CATEGORIES,
+    EXPORT_COLUMNS,
+    GROUP_ROW_CAP,
+    MAX_BULK_RETRY,
+    SENT_SEARCH_CAP,
+    SENT_SEARCH_MIN_CHARS,
+    WAIT_KINDS,
+    QueueControlError,
+    QueueFilter,
+    SentSearch,
+    editable_fields,
+    summary_matrix,
+)
+from lib.queue.store import discard, edit_and_retry, pause, resume, retry
+from lib.ui.auth import current_actor
 from lib.ui.charts import Fig, plain
 from lib.ui.counts import count_metric
 from lib.ui.export import export_control
-from lib.ui.auth import current_actor
 from lib.ui.feedback import Confirmation, flash, guarded_write, show_flash
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
-from lib.core.text import clip, clip_json
 from lib.ui.text import ago, md_escape
-from lib.activity.worker_ticks import worker_health
 
 
 class Keys:

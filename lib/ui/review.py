@@ -9,14 +9,22 @@ import pandas as pd
 import streamlit as st
 
 from lib.core.identity import PermissionDenied
-from lib.instagram.client import GraphClient
-from lib.instagram.payload_rules import is_http_url
-from lib.queue.rules import ACTION_TYPES, CONTENT_ACTIONS
-from lib.queue.review_rules import MODE_LABELS, MODES, ReviewError, parse_review_actions, unknown_actions
-from lib.queue.review import HeldRow, decision_stats, export_decisions, fetch_context, held_rows, list_policies, stored_text_fields
-from lib.queue.store import approve, decide_many, reject, remove_policy, set_policy
 from lib.core.text import clip
 from lib.core.timeutil import fmt_duration, fmt_local, utcnow
+from lib.instagram.client import GraphClient
+from lib.instagram.payload_rules import is_http_url
+from lib.queue.review import (
+    HeldRow,
+    decision_stats,
+    export_decisions,
+    fetch_context,
+    held_rows,
+    list_policies,
+    stored_text_fields,
+)
+from lib.queue.review_rules import MODE_LABELS, MODES, ReviewError, parse_review_actions, unknown_actions
+from lib.queue.rules import ACTION_TYPES, CONTENT_ACTIONS
+from lib.queue.store import approve, decide_many, reject, remove_policy, set_policy
 from lib.ui.auth import current_actor
 from lib.ui.export import export_control
 from lib.ui.feedback import Confirmation, flash, refusal_message, show_flash

@@ -15,11 +15,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import streamlit as st
 
-from lib.queue.accounts import Account, list_accounts
-from lib.core.identity import Actor
 from lib.core.db import UNAVAILABLE_ERRORS, init_db, make_engine, ping, unavailable_message
+from lib.core.identity import Actor
 from lib.core.redact import install_log_redaction
 from lib.core.settings import Settings, SettingsError, load_settings
+from lib.queue.accounts import Account, list_accounts
 from lib.ui.auth import authenticate, show_identity
 from lib.ui.nav import menu_slot, show_menu
 

@@ -11,10 +11,24 @@ import pandas as pd
 import streamlit as st
 
 from lib.alerts.store import (
-    ALERT_TYPES, ALL_TYPES, LIST_CAP, SEVERITIES, Alert, AlertFilter, AlertGroup, alert_counts, alert_summary,
-    EXPORT_COLUMNS, export_chunks, group_alerts, list_alerts, matching_ids, resolve,
+    ALERT_TYPES,
+    ALL_TYPES,
+    EXPORT_COLUMNS,
+    LIST_CAP,
+    SEVERITIES,
+    Alert,
+    AlertFilter,
+    AlertGroup,
+    alert_counts,
+    alert_summary,
+    export_chunks,
+    group_alerts,
+    list_alerts,
+    matching_ids,
+    resolve,
 )
 from lib.core.export import build_export
+from lib.core.text import clip, clip_json
 from lib.core.timebuckets import bucket_for_range
 from lib.core.timeutil import fmt_local, utcnow
 from lib.ui.auth import current_actor
@@ -24,8 +38,8 @@ from lib.ui.export import export_control
 from lib.ui.feedback import Confirmation, flash, guarded_write, show_flash
 from lib.ui.notifications import badge_columns, silence_selected
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine, lazy_expander
-from lib.core.text import clip, clip_json
 from lib.ui.text import ago, md_escape
+
 
 class Keys:
     """The page's session-state keys (tests use these names too)."""

@@ -8,9 +8,9 @@ from datetime import timedelta
 import sqlalchemy as sa
 
 from lib.core.db import init_db, make_engine
-from lib.queue.store import enqueue
 from lib.core.schema import audit_log, graph_usage, instagram_business_accounts, post_queue, queue_pauses
 from lib.core.timeutil import utcnow
+from lib.queue.store import enqueue
 
 PAGE = "pages/accounts.py"
 ACC_A = uuid.UUID("aaaaaaaa-0000-0000-0000-000000000001")

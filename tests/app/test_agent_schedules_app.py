@@ -4,8 +4,8 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from lib.core.db import init_db, make_engine
 from lib.activity.heartbeats import record_beat
+from lib.core.db import init_db, make_engine
 from lib.core.schema import agent_schedules, audit_log
 from lib.core.text import md_escape
 from lib.core.timeutil import utcnow

@@ -4,11 +4,11 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from lib.core.db import init_db, make_engine
 from lib.activity.heartbeats import record_beat
+from lib.core.db import init_db, make_engine
 from lib.core.schema import agent_heartbeats
-from lib.core.timeutil import utcnow
 from lib.core.text import md_escape
+from lib.core.timeutil import utcnow
 from lib.ui.agent_status import Keys
 
 PAGE = "pages/agent_status.py"

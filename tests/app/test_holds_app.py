@@ -6,10 +6,10 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from lib.instagram.account_holds import hold
 from lib.core.db import init_db, make_engine
 from lib.core.schema import account_holds, graph_usage
 from lib.core.timeutil import utcnow
+from lib.instagram.account_holds import hold
 from tests.support.queue_rows import add_account, insert_rows, queue_row
 
 

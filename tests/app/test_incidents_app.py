@@ -2,12 +2,12 @@
 (opened by ?incident=), acknowledging an open one with a comment; viewers cannot."""
 from datetime import timedelta
 
-from lib.core.db import init_db, make_engine
 from lib.activity.heartbeats import record_beat
 from lib.alerts.incidents import IncidentFilter, list_incidents
+from lib.core.db import init_db, make_engine
 from lib.core.timeutil import utcnow
-from lib.ui.incidents import Keys
 from lib.health.watchdog import sync_agent_down_alerts
+from lib.ui.incidents import Keys
 
 PAGE = "pages/incidents.py"
 

@@ -5,8 +5,8 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from lib.core.db import init_db, make_engine
 from lib.activity.heartbeats import record_beat
+from lib.core.db import init_db, make_engine
 from lib.core.schema import audit_log, maintenance_windows
 from lib.core.timeutil import utcnow
 from lib.ui.maintenance import AGENT, ONE_OFF, Keys

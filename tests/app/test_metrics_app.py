@@ -184,8 +184,8 @@ def test_demo_seed_renders_with_report_deltas(run_page, sqlite_url):
     from its own historical_comparison, no problem note."""
     import sqlalchemy as sa
 
-    from sandbox.seed import seed_demo
     from lib.core.schema import analytics_reports
+    from sandbox.seed import seed_demo
 
     eng = make_engine(sqlite_url)
     init_db(eng)

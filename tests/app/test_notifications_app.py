@@ -6,15 +6,15 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from lib.notify import notify
 from lib.core.db import init_db, make_engine
 from lib.core.identity import OPERATOR, Actor
-from lib.notify.notify import route_id
-from sandbox.notify_sink import NotifySink
 from lib.core.schema import audit_log, instagram_business_accounts, system_alerts
 from lib.core.timeutil import utcnow
+from lib.notify import notify
+from lib.notify.notify import route_id
 from lib.ui.notifications import SILENCE_PANEL
 from lib.ui.system_alerts import Keys
+from sandbox.notify_sink import NotifySink
 
 PAGE = "pages/notifications.py"
 ALERTS = "pages/system_alerts.py"

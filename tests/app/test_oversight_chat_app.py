@@ -5,8 +5,8 @@ from datetime import timedelta
 
 import pytest
 
-from lib.core.identity import OPERATOR, Actor
 from lib.activity.oversight import create_session, get_session, list_sessions, record_answer, record_question
+from lib.core.identity import OPERATOR, Actor
 from lib.core.timeutil import utcnow
 from lib.ui.oversight_chat import Keys
 from tests.support.oversight_fake import FakeOversight, chat_database

@@ -5,13 +5,13 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from lib.core.db import init_db, make_engine
 from lib.activity.heartbeats import record_beat
-from sandbox.seed import seed_demo
+from lib.core.db import init_db, make_engine
 from lib.core.schema import system_alerts
 from lib.core.timeutil import utcnow
 from lib.ui.metrics import Keys as MetricsKeys
 from lib.ui.text import md_escape
+from sandbox.seed import seed_demo
 from tests.support.queue_rows import add_account, insert_rows, queue_row
 
 PAGE = "pages/overview.py"

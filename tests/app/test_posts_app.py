@@ -1,10 +1,10 @@
 """Posts page and the Metrics anomaly markers through AppTest, on the demo data (SQLite) and PostgreSQL."""
 import base64
 import json
-
-import numpy as np
 import uuid
 from datetime import timedelta
+
+import numpy as np
 
 from lib.core.db import init_db, make_engine
 from lib.core.timeutil import utcnow

@@ -212,9 +212,9 @@ def _control_db(tmp_path):
     import uuid as _uuid
 
     from lib.core.db import init_db, make_engine
-    from lib.queue.store import enqueue
     from lib.core.schema import instagram_business_accounts, post_queue
     from lib.core.timeutil import utcnow
+    from lib.queue.store import enqueue
 
     url = f"sqlite:///{tmp_path}/qc.sqlite"
     eng = make_engine(url)

@@ -16,8 +16,8 @@ LIVE_PAGES = ("pages/overview.py", "pages/agent_status.py", "pages/queue_monitor
 @pytest.mark.parametrize("page", LIVE_PAGES)
 def test_the_interval_shown_is_the_configured_one(run_page, sqlite_url, page):
     init_db(make_engine(sqlite_url))
-    from sandbox.seed import seed_demo
     from lib.core.timeutil import utcnow
+    from sandbox.seed import seed_demo
 
     seed_demo(make_engine(sqlite_url), now=utcnow())
     at = run_page(sqlite_url, page, env={"POLL_INTERVAL_S": "12"})

@@ -4,9 +4,9 @@ import uuid
 import sqlalchemy as sa
 
 from lib.core.db import init_db, make_engine
-from lib.queue.store import enqueue
 from lib.core.schema import instagram_business_accounts
 from lib.core.timeutil import utcnow
+from lib.queue.store import enqueue
 
 PAGE = "pages/review.py"
 

@@ -5,8 +5,8 @@ from datetime import timedelta
 import pytest
 from playwright.sync_api import expect
 
-from lib.core.db import init_db, make_engine
 from lib.activity.heartbeats import record_beat
+from lib.core.db import init_db, make_engine
 from lib.core.timeutil import utcnow
 from lib.ui.agent_status import Keys
 from lib.ui.nav import MENU_KEY, existing_pages

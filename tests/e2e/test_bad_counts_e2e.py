@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+import sqlalchemy as sa
 from playwright.sync_api import expect
 
 from lib.core.audit import audit_row
@@ -12,8 +13,6 @@ from lib.core.db import make_engine
 from lib.core.schema import audit_log
 from lib.core.timeutil import utcnow
 from tests.e2e.conftest import wait_idle
-
-import sqlalchemy as sa
 
 pytestmark = pytest.mark.e2e
 

@@ -21,7 +21,7 @@ def _digest_messages(sink):
 def test_send_now_names_the_routes_and_sends_only_when_confirmed(start_app, demo_url, page):
     with NotifySink() as sink:
         hook = f"json://127.0.0.1:{sink.port}/webhook/S3CRETW3BHOOK"
-        other = f"jsons://hooks.example.invalid/hook/0THERS3CRET"  # never confirmed, never sent
+        other = "jsons://hooks.example.invalid/hook/0THERS3CRET"  # never confirmed, never sent
         server = start_app({"DATABASE_URL": demo_url, "ALERT_NOTIFY_URLS": hook,
                             "ALERT_NOTIFY_URLS_CRITICAL": other, "ALERT_NOTIFY_TIMEOUT_S": "5"})
         page.goto(server.url + "/digest")

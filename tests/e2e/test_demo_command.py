@@ -11,10 +11,10 @@ import requests
 import sqlalchemy as sa
 from playwright.sync_api import expect
 
-from lib.core.db import make_engine
 from lib.activity.heartbeats import agent_statuses
-from lib.core.schema import post_queue, worker_ticks
 from lib.activity.sse import ChatStream, build_chat_request, open_chat
+from lib.core.db import make_engine
+from lib.core.schema import post_queue, worker_ticks
 from lib.core.timeutil import utcnow
 from tests.e2e.conftest import wait_idle
 from tests.support.pg import free_port

@@ -8,9 +8,9 @@ import sqlalchemy as sa
 from playwright.sync_api import expect
 
 from lib.core.db import init_db, make_engine
-from lib.queue.store import enqueue
 from lib.core.schema import audit_log, post_queue
 from lib.core.timeutil import utcnow
+from lib.queue.store import enqueue
 from tests.e2e.conftest import wait_idle
 from tests.e2e.test_queue_edit_e2e import _open_edit_form
 from tests.support.queue_rows import add_account

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from playwright.sync_api import expect
 
-from lib.core import audit
 from lib.analytics import posts as lp
+from lib.core import audit
 from lib.core.db import make_engine
 from lib.core.timeutil import utcnow
 from tests.e2e.conftest import wait_idle

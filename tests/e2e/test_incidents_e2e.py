@@ -8,12 +8,12 @@ from datetime import timedelta
 import pytest
 from playwright.sync_api import expect
 
-from lib.core.db import init_db, make_engine
 from lib.activity.heartbeats import record_beat
 from lib.alerts.incidents import IncidentFilter, list_incidents
+from lib.core.db import init_db, make_engine
 from lib.core.timeutil import utcnow
-from lib.ui.incidents import Keys
 from lib.health.watchdog import sync_agent_down_alerts
+from lib.ui.incidents import Keys
 from tests.e2e.conftest import click_until, wait_idle
 
 pytestmark = pytest.mark.e2e

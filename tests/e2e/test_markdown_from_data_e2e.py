@@ -16,11 +16,11 @@ from playwright.sync_api import expect
 
 from lib.core.db import init_db, make_engine
 from lib.core.identity import OPERATOR, Actor
-from lib.queue.store import pause
-from sandbox.seed import seed_demo
 from lib.core.schema import instagram_business_accounts, system_alerts
 from lib.core.timeutil import utcnow
+from lib.queue.store import pause
 from lib.ui.nav import existing_pages
+from sandbox.seed import seed_demo
 from tests.e2e.conftest import wait_idle
 
 pytestmark = pytest.mark.e2e

@@ -8,9 +8,9 @@ import pytest
 from playwright.sync_api import expect
 
 from lib.core.db import init_db, make_engine
-from sandbox.seed import seed_demo
 from lib.core.timeutil import utcnow
 from lib.ui.nav import MENU_KEY, existing_pages, sections
+from sandbox.seed import seed_demo
 from tests.e2e.conftest import wait_idle
 from tests.support.servers import StreamlitServer
 

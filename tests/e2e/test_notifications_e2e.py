@@ -11,12 +11,12 @@ import pytest
 import sqlalchemy as sa
 from playwright.sync_api import expect
 
-from lib.notify import notify
 from lib.core.db import init_db, make_engine
-from sandbox.notify_sink import NotifySink
 from lib.core.schema import instagram_business_accounts, system_alerts
 from lib.core.timeutil import utcnow
+from lib.notify import notify
 from lib.ui.nav import MENU_KEY
+from sandbox.notify_sink import NotifySink
 from tests.e2e.conftest import wait_idle
 
 pytestmark = pytest.mark.e2e

@@ -57,8 +57,8 @@ def test_answer_grows_then_stop_keeps_partial_answer_after_reload(start_app, cha
 
 
 def test_the_brains_lists_read_as_lists_and_nothing_else_is_interpreted(start_app, chat_db, page):
-    from lib.core.identity import OPERATOR, Actor
     from lib.activity.oversight import create_session, record_answer, record_question
+    from lib.core.identity import OPERATOR, Actor
     from lib.core.timeutil import utcnow
 
     url, eng = chat_db

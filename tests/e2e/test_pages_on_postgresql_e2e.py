@@ -12,9 +12,9 @@ import sqlalchemy as sa
 from playwright.sync_api import expect
 
 from lib.core.db import init_db, make_engine
-from sandbox.seed import seed_demo
 from lib.core.timeutil import utcnow
 from lib.ui.nav import existing_pages
+from sandbox.seed import seed_demo
 from tests.e2e.conftest import wait_idle
 
 pytestmark = [pytest.mark.e2e, pytest.mark.pooler]

@@ -4,7 +4,6 @@ written, a valid edit that sends the row again with its audit row, disabled for 
 from __future__ import annotations
 
 import re
-import uuid
 
 import pytest
 import sqlalchemy as sa
@@ -12,11 +11,10 @@ from playwright.sync_api import expect
 
 from lib.core.db import init_db, make_engine
 from lib.core.identity import OPERATOR, Actor
-from lib.queue.store import enqueue
-from lib.queue.rules import idempotency_key
-from lib.queue.store import pause
 from lib.core.schema import audit_log, post_queue
 from lib.core.timeutil import utcnow
+from lib.queue.rules import idempotency_key
+from lib.queue.store import enqueue, pause
 from tests.e2e.conftest import click_until, wait_idle
 from tests.support.queue_rows import add_account, insert_rows, queue_row
 

@@ -14,7 +14,7 @@ import subprocess
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -47,7 +47,7 @@ def _tables_exist(url: str) -> bool:
 
 def _seed(url: str, sandbox) -> dict:
     """What the agents and earlier failures left: 3 DLQ rows, PENDING new rows, 3 open alerts."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     eng = make_engine(url)
     with eng.begin() as conn:
         acc = add_account(conn, username="replica_shop", sandbox=sandbox)

@@ -12,10 +12,10 @@ import sqlalchemy as sa
 from playwright.sync_api import expect
 
 from lib.core.db import init_db, make_engine
-from lib.queue.store import enqueue
-from lib.queue.review_rules import EXPIRE_ERROR
 from lib.core.schema import audit_log, post_queue, review_decisions
 from lib.core.timeutil import utcnow
+from lib.queue.review_rules import EXPIRE_ERROR
+from lib.queue.store import enqueue
 from tests.e2e.conftest import click_until, wait_idle
 from tests.support.servers import ROOT
 from tests.support.worker import add_account, sandbox, worker_command, worker_env  # noqa: F401

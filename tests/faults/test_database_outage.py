@@ -14,12 +14,12 @@ import sqlalchemy as sa
 from playwright.sync_api import expect
 
 from lib.core.db import init_db, make_engine
-from lib.queue.store import enqueue
-from sandbox.graph_api import GraphSandbox
-from sandbox.seed import seed_demo
 from lib.core.schema import post_queue, worker_ticks
 from lib.core.timeutil import utcnow
+from lib.queue.store import enqueue
 from lib.ui.nav import existing_pages
+from sandbox.graph_api import GraphSandbox
+from sandbox.seed import seed_demo
 from tests.e2e.conftest import wait_idle
 from tests.support.servers import ROOT
 

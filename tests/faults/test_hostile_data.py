@@ -18,10 +18,10 @@ import sqlalchemy as sa
 from playwright.sync_api import expect
 
 from lib.core.db import init_db, make_engine
-from sandbox.seed import seed_demo
 from lib.core.schema import post_queue
 from lib.core.timeutil import utcnow
 from lib.ui.nav import existing_pages
+from sandbox.seed import seed_demo
 from tests.e2e.conftest import open_expander, wait_idle
 from tests.support.hostile import SCRIPT, USERNAME, add_hostile
 from tests.support.search_targets import decoy_of, plant_search_targets

@@ -14,14 +14,14 @@ import pytest
 import sqlalchemy as sa
 
 from lib.core.db import init_db, make_engine
-from sandbox.seed import seed_demo
 from lib.core.schema import post_queue
 from lib.core.timeutil import utcnow
 from lib.ui.nav import existing_pages
+from lib.ui.text import md_escape
+from sandbox.seed import seed_demo
 from tests.app.conftest import run_page  # noqa: F401  (the AppTest fixture)
 from tests.support.hostile import SCRIPT, USERNAME, add_hostile
 from tests.support.search_targets import plant_search_targets
-from lib.ui.text import md_escape
 
 pytestmark = pytest.mark.slow
 INJECTION = "x'); DROP TABLE post_queue; -- %_\\ <script>alert(1)</script>"

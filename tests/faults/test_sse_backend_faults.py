@@ -17,7 +17,8 @@ from playwright.sync_api import expect
 from lib.activity.oversight import get_session, list_sessions
 from sandbox.sse_server import BackgroundServer
 from tests.e2e.conftest import wait_idle
-from tests.support.oversight_fake import _Handler as ScriptedHandler, chat_database
+from tests.support.oversight_fake import _Handler as ScriptedHandler
+from tests.support.oversight_fake import chat_database
 
 pytestmark = pytest.mark.e2e
 ACC = uuid.UUID("0c0c0c0c-1111-4222-8333-555555555555")

@@ -12,17 +12,17 @@ import subprocess
 import tempfile
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
 
 from lib.core.identity import OPERATOR, Actor
-from lib.queue.rules import QueueFilter
-from lib.queue.reads import matching_ids
-from lib.queue.store import retry
 from lib.core.schema import audit_log
 from lib.core.schema import post_queue as pq
+from lib.queue.reads import matching_ids
+from lib.queue.rules import QueueFilter
+from lib.queue.store import retry
 from tests.support.queue_rows import insert_rows, queue_row
 from tests.support.servers import ROOT
 from tests.support.worker import add_account, add_row, pg_db, sandbox, statuses, worker_command, worker_env  # noqa: F401
@@ -133,7 +133,7 @@ def _dlq_rows(acc, now, prefix, count, *, status, marker=""):
 @pytest.mark.pooler
 def test_bulk_retry_racing_four_workers_executes_each_reset_exactly_once(pg_db, sandbox):
     url, eng = pg_db
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with eng.begin() as conn:
         acc = add_account(conn)
         pending = [add_row(conn, acc, "send_dm", {"recipient_id": "1", "message_text": f"#key:p{i}"}, now=now)
@@ -167,7 +167,7 @@ def test_bulk_retry_racing_four_workers_executes_each_reset_exactly_once(pg_db, 
                     rng.shuffle(ids)  # a selection in another order than the table's
                 start.wait(30)  # the sessions press "Retry" together
                 with eng.begin() as conn:
-                    results = retry(conn, ids, actor=operator, now=datetime.now(timezone.utc))
+                    results = retry(conn, ids, actor=operator, now=datetime.now(UTC))
                 with lock:
                     retried["ok"] += sum(r.success for r in results)
                     retried["refused"] += sum(not r.success for r in results)
@@ -185,7 +185,7 @@ def test_bulk_retry_racing_four_workers_executes_each_reset_exactly_once(pg_db, 
         # one last "retry all" of the dlq once the racing is over, so every succeeding row has been reset
         with eng.begin() as conn:
             last = retry(conn, matching_ids(conn, filt=QueueFilter(status="dlq"), limit=1000), actor=operator,
-                         now=datetime.now(timezone.utc))
+                         now=datetime.now(UTC))
         retried["ok"] += sum(r.success for r in last)
         deadline = time.monotonic() + 60
         while True:
@@ -202,7 +202,7 @@ def test_bulk_retry_racing_four_workers_executes_each_reset_exactly_once(pg_db, 
                 for w in workers:
                     w.send_signal(signal.SIGKILL)
                 tails = [_finish(w)[-1500:] for w in workers]
-                pytest.fail(f"{busy} rows still pending/processing: {summary} {stuck} {datetime.now(timezone.utc)}\n"
+                pytest.fail(f"{busy} rows still pending/processing: {summary} {stuck} {datetime.now(UTC)}\n"
                             + "\n".join(tails))
             assert all(w.poll() is None for w in workers)
             time.sleep(0.3)

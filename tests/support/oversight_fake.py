@@ -120,8 +120,8 @@ def chat_database(sqlite_url: str, account_id, username: str):
     """(url, engine): an initialised database with one account and a fresh oversight-brain beat."""
     import sqlalchemy as sa
 
-    from lib.core.db import init_db, make_engine
     from lib.activity.heartbeats import record_beat
+    from lib.core.db import init_db, make_engine
     from lib.core.schema import instagram_business_accounts
     from lib.core.timeutil import utcnow
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import sqlalchemy as sa
 
@@ -25,7 +25,7 @@ def report(account_id, report_type: str, day: date, *, reach=1000, revenue=100.0
         "id": uuid.uuid4(),
         "business_account_id": account_id,
         "report_type": report_type,
-        "report_date": datetime(day.year, day.month, day.day, 2, tzinfo=timezone.utc) + timedelta(days=1),
+        "report_date": datetime(day.year, day.month, day.day, 2, tzinfo=UTC) + timedelta(days=1),
         "start_date": start.isoformat(),
         "end_date": day.isoformat(),
         "instagram_metrics": ig(reach=reach, followers=followers),
@@ -48,9 +48,9 @@ def report(account_id, report_type: str, day: date, *, reach=1000, revenue=100.0
             "anomalies": [],
         },
         "data_sources": ["graph"],
-        "processed_at": datetime(day.year, day.month, day.day, 3, tzinfo=timezone.utc) + timedelta(days=1),
+        "processed_at": datetime(day.year, day.month, day.day, 3, tzinfo=UTC) + timedelta(days=1),
         "run_id": "run-1",
-        "created_at": datetime(day.year, day.month, day.day, 3, tzinfo=timezone.utc) + timedelta(days=1),
+        "created_at": datetime(day.year, day.month, day.day, 3, tzinfo=UTC) + timedelta(days=1),
     }
     if comparison == "auto":
         row["historical_comparison"] = {

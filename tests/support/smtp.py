@@ -11,7 +11,7 @@ from tests.support.pg import free_port
 
 
 class _Handler:
-    def __init__(self, box: "SmtpBox") -> None:
+    def __init__(self, box: SmtpBox) -> None:
         self.box = box
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's hook name
@@ -34,7 +34,7 @@ class SmtpBox:
         # a local relay without authentication (Apprise's email docs, "Local Relay"), plain text
         return f"mailto://127.0.0.1:{self.port}/{to}?from={sender}&format=text"
 
-    def __enter__(self) -> "SmtpBox":
+    def __enter__(self) -> SmtpBox:
         self.controller.start()
         return self
 

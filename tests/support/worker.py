@@ -5,18 +5,18 @@ import os
 import sys
 import uuid
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
 
+from lib.core.db import init_db, make_engine
+from lib.core.schema import instagram_business_accounts as accounts
+from lib.core.schema import post_queue as pq
+from lib.core.settings import Settings
 from lib.instagram.client import GraphClient
 from lib.queue.store import enqueue
 from sandbox.graph_api import GraphSandbox
-from lib.core.schema import instagram_business_accounts as accounts
-from lib.core.schema import post_queue as pq
-from lib.core.db import init_db, make_engine
-from lib.core.settings import Settings
 from tests.support.servers import ROOT
 
 
@@ -43,7 +43,7 @@ def add_account(conn, *, username="acme", token="tok-good", ig_id=None, connecte
     """An account in our table; with `sandbox`, the same account registered there too (so the fake
     knows which conversation participant and which usage header entry is ours)."""
     acc_id = uuid.uuid4()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     ig_id = ig_id or "1784" + uuid.uuid4().hex[:12]
     conn.execute(sa.insert(accounts).values(
         id=acc_id, username=username, instagram_business_id=ig_id,
@@ -55,7 +55,7 @@ def add_account(conn, *, username="acme", token="tok-good", ig_id=None, connecte
 
 def add_row(conn, account_id, action_type, payload, *, now=None) -> uuid.UUID:
     row_id = enqueue(conn, business_account_id=account_id, action_type=action_type, payload=payload,
-                     now=now or datetime.now(timezone.utc))
+                     now=now or datetime.now(UTC))
     assert row_id is not None
     return row_id
 
