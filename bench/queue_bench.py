@@ -26,7 +26,8 @@ from lib.core.identity import OPERATOR, Actor
 from lib.core.schema import instagram_business_accounts, post_queue
 from lib.core.timeutil import utcnow
 from lib.queue.reads import count_rows, error_groups, matching_ids, queue_health, queue_rows, status_summary
-from lib.queue.rules import ACTION_TYPES, MAX_BULK_RETRY, QueueFilter
+from lib.core.schema import ACTION_TYPES
+from lib.queue.rules import MAX_BULK_RETRY, QueueFilter
 from lib.queue.store import retry
 
 ERRORS = {

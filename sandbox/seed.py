@@ -34,7 +34,8 @@ from lib.core.audit import audit_row
 from lib.core.settings import Settings
 from lib.core.timeutil import iso
 from lib.instagram.errors import backoff_delay
-from lib.queue.rules import ACTION_TYPES, SUCCESS_EVENT, idempotency_key
+from lib.core.schema import ACTION_TYPES
+from lib.queue.rules import SUCCESS_EVENT, idempotency_key
 
 MAX_RETRIES = Settings.max_retries  # the spec's default: seeded DLQ rows used up this many retries
 

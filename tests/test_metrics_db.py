@@ -20,7 +20,8 @@ from lib.health.metrics import APP_ACCOUNT, DatabaseCollector
 from lib.instagram import usage as gu_lib
 from lib.instagram.errors import Usage
 from lib.queue.reads import queue_health
-from lib.queue.rules import ACTION_TYPES, STATUSES
+from lib.core.schema import ACTION_TYPES
+from lib.queue.rules import STATUSES
 from tests.support.queue_rows import add_account, insert_rows, queue_row
 
 TOKEN = "EAA" + "x" * 40  # tests.support.queue_rows' account token

@@ -22,7 +22,8 @@ from lib.core.schema import agent_heartbeats, system_alerts
 from lib.core.schema import post_queue as pq
 from lib.core.timeutil import utcnow
 from lib.queue.reads import queue_health
-from lib.queue.rules import ACTION_TYPES, STATUSES
+from lib.core.schema import ACTION_TYPES
+from lib.queue.rules import STATUSES
 from tests.support.pg import free_port
 from tests.support.servers import ROOT
 from tests.support.worker import add_account, add_row, sandbox, worker_command, worker_env  # noqa: F401

@@ -16,7 +16,8 @@ import sqlalchemy as sa
 
 from lib.core.schema import post_queue as q
 from lib.queue.reads import rollup_state, status_summary
-from lib.queue.rules import ACTION_TYPES, STATUSES
+from lib.core.schema import ACTION_TYPES
+from lib.queue.rules import STATUSES
 from lib.queue.store import refresh_sent_rollup
 
 pytestmark = pytest.mark.own_schema("rows without an account or updated_at, which the user's DDL forbids")

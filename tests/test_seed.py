@@ -11,7 +11,8 @@ from lib.alerts.store import ALERT_TYPES
 from lib.core import schema
 from lib.core.audit import OPERATOR_EVENT_TYPES, SPEC_EVENT_TYPES
 from lib.core.db import init_db, make_engine
-from lib.queue.rules import ACTION_TYPES, ERROR_CATEGORIES, STATUSES, idempotency_key
+from lib.core.schema import ACTION_TYPES
+from lib.queue.rules import ERROR_CATEGORIES, STATUSES, idempotency_key
 from sandbox.seed import ALIVE_DEMO_AGENTS, DEMO_AGENTS, is_empty, seed_demo, seed_scale
 
 NOW = datetime(2026, 3, 11, 12, 0, tzinfo=UTC)  # a Wednesday

@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 
 from lib.core.schema import post_queue, system_alerts
-from lib.health.service_levels import SloTarget, compliance, send_time_percentiles, slo_statuses, sync_slo_alerts
+from lib.core.settings import SloTarget
+from lib.health.service_levels import compliance, send_time_percentiles, slo_statuses, sync_slo_alerts
 from tests.support.worker import add_account
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)

@@ -55,16 +55,16 @@ from lib.core.api_auth import (
     parse_tokens,
     retry_after_header,
 )
-from lib.core.db import UNAVAILABLE_ERRORS, init_db, make_engine
+from lib.core.db import UNAVAILABLE_ERRORS, error_line, init_db, make_engine
 from lib.core.identity import Actor
 from lib.core.logs import configure_logging, fields
 from lib.core.redact import install_log_redaction
-from lib.core.schema import instagram_business_accounts, post_queue
+from lib.core.schema import ACTION_TYPES, instagram_business_accounts, post_queue
 from lib.core.settings import Settings, SettingsError, load_settings
 from lib.core.timeutil import iso, utcnow
 from lib.instagram.payload_rules import PAYLOAD_KEYS, REQUIRED_KEYS, payload_problems
 from lib.queue.reads import dlq_rows, status_summary
-from lib.queue.rules import ACTION_TYPES, ERROR_CATEGORIES, idempotency_key
+from lib.queue.rules import ERROR_CATEGORIES, idempotency_key
 from lib.queue.store import enqueue, retry
 
 log = logging.getLogger("worker.api")
@@ -165,7 +165,7 @@ def guarded(api: Api, roles: tuple[str, ...], handler: Callable[[Request, Caller
         except ApiError as exc:
             return exc.response()
         except UNAVAILABLE_ERRORS as exc:
-            log.error("database unavailable: %s", str(getattr(exc, "orig", None) or exc).splitlines()[0][:300])
+            log.error("database unavailable: %s", error_line(exc))
             return ApiError(503, "database unavailable; try again shortly", headers={"Retry-After": "5"}).response()
         except Exception:  # noqa: BLE001 - no stack trace in any answer
             log.exception("%s %s failed", request.method, route)
@@ -528,7 +528,7 @@ def main(argv=None) -> int:
     try:
         init_db(api.engine)  # safe beside the worker and the app initialising at once
     except Exception as exc:  # noqa: BLE001 - a database not up yet: routes answer 503 until it is
-        log.warning("database init skipped: %s", str(getattr(exc, "orig", None) or exc).splitlines()[0][:300])
+        log.warning("database init skipped: %s", error_line(exc))
     if not api.callers:
         log.warning("API_TOKENS is empty: every route but /healthz, /openapi.json and /metrics answers 401")
     log.info("api start: http://%s:%d, database %s, %d callers (%s), %d requests/min each",

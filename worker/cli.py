@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from croniter import croniter
 
 from lib.core import counters
-from lib.core.db import UNAVAILABLE_ERRORS, init_db, make_engine
+from lib.core.db import UNAVAILABLE_ERRORS, error_line, init_db, make_engine
 from lib.core.logs import configure_logging, fields
 from lib.core.redact import install_log_redaction
 from lib.core.settings import SettingsError, load_settings
@@ -130,7 +130,7 @@ class Worker:
             init_db(self.engine)
             self.schema_ready = True
         except Exception as exc:  # noqa: BLE001 - a down DB must not stop the worker
-            log.warning("database init skipped: %s", str(getattr(exc, "orig", None) or exc).splitlines()[0][:300])
+            log.warning("database init skipped: %s", error_line(exc))
 
     def tick(self):
         if not self.schema_ready:
@@ -181,7 +181,7 @@ class Worker:
         except UNAVAILABLE_ERRORS:  # a lost database is reported by the next tick, not by the poll
             return False
         except Exception as exc:  # noqa: BLE001 - the poll must not end the service; cron ticks go on
-            log.warning("poll for due rows failed: %s", str(exc).splitlines()[0][:300])
+            log.warning("poll for due rows failed: %s", error_line(exc))
             return False
 
     def watchdog_once(self) -> None:
@@ -197,7 +197,7 @@ class Worker:
             if slo["raised"]:
                 log.warning("slo_burn raised for %s", ", ".join(slo["raised"]))
         except UNAVAILABLE_ERRORS as exc:
-            log.error("watchdog: database unavailable: %s", str(getattr(exc, "orig", None) or exc).splitlines()[0][:300])
+            log.error("watchdog: database unavailable: %s", error_line(exc))
         except Exception:  # noqa: BLE001 - keep watching; the next pass retries
             log.exception("watchdog failed")
 
@@ -225,7 +225,7 @@ class Worker:
             if report.detect.queued or report.delivery.claimed:
                 log.info("%s", report.line())
         except UNAVAILABLE_ERRORS as exc:
-            log.error("notify: database unavailable: %s", str(getattr(exc, "orig", None) or exc).splitlines()[0][:300])
+            log.error("notify: database unavailable: %s", error_line(exc))
         except Exception:  # noqa: BLE001 - keep going; the next pass retries
             log.exception("notify failed")
 

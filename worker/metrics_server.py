@@ -22,6 +22,7 @@ from croniter import croniter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from lib.core import counters
+from lib.core.db import error_line
 from lib.core.timeutil import iso, utcnow
 from lib.health import metrics
 
@@ -80,7 +81,7 @@ def database_ready(engine) -> tuple[bool, str]:
             conn.execute(sa.text("SELECT 1"))
         return True, "database answers"
     except Exception as exc:  # noqa: BLE001 - any failure means not ready
-        return False, "database unavailable: " + str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
+        return False, "database unavailable: " + error_line(exc, 200)
 
 
 class MetricsServer:

@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from lib.activity.worker_ticks import prune_ticks, record_tick_finish, record_tick_start
-from lib.core.db import UNAVAILABLE_ERRORS
+from lib.core.db import UNAVAILABLE_ERRORS, error_line
 from lib.core.logs import fields
 from lib.core.redact import redact
 from lib.core.settings import Settings, mask_url
@@ -167,7 +167,7 @@ def run_tick(engine: Engine, settings: Settings, client: GraphClient, *, stop: t
         if not stop.is_set():
             refresh_rollup(engine, now=now_fn())
     except UNAVAILABLE_ERRORS as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+        reason = error_line(exc)
         result.error = f"database unavailable at {mask_url(settings.database_url)}: {reason}"
     result.duration_s = time.monotonic() - began
     if tick_id is not None:

@@ -17,7 +17,7 @@ import json
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import requests
 import sseclient
@@ -50,7 +50,7 @@ class Ignored:
     reason: str
 
 
-ChatEvent = Union[Token, Done, ErrorEvent, Ignored]
+ChatEvent = Token | Done | ErrorEvent | Ignored
 
 
 def _int_or_none(value: Any) -> int | None:

@@ -23,7 +23,8 @@ def record_tick_start(conn: sa.Connection, *, now: datetime, host: str | None, p
 def record_tick_finish(conn: sa.Connection, tick_id: uuid.UUID, *, now: datetime, claimed: int, sent: int,
                        failed: int, dlq: int, rescued: int, error: str | None) -> None:
     conn.execute(sa.update(wt).where(wt.c.id == tick_id).values(
-        finished_at=now, claimed=claimed, sent=sent, failed=failed, dlq=dlq, rescued=rescued, error=redact_text(error)))  # no credential in worker_ticks.error
+        finished_at=now, claimed=claimed, sent=sent, failed=failed, dlq=dlq, rescued=rescued,
+        error=redact_text(error)))  # no credential in worker_ticks.error
 
 
 def prune_ticks(conn: sa.Connection, *, before: datetime) -> int:

@@ -132,7 +132,7 @@ def init_db(engine: Engine) -> InitReport:
             if attempt == INIT_ATTEMPTS or not _already_exists(exc):
                 raise
             log.info("init_db: %s was created concurrently; inspecting again (attempt %d)",
-                     str(getattr(exc, "orig", None) or exc).splitlines()[0][:200], attempt + 1)
+                     error_line(exc, 200), attempt + 1)
     raise AssertionError("unreachable")
 
 
@@ -270,9 +270,16 @@ def ping(engine: Engine) -> None:
         conn.execute(sa.text("SELECT 1"))
 
 
+def error_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an error, from the driver's own exception when SQLAlchemy wraps one: what a log
+    line or a page shows of a database error (the rest is SQL and parameters)."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return (text.splitlines() or [""])[0][:limit]
+
+
 def unavailable_message(url: str, exc: BaseException) -> str:
     """What an operator needs when the database is down: which URL, what failed, what to check."""
-    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+    reason = error_line(exc)
     return (
         f"Database unavailable at {mask_url(url)}.\n\n"
         f"Reason: {reason}\n\n"

@@ -273,7 +273,8 @@ def build_export(fmt: str, columns: Sequence[str], chunks: Iterable[Sequence[Seq
     if fmt not in writers:
         raise ValueError(f"unknown export format {fmt!r}")
     try:
-        with export_slot(EXPORT_WAIT_S if wait_s is None else wait_s), fewer_gc_passes(), tempfile.TemporaryFile(prefix="export-") as out:
+        with (export_slot(EXPORT_WAIT_S if wait_s is None else wait_s), fewer_gc_passes(),
+              tempfile.TemporaryFile(prefix="export-") as out):
             _, written, truncated = writers[fmt](columns, chunks, cap=cap, out=out, max_bytes=max_bytes)
             out.seek(0)
             return out.read(), written, truncated

@@ -581,3 +581,7 @@ maintenance_windows = sa.Table(
     _ts("ended_at"),
     sa.Column("ended_by", sa.Text),
 )
+
+
+# post_queue.action_type: what an agent may ask the worker to do
+ACTION_TYPES = ("reply_comment", "reply_dm", "send_dm", "publish_post", "repost_ugc")

@@ -15,6 +15,9 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from lib.core.schema import ACTION_TYPES
+from lib.core.timeutil import fmt_duration
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SQLITE_PATH = PROJECT_ROOT / "data" / "dashboard.sqlite"
 SECRETS_FILES = (PROJECT_ROOT / ".streamlit" / "secrets.toml", Path.home() / ".streamlit" / "secrets.toml")
@@ -233,7 +236,7 @@ def load_settings(env: Mapping[str, str] | None = None, secrets: Mapping[str, An
         raise SettingsError(f"WORKER_POLL_S must be 0 (off) or a positive number of seconds (got {settings.worker_poll_s!r})")
     if settings.api_rate_limit_per_min < 1 or settings.api_max_body_bytes < 1024:
         raise SettingsError("API_RATE_LIMIT_PER_MIN must be at least 1 and API_MAX_BODY_BYTES at least 1024")
-    from lib.health.service_levels import parse_targets  # lazy: settings stay cheap to import
+    pass
 
     try:
         parse_targets(settings.slo_targets)
@@ -254,3 +257,45 @@ def _coerce(name: str, type_name: str, raw: Any) -> Any:
         raise SettingsError(f"{name.upper()} must be a number (got {raw!r})") from exc
     return str(raw)
 
+
+_TARGET = re.compile(r"^\s*([a-z_]+)\s*:\s*(\d+(?:\.\d+)?)\s*%?\s*:\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, None: 60}
+
+
+@dataclass(frozen=True)
+class SloTarget:
+    action_type: str
+    objective: float  # 0-1: the share of rows that must be sent within threshold_s
+    threshold_s: int
+
+    @property
+    def budget(self) -> float:
+        return 1.0 - self.objective
+
+    def describe(self) -> str:
+        return f"{self.objective * 100:g} % of {self.action_type} within {fmt_duration(self.threshold_s)}"
+
+
+def parse_targets(text: str | None) -> list[SloTarget]:
+    """'reply_dm:95:15m, reply_comment:99:30m' -> targets (minutes when no unit). ValueError names the bad entry."""
+    out = []
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        m = _TARGET.match(part)
+        if not m:
+            raise ValueError(f"{part.strip()!r} is not action_type:percent:duration (e.g. reply_dm:95:15m)")
+        action, pct, amount, unit = m.groups()
+        if action not in ACTION_TYPES:
+            raise ValueError(f"{action!r} is not an action type ({', '.join(ACTION_TYPES)})")
+        if not 0 < float(pct) < 100:
+            raise ValueError(f"{part.strip()!r}: the percentage must be above 0 and below 100")
+        seconds = round(float(amount) * _UNITS[unit])
+        if seconds <= 0:
+            raise ValueError(f"{part.strip()!r}: the duration must be positive")
+        out.append(SloTarget(action, float(pct) / 100, seconds))
+    if len({t.action_type for t in out}) != len(out):
+        raise ValueError("one target per action type")
+    return out

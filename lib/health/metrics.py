@@ -29,11 +29,12 @@ from prometheus_client.registry import Collector
 from lib.activity.heartbeats import latest_beats_query
 from lib.alerts.store import ALERT_TYPES, severity
 from lib.core.counters import PREFIX, name_label
-from lib.core.schema import UTCDateTime, graph_usage, instagram_business_accounts, post_queue, system_alerts
+from lib.core.db import error_line
+from lib.core.schema import ACTION_TYPES, UTCDateTime, graph_usage, instagram_business_accounts, post_queue, system_alerts
 from lib.core.timeutil import as_utc, utcnow
 from lib.queue.holds import claimable_clause
 from lib.queue.reads import status_summary
-from lib.queue.rules import ACTION_TYPES, PENDING, STATUSES
+from lib.queue.rules import PENDING, STATUSES
 
 log = logging.getLogger("worker.metrics")
 
@@ -178,7 +179,7 @@ class DatabaseCollector(Collector):
             except Exception as exc:  # noqa: BLE001 - a scrape must not fail because the database did
                 if not self._failing:
                     log.warning("metrics: database gauges unavailable: %s",
-                                str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300])
+                                error_line(exc))
                 self._failing = True
                 self._cached = None
                 return []

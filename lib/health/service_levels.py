@@ -14,7 +14,6 @@ budget in half a day. One `slo_burn` alert is open while any target burns faster
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,53 +23,14 @@ import sqlalchemy as sa
 from lib.alerts.store import auto_resolve, open_or_update_alert
 from lib.core.schema import post_queue as q
 from lib.core.schema import system_alerts
-from lib.core.timeutil import fmt_duration, iso
-from lib.queue.rules import ACTION_TYPES
+from lib.core.settings import SloTarget, parse_targets
+from lib.core.timeutil import iso
 
 ALERT_TYPE = "slo_burn"
 WINDOWS = {"24 h": timedelta(hours=24), "7 d": timedelta(days=7), "30 d": timedelta(days=30)}
 BURN_WINDOW = timedelta(hours=1)
 MIN_EVENTS = 5  # fewer rows than this in the burn window say nothing about a rate
 OVERDUE_STATUSES = ("pending", "processing", "failed")
-_TARGET = re.compile(r"^\s*([a-z_]+)\s*:\s*(\d+(?:\.\d+)?)\s*%?\s*:\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, None: 60}
-
-
-@dataclass(frozen=True)
-class SloTarget:
-    action_type: str
-    objective: float  # 0-1: the share of rows that must be sent within threshold_s
-    threshold_s: int
-
-    @property
-    def budget(self) -> float:
-        return 1.0 - self.objective
-
-    def describe(self) -> str:
-        return f"{self.objective * 100:g} % of {self.action_type} within {fmt_duration(self.threshold_s)}"
-
-
-def parse_targets(text: str | None) -> list[SloTarget]:
-    """'reply_dm:95:15m, reply_comment:99:30m' -> targets (minutes when no unit). ValueError names the bad entry."""
-    out = []
-    for part in (text or "").split(","):
-        if not part.strip():
-            continue
-        m = _TARGET.match(part)
-        if not m:
-            raise ValueError(f"{part.strip()!r} is not action_type:percent:duration (e.g. reply_dm:95:15m)")
-        action, pct, amount, unit = m.groups()
-        if action not in ACTION_TYPES:
-            raise ValueError(f"{action!r} is not an action type ({', '.join(ACTION_TYPES)})")
-        if not 0 < float(pct) < 100:
-            raise ValueError(f"{part.strip()!r}: the percentage must be above 0 and below 100")
-        seconds = round(float(amount) * _UNITS[unit])
-        if seconds <= 0:
-            raise ValueError(f"{part.strip()!r}: the duration must be positive")
-        out.append(SloTarget(action, float(pct) / 100, seconds))
-    if len({t.action_type for t in out}) != len(out):
-        raise ValueError("one target per action type")
-    return out
 
 
 def send_seconds(dialect: str):
@@ -194,7 +154,8 @@ def slo_statuses(conn: sa.Connection, targets: list[SloTarget], *, now: datetime
     return out
 
 
-def sync_slo_alerts(conn: sa.Connection, targets: list[SloTarget], *, now: datetime, burn_threshold: float) -> dict[str, list[str]]:
+def sync_slo_alerts(conn: sa.Connection, targets: list[SloTarget], *, now: datetime,
+                    burn_threshold: float) -> dict[str, list[str]]:
     """One open slo_burn alert while any target burns its budget faster than burn_threshold (over the last
     hour, with at least MIN_EVENTS rows); it is updated only when the set of burning targets changes and
     resolves itself when none burns. -> {"raised": [...action types], "resolved": [...]}"""

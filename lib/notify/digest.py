@@ -94,7 +94,8 @@ def build_digest(conn: sa.Connection, settings: Settings, *, now: datetime,
     view = posts.posts_view(conn, filt=posts.PostsFilter(since=start, until=end, account_id=account_id,
                                                          reported_only=True), names=names)
     top = view.frame[view.frame["engagement"].notna()].head(TOP_POSTS)
-    d.top_posts = [{"account": r.account, "instagram_id": r.instagram_id, "caption": r.caption if isinstance(r.caption, str) else "",
+    d.top_posts = [{"account": r.account, "instagram_id": r.instagram_id,
+                    "caption": r.caption if isinstance(r.caption, str) else "",
                     "engagement": r.engagement, "likes": r.likes, "reach": r.reach,
                     "published_at": r.published_at} for r in top.itertuples()]
 

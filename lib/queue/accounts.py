@@ -14,14 +14,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from lib.core.schema import audit_log
+from lib.core.schema import ACTION_TYPES, audit_log
 from lib.core.schema import instagram_business_accounts as accounts
 from lib.core.schema import post_queue as pq
 from lib.core.timeutil import as_utc
 from lib.instagram.usage import usage_rows
 from lib.queue.holds import claimable_clause
 from lib.queue.reads import active_pauses
-from lib.queue.rules import ACTION_TYPES, DLQ, FAILED, PENDING, PROCESSING, SENT, Pause, active_clause, due_clause
+from lib.queue.rules import DLQ, FAILED, PENDING, PROCESSING, SENT, Pause, active_clause, due_clause
 
 
 @dataclass(frozen=True)

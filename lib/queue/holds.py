@@ -48,7 +48,8 @@ def hold_reasons(conn: sa.Connection, ids, *, now: datetime) -> dict[uuid.UUID, 
     reason = sa.case(*[(cond, sa.literal(text)) for cond, text in hold_conditions(now)], else_=sa.null())
     out = {}
     for start in range(0, len(ids), IDS_PER_STATEMENT):
-        for rid, why in conn.execute(sa.select(post_queue.c.id, reason).where(post_queue.c.id.in_(ids[start:start + IDS_PER_STATEMENT]))):
+        chunk = ids[start:start + IDS_PER_STATEMENT]
+        for rid, why in conn.execute(sa.select(post_queue.c.id, reason).where(post_queue.c.id.in_(chunk))):
             if why:
                 out[rid] = why
     return out

@@ -256,7 +256,8 @@ def worker_pass(engine, settings, *, now: datetime) -> int:
         open_row = conn.execute(sa.select(t.c.details).where(t.c.alert_type == REVIEW_ALERT, t.c.resolved.is_(False))
                                 .limit(1)).first()
         if waiting:
-            shown = (open_row.details or {}).get("waiting") if open_row is not None and isinstance(open_row.details, dict) else None
+            details = open_row.details if open_row is not None else None
+            shown = details.get("waiting") if isinstance(details, dict) else None
             if shown != waiting:
                 link = (settings.dashboard_url or "").rstrip("/")
                 minutes = max(1, wait_s // 60)
@@ -281,11 +282,11 @@ def decision_stats(conn: sa.Connection, *, now: datetime, account_id: uuid.UUID 
         return sa.func.count().filter(cond, d.c.decided_at >= since)
 
     approved = d.c.decision == "approved"
-    stmt = (sa.select(d.c.business_account_id, acc.c.username, d.c.action_type,
-                      n(approved, week).label("approved_7d"), n(sa.and_(approved, d.c.edited.is_(True)), week).label("edited_7d"),
-                      n(d.c.decision == "rejected", week).label("rejected_7d"), n(d.c.decision == "expired", week).label("expired_7d"),
-                      n(approved, month).label("approved_30d"), n(sa.and_(approved, d.c.edited.is_(True)), month).label("edited_30d"),
-                      n(d.c.decision == "rejected", month).label("rejected_30d"), n(d.c.decision == "expired", month).label("expired_30d"),
+    decisions = (("approved", approved), ("edited", sa.and_(approved, d.c.edited.is_(True))),
+                 ("rejected", d.c.decision == "rejected"), ("expired", d.c.decision == "expired"))
+    counts = [n(cond, since).label(f"{name}_{span}") for span, since in (("7d", week), ("30d", month))
+              for name, cond in decisions]
+    stmt = (sa.select(d.c.business_account_id, acc.c.username, d.c.action_type, *counts,
                       sa.func.avg(d.c.edit_distance).filter(d.c.edited.is_(True)).label("mean_edit_distance"),
                       sa.func.max(d.c.edit_distance).filter(d.c.edited.is_(True)).label("max_edit_distance"))
             .select_from(d.outerjoin(acc, acc.c.id == d.c.business_account_id))

@@ -13,9 +13,17 @@ from typing import Any
 import sqlalchemy as sa
 
 from lib.core.db import uuid_text
-from lib.core.schema import audit_log, post_queue, post_queue_state, review_decisions, review_policies, review_policy_terms
+from lib.core.schema import (
+    ACTION_TYPES,
+    audit_log,
+    post_queue,
+    post_queue_state,
+    review_decisions,
+    review_policies,
+    review_policy_terms,
+)
 from lib.core.settings import SettingsError, load_settings
-from lib.queue.rules import ACTION_TYPES, PENDING
+from lib.queue.rules import PENDING
 
 MODES = ("always", "first_n", "match", "never")
 

@@ -15,14 +15,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from lib.core.redact import REDACTED
-from lib.core.schema import post_queue, queue_pauses
+from lib.core.schema import ACTION_TYPES, post_queue, queue_pauses
 from lib.core.text import clip
 from lib.instagram.client import AccountCreds
 from lib.instagram.payload_rules import TEXT_FIELDS
 from lib.instagram.publishing import ContainerState
-
-ACTION_TYPES = ("reply_comment", "reply_dm", "send_dm", "publish_post", "repost_ugc")
-
 
 CONTENT_ACTIONS = ("publish_post", "repost_ugc")  # the ones that make Instagram media containers
 

@@ -22,6 +22,7 @@ from lib.core.identity import Actor, require_operator
 from lib.core.logs import fields
 from lib.core.redact import redact
 from lib.core.schema import (
+    ACTION_TYPES,
     audit_log,
     post_queue,
     post_queue_rollup_state,
@@ -66,7 +67,6 @@ from lib.queue.review_rules import (
     too_late,
 )
 from lib.queue.rules import (
-    ACTION_TYPES,
     CONTENT_ACTIONS,
     DLQ,
     FAILED,

@@ -35,7 +35,8 @@ from lib.ui.text import ago, md_escape
 
 class Keys:
     """The page's session-state keys (filters are bound to the URL under the same names)."""
-    TYPES, OUTCOME, RANGE, RESOURCE_TYPE, SEARCH, SIZE = "feed_types", "feed_outcome", "feed_range", "feed_rtype", "feed_q", "feed_size"
+    TYPES, OUTCOME, RANGE = "feed_types", "feed_outcome", "feed_range"
+    RESOURCE_TYPE, SEARCH, SIZE = "feed_rtype", "feed_q", "feed_size"
     FROM, TO = "feed_from", "feed_to"  # the custom range
     PAGING_KEY = "feed_paging_key"  # the (filters, page size) the cursor stack belongs to
     CURSORS = "feed_cursors"  # keyset cursors of the pages before the current one

@@ -16,6 +16,7 @@ import streamlit as st
 
 from lib.activity.worker_ticks import worker_health
 from lib.core.export import build_export, frame_export
+from lib.core.schema import ACTION_TYPES
 from lib.core.text import clip, clip_json
 from lib.core.timeutil import fmt_duration, fmt_local, utcnow
 from lib.queue.reads import (
@@ -34,7 +35,6 @@ from lib.queue.reads import (
     waiting_rows,
 )
 from lib.queue.rules import (
-    ACTION_TYPES,
     ERROR_CATEGORIES,
     EXPORT_COLUMNS,
     GROUP_ROW_CAP,
@@ -357,8 +357,9 @@ def show_groups(groups: list[dict[str, Any]], view: str) -> None:
     top = pd.DataFrame([{"rows": g["count"], "category": g["error_category"], "error": g["error_group"]}
                         for g in groups[:8]])
     more = len(groups) - len(top)
-    st.caption(f"Most common errors in the {VIEWS[view].lower()}" + (f" ({more} more groups in the picker above)" if more > 0 else "")
-               + ". Numbers and ids inside the texts are merged; pick a group above to see and retry just those rows.")
+    also = f" ({more} more groups in the picker above)" if more > 0 else ""
+    st.caption(f"Most common errors in the {VIEWS[view].lower()}{also}. Numbers and ids inside the texts are merged; "
+               "pick a group above to see and retry just those rows.")
     st.dataframe(top, hide_index=True, width="stretch", key=f"qm_groups_{view}",
                  column_config={"rows": st.column_config.NumberColumn("Rows", width=70),
                                 "category": st.column_config.TextColumn("Category", width=120),
@@ -706,7 +707,8 @@ def show_detail(scope: Scope, queue_id: str, now: datetime) -> None:
             "Status": d["status"], "Account": scope.account_name(d["business_account_id"]),
             "Error category": d["error_category"] or "—", "Retries": d["retry_count"],
             "Created": fmt_local(d["created_at"], scope.tz), "Last attempt": fmt_local(d["updated_at"], scope.tz),
-            "Next retry": fmt_local(d["next_retry_at"], scope.tz) + (f" ({ago(d['next_retry_at'])})" if d["next_retry_at"] else ""),
+            "Next retry": fmt_local(d["next_retry_at"], scope.tz)
+            + (f" ({ago(d['next_retry_at'])})" if d["next_retry_at"] else ""),
             "Instagram id": d.get("instagram_id") or "—",
         }
         st.dataframe(pd.DataFrame([{k: str(v) for k, v in facts.items()}]), hide_index=True,

@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from lib.core.identity import PermissionDenied
+from lib.core.schema import ACTION_TYPES
 from lib.core.text import clip
 from lib.core.timeutil import fmt_duration, fmt_local, utcnow
 from lib.instagram.client import GraphClient
@@ -23,7 +24,7 @@ from lib.queue.review import (
     stored_text_fields,
 )
 from lib.queue.review_rules import MODE_LABELS, MODES, ReviewError, parse_review_actions, unknown_actions
-from lib.queue.rules import ACTION_TYPES, CONTENT_ACTIONS
+from lib.queue.rules import CONTENT_ACTIONS
 from lib.queue.store import approve, decide_many, reject, remove_policy, set_policy
 from lib.ui.auth import current_actor
 from lib.ui.export import export_control
@@ -159,7 +160,8 @@ def confirm_bulk(scope: Scope) -> None:
                     results = decide_many(conn, ids, decision=decision, actor=current_actor(scope.settings),
                                           now=utcnow(), reason=reason)
             except (PermissionDenied, ReviewError) as exc:
-                flash(FLASH, "error", f"{verb} failed: {refusal_message(exc) if isinstance(exc, PermissionDenied) else md_escape(exc)}")
+                why = refusal_message(exc) if isinstance(exc, PermissionDenied) else md_escape(exc)
+                flash(FLASH, "error", f"{verb} failed: {why}")
             else:
                 done = sum(r.success for r in results)
                 flash(FLASH, "success" if done == len(results) else "warning",
@@ -195,7 +197,8 @@ def show_detail(scope: Scope, rows: list[HeldRow], now: datetime) -> None:
         if row.window_ends_at is not None:
             facts["Messaging window ends"] = f"{fmt_local(row.window_ends_at, scope.tz)} ({_when(row, now, scope)})"
         elif row.action_type in CONTENT_ACTIONS:
-            facts["Was due"] = fmt_local(row.next_retry_at or row.created_at, scope.tz) if (row.next_retry_at or row.created_at) else "—"
+            due = row.next_retry_at or row.created_at
+            facts["Was due"] = fmt_local(due, scope.tz) if due else "—"
         st.dataframe(pd.DataFrame([facts]), hide_index=True, width="stretch")
         st.caption("What would be sent")
         st.text(row.text or "(no text)")
@@ -325,8 +328,10 @@ def show_policies(scope: Scope) -> None:
                     st.rerun()
         if policies:
             r1, r2 = st.columns([3, 1], vertical_alignment="bottom")
-            label = {str(p.id): f"{'Every account' if p.business_account_id is None else names.get(str(p.business_account_id), '?')}"
-                                f" · {p.action_type} · {p.mode}" for p in policies}
+            def who(p):
+                return "Every account" if p.business_account_id is None else names.get(str(p.business_account_id), "?")
+
+            label = {str(p.id): f"{who(p)} · {p.action_type} · {p.mode}" for p in policies}
             pick = r1.selectbox("Remove a policy", list(label), format_func=label.get, key="rv_pol_remove",
                                 disabled=not can)
             if r2.button("Remove policy", key="rv_pol_remove_btn", disabled=not can):

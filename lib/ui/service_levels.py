@@ -8,9 +8,10 @@ from datetime import datetime
 import pandas as pd
 import streamlit as st
 
+from lib.core.settings import parse_targets
 from lib.core.text import md_escape
 from lib.core.timeutil import floor_time, fmt_duration, utcnow
-from lib.health.service_levels import WINDOWS, parse_targets, send_time_percentiles, slo_statuses
+from lib.health.service_levels import WINDOWS, send_time_percentiles, slo_statuses
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine, lazy_expander, live_caption
 
 
