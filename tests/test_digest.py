@@ -1,6 +1,6 @@
 """The weekly digest on SQLite and PostgreSQL: its content (KPIs with deltas, top posts, anomalies,
 queue health, open alerts), the schedule queued once per slot through the notification outbox and
-delivered by lib.notify.notify to a real json:// receiver on 127.0.0.1, and "Send now" to a real SMTP
+delivered by lib.notify.outbox to a real json:// receiver on 127.0.0.1, and "Send now" to a real SMTP
 server on 127.0.0.1 as an HTML mail (operators only, audited)."""
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from lib.alerts.store import open_or_update_alert
 from lib.core.identity import OPERATOR, VIEWER, Actor, PermissionDenied
 from lib.core.schema import analytics_reports, audit_log, notification_outbox
 from lib.core.settings import Settings
-from lib.notify import digest, notify
+from lib.notify import digest
+from lib.notify.outbox import notify_tick
 from sandbox.notify_sink import NotifySink
 from tests.support.pg import free_port
 from tests.support.queue_rows import add_account, insert_rows, queue_row
@@ -86,7 +87,7 @@ def test_scheduled_digest_through_the_outbox_to_a_json_receiver(engine):
         settings = cfg(engine, sink.apprise_url())
         assert digest.queue_due_digests(engine, settings, now=NOW) == 1
         assert digest.queue_due_digests(engine, settings, now=NOW + timedelta(minutes=5)) == 0  # once per slot
-        rep = notify.notify_tick(engine, settings, now=NOW + timedelta(seconds=10))
+        rep = notify_tick(engine, settings, now=NOW + timedelta(seconds=10))
         assert rep.delivery.sent >= 1
         msgs = [m for m in sink.received() if m["title"].startswith("Weekly digest")]
         assert len(msgs) == 1

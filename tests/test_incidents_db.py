@@ -13,7 +13,8 @@ from lib.alerts.incidents import IncidentFilter, incident, list_incidents, postm
 from lib.core.identity import OPERATOR, Actor
 from lib.core.settings import Settings
 from lib.health.watchdog import sync_agent_down_alerts
-from lib.notify import notify
+from lib.notify.outbox import notify_tick
+from lib.notify.silences import acknowledge
 from sandbox.notify_sink import NotifySink
 
 OP = Actor("ops@example.com", OPERATOR)
@@ -33,14 +34,14 @@ def run_sequence(engine, sink) -> None:
             sync_agent_down_alerts(conn, now=T0 + i * S)
         tick = record_tick_start(conn, now=T0 + 260 * S, host="w1", pid=7)
         record_tick_finish(conn, tick, now=T0 + 261 * S, claimed=3, sent=2, failed=1, dlq=0, rescued=0, error=None)
-    notify.notify_tick(engine, settings, now=T0 + 215 * S)
+    notify_tick(engine, settings, now=T0 + 215 * S)
     with engine.begin() as conn:
         [alert_id] = [a.alert_id for a in list_incidents(conn, filters=IncidentFilter())]
-        notify.acknowledge(conn, [alert_id], actor=OP, now=T0 + 240 * S, note="restarting the engagement agent")
+        acknowledge(conn, [alert_id], actor=OP, now=T0 + 240 * S, note="restarting the engagement agent")
         set_schedule(conn, "engagement", make_schedule(period_s=30, grace_s=30), actor=OP, now=T0 + 250 * S)
         record_beat(conn, "engagement", now=T0 + 300 * S)  # restarted at 09:05:00, three minutes after it stopped
         assert sync_agent_down_alerts(conn, now=T0 + 310 * S)["resolved"] == ["engagement"]
-    notify.notify_tick(engine, settings, now=T0 + 320 * S)
+    notify_tick(engine, settings, now=T0 + 320 * S)
 
 
 def test_the_timeline_of_an_agent_stopped_for_three_minutes(engine):

@@ -15,7 +15,7 @@ from lib.core.identity import OPERATOR, Actor, PermissionDenied
 from lib.core.schema import audit_log, maintenance_windows, system_alerts
 from lib.core.settings import Settings
 from lib.health.watchdog import sync_agent_down_alerts
-from lib.notify import notify
+from lib.notify.outbox import notify_tick
 from sandbox.notify_sink import NotifySink
 from tests.support.worker import add_account
 
@@ -73,14 +73,14 @@ def test_no_notification_during_a_window_and_the_opening_after_it(engine):
             conn.execute(sa.insert(system_alerts).values(alert_type="sync_failure", message="sync broke",
                                                          details={}, resolved=False, created_at=T0 + M,
                                                          updated_at=T0 + M))
-        rep = notify.notify_tick(engine, settings, now=T0 + 2 * M)
+        rep = notify_tick(engine, settings, now=T0 + 2 * M)
         assert rep.detect.silenced == 1 and rep.delivery.sent == 0 and sink.received() == []
-        rep = notify.notify_tick(engine, settings, now=T0 + 20 * M)
+        rep = notify_tick(engine, settings, now=T0 + 20 * M)
         assert rep.delivery.sent == 0 and sink.received() == []
         with engine.begin() as conn:
             assert end_window(conn, window.id, actor=OP, now=T0 + 25 * M) is True
             assert end_window(conn, window.id, actor=OP, now=T0 + 26 * M) is False
-        rep = notify.notify_tick(engine, settings, now=T0 + 26 * M)
+        rep = notify_tick(engine, settings, now=T0 + 26 * M)
         assert rep.detect.opened == 1 and rep.delivery.sent == 1
         [msg] = sink.received()
         assert "sync_failure" in msg["title"]

@@ -14,13 +14,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from lib.activity.heartbeats import record_beat
 from lib.alerts.store import open_or_update_alert, severity
 from lib.core.counters import endpoint_label
-from lib.core.schema import agent_heartbeats, instagram_business_accounts, post_queue, system_alerts
+from lib.core.schema import ACTION_TYPES, agent_heartbeats, instagram_business_accounts, post_queue, system_alerts
 from lib.core.timeutil import utcnow
 from lib.health.metrics import APP_ACCOUNT, DatabaseCollector
 from lib.instagram import usage as gu_lib
 from lib.instagram.errors import Usage
 from lib.queue.reads import queue_health
-from lib.core.schema import ACTION_TYPES
 from lib.queue.rules import STATUSES
 from tests.support.queue_rows import add_account, insert_rows, queue_row
 

@@ -18,11 +18,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lib.activity.heartbeats import record_beat
 from lib.alerts.store import open_or_update_alert
-from lib.core.schema import agent_heartbeats, system_alerts
+from lib.core.schema import ACTION_TYPES, agent_heartbeats, system_alerts
 from lib.core.schema import post_queue as pq
 from lib.core.timeutil import utcnow
 from lib.queue.reads import queue_health
-from lib.core.schema import ACTION_TYPES
 from lib.queue.rules import STATUSES
 from tests.support.pg import free_port
 from tests.support.servers import ROOT

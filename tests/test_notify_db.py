@@ -14,7 +14,17 @@ from lib.alerts.store import auto_resolve, open_or_update_alert, resolve
 from lib.core.identity import OPERATOR, VIEWER, Actor, PermissionDenied
 from lib.core.schema import audit_log, notification_outbox, system_alerts
 from lib.core.settings import Settings
-from lib.notify import notify
+from lib.notify.outbox import notification_totals, notify_tick, prune_history, recent_deliveries, send_test
+from lib.notify.routes import routes
+from lib.notify.silences import (
+    InvalidSilence,
+    acknowledge,
+    acknowledgements,
+    alert_badges,
+    create_silence,
+    end_silence,
+    list_silences,
+)
 from sandbox.notify_sink import NotifySink
 from tests.support.smtp import SmtpBox
 from tests.support.worker import add_account
@@ -36,7 +46,7 @@ def cfg(engine, *urls, **kw) -> Settings:
 
 
 def tick(engine, settings, now):
-    return notify.notify_tick(engine, settings, now=now)
+    return notify_tick(engine, settings, now=now)
 
 
 def outbox_rows(engine):
@@ -181,11 +191,11 @@ def test_backoff_after_three_failures_then_given_up_with_a_masked_error(engine, 
     assert row.status == "gave_up" and row.attempts == 4 and "503" in row.last_error
     shown = " ".join(str(v) for v in row)
     assert "S3cretPassw0rd" not in shown and "K3yK3yK3y" not in shown
-    [route] = notify.routes(settings)
+    [route] = routes(settings)
     assert route.label == f"json://127.0.0.1 #{route.id[1:7]}"  # scheme + host + fingerprint only
     with engine.connect() as conn:
-        assert notify.notification_totals(conn)["gave_up"] == 1
-        [d] = notify.recent_deliveries(conn)
+        assert notification_totals(conn)["gave_up"] == 1
+        [d] = recent_deliveries(conn)
     assert d.status == "gave_up" and d.attempts == 4
 
 
@@ -207,7 +217,7 @@ def test_silence_holds_the_opening_shows_a_badge_and_ending_it_early_sends(engin
     with engine.begin() as conn:
         acc = add_account(conn, username="acme_store")
         other = add_account(conn, username="other")
-        sil = notify.create_silence(conn, actor=OPS, now=T0, ends_at=T0 + timedelta(hours=2), reason="token rotation",
+        sil = create_silence(conn, actor=OPS, now=T0, ends_at=T0 + timedelta(hours=2), reason="token rotation",
                                     alert_type="auth_failure", business_account_id=acc)
         held = _auth_failure(conn, acc, T0 + timedelta(minutes=1))
         _auth_failure(conn, other, T0 + timedelta(minutes=1))  # not matched
@@ -217,14 +227,14 @@ def test_silence_holds_the_opening_shows_a_badge_and_ending_it_early_sends(engin
     from lib.alerts.store import AlertFilter, list_alerts
     with engine.connect() as conn:
         alerts = list_alerts(conn, filters=AlertFilter())
-        badges = notify.alert_badges(conn, alerts, now=T0 + timedelta(minutes=2))
+        badges = alert_badges(conn, alerts, now=T0 + timedelta(minutes=2))
         assert badges[held].silenced_by.id == sil.id
         assert sum(1 for b in badges.values() if b.silenced_by) == 1
-        [listed] = notify.list_silences(conn, now=T0 + timedelta(minutes=2))
+        [listed] = list_silences(conn, now=T0 + timedelta(minutes=2))
         assert listed.state(T0 + timedelta(minutes=2)) == "active" and listed.reason == "token rotation"
     with engine.begin() as conn:
-        assert notify.end_silence(conn, sil.id, actor=OPS, now=T0 + timedelta(minutes=10))
-        assert not notify.end_silence(conn, sil.id, actor=OPS, now=T0 + timedelta(minutes=11))
+        assert end_silence(conn, sil.id, actor=OPS, now=T0 + timedelta(minutes=10))
+        assert not end_silence(conn, sil.id, actor=OPS, now=T0 + timedelta(minutes=11))
     tick(engine, settings, T0 + timedelta(minutes=10))
     last = sink.received()[-1]
     assert last["title"] == "[CRITICAL] auth_failure · acme_store" and "the silence has ended" in last["message"]
@@ -232,14 +242,14 @@ def test_silence_holds_the_opening_shows_a_badge_and_ending_it_early_sends(engin
         events = [r.event_type for r in conn.execute(sa.select(audit_log.c.event_type, audit_log.c.user_id)
                                                      .where(audit_log.c.user_id == OPS.name))]
         assert sorted(events) == ["alert_silence_created", "alert_silence_ended"]
-        [expired] = notify.list_silences(conn, now=T0 + timedelta(hours=3))
+        [expired] = list_silences(conn, now=T0 + timedelta(hours=3))
         assert expired.state(T0 + timedelta(hours=3)) == "ended early"
 
 
 def test_an_alert_resolved_while_silenced_is_never_notified(engine, sink):
     settings = cfg(engine, sink.apprise_url())
     with engine.begin() as conn:
-        notify.create_silence(conn, actor=OPS, now=T0, ends_at=T0 + timedelta(hours=1), reason="maintenance",
+        create_silence(conn, actor=OPS, now=T0, ends_at=T0 + timedelta(hours=1), reason="maintenance",
                               agent_id="agent-1")
         aid = open_or_update_alert(conn, alert_type="agent_down", agent_id="agent-1", now=T0, message="down")
     tick(engine, settings, T0)
@@ -257,23 +267,23 @@ def test_acknowledge_stops_digests_and_shows_who_is_on_it(engine, sink):
         aid = _auth_failure(conn, acc, T0)
     tick(engine, settings, T0)
     with engine.begin() as conn:
-        [res] = notify.acknowledge(conn, [aid], actor=OPS, now=T0 + timedelta(minutes=1), note="rotating the token")
+        [res] = acknowledge(conn, [aid], actor=OPS, now=T0 + timedelta(minutes=1), note="rotating the token")
         assert res.outcome == "acknowledged"
-        assert notify.acknowledge(conn, [aid], actor=OPS, now=T0 + timedelta(minutes=2))[0].outcome == "already_acknowledged"
+        assert acknowledge(conn, [aid], actor=OPS, now=T0 + timedelta(minutes=2))[0].outcome == "already_acknowledged"
     for i in range(5):
         with engine.begin() as conn:
             _auth_failure(conn, acc, T0 + timedelta(minutes=2 + i))
     tick(engine, settings, T0 + timedelta(minutes=30))
     assert len(sink.received()) == 1  # no digest
     with engine.connect() as conn:
-        ack = notify.acknowledgements(conn, [aid])[aid]
+        ack = acknowledgements(conn, [aid])[aid]
         assert (ack.by, ack.note) == ("ops@example.com", "rotating the token")
         audit = conn.execute(sa.select(audit_log).where(audit_log.c.event_type == "alert_acknowledged")).all()
         assert [(a.user_id, a.resource_id) for a in audit] == [("ops@example.com", str(aid))]
     # the resolve still goes out
     with engine.begin() as conn:
         resolve(conn, [aid], actor=OPS, now=T0 + timedelta(minutes=31))
-        assert notify.acknowledge(conn, [aid], actor=OPS, now=T0 + timedelta(minutes=32))[0].outcome == "resolved"
+        assert acknowledge(conn, [aid], actor=OPS, now=T0 + timedelta(minutes=32))[0].outcome == "resolved"
     tick(engine, settings, T0 + timedelta(minutes=31))
     assert sink.received()[-1]["title"].startswith("[RESOLVED]")
 
@@ -284,28 +294,28 @@ def test_operator_actions_refuse_viewers(engine, sink):
     with engine.begin() as conn:
         aid = _auth_failure(conn, add_account(conn), T0)
         with pytest.raises(PermissionDenied):
-            notify.create_silence(conn, actor=viewer, now=T0, ends_at=T0 + timedelta(hours=1), reason="x",
+            create_silence(conn, actor=viewer, now=T0, ends_at=T0 + timedelta(hours=1), reason="x",
                                   alert_type="auth_failure")
         with pytest.raises(PermissionDenied):
-            notify.acknowledge(conn, [aid], actor=viewer, now=T0)
+            acknowledge(conn, [aid], actor=viewer, now=T0)
         with pytest.raises(PermissionDenied):
-            notify.acknowledge(conn, [aid], actor="ops@example.com", now=T0)  # a bare name has no role
-        with pytest.raises(notify.InvalidSilence):
-            notify.create_silence(conn, actor=OPS, now=T0, ends_at=T0 + timedelta(hours=1), reason="everything")
+            acknowledge(conn, [aid], actor="ops@example.com", now=T0)  # a bare name has no role
+        with pytest.raises(InvalidSilence):
+            create_silence(conn, actor=OPS, now=T0, ends_at=T0 + timedelta(hours=1), reason="everything")
     with pytest.raises(PermissionDenied):
-        notify.send_test(engine, settings, notify.routes(settings)[0].id, actor=viewer, now=T0)
+        send_test(engine, settings, routes(settings)[0].id, actor=viewer, now=T0)
     assert sink.received() == []
 
 
 def test_send_test_per_route_is_recorded_and_audited(engine, sink):
     settings = cfg(engine, sink.apprise_url(), alert_notify_urls_warning="json://127.0.0.1:1/closed")
-    ok_route, dead_route = notify.routes(settings)
-    assert notify.send_test(engine, settings, ok_route.id, actor=OPS, now=T0).ok
-    bad = notify.send_test(engine, settings, dead_route.id, actor=OPS, now=T0)
+    ok_route, dead_route = routes(settings)
+    assert send_test(engine, settings, ok_route.id, actor=OPS, now=T0).ok
+    bad = send_test(engine, settings, dead_route.id, actor=OPS, now=T0)
     assert not bad.ok and bad.error
     assert [m["title"] for m in sink.received()] == ["[TEST] Agent Dashboard notification"]
     with engine.connect() as conn:
-        history = notify.recent_deliveries(conn)
+        history = recent_deliveries(conn)
         assert sorted((d.kind, d.status) for d in history) == [("test", "gave_up"), ("test", "sent")]
         assert conn.execute(sa.select(sa.func.count()).select_from(audit_log)
                             .where(audit_log.c.event_type == "notification_test_sent")).scalar() == 2
@@ -389,7 +399,7 @@ def test_history_older_than_the_window_is_pruned_open_work_stays(engine, sink):
     sink.fail_next(100)
     tick(engine, settings, T0 + timedelta(minutes=1))  # resolved sent? no: failing receiver, retried later
     with engine.begin() as conn:
-        n = notify.prune_history(conn, before=T0 + timedelta(days=31))
+        n = prune_history(conn, before=T0 + timedelta(days=31))
         left = dict(conn.execute(sa.select(notification_outbox.c.kind, notification_outbox.c.status)).all())
     assert n >= 1  # the sent opening (and nothing that still waits)
     assert left == {"resolved": "failed", "opened": "failed"}

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from lib.alerts.store import open_or_update_alert
 from lib.core.schema import notification_outbox, system_alerts
 from lib.core.settings import Settings
-from lib.notify import notify
+from lib.notify.detect import detect
 from sandbox.notify_sink import NotifySink
 from tests.support.servers import ROOT
 from tests.support.worker import add_account, pg_db  # noqa: F401
@@ -78,7 +78,7 @@ def test_four_workers_at_once_send_every_message_exactly_once(pg_db):
                 open_or_update_alert(conn, alert_type="content_violation", business_account_id=accs[i], now=now,
                                      message=f"rejected {i}")
             settings = Settings(database_url=url, alert_notify_urls=_secret_url(sink))
-            assert notify.detect(conn, settings, now=now).queued == 40
+            assert detect(conn, settings, now=now).queued == 40
         outputs = _four(url, sink)
         titles = [m["title"] for m in sink.received()]
         assert sink.requests == 60 and len(titles) == 60 and len(set(titles)) == 60

@@ -14,9 +14,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
+from lib.core.schema import ACTION_TYPES
 from lib.core.schema import post_queue as q
 from lib.queue.reads import rollup_state, status_summary
-from lib.core.schema import ACTION_TYPES
 from lib.queue.rules import STATUSES
 from lib.queue.store import refresh_sent_rollup
 

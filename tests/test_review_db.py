@@ -320,7 +320,7 @@ class _NoGraph:  # worker_settings reads only .url; no Graph call is made here
 
 
 def test_the_waiting_alert_reaches_the_notification_routes_with_a_link_to_the_review_page(engine):
-    from lib.notify import notify
+    from lib.notify.outbox import notify_tick
     from sandbox.notify_sink import NotifySink
 
     with NotifySink() as sink:
@@ -331,7 +331,7 @@ def test_the_waiting_alert_reaches_the_notification_routes_with_a_link_to_the_re
             a = add_account(conn, username="dm_shop")
             _add(conn, a, "send_dm", {"recipient_id": "1", "message_text": "waiting"}, age_min=5)
         worker_pass(engine, settings, now=NOW)
-        rep = notify.notify_tick(engine, settings, now=NOW + timedelta(seconds=5))
+        rep = notify_tick(engine, settings, now=NOW + timedelta(seconds=5))
         assert rep.detect.opened == 1 and rep.delivery.sent == 1
         [msg] = sink.received()
     assert msg["title"] == "[WARNING] review_waiting · system"

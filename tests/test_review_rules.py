@@ -98,7 +98,7 @@ def test_edit_distance():
 
 def test_the_waiting_alert_links_to_the_review_page():
     from lib.core.settings import Settings
-    from lib.notify.notify import alert_link
+    from lib.notify.messages import alert_link
 
     assert alert_link(Settings(dashboard_url="https://dash.example/"), alert_type="review_waiting",
                       account_name=None, state="open") == "https://dash.example/review"

@@ -16,7 +16,8 @@ from lib.core.audit import AuditFilter, export_chunks
 from lib.core.identity import OPERATOR, Actor
 from lib.core.schema import audit_log, notification_outbox
 from lib.core.settings import Settings
-from lib.notify import notify
+from lib.notify.outbox import notify_tick, recent_deliveries, send_test
+from lib.notify.routes import route_id, route_label, routes
 from sandbox.notify_sink import NotifySink
 from tests.support.worker import add_account
 
@@ -41,18 +42,18 @@ SECRET_URLS = {
 
 def test_a_label_is_scheme_host_and_fingerprint_only():
     for url, secrets in SECRET_URLS.items():
-        label = notify.route_label(url)
+        label = route_label(url)
         assert LABEL.match(label), label
         assert label.startswith(url.split("://")[0] + "://")
         for secret in secrets:
             assert secret not in label, (url, label)
-    assert notify.route_label("jsons://hooks.example.com/webhook/S3CRETW3BHOOK").startswith(
+    assert route_label("jsons://hooks.example.com/webhook/S3CRETW3BHOOK").startswith(
         "jsons://hooks.example.com #")
-    assert notify.route_label("ntfys://ntfy.example.com/t").startswith("ntfys://ntfy.example.com #")
+    assert route_label("ntfys://ntfy.example.com/t").startswith("ntfys://ntfy.example.com #")
     # two routes to one host differ by their fingerprint, which is their route id's
     a, b = "json://h.example.com/one", "json://h.example.com/two"
-    assert notify.route_label(a) != notify.route_label(b)
-    assert notify.route_label(a).endswith(notify.route_id(a)[1:7])
+    assert route_label(a) != route_label(b)
+    assert route_label(a).endswith(route_id(a)[1:7])
 
 
 def _cfg(engine, *urls) -> Settings:
@@ -69,23 +70,23 @@ def test_outbox_audit_export_and_logs_hold_no_route_secret(engine, caplog):
             acc = add_account(conn, username="acme")
             open_or_update_alert(conn, alert_type="auth_failure", message="token expired", business_account_id=acc,
                                  now=T0)
-        caplog.set_level(logging.INFO, logger="lib.notify.notify")
-        notify.notify_tick(engine, settings, now=T0)
-        for r in notify.routes(settings):
-            notify.send_test(engine, settings, r.id, actor=OPS, now=T0)
+        caplog.set_level(logging.INFO, logger="worker.notify")
+        notify_tick(engine, settings, now=T0)
+        for r in routes(settings):
+            send_test(engine, settings, r.id, actor=OPS, now=T0)
         assert sink.received()  # the receiver really got the deliveries
     with engine.connect() as conn:
         labels = [r.route_label for r in conn.execute(sa.select(notification_outbox))]
         details = [r.details for r in conn.execute(sa.select(audit_log).where(
             audit_log.c.event_type == "notification_test_sent"))]
         exported = "".join(str(row) for chunk in export_chunks(conn, filters=AuditFilter()) for row in chunk)
-        shown = [d.route_label for d in notify.recent_deliveries(conn)]
+        shown = [d.route_label for d in recent_deliveries(conn)]
     assert len(labels) >= 4 and len(details) == 2
     text = " ".join(map(str, labels + details + shown)) + exported + caplog.text
     for secret in ("S3CRETW3BHOOK", "webhook", "s3cr3ttopic"):
         assert secret not in text
     assert all(LABEL.match(lbl) for lbl in labels + shown)
-    assert f"json://127.0.0.1 #{notify.route_id(hook)[1:7]}" in labels
+    assert f"json://127.0.0.1 #{route_id(hook)[1:7]}" in labels
 
 
 def test_labels_stored_before_are_shown_in_todays_form(engine):
@@ -96,5 +97,5 @@ def test_labels_stored_before_are_shown_in_todays_form(engine):
             route_label=old, title="t", body="b", notify_type="info", status="sent", attempts=1,
             created_at=T0, updated_at=T0))
     with engine.connect() as conn:
-        (d,) = notify.recent_deliveries(conn)
+        (d,) = recent_deliveries(conn)
     assert d.route_label == "jsons://hooks.example.com #012345"

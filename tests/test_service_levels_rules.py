@@ -1,8 +1,8 @@
 """Service-level rules with fixed numbers: targets, compliance, budget and burn."""
 import pytest
 
-from lib.health.service_levels import Compliance, SloStatus, burn_rate
 from lib.core.settings import SloTarget, parse_targets
+from lib.health.service_levels import Compliance, SloStatus, burn_rate
 
 DM = SloTarget("reply_dm", 0.95, 900)
 

@@ -314,7 +314,7 @@ def test_an_alert_with_an_unreadable_timestamp_never_stops_a_notification_pass(s
 
     from lib.core.db import init_db, make_engine
     from lib.core.settings import Settings
-    from lib.notify.notify import notify_tick
+    from lib.notify.outbox import notify_tick
 
     eng = make_engine(sqlite_url)
     init_db(eng)

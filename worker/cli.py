@@ -38,7 +38,7 @@ from lib.health.service_levels import sync_from_settings as sync_slo_from_settin
 from lib.health.watchdog import sync_agent_down_alerts
 from lib.instagram.client import GraphClient
 from lib.notify.digest import queue_due_digests
-from lib.notify.notify import notify_tick
+from lib.notify.outbox import notify_tick
 from lib.queue.holds import came_due_since
 from lib.queue.reads import next_wait_due
 from worker.tick import TickMemory, run_tick
@@ -217,7 +217,7 @@ class Worker:
             log.info("metric_anomaly alerts raised or updated: %d", len(raised))
 
     def notify_once(self) -> None:
-        """Alert notifications (lib/notify/notify.py): detect what changed in system_alerts, deliver what is due."""
+        """Alert notifications (lib/notify/): detect what changed in system_alerts, deliver what is due."""
         try:
             queue_due_digests(self.engine, self.settings, now=utcnow())  # the weekly digest (lib/notify/digest.py)
             self.anomaly_pass()  # ANOMALY_ALERTS=on: metric_anomaly alerts (lib/analytics/anomalies.py), at most hourly

@@ -378,7 +378,7 @@ SPEC_TABLES = (
     analytics_reports,
 )
 
-# -- Alert notifications (lib/notify/notify.py, docs/notifications.md): our own tables, keyed by the
+# -- Alert notifications (lib/notify/, docs/notifications.md): our own tables, keyed by the
 # ids of system_alerts rows; system_alerts itself gets no column.
 
 # One incident per (alert_type, account, agent) while any of its alerts is open: the unit that gets

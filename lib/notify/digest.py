@@ -1,10 +1,10 @@
 """The weekly digest: KPIs with deltas, top posts, anomalies, queue health and open alerts, for one
-account or for all, sent through the alert notification routes (lib/notify/notify.py, Apprise).
+account or for all, sent through the alert notification routes (lib/notify/, Apprise).
 
 Schedule: DIGEST_CRON (Monday 08:00 UTC by default). The worker's notify pass calls
 queue_due_digests: the newest cron slot that has passed (at most a day ago) is queued once per
 route and scope into notification_outbox (kind `weekly_digest`; the dedupe key names the slot, so
-several workers and restarts queue it once), and lib.notify.notify delivers it with its retries. The body
+several workers and restarts queue it once), and lib.notify.outbox delivers it with its retries. The body
 is HTML (e-mail routes get an HTML mail; Apprise turns it into text for text-only services).
 DIGEST_SCOPE: `all` (one digest for every account) or `per_account` (one per account).
 "Send now" (operators) queues and sends at once, audited.
@@ -29,7 +29,8 @@ from lib.core.db import insert_ignore
 from lib.core.identity import require_operator
 from lib.core.schema import instagram_business_accounts, notification_outbox, post_queue, system_alerts
 from lib.core.settings import Settings
-from lib.notify.notify import routes, send
+from lib.notify.outbox import send
+from lib.notify.routes import routes
 
 KIND = "weekly_digest"
 CATCH_UP = timedelta(days=1)  # a slot missed by longer than this (worker down) is not sent late

@@ -12,7 +12,7 @@ from lib.core.identity import PermissionDenied
 from lib.core.text import md_escape
 from lib.core.timeutil import cron_in_words, floor_time, utcnow
 from lib.notify import digest as dg
-from lib.notify.notify import routes
+from lib.notify.routes import routes
 from lib.ui.feedback import Confirmation, flash, show_flash
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
 

@@ -20,7 +20,7 @@ from lib.alerts.incidents import (
 from lib.alerts.store import ALERT_TYPES
 from lib.core.text import clip, md_escape
 from lib.core.timeutil import fmt_duration, fmt_local, utcnow
-from lib.notify import notify
+from lib.notify.silences import acknowledge
 from lib.ui.auth import current_actor
 from lib.ui.feedback import flash, guarded_write, show_flash
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
@@ -115,7 +115,7 @@ def show_list(items: list[IncidentSummary], scope: Scope, now: datetime) -> None
 
 def _on_ack(scope: Scope, alert_id: str) -> None:
     note = st.session_state.get(Keys.ACK_NOTE) or None
-    done = guarded_write(FLASH, "Acknowledging", get_engine(scope.db_url), lambda conn: notify.acknowledge(
+    done = guarded_write(FLASH, "Acknowledging", get_engine(scope.db_url), lambda conn: acknowledge(
         conn, [alert_id], actor=current_actor(scope.settings), now=utcnow(), note=note))
     if done:
         outcome = done[0].outcome

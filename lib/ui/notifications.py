@@ -11,7 +11,18 @@ from lib.alerts.store import ALERT_TYPES, Alert
 from lib.core.identity import PermissionDenied
 from lib.core.text import clip, md_escape
 from lib.core.timeutil import floor_time, fmt_local, utcnow
-from lib.notify import notify
+from lib.notify.outbox import Delivery, notification_totals, recent_deliveries, send_test
+from lib.notify.routes import routes
+from lib.notify.silences import (
+    InvalidSilence,
+    Silence,
+    acknowledge,
+    active_marks,
+    badges_for,
+    create_silence,
+    end_silence,
+    list_silences,
+)
 from lib.ui.auth import current_actor
 from lib.ui.feedback import Confirmation
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine, lazy_expander
@@ -26,27 +37,27 @@ STATUS_LOOK = {"sent": "sent", "pending": "pending", "sending": "sending", "fail
 # Cached loaders (cleared by the writes below)
 # ---------------------------------------------------------------------------------------------
 @st.cache_data(ttl=10, max_entries=16, show_spinner=False)
-def load_deliveries(db_url: str) -> tuple[list[notify.Delivery], dict[str, int]]:
+def load_deliveries(db_url: str) -> tuple[list[Delivery], dict[str, int]]:
     with get_engine(db_url).connect() as conn:
-        return notify.recent_deliveries(conn), notify.notification_totals(conn)
+        return recent_deliveries(conn), notification_totals(conn)
 
 
 @st.cache_data(ttl=10, max_entries=16, show_spinner=False)
-def load_silences(db_url: str, now: datetime) -> list[notify.Silence]:
+def load_silences(db_url: str, now: datetime) -> list[Silence]:
     with get_engine(db_url).connect() as conn:
-        return notify.list_silences(conn, now=now)
+        return list_silences(conn, now=now)
 
 
 @st.cache_data(ttl=CACHE_TTL_S, max_entries=16, show_spinner=False)
-def load_marks(db_url: str, now: datetime) -> tuple[list[notify.Silence], dict]:
+def load_marks(db_url: str, now: datetime) -> tuple[list[Silence], dict]:
     """Active silences and acknowledgements, for the System Alerts badges (two queries per interval)."""
     with get_engine(db_url).connect() as conn:
-        return notify.active_marks(conn, now=now)
+        return active_marks(conn, now=now)
 
 
 def badges(db_url: str, alerts: list[Alert], now: datetime) -> dict:
     silences, ack_map = load_marks(db_url, now)
-    return notify.badges_for(alerts, silences, ack_map, now=now)
+    return badges_for(alerts, silences, ack_map, now=now)
 
 
 def clear_caches() -> None:
@@ -70,7 +81,7 @@ def _flash(key: str, kind: str, text: str) -> None:
 # ---------------------------------------------------------------------------------------------
 def _do_test(settings, route_id: str, label: str) -> None:
     try:
-        result = notify.send_test(get_engine(settings.database_url), settings, route_id, actor=current_actor(settings),
+        result = send_test(get_engine(settings.database_url), settings, route_id, actor=current_actor(settings),
                                   now=utcnow())
     except PermissionDenied as exc:
         _flash("notify_flash", "err", f"No test was sent: {exc}.")
@@ -111,7 +122,7 @@ def confirm_test(scope: Scope) -> None:
 
 def show_routes(scope: Scope) -> None:
     st.subheader("Routes")
-    route_list = notify.routes(scope.settings)
+    route_list = routes(scope.settings)
     if not route_list:
         st.info("No routes configured: set ALERT_NOTIFY_URLS (and optionally ALERT_NOTIFY_URLS_CRITICAL, _ERROR, "
                 "_WARNING) to one or more Apprise URLs; the worker then delivers every alert there.",
@@ -147,12 +158,12 @@ def _do_create_silence(scope: Scope, prefix: str = "sil", flash: str = "silence_
         starts = _local(tz, s[f"{prefix}-start-date"], s[f"{prefix}-start-time"])
         ends = _local(tz, s[f"{prefix}-end-date"], s[f"{prefix}-end-time"])
         with get_engine(scope.db_url).begin() as conn:
-            sil = notify.create_silence(
+            sil = create_silence(
                 conn, actor=current_actor(scope.settings), now=utcnow(), starts_at=starts, ends_at=ends,
                 reason=s.get(f"{prefix}-reason", ""), alert_type=None if kind in (None, ANY) else kind,
                 business_account_id=None if account in (None, ANY) else _account_id(scope, account),
                 agent_id=s.get(f"{prefix}-agent"))
-    except (notify.InvalidSilence, PermissionDenied) as exc:
+    except (InvalidSilence, PermissionDenied) as exc:
         _flash(flash, "err", f"No silence was created: {exc}.")
         return
     clear_caches()
@@ -169,7 +180,7 @@ def _account_id(scope: Scope, username: str):
 def _do_end_silence(scope: Scope, silence_id) -> None:
     try:
         with get_engine(scope.db_url).begin() as conn:
-            done = notify.end_silence(conn, silence_id, actor=current_actor(scope.settings), now=utcnow())
+            done = end_silence(conn, silence_id, actor=current_actor(scope.settings), now=utcnow())
     except PermissionDenied as exc:
         _flash("silence_flash", "err", f"The silence was not ended: {exc}.")
         return
@@ -251,7 +262,7 @@ def silence_panel(scope: Scope, alerts: list[Alert], selected_ids: list, now: da
                      icon=":material/campaign:")
 
 
-def _matchers(s: notify.Silence, scope: Scope) -> str:
+def _matchers(s: Silence, scope: Scope) -> str:
     parts = []
     if s.alert_type:
         parts.append(f"type={s.alert_type}")
@@ -262,7 +273,7 @@ def _matchers(s: notify.Silence, scope: Scope) -> str:
     return ", ".join(parts)
 
 
-def show_silences(scope: Scope, silences: list[notify.Silence], now: datetime) -> None:
+def show_silences(scope: Scope, silences: list[Silence], now: datetime) -> None:
     st.subheader("Silences")
     show_flash("silence_flash")
     silence_form(scope, now)
@@ -292,7 +303,7 @@ def show_silences(scope: Scope, silences: list[notify.Silence], now: datetime) -
 # ---------------------------------------------------------------------------------------------
 # Deliveries
 # ---------------------------------------------------------------------------------------------
-def show_deliveries(scope: Scope, deliveries: list[notify.Delivery], totals: dict[str, int]) -> None:
+def show_deliveries(scope: Scope, deliveries: list[Delivery], totals: dict[str, int]) -> None:
     st.subheader("Deliveries")
     cols = st.columns(4)
     cols[0].metric("Sent", totals.get("sent", 0))
@@ -338,7 +349,7 @@ def _do_ack(scope: Scope, ids: list) -> None:
     note = st.session_state.get("alerts-ack-note", "")
     try:
         with get_engine(scope.db_url).begin() as conn:
-            results = notify.acknowledge(conn, ids, actor=current_actor(scope.settings), now=utcnow(), note=note)
+            results = acknowledge(conn, ids, actor=current_actor(scope.settings), now=utcnow(), note=note)
     except PermissionDenied as exc:
         _flash("ack_flash", "err", f"Nothing was acknowledged: {exc}.")
         return

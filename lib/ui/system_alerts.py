@@ -237,7 +237,7 @@ def _on_select(table_key: str) -> None:
 def show_list(alerts: list[Alert], view: AlertsView, scope: Scope, now: datetime,
               badges: dict | None = None) -> tuple[list[uuid.UUID], int]:
     """The list with row selection -> (ids behind the selected rows, how many of them are open).
-    `badges` (lib.notify.notify alert badges by id) adds the "silenced" and "on it" columns.
+    `badges` (lib.notify.silences alert badges by id) adds the "silenced" and "on it" columns.
 
     The selection is kept as ids (Keys.SELECTED); while rows are selected the list stays as it was
     drawn, so no live refresh reorders it under the operator's selection (security item 6)."""

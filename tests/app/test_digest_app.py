@@ -18,7 +18,7 @@ def test_preview_on_the_demo_data_and_send_now(run_page, demo_url):
         button.click().run()
         assert not at.exception and sink.received() == []  # it asks first, naming the route
         assert [t.value for t in at.text] == [
-            f"json://127.0.0.1 #{__import__('lib.notify.notify', fromlist=['x']).route_id(sink.apprise_url())[1:7]}"]
+            f"json://127.0.0.1 #{__import__('lib.notify.routes', fromlist=['x']).route_id(sink.apprise_url())[1:7]}"]
         at.button(key="digest_confirm_ok").click().run()
         assert not at.exception
         assert any("Digest sent to 1 of 1 route" in s.value for s in at.success)

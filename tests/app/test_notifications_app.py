@@ -10,8 +10,8 @@ from lib.core.db import init_db, make_engine
 from lib.core.identity import OPERATOR, Actor
 from lib.core.schema import audit_log, instagram_business_accounts, system_alerts
 from lib.core.timeutil import utcnow
-from lib.notify import notify
-from lib.notify.notify import route_id
+from lib.notify.routes import route_id
+from lib.notify.silences import acknowledgements, create_silence, list_silences
 from lib.ui.notifications import SILENCE_PANEL
 from lib.ui.system_alerts import Keys
 from sandbox.notify_sink import NotifySink
@@ -97,7 +97,7 @@ def test_a_silence_needs_a_matcher_and_a_reason(run_page, sqlite_url):
 def test_system_alerts_shows_silenced_badge_and_acknowledges(run_page, sqlite_url):
     eng, ids = seed(sqlite_url)
     with eng.begin() as conn:
-        notify.create_silence(conn, actor=OPS, now=utcnow(), starts_at=utcnow() - timedelta(minutes=1),
+        create_silence(conn, actor=OPS, now=utcnow(), starts_at=utcnow() - timedelta(minutes=1),
                               ends_at=utcnow() + timedelta(hours=1), reason="x", alert_type="rate_limit")
     at = run_page(sqlite_url, ALERTS)
     df = at.dataframe[0].value
@@ -113,7 +113,7 @@ def test_system_alerts_shows_silenced_badge_and_acknowledges(run_page, sqlite_ur
     df = at.dataframe[0].value
     assert dict(zip(df["alert_type"], df["on_it"]))["auth_failure"] == "local"
     with eng.connect() as conn:
-        ack = notify.acknowledgements(conn, [ids[0]])[ids[0]]
+        ack = acknowledgements(conn, [ids[0]])[ids[0]]
     assert (ack.by, ack.note) == ("local", "on it")
 
 
@@ -142,6 +142,6 @@ def test_system_alerts_silences_like_the_selected_alert(run_page, sqlite_url):
     assert not at.exception
     assert any("Silence created" in s.value for s in at.success), [e.value for e in at.error]
     with eng.connect() as conn:
-        [sil] = notify.list_silences(conn, now=utcnow())
+        [sil] = list_silences(conn, now=utcnow())
     assert (sil.alert_type, sil.business_account_id, sil.agent_id, sil.reason) == ("auth_failure", ACC, None,
                                                                                    "rotating the token")

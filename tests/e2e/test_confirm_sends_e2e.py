@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
-from lib.notify import notify
+from lib.notify.routes import route_id
 from sandbox.notify_sink import NotifySink
 from tests.e2e.conftest import wait_idle
 
@@ -30,8 +30,8 @@ def test_send_now_names_the_routes_and_sends_only_when_confirmed(start_app, demo
         dialog = page.get_by_test_id("stDialog")
         expect(dialog).to_contain_text("to 2 routes")
         grid_text = dialog.get_by_test_id("stText").inner_text()
-        assert f"json://127.0.0.1 #{notify.route_id(hook)[1:7]}" in grid_text
-        assert f"jsons://hooks.example.invalid #{notify.route_id(other)[1:7]}" in grid_text
+        assert f"json://127.0.0.1 #{route_id(hook)[1:7]}" in grid_text
+        assert f"jsons://hooks.example.invalid #{route_id(other)[1:7]}" in grid_text
         assert "S3CRETW3BHOOK" not in page.content() and "0THERS3CRET" not in page.content()
         assert _digest_messages(sink) == []  # asking sent nothing
         dialog.get_by_role("button", name="Cancel").click()
@@ -55,7 +55,7 @@ def test_send_test_names_the_route_and_sends_only_when_confirmed(start_app, demo
         wait_idle(page)
         page.locator(".st-key-route-test-0").get_by_role("button").click()
         dialog = page.get_by_test_id("stDialog")
-        expect(dialog).to_contain_text(f"json://127.0.0.1 #{notify.route_id(hook)[1:7]}")
+        expect(dialog).to_contain_text(f"json://127.0.0.1 #{route_id(hook)[1:7]}")
         assert sink.received() == []
         dialog.get_by_role("button", name="Cancel").click()
         wait_idle(page)

@@ -14,7 +14,8 @@ from playwright.sync_api import expect
 from lib.core.db import init_db, make_engine
 from lib.core.schema import instagram_business_accounts, system_alerts
 from lib.core.timeutil import utcnow
-from lib.notify import notify
+from lib.notify.routes import route_id
+from lib.notify.silences import acknowledgements
 from lib.ui.nav import MENU_KEY
 from sandbox.notify_sink import NotifySink
 from tests.e2e.conftest import wait_idle
@@ -48,7 +49,7 @@ def test_notifications_page_deep_link_test_send_silence_and_acknowledge(start_ap
         wait_idle(page)
         # the one menu (lib/ui/nav.py, drawn by the guard) lists the page even on a fresh server
         expect(page.locator(f".st-key-{MENU_KEY}")).to_contain_text("Notifications", timeout=30_000)
-        label = f"json://127.0.0.1 #{notify.route_id(url)[1:7]}"
+        label = f"json://127.0.0.1 #{route_id(url)[1:7]}"
         expect(page.get_by_text(label)).to_be_visible()
         assert "S3cretPassw0rd" not in page.content()
         page.locator(".st-key-route-test-0").get_by_role("button").click()
@@ -86,4 +87,4 @@ def test_notifications_page_deep_link_test_send_silence_and_acknowledge(start_ap
     eng = make_engine(alerts_db)
     with eng.connect() as conn:
         [(alert_id,)] = conn.execute(sa.select(system_alerts.c.id)).all()
-        assert notify.acknowledgements(conn, [alert_id])[alert_id].by == "local"
+        assert acknowledgements(conn, [alert_id])[alert_id].by == "local"
