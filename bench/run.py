@@ -1,4 +1,4 @@
-"""`python -m bench`: the dashboard's benchmark at production volumes (issue 9), on SQLite and PostgreSQL.
+"""`python -m bench`: the dashboard's benchmark at production volumes, on SQLite and PostgreSQL.
 
     .venv/bin/python -m bench [--only sqlite|postgresql] [--pages overview,queue_monitor,...] [--runs 3]
                               [--small] [--rebuild] [--skip-worker] [--skip-sse] [--skip-api] [--worker-rows 2000]

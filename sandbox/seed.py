@@ -325,7 +325,7 @@ DMS = (
 
 
 def _payload(rng: random.Random, action: str, acc: DemoAccount, status: str) -> dict[str, Any]:
-    """Spec 1.2 payload keys; creation_id is set once the container exists (sent or retried)."""
+    """The payload keys each action needs; creation_id is set once the container exists (sent or retried)."""
     has_container = status in ("sent", "processing") or (status in ("failed", "dlq") and rng.random() < 0.5)
     if action == "reply_comment":
         return {"comment_id": _num_id(rng, 17, "179"), "reply_text": rng.choice(REPLIES),
@@ -761,7 +761,7 @@ def _interactions(m: dict) -> int:
 
 
 def instagram_metrics(days: list[DayStats]) -> dict[str, Any]:
-    """Spec 6.3 for a period of one or more days."""
+    """instagram_metrics for a period of one or more days."""
     posts = [p for d in days for p in d.posts]
     reach = sum(d.reach for d in days)
     if len(days) > 1:
@@ -790,7 +790,7 @@ def _post_summary(p: dict) -> dict[str, Any]:
 
 
 def media_metrics(days: list[DayStats]) -> dict[str, Any]:
-    """Spec 6.4 for a period."""
+    """media_metrics for a period."""
     posts = [p for d in days for p in d.posts]
     n = len(posts) or 1
     ranked = sorted(posts, key=lambda p: p["engagement"], reverse=True)
@@ -823,7 +823,7 @@ def media_metrics(days: list[DayStats]) -> dict[str, Any]:
 
 
 def revenue_metrics(days: list[DayStats]) -> dict[str, Any]:
-    """Spec 6.5 for a period."""
+    """revenue_metrics for a period."""
     orders = sum(d.orders for d in days)
     revenue = round(sum(d.revenue for d in days), 2)
     clicks = sum(d.website_clicks for d in days)
@@ -842,7 +842,7 @@ def revenue_metrics(days: list[DayStats]) -> dict[str, Any]:
 
 def historical_comparison(cur: dict, prev: dict, *, period: str, prev_start: date, prev_end: date,
                           label: str) -> dict[str, Any]:
-    """Spec 6.6: current vs the previous report's instagram_metrics (deltas are current - previous)."""
+    """historical_comparison: current vs the previous report's instagram_metrics (deltas are current - previous)."""
     changes = {}
     for m in COMPARED_METRICS:
         p, c = prev[m], cur[m]
@@ -868,7 +868,7 @@ def _updown(pct: float) -> str:
 
 def insights(acc: DemoAccount, ig: dict, media: dict, rev: dict, comp: dict, *, label: str,
              anomaly_pct: float) -> dict[str, list[str]]:
-    """Spec 6.7 as readable sentences derived from the numbers of the same report."""
+    """The report's findings as readable sentences derived from the numbers of the same report."""
     ch = comp["changes"]
     findings = [f"Reach was {_updown(ch['reach']['change_pct'])} vs {label}, at {ig['reach']:,} accounts.",
                 f"Followers {'grew by' if ig['follower_growth'] >= 0 else 'fell by'} {abs(ig['follower_growth']):,} "

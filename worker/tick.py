@@ -1,8 +1,6 @@
-"""One worker tick: rescue, claim, execute, record (the port of post-fallback.js).
-
-Claim token: a claimed row's updated_at is set to the claim time and every later transition
-is conditional on `status = 'processing' AND updated_at = <that time>`. So a row that another
-worker rescued and re-claimed after our lease ran out is never overwritten by us.
+"""One worker tick: rescue, claim, execute, record. This module orchestrates: the rows' SQL is in
+lib/queue/store.py (with the claim token that keeps a rescued row from being overwritten), the Graph
+calls in worker/dispatch.py, the periodic checks in worker/checks.py.
 
 At-least-once: Instagram may have performed an action whose answer we never recorded (the
 worker died between the HTTP answer and the commit, or the call timed out after Instagram

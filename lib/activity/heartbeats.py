@@ -1,4 +1,4 @@
-"""Agent liveness (spec 2.4, DESIGN decision 7): alive while the newest beat is within the agent's
+"""Agent liveness: alive while the newest beat is within the agent's
 schedule (lib.activity.agent_schedules): by default at most 60 s old; an agent with a period or a cron schedule
 is alive until its next expected beat plus its grace.
 
@@ -176,7 +176,7 @@ def beats_by_agent(conn: sa.Connection, *, since: datetime, until: datetime,
 
 
 def newest_beat(conn: sa.Connection) -> datetime | None:
-    """The newest beat of any agent: what the backend reads before opening an SSE chat (spec 3.5)."""
+    """The newest beat of any agent: what the backend reads before opening an SSE chat."""
     return _utc(conn.execute(sa.select(sa.func.max(hb.c.last_beat_at))).scalar())
 
 

@@ -1,4 +1,4 @@
-"""oversight_chat_sessions (spec 3.1/3.2): sessions per business account and dashboard user.
+"""oversight_chat_sessions: sessions per business account and dashboard user.
 
 The messages column is the spec's array of
 `{role, content, timestamp, tools_used?, latency_ms?, incomplete?}`; we add `error` to an

@@ -1,4 +1,4 @@
-"""Oversight chat SSE client (spec 3.3/3.5): requests with stream=True + sseclient-py -> typed events.
+"""Oversight chat SSE client: requests with stream=True + sseclient-py -> typed events.
 
 Three layers, each testable on its own:
 
@@ -75,7 +75,7 @@ def _tools(value: Any) -> list[str] | None:
 
 
 def parse_event_data(data: str, event_name: str = "message") -> list[ChatEvent]:
-    """The events in one SSE `data` payload (spec 3.3). Unknown fields are ignored.
+    """The events in one SSE `data` payload (token, done, error). Unknown fields are ignored.
 
     `{"token": ...}` -> Token; `{"done": true, "latency_ms": n, "tools_used": [...]}` -> Done;
     `{"type": "error", "content": ...}` (or an SSE `event: error`) -> ErrorEvent. A payload with
@@ -151,7 +151,7 @@ def build_chat_request(
     question: str,
     chat_history: list[dict[str, Any]],
 ) -> ChatRequest:
-    """Headers and body exactly as spec 3.3."""
+    """Headers and body exactly as the oversight backend expects them (docs/oversight.md)."""
     url = base_url.rstrip("/") + "/" + path.lstrip("/")
     headers = {
         "Content-Type": "application/json",

@@ -1,4 +1,4 @@
-"""system_alerts: severity (DESIGN decision 6), open-or-update, auto-resolve."""
+"""system_alerts: severity by alert type, open-or-update (one open row per type and account), auto-resolve."""
 from __future__ import annotations
 
 import uuid
@@ -17,7 +17,7 @@ from lib.core.timebuckets import bucket_expr, bucket_value
 from lib.core.timeutil import iso
 
 ALERT_TYPES = ("auth_failure", "rate_limit", "content_violation", "agent_down", "sync_failure")  # the spec's
-TOKEN_EXPIRING = "token_expiring"  # ours (issue 16): an account's access token expires soon
+TOKEN_EXPIRING = "token_expiring"  # ours: an account's access token expires soon
 SEVERITIES = ("CRITICAL", "ERROR", "WARNING")  # most severe first
 _SEVERITY = {
     "auth_failure": "CRITICAL",
@@ -136,7 +136,7 @@ LIST_CAP = 5000  # rows the page lists at most (sorted by severity, newest first
 
 @dataclass(frozen=True)
 class AlertFilter:
-    """Spec 5.5 AlertFilterState (type 'all' or one type; resolved), plus severity, account, time."""
+    """The alert filter (type 'all' or one type; resolved), plus severity, account, time."""
 
     type: str = ALL_TYPES
     resolved: bool | None = False  # None = resolved and unresolved

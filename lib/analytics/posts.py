@@ -2,7 +2,7 @@
 
 A published post is a post_queue row with action_type publish_post or repost_ugc and status
 `sent`; its instagram_id is the published media id (docs: the id the publish step returns). The
-reports (analytics_reports.media_metrics, spec 6.4) name media by media_id in `top_performing`
+reports (analytics_reports.media_metrics) name media by media_id in `top_performing`
 (engagement, caption_snippet), `best_post` and `worst_post` (likes, comments, reach, ...). The
 join is on instagram_id = media_id.
 

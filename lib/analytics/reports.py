@@ -33,7 +33,7 @@ SECTIONS = ("instagram_metrics", "media_metrics", "revenue_metrics", "historical
 CHART_SECTIONS = ("instagram_metrics", "media_metrics", "revenue_metrics")
 META_COLUMNS = ("id", "business_account_id", "report_type", "report_date", "start_date", "end_date", "processed_at", "run_id")
 
-# Spec 6.3-6.6: the fields that must be numbers (strings holding numbers are accepted).
+# The report fields that must be numbers (strings holding numbers are accepted).
 NUMERIC_FIELDS: dict[str, tuple[str, ...]] = {
     "instagram_metrics": (
         "impressions", "reach", "profile_views", "website_clicks", "follower_growth", "followers_count",

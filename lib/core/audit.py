@@ -15,7 +15,7 @@ from lib.core.redact import redact, redact_json_texts, redact_text, redact_texts
 from lib.core.schema import UTCDateTime, audit_log
 from lib.core.timebuckets import bucket_expr, bucket_value
 
-# Spec 4.2 event types, plus the ones this project writes for operator actions.
+# The agents' event types, plus the ones this project writes for operator actions.
 SPEC_EVENT_TYPES = (
     "post_published",
     "comment_replied",
@@ -93,7 +93,7 @@ class AuditFilter:
     since: datetime | None = None
     until: datetime | None = None
     resource_type: str | None = None
-    account_id: uuid.UUID | None = None  # through details.business_account_id (DESIGN decision 8)
+    account_id: uuid.UUID | None = None  # through details.business_account_id (audit_log has no account column)
     search: str = ""
 
 

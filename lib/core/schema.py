@@ -240,7 +240,7 @@ worker_ticks = sa.Table(
     sa.Index("ix_worker_ticks_started_at", "started_at"),
 )
 
-# Our own (issue 12): what the worker knows about a post_queue row beyond the spec's columns,
+# Our own: what the worker knows about a post_queue row beyond the spec's columns,
 # keyed by its id (the user's table never gets a column): the container it made and when, the
 # carousel items, why it waits and until when, and whether its last attempt may have reached
 # Instagram although no answer came back (a timeout or a crash).
@@ -260,7 +260,7 @@ post_queue_state = sa.Table(
     sa.Index("ix_post_queue_state_wait_until", "wait_until"),
 )
 
-# Our own (issue 12): the latest Graph usage per account (X-Business-Use-Case-Usage entry of its
+# Our own: the latest Graph usage per account (X-Business-Use-Case-Usage entry of its
 # business id) and for the whole app (scope 'app', X-App-Usage), plus the account's content
 # publishing quota (content_publishing_limit). Percentages 0-100 as Meta sends them.
 graph_usage = sa.Table(
@@ -279,7 +279,7 @@ graph_usage = sa.Table(
     sa.Column("quota_total", sa.Integer),
     sa.Column("quota_duration_s", sa.Integer),
     _ts("quota_seen_at"),
-    _ts("token_expires_at"),  # debug_token's expires_at (issue 16); NULL: unknown or never
+    _ts("token_expires_at"),  # debug_token's expires_at; NULL: unknown or never
     _ts("token_checked_at"),
 )
 
@@ -320,7 +320,7 @@ post_queue_attempts = sa.Table(
     sa.Index("ix_post_queue_attempts_at", "attempted_at"),
 )
 
-# Our own (issue 16): an operator's pause of an account, an action type, or both. While a row
+# Our own: an operator's pause of an account, an action type, or both. While a row
 # exists the worker claims nothing it covers; resuming deletes it (audit_log keeps the history).
 queue_pauses = sa.Table(
     "queue_pauses",

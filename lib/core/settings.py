@@ -86,7 +86,7 @@ class Settings:
     max_retries: int = 5  # spec MAX_RETRIES
     batch_size: int = 20  # spec BATCH_SIZE
     worker_cron: str = "*/5 * * * *"  # spec DEFAULT_CRON
-    processing_lease_s: int = 600  # DESIGN decision 4
+    processing_lease_s: int = 600  # a row processing longer is taken back (the worker died mid-attempt)
     watchdog_interval_s: int = 30
     local_user: str = "local"
     # Access control (README "Identity and roles"); lists are comma-separated.
@@ -102,14 +102,14 @@ class Settings:
     # OIDC: the email is the identity only when this claim is true (providers without
     # email_verified name their own claim here)
     oidc_email_verified_claim: str = "email_verified"
-    # Oversight chat client (issue 5): appended fields
+    # Oversight chat client
     oversight_connect_timeout_s: float = 5.0
     oversight_read_timeout_s: float = 60.0  # longest silence (no token, no ping) before we call the stream dropped
-    oversight_max_question_chars: int = 2000  # spec 3.3 "question: string (max 2000 chars)"
-    # Account health (issue 16): debug_token needs an app token ("<app id>|<app secret>"); never shown
+    oversight_max_question_chars: int = 2000  # the oversight backend accepts questions up to 2,000 characters
+    # Account health: debug_token needs an app token ("<app id>|<app secret>"); never shown
     meta_app_token: str = ""
     token_expiry_warn_days: int = 7  # a token_expiring alert this many days before the token expires
-    # Instagram content publishing (issue 12, docs/worker.md)
+    # Instagram content publishing (docs/worker.md)
     container_timeout_s: int = 1800  # a container still IN_PROGRESS this long after its creation is a failed attempt
     container_check_interval_s: int = 60  # a waiting row reads its container's status about once a minute
     # Alert notifications (docs/notifications.md): Apprise URLs carry secrets, so never in repr/logs

@@ -1,6 +1,6 @@
 """Instagram Graph API client: one method per Graph call the worker makes (docs/worker.md).
 
-One attempt per call (DESIGN decision 10): a plain requests.Session, no retrying adapter,
+One attempt per call: a plain requests.Session, no retrying adapter,
 connect and read timeouts on every request. Failures raise lib.instagram.errors.GraphError (Graph
 answered with an error, or the network failed). The access token travels in the
 `Authorization: Bearer` header, never in a URL or a body, so no log line (urllib3's at DEBUG

@@ -3,7 +3,7 @@
 Pure: no I/O, no clock. `GraphError` carries what a failed call left us (HTTP status, the
 decoded body, the response headers, or the network exception) and is what lib.instagram.client raises.
 
-Decisions (DESIGN decisions 1 and 2):
+Decisions:
 * Instagram's error table by (code, subcode) (IG_ERROR_TABLE, each row quoting Meta's page)
   comes first: "try again" rows are transient, "generate a new container" rows drop the
   container, 9007/2207027 means "not ready, wait", 9/2207042 is the publishing limit (wait for
@@ -68,7 +68,7 @@ class ErrorRule:
 
 
 # Instagram's own error table by (code, subcode); it takes precedence over the spec's rules where
-# it names a pair (DESIGN decision 1). Each row quotes the "Error Codes" page of the Instagram
+# it names a pair. Each row quotes the "Error Codes" page of the Instagram
 # Platform (HTTP 400 for all of them there).
 IG_ERROR_TABLE: dict[tuple[int, int], ErrorRule] = {
     (-2, 2207003): ErrorRule(True, "transient", NEW_CONTAINER,
@@ -344,7 +344,7 @@ def regain_access_after(headers: Mapping[str, str] | None, *, business_id: str |
 
 
 def backoff_delay(retry_count: int) -> timedelta:
-    """Spec 1.6: min(2^retry_count minutes, 60 minutes)."""
+    """The wait before retry number retry_count + 1: min(2^retry_count minutes, 60 minutes)."""
     if retry_count >= 6:  # 2^6 = 64 > 60; avoid huge powers
         return BACKOFF_CAP
     return min(timedelta(minutes=2 ** max(retry_count, 0)), BACKOFF_CAP)
@@ -358,7 +358,7 @@ class RetryDecision:
 
 
 def next_attempt(retry_count: int, category: Category, *, max_retries: int) -> RetryDecision:
-    """DESIGN decision 2: retry_count counts retries; waits 2,4,8,16,32 min, then DLQ.
+    """retry_count counts retries; waits 2,4,8,16,32 min, then DLQ.
 
     Not retryable -> dlq at once. Retryable and retry_count >= max_retries -> dlq (count kept).
     Otherwise retry_count + 1 and a wait of backoff_delay(new count), at least the time the

@@ -1,7 +1,7 @@
 """What a post_queue payload must hold before anything is sent to Instagram (pure, no I/O).
 
 One home for the rules that the worker applies before its first Graph call and that an edit
-form can show as messages: the spec's required keys (spec 1.2) and Instagram's documented
+form can show as messages: the keys each action requires and Instagram's documented
 limits. A payload that breaks one is a permanent failure: no call could fix it, and the worker
 never sends a different post than the one asked for.
 
@@ -34,7 +34,7 @@ CAPTION_MAX_MENTIONS = 20
 DM_MAX_BYTES = 1000
 CAROUSEL_MIN_ITEMS, CAROUSEL_MAX_ITEMS = 2, 10
 
-# Spec 1.2's payload keys that an action cannot run without (reply_dm may name recipient_id
+# The payload keys that an action cannot run without (reply_dm may name recipient_id
 # instead of asking the conversation; publish/repost are checked by media_spec).
 REQUIRED_KEYS = {
     "reply_comment": ("comment_id", "reply_text"),
@@ -43,7 +43,7 @@ REQUIRED_KEYS = {
     "publish_post": (),
     "repost_ugc": (),
 }
-# Every payload key an action understands: spec 1.2's, plus what the worker reads (reply_dm's
+# Every payload key an action understands: the required ones, plus what the worker reads (reply_dm's
 # recipient_id, video_url and children for reels and carousels, repost_ugc's media). A key outside
 # these is a typo or a wrong action type; whoever takes payloads from outside refuses it.
 PAYLOAD_KEYS = {

@@ -70,7 +70,7 @@ def rollup_state(conn: sa.Connection) -> dict[str, Any] | None:
 
 
 def status_summary(conn: sa.Connection, *, account_id: uuid.UUID | None = None, now: datetime) -> dict[str, Any]:
-    """GET /post-queue/status (spec 1.5): counts by action_type x status.
+    """GET /post-queue/status: counts by action_type x status.
 
     {"success": True, "summary": {"publish_post::pending": 5, ...}, "total": 178, "timestamp": "...Z",
      "sent_24h": 1200, "sent_7d": 8000, "sent_as_of": datetime | None, "sent_exact_since": datetime | None}
@@ -299,7 +299,7 @@ def dlq_rows(
     error_category: str | None = None,
     search: str | None = None,
 ) -> dict[str, Any]:
-    """GET /post-queue/dlq?limit=50 (spec 1.5): {success, dlq: [...], count, timestamp}.
+    """GET /post-queue/dlq?limit=50: {success, dlq: [...], count, timestamp}.
 
     Items carry the row's columns (payload redacted), ids and times as ISO strings; `count` is
     the number of items returned, as the endpoint's."""

@@ -33,7 +33,7 @@ PENDING, PROCESSING, SENT, FAILED, DLQ = STATUSES
 ACTIVE_STATUSES = (PENDING, PROCESSING, FAILED, DLQ)  # the rows ix_post_queue_active holds
 
 
-RETRYABLE_STATUSES = (FAILED, DLQ)  # manual retry, DESIGN decision 3
+RETRYABLE_STATUSES = (FAILED, DLQ)  # what a person may retry: a failed row early, a dead letter at all
 
 
 DUE_STATUSES = (PENDING, FAILED)  # the rows ix_post_queue_due holds: what the worker may take
@@ -42,7 +42,7 @@ DUE_STATUSES = (PENDING, FAILED)  # the rows ix_post_queue_due holds: what the w
 ERROR_CATEGORIES = ("auth_failure", "permanent", "rate_limit", "transient", "unknown")
 
 
-# Spec 4.2: the audit event written when an action of each type succeeds.
+# The audit event (event type, action, resource type) written when an action of each type succeeds.
 SUCCESS_EVENT = {
     "publish_post": ("post_published", "publish", "instagram_post"),
     "reply_comment": ("comment_replied", "reply", "instagram_comment"),
@@ -86,12 +86,12 @@ def due_order():
 
 
 def stale_clause(now: datetime, lease_s: int):
-    """Rows left in processing longer than the lease (DESIGN decision 4), which the worker takes back."""
+    """Rows left in processing longer than the lease (PROCESSING_LEASE_S), which the worker takes back."""
     q = post_queue
     return sa.and_(q.c.status == PROCESSING, q.c.updated_at < now - timedelta(seconds=lease_s))
 
 
-MAX_BULK_RETRY = 1000  # "retry all matching" is capped here (issue 4)
+MAX_BULK_RETRY = 1000  # "retry all matching" is capped here: one transaction stays short
 
 
 IDS_PER_STATEMENT = 500  # ids per IN (...) list: well below SQLite's and psycopg2's parameter limits
@@ -238,7 +238,7 @@ def group_errors(rows) -> list[dict[str, Any]]:
 
 @dataclass(frozen=True)
 class RetryResult:
-    """POST /post-queue/retry's response for one row (spec 1.5), plus the status it had."""
+    """POST /post-queue/retry's response for one row, plus the status it had."""
 
     success: bool
     queue_id: str

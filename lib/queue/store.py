@@ -1,6 +1,16 @@
 """The only writer of post_queue and the queue's own tables (state, attempts, rollup, pauses, review
 decisions and policies, review context): enqueue, claim, renew, release, record, rescue, retry, discard,
 edit, pause, review. Every statement that changes a queue row is here, so the queue's rules have one home.
+
+Operators' actions take a lib.core.identity.Actor and refuse anyone but an operator (whatever the page
+showed), run in the caller's transaction, are conditional on what was read (a row the worker holds,
+`processing`, is never touched) and write audit_log with the user. A discarded row is deleted after all
+its columns went into its `queue_item_discarded` audit row, so nothing is lost and it can be read back.
+
+The worker's writes take an engine and run one short transaction each. A claimed row's updated_at is set
+to the claim time (its token) and every later transition is conditional on `status = 'processing' AND
+updated_at = <token>`, so a row that another worker rescued and re-claimed after our lease ran out is
+never overwritten by us.
 """
 from __future__ import annotations
 
@@ -100,6 +110,8 @@ from lib.queue.rules import (
 log = logging.getLogger("worker")  # these run in the worker: its log
 
 
+# -- what the agents add ------------------------------------------------------------------------------
+
 def enqueue(
     conn: sa.Connection,
     *,
@@ -125,6 +137,8 @@ def enqueue(
     }
     return row_id if insert_ignore(conn, post_queue, values, key="idempotency_key") else None
 
+
+# -- the sent rollup (the Queue Monitor counts sent rows from it) ---------------------------------------
 
 def _write_totals(conn: sa.Connection) -> None:
     """post_queue_sent_totals := post_queue_sent_daily summed per account and action type."""
@@ -206,6 +220,8 @@ def refresh_sent_rollup(conn: sa.Connection, *, now: datetime, every_s: int = RO
         conn.execute(sa.update(s).where(s.c.id == 1).values(**values))
     return True
 
+
+# -- operators: retry, pause and resume, discard, edit and retry ----------------------------------------
 
 def retry(conn: sa.Connection, ids, *, actor, now: datetime) -> list[RetryResult]:
     """Reset failed/dlq rows to pending (retry_count 0, next_retry_at cleared), one result per id.
@@ -463,6 +479,8 @@ def edit_and_retry(conn: sa.Connection, queue_id: uuid.UUID, changes: dict[str, 
                          + (" with a new media container." if new_container else "."))
 
 
+# -- review: policies and decisions --------------------------------------------------------------------
+
 def _policy_json(pol: Policy | None) -> dict[str, Any] | None:
     if pol is None:
         return None
@@ -715,6 +733,8 @@ def expire_due(conn: sa.Connection, *, now: datetime, review_actions: tuple[str,
         n += 1
     return n
 
+
+# -- the worker: rescue, claim, renew, release, record -----------------------------------------------
 
 def _mine_clause(row_id, token):
     """Still ours: processing with our claim time as its token (values or bind parameters)."""

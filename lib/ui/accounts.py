@@ -1,4 +1,4 @@
-"""Accounts page (issue 16): one card per business account — connection, pause, queue, last
+"""Accounts page: one card per business account — connection, pause, queue, last
 outcomes per action type, Graph usage, publishing quota, token expiry — never the token.
 
 State: no keys of its own beyond the buttons' (acc_pause_<id>, acc_resume_<id>, acc_reason_<id>).

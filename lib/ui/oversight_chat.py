@@ -346,7 +346,7 @@ def show_messages(session: ChatSession | None, tz) -> None:
 
 
 def show_liveness(scope: Scope) -> None:
-    """Agent liveness (spec 3.5) as the backend will judge it, refreshed with the live toggle."""
+    """Agent liveness as the backend will judge it, refreshed with the live toggle."""
     st.fragment(run_every=scope.run_every)(_liveness_inner)(scope.db_url)
 
 

@@ -75,7 +75,7 @@ class AlertsView:
 
 
 def alert_filters(account_id, now: datetime) -> AlertsView:
-    """Spec 5.5 AlertFilterState (type 'all' or one; resolved) plus severity and time; account from the sidebar."""
+    """The alert filter (type 'all' or one; resolved) plus severity and time; account from the sidebar."""
     with st.container(border=True, key="alert-filters"):
         c1, c2, c3 = st.columns([2, 3, 3])
         c4, c5, _ = st.columns([2, 3, 3])
