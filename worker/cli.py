@@ -42,6 +42,8 @@ from lib.notify.outbox import notify_tick
 from lib.queue.holds import came_due_since
 from lib.queue.reads import next_wait_due
 from worker.tick import TickMemory, run_tick
+from lib.analytics.anomalies import worker_pass
+from worker.metrics_server import Health, start_metrics_server
 
 log = logging.getLogger("worker")
 
@@ -209,8 +211,6 @@ class Worker:
         if last is not None and now - last < timedelta(hours=1):
             return
         self._anomaly_pass_at = now
-        from lib.analytics.anomalies import worker_pass
-
         with self.engine.begin() as conn:
             raised = worker_pass(conn, now=now, threshold=self.settings.anomaly_threshold)
         if raised:
@@ -265,8 +265,6 @@ def main(argv=None) -> int:
              f"{settings.worker_poll_s:g}s" if settings.worker_poll_s > 0 else "off")
     w.init()
     if args.metrics_port is not None:
-        from worker.metrics_server import Health, start_metrics_server
-
         w.health = Health(cron=settings.worker_cron, interval_s=args.interval_seconds, stopping=w.stop.is_set)
         w.health.loop_started()
         try:

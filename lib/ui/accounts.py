@@ -19,6 +19,8 @@ from lib.ui.auth import current_actor
 from lib.ui.feedback import flash, guarded_write, show_flash
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
 from lib.ui.text import ago
+from lib.ui.queue_monitor import load_health as qm_health
+from lib.ui.queue_monitor import load_summary
 
 WHERE = "accounts"
 
@@ -31,9 +33,6 @@ def load_health(db_url: str, account_id: uuid.UUID | None, now: datetime) -> lis
 
 def clear_caches() -> None:
     load_health.clear()
-    from lib.ui.queue_monitor import load_health as qm_health
-    from lib.ui.queue_monitor import load_summary
-
     qm_health.clear()
     load_summary.clear()
 

@@ -20,6 +20,7 @@ from lib.core.timeutil import utcnow
 from lib.ui.auth import current_actor
 from lib.ui.feedback import flash, guarded_write, show_flash
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
+from lib.ui.agent_status import load_agent_statuses, load_runs
 
 FLASH = "agent_schedules"
 PERIOD, CRON = "Every … (a period)", "At set times (cron, UTC)"
@@ -44,8 +45,6 @@ def load_schedule_rows(db_url: str) -> pd.DataFrame:
 
 
 def _clear_caches() -> None:
-    from lib.ui.agent_status import load_agent_statuses, load_runs  # the page's loaders read the schedules too
-
     load_schedule_rows.clear()
     load_agent_statuses.clear()
     load_runs.clear()

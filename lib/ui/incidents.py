@@ -24,6 +24,7 @@ from lib.notify.silences import acknowledge
 from lib.ui.auth import current_actor
 from lib.ui.feedback import flash, guarded_write, show_flash
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
+from lib.ui.agent_status import load_agent_statuses, status_time
 
 FLASH = "incidents"
 PERIODS = {"24 h": timedelta(hours=24), "7 d": timedelta(days=7), "30 d": timedelta(days=30),
@@ -59,8 +60,6 @@ def load_incident(db_url: str, alert_id: str, now: datetime) -> Incident | None:
 
 
 def filters(scope: Scope, now: datetime) -> IncidentFilter:
-    from lib.ui.agent_status import load_agent_statuses, status_time  # the agents known by their beats
-
     a, b, c, d = st.columns([1.4, 1, 1, 1])
     period = a.segmented_control("Opened in the last", list(PERIODS), default="7 d", key=Keys.PERIOD) or "7 d"
     kind = b.selectbox("Type", TYPES, key=Keys.TYPE)

@@ -14,6 +14,7 @@ from lib.core.timeutil import fmt_local, utcnow
 from lib.ui.auth import current_actor
 from lib.ui.feedback import flash, guarded_write, show_flash
 from lib.ui.shell import Scope, get_engine
+from lib.ui.agent_status import load_agent_statuses, load_maintenance_spans
 
 FLASH = "maintenance"
 EVERYTHING, AGENT, ACCOUNT = "Everything", "One agent", "One account"
@@ -75,8 +76,6 @@ def show_maintenance(scope: Scope, now: datetime, *, agents: bool = False) -> No
 
 def _clear() -> None:
     load_current_windows.clear()
-    from lib.ui.agent_status import load_agent_statuses, load_maintenance_spans  # cards and timeline show windows
-
     load_agent_statuses.clear()
     load_maintenance_spans.clear()
 

@@ -56,6 +56,7 @@ from lib.ui.export import export_control
 from lib.ui.feedback import Confirmation, flash, guarded_write, show_flash
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
 from lib.ui.text import ago, md_escape
+from lib.ui.feedback import refusal_message
 
 
 class Keys:
@@ -825,7 +826,6 @@ def show_edit_form(scope: Scope, d: dict[str, Any]) -> None:
                     st.error(f"Not saved: {md_escape(exc)}", icon=":material/error:")
                     return
                 except Exception as exc:  # noqa: BLE001 - PermissionDenied / a busy database: say so, keep the form
-                    from lib.ui.feedback import refusal_message
                     st.error(f"Not saved: {refusal_message(exc)}", icon=":material/error:")
                     return
                 flash(Keys.FLASH, "success", md_escape(res.message))
