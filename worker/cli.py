@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 
 from croniter import croniter
 
+from lib.analytics.anomalies import worker_pass
 from lib.core import counters
 from lib.core.db import UNAVAILABLE_ERRORS, error_line, init_db, make_engine
 from lib.core.logs import configure_logging, fields
@@ -41,9 +42,8 @@ from lib.notify.digest import queue_due_digests
 from lib.notify.outbox import notify_tick
 from lib.queue.holds import came_due_since
 from lib.queue.reads import next_wait_due
-from worker.tick import TickMemory, run_tick
-from lib.analytics.anomalies import worker_pass
 from worker.metrics_server import Health, start_metrics_server
+from worker.tick import TickMemory, run_tick
 
 log = logging.getLogger("worker")
 

@@ -17,10 +17,10 @@ from lib.queue.accounts import USAGE_WARN, AccountHealth, account_health
 from lib.queue.store import pause, resume
 from lib.ui.auth import current_actor
 from lib.ui.feedback import flash, guarded_write, show_flash
-from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
-from lib.ui.text import ago
 from lib.ui.queue_monitor import load_health as qm_health
 from lib.ui.queue_monitor import load_summary
+from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
+from lib.ui.text import ago
 
 WHERE = "accounts"
 

@@ -17,10 +17,10 @@ from lib.activity.agent_schedules import (
 )
 from lib.core.text import md_escape
 from lib.core.timeutil import utcnow
+from lib.ui.agent_status import load_agent_statuses, load_runs
 from lib.ui.auth import current_actor
 from lib.ui.feedback import flash, guarded_write, show_flash
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
-from lib.ui.agent_status import load_agent_statuses, load_runs
 
 FLASH = "agent_schedules"
 PERIOD, CRON = "Every … (a period)", "At set times (cron, UTC)"

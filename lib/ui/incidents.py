@@ -21,10 +21,10 @@ from lib.alerts.store import ALERT_TYPES
 from lib.core.text import clip, md_escape
 from lib.core.timeutil import fmt_duration, fmt_local, utcnow
 from lib.notify.silences import acknowledge
+from lib.ui.agent_status import load_agent_statuses, status_time
 from lib.ui.auth import current_actor
 from lib.ui.feedback import flash, guarded_write, show_flash
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
-from lib.ui.agent_status import load_agent_statuses, status_time
 
 FLASH = "incidents"
 PERIODS = {"24 h": timedelta(hours=24), "7 d": timedelta(days=7), "30 d": timedelta(days=30),

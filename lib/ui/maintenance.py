@@ -11,10 +11,10 @@ import streamlit as st
 from lib.alerts.maintenance import MaintenanceError, MaintenanceWindow, create_window, end_window, load_windows
 from lib.core.text import clip, md_escape
 from lib.core.timeutil import fmt_local, utcnow
+from lib.ui.agent_status import load_agent_statuses, load_maintenance_spans
 from lib.ui.auth import current_actor
 from lib.ui.feedback import flash, guarded_write, show_flash
 from lib.ui.shell import Scope, get_engine
-from lib.ui.agent_status import load_agent_statuses, load_maintenance_spans
 
 FLASH = "maintenance"
 EVERYTHING, AGENT, ACCOUNT = "Everything", "One agent", "One account"

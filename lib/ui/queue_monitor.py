@@ -53,10 +53,9 @@ from lib.ui.auth import current_actor
 from lib.ui.charts import Fig, plain
 from lib.ui.counts import count_metric
 from lib.ui.export import export_control
-from lib.ui.feedback import Confirmation, flash, guarded_write, show_flash
+from lib.ui.feedback import Confirmation, flash, guarded_write, refusal_message, show_flash
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
 from lib.ui.text import ago, md_escape
-from lib.ui.feedback import refusal_message
 
 
 class Keys:
