@@ -18,7 +18,7 @@ from lib.activity.agent_schedules import (
 from lib.core.text import md_escape
 from lib.core.timeutil import utcnow
 from lib.ui.agent_status import load_agent_statuses, load_runs
-from lib.ui.auth import current_actor
+from lib.ui.auth import OPERATORS_ONLY, current_actor
 from lib.ui.feedback import flash, guarded_write, show_flash
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
 
@@ -98,7 +98,7 @@ def show_schedules(scope: Scope, agent_ids: list[str]) -> None:
                 "updated_at": st.column_config.DatetimeColumn("updated", timezone=str(scope.tz))})
         if not agent_ids:
             return
-        help_ = None if can else "Operators only: your role is viewer."
+        help_ = None if can else OPERATORS_ONLY
         st.selectbox("Agent", agent_ids, key=Keys.AGENT, disabled=not can)
         st.radio("Expected", [PERIOD, CRON], key=Keys.KIND, horizontal=True, disabled=not can)
         a, b, c, d = st.columns(4)

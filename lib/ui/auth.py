@@ -27,6 +27,8 @@ from lib.core.identity import (
 from lib.core.settings import Settings
 from lib.core.timeutil import utcnow
 
+OPERATORS_ONLY = "Operators only: your role is viewer."  # the help of every write a viewer sees disabled
+
 
 class _SecretsUnreadable(Exception):
     pass

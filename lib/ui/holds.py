@@ -10,7 +10,7 @@ import streamlit as st
 
 from lib.core.timeutil import fmt_local, utcnow
 from lib.instagram.account_holds import Hold, active_holds, resume
-from lib.ui.auth import current_actor
+from lib.ui.auth import OPERATORS_ONLY, current_actor
 from lib.ui.feedback import flash, guarded_write, show_flash
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
 from lib.ui.text import md_escape
@@ -47,4 +47,4 @@ def show_holds(scope: Scope, now: datetime, *, controls: bool = True) -> None:
                           args=(scope, h.business_account_id), disabled=not scope.user.is_operator,
                           icon=":material/play_arrow:",
                           help="Resume once the account's owner has dealt with it" if scope.user.is_operator
-                          else "Operators only: your role is viewer.")
+                          else OPERATORS_ONLY)

@@ -22,7 +22,7 @@ from lib.core.text import clip, md_escape
 from lib.core.timeutil import fmt_duration, fmt_local, utcnow
 from lib.notify.silences import acknowledge
 from lib.ui.agent_status import load_agent_statuses, status_time
-from lib.ui.auth import current_actor
+from lib.ui.auth import OPERATORS_ONLY, current_actor
 from lib.ui.feedback import flash, guarded_write, show_flash
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
 
@@ -161,4 +161,4 @@ def show_incident(scope: Scope, now: datetime) -> None:
         left.text_input("Comment", key=Keys.ACK_NOTE, max_chars=500, disabled=not can,
                         placeholder="e.g. restarting the agent")
         right.button("Acknowledge", key=Keys.ACK, on_click=_on_ack, args=(scope, selected), disabled=not can,
-                     help=None if can else "Operators only: your role is viewer.", icon=":material/front_hand:")
+                     help=None if can else OPERATORS_ONLY, icon=":material/front_hand:")

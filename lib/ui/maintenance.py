@@ -12,7 +12,7 @@ from lib.alerts.maintenance import MaintenanceError, MaintenanceWindow, create_w
 from lib.core.text import clip, md_escape
 from lib.core.timeutil import fmt_local, utcnow
 from lib.ui.agent_status import load_agent_statuses, load_maintenance_spans
-from lib.ui.auth import current_actor
+from lib.ui.auth import OPERATORS_ONLY, current_actor
 from lib.ui.feedback import flash, guarded_write, show_flash
 from lib.ui.shell import Scope, get_engine
 
@@ -119,7 +119,7 @@ def show_planner(scope: Scope, agent_ids: list[str]) -> None:
     """The windows active or planned, each with End (operators), and the form to plan one."""
     show_flash(FLASH)
     can = scope.user.is_operator
-    help_ = None if can else "Operators only: your role is viewer."
+    help_ = None if can else OPERATORS_ONLY
     now = utcnow()
     windows = load_current_windows(scope.db_url, now.replace(second=0, microsecond=0))
     with st.expander(f"Maintenance windows ({len(windows)})", icon=":material/construction:", key="mw_panel"):

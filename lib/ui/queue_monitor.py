@@ -49,7 +49,7 @@ from lib.queue.rules import (
     summary_matrix,
 )
 from lib.queue.store import discard, edit_and_retry, pause, resume, retry
-from lib.ui.auth import current_actor
+from lib.ui.auth import OPERATORS_ONLY, current_actor
 from lib.ui.charts import Fig, plain
 from lib.ui.counts import count_metric
 from lib.ui.export import export_control
@@ -642,7 +642,7 @@ def _draw_pager(view: str, page: int, pages: int, total: int, n_rows: int, froze
 def _draw_actions(scope: Scope, view: str, filt: QueueFilter, total: int, selected: list[str]) -> None:
     """Retry selected, retry all matching (confirmed in a dialog), clear selection, CSV."""
     can_write = scope.user.is_operator
-    why_not = None if can_write else "Operators only: your role is viewer."
+    why_not = None if can_write else OPERATORS_ONLY
     n_match = min(total, MAX_BULK_RETRY)
     a, b, c, d = st.columns([1.2, 1.6, 1, 1.2], vertical_alignment="center")
     if a.button(f"Retry {len(selected)} selected" if selected else "Retry selected", key="qm_retry_selected",
@@ -693,12 +693,12 @@ def show_detail(scope: Scope, queue_id: str, now: datetime) -> None:
         head.markdown(f"**{md_escape(d['action_type'])}** · `{d['id']}`")
         if action.button("Retry this row", key="qm_retry_one", icon=":material/replay:", type="primary",
                          disabled=not scope.user.is_operator or d["status"] not in ("failed", "dlq"),
-                         help=None if scope.user.is_operator else "Operators only: your role is viewer."):
+                         help=None if scope.user.is_operator else OPERATORS_ONLY):
             run_retry(scope, [d["id"]], "Retry")
             st.rerun()
         if action.button("Discard this row", key="qm_discard_one", icon=":material/delete:",
                          disabled=not scope.user.is_operator or d["status"] not in ("failed", "dlq"),
-                         help=None if scope.user.is_operator else "Operators only: your role is viewer."):
+                         help=None if scope.user.is_operator else OPERATORS_ONLY):
             CONFIRM_ALL.ask({"action": "discard", "ids": [d["id"]], "count": 1, "matching": 1,
                              "filter": QueueFilter(d["status"] if d["status"] in VIEWS else "dlq")})
             st.session_state.pop(Keys.OPEN, None)  # one dialog at a time: the confirmation replaces it
@@ -802,7 +802,7 @@ def show_edit_form(scope: Scope, d: dict[str, Any]) -> None:
             stored = stored_values(conn, uuid.UUID(str(d["id"]))) or {}
     with st.expander("Edit and retry", icon=":material/edit:"):
         if not can:
-            st.caption("Operators only: your role is viewer.")
+            st.caption(OPERATORS_ONLY)
         with st.form(f"qm_edit_{d['id']}", border=False):
             values = {}
             for name in fields:
@@ -816,7 +816,7 @@ def show_edit_form(scope: Scope, d: dict[str, Any]) -> None:
                        "URLs). On a post, any change makes a new media container, so what publishes is what you "
                        "saved. The change is audited; the row goes back to pending.")
             if st.form_submit_button("Save and retry", type="primary", disabled=not can,
-                                     help=None if can else "Operators only: your role is viewer."):
+                                     help=None if can else OPERATORS_ONLY):
                 changes = {k: v for k, v in values.items() if v != stored.get(k, "")}
                 try:
                     with scope.engine.begin() as conn:
@@ -865,7 +865,7 @@ def show_pauses(scope: Scope, now: datetime, *, controls: bool = True) -> None:
         if controls:
             row[1].button("Resume", key=f"qm_resume_{p.id}", on_click=_on_resume, args=(scope, p.id),
                           disabled=not scope.user.is_operator, icon=":material/play_arrow:",
-                          help=None if scope.user.is_operator else "Operators only: your role is viewer.")
+                          help=None if scope.user.is_operator else OPERATORS_ONLY)
 
 
 def _on_pause(scope: Scope) -> None:
@@ -891,4 +891,4 @@ def pause_control(scope: Scope) -> None:
         st.text_input("Reason (optional)", key="qm_pause_reason", max_chars=500, disabled=not can)
         where = scope.account_name(scope.account_id) if scope.account_id else "every account"
         st.button(f"Pause for {md_escape(where)}", key="qm_pause", on_click=_on_pause, args=(scope,), disabled=not can,
-                  help=None if can else "Operators only: your role is viewer.")
+                  help=None if can else OPERATORS_ONLY)
