@@ -39,7 +39,7 @@ IG_METRICS = {  # instagram_metrics chart: name -> (column, axis)
     "Posts published": ("instagram_metrics.posts_published", "count"),
     "Avg engagement rate (%)": ("instagram_metrics.avg_engagement_rate", "rate"),
 }
-DEFAULT_IG = ["Reach", "Impressions", "Avg engagement rate (%)"]
+DEFAULT_IG = ["Reach", "Impressions"]  # counts of one scale: one y axis until the user asks for more
 ENGAGEMENT = {"Likes": "instagram_metrics.total_likes", "Comments": "instagram_metrics.total_comments",
               "Saves": "instagram_metrics.total_saves", "Shares": "instagram_metrics.total_shares"}
 REVENUE = {"Attributed revenue ($)": "revenue_metrics.attributed_revenue",
@@ -60,6 +60,7 @@ class Keys:
     TYPE, RANGE, CUSTOM_RANGE = "metrics_type", "metrics_range", "metrics_custom_range"  # type and range: in the URL
     CHART_TAB = "metrics_chart_tab"  # the open chart tab (lazy tabs: only that one is computed)
     IG_CHOICE, MEDIA_FIELD = "metrics_ig_choice", "metrics_media_field"  # the metrics / measure plotted
+    IG_RIGHT_AXIS = "metrics_ig_right_axis"  # rates on a right axis of the same panel (else a panel of their own)
     DETAIL_PERIOD, DETAIL_ACCOUNT = "metrics_detail_period", "metrics_detail_account"  # the details shown
     COMPARISON = "metrics_comparison"  # the period comparison table
     DETAILS, COMPARE = "metrics_details_open", "metrics_compare_open"  # the lazy sections: True while open
@@ -447,33 +448,58 @@ def _ig_chart(df, accounts, names, ms, flags: pd.DataFrame | None = None):
     reach_only = len(accounts) > CHART_ALL_UP_TO
     chosen = st.multiselect("Metrics", list(IG_METRICS), default=default_ig_metrics(len(accounts)),
                             key=Keys.IG_CHOICE,
-                            help="Counts on the left axis, rates (%) on the right axis."
+                            help="Counts share one axis. A rate (%) gets a panel of its own below, or the right "
+                                 "axis when you turn that on."
                                  + (f" With more than {CHART_ALL_UP_TO} accounts in scope only Reach is chosen at "
                                     "first (one line per account and metric); add others here." if reach_only else ""))
     if not chosen:
         st.info("Choose one or more metrics to plot.")
         return
     metrics = {m: IG_METRICS[m][0] for m in chosen}
+    counts = {m: c for m, c in metrics.items() if IG_METRICS[m][1] == "count"}
+    rates = {m: c for m, c in metrics.items() if IG_METRICS[m][1] == "rate"}
+    right_axis = bool(counts and rates) and st.toggle(
+        "Rates on a right axis", key=Keys.IG_RIGHT_AXIS,
+        help="Off: the rates get a panel of their own below the counts, each panel with one y axis.")
     long = an.long_series(df, list(metrics.values()))
     if long.empty:
         st.info("The reports in scope have none of these metrics.")
         return
-    counts = {m: c for m, c in metrics.items() if IG_METRICS[m][1] == "count"}
-    rates = {m: c for m, c in metrics.items() if IG_METRICS[m][1] == "rate"}
-    # a right axis only when a rate is plotted (an empty second axis is drawn all the same)
-    fig = Fig(make_subplots(specs=[[{"secondary_y": bool(rates)}]]))
-    _series_traces(fig, long, counts, accounts, names, secondary=False, hover_fmt=",.0f")
-    _series_traces(fig, long, rates, accounts, names, secondary=True, hover_fmt=".2f", color_offset=len(counts))
+    layout = ig_layout(bool(counts), bool(rates), right_axis)
+    fig = Fig(make_subplots(rows=layout.rows, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                            row_heights=[0.65, 0.35] if layout.rows == 2 else None,
+                            specs=[[{"secondary_y": layout.right_axis}]] * layout.rows))
+    _series_traces(fig, long, counts, accounts, names, hover_fmt=",.0f", row=1, col=1)
+    _series_traces(fig, long, rates, accounts, names, secondary=layout.right_axis, hover_fmt=".2f",
+                   color_offset=len(counts), row=layout.rate_row, col=1)
     if flags is not None and not flags.empty:
-        _anomaly_markers(fig, flags, chosen, names, several=len(accounts) > 1)
-    _layout(fig)
-    fig.layout_fig.update_yaxes(title_text="count" if counts else None, secondary_y=False, rangemode="tozero")
+        _anomaly_markers(fig, flags, chosen, names, several=len(accounts) > 1, layout=layout)
+    _layout(fig, height=420 if layout.rows == 1 else 520)
+    if counts:
+        fig.layout_fig.update_yaxes(title_text="count", rangemode="tozero", row=1, col=1, secondary_y=False)
     if rates:
-        fig.layout_fig.update_yaxes(title_text="rate (%)", secondary_y=True, showgrid=False, rangemode="tozero")
+        fig.layout_fig.update_yaxes(title_text="rate (%)", rangemode="tozero", row=layout.rate_row, col=1,
+                                    secondary_y=layout.right_axis, showgrid=not layout.right_axis)
     _chart(fig, Keys.CHART_IG, _with_names(long, names), f"instagram_metrics_{ms.report_type}.csv")
 
 
-def _anomaly_markers(fig: Fig, flags: pd.DataFrame, chosen: list[str], names: dict[str, str], several: bool) -> None:
+@dataclass(frozen=True)
+class IgLayout:
+    rows: int  # panels, one above the other
+    rate_row: int  # the panel of the rates
+    right_axis: bool  # the rates on a right axis of the counts' panel
+
+
+def ig_layout(has_counts: bool, has_rates: bool, right_axis: bool) -> IgLayout:
+    """Counts and rates differ by orders of magnitude: together they get two panels (one y axis
+    each) unless the user asked for the rates on a right axis; either alone, one panel, one axis."""
+    if has_counts and has_rates:
+        return IgLayout(1, 1, True) if right_axis else IgLayout(2, 2, False)
+    return IgLayout(1, 1, False)
+
+
+def _anomaly_markers(fig: Fig, flags: pd.DataFrame, chosen: list[str], names: dict[str, str], several: bool,
+                     layout: IgLayout) -> None:
     """One marker trace per shown metric: the flagged days (red x), hover with the deviation."""
     shown = False
     for label in chosen:
@@ -483,6 +509,7 @@ def _anomaly_markers(fig: Fig, flags: pd.DataFrame, chosen: list[str], names: di
         part = flags[flags["metric"] == anomalies.METRICS[col][1]]
         if part.empty:
             continue
+        rate = IG_METRICS[label][1] == "rate"
         text = [f"{plain(names.get(a, a)) + ' · ' if several else ''}{plain(label)}: {v:,.6g}<br>"
                 f"28-day median {b:,.6g} · deviation {d:+.1f}"
                 for a, v, b, d in zip(part["business_account_id"], part["value"], part["baseline"], part["deviation"])]
@@ -490,7 +517,7 @@ def _anomaly_markers(fig: Fig, flags: pd.DataFrame, chosen: list[str], names: di
                      x=part["report_date"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(),
                      y=part["value"].to_numpy(), text=text, hovertemplate="%{text}<extra>anomaly</extra>",
                      marker=dict(symbol="x", size=11, color=ANOMALY_COLOR, line=dict(width=1))),
-                secondary_y=IG_METRICS[label][1] == "rate")
+                row=layout.rate_row if rate else 1, col=1, secondary_y=rate and layout.right_axis)
         shown = True
 
 
