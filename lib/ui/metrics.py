@@ -15,6 +15,7 @@ from plotly.subplots import make_subplots
 
 from lib import analytics as an
 from lib import anomalies
+from lib import posts as lp
 from lib.export import frame_export
 from lib.timeutil import utcnow
 from lib.ui.charts import Fig, plain
@@ -66,6 +67,7 @@ class Keys:
     DETAILS, COMPARE = "metrics_details_open", "metrics_compare_open"  # the lazy sections: True while open
     MORE_KPIS = "metrics_more_kpis_open"  # the lazy KPI cards when several accounts are in scope
     KPI_BOARD = "metrics_kpi_board"  # the KPI board (a row per account) shown instead of their cards
+    BEST_WORST = "metrics_best_worst"  # the best and worst posts of each account's latest report
     ANOMALY_FLAGS, REPORT_ANOMALIES = "metrics_anomaly_flags", "metrics_report_anomalies"  # the Anomalies tab's tables
     RAISE_ANOMALIES = "metrics_raise_anomalies"  # the "raise the flags as alerts" button
     CSV_REPORTS, CSV_COMPARISON, CSV_FLAGS = "csv_reports", "csv_comparison", "csv_anomaly_flags"  # export controls
@@ -94,7 +96,7 @@ class Keys:
         return f"insights-{kind}-{report_id}"
 
     @staticmethod
-    def posts(which: str, report_id: str) -> str:  # which: "top", "best_post" or "worst_post"
+    def posts(which: str, report_id: str) -> str:  # which: "top" or "best_worst"
         return f"{which}-{report_id}"
 
 
@@ -352,6 +354,56 @@ def _previous_text(kpis: list[an.Kpi], previous: dict | None) -> str:
     if previous is None or not any(k.source == an.FROM_PREVIOUS for k in kpis):
         return ""
     return md_escape(_period_of(previous))
+
+
+# --------------------------------------------------------------------------- best and worst posts
+
+BEST_WORST_CONFIG = {
+    "account": st.column_config.TextColumn("Account"),
+    "rank": st.column_config.TextColumn("Post"),
+    "media_id": st.column_config.TextColumn("Media id"),
+    "media_type": st.column_config.TextColumn("Type"),
+    "caption": st.column_config.TextColumn("Caption", width="large"),
+    "engagement": st.column_config.NumberColumn("Engagement", format="localized",
+                                                help="Likes, comments, saves and shares"),
+    "likes": st.column_config.NumberColumn("Likes", format="localized"),
+    "comments": st.column_config.NumberColumn("Comments", format="localized"),
+    "reach": st.column_config.NumberColumn("Reach", format="localized"),
+}
+
+
+def best_worst_frame(reports: list[an.Report], names: dict[str, str]) -> pd.DataFrame:
+    """The best and worst posts of the reports, a row each, ordered by account name (with an Account
+    column when there are several accounts)."""
+    reports = sorted(reports, key=lambda r: (names.get(r.business_account_id, r.business_account_id).lower(), r.id))
+    frames = []
+    for r in reports:
+        table = lp.best_and_worst(r.sections.get("media_metrics"))
+        table.insert(0, "account", names.get(r.business_account_id, r.business_account_id))
+        frames.append(table)
+    if not frames:
+        return pd.DataFrame(columns=["account", *lp.BEST_WORST_COLUMNS])
+    out = pd.concat([f for f in frames if not f.empty] or frames[:1], ignore_index=True)
+    return out if len(reports) > 1 else out.drop(columns=["account"])
+
+
+def show_best_worst(data: ReportSet, scope: Scope, ms: MetricsScope) -> None:
+    """The latest report's best and worst post of each account, one compact table."""
+    df = data.frame
+    names = _account_names(scope, df)
+    reports = load_details(scope.db_url, latest_ids(df))
+    table = best_worst_frame(reports, names)
+    periods = sorted({r.period for r in reports})
+    st.caption(f"From the latest {ms.report_type} report of each account"
+               + (f": {md_escape(periods[0])}" if len(periods) == 1 else "") + ". Engagement counts likes, comments, "
+               "saves and shares.")
+    if table.empty:
+        st.caption("These reports name no best or worst post.")
+        return
+    with st.container(key=Keys.BEST_WORST):
+        # the media id is for the details below: here the caption names the post
+        st.dataframe(table, hide_index=True, width="stretch", column_config=BEST_WORST_CONFIG,
+                     column_order=[c for c in table.columns if c != "media_id"])
 
 
 # --------------------------------------------------------------------------- charts
@@ -794,32 +846,32 @@ def show_changes(reports: list[an.Report], names: dict, report_type: str) -> Non
 
 
 def show_posts(report: an.Report, account: str | None) -> None:
-    media = report.sections.get("media_metrics") or {}
     posts = an.posts_frame(report)
+    best_worst = lp.best_and_worst(report.sections.get("media_metrics"))
     if account:
         st.caption(md_escape(account))
-    if posts.empty and not media.get("best_post") and not media.get("worst_post"):
+    if posts.empty and best_worst.empty:
         st.caption("This report lists no posts.")
         return
-    a, b, c = st.columns([2, 1, 1])
+    a, b = st.columns([2, 3])
     with a:
         st.caption("Top performing")
         if posts.empty:
             st.caption("—")
         else:
+            posts["caption_snippet"] = posts["caption_snippet"].map(lp.caption_text)
             st.dataframe(posts, hide_index=True, width="stretch", key=Keys.posts("top", report.id), column_config={
                 "media_id": st.column_config.TextColumn("Media id"),
                 "engagement": st.column_config.NumberColumn("Engagement", format="localized"),
                 "caption_snippet": st.column_config.TextColumn("Caption", width="large"),
             })
-    for col, key, title in ((b, "best_post", "Best post"), (c, "worst_post", "Worst post")):
-        with col:
-            st.caption(title)
-            fields = an.post_fields(media.get(key))
-            if fields.empty:
-                st.caption("—")
-            else:
-                st.dataframe(fields, hide_index=True, width="stretch", key=Keys.posts(key, report.id))
+    with b:
+        st.caption("Best and worst")
+        if best_worst.empty:
+            st.caption("—")
+        else:
+            st.dataframe(best_worst, hide_index=True, width="stretch", key=Keys.posts("best_worst", report.id),
+                         column_config=BEST_WORST_CONFIG)
 
 
 # --------------------------------------------------------------------------- period comparison

@@ -131,3 +131,35 @@ def test_default_chart_has_one_y_axis_and_a_rate_gets_its_own_or_the_right_one(s
     assert [(a["name"], a["side"], a["overlaying"], a["title"]) for a in chart["yaxes"]] == [
         ("yaxis", "left", None, "count"), ("yaxis2", "right", "y", "rate (%)")], chart["yaxes"]
     assert page.locator("[data-testid='stException']").count() == 0
+
+
+def test_best_and_worst_posts_table_is_readable_on_the_demo_data(start_app, demo_url, page):
+    page.set_viewport_size({"width": 1440, "height": 900})
+    server = start_app({"DATABASE_URL": demo_url})
+    page.goto(server.url + "/metrics")
+    wait_idle(page)
+    heading = page.get_by_role("heading", name="Best and worst posts")
+    expect(heading).to_be_visible()
+    grid = page.locator(f".st-key-{Keys.BEST_WORST}")
+    # reached within two screens of scrolling, not at the bottom of "Report details"
+    top = grid.evaluate("e => e.getBoundingClientRect().top - document.querySelector("
+                        "'[data-testid=stMain]').getBoundingClientRect().top")
+    assert 0 < top < 2 * 900, top
+    grid.scroll_into_view_if_needed()
+    expect(grid).to_contain_text("Worst")
+    headers = [h.strip() for h in grid.locator("th").all_inner_texts()]
+    for name in ("Account", "Post", "Type", "Caption", "Engagement", "Likes", "Comments", "Reach"):
+        assert name in headers, " | ".join(headers)
+    assert not any("_" in h for h in headers), headers  # human labels, no raw keys
+    rows = [[c.strip() for c in r.locator("td").all_inner_texts()] for r in grid.locator("tbody tr").all()]
+    rows = [dict(zip(headers, r)) for r in rows if r]
+    assert rows and all(r["Caption"] and r["Caption"] != "None" for r in rows), rows
+    by_account: dict[str, dict[str, str]] = {}
+    for r in rows:
+        by_account.setdefault(r["Account"], {})[r["Post"]] = r["Caption"]
+    assert set(by_account) == {"acme.coffee", "northwind.outdoors", "lumen.studio"}, rows
+    for account, posts in by_account.items():
+        assert set(posts) in ({"Best", "Worst"}, {"Best and worst"}), (account, posts)
+        if "Worst" in posts:
+            assert posts["Best"] != posts["Worst"], (account, posts)
+    assert page.locator("[data-testid='stException']").count() == 0
