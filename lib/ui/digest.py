@@ -95,20 +95,22 @@ def show_preview(scope: Scope) -> None:
     now = floor_time(utcnow(), 60)
     d = load_preview(scope.db_url, scope.settings, scope.account_id, now)
     st.subheader(md_escape(d.title), anchor=False)  # the title names the account
-    st.markdown("**KPIs** (latest weekly report, change vs the one before)")
+    week = md_escape(d.period_text)  # the week of the title: the KPIs' reports, the posts and the anomalies
+    st.markdown(f"**KPIs** (weekly report {week}, change vs the one before)")
     st.dataframe(pd.DataFrame(d.kpis, columns=["account", "label", "value", "delta"]), hide_index=True,
                  width="stretch", key="digest_kpis")
-    st.markdown("**Top posts** (published this week, by engagement)")
+    st.markdown(f"**Top posts** (published {week}, by engagement)")
     st.dataframe(pd.DataFrame(d.top_posts, columns=["account", "instagram_id", "engagement", "likes", "reach", "caption"]),
                  hide_index=True, width="stretch", key="digest_posts")
-    st.markdown("**Anomalies** (daily reports of the week)")
+    st.markdown(f"**Anomalies** (daily reports of {week})")
     st.dataframe(pd.DataFrame(d.anomalies, columns=["day", "account", "label", "value", "baseline", "deviation",
                                                     "direction"]), hide_index=True, width="stretch", key="digest_flags")
     q = d.queue
+    st.markdown(f"**Queue** (the 7 days to {d.as_of:%Y-%m-%d %H:%M} UTC)")
     a, b, c, e = st.columns(4)
-    a.metric("Sent this week", f"{q['sent']:,}")
-    b.metric("Failed this week", f"{q['failed']:,}")
-    c.metric("Dead-lettered this week", f"{q['dlq']:,}")
+    a.metric("Sent", f"{q['sent']:,}")
+    b.metric("Failed", f"{q['failed']:,}")
+    c.metric("Dead-lettered", f"{q['dlq']:,}")
     e.metric("In the DLQ now", f"{q['dlq_now']:,}")
     st.markdown("**Open alerts** " + md_escape(", ".join(f"{n} {s}" for s, n in d.alerts.items()) or "none"))
     if d.alert_items:
