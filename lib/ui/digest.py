@@ -17,6 +17,15 @@ from lib.ui.feedback import Confirmation, flash, show_flash
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
 
 WHERE = "digest"
+LABELS = {  # the preview's column headers (the Digest's keys are the message's)
+    "account": "Account", "label": "Metric", "value": "Value", "delta": "Change", "instagram_id": "Media id",
+    "engagement": st.column_config.NumberColumn("Engagement", format="localized"),
+    "likes": st.column_config.NumberColumn("Likes", format="localized"),
+    "reach": st.column_config.NumberColumn("Reach", format="localized"),
+    "caption": st.column_config.TextColumn("Caption", width="large"), "day": "Day (UTC)",
+    "baseline": "28-day median", "deviation": st.column_config.NumberColumn("Deviation", format="%+.1f"),
+    "direction": "Direction",
+}
 CONFIRM_SEND = Confirmation("digest_confirm_send")
 
 
@@ -98,13 +107,14 @@ def show_preview(scope: Scope) -> None:
     week = md_escape(d.period_text)  # the week of the title: the KPIs' reports, the posts and the anomalies
     st.markdown(f"**KPIs** (weekly report {week}, change vs the one before)")
     st.dataframe(pd.DataFrame(d.kpis, columns=["account", "label", "value", "delta"]), hide_index=True,
-                 width="stretch", key="digest_kpis")
+                 width="stretch", key="digest_kpis", column_config=LABELS)
     st.markdown(f"**Top posts** (published {week}, by engagement)")
     st.dataframe(pd.DataFrame(d.top_posts, columns=["account", "instagram_id", "engagement", "likes", "reach", "caption"]),
-                 hide_index=True, width="stretch", key="digest_posts")
+                 hide_index=True, width="stretch", key="digest_posts", column_config=LABELS)
     st.markdown(f"**Anomalies** (daily reports of {week})")
     st.dataframe(pd.DataFrame(d.anomalies, columns=["day", "account", "label", "value", "baseline", "deviation",
-                                                    "direction"]), hide_index=True, width="stretch", key="digest_flags")
+                                                    "direction"]), hide_index=True, width="stretch", key="digest_flags",
+                 column_config=LABELS)
     q = d.queue
     st.markdown(f"**Queue** (the 7 days to {d.as_of:%Y-%m-%d %H:%M} UTC)")
     a, b, c, e = st.columns(4)
