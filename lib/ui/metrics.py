@@ -25,6 +25,7 @@ from lib.ui.text import md_escape
 
 RANGE_PRESETS = {"7 days": 7, "30 days": 30, "90 days": 90, "1 year": 365, "All": None, "Custom": -1}
 DEFAULT_RANGE = "90 days"
+RANGE_LABELS = {"7 days": "7d", "30 days": "30d", "90 days": "90d", "1 year": "1y"}  # short: the accounts need the room
 CHART_ALL_UP_TO = 3  # up to this many accounts the Instagram chart starts with DEFAULT_IG; more: Reach alone
 EXPORT_CAP = 100_000
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
@@ -118,7 +119,8 @@ class MetricsScope:
 def scope_controls(scope: Scope) -> MetricsScope | None:
     """Accounts (several side by side), report type, date range with presets. None = nothing chosen."""
     today = utcnow().date()  # report periods are UTC days
-    a, b, c = st.columns([2.6, 1.2, 3.6], vertical_alignment="bottom")
+    # at 1440 px three accounts' chips fit beside the two controls (the range's buttons are short)
+    a, b, c = st.columns([4.2, 1.3, 3.0], vertical_alignment="bottom")
     options = [str(acc.id) for acc in scope.accounts]
     account_ids: tuple[str, ...] | None = None
     if options:
@@ -139,7 +141,9 @@ def scope_controls(scope: Scope) -> MetricsScope | None:
     report_type = b.segmented_control("Report type", an.REPORT_TYPES, default="weekly", key=Keys.TYPE,
                                       format_func=str.capitalize, bind="query-params") or "weekly"
     preset = c.segmented_control("Date range", list(RANGE_PRESETS), default=DEFAULT_RANGE, key=Keys.RANGE,
-                                 bind="query-params") or DEFAULT_RANGE
+                                 format_func=lambda p: RANGE_LABELS.get(p, p), bind="query-params",
+                                 help="The last 7, 30 or 90 days or year of reports (report dates, UTC), all, or "
+                                      "a custom range.") or DEFAULT_RANGE
     days = RANGE_PRESETS[preset]
     if days == -1:
         picked = st.date_input("Custom range", value=(today - timedelta(days=90), today), max_value=today,
