@@ -14,6 +14,8 @@ if ms is not None:
         ui.show_kpis(data, scope)
         st.subheader("Trends")
         ui.show_charts(data, scope, ms)
+        st.subheader("Best and worst posts")
+        ui.show_best_worst(data, scope, ms)
         # below the fold, lazy: computed and sent only while open (they doubled the page's open time)
         details = lazy_expander("Report details: insights, changes, posts", key=ui.Keys.DETAILS,
                                 icon=":material/article:")

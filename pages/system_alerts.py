@@ -26,7 +26,8 @@ view = alert_filters(scope.account_id, floor_time(utcnow(), 60))
 def live_panel():
     now = floor_time(utcnow(), 5)
     show_result()
-    show_summary(load_summary(scope.db_url, view.filters), STATES[{False: "open", True: "resolved", None: "all"}[view.filters.resolved]])
+    state = {False: "open", True: "resolved", None: "all"}[view.filters.resolved]
+    show_summary(load_summary(scope.db_url, view.filters), STATES[state])
     show_chart(scope, view.filters, chart_bucket(view, now))
     alerts = load_alerts(scope.db_url, view.filters)
     if not alerts:

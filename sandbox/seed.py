@@ -31,10 +31,10 @@ from sqlalchemy.engine import Engine
 
 from lib.core import schema
 from lib.core.audit import audit_row
+from lib.core.schema import ACTION_TYPES
 from lib.core.settings import Settings
 from lib.core.timeutil import iso
 from lib.instagram.errors import backoff_delay
-from lib.core.schema import ACTION_TYPES
 from lib.queue.rules import SUCCESS_EVENT, idempotency_key
 
 MAX_RETRIES = Settings.max_retries  # the spec's default: seeded DLQ rows used up this many retries
@@ -136,6 +136,14 @@ PROFILES = (
         "Cold brew season is back. Swipe for the recipe ➡️",
         "Meet Sam, our head barista, and her go-to order",
         "Oat, almond or whole? Tell us your milk of choice 👇",
+        "Pour-over 101: grind size, water temperature, patience",
+        "Our Colombia Huila roast is back for the winter",
+        "Weekend pastry pairing: cardamom bun and a flat white",
+        "Inside the cupping room: how we pick our next origin",
+        "Reusable cup day: bring yours, get 20% off",
+        "New shop hours from Monday: open at 6:30am",
+        "Decaf that tastes like coffee: our Swiss water process",
+        "Community board: your favourite spots to read with a coffee",
     )),
     Profile("northwind.outdoors", 48_900, 0.0012, 96.0, 0.028, 1.32, (
         "Summit sunrise on the Ridge Trail. Where are you hiking this weekend?",
@@ -144,6 +152,14 @@ PROFILES = (
         "Leave no trace: 5 habits every hiker should know",
         "Customer spotlight: @trailmixtina on the John Muir Trail",
         "Fall collection drop — layers for the shoulder season 🍂",
+        "Trail food ideas that survive a week in a pack",
+        "Repair, don't replace: our free gear repair clinic",
+        "First snow on the pass. Microspikes on!",
+        "Map and compass basics, in under a minute",
+        "Meet the team: our head of product testing",
+        "Camp kitchen upgrade: the one-pot chili recipe",
+        "Wild swimming safety: 4 things to check first",
+        "Sunset from the bothy, 900 m up 🌄",
     )),
     Profile("lumen.studio", 5_300, 0.0034, 240.0, 0.012, 0.86, (
         "New pendant light in brushed brass, handmade in our studio ✨",
@@ -152,6 +168,14 @@ PROFILES = (
         "Limited run: 20 ceramic table lamps, each one unique",
         "Design tip: layer three light sources in every room",
         "Workshop open day this Friday — come see the kilns",
+        "Glaze tests: twelve shades of midnight blue",
+        "How a lampshade is spun, start to finish",
+        "Reading nook ideas for the darker evenings",
+        "Client home tour: a Victorian terrace in soft light",
+        "Dimmer or no dimmer? Our honest take",
+        "Behind the wheel: throwing a lamp base",
+        "Gift guide: pieces under $150",
+        "Restock alert: the linen wall sconce is back",
     )),
     Profile("harbor.bakery", 8_700, 0.0018, 22.0, 0.05, 1.25, (
         "Sourdough out of the oven at 7am sharp 🥖",
@@ -710,6 +734,7 @@ def daily_series(rng: random.Random, acc: DemoAccount, first: date, last: date,
     n = (last - first).days + 1
     followers = p.followers / (1 + p.growth) ** n
     total_posts = 180 + rng.randint(0, 400)
+    recent: list[str] = []  # the account's latest captions, newest last
     out: dict[date, DayStats] = {}
     for i in range(n):
         d = first + timedelta(days=i)
@@ -739,7 +764,10 @@ def daily_series(rng: random.Random, acc: DemoAccount, first: date, last: date,
             media_id = _num_id(rng, 17, "179")
             queued = (published or {}).get(d) or []
             if j < len(queued):  # the same rng draws either way: the rest of the data set is unchanged
-                media_id, caption = queued[j][0], queued[j][1] or caption
+                media_id, caption = queued[j][0], queued[j][1] or _fresh_caption(caption, p.captions, recent)
+            else:
+                caption = _fresh_caption(caption, p.captions, recent)
+            recent.append(caption)
             posts.append({"media_id": media_id, "media_type": mt, "caption": caption, "likes": likes,
                           "comments": comments, "saves": saves, "shares": shares, "reach": post_reach,
                           "engagement": engagement, "engagement_rate": round(engagement / post_reach * 100, 2),
@@ -754,6 +782,17 @@ def daily_series(rng: random.Random, acc: DemoAccount, first: date, last: date,
                           rng.randint(0, max(1, orders // 2)), [round(rng.uniform(0.35, 0.9), 2) for _ in range(orders)],
                           tps)
     return out
+
+
+def _fresh_caption(drawn: str, pool: tuple[str, ...], recent: list[str]) -> str:
+    """`drawn`, unless one of the account's last posts had it: then the caption unused the longest.
+    A real account does not post the same caption twice in a week, and a week's best and worst post
+    with one caption read as the same post."""
+    window = recent[-(len(pool) - 2):] if len(pool) > 2 else []
+    if drawn not in window:
+        return drawn
+    last_use = {c: i for i, c in enumerate(recent)}
+    return min(pool, key=lambda c: last_use.get(c, -1))
 
 
 def _interactions(m: dict) -> int:
@@ -817,7 +856,8 @@ def media_metrics(days: list[DayStats]) -> dict[str, Any]:
         "top_performing": [{"media_id": p["media_id"], "engagement": p["engagement"],
                             "caption_snippet": _snippet(p["caption"])} for p in ranked[:3]],
         "best_post": _post_summary(ranked[0]) if ranked else {},
-        "worst_post": _post_summary(ranked[-1]) if ranked else {},
+        # a period's only post is its best one, not also its worst
+        "worst_post": _post_summary(ranked[-1]) if len(ranked) > 1 else {},
         "by_media_type": by_type,
     }
 

@@ -8,7 +8,7 @@ import email
 import email.policy
 import threading
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -78,7 +78,10 @@ def test_digest_content(engine):
     assert "&lt;b&gt;Espresso&lt;/b&gt; &amp; co" in page and "<script>" not in page
     assert "https://dash.example.com/metrics" in page
     text = digest.render_text(d)
-    assert "Queue: 2 sent, 1 failed, 3 dead-lettered this week" in text
+    assert "Queue: 2 sent, 1 failed, 3 dead-lettered in the 7 days to 2026-11-30 08:01 UTC" in text
+    # the title names the week of the KPIs' report (Monday to Sunday), not the 7 days before now
+    assert d.title == "Weekly digest · all accounts · 2026-11-23 – 2026-11-29"
+    assert "KPIs (weekly report 2026-11-23 – 2026-11-29)" in text
 
 
 def test_scheduled_digest_through_the_outbox_to_a_json_receiver(engine):
@@ -93,7 +96,7 @@ def test_scheduled_digest_through_the_outbox_to_a_json_receiver(engine):
         assert len(msgs) == 1
         body = msgs[0]["message"]
         assert "Top posts" in body and "m-1" in body and "Espresso" in body and "Queue health" in body
-        assert msgs[0]["title"] == "Weekly digest · all accounts · 2026-11-23 – 2026-11-30"
+        assert msgs[0]["title"] == "Weekly digest · all accounts · 2026-11-23 – 2026-11-29"
     with engine.connect() as conn:
         [row] = conn.execute(sa.select(notification_outbox).where(notification_outbox.c.kind == "weekly_digest")).all()
     assert row.status == "sent" and row.dedupe_key.startswith("weekly_digest:2026-11-30T08:00:00+00:00:all:")
@@ -138,3 +141,28 @@ def test_send_now_delivers_an_html_mail_and_is_audited(engine):
     with engine.connect() as conn:
         [audit] = conn.execute(sa.select(audit_log).where(audit_log.c.event_type == "digest_sent")).mappings().all()
     assert audit["user_id"] == "ops@example.com" and audit["success"] is True
+
+
+def test_digest_week_is_the_kpis_week_on_any_day():
+    # the newest of the accounts' latest weekly reports names the week, on any weekday
+    periods = [("2026-11-16", "2026-11-22"), ("2026-11-23", "2026-11-29")]
+    for day in range(7):
+        now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC) + timedelta(days=day)
+        assert digest.digest_week(periods, now) == (date(2026, 11, 23), date(2026, 11, 29))
+    # no report (or none with a readable period): the last whole Monday-Sunday week before now
+    sunday = datetime(2026, 12, 6, 23, 0, tzinfo=UTC)
+    assert digest.digest_week([], sunday) == (date(2026, 11, 23), date(2026, 11, 29))
+    assert digest.digest_week([(None, "later")], sunday + timedelta(hours=1)) == (date(2026, 11, 30), date(2026, 12, 6))
+
+
+def test_title_kpis_and_posts_share_the_reported_week_days_after_it(engine):
+    acc = seed(engine)
+    later = NOW + timedelta(days=6)  # Sunday: the next week's report is not written yet
+    with engine.connect() as conn:
+        d = digest.build_digest(conn, cfg(engine), now=later, account_id=acc)
+    assert d.title == "Weekly digest · @acme · 2026-11-23 – 2026-11-29"
+    assert (d.period_start, d.period_end) == (datetime(2026, 11, 23, tzinfo=UTC),
+                                              datetime(2026, 11, 30, tzinfo=UTC))
+    assert {k["label"]: k["value"] for k in d.kpis}["Reach"] == "7,000"  # that week's report
+    assert [p["instagram_id"] for p in d.top_posts] == ["m-1", "m-2"]  # published in that week
+    assert "No weekly report" not in digest.render_html(d)

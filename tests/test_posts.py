@@ -132,3 +132,38 @@ def test_demo_seed_has_joined_posts(demo_url):
     assert view.total > 0 and view.reported > 0
     joined = view.frame[view.frame["reports"] > 0]
     assert joined["engagement"].notna().all()
+
+
+# --------------------------------------------------------------------------- best and worst posts
+
+def test_best_and_worst_rows_have_readable_values_best_first():
+    media = {"top_performing": [{"media_id": 7, "engagement": 90, "caption_snippet": "From the top list"}],
+             "best_post": {"media_id": 7, "media_type": "CAROUSEL_ALBUM", "caption_snippet": None, "engagement": 90,
+                           "likes": 70, "comments": 5, "reach": 1200},
+             "worst_post": {"media_id": "m-2", "media_type": "REELS", "caption_snippet": "None", "engagement": "n/a",
+                            "likes": 3}}
+    table = lp.best_and_worst(media)
+    assert list(table.columns) == list(lp.BEST_WORST_COLUMNS)
+    rows = table.to_dict("records")
+    assert [r["rank"] for r in rows] == ["Best", "Worst"]
+    assert rows[0]["media_id"] == "7" and rows[0]["media_type"] == "Carousel"
+    assert rows[0]["caption"] == "From the top list"  # missing here, found in top_performing
+    assert rows[0]["likes"] == 70 and rows[0]["reach"] == 1200
+    assert rows[1]["caption"] == lp.NO_CAPTION and rows[1]["media_type"] == "Reel"  # "None" is no caption
+    assert rows[1]["engagement"] is None or pd.isna(rows[1]["engagement"])  # a non-number is not shown as one
+    assert "None" not in table["caption"].tolist()
+
+
+def test_one_post_that_is_best_and_worst_is_one_row():
+    post = {"media_id": "m-1", "caption_snippet": "Only post", "engagement": 5}
+    table = lp.best_and_worst({"best_post": post, "worst_post": dict(post)})
+    assert table["rank"].tolist() == ["Best and worst"] and table["caption"].tolist() == ["Only post"]
+    assert lp.best_and_worst({"best_post": {}, "worst_post": {}}).empty
+    assert lp.best_and_worst(None).empty
+    only_worst = lp.best_and_worst({"best_post": {}, "worst_post": {"media_id": "w", "caption_snippet": " "}})
+    assert only_worst["rank"].tolist() == ["Worst"] and only_worst["caption"].tolist() == [lp.NO_CAPTION]
+
+
+def test_caption_text():
+    assert [lp.caption_text(v) for v in (None, "", "  ", "None", float("nan"), " Hi ")] == \
+        [lp.NO_CAPTION] * 5 + ["Hi"]

@@ -203,3 +203,26 @@ def test_scale_path_with_tiny_volumes(engine):
     assert statuses == {a: a in ALIVE_DEMO_AGENTS for a in DEMO_AGENTS}
     assert set(report["instagram_metrics"]) == IG_KEYS and isinstance(report["media_metrics"]["top_performing"], list)
     assert all(t and t != r"\N" for t in texts)
+
+
+def test_best_and_worst_posts_are_different_posts_with_their_own_captions(seeded):
+    engine, _ = seeded
+    with engine.connect() as conn:
+        reports = _all(conn, schema.analytics_reports)
+    pairs = single = 0
+    for r in reports:
+        media = r["media_metrics"]
+        best, worst = media["best_post"], media["worst_post"]
+        if media["total_posts_in_period"] == 1:  # the only post is the best one, not also the worst
+            assert best and worst == {}
+            single += 1
+        elif best and worst:
+            assert best["media_id"] != worst["media_id"] and best["engagement"] >= worst["engagement"]
+            pairs += 1
+    assert single and pairs
+    # a week's posts repeat no caption (so best and worst never read as the same post): generated
+    # captions only, the queue's published rows keep theirs
+    weekly = [r for r in reports if r["report_type"] == "weekly"]
+    same = sum(r["media_metrics"]["best_post"]["caption_snippet"] == r["media_metrics"]["worst_post"]["caption_snippet"]
+               for r in weekly if r["media_metrics"]["worst_post"])
+    assert same <= len(weekly) // 20, same

@@ -28,7 +28,6 @@ from datetime import UTC, datetime, timedelta
 
 from croniter import croniter
 
-from lib.analytics.anomalies import worker_pass
 from lib.core import counters
 from lib.core.db import UNAVAILABLE_ERRORS, error_line, init_db, make_engine
 from lib.core.logs import configure_logging, fields
@@ -211,6 +210,8 @@ class Worker:
         if last is not None and now - last < timedelta(hours=1):
             return
         self._anomaly_pass_at = now
+        from lib.analytics.anomalies import worker_pass  # lazy: pandas, which the worker needs only here (ANOMALY_ALERTS on)
+
         with self.engine.begin() as conn:
             raised = worker_pass(conn, now=now, threshold=self.settings.anomaly_threshold)
         if raised:

@@ -110,6 +110,50 @@ def media_stats(reports: Iterable[an.Report]) -> dict[str, dict[str, Any]]:
     return out
 
 
+NO_CAPTION = "—"
+MEDIA_TYPE_LABELS = {"IMAGE": "Image", "VIDEO": "Video", "REELS": "Reel", "CAROUSEL_ALBUM": "Carousel",
+                     "CAROUSEL": "Carousel", "STORIES": "Story"}
+BEST_WORST_COLUMNS = ("rank", "media_id", "media_type", "caption", "engagement", "likes", "comments", "reach")
+
+
+def caption_text(value: Any) -> str:
+    """A caption for display: missing, empty or the text "None" -> NO_CAPTION."""
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return NO_CAPTION
+    text = str(value).strip()
+    return text if text and text.lower() not in ("none", "null", "nan") else NO_CAPTION
+
+
+def best_and_worst(media: dict[str, Any] | None) -> pd.DataFrame:
+    """A report's media_metrics.best_post and worst_post as rows of BEST_WORST_COLUMNS, best first.
+
+    A post that is both (a period with one post) is one row, "Best and worst". A caption missing
+    from the entry is taken from top_performing's caption_snippet of the same media id."""
+    media = media or {}
+    snippets = {str(p.get("media_id")): p.get("caption_snippet") for p in media.get("top_performing") or []
+                if isinstance(p, dict) and p.get("media_id") not in (None, "")}
+    entries = [(rank, media.get(key)) for rank, key in (("Best", "best_post"), ("Worst", "worst_post"))]
+    entries = [(rank, post) for rank, post in entries if isinstance(post, dict) and post]
+    if len(entries) == 2 and entries[0][1].get("media_id") not in (None, "") \
+            and str(entries[0][1].get("media_id")) == str(entries[1][1].get("media_id")):
+        entries = [("Best and worst", entries[0][1])]
+    rows = []
+    for rank, post in entries:
+        mid = post.get("media_id")
+        mid = None if mid in (None, "") else str(mid)
+        kind = post.get("media_type")
+        caption = caption_text(post.get("caption_snippet") or post.get("caption"))
+        rows.append({"rank": rank, "media_id": mid,
+                     "media_type": None if kind in (None, "") else MEDIA_TYPE_LABELS.get(str(kind), str(kind)),
+                     "caption": caption if caption != NO_CAPTION else caption_text(snippets.get(mid)),
+                     **{f: _number(post.get(f)) for f in ("engagement", "likes", "comments", "reach")}})
+    return pd.DataFrame(rows, columns=list(BEST_WORST_COLUMNS))
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def join_posts(rows: Sequence[dict[str, Any]], stats: dict[str, dict[str, Any]], names: dict[str, str],
                *, sort: str = "engagement") -> pd.DataFrame:
     """Queue rows (see fetch_published) joined with media_stats, in COLUMNS order."""

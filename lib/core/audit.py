@@ -5,15 +5,17 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from lib.core.db import distinct_values_cte, stream_rows, uuid_text
-from lib.core.export import Columns, prefetched
 from lib.core.redact import redact, redact_json_texts, redact_text, redact_texts
 from lib.core.schema import UTCDateTime, audit_log
 from lib.core.timebuckets import bucket_expr, bucket_value
+
+if TYPE_CHECKING:
+    from lib.core.export import Columns
 
 # The agents' event types, plus the ones this project writes for operator actions.
 SPEC_EVENT_TYPES = (
@@ -238,6 +240,8 @@ def export_chunks(
     """Rows of everything the filter matches (at most cap + 1, so a caller can tell it was capped),
     newest first, read from a server-side cursor in chunks of `chunk_size` (lib.core.export.Columns: they
     read as row tuples)."""
+    from lib.core.export import prefetched  # lazy: lib.core.export brings pandas, which the worker's writes do not need
+
     chunks = _export_chunks(conn, filters, cap, chunk_size)
     # PostgreSQL: the server reads the next chunk while this one is written (the client waits on a
     # socket, without the GIL); sqlite3 builds its rows holding the GIL, so a thread only adds switches
@@ -245,6 +249,8 @@ def export_chunks(
 
 
 def _export_chunks(conn: sa.Connection, filters: AuditFilter, cap: int, chunk_size: int) -> Iterator[Columns]:
+    from lib.core.export import Columns  # lazy: pandas, as above
+
     d_at, e_at = EXPORT_COLUMNS.index("details"), EXPORT_COLUMNS.index("error_message")
     t_at, s_at = EXPORT_COLUMNS.index("created_at"), EXPORT_COLUMNS.index("success")
     # the driver's values (feed_query selects every column as text or as the driver reads it; only

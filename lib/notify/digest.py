@@ -16,14 +16,12 @@ from __future__ import annotations
 import html
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
 from lib.alerts.store import severity
-from lib.analytics import anomalies, posts
-from lib.analytics import reports as an
 from lib.core.audit import log_audit
 from lib.core.db import insert_ignore
 from lib.core.identity import require_operator
@@ -41,20 +39,41 @@ MAX_ALERTS = 10
 @dataclass
 class Digest:
     title: str
-    period_start: datetime
+    period_start: datetime  # the reported week (title, KPIs, top posts, anomalies): [Monday 00:00, next Monday 00:00)
     period_end: datetime
     account_id: uuid.UUID | None
     account_name: str | None
     kpis: list[dict[str, Any]] = field(default_factory=list)  # {account, label, value, delta}
     top_posts: list[dict[str, Any]] = field(default_factory=list)
     anomalies: list[dict[str, Any]] = field(default_factory=list)
-    queue: dict[str, int] = field(default_factory=dict)  # sent, failed, dlq (this week), dlq_now
+    queue: dict[str, int] = field(default_factory=dict)  # sent, failed, dlq (the 7 days to as_of), dlq_now
     alerts: dict[str, int] = field(default_factory=dict)  # severity -> open count
     alert_items: list[dict[str, Any]] = field(default_factory=list)
     link: str | None = None
+    as_of: datetime | None = None  # when it was built: the queue's 7 days and the open alerts end here
+
+    @property
+    def period_text(self) -> str:
+        return f"{self.period_start.date()} – {(self.period_end - timedelta(days=1)).date()}"
 
 
 # --------------------------------------------------------------------------- building
+
+def digest_week(report_periods: list[tuple[str | None, str | None]], now: datetime) -> tuple[date, date]:
+    """The week a digest reports on (first and last day, UTC): the newest period among the accounts'
+    latest weekly reports, so the title names the week of the KPIs; without a report, the last
+    whole Monday-Sunday week before `now`."""
+    periods = []
+    for start, end in report_periods:
+        try:
+            periods.append((date.fromisoformat(str(start)[:10]), date.fromisoformat(str(end)[:10])))
+        except ValueError:  # a period that is not an ISO day: not a week to name
+            continue
+    if periods:
+        return max(periods, key=lambda p: (p[1], p[0]))
+    monday = now.date() - timedelta(days=now.weekday())
+    return monday - timedelta(days=7), monday - timedelta(days=1)
+
 
 def _names(conn) -> dict[str, str]:
     t = instagram_business_accounts
@@ -67,13 +86,11 @@ def build_digest(conn: sa.Connection, settings: Settings, *, now: datetime,
     # would otherwise pay ~1 s of start-up per process for a digest it builds once a week.
     import pandas as pd
 
+    from lib.analytics import anomalies, posts  # lazy: pandas (see above)
+    from lib.analytics import reports as an  # lazy: pandas (see above)
+
     names = _names(conn)
-    end = now
-    start = now - timedelta(days=7)
     acc_name = names.get(str(account_id)) if account_id else None
-    d = Digest(title=f"Weekly digest · {'@' + acc_name if acc_name else 'all accounts'} · "
-                     f"{start.date()} – {(end - timedelta(seconds=1)).date()}",
-               period_start=start, period_end=end, account_id=account_id, account_name=acc_name)
     ids = None if account_id is None else [account_id]
 
     # KPIs: the newest weekly report per account against the one before (or its historical_comparison)
@@ -82,9 +99,15 @@ def build_digest(conn: sa.Connection, settings: Settings, *, now: datetime,
     for r in rows:
         rep = an.parse_report(r, full=False)
         by_acc.setdefault(rep.business_account_id, []).append(an.flatten_report(rep, lists=False))
+    first, last = digest_week([(reps[-1].get("start_date"), reps[-1].get("end_date")) for reps in by_acc.values()], now)
+    start, end = an.day_bounds(first, last)
+    d = Digest(title=f"Weekly digest · {'@' + acc_name if acc_name else 'all accounts'} · {first} – {last}",
+               period_start=start, period_end=end, account_id=account_id, account_name=acc_name, as_of=now)
     for acc in sorted(by_acc, key=lambda a: names.get(a, a)):
         reps = by_acc[acc]
         latest, previous = reps[-1], (reps[-2] if len(reps) > 1 else None)
+        if str(latest.get("end_date"))[:10] != last.isoformat():  # no report of the digest's week yet
+            continue
         for k in an.kpi_deltas(latest, previous):
             if k.value is None:
                 continue
@@ -110,8 +133,8 @@ def build_digest(conn: sa.Connection, settings: Settings, *, now: datetime,
                    for f in flags.to_dict("records")]
 
     # queue health: rows that reached sent / failed / dlq this week, and the DLQ now
-    q = post_queue
-    cond = [q.c.updated_at >= start, q.c.updated_at < end]
+    q = post_queue  # operational: the 7 days up to now, whatever week the reports cover
+    cond = [q.c.updated_at >= now - timedelta(days=7), q.c.updated_at < now]
     if account_id is not None:
         cond.append(q.c.business_account_id == account_id)
     counts = dict(conn.execute(sa.select(q.c.status, sa.func.count()).where(*cond, q.c.status.in_(("sent", "failed", "dlq")))
@@ -153,7 +176,7 @@ def _n(value) -> str:
 
 def render_text(d: Digest) -> str:
     lines = [d.title, ""]
-    lines.append("KPIs (latest weekly report)")
+    lines.append(f"KPIs (weekly report {d.period_text})")
     lines += [f"  {k['account']}: {k['label']} {k['value']} ({k['delta']})" for k in d.kpis] or ["  no weekly report"]
     lines += ["", "Top posts"]
     lines += [f"  {p['account']} {p['instagram_id']}: engagement {_n(p['engagement'])} · {p['caption'][:80]}"
@@ -162,7 +185,7 @@ def render_text(d: Digest) -> str:
     lines += [f"  {a['day']} {a['account']}: {a['label']} {_n(a['value'])} (median {_n(a['baseline'])}, "
               f"deviation {a['deviation']:+.1f})" for a in d.anomalies] or ["  none"]
     q = d.queue
-    lines += ["", f"Queue: {q['sent']:,} sent, {q['failed']:,} failed, {q['dlq']:,} dead-lettered this week; "
+    lines += ["", f"Queue: {q['sent']:,} sent, {q['failed']:,} failed, {q['dlq']:,} dead-lettered {_last_7_days(d)}; "
                   f"{q['dlq_now']:,} in the DLQ now"]
     lines += ["", "Open alerts: " + (", ".join(f"{n} {s}" for s, n in d.alerts.items()) or "none")]
     lines += [f"  [{a['severity']}] {a['alert_type']}{' · ' + a['account'] if a['account'] else ''}: {a['message']}"
@@ -170,6 +193,10 @@ def render_text(d: Digest) -> str:
     if d.link:
         lines += ["", f"Open in the dashboard: {d.link}"]
     return "\n".join(lines)
+
+
+def _last_7_days(d: Digest) -> str:
+    return f"in the 7 days to {d.as_of:%Y-%m-%d %H:%M} UTC" if d.as_of else "in the last 7 days"
 
 
 def _table(head: list[str], rows: list[list[str]]) -> str:
@@ -185,19 +212,19 @@ def render_html(d: Digest) -> str:
     parts = [f"<h2>{e(d.title)}</h2>", "<h3>KPIs</h3>"]
     parts.append(_table(["Account", "KPI", "Value", "Change"], [[k["account"], k["label"], k["value"], k["delta"]]
                                                                 for k in d.kpis]) if d.kpis
-                 else "<p>No weekly report in the last three weeks.</p>")
+                 else f"<p>No weekly report for {e(d.period_text)}.</p>")
     parts.append("<h3>Top posts</h3>")
     parts.append(_table(["Account", "Media id", "Engagement", "Likes", "Reach", "Caption"],
                         [[p["account"], p["instagram_id"], _n(p["engagement"]), _n(p["likes"]), _n(p["reach"]),
                           p["caption"][:120]] for p in d.top_posts]) if d.top_posts
-                 else "<p>No published post with report data this week.</p>")
+                 else f"<p>No post published {e(d.period_text)} with report data.</p>")
     parts.append("<h3>Anomalies</h3>")
     parts.append(_table(["Day", "Account", "Metric", "Value", "28-day median", "Deviation"],
                         [[a["day"], a["account"], a["label"], _n(a["value"]), _n(a["baseline"]),
                           f"{a['deviation']:+.1f}"] for a in d.anomalies]) if d.anomalies
                  else "<p>No anomalies flagged.</p>")
     q = d.queue
-    parts.append("<h3>Queue health</h3>")
+    parts.append(f"<h3>Queue health</h3><p>{e(_last_7_days(d)[:1].upper() + _last_7_days(d)[1:])}</p>")
     parts.append(_table(["Sent", "Failed", "Dead-lettered", "In the DLQ now"],
                         [[f"{q['sent']:,}", f"{q['failed']:,}", f"{q['dlq']:,}", f"{q['dlq_now']:,}"]]))
     parts.append("<h3>Open alerts</h3>")
@@ -214,6 +241,7 @@ def render_html(d: Digest) -> str:
 
 def last_slot(cron: str, now: datetime) -> datetime:
     """The newest time at or before `now` that the cron expression names (UTC)."""
+
     from croniter import croniter
 
     return croniter(cron, now + timedelta(seconds=1)).get_prev(datetime)

@@ -30,7 +30,6 @@ from typing import Any
 import sqlalchemy as sa
 
 from lib.alerts.store import auto_resolve, open_or_update_alert
-from lib.core.export import build_export
 from lib.core.redact import redact, redact_text
 from lib.core.schema import (
     instagram_business_accounts,
@@ -338,6 +337,8 @@ def export_chunks(conn: sa.Connection, *, account_id: uuid.UUID | None = None, c
 
 
 def export_decisions(conn: sa.Connection, fmt: str, *, account_id: uuid.UUID | None = None) -> bytes:
+    from lib.core.export import build_export  # lazy: pandas, which the worker needs only here (an export)
+
     data, _, _ = build_export(fmt, EXPORT_COLUMNS, export_chunks(conn, account_id=account_id))
     return data
 

@@ -13,10 +13,20 @@ from lib.core.text import md_escape
 from lib.core.timeutil import cron_in_words, floor_time, utcnow
 from lib.notify import digest as dg
 from lib.notify.routes import routes
+from lib.ui.auth import OPERATORS_ONLY, current_actor
 from lib.ui.feedback import Confirmation, flash, show_flash
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine
 
 WHERE = "digest"
+LABELS = {  # the preview's column headers (the Digest's keys are the message's)
+    "account": "Account", "label": "Metric", "value": "Value", "delta": "Change", "instagram_id": "Media id",
+    "engagement": st.column_config.NumberColumn("Engagement", format="localized"),
+    "likes": st.column_config.NumberColumn("Likes", format="localized"),
+    "reach": st.column_config.NumberColumn("Reach", format="localized"),
+    "caption": st.column_config.TextColumn("Caption", width="large"), "day": "Day (UTC)",
+    "baseline": "28-day median", "deviation": st.column_config.NumberColumn("Deviation", format="%+.1f"),
+    "direction": "Direction",
+}
 CONFIRM_SEND = Confirmation("digest_confirm_send")
 
 
@@ -40,8 +50,6 @@ def show_schedule(scope: Scope) -> None:
 
 
 def _send(db_url: str, settings, account_id) -> None:
-    from lib.ui.auth import current_actor
-
     try:
         outcomes = dg.send_now(get_engine(db_url), settings, actor=current_actor(settings), now=utcnow(),
                                account_id=account_id)
@@ -57,7 +65,7 @@ def _send(db_url: str, settings, account_id) -> None:
 def send_button(scope: Scope) -> None:
     """Send now asks first, naming every route it goes to (masked labels)."""
     route_list = routes(scope.settings)
-    why = None if scope.user.is_operator else "Operators only: your role is viewer."
+    why = None if scope.user.is_operator else OPERATORS_ONLY
     if not route_list:
         why = why or "No notification route is configured (ALERT_NOTIFY_URLS)."
     st.button("Send now…", key="digest_send_now", icon=":material/send:", disabled=why is not None,
@@ -95,20 +103,23 @@ def show_preview(scope: Scope) -> None:
     now = floor_time(utcnow(), 60)
     d = load_preview(scope.db_url, scope.settings, scope.account_id, now)
     st.subheader(md_escape(d.title), anchor=False)  # the title names the account
-    st.markdown("**KPIs** (latest weekly report, change vs the one before)")
+    week = md_escape(d.period_text)  # the week of the title: the KPIs' reports, the posts and the anomalies
+    st.markdown(f"**KPIs** (weekly report {week}, change vs the one before)")
     st.dataframe(pd.DataFrame(d.kpis, columns=["account", "label", "value", "delta"]), hide_index=True,
-                 width="stretch", key="digest_kpis")
-    st.markdown("**Top posts** (published this week, by engagement)")
+                 width="stretch", key="digest_kpis", column_config=LABELS)
+    st.markdown(f"**Top posts** (published {week}, by engagement)")
     st.dataframe(pd.DataFrame(d.top_posts, columns=["account", "instagram_id", "engagement", "likes", "reach", "caption"]),
-                 hide_index=True, width="stretch", key="digest_posts")
-    st.markdown("**Anomalies** (daily reports of the week)")
+                 hide_index=True, width="stretch", key="digest_posts", column_config=LABELS)
+    st.markdown(f"**Anomalies** (daily reports of {week})")
     st.dataframe(pd.DataFrame(d.anomalies, columns=["day", "account", "label", "value", "baseline", "deviation",
-                                                    "direction"]), hide_index=True, width="stretch", key="digest_flags")
+                                                    "direction"]), hide_index=True, width="stretch", key="digest_flags",
+                 column_config=LABELS)
     q = d.queue
+    st.markdown(f"**Queue** (the 7 days to {d.as_of:%Y-%m-%d %H:%M} UTC)")
     a, b, c, e = st.columns(4)
-    a.metric("Sent this week", f"{q['sent']:,}")
-    b.metric("Failed this week", f"{q['failed']:,}")
-    c.metric("Dead-lettered this week", f"{q['dlq']:,}")
+    a.metric("Sent", f"{q['sent']:,}")
+    b.metric("Failed", f"{q['failed']:,}")
+    c.metric("Dead-lettered", f"{q['dlq']:,}")
     e.metric("In the DLQ now", f"{q['dlq_now']:,}")
     st.markdown("**Open alerts** " + md_escape(", ".join(f"{n} {s}" for s, n in d.alerts.items()) or "none"))
     if d.alert_items:

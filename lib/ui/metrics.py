@@ -14,16 +14,20 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from lib.analytics import anomalies
+from lib.analytics import posts as lp
 from lib.analytics import reports as an
 from lib.core.export import frame_export
 from lib.core.timeutil import utcnow
+from lib.ui.auth import OPERATORS_ONLY, current_actor
 from lib.ui.charts import Fig, plain
 from lib.ui.export import export_control
+from lib.ui.feedback import flash, guarded_write, show_flash
 from lib.ui.shell import CACHE_TTL_S, Scope, get_engine, lazy_expander
 from lib.ui.text import md_escape
 
 RANGE_PRESETS = {"7 days": 7, "30 days": 30, "90 days": 90, "1 year": 365, "All": None, "Custom": -1}
 DEFAULT_RANGE = "90 days"
+RANGE_LABELS = {"7 days": "7d", "30 days": "30d", "90 days": "90d", "1 year": "1y"}  # short: the accounts need the room
 CHART_ALL_UP_TO = 3  # up to this many accounts the Instagram chart starts with DEFAULT_IG; more: Reach alone
 EXPORT_CAP = 100_000
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
@@ -39,7 +43,7 @@ IG_METRICS = {  # instagram_metrics chart: name -> (column, axis)
     "Posts published": ("instagram_metrics.posts_published", "count"),
     "Avg engagement rate (%)": ("instagram_metrics.avg_engagement_rate", "rate"),
 }
-DEFAULT_IG = ["Reach", "Impressions", "Avg engagement rate (%)"]
+DEFAULT_IG = ["Reach", "Impressions"]  # counts of one scale: one y axis until the user asks for more
 ENGAGEMENT = {"Likes": "instagram_metrics.total_likes", "Comments": "instagram_metrics.total_comments",
               "Saves": "instagram_metrics.total_saves", "Shares": "instagram_metrics.total_shares"}
 REVENUE = {"Attributed revenue ($)": "revenue_metrics.attributed_revenue",
@@ -60,11 +64,13 @@ class Keys:
     TYPE, RANGE, CUSTOM_RANGE = "metrics_type", "metrics_range", "metrics_custom_range"  # type and range: in the URL
     CHART_TAB = "metrics_chart_tab"  # the open chart tab (lazy tabs: only that one is computed)
     IG_CHOICE, MEDIA_FIELD = "metrics_ig_choice", "metrics_media_field"  # the metrics / measure plotted
+    IG_RIGHT_AXIS = "metrics_ig_right_axis"  # rates on a right axis of the same panel (else a panel of their own)
     DETAIL_PERIOD, DETAIL_ACCOUNT = "metrics_detail_period", "metrics_detail_account"  # the details shown
     COMPARISON = "metrics_comparison"  # the period comparison table
     DETAILS, COMPARE = "metrics_details_open", "metrics_compare_open"  # the lazy sections: True while open
     MORE_KPIS = "metrics_more_kpis_open"  # the lazy KPI cards when several accounts are in scope
     KPI_BOARD = "metrics_kpi_board"  # the KPI board (a row per account) shown instead of their cards
+    BEST_WORST = "metrics_best_worst"  # the best and worst posts of each account's latest report
     ANOMALY_FLAGS, REPORT_ANOMALIES = "metrics_anomaly_flags", "metrics_report_anomalies"  # the Anomalies tab's tables
     RAISE_ANOMALIES = "metrics_raise_anomalies"  # the "raise the flags as alerts" button
     CSV_REPORTS, CSV_COMPARISON, CSV_FLAGS = "csv_reports", "csv_comparison", "csv_anomaly_flags"  # export controls
@@ -93,7 +99,7 @@ class Keys:
         return f"insights-{kind}-{report_id}"
 
     @staticmethod
-    def posts(which: str, report_id: str) -> str:  # which: "top", "best_post" or "worst_post"
+    def posts(which: str, report_id: str) -> str:  # which: "top" or "best_worst"
         return f"{which}-{report_id}"
 
 
@@ -115,7 +121,8 @@ class MetricsScope:
 def scope_controls(scope: Scope) -> MetricsScope | None:
     """Accounts (several side by side), report type, date range with presets. None = nothing chosen."""
     today = utcnow().date()  # report periods are UTC days
-    a, b, c = st.columns([2.6, 1.2, 3.6], vertical_alignment="bottom")
+    # at 1440 px three accounts' chips fit beside the two controls (the range's buttons are short)
+    a, b, c = st.columns([4.2, 1.3, 3.0], vertical_alignment="bottom")
     options = [str(acc.id) for acc in scope.accounts]
     account_ids: tuple[str, ...] | None = None
     if options:
@@ -136,7 +143,9 @@ def scope_controls(scope: Scope) -> MetricsScope | None:
     report_type = b.segmented_control("Report type", an.REPORT_TYPES, default="weekly", key=Keys.TYPE,
                                       format_func=str.capitalize, bind="query-params") or "weekly"
     preset = c.segmented_control("Date range", list(RANGE_PRESETS), default=DEFAULT_RANGE, key=Keys.RANGE,
-                                 bind="query-params") or DEFAULT_RANGE
+                                 format_func=lambda p: RANGE_LABELS.get(p, p), bind="query-params",
+                                 help="The last 7, 30 or 90 days or year of reports (report dates, UTC), all, or "
+                                      "a custom range.") or DEFAULT_RANGE
     days = RANGE_PRESETS[preset]
     if days == -1:
         picked = st.date_input("Custom range", value=(today - timedelta(days=90), today), max_value=today,
@@ -353,6 +362,56 @@ def _previous_text(kpis: list[an.Kpi], previous: dict | None) -> str:
     return md_escape(_period_of(previous))
 
 
+# --------------------------------------------------------------------------- best and worst posts
+
+BEST_WORST_CONFIG = {
+    "account": st.column_config.TextColumn("Account"),
+    "rank": st.column_config.TextColumn("Post"),
+    "media_id": st.column_config.TextColumn("Media id"),
+    "media_type": st.column_config.TextColumn("Type"),
+    "caption": st.column_config.TextColumn("Caption", width="large"),
+    "engagement": st.column_config.NumberColumn("Engagement", format="localized",
+                                                help="Likes, comments, saves and shares"),
+    "likes": st.column_config.NumberColumn("Likes", format="localized"),
+    "comments": st.column_config.NumberColumn("Comments", format="localized"),
+    "reach": st.column_config.NumberColumn("Reach", format="localized"),
+}
+
+
+def best_worst_frame(reports: list[an.Report], names: dict[str, str]) -> pd.DataFrame:
+    """The best and worst posts of the reports, a row each, ordered by account name (with an Account
+    column when there are several accounts)."""
+    reports = sorted(reports, key=lambda r: (names.get(r.business_account_id, r.business_account_id).lower(), r.id))
+    frames = []
+    for r in reports:
+        table = lp.best_and_worst(r.sections.get("media_metrics"))
+        table.insert(0, "account", names.get(r.business_account_id, r.business_account_id))
+        frames.append(table)
+    if not frames:
+        return pd.DataFrame(columns=["account", *lp.BEST_WORST_COLUMNS])
+    out = pd.concat([f for f in frames if not f.empty] or frames[:1], ignore_index=True)
+    return out if len(reports) > 1 else out.drop(columns=["account"])
+
+
+def show_best_worst(data: ReportSet, scope: Scope, ms: MetricsScope) -> None:
+    """The latest report's best and worst post of each account, one compact table."""
+    df = data.frame
+    names = _account_names(scope, df)
+    reports = load_details(scope.db_url, latest_ids(df))
+    table = best_worst_frame(reports, names)
+    periods = sorted({r.period for r in reports})
+    st.caption(f"From the latest {ms.report_type} report of each account"
+               + (f": {md_escape(periods[0])}" if len(periods) == 1 else "") + ". Engagement counts likes, comments, "
+               "saves and shares.")
+    if table.empty:
+        st.caption("These reports name no best or worst post.")
+        return
+    with st.container(key=Keys.BEST_WORST):
+        # the media id is for the details below: here the caption names the post
+        st.dataframe(table, hide_index=True, width="stretch", column_config=BEST_WORST_CONFIG,
+                     column_order=[c for c in table.columns if c != "media_id"])
+
+
 # --------------------------------------------------------------------------- charts
 
 def _with_names(long: pd.DataFrame, names: dict[str, str]) -> pd.DataFrame:
@@ -378,7 +437,8 @@ def _series_traces(fig: Fig, long: pd.DataFrame, metrics: dict[str, str], accoun
             name = f"{label} · {acc_name}" if several and color_by == "metric" else (acc_name if color_by == "account" else label)
             color = PALETTE[(color_offset + (i if color_by == "metric" else j)) % len(PALETTE)]
             # naive UTC datetime64: Plotly serialises it ~15x faster than tz-aware Timestamp objects
-            trace = dict(x=part["report_date"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(), y=part["value"].to_numpy(), name=name, legendgroup=name,
+            x = part["report_date"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
+            trace = dict(x=x, y=part["value"].to_numpy(), name=name, legendgroup=name,
                          customdata=part["period"].map(plain).to_numpy(),
                          hovertemplate=f"<b>{name}</b><br>%{{customdata}}<br>%{{y:{hover_fmt}}}<extra></extra>")
             if kind == "bar":
@@ -447,33 +507,58 @@ def _ig_chart(df, accounts, names, ms, flags: pd.DataFrame | None = None):
     reach_only = len(accounts) > CHART_ALL_UP_TO
     chosen = st.multiselect("Metrics", list(IG_METRICS), default=default_ig_metrics(len(accounts)),
                             key=Keys.IG_CHOICE,
-                            help="Counts on the left axis, rates (%) on the right axis."
+                            help="Counts share one axis. A rate (%) gets a panel of its own below, or the right "
+                                 "axis when you turn that on."
                                  + (f" With more than {CHART_ALL_UP_TO} accounts in scope only Reach is chosen at "
                                     "first (one line per account and metric); add others here." if reach_only else ""))
     if not chosen:
         st.info("Choose one or more metrics to plot.")
         return
     metrics = {m: IG_METRICS[m][0] for m in chosen}
+    counts = {m: c for m, c in metrics.items() if IG_METRICS[m][1] == "count"}
+    rates = {m: c for m, c in metrics.items() if IG_METRICS[m][1] == "rate"}
+    right_axis = bool(counts and rates) and st.toggle(
+        "Rates on a right axis", key=Keys.IG_RIGHT_AXIS,
+        help="Off: the rates get a panel of their own below the counts, each panel with one y axis.")
     long = an.long_series(df, list(metrics.values()))
     if long.empty:
         st.info("The reports in scope have none of these metrics.")
         return
-    counts = {m: c for m, c in metrics.items() if IG_METRICS[m][1] == "count"}
-    rates = {m: c for m, c in metrics.items() if IG_METRICS[m][1] == "rate"}
-    # a right axis only when a rate is plotted (an empty second axis is drawn all the same)
-    fig = Fig(make_subplots(specs=[[{"secondary_y": bool(rates)}]]))
-    _series_traces(fig, long, counts, accounts, names, secondary=False, hover_fmt=",.0f")
-    _series_traces(fig, long, rates, accounts, names, secondary=True, hover_fmt=".2f", color_offset=len(counts))
+    layout = ig_layout(bool(counts), bool(rates), right_axis)
+    fig = Fig(make_subplots(rows=layout.rows, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                            row_heights=[0.65, 0.35] if layout.rows == 2 else None,
+                            specs=[[{"secondary_y": layout.right_axis}]] * layout.rows))
+    _series_traces(fig, long, counts, accounts, names, hover_fmt=",.0f", row=1, col=1)
+    _series_traces(fig, long, rates, accounts, names, secondary=layout.right_axis, hover_fmt=".2f",
+                   color_offset=len(counts), row=layout.rate_row, col=1)
     if flags is not None and not flags.empty:
-        _anomaly_markers(fig, flags, chosen, names, several=len(accounts) > 1)
-    _layout(fig)
-    fig.layout_fig.update_yaxes(title_text="count" if counts else None, secondary_y=False, rangemode="tozero")
+        _anomaly_markers(fig, flags, chosen, names, several=len(accounts) > 1, layout=layout)
+    _layout(fig, height=420 if layout.rows == 1 else 520)
+    if counts:
+        fig.layout_fig.update_yaxes(title_text="count", rangemode="tozero", row=1, col=1, secondary_y=False)
     if rates:
-        fig.layout_fig.update_yaxes(title_text="rate (%)", secondary_y=True, showgrid=False, rangemode="tozero")
+        fig.layout_fig.update_yaxes(title_text="rate (%)", rangemode="tozero", row=layout.rate_row, col=1,
+                                    secondary_y=layout.right_axis, showgrid=not layout.right_axis)
     _chart(fig, Keys.CHART_IG, _with_names(long, names), f"instagram_metrics_{ms.report_type}.csv")
 
 
-def _anomaly_markers(fig: Fig, flags: pd.DataFrame, chosen: list[str], names: dict[str, str], several: bool) -> None:
+@dataclass(frozen=True)
+class IgLayout:
+    rows: int  # panels, one above the other
+    rate_row: int  # the panel of the rates
+    right_axis: bool  # the rates on a right axis of the counts' panel
+
+
+def ig_layout(has_counts: bool, has_rates: bool, right_axis: bool) -> IgLayout:
+    """Counts and rates differ by orders of magnitude: together they get two panels (one y axis
+    each) unless the user asked for the rates on a right axis; either alone, one panel, one axis."""
+    if has_counts and has_rates:
+        return IgLayout(1, 1, True) if right_axis else IgLayout(2, 2, False)
+    return IgLayout(1, 1, False)
+
+
+def _anomaly_markers(fig: Fig, flags: pd.DataFrame, chosen: list[str], names: dict[str, str], several: bool,
+                     layout: IgLayout) -> None:
     """One marker trace per shown metric: the flagged days (red x), hover with the deviation."""
     shown = False
     for label in chosen:
@@ -483,6 +568,7 @@ def _anomaly_markers(fig: Fig, flags: pd.DataFrame, chosen: list[str], names: di
         part = flags[flags["metric"] == anomalies.METRICS[col][1]]
         if part.empty:
             continue
+        rate = IG_METRICS[label][1] == "rate"
         text = [f"{plain(names.get(a, a)) + ' · ' if several else ''}{plain(label)}: {v:,.6g}<br>"
                 f"28-day median {b:,.6g} · deviation {d:+.1f}"
                 for a, v, b, d in zip(part["business_account_id"], part["value"], part["baseline"], part["deviation"])]
@@ -490,7 +576,7 @@ def _anomaly_markers(fig: Fig, flags: pd.DataFrame, chosen: list[str], names: di
                      x=part["report_date"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(),
                      y=part["value"].to_numpy(), text=text, hovertemplate="%{text}<extra>anomaly</extra>",
                      marker=dict(symbol="x", size=11, color=ANOMALY_COLOR, line=dict(width=1))),
-                secondary_y=IG_METRICS[label][1] == "rate")
+                row=layout.rate_row if rate else 1, col=1, secondary_y=rate and layout.right_axis)
         shown = True
 
 
@@ -560,26 +646,20 @@ def show_anomalies(scope: Scope, ms: MetricsScope, names: dict[str, str], thresh
 
 
 def _raise_alerts(db_url: str, flags: pd.DataFrame, names: dict[str, str], settings) -> None:
-    from lib.core.timeutil import utcnow as _now
-    from lib.ui.auth import current_actor
-    from lib.ui.feedback import flash, guarded_write
-
     ids = guarded_write(Keys.FLASH, "Raise alerts", get_engine(db_url), lambda conn: anomalies.raise_anomaly_alerts(
-        conn, flags, actor=current_actor(settings), now=_now(), names=names))
+        conn, flags, actor=current_actor(settings), now=utcnow(), names=names))
     if ids is not None:
         flash(Keys.FLASH, "success", f"Raised or updated {len(ids)} metric_anomaly alert{'s' if len(ids) != 1 else ''}.")
 
 
 def _raise_button(scope: Scope, flags: pd.DataFrame, names: dict[str, str]) -> None:
-    from lib.ui.feedback import show_flash
-
     show_flash(Keys.FLASH)
     newest = flags["day"].max().date()
     st.button(f"Raise the flags of {newest} as alerts", key=Keys.RAISE_ANOMALIES, icon=":material/campaign:",
               disabled=not scope.user.is_operator, on_click=_raise_alerts,
               args=(scope.db_url, flags, names, scope.settings),
               help="Operators only: one metric_anomaly alert per account (ANOMALY_ALERTS is on)."
-              if scope.user.is_operator else "Operators only: your role is viewer.")
+              if scope.user.is_operator else OPERATORS_ONLY)
 
 
 def _engagement_chart(df, accounts, names, ms):
@@ -754,7 +834,8 @@ def show_changes(reports: list[an.Report], names: dict, report_type: str) -> Non
                 marker=dict(color=TREND_COLORS.get(str(trend), "#8a8f98")), name=plain(trend),
                 legendgroup=plain(trend), showlegend=trend not in shown,
                 customdata=list(zip(rows["previous"], rows["current"])),
-                hovertemplate="<b>%{y}</b><br>%{x:+.1f} %<br>previous %{customdata[0]:,.2f} → current %{customdata[1]:,.2f}<extra></extra>",
+                hovertemplate="<b>%{y}</b><br>%{x:+.1f} %<br>previous %{customdata[0]:,.2f}"
+                              " → current %{customdata[1]:,.2f}<extra></extra>",
             ), row=1, col=c)
             shown.add(trend)
     n_metrics = data["metric"].nunique()
@@ -767,32 +848,32 @@ def show_changes(reports: list[an.Report], names: dict, report_type: str) -> Non
 
 
 def show_posts(report: an.Report, account: str | None) -> None:
-    media = report.sections.get("media_metrics") or {}
     posts = an.posts_frame(report)
+    best_worst = lp.best_and_worst(report.sections.get("media_metrics"))
     if account:
         st.caption(md_escape(account))
-    if posts.empty and not media.get("best_post") and not media.get("worst_post"):
+    if posts.empty and best_worst.empty:
         st.caption("This report lists no posts.")
         return
-    a, b, c = st.columns([2, 1, 1])
+    a, b = st.columns([2, 3])
     with a:
         st.caption("Top performing")
         if posts.empty:
             st.caption("—")
         else:
+            posts["caption_snippet"] = posts["caption_snippet"].map(lp.caption_text)
             st.dataframe(posts, hide_index=True, width="stretch", key=Keys.posts("top", report.id), column_config={
                 "media_id": st.column_config.TextColumn("Media id"),
                 "engagement": st.column_config.NumberColumn("Engagement", format="localized"),
                 "caption_snippet": st.column_config.TextColumn("Caption", width="large"),
             })
-    for col, key, title in ((b, "best_post", "Best post"), (c, "worst_post", "Worst post")):
-        with col:
-            st.caption(title)
-            fields = an.post_fields(media.get(key))
-            if fields.empty:
-                st.caption("—")
-            else:
-                st.dataframe(fields, hide_index=True, width="stretch", key=Keys.posts(key, report.id))
+    with b:
+        st.caption("Best and worst")
+        if best_worst.empty:
+            st.caption("—")
+        else:
+            st.dataframe(best_worst, hide_index=True, width="stretch", key=Keys.posts("best_worst", report.id),
+                         column_config=BEST_WORST_CONFIG)
 
 
 # --------------------------------------------------------------------------- period comparison

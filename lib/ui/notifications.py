@@ -69,7 +69,10 @@ def clear_caches() -> None:
 def show_flash(key: str) -> None:
     """The messages of the last action, escaped whole: they quote labels, names and error texts."""
     for kind, text in st.session_state.pop(key, []):
-        (st.success if kind == "ok" else st.error)(md_escape(text), icon=":material/task_alt:" if kind == "ok" else ":material/block:")
+        if kind == "ok":
+            st.success(md_escape(text), icon=":material/task_alt:")
+        else:
+            st.error(md_escape(text), icon=":material/block:")
 
 
 def _flash(key: str, kind: str, text: str) -> None:
@@ -314,21 +317,46 @@ def show_deliveries(scope: Scope, deliveries: list[Delivery], totals: dict[str, 
         st.caption("Nothing delivered yet. The worker (python -m worker) delivers every tick and every "
                    f"{scope.settings.alert_notify_interval_s:g} s.")
         return
+    frame = delivery_frame(deliveries)
+    # at 1440 px the grid draws what fits: the usual columns first, times without seconds, and the
+    # retry columns only when a delivery is failing
+    st.dataframe(frame, hide_index=True, width="stretch", key="deliveries-table", column_config={
+        "queued": st.column_config.DatetimeColumn("Queued", timezone=str(scope.tz), format="YYYY-MM-DD HH:mm"),
+        "status": st.column_config.TextColumn("Status"),
+        "kind": st.column_config.TextColumn("Kind"),
+        "route": st.column_config.TextColumn("Route"),
+        "title": st.column_config.TextColumn("Title", width="medium"),
+        "sent": st.column_config.DatetimeColumn("Sent", timezone=str(scope.tz), format="YYYY-MM-DD HH:mm"),
+        "attempts": st.column_config.NumberColumn("Tries", help="Delivery attempts"),
+        "next_attempt": st.column_config.DatetimeColumn("Next try", timezone=str(scope.tz),
+                                                        format="YYYY-MM-DD HH:mm"),
+        "error": st.column_config.TextColumn("Error", width="large"),
+    })
+    st.caption(f"The last {len(deliveries)} deliveries, newest first.")
+
+
+def delivery_frame(deliveries: list[Delivery]) -> pd.DataFrame:
+    """The deliveries as table rows (UTC instants), newest first as given; "next_attempt" and "error"
+    only when some delivery has one."""
+    def utc(values):
+        return pd.to_datetime(pd.Series(values, dtype=object), utc=True)
+
     frame = pd.DataFrame({
-        "queued": [fmt_local(d.created_at, scope.tz) for d in deliveries],
+        "queued": utc([d.created_at for d in deliveries]),
+        "status": [STATUS_LOOK.get(d.status, d.status) for d in deliveries],
         "kind": [d.kind for d in deliveries],
         "route": [d.route_label or "" for d in deliveries],
         "title": [clip(d.title, 200) for d in deliveries],
-        "status": [STATUS_LOOK.get(d.status, d.status) for d in deliveries],
+        "sent": utc([d.sent_at for d in deliveries]),
         "attempts": [d.attempts for d in deliveries],
-        "sent": [fmt_local(d.sent_at, scope.tz) if d.sent_at else "" for d in deliveries],
-        "next_attempt": [fmt_local(d.next_attempt_at, scope.tz) if d.status == "failed" else "" for d in deliveries],
+        "next_attempt": utc([d.next_attempt_at if d.status == "failed" else None for d in deliveries]),
         "error": [clip(d.last_error, 500) if d.last_error else "" for d in deliveries],
     })
-    st.dataframe(frame, hide_index=True, width="stretch", key="deliveries-table",
-                 column_config={"title": st.column_config.TextColumn("Title", width="large"),
-                                "error": st.column_config.TextColumn("Error", width="large")})
-    st.caption(f"The last {len(deliveries)} deliveries, newest first.")
+    if frame["next_attempt"].isna().all():
+        frame = frame.drop(columns=["next_attempt"])
+    if not frame["error"].astype(bool).any():
+        frame = frame.drop(columns=["error"])
+    return frame
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,5 +1,8 @@
 """Weekly digest page through AppTest: the preview on the demo data; Send now disabled for viewers
 without routes, and for an operator (local mode) it delivers to a json:// receiver on 127.0.0.1."""
+import sqlalchemy as sa
+
+from lib.core.schema import analytics_reports as t
 from sandbox.notify_sink import NotifySink
 
 PAGE = "pages/digest.py"
@@ -9,6 +12,16 @@ def test_preview_on_the_demo_data_and_send_now(run_page, demo_url):
     at = run_page(demo_url, PAGE)
     assert not at.exception
     assert at.subheader[0].value.startswith("Weekly digest · all accounts")
+    # the title's week is the week of the KPIs (the demo's newest weekly reports)
+    week = at.subheader[0].value.rsplit(" · ", 1)[1]
+    kpis = [m.value for m in at.markdown if m.value.startswith("**KPIs**")][0]
+    assert f"weekly report {week}," in kpis, (week, kpis)
+    eng = sa.create_engine(demo_url)
+    with eng.connect() as conn:
+        newest = conn.execute(sa.select(t.c.start_date, t.c.end_date).where(t.c.report_type == "weekly")
+                              .order_by(t.c.report_date.desc()).limit(1)).one()
+    eng.dispose()
+    assert week.replace("\\", "") == f"{str(newest.start_date)[:10]} – {str(newest.end_date)[:10]}"  # Markdown escapes
     assert at.button(key="digest_send_now").disabled  # no route configured
     assert len(at.dataframe) >= 3 and not at.dataframe[0].value.empty  # KPIs of the demo's weekly reports
     with NotifySink() as sink:

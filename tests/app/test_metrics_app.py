@@ -70,7 +70,7 @@ def test_kpis_and_deltas_for_one_account(run_page, sqlite_url):
     assert not at.exception
     got = {label: (value, delta, desc) for label, value, delta, desc in metric_rows(at)}
     assert len(at.metric) == 8  # one account: one KPI card
-    assert at.multiselect(key=Keys.IG_CHOICE).value == ["Reach", "Impressions", "Avg engagement rate (%)"]
+    assert at.multiselect(key=Keys.IG_CHOICE).value == ["Reach", "Impressions"]  # counts: one y axis
     assert got["Reach"] == ("1,200", "+100 (+11.1 %)", "vs last 7d")  # historical_comparison.reach_delta
     assert got["Impressions"] == ("2,000", "-200 (-9.1 %)", "vs last 7d")  # historical_comparison.changes
     assert got["Attributed revenue"] == ("$150.00", "+$50.00 (+50.0 %)", "vs previous report")  # computed

@@ -82,3 +82,60 @@ def test_the_brains_lists_read_as_lists_and_nothing_else_is_interpreted(start_ap
     question = page.get_by_test_id("stChatMessage").nth(0)
     expect(question.locator("li")).to_have_count(0)  # what the user typed is shown as typed
     expect(question).to_contain_text("- what failed?")
+
+
+@pytest.mark.parametrize("hurry", [False, True], ids=["after-the-redraw", "while-it-redraws"])
+def test_a_question_goes_into_the_session_on_screen_not_the_newest(start_app, chat_db, page, hurry):
+    from datetime import timedelta
+
+    from lib.activity.oversight import create_session, record_answer, record_question
+    from lib.core.identity import OPERATOR, Actor
+    from lib.core.timeutil import utcnow
+
+    url, eng = chat_db
+    me, now = Actor("local", OPERATOR), utcnow()
+    with eng.begin() as conn:
+        older = create_session(conn, business_account_id=ACC, actor=me, now=now - timedelta(hours=3), title="Older topic")
+        record_question(conn, older, actor=me, question="What is in the DLQ?", now=now - timedelta(hours=3))
+        record_answer(conn, older, actor=me, now=now - timedelta(hours=3), content="Three auth failures.")
+        newer = create_session(conn, business_account_id=ACC, actor=me, now=now - timedelta(minutes=5), title="Newer topic")
+        record_question(conn, newer, actor=me, question="Are agents alive?", now=now - timedelta(minutes=5))
+        record_answer(conn, newer, actor=me, now=now - timedelta(minutes=5), content="All four are alive.")
+    page.set_viewport_size({"width": 1440, "height": 900})
+    with FakeOversight("normal", tokens=5, delay_s=0.01) as fake:
+        server = start_app({"DATABASE_URL": url, "OVERSIGHT_API_URL": fake.url})
+        page.goto(f"{server.url}/oversight_chat?account=acme.shop")
+        wait_idle(page)
+        expect(page.get_by_role("heading", name="Newer topic")).to_be_visible()  # the newest is shown first
+        # the user looks at the older session, then asks
+        page.get_by_test_id("stRadio").get_by_text("Older topic").click()
+        if not hurry:  # else the question is sent while the page still redraws for the pick
+            wait_idle(page)
+            expect(page.get_by_role("heading", name="Older topic")).to_be_visible()
+            expect(page.get_by_test_id("stChatMessage").nth(0)).to_contain_text("What is in the DLQ?")
+        box = page.get_by_test_id("stChatInputTextArea")
+        box.fill("And how many are retryable?")
+        box.press("Enter")
+        wait_idle(page)
+        if hurry and not fake.requests and page.get_by_test_id("stChatMessage").count() == 2:
+            # the redraw replaced the input before Enter reached it (nothing was sent anywhere, which the
+            # checks below confirm); ask again on the settled page
+            box.fill("And how many are retryable?")
+            box.press("Enter")
+            wait_idle(page)
+        expect(page.get_by_test_id("stChatMessage")).to_have_count(4)
+        expect(page.get_by_role("heading", name="Older topic")).to_be_visible()
+        # the backend got the older session's history with the question
+        [request] = fake.requests
+        body = request["body"]
+        assert body["question"] == "And how many are retryable?"
+        assert [m["content"] for m in body["chat_history"]] == ["What is in the DLQ?", "Three auth failures."]
+        assert f"session={older}" in page.url
+    with eng.connect() as conn:
+        old_messages = get_session(conn, older, user="local").messages
+        new_messages = get_session(conn, newer, user="local").messages
+    assert [m["content"] for m in old_messages][:3] == ["What is in the DLQ?", "Three auth failures.",
+                                                        "And how many are retryable?"]
+    assert len(old_messages) == 4 and old_messages[-1]["role"] == "assistant"
+    assert [m["content"] for m in new_messages] == ["Are agents alive?", "All four are alive."]
+    assert page.locator("[data-testid='stException']").count() == 0
