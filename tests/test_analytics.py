@@ -354,7 +354,7 @@ def test_compare_periods_sums_flows_averages_rates_takes_last_stock():
     assert got.loc["Followers (end of period)", ["a", "b"]].tolist() == [1002.0, 1004.0]
     assert got.loc["Avg engagement rate (%)", ["a", "b"]].tolist() == [1.5, 3.5]
     assert got.loc["Reach", "reports_a"] == 2
-    assert got.loc["Attributed revenue", "a"] is None or math.isnan(got.loc["Attributed revenue", "a"])
+    assert got.loc["Attributed revenue ($)", "a"] is None or math.isnan(got.loc["Attributed revenue ($)", "a"])
 
 
 def test_in_period_needs_the_whole_report_period_inside():
@@ -417,3 +417,23 @@ def test_compare_periods_per_report_when_coverage_differs():
     same = an.compare_periods(an.reports_frame(reports[:4]), (date(2026, 11, 1), date(2026, 11, 2)),
                               (date(2026, 11, 3), date(2026, 11, 4))).set_index("metric").loc["Reach"]
     assert same["basis"] == "totals"
+
+
+def test_one_catalogue_names_every_metric_the_same_everywhere():
+    """The KPI cards, the period comparison, the charts and the anomaly detection read their labels
+    from lib.analytics.catalogue: a metric reads the same wherever it appears."""
+    from lib.analytics import anomalies, catalogue
+    from lib.ui import metrics as page
+
+    for d in an.KPIS:
+        assert d.label == catalogue.metric(d.column).name and d.kind == catalogue.metric(d.column).kind
+    compared = {col: label for col, label, _ in an.COMPARE_METRICS}
+    assert compared["instagram_metrics.followers_count"] == "Followers (end of period)"
+    assert compared["revenue_metrics.avg_order_value"] == "Avg order value ($)"
+    charts = {**{label: col for label, (col, _) in page.IG_METRICS.items()}, **page.ENGAGEMENT, **page.REVENUE,
+              **page.MEDIA}
+    for label, col in charts.items():
+        assert label == catalogue.metric(col).label
+    for col, (label, _) in anomalies.METRICS.items():
+        assert label == catalogue.metric(col).label
+    assert len({m.column for m in catalogue.METRICS}) == len(catalogue.METRICS)

@@ -24,6 +24,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from lib.alerts.store import open_or_update_alert
+from lib.analytics import catalogue
 from lib.analytics import reports as an
 from lib.core.audit import log_audit
 from lib.core.identity import require_operator
@@ -34,14 +35,15 @@ MIN_HISTORY = 14
 MAD_SCALE = 1.4826
 FLAT_TOLERANCE = 0.01  # with MAD = 0: a change of more than 1 % of the median still counts
 ALERT_TYPE = "metric_anomaly"
-METRICS: dict[str, tuple[str, str]] = {  # column -> (label, short name)
-    "instagram_metrics.reach": ("Reach", "reach"),
-    "instagram_metrics.impressions": ("Impressions", "impressions"),
-    "instagram_metrics.avg_engagement_rate": ("Engagement rate (%)", "engagement_rate"),
-    "instagram_metrics.follower_growth": ("Follower growth", "follower_growth"),
-    "instagram_metrics.profile_views": ("Profile views", "profile_views"),
-    "instagram_metrics.website_clicks": ("Website clicks", "website_clicks"),
+_WATCHED = {  # column -> short name (in flags and alert details)
+    "instagram_metrics.reach": "reach",
+    "instagram_metrics.impressions": "impressions",
+    "instagram_metrics.avg_engagement_rate": "engagement_rate",
+    "instagram_metrics.follower_growth": "follower_growth",
+    "instagram_metrics.profile_views": "profile_views",
+    "instagram_metrics.website_clicks": "website_clicks",
 }
+METRICS: dict[str, tuple[str, str]] = {c: (catalogue.metric(c).label, short) for c, short in _WATCHED.items()}
 COLUMNS = ("business_account_id", "report_date", "day", "metric", "label", "value", "baseline", "mad", "deviation",
            "direction", "change_pct")
 

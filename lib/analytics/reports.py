@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
+from lib.analytics import catalogue
 from lib.core.schema import analytics_reports as reports_table
 from lib.core.text import md_escape
 from lib.core.timeutil import as_utc
@@ -449,17 +450,20 @@ class KpiDef:
     kind: str = "count"  # count | rate | money
 
 
+def _kpi(key: str, column: str, metric_name: str, delta_field: str | None = None) -> KpiDef:
+    m = catalogue.metric(column)
+    return KpiDef(key, m.name, column, metric_name, delta_field, m.kind)
+
+
 KPIS = (
-    KpiDef("followers", "Followers", "instagram_metrics.followers_count", "followers_count", "follower_delta"),
-    KpiDef("follower_growth", "Follower growth", "instagram_metrics.follower_growth", "follower_growth"),
-    KpiDef("reach", "Reach", "instagram_metrics.reach", "reach", "reach_delta"),
-    KpiDef("impressions", "Impressions", "instagram_metrics.impressions", "impressions", "impressions_delta"),
-    KpiDef("profile_views", "Profile views", "instagram_metrics.profile_views", "profile_views"),
-    KpiDef("website_clicks", "Website clicks", "instagram_metrics.website_clicks", "website_clicks"),
-    KpiDef("avg_engagement_rate", "Avg engagement rate", "instagram_metrics.avg_engagement_rate", "avg_engagement_rate",
-           kind="rate"),
-    KpiDef("attributed_revenue", "Attributed revenue", "revenue_metrics.attributed_revenue", "attributed_revenue",
-           kind="money"),
+    _kpi("followers", "instagram_metrics.followers_count", "followers_count", "follower_delta"),
+    _kpi("follower_growth", "instagram_metrics.follower_growth", "follower_growth"),
+    _kpi("reach", "instagram_metrics.reach", "reach", "reach_delta"),
+    _kpi("impressions", "instagram_metrics.impressions", "impressions", "impressions_delta"),
+    _kpi("profile_views", "instagram_metrics.profile_views", "profile_views"),
+    _kpi("website_clicks", "instagram_metrics.website_clicks", "website_clicks"),
+    _kpi("avg_engagement_rate", "instagram_metrics.avg_engagement_rate", "avg_engagement_rate"),
+    _kpi("attributed_revenue", "revenue_metrics.attributed_revenue", "attributed_revenue"),
 )
 
 FROM_COMPARISON = "historical_comparison"
@@ -686,27 +690,8 @@ def post_fields(post: Mapping[str, Any] | None) -> pd.DataFrame:
 # --------------------------------------------------------------------------- pure: period comparison
 
 # How each compared metric adds up over several reports of a period.
-COMPARE_METRICS: tuple[tuple[str, str, str], ...] = (
-    ("instagram_metrics.followers_count", "Followers (end of period)", "last"),
-    ("instagram_metrics.follower_growth", "Follower growth", "sum"),
-    ("instagram_metrics.reach", "Reach", "sum"),
-    ("instagram_metrics.impressions", "Impressions", "sum"),
-    ("instagram_metrics.profile_views", "Profile views", "sum"),
-    ("instagram_metrics.website_clicks", "Website clicks", "sum"),
-    ("instagram_metrics.posts_published", "Posts published", "sum"),
-    ("instagram_metrics.total_likes", "Likes", "sum"),
-    ("instagram_metrics.total_comments", "Comments", "sum"),
-    ("instagram_metrics.total_saves", "Saves", "sum"),
-    ("instagram_metrics.total_shares", "Shares", "sum"),
-    ("instagram_metrics.avg_engagement_rate", "Avg engagement rate (%)", "mean"),
-    ("media_metrics.avg_likes", "Avg likes per post", "mean"),
-    ("media_metrics.avg_comments", "Avg comments per post", "mean"),
-    ("media_metrics.avg_reach", "Avg reach per post", "mean"),
-    ("revenue_metrics.attributed_revenue", "Attributed revenue", "sum"),
-    ("revenue_metrics.attributed_orders", "Attributed orders", "sum"),
-    ("revenue_metrics.avg_order_value", "Avg order value", "mean"),
-    ("revenue_metrics.conversion_rate", "Conversion rate", "mean"),
-)
+COMPARE_METRICS: tuple[tuple[str, str, str], ...] = tuple(
+    (m.column, m.label + (" (end of period)" if m.period == "last" else ""), m.period) for m in catalogue.METRICS)
 
 
 def in_period(df: pd.DataFrame, start: date, end: date) -> pd.DataFrame:

@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from lib.analytics import anomalies
+from lib.analytics import anomalies, catalogue
 from lib.analytics import posts as lp
 from lib.analytics import reports as an
 from lib.core.export import frame_export
@@ -33,25 +33,20 @@ EXPORT_CAP = 100_000
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 TREND_COLORS = {"up": "#2e9d5b", "down": "#d64541", "flat": "#8a8f98"}
-IG_METRICS = {  # instagram_metrics chart: name -> (column, axis)
-    "Reach": ("instagram_metrics.reach", "count"),
-    "Impressions": ("instagram_metrics.impressions", "count"),
-    "Profile views": ("instagram_metrics.profile_views", "count"),
-    "Website clicks": ("instagram_metrics.website_clicks", "count"),
-    "Follower growth": ("instagram_metrics.follower_growth", "count"),
-    "Followers": ("instagram_metrics.followers_count", "count"),
-    "Posts published": ("instagram_metrics.posts_published", "count"),
-    "Avg engagement rate (%)": ("instagram_metrics.avg_engagement_rate", "rate"),
+IG_METRICS = {  # instagram_metrics chart: label -> (column, axis)
+    m.label: (m.column, "rate" if m.kind == "rate" else "count")
+    for m in map(catalogue.metric, (
+        "instagram_metrics.reach", "instagram_metrics.impressions", "instagram_metrics.profile_views",
+        "instagram_metrics.website_clicks", "instagram_metrics.follower_growth", "instagram_metrics.followers_count",
+        "instagram_metrics.posts_published", "instagram_metrics.avg_engagement_rate"))
 }
 DEFAULT_IG = ["Reach", "Impressions"]  # counts of one scale: one y axis until the user asks for more
-ENGAGEMENT = {"Likes": "instagram_metrics.total_likes", "Comments": "instagram_metrics.total_comments",
-              "Saves": "instagram_metrics.total_saves", "Shares": "instagram_metrics.total_shares"}
-REVENUE = {"Attributed revenue ($)": "revenue_metrics.attributed_revenue",
-           "Attributed orders": "revenue_metrics.attributed_orders",
-           "Avg order value ($)": "revenue_metrics.avg_order_value",
-           "Conversion rate": "revenue_metrics.conversion_rate"}
-MEDIA = {"Avg likes per post": "media_metrics.avg_likes", "Avg comments per post": "media_metrics.avg_comments",
-         "Avg reach per post": "media_metrics.avg_reach", "Posts published": "instagram_metrics.posts_published"}
+ENGAGEMENT = catalogue.by_label(["instagram_metrics.total_likes", "instagram_metrics.total_comments",
+                                 "instagram_metrics.total_saves", "instagram_metrics.total_shares"])
+REVENUE = catalogue.by_label(["revenue_metrics.attributed_revenue", "revenue_metrics.attributed_orders",
+                              "revenue_metrics.avg_order_value", "revenue_metrics.conversion_rate"])
+MEDIA = catalogue.by_label(["media_metrics.avg_likes", "media_metrics.avg_comments", "media_metrics.avg_reach",
+                            "instagram_metrics.posts_published"])
 MEDIA_TYPE_FIELDS = {"count": "Posts", "avg_engagement_rate": "Avg engagement rate (%)", "avg_likes": "Avg likes",
                      "avg_comments": "Avg comments", "avg_reach": "Avg reach"}
 CHART_TABS = ("Instagram metrics", "Engagement", "Media", "By media type", "Revenue", "Anomalies")
