@@ -42,7 +42,7 @@ from lib.core.db import init_db, make_engine  # noqa: E402
 from lib.core.schema import instagram_business_accounts as accounts  # noqa: E402
 from lib.core.schema import post_queue  # noqa: E402
 from lib.core.timeutil import utcnow  # noqa: E402
-from lib.queue.holds import came_due_since, claimable_clause
+from lib.queue.holds import came_due_since, claimable_clause  # noqa: E402  (after sys.path.insert: runnable as a script)
 from sandbox.graph_api import GraphSandbox  # noqa: E402
 from tests.support.pg import free_port  # noqa: E402
 
@@ -167,7 +167,7 @@ def throughput(url: str, seconds: float, clients: int) -> dict:
             lat: list[list[float]] = [[] for _ in range(clients)]
             errors = [0] * clients
 
-            def client(k):
+            def client(k, token=token, stop=stop, method=method, path=path, body=body, lat=lat, errors=errors):
                 s = requests.Session()
                 s.headers["Authorization"] = f"Bearer {token}"
                 while time.monotonic() < stop:

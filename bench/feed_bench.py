@@ -93,13 +93,13 @@ def lib_queries(engine) -> None:
         }
         print(f"  {'filter':<26} {'first page':>11} {'next page':>11} {'count(cap)':>11} {'chart':>11}  rows")
         for name, f in cases.items():
-            first_t, page = timed(lambda: feed_page(conn, filters=f, limit=50))
+            first_t, page = timed(lambda f=f: feed_page(conn, filters=f, limit=50))
             next_t = 0.0
             if page.has_older:
-                next_t, _ = timed(lambda: feed_page(conn, filters=f, limit=50, after=page.last_cursor))
-            count_t, n = timed(lambda: count_matching(conn, filters=f), repeat=1)
+                next_t, _ = timed(lambda f=f, page=page: feed_page(conn, filters=f, limit=50, after=page.last_cursor))
+            count_t, n = timed(lambda f=f: count_matching(conn, filters=f), repeat=1)
             bucket = "hour" if f.since and now - f.since <= timedelta(days=2) else "day"
-            chart_t, _ = timed(lambda: event_counts(conn, filters=f, bucket=bucket), repeat=1)
+            chart_t, _ = timed(lambda f=f, bucket=bucket: event_counts(conn, filters=f, bucket=bucket), repeat=1)
             print(f"  {name:<26} {ms(first_t)} {ms(next_t)} {ms(count_t)} {ms(chart_t)}  {n:,}")
         # deep page: walk 20 pages of the 30-day view to show keyset cost does not grow
         f = AuditFilter(since=now - timedelta(days=30))

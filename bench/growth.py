@@ -25,11 +25,10 @@ from lib.alerts.store import AlertFilter, alert_summary
 from lib.core.audit import AuditFilter, count_matching, event_counts, feed_page
 from lib.core.db import make_engine
 from lib.core.schema import post_queue
-from lib.core.settings import Settings
+from lib.core.settings import Settings, parse_targets
 from lib.core.timeutil import floor_time, utcnow
 from lib.health.metrics import read_snapshot, snapshot_query
 from lib.health.service_levels import WINDOWS, send_time_percentiles, slo_statuses, sync_slo_alerts
-from lib.core.settings import parse_targets
 from lib.queue.reads import queue_health, search_sent, status_summary
 
 NOTHING = "zq-no-such-text-xj"

@@ -23,10 +23,9 @@ import sqlalchemy as sa
 
 from lib.core.db import init_db, make_engine
 from lib.core.identity import OPERATOR, Actor
-from lib.core.schema import instagram_business_accounts, post_queue
+from lib.core.schema import ACTION_TYPES, instagram_business_accounts, post_queue
 from lib.core.timeutil import utcnow
 from lib.queue.reads import count_rows, error_groups, matching_ids, queue_health, queue_rows, status_summary
-from lib.core.schema import ACTION_TYPES
 from lib.queue.rules import MAX_BULK_RETRY, QueueFilter
 from lib.queue.store import retry
 

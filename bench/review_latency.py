@@ -35,8 +35,8 @@ from lib.core.db import init_db, make_engine  # noqa: E402
 from lib.core.identity import OPERATOR, Actor  # noqa: E402
 from lib.core.schema import instagram_business_accounts as accounts  # noqa: E402
 from lib.core.schema import post_queue as pq  # noqa: E402
-from lib.queue.review import held_count
-from lib.queue.store import approve, enqueue
+from lib.queue.review import held_count  # noqa: E402  (after sys.path.insert: runnable as a script)
+from lib.queue.store import approve, enqueue  # noqa: E402  (after sys.path.insert: runnable as a script)
 from sandbox.graph_api import GraphSandbox  # noqa: E402
 
 

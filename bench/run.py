@@ -127,7 +127,7 @@ def baselines(url: str, runs: int) -> dict:
             t = time.perf_counter()
             info = naive(engine, now)
             naive_s = time.perf_counter() - t  # once: it is the slow side, and its cost is the point
-            ours_s = median_time(lambda: ours(engine, now), runs)
+            ours_s = median_time(lambda ours=ours: ours(engine, now), runs)
             out[name] = {"naive_s": naive_s, "ours_s": ours_s, "ratio": naive_s / ours_s if ours_s else None,
                          "naive_rows_loaded": info["rows"]}
             log(f"  baseline {name}: naive {naive_s:.2f} s vs lib queries {ours_s:.3f} s "

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lib.core.db import QUEUE_TRIGRAM_INDEX, init_db, make_engine  # noqa: E402
-from lib.queue.reads import search_sent
+from lib.queue.reads import search_sent  # noqa: E402  (after sys.path.insert: runnable as a script)
 from tests.support.pg import ThrowawayPostgres  # noqa: E402
 
 CHUNK = 500_000
@@ -100,7 +100,7 @@ def main(argv=None) -> int:
             part = {}
             with engine.connect() as conn:
                 for name, text in cases.items():
-                    s, out = timed(lambda: search_sent(conn, text), args.runs if with_index else 1)
+                    s, out = timed(lambda text=text: search_sent(conn, text), args.runs if with_index else 1)
                     part[name] = {"median_ms": round(s * 1000, 1), "rows": len(out.rows), "more": out.more}
                     print(f"{label:20} {name:48} {s * 1000:9.1f} ms  ({len(out.rows)} rows, more={out.more})", flush=True)
             result[label] = part

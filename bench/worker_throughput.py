@@ -29,7 +29,7 @@ import sqlalchemy as sa  # noqa: E402
 from lib.core.db import init_db, make_engine  # noqa: E402
 from lib.core.schema import instagram_business_accounts as accounts  # noqa: E402
 from lib.core.schema import post_queue as pq  # noqa: E402
-from lib.queue.store import enqueue
+from lib.queue.store import enqueue  # noqa: E402  (after sys.path.insert: runnable as a script)
 from sandbox.graph_api import GraphSandbox  # noqa: E402
 from tests.support.pg import ThrowawayPostgres  # noqa: E402
 

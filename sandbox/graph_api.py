@@ -975,7 +975,7 @@ class Handler(BaseHTTPRequestHandler):
             found = [(cid, c) for cid, c in st.conversations.items()
                      if c["ig_user_id"] == account and (not user_id or c["customer_id"] == user_id)]
             data = []
-            for cid, c in found:
+            for cid, _conversation in found:
                 times = [m["time"] for m in st.messages.values() if m["conversation_id"] == cid]
                 data.append({"id": cid, "updated_time": _iso(max(times)) if times else None})
         return 200, {"data": data}

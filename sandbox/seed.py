@@ -924,9 +924,9 @@ def insights(acc: DemoAccount, ig: dict, media: dict, rev: dict, comp: dict, *, 
     types = media["by_media_type"]
     if len(types) >= 2:
         ranked = sorted(types.items(), key=lambda kv: kv[1]["avg_engagement_rate"], reverse=True)
-        (top, t), (low, l) = ranked[0], ranked[-1]
+        (top, t), (low, lo) = ranked[0], ranked[-1]
         recs.append(f"Publish more {_MEDIA_LABEL[top].lower()} content: it averaged {t['avg_engagement_rate']}% "
-                    f"engagement vs {l['avg_engagement_rate']}% for {_MEDIA_LABEL[low].lower()} posts.")
+                    f"engagement vs {lo['avg_engagement_rate']}% for {_MEDIA_LABEL[low].lower()} posts.")
     else:
         recs.append("Mix formats: Reels and carousels usually lift saves and shares over single images.")
     if acc.profile.weekend > 1.05:

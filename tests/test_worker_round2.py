@@ -266,7 +266,7 @@ def test_a_payload_that_is_not_an_object_is_dead_lettered_alone(engine, db_url, 
 def test_repost_ugc_is_a_new_container_from_the_ugc_media_with_its_options_and_permission(engine, db_url, sandbox):
     with engine.begin() as conn:
         acc = add_account(conn, sandbox=sandbox)
-        ok = add_row(conn, acc, "repost_ugc", {"permission_id": "perm-77", "media_url": "https://x/ugc.jpg",
+        add_row(conn, acc, "repost_ugc", {"permission_id": "perm-77", "media_url": "https://x/ugc.jpg",
                                               "caption": "via @fan", "collaborators": ["fan"], "location_id": "123"})
         only_id = add_row(conn, acc, "repost_ugc", {"permission_id": "perm-78", "creation_id": "17890000000000000"})
         wrong = add_row(conn, acc, "repost_ugc", {"permission_id": "p", "media_url": "https://x/u.jpg",

@@ -65,10 +65,10 @@ def test_filters_narrow_the_view(run_page, sqlite_url):
     at = run_page(sqlite_url, PAGE)
     at.multiselect(key=Keys.TYPES).set_value(["dm_sent"]).run()
     at.segmented_control(key=Keys.OUTCOME).set_value("failure").run()
-    assert labels(at) and all("dm_sent" in l and "failure" in l for l in labels(at))
+    assert labels(at) and all("dm_sent" in label and "failure" in label for label in labels(at))
     assert len(at.expander) == 20  # odd i with i % 3 == 0 among 120
     at.text_input(key=Keys.SEARCH).set_value("boom 9").run()  # 9, 93, 99 (odd and i % 3 == 0)
-    assert sorted(l.split("· ")[2].split()[1] for l in labels(at)) == ["res-009", "res-093", "res-099"]
+    assert sorted(label.split("· ")[2].split()[1] for label in labels(at)) == ["res-009", "res-093", "res-099"]
 
 
 def test_account_from_the_sidebar(run_page, sqlite_url):
