@@ -20,6 +20,7 @@ import math
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 AGENT, VIEWER, OPERATOR = "agent", "viewer", "operator"
@@ -107,7 +108,7 @@ class RateLimiter:
     `take(key)` returns 0.0 when the request may go ahead, else the seconds until it could
     (the Retry-After). Thread-safe; `clock` is a parameter so tests can drive it."""
 
-    def __init__(self, per_min: int, *, clock=time.monotonic, max_keys: int = 10_000) -> None:
+    def __init__(self, per_min: int, *, clock: Callable[[], float] = time.monotonic, max_keys: int = 10_000) -> None:
         self.rate = per_min / 60.0
         self.burst = float(per_min)
         self.clock = clock
@@ -126,7 +127,7 @@ class RateLimiter:
                 self._buckets[key] = (tokens - 1.0, now)
                 return 0.0
             self._buckets[key] = (tokens, now)
-            return (1.0 - tokens) / self.rate
+            return float((1.0 - tokens) / self.rate)
 
     def _forget_full(self, now: float) -> None:
         self._buckets = {k: (t, at) for k, (t, at) in self._buckets.items()

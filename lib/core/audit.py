@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -127,14 +127,14 @@ def escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _details_text():
+def _details_text() -> sa.ColumnElement[str]:
     return sa.cast(audit_log.c.details, sa.Text)
 
 
-def feed_conditions(filters: AuditFilter) -> list:
+def feed_conditions(filters: AuditFilter) -> list[sa.ColumnElement[bool]]:
     """The WHERE conditions of a filter, every value a bound parameter."""
     t = audit_log
-    cond: list = [t.c.created_at.is_not(None)]
+    cond: list[sa.ColumnElement[bool]] = [t.c.created_at.is_not(None)]
     if filters.event_types:
         cond.append(t.c.event_type.in_(list(filters.event_types)))
     if filters.success is not None:
@@ -165,7 +165,7 @@ def feed_conditions(filters: AuditFilter) -> list:
     return cond
 
 
-def _row_dict(row) -> dict[str, Any]:
+def _row_dict(row: Any) -> dict[str, Any]:
     """One feed row; details and error text redacted again (rows written before redaction existed)."""
     d = {c: getattr(row, c) for c in FEED_COLUMNS}
     d["details"] = redact(d["details"])
@@ -173,7 +173,7 @@ def _row_dict(row) -> dict[str, Any]:
     return d
 
 
-def _keyset():
+def _keyset() -> Any:
     return sa.tuple_(audit_log.c.created_at, audit_log.c.id)
 
 
@@ -212,12 +212,12 @@ def feed_page(
     return FeedPage(rows=rows[:limit], has_older=len(rows) > limit, has_newer=after is not None)
 
 
-def feed_query(filters: AuditFilter, limit: int | None = None):
+def feed_query(filters: AuditFilter, limit: int | None = None) -> sa.Select[Any]:
     """The SELECT of everything a filter matches, newest first (for export and plans)."""
     t = audit_log
     # details as the database's JSON text: no parse and re-serialise per row on a big export; the id as
     # text and created_at as the driver's datetime (no Python type processing per row: see export_chunks)
-    special = {"details": _details_text(), "id": uuid_text(t.c.id),
+    special: dict[str, Any] = {"details": _details_text(), "id": uuid_text(t.c.id),
                "created_at": sa.type_coerce(t.c.created_at, sa.types.NullType())}
     cols = [special[c].label(c) if c in special else t.c[c] for c in EXPORT_COLUMNS]
     query = (
@@ -245,7 +245,7 @@ def export_chunks(
     chunks = _export_chunks(conn, filters, cap, chunk_size)
     # PostgreSQL: the server reads the next chunk while this one is written (the client waits on a
     # socket, without the GIL); sqlite3 builds its rows holding the GIL, so a thread only adds switches
-    return prefetched(chunks) if conn.dialect.name == "postgresql" else chunks
+    return iter(prefetched(chunks)) if conn.dialect.name == "postgresql" else chunks
 
 
 def _export_chunks(conn: sa.Connection, filters: AuditFilter, cap: int, chunk_size: int) -> Iterator[Columns]:
@@ -257,7 +257,7 @@ def _export_chunks(conn: sa.Connection, filters: AuditFilter, cap: int, chunk_si
     # sqlite3's 0/1 for success is made a bool here), then redaction column by column (lib.core.redact: a
     # vectorised pre-check, then only the few cells that may hold a credential are parsed)
     for part in stream_rows(conn, feed_query(filters, limit=cap + 1), chunk_size):
-        cols = list(zip(*part))
+        cols: list[Any] = list(zip(*part))
         cols[t_at] = _utc_column(cols[t_at])
         cols[s_at] = [v if v is None or v is True or v is False else bool(v) for v in cols[s_at]]
         cols[d_at] = redact_json_texts(list(cols[d_at]))
@@ -269,7 +269,7 @@ _to_utc = UTCDateTime().process_result_value  # the column type's own rule
 _fromiso = datetime.fromisoformat
 
 
-def _utc_column(values) -> list:
+def _utc_column(values: Sequence[Any]) -> list[datetime | None]:
     """created_at as the driver gave it (SQLite: text, PostgreSQL: aware datetimes) as UTCDateTime
     would have made it (aware UTC datetimes), without its per-row call for the common forms."""
     if all(type(v) is str for v in values[:1]):  # SQLite: ISO text, naive UTC as SQLAlchemy writes it
@@ -280,8 +280,8 @@ def _utc_column(values) -> list:
         parsed = [None if v is None else datetime.fromisoformat(v) for v in values]
         return [v if v is None or v.tzinfo is UTC else
                 v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC) for v in parsed]
-    return [v if v is None or (type(v) is datetime and v.tzinfo is UTC) else _to_utc(v, None)
-            for v in values]
+    return [v if v is None or (type(v) is datetime and v.tzinfo is UTC) else _to_utc(v, None)  # type: ignore[arg-type]
+            for v in values]  # the column type's own rule, which never reads its dialect argument
 
 
 def event_counts(conn: sa.Connection, *, filters: AuditFilter, bucket: str) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 UNAVAILABLE_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DisconnectionError)
 
 
-def make_engine(url: str, **kwargs) -> Engine:
+def make_engine(url: str, **kwargs: Any) -> Engine:
     url = normalize_database_url(url)
     if url.startswith("sqlite"):
         path = sa.engine.make_url(url).database
@@ -48,34 +49,34 @@ PING_AFTER_IDLE_S = 1.0
 def _ping_when_rested(engine: Engine) -> None:
     dialect = engine.dialect
 
-    def rested(record) -> None:
+    def rested(record: Any) -> None:
         record.info["rested_since"] = time.monotonic()
 
     @sa.event.listens_for(engine, "connect")
-    def _connected(_dbapi_conn, record) -> None:  # a new connection counts as just used
+    def _connected(_dbapi_conn: Any, record: Any) -> None:  # a new connection counts as just used
         rested(record)
 
     @sa.event.listens_for(engine, "checkin")
-    def _checked_in(_dbapi_conn, record) -> None:
+    def _checked_in(_dbapi_conn: Any, record: Any) -> None:
         if record is not None:
             rested(record)
 
     @sa.event.listens_for(engine, "checkout")
-    def _checked_out(dbapi_conn, record, _proxy) -> None:
+    def _checked_out(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
         since = record.info.get("rested_since")
         if since is not None and time.monotonic() - since < PING_AFTER_IDLE_S:
             return
         try:
             alive = dialect.do_ping(dbapi_conn)
         except Exception as exc:
-            if not dialect.is_disconnect(exc, dbapi_conn, None):
+            if not dialect.is_disconnect(exc, dbapi_conn, None):  # type: ignore[arg-type]  # any driver error
                 raise
             alive = False
         if not alive:
             raise sa.exc.InvalidatePoolError()  # the pool drops it and its older ones, and reconnects
 
 
-def _sqlite_pragmas(dbapi_conn, _record):
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # WAL lets the app read while the worker writes; busy_timeout queues writers instead of failing.
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
@@ -213,7 +214,7 @@ def take_write_lock(conn: sa.Connection) -> None:
     if conn.dialect.name != "sqlite":
         return
     dbapi = conn.connection.dbapi_connection
-    if not dbapi.in_transaction:
+    if dbapi is not None and not dbapi.in_transaction:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
@@ -235,13 +236,13 @@ def write_transaction(engine: Engine) -> Iterator[sa.Connection]:
             raise
 
 
-def index_names(conn: sa.Connection, table: str, inspector=None) -> set[str]:
+def index_names(conn: sa.Connection, table: str, inspector: Any = None) -> set[str]:
     """The names of a table's indexes. On SQLite from sqlite_master: SQLAlchemy's reflection leaves
     out expression indexes (ix_post_queue_due), and init would then create it again on every start."""
     if conn.dialect.name == "sqlite":
         return set(conn.execute(sa.text("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = :t "
                                         "AND sql IS NOT NULL"), {"t": table}).scalars())
-    return {i["name"] for i in (inspector or sa.inspect(conn)).get_indexes(table)}
+    return {str(i["name"]) for i in (inspector or sa.inspect(conn)).get_indexes(table)}
 
 
 def _create_missing(conn: sa.Connection, report: InitReport) -> None:
@@ -261,7 +262,7 @@ def _create_missing(conn: sa.Connection, report: InitReport) -> None:
         for index in table.indexes:
             if index.name not in have_idx:
                 index.create(conn)
-                report.created_indexes.append(index.name)
+                report.created_indexes.append(str(index.name))
 
 
 def ping(engine: Engine) -> None:
@@ -288,7 +289,7 @@ def unavailable_message(url: str, exc: BaseException) -> str:
     )
 
 
-def distinct_values_cte(column, name: str = "distinct_values"):
+def distinct_values_cte(column: Any, name: str = "distinct_values") -> sa.CTE:
     """The distinct non-NULL values of an indexed column as a recursive CTE (one column, `v`): a loose
     index scan, one index probe per value, instead of reading the whole table as SELECT DISTINCT does
     (PostgreSQL before 18 and SQLite have no skip scan). Portable SQL; needs an index led by `column`."""
@@ -298,7 +299,7 @@ def distinct_values_cte(column, name: str = "distinct_values"):
     return values.union_all(following.where(values.c.v.is_not(None)))
 
 
-class uuid_text(sa.sql.functions.FunctionElement):
+class uuid_text(sa.sql.functions.FunctionElement[str]):
     """A Uuid column as its canonical text (8-4-4-4-12, lower case), made by the database: a big
     export reads plain strings instead of building a uuid.UUID per row and printing it again."""
 
@@ -308,18 +309,18 @@ class uuid_text(sa.sql.functions.FunctionElement):
 
 
 @compiles(uuid_text)
-def _uuid_text_default(element, compiler, **kw):  # PostgreSQL: uuid::text is the canonical form
+def _uuid_text_default(element: Any, compiler: Any, **kw: Any) -> str:  # PostgreSQL: uuid::text is the canonical form
     return f"CAST({compiler.process(element.clauses, **kw)} AS TEXT)"
 
 
 @compiles(uuid_text, "sqlite")
-def _uuid_text_sqlite(element, compiler, **kw):  # SQLAlchemy stores a Uuid on SQLite as 32 hex digits
+def _uuid_text_sqlite(element: Any, compiler: Any, **kw: Any) -> str:  # SQLAlchemy stores a Uuid on SQLite as 32 hex digits
     x = compiler.process(element.clauses, **kw)
     parts = " || '-' || ".join(f"substr({x}, {a}, {n})" for a, n in ((1, 8), (9, 4), (13, 4), (17, 4), (21, 12)))
     return f"CASE WHEN length({x}) = 32 THEN lower({parts}) ELSE lower({x}) END"
 
 
-def stream_rows(conn: sa.Connection, query, chunk_size: int = 5000) -> Iterator[list[tuple]]:
+def stream_rows(conn: sa.Connection, query: Any, chunk_size: int = 5000) -> Iterator[list[tuple[Any, ...]]]:
     """The query's rows as the driver gives them (plain tuples, no SQLAlchemy result types applied:
     the caller's columns must not need them), in lists of at most `chunk_size`. PostgreSQL reads
     from a server-side cursor; sqlite3 steps its cursor lazily anyway. For big exports: SQLAlchemy's
@@ -329,10 +330,10 @@ def stream_rows(conn: sa.Connection, query, chunk_size: int = 5000) -> Iterator[
     try:
         # with stream_results SQLAlchemy has taken the first row into its own buffer at execute:
         # that one through the Result, the rest straight from the DBAPI cursor
-        first = [tuple(r) for r in result.fetchmany(1)] if streamed else []
+        first: list[tuple[Any, ...]] = [tuple(r) for r in result.fetchmany(1)] if streamed else []
         cursor = result.cursor  # None when that fetch found no row and closed the result
         while cursor is not None:
-            part = cursor.fetchmany(chunk_size - len(first))
+            part = list(cursor.fetchmany(chunk_size - len(first)))
             if first:
                 part, first = first + part, []
             if not part:
@@ -344,12 +345,13 @@ def stream_rows(conn: sa.Connection, query, chunk_size: int = 5000) -> Iterator[
 
 # -- INSERT ... ON CONFLICT: both PostgreSQL and SQLite have it, each in its own SQLAlchemy dialect ---------
 
-def dialect_insert(conn: sa.Connection, table: sa.Table):
+def dialect_insert(conn: sa.Connection, table: sa.Table) -> Any:
     """An INSERT for the connection's dialect, so that .on_conflict_do_nothing/_do_update are available."""
     return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
 
 
-def insert_ignore(conn: sa.Connection, table: sa.Table, rows: dict | list[dict], *, key: str) -> int:
+def insert_ignore(conn: sa.Connection, table: sa.Table, rows: dict[str, Any] | list[dict[str, Any]], *,
+                  key: str) -> int:
     """Insert one row (a dict) or many (a list); a row whose `key` is taken already is skipped.
     -> how many rows were inserted."""
     if not rows:
@@ -360,6 +362,6 @@ def insert_ignore(conn: sa.Connection, table: sa.Table, rows: dict | list[dict],
     return conn.execute(stmt, rows).rowcount or 0
 
 
-def upsert(conn: sa.Connection, table: sa.Table, *, key: str, values: dict, update: dict) -> None:
+def upsert(conn: sa.Connection, table: sa.Table, *, key: str, values: dict[str, Any], update: dict[str, Any]) -> None:
     """Insert `values`, or, when a row with the same `key` exists, set `update` on it."""
     conn.execute(dialect_insert(conn, table).values(**values).on_conflict_do_update(index_elements=[key], set_=update))

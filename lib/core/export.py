@@ -11,9 +11,9 @@ import json
 import tempfile
 import threading
 import uuid as _uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import IO, Any
 
 import pandas as pd
 
@@ -42,7 +42,7 @@ def frame_to_csv(df: pd.DataFrame) -> bytes:
         if not (pd.api.types.is_numeric_dtype(safe[col]) or pd.api.types.is_datetime64_any_dtype(safe[col])):
             safe[col] = safe[col].map(lambda v: csv_safe(_cell(v)))
     safe.columns = [csv_safe(str(c)) if isinstance(c, str) else c for c in safe.columns]
-    return safe.to_csv(index=False, lineterminator="\r\n").encode("utf-8")  # as the csv module: \r quoted too
+    return str(safe.to_csv(index=False, lineterminator="\r\n")).encode("utf-8")  # as the csv module: \r quoted too
 
 
 def _cell(value: Any) -> Any:
@@ -52,7 +52,7 @@ def _cell(value: Any) -> Any:
     return csv_safe(value)
 
 
-class Columns(_abc.Sequence):
+class Columns(_abc.Sequence[tuple[Any, ...]]):
     """A chunk of rows held as one list per column (what a column-wise reader such as
     lib.core.audit.export_chunks yields): it reads as a sequence of row tuples, and the writers take its
     columns as they are instead of taking rows apart again."""
@@ -61,9 +61,9 @@ class Columns(_abc.Sequence):
 
     def __init__(self, columns: Sequence[Sequence[Any]]) -> None:
         self.columns = [list(c) for c in columns]
-        self._rows: list[tuple] | None = None
+        self._rows: list[tuple[Any, ...]] | None = None
 
-    def rows(self) -> list[tuple]:
+    def rows(self) -> list[tuple[Any, ...]]:
         if self._rows is None:
             self._rows = list(zip(*self.columns))
         return self._rows
@@ -71,16 +71,16 @@ class Columns(_abc.Sequence):
     def __len__(self) -> int:
         return len(self.columns[0]) if self.columns else 0
 
-    def __getitem__(self, i):
+    def __getitem__(self, i: Any) -> Any:
         if isinstance(i, slice):
             return Columns([c[i] for c in self.columns])
         return self.rows()[i]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
         return iter(self.rows())
 
-    def __eq__(self, other) -> bool:
-        return list(self) == list(other)
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Iterable) and list(self) == list(other)
 
 
 def chunk_columns(chunk: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
@@ -105,7 +105,7 @@ def _csv_column(values: Sequence[Any]) -> Sequence[Any]:
 
 
 def rows_to_csv(columns: Sequence[str], chunks: Iterable[Sequence[Sequence[Any]]], cap: int | None = None,
-                *, out=None, max_bytes: int | None = None) -> tuple[bytes | None, int, bool]:
+                *, out: IO[bytes] | None = None, max_bytes: int | None = None) -> tuple[bytes | None, int, bool]:
     """CSV of the rows in `chunks` (lists of row tuples), at most `cap` rows and `max_bytes` bytes
     (whole rows: a chunk that would pass the byte cap is written only up to the last row that fits).
 
@@ -145,7 +145,7 @@ def rows_to_csv(columns: Sequence[str], chunks: Iterable[Sequence[Sequence[Any]]
         written += len(chunk)
     pieces.close()  # the source is closed now, not when the garbage collector gets to it
     buf.flush()
-    data = raw.getvalue() if out is None else None
+    data = raw.getvalue() if out is None and isinstance(raw, io.BytesIO) else None
     buf.detach()
     return data, written, truncated
 
@@ -208,7 +208,7 @@ def export_value(value: Any) -> Any:
     return value
 
 
-def plain_column(values: list[Any]) -> tuple[list[Any], set]:
+def plain_column(values: list[Any]) -> tuple[list[Any], set[type]]:
     """export_value of every cell of a column, and the types of the cells it holds then: text, numbers,
     booleans and datetimes without a call per cell (datetimes stay as they are: naive ones are UTC,
     and pyarrow reads them so)."""
@@ -243,7 +243,7 @@ def exports_running() -> int:
 
 
 @contextmanager
-def export_slot(wait_s: float = 0.0):
+def export_slot(wait_s: float = 0.0) -> Iterator[None]:
     """One of the process's MAX_CONCURRENT_EXPORTS turns, waited for up to `wait_s` seconds, or
     ExportBusy: a burst of exports (any viewer may start several) is built a few at a time, so the
     memory they take together stays bounded."""
@@ -289,7 +289,7 @@ EXPORT_GC_THRESHOLD = 100_000  # allocations (net of frees) before a young-gener
 
 
 @contextmanager
-def fewer_gc_passes():
+def fewer_gc_passes() -> Iterator[None]:
     """While a big export runs: the cycle collector's young-generation threshold raised from 700 to
     EXPORT_GC_THRESHOLD. An export of 100,000 rows makes over a million short-lived tuples and
     strings, freed by their reference counts, never in cycles; with the default threshold the
@@ -312,7 +312,7 @@ def fewer_gc_passes():
                 _gc_saved = None
 
 
-def _capped(chunks: Iterable[Sequence[Sequence[Any]]], cap: int | None):
+def _capped(chunks: Iterable[Sequence[Sequence[Any]]], cap: int | None) -> Generator[tuple[Any, Any], None, None]:
     """Chunks cut at `cap` rows; the last item yielded is (None, truncated). A source left unread
     (the cap reached, or the writer failed) is closed here: a server-side cursor or a read-ahead
     thread under it stops now, not whenever the garbage collector gets to it."""
@@ -339,7 +339,8 @@ def close_source(chunks: Any) -> None:
 
 
 def rows_to_xlsx(columns: Sequence[str], chunks: Iterable[Sequence[Sequence[Any]]],
-                 cap: int | None = None, *, out=None, max_bytes: int | None = None) -> tuple[bytes | None, int, bool]:
+                 cap: int | None = None, *, out: IO[bytes] | None = None,
+                 max_bytes: int | None = None) -> tuple[bytes | None, int, bool]:
     """Excel, row by row. The byte cap counts the cells' text and numbers as written (the zipped
     file comes out smaller): the rows stop at the first chunk that passes it."""
     import xlsxwriter
@@ -399,10 +400,10 @@ def rows_to_xlsx(columns: Sequence[str], chunks: Iterable[Sequence[Sequence[Any]
     pieces.close()
     sheet.freeze_panes(1, 0)
     book.close()
-    return (target.getvalue() if out is None else None), r, truncated
+    return (target.getvalue() if out is None and isinstance(target, io.BytesIO) else None), r, truncated
 
 
-def _arrow_type(kinds: set):
+def _arrow_type(kinds: set[type]) -> Any:
     import pyarrow as pa
 
     seen = kinds - {_NONE}
@@ -419,7 +420,7 @@ def _arrow_type(kinds: set):
     return pa.string()
 
 
-def _arrow_column(values: list[Any], typ, kinds: set):
+def _arrow_column(values: list[Any], typ: Any, kinds: set[type]) -> Any:
     import pyarrow as pa
 
     if pa.types.is_string(typ) and not kinds <= {str, _NONE}:
@@ -434,10 +435,10 @@ def _arrow_column(values: list[Any], typ, kinds: set):
 
 
 def _iso_utc(value: _dt.datetime) -> str:
-    return export_value(value).isoformat()  # naive datetimes are UTC
+    return str(export_value(value).isoformat())  # naive datetimes are UTC
 
 
-def _fits(value: Any, typ) -> Any:
+def _fits(value: Any, typ: Any) -> Any:
     import pyarrow as pa
 
     try:
@@ -447,7 +448,7 @@ def _fits(value: Any, typ) -> Any:
         return None
 
 
-def _repeating(names: list[str], first: list[tuple[list[Any], set]]) -> list[str]:
+def _repeating(names: list[str], first: list[tuple[list[Any], set[type]]]) -> list[str]:
     """The columns worth dictionary encoding: those whose first chunk repeats its values (event
     types, accounts, statuses). Ids, timestamps and texts are all different: a dictionary of them
     (a new one per row group) is only extra work and bytes."""
@@ -455,7 +456,8 @@ def _repeating(names: list[str], first: list[tuple[list[Any], set]]) -> list[str
 
 
 def rows_to_parquet(columns: Sequence[str], chunks: Iterable[Sequence[Sequence[Any]]],
-                    cap: int | None = None, *, out=None, max_bytes: int | None = None) -> tuple[bytes | None, int, bool]:
+                    cap: int | None = None, *, out: IO[bytes] | None = None,
+                 max_bytes: int | None = None) -> tuple[bytes | None, int, bool]:
     """Parquet, one row group per chunk. Column types come from the first chunk that has a value in
     the column (the chunks before it are held until every column's type is known, at most
     PARQUET_HOLD_ROWS rows); a column with no value by then is text."""
@@ -464,13 +466,13 @@ def rows_to_parquet(columns: Sequence[str], chunks: Iterable[Sequence[Sequence[A
 
     names = [str(c) for c in columns]
     types: list[Any] = [None] * len(names)
-    held: list[list[tuple[list[Any], set]]] = []  # chunks as (column, its types), before the schema is known
+    held: list[list[tuple[list[Any], set[type]]]] = []  # chunks as (column, its types), before the schema is known
     target = io.BytesIO() if out is None else out
-    writer = None
+    writer: Any = None
     written = 0
     truncated = False
 
-    def flush(held_chunks: list[list[tuple[list[Any], set]]]) -> None:
+    def flush(held_chunks: list[list[tuple[list[Any], set[type]]]]) -> None:
         for cols in held_chunks:
             if cols and cols[0][0]:
                 writer.write_batch(pa.record_batch([_arrow_column(v, t, k) for (v, k), t in zip(cols, types)],
@@ -511,7 +513,7 @@ def rows_to_parquet(columns: Sequence[str], chunks: Iterable[Sequence[Sequence[A
         flush(held)
     pieces.close()
     writer.close()
-    return (target.getvalue() if out is None else None), written, truncated
+    return (target.getvalue() if out is None and isinstance(target, io.BytesIO) else None), written, truncated
 
 
 def prefetched(chunks: Iterable[Any], depth: int = 2) -> Iterable[Any]:
@@ -520,10 +522,10 @@ def prefetched(chunks: Iterable[Any], depth: int = 2) -> Iterable[Any]:
     its errors are raised here; closing this generator stops the source and waits for it."""
     import queue
 
-    pipe: queue.Queue = queue.Queue(maxsize=depth)
+    pipe: queue.Queue[Any] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
-    def put(item) -> bool:
+    def put(item: Any) -> bool:
         while not stop.is_set():
             try:
                 pipe.put(item, timeout=0.1)
@@ -559,7 +561,7 @@ def prefetched(chunks: Iterable[Any], depth: int = 2) -> Iterable[Any]:
         thread.join()
 
 
-def frame_rows(df: pd.DataFrame, chunk_size: int = 5000) -> Iterable[list[tuple]]:
+def frame_rows(df: pd.DataFrame, chunk_size: int = 5000) -> Iterable[list[tuple[Any, ...]]]:
     """A DataFrame as chunks of row tuples (missing values as None) for build_export."""
     obj = df.astype(object).where(df.notna(), None)
     for start in range(0, len(obj), chunk_size):

@@ -70,7 +70,7 @@ def role_for(
     return VIEWER
 
 
-def token_expired(claims: dict, now: datetime) -> bool:
+def token_expired(claims: dict[str, Any], now: datetime) -> bool:
     """True when the ID token's `exp` has passed or is missing/invalid (fail closed)."""
     exp = claims.get("exp")
     if isinstance(exp, bool) or not isinstance(exp, (int, float)):
@@ -78,7 +78,7 @@ def token_expired(claims: dict, now: datetime) -> bool:
     return exp <= now.timestamp()
 
 
-def groups_from_claim(value) -> tuple[str, ...]:
+def groups_from_claim(value: object) -> tuple[str, ...]:
     """OIDC groups claims come as a list, or as one comma/space separated string."""
     if value is None:
         return ()
@@ -123,7 +123,7 @@ def parse_proxy_ips(value: str | Iterable[str] | None) -> tuple[ipaddress.IPv4Ne
     return tuple(out)
 
 
-def client_is_trusted(client_ip: str | None, trusted: Iterable) -> bool:
+def client_is_trusted(client_ip: str | None, trusted: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
     if not client_ip:
         return False
     try:

@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 from lib.core.redact import redact
 
@@ -41,7 +41,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False, default=str)
 
 
-def configure_logging(level: str = "INFO", fmt: str = "text", stream=None) -> None:
+def configure_logging(level: str = "INFO", fmt: str = "text", stream: TextIO | None = None) -> None:
     """Root logging for a process: `fmt` text (the default) or json."""
     fmt = (fmt or "text").strip().lower()
     if fmt not in FORMATS:

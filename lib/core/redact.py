@@ -84,7 +84,7 @@ _SUSPECT_JSON_PY = re.compile(_SUSPECT_JSON_PATTERN, re.I)
 _SUSPECT_TEXT_PY = re.compile(_SUSPECT_TEXT_PATTERN, re.I)
 
 
-def _suspects(values: list, pattern: str, py_re: re.Pattern) -> list[int]:
+def _suspects(values: list[str | None], pattern: str, py_re: re.Pattern[str]) -> list[int]:
     """Indexes of the text cells that match `pattern` case-insensitively as Python's re reads it."""
     import numpy as np
     import pyarrow as pa
@@ -98,7 +98,7 @@ def _suspects(values: list, pattern: str, py_re: re.Pattern) -> list[int]:
     # ASCII letters beside ASCII's own (its documentation); each hit is then checked by Python's
     # own expression, the one that decides (there are few: a few hundred in 100,000 audit rows)
     hit = pc.fill_null(pc.match_substring_regex(arr, f"(?i:{pattern})|{_RE_I_FOLDS}"), False)  # folds as they are
-    return [i for i in np.flatnonzero(hit.to_numpy(zero_copy_only=False)).tolist() if py_re.search(values[i])]
+    return [i for i in np.flatnonzero(hit.to_numpy(zero_copy_only=False)).tolist() if py_re.search(values[i] or "")]
 
 
 def redact_json_texts(texts: list[str | None]) -> list[str | None]:
@@ -108,7 +108,7 @@ def redact_json_texts(texts: list[str | None]) -> list[str | None]:
     out = list(texts)
     for i in _suspects(out, _SUSPECT_JSON_PATTERN, _SUSPECT_JSON_PY):
         try:
-            out[i] = json.dumps(redact(json.loads(out[i])), ensure_ascii=False, sort_keys=True)
+            out[i] = json.dumps(redact(json.loads(out[i] or "")), ensure_ascii=False, sort_keys=True)
         except ValueError:
             out[i] = redact_text(out[i])
     return out

@@ -6,10 +6,13 @@ naive-UTC timestamps, normalised back to aware UTC on read (UTCDateTime below).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 
 metadata = sa.MetaData()
 
@@ -20,10 +23,10 @@ class _LenientSQLiteDateTime(sqlite.DATETIME):
     """SQLite's DATETIME, except that a value it cannot parse (text someone else's tool wrote) reads
     as NULL instead of failing the whole query: one bad row must not stop a page or a worker pass."""
 
-    def result_processor(self, dialect, coltype):
+    def result_processor(self, dialect: Dialect, coltype: object) -> Callable[[Any], Any]:
         parse = super().result_processor(dialect, coltype)
 
-        def process(value):
+        def process(value: Any) -> Any:
             try:
                 return parse(value) if parse else value
             except (ValueError, TypeError):
@@ -31,18 +34,18 @@ class _LenientSQLiteDateTime(sqlite.DATETIME):
         return process
 
 
-class UTCDateTime(sa.types.TypeDecorator):
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
     """timestamptz on PostgreSQL; on SQLite naive UTC in, aware UTC out. Naive input is refused."""
 
     impl = sa.DateTime(timezone=True)
     cache_ok = True
 
-    def load_dialect_impl(self, dialect):
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
         if dialect.name == "sqlite":
-            return dialect.type_descriptor(_LenientSQLiteDateTime())
+            return dialect.type_descriptor(_LenientSQLiteDateTime())  # type: ignore[no-untyped-call]  # SQLAlchemy's own __init__
         return dialect.type_descriptor(self.impl)
 
-    def process_bind_param(self, value, dialect):
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
@@ -50,7 +53,7 @@ class UTCDateTime(sa.types.TypeDecorator):
         value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
-    def process_result_value(self, value, dialect):
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         if isinstance(value, str):  # a SQLite row written by someone else's tool
@@ -58,16 +61,17 @@ class UTCDateTime(sa.types.TypeDecorator):
                 value = datetime.fromisoformat(value)
             except ValueError:  # unreadable: shown as unknown rather than stopping every read of the table
                 return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
+        moment: datetime = value
+        if moment.tzinfo is None:
+            return moment.replace(tzinfo=UTC)
+        return moment.astimezone(UTC)
 
 
-def _id() -> sa.Column:
+def _id() -> sa.Column[Any]:
     return sa.Column("id", sa.Uuid(as_uuid=True), primary_key=True, default=uuid.uuid4)
 
 
-def _ts(name: str, nullable: bool = True) -> sa.Column:
+def _ts(name: str, nullable: bool = True) -> sa.Column[Any]:
     return sa.Column(name, UTCDateTime(), nullable=nullable)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import date
 from pathlib import Path
@@ -199,7 +199,7 @@ def mask_url(url: str) -> str:
     return parsed.render_as_string(hide_password=True)
 
 
-def read_secrets_files(paths=SECRETS_FILES) -> dict[str, Any]:
+def read_secrets_files(paths: Sequence[Path] = SECRETS_FILES) -> dict[str, Any]:
     """Merged top-level keys of the secrets files that exist (project file wins)."""
     merged: dict[str, Any] = {}
     for path in reversed(paths):
@@ -224,7 +224,7 @@ def load_settings(env: Mapping[str, str] | None = None, secrets: Mapping[str, An
             raw = secrets.get(name, secrets.get(f.name))
         if raw is None:
             continue
-        values[f.name] = _coerce(f.name, f.type, raw)
+        values[f.name] = _coerce(f.name, str(f.type), raw)
     settings = Settings(**values)
     if settings.instagram_api not in GRAPH_HOSTS:
         raise SettingsError(f"INSTAGRAM_API must be one of {', '.join(GRAPH_HOSTS)} (got {settings.instagram_api!r})")

@@ -75,7 +75,7 @@ def clip_json(value: object, *, max_string: int = JSON_STRING_LIMIT, max_depth: 
             return f"[{kind} nested deeper than {max_depth} levels not shown]"
         kw = dict(max_string=max_string, max_depth=max_depth, max_items=max_items, _depth=_depth + 1)
         if isinstance(value, dict):
-            out = {}
+            out: dict[object, object] = {}
             for i, (k, v) in enumerate(value.items()):
                 if i >= max_items:
                     out["…"] = f"[{len(value) - max_items:,} more keys not shown]"

@@ -5,6 +5,7 @@ Buckets are UTC hours/days; the pages convert the bucket start to the display ti
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -12,7 +13,7 @@ BUCKETS = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
 _SQLITE_FORMAT = {"hour": "%Y-%m-%d %H:00:00", "day": "%Y-%m-%d 00:00:00"}
 
 
-def bucket_expr(column, unit: str, dialect_name: str):
+def bucket_expr(column: Any, unit: str, dialect_name: str) -> sa.ColumnElement[Any]:
     """A SQL expression giving the start of the UTC hour/day of `column`."""
     if unit not in BUCKETS:
         raise ValueError(f"unknown bucket {unit!r}; expected one of {', '.join(BUCKETS)}")
@@ -21,7 +22,7 @@ def bucket_expr(column, unit: str, dialect_name: str):
     return sa.func.strftime(_SQLITE_FORMAT[unit], column)
 
 
-def bucket_value(value) -> datetime:
+def bucket_value(value: datetime | str) -> datetime:
     """Aware UTC datetime from what bucket_expr returned (naive datetime on PG, text on SQLite)."""
     if isinstance(value, str):
         value = datetime.fromisoformat(value)

@@ -1,7 +1,7 @@
 """UTC helpers: everything inside is timezone-aware UTC; pure functions take `now`."""
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 
 
 def utcnow() -> datetime:
@@ -50,7 +50,7 @@ def fmt_duration(seconds: float) -> str:
     return f"{seconds // 86400} d"
 
 
-def fmt_local(value: datetime | None, tz, with_seconds: bool = True) -> str:
+def fmt_local(value: datetime | None, tz: tzinfo | None, with_seconds: bool = True) -> str:
     """Absolute time in the display timezone, e.g. '2026-11-25 13:04:05 CET'."""
     if value is None:
         return "—"
