@@ -39,11 +39,13 @@ READY_JS = """title => {
   if (!app || app.getAttribute("data-test-script-state") !== "notRunning") return false;
   const h1 = [...document.querySelectorAll("h1")].some(h => h.innerText.trim() === title);
   if (!h1) return false;
-  if (document.querySelector("[data-testid='stSkeleton'], [data-testid='stSkeletonElement'], [data-testid='stAppSkeleton']")) return false;
+  const skeletons = "[data-testid='stSkeleton'], [data-testid='stSkeletonElement'], [data-testid='stAppSkeleton']";
+  if (document.querySelector(skeletons)) return false;
   // only what is displayed: a chart or table in a closed expander or another tab is never drawn
   const shown = el => el.getClientRects().length > 0;
-  if ([...document.querySelectorAll("[data-testid='stPlotlyChart']")].some(c => shown(c) && !c.querySelector(".main-svg"))) return false;
-  if ([...document.querySelectorAll("[data-testid='stDataFrame']")].some(d => shown(d) && !d.querySelector("canvas"))) return false;
+  const all = sel => [...document.querySelectorAll(sel)];
+  if (all("[data-testid='stPlotlyChart']").some(c => shown(c) && !c.querySelector(".main-svg"))) return false;
+  if (all("[data-testid='stDataFrame']").some(d => shown(d) && !d.querySelector("canvas"))) return false;
   return true;
 }"""
 
@@ -194,7 +196,8 @@ def markdown(result: dict) -> str:
     f = result["floor"]
     lines = [f"Measured {result['measured_at']} on {result['nproc']} CPUs (load {result['load_before']:.1f} → "
              f"{result['load_after']:.1f}); volumes: {result['volumes']} (SQLite); Chromium at 1440×900; median of "
-             f"{result['runs']}, each run paired with a run of the floor (ratio = median of the paired ratios). Floor (bare Streamlit page: title, 4 metrics, 50-row dataframe, 1 Plotly bar "
+             f"{result['runs']}, each run paired with a run of the floor (ratio = median of the paired ratios). "
+             "Floor (bare Streamlit page: title, 4 metrics, 50-row dataframe, 1 Plotly bar "
              f"chart): new tab {f['new_tab_s']:.2f} s, menu switch {f['switch_s']:.2f} s.", "",
              "| page | new tab | page / floor | menu switch | page / floor |", "|---|---:|---:|---:|---:|"]
     for name, p in result["pages"].items():

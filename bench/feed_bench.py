@@ -132,7 +132,8 @@ def measure_export(engine, rows: int = 100_000) -> dict:
 def export_100k(engine) -> None:
     r = measure_export(engine)
     print(f"  reading {r['read_rows']:,} rows through the server-side cursor (no CSV): {r['read_s']:.2f} s")
-    print(f"  CSV export of {r['rows']:,} rows: {r['csv_s']:.2f} s, {r['bytes'] / 1e6:.1f} MB (truncated at cap: {r['truncated']})")
+    print(f"  CSV export of {r['rows']:,} rows: {r['csv_s']:.2f} s, {r['bytes'] / 1e6:.1f} MB "
+          f"(truncated at cap: {r['truncated']})")
 
 
 def explain(engine) -> None:

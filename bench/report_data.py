@@ -40,7 +40,8 @@ def _period(days: list[dict], followers: int) -> dict:
                                                 "follower_growth", "posts_published", "total_likes",
                                                 "total_comments", "total_saves", "total_shares")}
     ig["followers_count"] = followers
-    ig["avg_engagement_rate"] = round((ig["total_likes"] + ig["total_comments"] + ig["total_saves"]) / max(1, ig["reach"]) * 100, 2)
+    ig["avg_engagement_rate"] = round((ig["total_likes"] + ig["total_comments"] + ig["total_saves"]) / max(1,
+                                                                                                           ig["reach"]) * 100, 2)
     return ig
 
 

@@ -264,13 +264,17 @@ def markdown(result: dict) -> str:
         lines.append(f"| {label} |" + "".join(f" {c} |" for c in cells))
 
     row("Activity Feed next page (AppTest rerun)", lambda d: f"{d['pages']['activity_feed']['next_page_s']:.2f} s")
-    row("DLQ retry all matching (1,000 rows, rolled back)", lambda d: f"{d['retry_all']['total_s']:.2f} s ({d['retry_all']['rows']:,} rows)")
-    row("CSV export of audit rows", lambda d: f"{d['export']['csv_s']:.2f} s ({d['export']['rows']:,} rows, {d['export']['bytes'] / 1e6:.0f} MB)")
+    row("DLQ retry all matching (1,000 rows, rolled back)",
+        lambda d: f"{d['retry_all']['total_s']:.2f} s ({d['retry_all']['rows']:,} rows)")
+    row("CSV export of audit rows",
+        lambda d: f"{d['export']['csv_s']:.2f} s ({d['export']['rows']:,} rows, {d['export']['bytes'] / 1e6:.0f} MB)")
     row("peak RSS of the app process (AppTest, VmHWM): pages only", lambda d: f"{d['rss_pages_mb']:.0f} MB")
     row("peak RSS incl. the CSV export", lambda d: f"{d['rss_peak_mb']:.0f} MB")
-    for name, label in (("queue_monitor_counts", "Queue Monitor counts"), ("activity_feed_first_page", "Activity Feed chart + first page")):
+    for name, label in (("queue_monitor_counts", "Queue Monitor counts"), ("activity_feed_first_page",
+                                                                           "Activity Feed chart + first page")):
         row(f"naive pandas baseline: {label} (naive / lib, ratio)",
-            lambda d, n=name: f"{d['baseline'][n]['naive_s']:.2f} s / {d['baseline'][n]['ours_s']:.3f} s = ×{d['baseline'][n]['ratio']:.0f}")
+            lambda d, n=name: f"{d['baseline'][n]['naive_s']:.2f} s / {d['baseline'][n]['ours_s']:.3f} s "
+                              f"= ×{d['baseline'][n]['ratio']:.0f}")
     if "postgresql" in dbs and "explain" in dbs["postgresql"]:
         n_q = sum(e["queries"] for e in dbs["postgresql"]["explain"].values())
         n_s = sum(len(e["seq_scans"]) for e in dbs["postgresql"]["explain"].values())

@@ -107,7 +107,8 @@ _SCRIPT = textwrap.dedent('''
     url, interval = "{url}", {interval}
     req = build_chat_request(url, "{path}", user_id="b", business_account_id=str(uuid.uuid4()), question="q", chat_history=[])
     t0 = time.perf_counter()
-    s = ChatStream.from_response(open_chat(req, connect_timeout_s=5, read_timeout_s=60), max_duration_s=300, render_interval_s=interval)
+    s = ChatStream.from_response(open_chat(req, connect_timeout_s=5, read_timeout_s=60), max_duration_s=300,
+                                 render_interval_s=interval)
     def gen():
         st_ = True
         for c in s.chunks():
@@ -150,10 +151,14 @@ def main():
     us = lambda s: f"{s / n * 1e6:8.1f} µs"  # noqa: E731
     print(f"{n} tokens, median of {args.runs} runs (local chunked SSE server, no token delay)\n")
     print(f"{'':44}{'first token':>14}{'total':>14}{'per token':>14}")
-    print(f"{'raw requests + sseclient-py':44}{ms(med(r[0] for r in raw)):>14}{ms(med(r[1] for r in raw)):>14}{us(med(r[1] for r in raw)):>14}")
-    print(f"{'lib.activity.sse ChatStream (coalesced 50 ms) + escape':44}{ms(med(c[0] for c in cli)):>14}{ms(med(c[1] for c in cli)):>14}{us(med(c[1] for c in cli)):>14}"
+
+    def row(name, runs):
+        return f"{name:44}{ms(med(x[0] for x in runs)):>14}{ms(med(x[1] for x in runs)):>14}{us(med(x[1] for x in runs)):>14}"
+
+    print(row("raw requests + sseclient-py", raw))
+    print(row("lib.activity.sse ChatStream (coalesced 50 ms) + escape", cli) +
           f"   renders: {med(c[3] for c in cli):.0f}")
-    print(f"{'lib.activity.sse ChatStream (no coalescing) + escape':44}{ms(med(c[0] for c in cli0)):>14}{ms(med(c[1] for c in cli0)):>14}{us(med(c[1] for c in cli0)):>14}"
+    print(row("lib.activity.sse ChatStream (no coalescing) + escape", cli0) +
           f"   renders: {med(c[3] for c in cli0):.0f}")
     print(f"{'page: create session + save question (SQLite)':44}{ms(med(prelude)):>14}")
     print(f"{'st.write_stream, coalesced 50 ms (AppTest)':44}{'':>14}{ms(med(ws)):>14}{us(med(ws)):>14}")

@@ -73,7 +73,8 @@ def open_alerts(conn: sa.Connection, account_id: uuid.UUID, now: datetime) -> st
     lines = [f"There are {len(rows)} open alerts (this account and system-wide):"]
     for r in rows[:8]:
         scope = "" if r.business_account_id else " [system]"
-        lines.append(f"- {r.alert_type}{scope}, {fmt_ago(as_utc(r.created_at), now)}: {' '.join((r.message or '').split())[:140]}")
+        message = " ".join((r.message or "").split())[:140]
+        lines.append(f"- {r.alert_type}{scope}, {fmt_ago(as_utc(r.created_at), now)}: {message}")
     if len(rows) > 8:
         lines.append(f"… and {len(rows) - 8} more.")
     return "\n".join(lines)
@@ -160,5 +161,6 @@ def answer(conn: sa.Connection, *, account_id: uuid.UUID, question: str, now: da
     tools = pick_tools(question)
     parts = [TOOLS[name](conn, account_id, now) for name in tools]
     if len(tools) == len(TOOLS):
-        parts.insert(0, "Here is an overview of this account. Ask about the queue, the DLQ, alerts, agents or metrics for details.")
+        parts.insert(0,
+                     "Here is an overview of this account. Ask about the queue, the DLQ, alerts, agents or metrics for details.")
     return "\n\n".join(parts), tools

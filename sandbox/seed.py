@@ -930,7 +930,8 @@ def insights(acc: DemoAccount, ig: dict, media: dict, rev: dict, comp: dict, *, 
     else:
         recs.append("Mix formats: Reels and carousels usually lift saves and shares over single images.")
     if acc.profile.weekend > 1.05:
-        recs.append(f"Schedule key posts for the weekend, when reach runs about {round((acc.profile.weekend - 1) * 100)}% higher.")
+        lift = round((acc.profile.weekend - 1) * 100)
+        recs.append(f"Schedule key posts for the weekend, when reach runs about {lift}% higher.")
     else:
         recs.append("Post on Tuesday and Wednesday mornings; weekend reach is lower for this audience.")
     if rev["conversion_rate"] < 0.02:

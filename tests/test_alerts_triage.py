@@ -81,7 +81,8 @@ def test_default_is_unresolved_sorted_by_severity_then_newest(alerts_db):
     (AlertFilter(account_id=ACC_B), {"auth_failure 120", "mystery_type 15"}),
     (AlertFilter(since=NOW - timedelta(hours=1)), {"rate_limit 5", "rate_limit 50", "agent_down 30", "mystery_type 15"}),
     (AlertFilter(since=NOW - timedelta(days=2), until=NOW - timedelta(hours=1)), {"auth_failure 120", "content_violation 1800"}),
-    (AlertFilter(type="rate_limit", account_id=ACC_A, since=NOW - timedelta(minutes=10), severities=("WARNING",)), {"rate_limit 5"}),
+    (AlertFilter(type="rate_limit", account_id=ACC_A, since=NOW - timedelta(minutes=10), severities=("WARNING",)),
+     {"rate_limit 5"}),
     (AlertFilter(type="rate_limit", severities=("CRITICAL",)), set()),
 ])
 def test_filters(alerts_db, filters, expected):

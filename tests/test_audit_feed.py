@@ -106,7 +106,8 @@ def direct_ids(conn, filters_sql):
 
 FILTER_CASES = {
     "none": (AuditFilter(), lambda r: True),
-    "event_types": (AuditFilter(event_types=("dm_sent", "auth_failure")), lambda r: r["event_type"] in ("dm_sent", "auth_failure")),
+    "event_types": (AuditFilter(event_types=("dm_sent", "auth_failure")), lambda r: r["event_type"] in ("dm_sent",
+                                                                                                        "auth_failure")),
     "failures": (AuditFilter(success=False), lambda r: r["success"] is False),
     "successes": (AuditFilter(success=True), lambda r: r["success"] is True),
     "time_range": (AuditFilter(since=NOW - timedelta(hours=10), until=NOW - timedelta(hours=2)),

@@ -20,7 +20,8 @@ from tests.support.servers import ROOT
 pytestmark = pytest.mark.pooler
 
 THREADS = 8
-ROUNDS = int(os.environ.get("CONCURRENT_START_ROUNDS", "1"))  # fresh databases per run; 20 for the acceptance loop (docs/deploy.md)
+ROUNDS = int(os.environ.get("CONCURRENT_START_ROUNDS",
+                            "1"))  # fresh databases per run; 20 for the acceptance loop (docs/deploy.md)
 
 
 def schema_of(url: str) -> dict[str, set[str]]:

@@ -99,7 +99,8 @@ def test_every_gauge_equals_the_database(engine):
             sa.select(post_queue.c.status, post_queue.c.action_type, sa.func.count())
             .group_by(post_queue.c.status, post_queue.c.action_type))}
         health = queue_health(conn, now=now)
-        unresolved = conn.execute(sa.select(system_alerts.c.alert_type).where(system_alerts.c.resolved.is_(False))).scalars().all()
+        unresolved = conn.execute(sa.select(system_alerts.c.alert_type)
+                                  .where(system_alerts.c.resolved.is_(False))).scalars().all()
         beats = dict(conn.execute(sa.select(agent_heartbeats.c.agent_id, sa.func.max(agent_heartbeats.c.last_beat_at))
                                   .group_by(agent_heartbeats.c.agent_id)).all())
         usage = gu_lib.usage_rows(conn)

@@ -75,7 +75,8 @@ def test_titles_links_and_texts():
                                         first_seen=T0, occurrences=3)
     assert title == "[CRITICAL] auth_failure · acme_store"
     assert "First seen: 2026-12-01 10:12 CET" in body and "Seen 3 times so far." in body
-    assert "https://dash.example.com/system_alerts?alert_type=auth_failure&alert_state=open&alert_view=each&account=acme%20store" in body
+    assert ("https://dash.example.com/system_alerts?alert_type=auth_failure&alert_state=open&alert_view=each"
+            "&account=acme%20store") in body
     title, body = digest_message(s, sev="ERROR", alert_type="sync_failure", subj="x", repeats=14,
                                         since=T0, account_name=None, total=15)
     assert title == "[ERROR] sync_failure · x — repeated 14 times" and "Repeated 14 times since 10:12 CET" in body

@@ -84,7 +84,8 @@ def test_500_with_html_body():
     with FakeOversight("html_500") as fake, pytest.raises(BackendHttpError) as info:
         _ask(fake)
     assert info.value.status == 500
-    assert str(info.value) == "The oversight backend answered HTTP 500 Internal Server Error: the server answered with an HTML error page"
+    assert str(info.value) == ("The oversight backend answered HTTP 500 Internal Server Error: "
+                               "the server answered with an HTML error page")
 
 
 def test_200_that_is_not_an_event_stream():

@@ -32,7 +32,8 @@ def test_question_and_answer_are_appended_with_counters(engine):
     t0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)  # fixed: each message's timestamp is known
     with engine.begin() as conn:
         sid = create_session(conn, business_account_id=ACC, actor=Actor("ana", OPERATOR), now=t0)
-        before = record_question(conn, sid, actor=Actor("ana", OPERATOR), question="How many items are in the DLQ right now, please?", now=t0)
+        before = record_question(conn, sid, actor=Actor("ana", OPERATOR),
+                                 question="How many items are in the DLQ right now, please?", now=t0)
         assert before == []
     with engine.connect() as conn:  # a reload mid-stream already shows the question
         s = get_session(conn, sid, user="ana")
@@ -43,7 +44,8 @@ def test_question_and_answer_are_appended_with_counters(engine):
                       latency_ms=1500, tools_used=["get_dlq_summary"])
         before = record_question(conn, sid, actor=Actor("ana", OPERATOR), question="And alerts?", now=t0 + timedelta(seconds=5))
         assert [m["content"] for m in before] == ["How many items are in the DLQ right now, please?", "There are 3."]
-        record_answer(conn, sid, actor=Actor("ana", OPERATOR), content="Two open al", now=t0 + timedelta(seconds=6), incomplete=True)
+        record_answer(conn, sid, actor=Actor("ana", OPERATOR), content="Two open al", now=t0 + timedelta(seconds=6),
+                      incomplete=True)
     with engine.connect() as conn:
         s = get_session(conn, sid, user="ana")
         row = conn.execute(sa.select(oversight_chat_sessions).where(oversight_chat_sessions.c.id == sid)).one()

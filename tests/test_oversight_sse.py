@@ -62,7 +62,8 @@ def _stream(chunks, **kw):
 
 
 def test_stream_done_sets_result_and_coalesces():
-    s = _stream(_sse('{"token": "a"}', '{"token": "b"}', '{"token": "c"}', '{"done": true, "latency_ms": 5, "tools_used": ["t"]}'))
+    s = _stream(_sse('{"token": "a"}', '{"token": "b"}', '{"token": "c"}',
+                     '{"done": true, "latency_ms": 5, "tools_used": ["t"]}'))
     # the clock never moves: the first token renders at once, the rest is coalesced into one chunk
     assert list(s.chunks()) == ["a", "bc"]
     assert (s.text, s.outcome, s.incomplete, s.latency_ms, s.tools_used, s.tokens) == ("abc", "done", False, 5, ["t"], 3)

@@ -9,11 +9,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCES = sorted(p for d in ("lib", "worker") for p in (ROOT / d).rglob("*.py"))
 
 FORBIDDEN = {
-    "session-level advisory lock (use pg_advisory_xact_lock)": re.compile(r"pg_(try_)?advisory_lock(_shared)?\s*\(|advisory_lock\b(?!_)", re.I),
+    "session-level advisory lock (use pg_advisory_xact_lock)":
+        re.compile(r"pg_(try_)?advisory_lock(_shared)?\s*\(|advisory_lock\b(?!_)", re.I),
     "LISTEN (notifications go to whichever client holds the server connection next)": re.compile(r"""["']\s*LISTEN\s""", re.I),
     "cursor WITH HOLD (outlives the transaction)": re.compile(r"WITH\s+HOLD|withhold\s*=\s*True", re.I),
     "prepared statement": re.compile(r"""["']\s*(PREPARE|DEALLOCATE)\s|prepare_threshold""", re.I),
-    "SET outside a transaction (use SET LOCAL inside one)": re.compile(r"""["']\s*SET\s+(?!LOCAL\b)(SESSION\s+)?\w+\s*(=|TO\b)""", re.I),
+    "SET outside a transaction (use SET LOCAL inside one)":
+        re.compile(r"""["']\s*SET\s+(?!LOCAL\b)(SESSION\s+)?\w+\s*(=|TO\b)""", re.I),
 }
 
 

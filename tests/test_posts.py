@@ -115,7 +115,8 @@ def test_media_stats_newest_report_wins():
     old = {"id": "1", "report_date": datetime(2026, 1, 1, tzinfo=UTC),
            "media_metrics": '{"top_performing": [{"media_id": "a", "engagement": 5}]}'}
     new = {"id": "2", "report_date": datetime(2026, 1, 8, tzinfo=UTC),
-           "media_metrics": '{"top_performing": [{"media_id": "a", "engagement": 9}], "best_post": {"media_id": "a", "likes": 3}}'}
+           "media_metrics": '{"top_performing": [{"media_id": "a", "engagement": 9}], '
+                            '"best_post": {"media_id": "a", "likes": 3}}'}
     stats = lp.media_stats([parse_report(old), parse_report(new)])
     assert stats["a"]["engagement"] == 9 and stats["a"]["likes"] == 3 and stats["a"]["reports"] == 2
 

@@ -70,7 +70,8 @@ def test_users_do_not_see_each_others_chat_sessions(run_page, demo_url):
     for who in ("local", "analyst@example.com"):
         for acc in accounts:
             at = run_page(demo_url, "pages/oversight_chat.py", env={**ENV, "OPERATOR_EMAILS": who},
-                          user={"is_logged_in": True, "email": who, "email_verified": True, "exp": int(time.time() + 3600)}, secrets=AUTH)
+                          user={"is_logged_in": True, "email": who, "email_verified": True, "exp": int(time.time() + 3600)},
+                              secrets=AUTH)
             at.selectbox(key="account").set_value(acc).run()
             listed = at.radio(key=Keys.PICK).options if any(r.key == Keys.PICK for r in at.radio) else []
             assert len(listed) == owned.get((who, acc), 0), (who, acc)

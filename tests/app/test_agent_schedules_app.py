@@ -35,7 +35,8 @@ def test_an_operator_gives_a_4_minute_agent_a_5_minute_period(run_page, sqlite_u
     at.button(key=Keys.SAVE).click().run()
     assert not at.exception
     assert not at.error
-    assert sorted(s.value for s in at.success) == ["All 1 agent alive", "poller now beats every 5 min \\+ 1 min grace."]  # Markdown-escaped
+    assert sorted(s.value for s in at.success) == ["All 1 agent alive",
+                                                   "poller now beats every 5 min \\+ 1 min grace."]  # Markdown-escaped
     assert any("Schedule: beats every 5 min + 1 min grace" in c.value for c in at.caption)
     with eng.connect() as conn:
         row = conn.execute(sa.select(agent_schedules)).one()

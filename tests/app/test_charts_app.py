@@ -30,7 +30,8 @@ def test_one_bar_names_its_whole_bucket():
 
 
 def test_series_in_the_given_order_stacked_and_escaped():
-    counts = [{"bucket": f"2026-12-01T{h:02d}:00:00+00:00", "kind": k, "count": h} for h in (1, 2) for k in ("a", "b", "<i>x</i>")]
+    counts = [{"bucket": f"2026-12-01T{h:02d}:00:00+00:00", "kind": k, "count": h} for h in (1, 2) for k in ("a", "b",
+                                                                                                             "<i>x</i>")]
     spec = spec_of(counts, "hour")
     assert [t["name"] for t in spec["data"]] == ["b", "a", "&lt;i&gt;x&lt;/i&gt;"]  # order first, then the rest
     assert spec["layout"]["barmode"] == "stack" and "dtick" not in spec["layout"]["xaxis"]  # several bars: auto ticks

@@ -84,7 +84,8 @@ def test_new_session_and_select(run_page, chat_db, fake):
     with eng.begin() as conn:
         first = create_session(conn, business_account_id=ACC, actor=Actor("local", OPERATOR), now=t - timedelta(hours=1))
         record_question(conn, first, actor=Actor("local", OPERATOR), question="Older question", now=t - timedelta(hours=1))
-        record_answer(conn, first, actor=Actor("local", OPERATOR), content="Older answer", now=t - timedelta(hours=1), incomplete=True)
+        record_answer(conn, first, actor=Actor("local", OPERATOR), content="Older answer", now=t - timedelta(hours=1),
+                      incomplete=True)
     at = open_page(run_page, url, fake)
     assert at.radio(key=Keys.PICK).value == str(first)  # the newest is selected
     assert any("Interrupted: partial answer" in m.value for m in at.markdown)

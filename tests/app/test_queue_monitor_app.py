@@ -107,7 +107,8 @@ def test_dlq_filters_and_grouping(run_page, queue_db):
 def test_account_scope_from_the_sidebar(run_page, queue_db):
     url, rows = queue_db
     at = run_page(url, PAGE)
-    beta = next(o for o in at.selectbox(key="account").options if o != "all" and "beta" in str(at.selectbox(key="account").format_func(o)))
+    picker = at.selectbox(key="account")
+    beta = next(o for o in picker.options if o != "all" and "beta" in str(picker.format_func(o)))
     at.selectbox(key="account").set_value(beta).run()
     assert metrics(at)["DLQ"] == "2"
     assert set(table(at)["account"]) == {"beta"}

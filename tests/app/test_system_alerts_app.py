@@ -109,7 +109,8 @@ def test_resolve_all_matching_asks_with_count_then_resolves(run_page, sqlite_url
     eng = make_engine(sqlite_url)
     with eng.connect() as conn:
         audits = conn.execute(sa.select(audit_log.c.event_type, audit_log.c.user_id)).all()
-        open_left = conn.execute(sa.select(sa.func.count()).select_from(system_alerts).where(system_alerts.c.resolved.is_(False))).scalar_one()
+        open_left = conn.execute(sa.select(sa.func.count()).select_from(system_alerts)
+                                 .where(system_alerts.c.resolved.is_(False))).scalar_one()
     assert audits == [("alert_resolved", "local")] * 3 and open_left == 2
     at.segmented_control(key=Keys.STATE).set_value("resolved").run()
     at.segmented_control(key=Keys.VIEW).set_value("each").run()

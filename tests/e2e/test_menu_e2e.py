@@ -45,7 +45,8 @@ def assert_menu(page, current) -> None:
     expect(page.get_by_test_id("stSidebarNav")).to_have_count(0)  # Streamlit's own menu (the file list)
     expect(page.get_by_test_id("stSidebar").get_by_text("activity feed", exact=True)).to_have_count(0)
     weights = menu.get_by_test_id("stPageLink-NavLink").evaluate_all(
-        "links => links.map(a => getComputedStyle(a.querySelector('p')).fontWeight >= 600 ? a.querySelector('p').innerText : null)")
+        "links => links.map(a => a.querySelector('p'))"
+        ".map(p => getComputedStyle(p).fontWeight >= 600 ? p.innerText : null)")
     assert [w for w in weights if w] == [current.title]  # the current page, and only it, is highlighted
 
 

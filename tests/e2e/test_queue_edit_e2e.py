@@ -142,7 +142,8 @@ def _submit(page, form, **fields):
 def _refused(page, form, message: str, **fields):
     """Submit values the form refuses, until its message shows: a submit click that lands while the
     page redraws can be lost (a CI run lost one); a refused submit writes nothing, so a repeat is safe."""
-    click_until(page, lambda: _submit(page, form, **fields), lambda ms: expect(page.get_by_text(message)).to_be_visible(timeout=ms))
+    click_until(page, lambda: _submit(page, form, **fields),
+                lambda ms: expect(page.get_by_text(message)).to_be_visible(timeout=ms))
 
 
 def test_edit_and_retry_refuses_bad_values_then_sends_the_edited_row(start_app, edit_db, page):

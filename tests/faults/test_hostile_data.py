@@ -43,10 +43,13 @@ DANGEROUS_JS = """() => {
       if (!v) continue;
       let u;
       try { u = new URL(v.split(' ')[0], location.href); } catch (err) { bad.push(e.tagName + ' ' + v); continue; }
-      if (u.protocol !== 'data:' && u.protocol !== 'blob:' && u.origin !== location.origin) bad.push(e.tagName + ' ' + attr + '=' + v);
+      const local = u.protocol === 'data:' || u.protocol === 'blob:' || u.origin === location.origin;
+      if (!local) bad.push(e.tagName + ' ' + attr + '=' + v);
     }
   }
-  for (const s of document.querySelectorAll('script')) if (s.closest('#root') || s.textContent.includes('alert')) bad.push('script');
+  for (const s of document.querySelectorAll('script')) {
+    if (s.closest('#root') || s.textContent.includes('alert')) bad.push('script');
+  }
   for (const e of document.querySelectorAll('*')) {
     for (const a of e.getAttributeNames()) {
       if (a.startsWith('on')) bad.push(e.tagName + '[' + a + ']');
