@@ -52,6 +52,8 @@ class Keys:
     FLASH = "oversight_chat"  # lib.ui.feedback's flash messages of this page
     ASK_NEW = "_oversight_ask_in_new_session"  # the kept question of a vanished session goes to a new one
     RESEND = "_oversight_resend"  # that question, asked again by the next run without a second Send
+    CHOSEN = "_oversight_chosen"  # the session this browser session last picked or was sent to
+    SEEN = "_oversight_seen"  # the session addresses this browser session has shown
 
 
 SESSION_PARAM, _PENDING, _DRAFT, _PICK = Keys.SESSION_PARAM, Keys.PENDING, Keys.DRAFT, Keys.PICK
@@ -157,6 +159,7 @@ def session_gone(question: str | None) -> None:
     clear_loaders()
     st.query_params.pop(SESSION_PARAM, None)
     st.session_state.pop(_PICK, None)
+    st.session_state.pop(Keys.CHOSEN, None)
     if question:  # ask() says so after the answer (a flash shown now would be gone by then)
         st.session_state[Keys.RESEND] = question
         st.session_state[_ASK_NEW] = True
@@ -189,9 +192,10 @@ def show_pick_account() -> None:
 def selected_session_id(scope: Scope, sessions: list[SessionSummary]) -> uuid.UUID | None:
     """The session named in the URL when it is one of this user's sessions for this account,
     else the most recently active one (None when there is none)."""
-    raw = st.query_params.get(SESSION_PARAM)
+    raw = _address_to_follow(st.query_params.get(SESSION_PARAM))
     ids = {str(s.id): s.id for s in sessions}
     if raw in ids:
+        _select(ids[raw])
         return ids[raw]
     if raw:
         try:
@@ -201,16 +205,32 @@ def selected_session_id(scope: Scope, sessions: list[SessionSummary]) -> uuid.UU
         if wanted is not None:  # older than the list's limit, but still ours and this account's
             session = load_session(scope.db_url, wanted, scope.user.name)
             if session is not None and session.business_account_id == scope.account_id:
+                _select(wanted)
                 return wanted
     if sessions:
-        st.query_params[SESSION_PARAM] = str(sessions[0].id)
+        _select(sessions[0].id)
         return sessions[0].id
     st.query_params.pop(SESSION_PARAM, None)
+    st.session_state.pop(Keys.CHOSEN, None)
     return None
+
+
+def _address_to_follow(raw: str | None) -> str | None:
+    """Every run takes its query parameters from the browser's address as it was when the run was
+    asked for. A question sent while the page still redraws for a pick carries the address from
+    before the pick, which would send it to the session that was left. An address this browser
+    session has already shown, other than the latest pick, is such a leftover: the pick wins. An
+    address never shown (a link, a reload) is followed."""
+    chosen = st.session_state.get(Keys.CHOSEN)
+    if chosen and raw != chosen and raw in st.session_state.get(Keys.SEEN, set()):
+        return str(chosen)
+    return raw
 
 
 def _select(session_id: uuid.UUID | str) -> None:
     st.query_params[SESSION_PARAM] = str(session_id)
+    st.session_state[Keys.CHOSEN] = str(session_id)
+    st.session_state.setdefault(Keys.SEEN, set()).add(str(session_id))
 
 
 def _on_pick() -> None:

@@ -106,6 +106,40 @@ def test_new_session_and_select(run_page, chat_db, fake):
     assert "DLQ follow-up" in [s.title for s in sessions(eng)]
 
 
+def test_a_question_sent_with_the_address_from_before_the_pick_goes_to_the_picked_session(run_page, chat_db, fake):
+    # each run takes its query parameters from the browser's address when the run was asked for: a
+    # question sent while the page still redraws for a pick carries the address of the session left
+    url, eng = chat_db
+    t, me = utcnow(), Actor("local", OPERATOR)
+    with eng.begin() as conn:
+        older = create_session(conn, business_account_id=ACC, actor=me, now=t - timedelta(hours=3), title="Older")
+        newer = create_session(conn, business_account_id=ACC, actor=me, now=t - timedelta(minutes=5), title="Newer")
+    at = open_page(run_page, url, fake)
+    assert at.radio(key=Keys.PICK).value == str(newer)
+    at.radio(key=Keys.PICK).set_value(str(older))
+    rerun(at)
+    at.query_params["session"] = str(newer)  # the address the browser still showed
+    at.chat_input(key=Keys.QUESTION).set_value("Which session am I in?")
+    rerun(at)
+    with eng.connect() as conn:
+        assert [m["content"] for m in get_session(conn, older, user="local").messages][:1] == ["Which session am I in?"]
+        assert get_session(conn, newer, user="local").messages == []
+    assert at.radio(key=Keys.PICK).value == str(older)
+    assert at.query_params["session"] in (str(older), [str(older)])
+
+
+def test_an_address_this_browser_has_not_shown_is_followed(run_page, chat_db, fake):
+    url, eng = chat_db
+    t, me = utcnow(), Actor("local", OPERATOR)
+    with eng.begin() as conn:
+        older = create_session(conn, business_account_id=ACC, actor=me, now=t - timedelta(hours=3), title="Older")
+        create_session(conn, business_account_id=ACC, actor=me, now=t - timedelta(minutes=5), title="Newer")
+    at = open_page(run_page, url, fake)
+    at.query_params["session"] = str(older)  # a link to a session, opened in this tab
+    rerun(at)
+    assert at.radio(key=Keys.PICK).value == str(older)
+
+
 def test_question_over_2000_characters_is_kept_not_sent(run_page, chat_db, fake):
     url, eng = chat_db
     at = open_page(run_page, url, fake)
