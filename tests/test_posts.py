@@ -168,3 +168,23 @@ def test_one_post_that_is_best_and_worst_is_one_row():
 def test_caption_text():
     assert [lp.caption_text(v) for v in (None, "", "  ", "None", float("nan"), " Hi ")] == \
         [lp.NO_CAPTION] * 5 + ["Hi"]
+
+
+def test_best_and_worst_as_markdown_escapes_captions_and_formats_numbers():
+    media = {"best_post": {"media_id": "b1", "media_type": "IMAGE", "caption_snippet": "Sale | 50% *off* [shop](http://x.example)",
+                           "engagement": 1234, "likes": 1000, "comments": 34, "reach": 98765},
+             "worst_post": {"media_id": "w1", "caption_snippet": "=HYPERLINK(\"http://x\")" + "x" * 300, "likes": 2.5}}
+    table = lp.best_and_worst(media)
+    table.insert(0, "account", ["acme|shop", "acme|shop"])
+    text = lp.best_worst_markdown(table)
+    lines = text.splitlines()
+    assert lines[0] == "| Account | Post | Type | Caption | Engagement | Likes | Comments | Reach |"
+    assert "Media id" not in text and "b1" not in text  # the id is for the report details
+    cells = [c.strip() for c in lines[2].strip("|").split(" | ")]  # an escaped \| stays inside its cell
+    assert len(cells) == 8 and cells[0] == "acme\\|shop"
+    assert "\\|" in cells[3] and "\\*off\\*" in cells[3] and "\\[shop\\]" in cells[3]
+    assert cells[4:] == ["1,234", "1,000", "34", "98,765"]
+    worst = [c.strip() for c in lines[3].strip("|").split(" | ")]
+    assert worst[2] == "—" and worst[4] == "—" and worst[5] == "2.50"
+    assert worst[3].endswith("…") and len(worst[3]) < 200
+    assert lp.best_worst_markdown(lp.best_and_worst(None)) == ""

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 
 from lib.analytics import reports as an
 from lib.core.schema import instagram_business_accounts, post_queue
+from lib.core.text import md_escape
 from lib.core.timeutil import as_utc
 
 PUBLISH_ACTIONS = ("publish_post", "repost_ugc")
@@ -148,6 +149,37 @@ def best_and_worst(media: dict[str, Any] | None) -> pd.DataFrame:
                      "caption": caption if caption != NO_CAPTION else caption_text(snippets.get(mid)),
                      **{f: _number(post.get(f)) for f in ("engagement", "likes", "comments", "reach")}})
     return pd.DataFrame(rows, columns=list(BEST_WORST_COLUMNS))
+
+
+BEST_WORST_LABELS = {"account": "Account", "rank": "Post", "media_type": "Type", "caption": "Caption",
+                     "engagement": "Engagement", "likes": "Likes", "comments": "Comments", "reach": "Reach"}
+BEST_WORST_CAPTION_CHARS = 140  # of a caption in the table (the report details show it whole)
+_NUMERIC = ("engagement", "likes", "comments", "reach")
+
+
+def best_worst_markdown(table: pd.DataFrame) -> str:
+    """Rows of best_and_worst (with an optional "account" column first) as one Markdown table, without
+    the media id; untrusted text escaped (a `|` cannot end a cell), numbers with thousands separators,
+    "—" for a missing value. An empty string for no rows."""
+    if table.empty:
+        return ""
+    columns = [c for c in BEST_WORST_LABELS if c in table.columns]
+    lines = ["| " + " | ".join(BEST_WORST_LABELS[c] for c in columns) + " |",
+             "|" + "".join("---:|" if c in _NUMERIC else ":---|" for c in columns)]
+    for row in table.to_dict("records"):
+        cells = []
+        for c in columns:
+            value = row.get(c)
+            if value is None or (isinstance(value, float) and pd.isna(value)) or value == "":
+                cells.append("—")
+            elif c in _NUMERIC:
+                cells.append(f"{value:,.0f}" if float(value).is_integer() else f"{value:,.2f}")
+            elif c == "caption" and len(str(value)) > BEST_WORST_CAPTION_CHARS:
+                cells.append(md_escape(str(value)[:BEST_WORST_CAPTION_CHARS].rstrip()) + "…")
+            else:
+                cells.append(md_escape(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _number(value: Any) -> float | None:
