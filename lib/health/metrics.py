@@ -29,7 +29,7 @@ from prometheus_client.registry import Collector
 from lib.activity.heartbeats import latest_beats_query
 from lib.alerts.store import ALERT_TYPES, severity
 from lib.core.counters import PREFIX, name_label
-from lib.core.db import error_line
+from lib.core.db import error_line, without_jit
 from lib.core.schema import ACTION_TYPES, UTCDateTime, graph_usage, instagram_business_accounts, post_queue, system_alerts
 from lib.core.timeutil import as_utc, utcnow
 from lib.queue.holds import claimable_clause
@@ -97,6 +97,7 @@ def read_snapshot(conn: sa.Connection, *, now: datetime) -> Snapshot:
     for key, n in status_summary(conn, now=now)["summary"].items():
         action_type, _, status = key.partition("::")
         snap.rows[(status, action_type)] = int(n)
+    without_jit(conn)
     for metric, a, b, n, t in conn.execute(snapshot_query(now)):
         if metric == "due":
             snap.due = int(n or 0)

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from lib.core.audit import LIKE_ESCAPE, escape_like
+from lib.core.db import without_jit
 from lib.core.redact import redact, redact_text
 from lib.core.schema import (
     audit_log,
@@ -171,6 +172,7 @@ def queue_health(
     ).where(q.c.status.in_((PENDING, FAILED, PROCESSING)))
     if account_id is not None:
         stmt = stmt.where(account_clause(account_id))
+    without_jit(conn)
     row = conn.execute(stmt).one()
     oldest = as_utc(row.oldest_pending_at)
     return {
