@@ -13,7 +13,9 @@ from lib.core.db import init_db, make_engine, without_jit
 from lib.core.timeutil import utcnow
 from lib.health.metrics import read_snapshot
 from lib.queue.accounts import account_health
+from lib.queue.holds import came_due_since
 from lib.queue.reads import queue_health
+from lib.queue.store import claim
 from tests.support.queue_rows import add_account
 
 
@@ -42,24 +44,36 @@ def test_jit_is_off_for_the_transaction_only(pg_engine):
 
 
 @pytest.mark.parametrize("read", [
-    lambda conn: queue_health(conn, now=utcnow()),
-    lambda conn: read_snapshot(conn, now=utcnow()),
-    lambda conn: account_health(conn, now=utcnow()),
-], ids=["queue_health", "metrics_snapshot", "account_health"])
-def test_the_counts_with_hold_conditions_run_without_jit(pg_engine, read):
+    lambda engine: _in_connection(engine, lambda conn: queue_health(conn, now=utcnow())),
+    lambda engine: _in_connection(engine, lambda conn: read_snapshot(conn, now=utcnow())),
+    lambda engine: _in_connection(engine, lambda conn: account_health(conn, now=utcnow())),
+    lambda engine: _in_connection(engine, lambda conn: came_due_since(conn, since=utcnow(), now=utcnow())),
+    lambda engine: claim(engine, now=utcnow(), batch_size=10),
+], ids=["queue_health", "metrics_snapshot", "account_health", "worker_poll", "worker_claim"])
+def test_the_statements_with_hold_conditions_run_without_jit(pg_engine, read):
     jit_at_count: list[str] = []
-    with pg_engine.connect() as conn:
-        conn.exec_driver_sql("SET jit = on")
-        conn.commit()
 
-        @sa.event.listens_for(conn, "after_cursor_execute")
-        def after(_conn, cursor, statement, *_args):
-            if "queue_pauses" in statement:  # a statement with the hold conditions
-                probe = cursor.connection.cursor()  # same transaction, the statement's own results untouched
-                probe.execute("SHOW jit")
-                jit_at_count.append(probe.fetchone()[0])
-                probe.close()
+    def after(_conn, cursor, statement, *_args):
+        if "queue_pauses" in statement:  # a statement with the hold conditions
+            probe = cursor.connection.cursor()  # same transaction, the statement's own results untouched
+            probe.execute("SHOW jit")
+            jit_at_count.append(probe.fetchone()[0])
+            probe.close()
 
-        read(conn)
+    @sa.event.listens_for(pg_engine, "connect")
+    def jit_on(dbapi_conn, _record):  # as on a server whose default is on
+        cur = dbapi_conn.cursor()
+        cur.execute("SET jit = on")
+        cur.close()
+        dbapi_conn.commit()
+
+    pg_engine.dispose()  # new connections, with the listener above
+    sa.event.listen(pg_engine, "after_cursor_execute", after)
+    read(pg_engine)
     assert jit_at_count, "no statement with the hold conditions ran"
     assert set(jit_at_count) == {"off"}, jit_at_count
+
+
+def _in_connection(engine, read):
+    with engine.connect() as conn:
+        return read(conn)

@@ -9,6 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from lib.core.db import without_jit
 from lib.core.schema import graph_usage, instagram_business_accounts, post_queue
 from lib.instagram.account_holds import held_clause as instagram_hold
 from lib.queue.review_rules import held_clause as review_hold
@@ -67,4 +68,5 @@ def came_due_since(conn: sa.Connection, *, since: datetime, now: datetime) -> bo
     failed rows), so its cost follows the backlog of due rows, never the history of sent ones."""
     q = post_queue
     changed = sa.or_(sa.func.coalesce(q.c.next_retry_at, q.c.created_at) > since, q.c.updated_at > since)
+    without_jit(conn)  # JIT compiled this question every poll (lib.core.db.without_jit says why)
     return conn.execute(sa.select(q.c.id).where(claimable_clause(now), changed).limit(1)).first() is not None

@@ -27,7 +27,7 @@ from sqlalchemy.engine import Engine
 from lib.alerts.store import open_or_update_alert
 from lib.core import counters
 from lib.core.audit import AUDIT_ROW_COLUMNS, audit_row, log_audit
-from lib.core.db import insert_ignore, take_write_lock, upsert, write_transaction
+from lib.core.db import insert_ignore, take_write_lock, upsert, without_jit, write_transaction
 from lib.core.identity import Actor, require_operator
 from lib.core.logs import fields
 from lib.core.redact import redact
@@ -868,6 +868,7 @@ def claim(engine: Engine, *, now: datetime, batch_size: int,
     unreadable: list[tuple[Any, Any, str, str]] = []
     with write_transaction(engine) as conn:
         raw = conn.dialect.name == "sqlite"
+        without_jit(conn)  # the hold conditions' estimate made every claim compile for 0.4 s at 5M rows
         rows = conn.execute(claim_query(now, batch_size, raw=raw)).all()
         if not rows:
             return []

@@ -40,8 +40,9 @@ def _plain(cell: str) -> str:
 
 def board(at) -> dict[str, dict[str, tuple[str, str | None, str | None]]]:
     """The KPI board of several accounts: account -> KPI label -> (value, colour, change), as read
-    from its Markdown table (the only Markdown table of the page)."""
-    (table,) = [m.value for m in at.markdown if m.value.startswith("| Account |")]
+    from its Markdown table (the best and worst posts are the page's other table with an Account column)."""
+    (table,) = [m.value for m in at.markdown
+                if m.value.startswith("| Account |") and "| Post |" not in m.value.splitlines()[0]]
     lines = table.splitlines()
     head = [_plain(c) for c in lines[0].strip("|").split(" | ")]
     out = {}
