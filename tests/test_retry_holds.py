@@ -8,6 +8,7 @@ from lib.core.identity import Actor
 from lib.core.schema import instagram_business_accounts as accounts
 from lib.core.timeutil import utcnow
 from lib.instagram.account_holds import hold
+from lib.queue.holds import hold_reasons
 from lib.queue.store import retry
 from tests.support.queue_rows import add_account, insert_rows, queue_row
 
@@ -37,3 +38,5 @@ def test_retry_of_held_rows_says_why_they_wait_and_warns_of_a_permanent_error(en
     assert "Its last error was permanent (HTTP 400 code 100/33" in r_perm.message and r_perm.held is None
     assert r_fine.message == "Moved from dlq back to pending; the worker picks it up on its next tick."
     assert set(r_gone.as_response()) == {"success", "queue_id", "action_type", "previous_retry_count", "message"}
+    with engine.connect() as conn:  # the Queue Monitor's cell for each row: what it waits for, in a word
+        assert hold_reasons(conn, rows, now=now, short=True) == {rows[0]: "reconnect", rows[1]: "Instagram"}

@@ -16,37 +16,40 @@ from lib.queue.review_rules import held_clause as review_hold
 from lib.queue.rules import IDS_PER_STATEMENT, due_clause, paused_clause
 
 
-def hold_conditions(now: datetime) -> list[tuple[Any, str]]:
-    """Why the worker leaves a due row alone, each as (SQL condition on post_queue, what a person is
-    told): a disconnected account (auth failure), an account Instagram holds back (account_holds: a
-    block or restriction), an account (or the whole app) that Graph throttled until later
-    (graph_usage.regain_at), what an operator paused (queue_pauses), or what waits for a person's
-    review (lib.queue.review_rules)."""
+def hold_conditions(now: datetime) -> list[tuple[Any, str, str]]:
+    """Why the worker leaves a due row alone, each as (SQL condition on post_queue, what it waits for
+    in a word or two for a table cell, the sentence a person is told): a disconnected account (auth
+    failure), an account Instagram holds back (account_holds: a block or restriction), an account (or
+    the whole app) that Graph throttled until later (graph_usage.regain_at), what an operator paused
+    (queue_pauses), or what waits for a person's review (lib.queue.review_rules)."""
     q, acc, gu = post_queue, instagram_business_accounts, graph_usage
     disconnected = sa.exists().where(acc.c.id == q.c.business_account_id, acc.c.is_connected.is_(False))
     app_throttled = sa.exists().where(gu.c.regain_at > now, gu.c.scope == "app")
     throttled = sa.exists().where(gu.c.regain_at > now, gu.c.business_account_id == q.c.business_account_id)
     return [
-        (disconnected, "its account is disconnected: reconnect it (Accounts) before it can be sent"),
-        (instagram_hold(now), "Instagram holds its account back (see the banner at the top)"),
-        (app_throttled, "Instagram throttles this app for now; the worker resumes by itself"),
-        (throttled, "Instagram throttles its account for now; the worker resumes by itself"),
-        (paused_clause(), "an operator paused it (see Pauses)"),
-        (review_hold(now), "it waits for a person's review (Review page)"),
+        (disconnected, "reconnect",
+         "its account is disconnected: reconnect it (Accounts) before it can be sent"),
+        (instagram_hold(now), "Instagram", "Instagram holds its account back (see the banner at the top)"),
+        (app_throttled, "rate limit", "Instagram throttles this app for now; the worker resumes by itself"),
+        (throttled, "rate limit", "Instagram throttles its account for now; the worker resumes by itself"),
+        (paused_clause(), "resume", "an operator paused it (see Pauses)"),
+        (review_hold(now), "review", "it waits for a person's review (Review page)"),
     ]
 
 
 def held_back_clause(now: datetime):
     """Due rows the worker leaves alone (hold_conditions)."""
-    return sa.or_(*(cond for cond, _ in hold_conditions(now)))
+    return sa.or_(*(cond for cond, _, _ in hold_conditions(now)))
 
 
-def hold_reasons(conn: sa.Connection, ids, *, now: datetime) -> dict[uuid.UUID, str]:
-    """{row id: why the worker will not take it now} for the rows among ids that are held back."""
+def hold_reasons(conn: sa.Connection, ids, *, now: datetime, short: bool = False) -> dict[uuid.UUID, str]:
+    """{row id: why the worker will not take it now} for the rows among ids that are held back: the
+    sentence, or with `short` the table cell's label. The first condition that applies names it."""
     ids = list(ids)
     if not ids:
         return {}
-    reason = sa.case(*[(cond, sa.literal(text)) for cond, text in hold_conditions(now)], else_=sa.null())
+    reason = sa.case(*[(cond, sa.literal(label if short else text)) for cond, label, text in hold_conditions(now)],
+                     else_=sa.null())
     out = {}
     for start in range(0, len(ids), IDS_PER_STATEMENT):
         chunk = ids[start:start + IDS_PER_STATEMENT]

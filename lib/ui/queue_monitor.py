@@ -19,6 +19,7 @@ from lib.core.export import build_export, frame_export
 from lib.core.schema import ACTION_TYPES
 from lib.core.text import clip, clip_json
 from lib.core.timeutil import fmt_duration, fmt_local, utcnow
+from lib.queue.holds import hold_reasons
 from lib.queue.reads import (
     active_pauses,
     count_rows,
@@ -141,8 +142,12 @@ def load_worker(db_url: str, now: datetime, cron: str) -> dict[str, Any]:
 
 @st.cache_data(ttl=CACHE_TTL_S, max_entries=128, show_spinner=False)
 def load_rows(db_url: str, filt: QueueFilter, page: int, page_size: int = PAGE_SIZE) -> list[dict[str, Any]]:
+    """One page of rows, each with what holds it back (`held`: a short label, or None): a retry of a
+    held row would not send it, and the table says so before anyone tries."""
     with get_engine(db_url).connect() as conn:
-        return queue_rows(conn, filt=filt, limit=page_size, offset=(page - 1) * page_size)
+        rows = queue_rows(conn, filt=filt, limit=page_size, offset=(page - 1) * page_size)
+        held = hold_reasons(conn, [r["id"] for r in rows], now=utcnow(), short=True)
+    return [{**r, "held": held.get(r["id"])} for r in rows]
 
 
 @st.cache_data(ttl=CACHE_TTL_S, max_entries=128, show_spinner=False)
@@ -169,6 +174,8 @@ def load_group_filter(db_url: str, base: QueueFilter, category: str, group_text:
 def load_detail(db_url: str, queue_id: str) -> dict[str, Any] | None:
     with get_engine(db_url).connect() as conn:
         d = row_detail(conn, uuid.UUID(queue_id))
+        if d is not None:
+            d["held"] = hold_reasons(conn, [d["id"]], now=utcnow()).get(d["id"])
     if d is not None:  # a payload may be megabytes: cache and render a bounded copy
         d["payload"] = clip_json(d["payload"])
     return d
@@ -446,12 +453,14 @@ def show_results() -> None:
 
 
 def _frame(rows: list[dict[str, Any]], scope: Scope, view: str, now: datetime) -> pd.DataFrame:
+    waits = any(r.get("held") for r in rows)  # the column only when a row on this page is held back
     return pd.DataFrame(
         [{
             "retry": "Retry now" if view == "failed" else "Retry",
             "open": "Open",
             "action_type": r["action_type"],
             "account": scope.account_name(r["business_account_id"]),
+            **({"held": r.get("held") or ""} if waits else {}),
             "error_category": r["error_category"] or "—",
             "error": clip(r["error"] or "", 1_000),
             "retry_count": r["retry_count"],
@@ -460,7 +469,8 @@ def _frame(rows: list[dict[str, Any]], scope: Scope, view: str, now: datetime) -
             "last_attempt": ago(r["updated_at"]),
             "id": str(r["id"]),
         } for r in rows],
-        columns=["retry", "open", "action_type", "account", "error_category", "error", "retry_count",
+        columns=["retry", "open", "action_type", "account", *(["held"] if waits else []), "error_category", "error",
+                 "retry_count",
                  *(["next_retry"] if view == "failed" else []), "last_attempt", "created", "id"],
     )
 
@@ -616,8 +626,10 @@ def _draw_rows(scope: Scope, view: str, tag: str, rows: list[dict], now: datetim
             # widths that keep every column on screen at 1440 px (the full error is one click away: Open)
             "action_type": st.column_config.TextColumn("Action type", width=105),
             "account": st.column_config.TextColumn("Account", width=135),
+            "held": st.column_config.TextColumn("Waits for", width=85, help="The worker leaves this row alone until "
+                                                "then (Open says why); a retry waits for it too"),
             "error_category": st.column_config.TextColumn("Category", width=95),
-            "error": st.column_config.TextColumn("Error", width=225),
+            "error": st.column_config.TextColumn("Error", width=150 if "held" in df.columns else 225),
             "retry_count": st.column_config.NumberColumn("Retries", width=60),
             "next_retry": st.column_config.TextColumn("Next retry", width=90),
             "created": st.column_config.TextColumn("Created", width=95, help=f"Month-day and time, {scope.tz.key}"),
@@ -713,6 +725,9 @@ def show_detail(scope: Scope, queue_id: str, now: datetime) -> None:
         }
         st.dataframe(pd.DataFrame([{k: str(v) for k, v in facts.items()}]), hide_index=True,
                      width="stretch", key="qm_detail_facts")
+        if d.get("held"):
+            st.warning(f"Held back: {md_escape(d['held'])}. A retry moves it to pending, but the worker sends it "
+                       "only once that ends.", icon=":material/hourglass_top:")
         st.markdown("**Error**")
         st.code(clip(d["error"]) or "(no error text)", language=None, wrap_lines=True)
         show_edit_form(scope, d)

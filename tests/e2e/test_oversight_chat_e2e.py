@@ -156,3 +156,44 @@ def test_a_question_goes_into_the_session_on_screen_not_the_newest(start_app, ch
     assert len(old_messages) == 4 and old_messages[-1]["role"] == "assistant"
     assert [m["content"] for m in new_messages] == ["Are agents alive?", "All four are alive."]
     assert page.locator("[data-testid='stException']").count() == 0
+
+
+def test_a_session_deleted_elsewhere_asks_the_question_in_a_new_session(start_app, chat_db, page):
+    """The page shows a session; someone deletes it elsewhere; the user asks: one Send is enough, the
+    question and its answer land in a new session and the page says why."""
+    import sqlalchemy as sa
+
+    from lib.activity.oversight import create_session
+    from lib.core.identity import OPERATOR, Actor
+    from lib.core.schema import oversight_chat_sessions as ocs
+    from lib.core.timeutil import utcnow
+
+    url, eng = chat_db
+    with eng.begin() as conn:
+        old = create_session(conn, business_account_id=ACC, actor=Actor("local", OPERATOR), now=utcnow(),
+                             title="Soon deleted")
+    page.set_viewport_size({"width": 1440, "height": 900})
+    with FakeOversight("normal", tokens=5, delay_s=0.01) as fake:
+        server = start_app({"DATABASE_URL": url, "OVERSIGHT_API_URL": fake.url})
+        page.goto(f"{server.url}/oversight_chat?account=acme.shop")
+        wait_idle(page)
+        expect(page.get_by_role("heading", name="Soon deleted")).to_be_visible()
+        with eng.begin() as conn:
+            conn.execute(sa.delete(ocs).where(ocs.c.id == old))
+        box = page.get_by_test_id("stChatInputTextArea")
+        box.fill("Why did the last post fail?")
+        box.press("Enter")
+        wait_idle(page)
+        warning = page.get_by_test_id("stAlert").filter(has_text="no longer exists")
+        expect(warning).to_contain_text("asked in a new session")
+        expect(page.get_by_test_id("stChatMessage")).to_have_count(2)  # the question and its answer
+        expect(page.get_by_test_id("stChatMessage").nth(0)).to_contain_text("Why did the last post fail?")
+        expect(page.locator(".st-key-oversight_draft")).to_have_count(0)  # no kept draft to send again
+        assert [r["body"]["question"] for r in fake.requests] == ["Why did the last post fail?"]
+    with eng.connect() as conn:
+        [s] = list_sessions(conn, user="local", business_account_id=ACC)
+        messages = get_session(conn, s.id, user="local").messages
+    assert s.id != old
+    assert [m["role"] for m in messages] == ["user", "assistant"]
+    assert messages[0]["content"] == "Why did the last post fail?"
+    assert page.locator("[data-testid='stException']").count() == 0
