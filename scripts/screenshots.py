@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                 table = page.get_by_test_id("stDataFrame").filter(has_text="Retries").first
                 table.scroll_into_view_if_needed()
                 box = table.bounding_box()
-                page.mouse.click(box["x"] + 150, box["y"] + 35 + 17)  # the first row's Open button
+                page.mouse.click(box["x"] + 125, box["y"] + 35 + 17)  # the first row's Open button (checkbox 32 px, Retry 64 px)
                 page.get_by_test_id("stDialog").wait_for(timeout=30_000)
                 settle(page)
                 page.screenshot(path=out / "queue-monitor.png")
