@@ -1,4 +1,4 @@
-"""Synthetic analytics_reports in the spec's shapes (6.3-6.7), for the benchmark and browser tests.
+"""Synthetic analytics_reports in the reports' JSON shapes, for the benchmark and browser tests.
 
 Deterministic for a seed. Daily reports at 02:00 UTC cover the day before; weekly reports on
 Mondays 08:00 UTC cover the Monday-Sunday before. Every report carries all sections, a

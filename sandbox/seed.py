@@ -645,7 +645,7 @@ def alert_rows(rng: random.Random, accounts: list[DemoAccount], now: datetime, *
                total: int) -> list[dict]:
     """The open alerts the demo tells a story with, then resolved history up to `total` rows.
 
-    At most one open alert per (type, account or agent), as the worker keeps it (DESIGN 6).
+    At most one open alert per (type, account or agent), as the worker keeps it.
     """
     rows: list[dict] = []
     down_last_beat = now - DOWN_FOR

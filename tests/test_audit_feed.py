@@ -240,7 +240,7 @@ def test_distinct_types(feed_db):
 
 
 def test_search_reads_only_the_newest_window(engine, monkeypatch):
-    """security item 9: LIKE '%x%' runs over the newest SEARCH_WINDOW rows only (bounded per search)."""
+    """LIKE '%x%' runs over the newest SEARCH_WINDOW rows only (bounded per search)."""
     import lib.core.audit
 
     monkeypatch.setattr(lib.core.audit, "SEARCH_WINDOW", 10)

@@ -63,7 +63,7 @@ def test_require_operator():
         require_operator("ops", "retry")  # a bare name carries no role
 
 
-# -- fail closed off loopback (security item 1) ------------------------------------------------------
+# -- fail closed off loopback ------------------------------------------------------
 from lib.core.identity import (  # noqa: E402
     IdentityRefused,
     check_auth_table,
@@ -148,7 +148,7 @@ def test_local_mode_is_never_operator_off_loopback():
     assert local_role("local", bind_address="0.0.0.0", operator_emails="local") == VIEWER
 
 
-# -- OIDC (security item 2) --------------------------------------------------------------------------
+# -- OIDC --------------------------------------------------------------------------
 
 def test_oidc_identity_is_the_verified_email_only():
     assert oidc_identity({"email": "ops@example.com", "email_verified": True}) == "ops@example.com"

@@ -1,4 +1,4 @@
-"""Pure rules: categorize_ig_error (spec function + DESIGN decision 1) and the retry schedule."""
+"""Pure rules: categorize_ig_error (the category rules and Instagram's error table) and the retry schedule."""
 from __future__ import annotations
 
 import json

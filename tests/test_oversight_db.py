@@ -1,4 +1,4 @@
-"""Session persistence (spec 3.1/3.2) and the sandbox backend, on SQLite and PostgreSQL."""
+"""Session persistence and the sandbox backend, on SQLite and PostgreSQL."""
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -52,7 +52,7 @@ def test_question_and_answer_are_appended_with_counters(engine):
     assert s.messages[1] == {"role": "assistant", "content": "There are 3.", "timestamp": "2026-11-25T12:00:02Z",
                              "tools_used": ["get_dlq_summary"], "latency_ms": 1500}
     assert s.messages[3]["incomplete"] is True and "latency_ms" not in s.messages[3]
-    # each message carries the time it was recorded, in UTC with a Z (spec 3.1)
+    # each message carries the time it was recorded, in UTC with a Z
     assert [m["timestamp"] for m in s.messages] == [
         "2026-11-25T12:00:00Z", "2026-11-25T12:00:02Z", "2026-11-25T12:00:05Z", "2026-11-25T12:00:06Z"]
     assert (row.total_queries, row.last_question, row.last_answer, row.last_latency_ms, row.last_tools_used) == (

@@ -138,7 +138,7 @@ def test_tokens_of_roundtrip():
 
 
 def test_answers_are_capped_kept_and_marked_incomplete():
-    """security item 9: a backend that never stops cannot fill memory or the database."""
+    """A backend that never stops cannot fill memory or the database."""
     from lib.activity.sse import ChatStream
 
     frames = [b'data: {"token": "' + b"x" * 1000 + b'"}\n\n'] * 50 + [b'data: {"done": true}\n\n']

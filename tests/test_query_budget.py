@@ -1,4 +1,4 @@
-"""Query budget (issue 9): with 20 sessions on the same page with live refresh, the database sees at
+"""Query budget: with 20 sessions on the same page with live refresh, the database sees at
 most one query per cached loader per refresh interval, not one per session.
 
 The caches are process-wide, so 20 AppTest sessions in one process model 20 browser sessions of one

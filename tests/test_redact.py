@@ -1,4 +1,4 @@
-"""Security item 5: credentials never reach a log line (pure: a real logging handler, no mocks)."""
+"""Credentials never reach a log line (pure: a real logging handler, no mocks)."""
 from __future__ import annotations
 
 import io

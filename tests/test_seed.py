@@ -113,7 +113,7 @@ def test_audit_alerts_and_chat(seeded):
                for a in alerts)
     assert any(a["details"]["count"] > 1 for a in alerts)
     open_keys = [(a["alert_type"], a["business_account_id"], a["details"].get("agent_id")) for a in alerts if not a["resolved"]]
-    assert len(open_keys) == len(set(open_keys))  # DESIGN 6: one open alert per condition
+    assert len(open_keys) == len(set(open_keys))  # one open alert per condition, as the worker keeps it
 
     assert {c["dashboard_user_id"] for c in chats} >= {"local"} and len({c["dashboard_user_id"] for c in chats}) == 2
     messages = [m for c in chats for m in c["messages"]]

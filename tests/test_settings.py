@@ -63,7 +63,7 @@ def test_secrets_file_is_read(tmp_path):
 
 
 def test_mask_url_uses_sqlalchemys_parser_for_awkward_passwords():
-    # security item 5: '#', '/', '?' and '@' in a password were shown whole by a urlsplit-based mask
+    # '#', '/', '?' and '@' in a password were shown whole by a urlsplit-based mask
     for url, secret in [
         ("postgresql://u:Pa55#w0rd/Zq@host:1/db", "Pa55#w0rd/Zq"),
         ("postgresql://u:a?b=c@host:1/db", "a?b=c"),

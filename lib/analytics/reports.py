@@ -1,4 +1,4 @@
-"""analytics_reports (spec section 6): queries, and pure validation/flattening/deltas with pandas.
+"""analytics_reports: queries, and pure validation/flattening/deltas with pandas.
 
 Real rows are messy: JSON stored as text (or double-encoded), malformed JSON, numbers stored as
 strings, nulls, missing or extra keys, wrong types. `parse_report` turns one row into a clean

@@ -240,7 +240,7 @@ def show_list(alerts: list[Alert], view: AlertsView, scope: Scope, now: datetime
     `badges` (lib.notify.silences alert badges by id) adds the "silenced" and "on it" columns.
 
     The selection is kept as ids (Keys.SELECTED); while rows are selected the list stays as it was
-    drawn, so no live refresh reorders it under the operator's selection (security item 6)."""
+    drawn, so no live refresh reorders it under the operator's selection."""
     tag = _view_tag(view.filters, view.grouped)
     shown = st.session_state.get(Keys.SHOWN) or {}
     selected = list(st.session_state.get(Keys.SELECTED) or [])

@@ -1,4 +1,4 @@
-"""Security item 10: agent ids in the "agents down" banner and every Plotly label built from data
+"""Agent ids in the "agents down" banner and every Plotly label built from data
 (agent ids, alert types, action types) go through the one escaping function."""
 from __future__ import annotations
 

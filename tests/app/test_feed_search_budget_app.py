@@ -1,4 +1,4 @@
-"""Security item 9: a new Activity Feed search string costs at most one bounded query."""
+"""A new Activity Feed search string costs at most one bounded query."""
 from __future__ import annotations
 
 from sqlalchemy import event

@@ -115,7 +115,7 @@ def test_resolve_re_checks_the_sign_in_at_the_moment_of_writing(run_page, demo_u
 
 
 def test_database_down_page_drawn_before_sign_in_never_shows_the_password(run_page, monkeypatch):
-    """Security item 5: the unavailable page comes before sign-in; a password with '#', '/' or '@'
+    """The unavailable page comes before sign-in; a password with '#', '/' or '@'
     was shown whole by the old mask."""
     from tests.support.pg import free_port
 

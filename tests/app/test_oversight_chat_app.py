@@ -196,7 +196,7 @@ def test_dropped_stream_saves_partial_answer_as_incomplete(run_page, chat_db, fa
 
 
 def test_a_session_deleted_elsewhere_asks_the_question_in_a_new_session(run_page, chat_db, fake):
-    """Security item 8: the page has the session cached; it is deleted elsewhere; the user asks."""
+    """The page has the session cached; it is deleted elsewhere; the user asks."""
     import sqlalchemy as sa
 
     from lib.core.schema import oversight_chat_sessions as ocs

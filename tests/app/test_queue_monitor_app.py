@@ -207,7 +207,7 @@ def test_worker_last_tick_and_missed_schedule(run_page, sqlite_url):
     assert any("database is locked" in c.value for c in at.code)
 
 
-# -- queue control (issue 16) ------------------------------------------------------------------------
+# -- queue control ------------------------------------------------------------------------
 
 def _control_db(tmp_path):
     import uuid as _uuid
@@ -290,7 +290,7 @@ def test_edit_and_retry_form_validates_then_saves(run_page, tmp_path):
 
 
 def test_rows_waiting_on_instagram_are_listed_with_reason_and_next_check(run_page, sqlite_url):
-    """Issue 12: a row whose container Instagram is still processing waits (pending, next_retry_at
+    """A row whose container Instagram is still processing waits (pending, next_retry_at
     set): the page lists it apart from failures, with the reason, how long and when it is checked."""
     from lib.core.schema import post_queue_state
 

@@ -146,7 +146,7 @@ def test_empty_database(run_page, sqlite_url):
 
 
 def test_resolve_all_matching_drops_its_snapshot_when_the_filter_changes(run_page, sqlite_url):
-    """Security item 6: the confirmation's ids belong to the filter they were taken for."""
+    """The confirmation's ids belong to the filter they were taken for."""
     seed(sqlite_url)
     at = run_page(sqlite_url, PAGE)
     at.button(key="alerts-resolve-all").click().run()

@@ -146,7 +146,7 @@ def test_alerts_live_refresh_keeps_the_selection(start_app, demo_db, page):
 
 
 def test_resolve_selected_resolves_the_selected_alert_after_a_more_severe_one_arrives(start_app, demo_db, page):
-    """Security item 6: the selection is ids, and the list is frozen while rows are selected, so a
+    """The selection is ids, and the list is frozen while rows are selected, so a
     new alert sorting above the selected one cannot make "Resolve selected" resolve another alert."""
     server = start_app({"DATABASE_URL": demo_db, "POLL_INTERVAL_S": "2"})
     page.goto(server.url + "/system_alerts")

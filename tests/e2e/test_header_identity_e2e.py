@@ -51,7 +51,7 @@ def test_missing_header_is_refused(browser, start_app, demo_url):
 
 
 def test_a_request_that_did_not_come_from_the_trusted_proxy_is_refused(browser, start_app, demo_url):
-    """Security item 1: with TRUSTED_PROXY_IPS set, a forged header from any other client address
+    """With TRUSTED_PROXY_IPS set, a forged header from any other client address
     (here the browser on loopback) gets nothing, not even a disabled Retry button."""
     server = start_app({"DATABASE_URL": demo_url, **ENV, "OPERATOR_EMAILS": "ops@example.com",
                         "TRUSTED_PROXY_IPS": "10.9.9.9", "FORWARDED_ALLOW_IPS": ""})

@@ -1,4 +1,4 @@
-"""Scale-out on one PostgreSQL (issue 20, item 3): two app servers and four workers started at the same
+"""Scale-out on one PostgreSQL: two app servers and four workers started at the same
 moment on a fresh, uninitialised database, the sandbox Graph API as Instagram. In a real browser, each
 app retries a dead-lettered row and resolves an alert; then every queued row was sent exactly once,
 each app showed the other's writes after its cache interval (without a reload: the live panels), and
