@@ -13,7 +13,7 @@ from lib.core.db import init_db, make_engine, without_jit
 from lib.core.timeutil import utcnow
 from lib.health.metrics import read_snapshot
 from lib.queue.accounts import account_health
-from lib.queue.holds import came_due_since
+from lib.queue.holds import came_due_since, hold_reasons
 from lib.queue.reads import queue_health
 from lib.queue.store import claim
 from tests.support.queue_rows import add_account
@@ -49,7 +49,8 @@ def test_jit_is_off_for_the_transaction_only(pg_engine):
     lambda engine: _in_connection(engine, lambda conn: account_health(conn, now=utcnow())),
     lambda engine: _in_connection(engine, lambda conn: came_due_since(conn, since=utcnow(), now=utcnow())),
     lambda engine: claim(engine, now=utcnow(), batch_size=10),
-], ids=["queue_health", "metrics_snapshot", "account_health", "worker_poll", "worker_claim"])
+    lambda engine: _in_connection(engine, lambda conn: hold_reasons(conn, [uuid.uuid4()], now=utcnow(), short=True)),
+], ids=["queue_health", "metrics_snapshot", "account_health", "worker_poll", "worker_claim", "row_holds"])
 def test_the_statements_with_hold_conditions_run_without_jit(pg_engine, read):
     jit_at_count: list[str] = []
 
