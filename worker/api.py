@@ -511,7 +511,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    import uvicorn
+    import uvicorn  # lazy: the server only when run as a command; the tests import the app without it
 
     args = parse_args(argv)
     configure_logging(args.log_level, args.log_format, sys.stderr)

@@ -8,6 +8,7 @@ import decimal as _decimal
 import gc
 import io
 import json
+import queue
 import tempfile
 import threading
 import uuid as _uuid
@@ -343,7 +344,7 @@ def rows_to_xlsx(columns: Sequence[str], chunks: Iterable[Sequence[Sequence[Any]
                  max_bytes: int | None = None) -> tuple[bytes | None, int, bool]:
     """Excel, row by row. The byte cap counts the cells' text and numbers as written (the zipped
     file comes out smaller): the rows stop at the first chunk that passes it."""
-    import xlsxwriter
+    import xlsxwriter  # lazy: only an Excel export needs it
 
     cap = XLSX_MAX_ROWS if cap is None else min(cap, XLSX_MAX_ROWS)
     target = io.BytesIO() if out is None else out
@@ -404,7 +405,7 @@ def rows_to_xlsx(columns: Sequence[str], chunks: Iterable[Sequence[Sequence[Any]
 
 
 def _arrow_type(kinds: set[type]) -> Any:
-    import pyarrow as pa
+    import pyarrow as pa  # lazy: only a Parquet export needs it (tens of MiB)
 
     seen = kinds - {_NONE}
     if not seen:
@@ -421,7 +422,7 @@ def _arrow_type(kinds: set[type]) -> Any:
 
 
 def _arrow_column(values: list[Any], typ: Any, kinds: set[type]) -> Any:
-    import pyarrow as pa
+    import pyarrow as pa  # lazy: as above
 
     if pa.types.is_string(typ) and not kinds <= {str, _NONE}:
         values = [None if v is None else (_iso_utc(v) if isinstance(v, _dt.datetime) else str(v)) for v in values]
@@ -439,7 +440,7 @@ def _iso_utc(value: _dt.datetime) -> str:
 
 
 def _fits(value: Any, typ: Any) -> Any:
-    import pyarrow as pa
+    import pyarrow as pa  # lazy: as above
 
     try:
         pa.array([value], type=typ)
@@ -461,7 +462,7 @@ def rows_to_parquet(columns: Sequence[str], chunks: Iterable[Sequence[Sequence[A
     """Parquet, one row group per chunk. Column types come from the first chunk that has a value in
     the column (the chunks before it are held until every column's type is known, at most
     PARQUET_HOLD_ROWS rows); a column with no value by then is text."""
-    import pyarrow as pa
+    import pyarrow as pa  # lazy: only a Parquet export needs it
     import pyarrow.parquet as pq
 
     names = [str(c) for c in columns]
@@ -520,8 +521,6 @@ def prefetched(chunks: Iterable[Any], depth: int = 2) -> Iterable[Any]:
     """`chunks` read ahead on a thread, at most `depth` chunks ahead, in order. The source runs, and is
     closed, on that thread only (a database connection under it is used by one thread at a time);
     its errors are raised here; closing this generator stops the source and waits for it."""
-    import queue
-
     pipe: queue.Queue[Any] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 

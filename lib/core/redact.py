@@ -86,7 +86,7 @@ _SUSPECT_TEXT_PY = re.compile(_SUSPECT_TEXT_PATTERN, re.I)
 
 def _suspects(values: list[str | None], pattern: str, py_re: re.Pattern[str]) -> list[int]:
     """Indexes of the text cells that match `pattern` case-insensitively as Python's re reads it."""
-    import numpy as np
+    import numpy as np  # lazy: pyarrow and numpy only for a column scan (pages and exports), never the worker
     import pyarrow as pa
     import pyarrow.compute as pc
 

@@ -188,7 +188,7 @@ def mask_url(url: str) -> str:
     cannot disagree): a password holding '#', '/', '?' or '@' is masked whole. A URL it cannot
     parse is not shown at all."""
     from sqlalchemy.engine import make_url  # lazy: settings stay cheap to import
-    from sqlalchemy.exc import ArgumentError
+    from sqlalchemy.exc import ArgumentError  # lazy: as above
 
     try:
         parsed = make_url(url)

@@ -26,6 +26,7 @@ Decisions:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -221,7 +222,6 @@ def container_error_subcode(status_text: str | None) -> int | None:
     """The error subcode in an IG Container's `status` ("If status_code is ERROR, this value will be an
     error subcode"): Instagram writes it as text (e.g. "Error: ... error code 2207053"), so the last
     7-digit 2207xxx number in it, or None when it names none."""
-    import re
 
     found = re.findall(r"\b(22070\d\d)\b", status_text or "")
     return int(found[-1]) if found else None

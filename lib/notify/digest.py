@@ -20,6 +20,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from croniter import croniter
 
 from lib.alerts.store import severity
 from lib.core.audit import log_audit
@@ -82,7 +83,7 @@ def _names(conn) -> dict[str, str]:
 
 def build_digest(conn: sa.Connection, settings: Settings, *, now: datetime,
                  account_id: uuid.UUID | None = None) -> Digest:
-    # pandas and the analytics modules load here, not at import: the worker imports this module and
+    # lazy: pandas and the analytics modules load here, not at import: the worker imports this module and
     # would otherwise pay ~1 s of start-up per process for a digest it builds once a week.
     import pandas as pd
 
@@ -241,9 +242,6 @@ def render_html(d: Digest) -> str:
 
 def last_slot(cron: str, now: datetime) -> datetime:
     """The newest time at or before `now` that the cron expression names (UTC)."""
-
-    from croniter import croniter
-
     return croniter(cron, now + timedelta(seconds=1)).get_prev(datetime)
 
 

@@ -5,6 +5,7 @@ as the worker does; the history the Notifications page lists.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -83,9 +84,7 @@ class SendResult:
 def send(route: Route, *, title: str, body: str, notify_type: str, timeout_s: float,
          body_format: str = "text") -> SendResult:
     """One Apprise call to one route, limited to `timeout_s`; errors come back scrubbed of secrets."""
-    import time
-
-    import apprise
+    import apprise  # lazy: Apprise loads its plugins at import; only a delivery needs it
 
     started = time.monotonic()
     try:

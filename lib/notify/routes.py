@@ -85,7 +85,7 @@ def mask_notify_url(url: str) -> str:
 def understood(url: str) -> bool:
     """Apprise can build a notifier from this URL."""
     try:
-        import apprise
+        import apprise  # lazy: Apprise loads its plugins at import; only checking a URL needs it
 
         return apprise.Apprise.instantiate(url) is not None
     except Exception:  # noqa: BLE001 - a URL Apprise chokes on is not understood

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from lib.core.settings import PROJECT_ROOT
 
@@ -74,8 +75,6 @@ def page_file(path: str) -> Path:
 def _pages_directory_mode() -> bool:
     """True while this run is in Streamlit's pages-directory mode (app.py has not registered the
     pages yet): then the entry point itself is one of the registered pages."""
-    from streamlit.runtime.scriptrunner import get_script_run_ctx
-
     ctx = get_script_run_ctx()
     if ctx is None:
         return False
