@@ -38,7 +38,7 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lib.core.db import init_db, make_engine  # noqa: E402
+from lib.core.db import init_db, make_engine, without_jit  # noqa: E402
 from lib.core.schema import instagram_business_accounts as accounts  # noqa: E402
 from lib.core.schema import post_queue  # noqa: E402
 from lib.core.timeutil import utcnow  # noqa: E402
@@ -229,6 +229,7 @@ def poll_cost(url: str, history_rows: int, runs: int = 200) -> dict:
         changed = sa.or_(sa.func.coalesce(q.c.next_retry_at, q.c.created_at) > now, q.c.updated_at > now)
         stmt = sa.select(q.c.id).where(claimable_clause(now), changed).limit(1)
         compiled = stmt.compile(conn, compile_kwargs={"literal_binds": True})
+        without_jit(conn)  # as came_due_since runs it: the plan is the worker's
         plan = [r[0] for r in conn.execute(sa.text(f"EXPLAIN (ANALYZE, BUFFERS) {compiled}"))]
     eng.dispose()
     return {"history_rows": history_rows, "active_rows": 1000, "median_ms_without_history": round(empty_ms, 3),
