@@ -22,6 +22,7 @@ from lib.core.db import init_db, make_engine  # noqa: E402
 from lib.core.timeutil import utcnow  # noqa: E402
 from sandbox.seed import seed_demo  # noqa: E402
 from tests.conftest import CHROMIUM  # noqa: E402
+from tests.e2e.conftest import open_first_queue_row  # noqa: E402
 from tests.support.servers import StreamlitServer  # noqa: E402
 
 VIEWPORT = {"width": 1440, "height": 900}
@@ -57,11 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
                 page.goto(server.url + "/queue_monitor")
                 settle(page)
-                table = page.get_by_test_id("stDataFrame").filter(has_text="Retries").first
-                table.scroll_into_view_if_needed()
-                box = table.bounding_box()
-                page.mouse.click(box["x"] + 125, box["y"] + 35 + 17)  # the first row's Open button (checkbox 32 px, Retry 64 px)
-                page.get_by_test_id("stDialog").wait_for(timeout=30_000)
+                open_first_queue_row(page)
                 settle(page)
                 page.screenshot(path=out / "queue-monitor.png")
 

@@ -36,3 +36,16 @@ def open_expander(page, expander, text: str) -> None:
             expander.locator("summary").click()
 
     click_until(page, click, lambda ms: expect(expander).to_contain_text(text, timeout=ms))
+
+
+def open_first_queue_row(page):
+    """Press "Open" on the first row of the Queue Monitor's triage table; returns the row's dialog.
+    The grid is a canvas: the button sits right of the checkbox (32 px) and Retry (64 px) columns, one
+    header row (35 px) down."""
+    table = page.get_by_test_id("stDataFrame").filter(has_text="Retries").first
+    table.scroll_into_view_if_needed()
+    box = table.bounding_box()
+    dialog = page.get_by_test_id("stDialog")
+    click_until(page, lambda: dialog.count() or page.mouse.click(box["x"] + 125, box["y"] + 35 + 35 / 2),
+                lambda ms: expect(dialog).to_be_visible(timeout=ms))
+    return dialog

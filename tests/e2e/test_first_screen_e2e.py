@@ -19,14 +19,13 @@ from lib.core.schema import post_queue, queue_pauses
 from lib.core.timeutil import utcnow
 from lib.queue.store import pause
 from lib.ui.metrics import Keys as MetricsKeys
-from tests.e2e.conftest import click_until, open_expander, wait_idle
+from tests.e2e.conftest import click_until, open_expander, open_first_queue_row, wait_idle
 from tests.support.queue_rows import add_account, insert_rows, queue_row
 from tests.support.reports import add_accounts, add_reports, report
 
 pytestmark = pytest.mark.e2e
 
 OPS = Actor("ops@example.com", OPERATOR)
-HEADER_PX, ROW_PX = 35, 35
 
 
 def main_text(page) -> str:
@@ -104,13 +103,7 @@ def retry_db(sqlite_url):
 
 
 def _open_first_row_and_retry(page, says: str | None = None) -> None:
-    table = page.get_by_test_id("stDataFrame").filter(has_text="Retries").first
-    table.scroll_into_view_if_needed()
-    box = table.bounding_box()
-    dialog = page.get_by_test_id("stDialog")
-    # the first data row's "Open" button: right of the checkbox (32 px) and the Retry button (64 px) columns
-    click_until(page, lambda: dialog.count() or page.mouse.click(box["x"] + 125, box["y"] + HEADER_PX + ROW_PX / 2),
-                lambda ms: expect(dialog).to_be_visible(timeout=ms))
+    dialog = open_first_queue_row(page)
     if says:
         expect(dialog).to_contain_text(says)
     else:

@@ -12,12 +12,10 @@ from playwright.sync_api import expect
 from lib.core.db import init_db, make_engine
 from lib.core.schema import post_queue, post_queue_attempts
 from lib.core.timeutil import utcnow
-from tests.e2e.conftest import click_until, wait_idle
+from tests.e2e.conftest import open_first_queue_row, wait_idle
 from tests.support.queue_rows import add_account, insert_rows, queue_row
 
 pytestmark = pytest.mark.e2e
-
-HEADER_PX, ROW_PX = 35, 35
 
 
 @pytest.fixture
@@ -50,13 +48,7 @@ def test_open_shows_the_rows_story_in_a_dialog_and_retries_it(start_app, story_d
     page.goto(server.url + "/queue_monitor")
     wait_idle(page)
     expect(page.get_by_text("Rows 1–2 of 2, newest attempt first")).to_be_visible()
-    table = page.get_by_test_id("stDataFrame").filter(has_text="Retries").first
-    table.scroll_into_view_if_needed()
-    box = table.bounding_box()
-    dialog = page.get_by_test_id("stDialog")
-    # the first data row's "Open" button: right of the checkbox and the Retry button columns
-    click_until(page, lambda: dialog.count() or page.mouse.click(box["x"] + 150, box["y"] + HEADER_PX + ROW_PX / 2),
-                lambda ms: expect(dialog).to_be_visible(timeout=ms))
+    dialog = open_first_queue_row(page)
     expect(dialog).to_contain_text(str(newest["id"]))
     expect(dialog).to_contain_text("(#100) the comment was deleted")
     for attempt in ("connection reset by peer", "read timed out after 30 s"):  # every attempt, not only the last
