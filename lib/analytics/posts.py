@@ -173,7 +173,7 @@ def best_worst_markdown(table: pd.DataFrame) -> str:
             if value is None or (isinstance(value, float) and pd.isna(value)) or value == "":
                 cells.append("—")
             elif c in _NUMERIC:
-                cells.append(f"{value:,.0f}" if float(value).is_integer() else f"{value:,.2f}")
+                cells.append(an.fmt_value(float(value), "count"))
             elif c == "caption" and len(str(value)) > BEST_WORST_CAPTION_CHARS:
                 cells.append(md_escape(str(value)[:BEST_WORST_CAPTION_CHARS].rstrip()) + "…")
             else:

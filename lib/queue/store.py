@@ -948,7 +948,7 @@ def _audit_dlq(conn, queue_id, account_id, action_type, category, message, retry
 
 
 def store_state(engine: Engine, row: Claimed, state: ContainerState, *, now: datetime) -> None:
-    """Persist the containers before the next Graph call : creation_id in the payload
+    """Persist the containers before the next Graph call: creation_id in the payload
     (the spec's key), when it was made and the carousel items in post_queue_state. A retry then
     reads this container instead of making a second post. Also renews the claim token."""
     payload = {k: v for k, v in row.payload.items() if k != "creation_id"}

@@ -174,10 +174,10 @@ def load_group_filter(db_url: str, base: QueueFilter, category: str, group_text:
 def load_detail(db_url: str, queue_id: str) -> dict[str, Any] | None:
     with get_engine(db_url).connect() as conn:
         d = row_detail(conn, uuid.UUID(queue_id))
-        if d is not None:
-            d["held"] = hold_reasons(conn, [d["id"]], now=utcnow()).get(d["id"])
-    if d is not None:  # a payload may be megabytes: cache and render a bounded copy
-        d["payload"] = clip_json(d["payload"])
+        if d is None:
+            return None
+        d["held"] = hold_reasons(conn, [d["id"]], now=utcnow()).get(d["id"])
+    d["payload"] = clip_json(d["payload"])  # a payload may be megabytes: cache and render a bounded copy
     return d
 
 
